@@ -1,0 +1,172 @@
+"""The one exception tree of celeriac.
+
+Two branches that never mix: control flow raised *on purpose* by task code to steer the worker
+(``Retry``, ``Reject``, ``Ignore``), and errors that say something went wrong::
+
+    BaseException
+    └── TaskControl                  control flow, never a failure in itself
+        ├── Retry                    "run me again later" (raised by Task.retry)
+        ├── Reject                   "do not run me; dead-letter or requeue this message"
+        └── Ignore                   "forget this message: no state, no result"
+    Exception
+    └── CeleriacError
+        ├── ImproperlyConfigured     a bad setting, task option or URL (names the culprit)
+        ├── NotRegistered            a task name that no app knows
+        ├── DecodeError              a message or result that cannot be decoded (says why)
+        │   └── ContentDisallowed    a content type not in accept_content (pickle, say)
+        ├── TransportError           the broker cannot be reached or refused an operation
+        ├── BackendError             the result backend failed
+        ├── TimeoutError             AsyncResult.get() waited longer than its timeout
+        ├── TaskError                raised *inside* tasks by the worker
+        │   ├── MaxRetriesExceededError
+        │   ├── TaskRevokedError
+        │   ├── TimeLimitExceeded
+        │   ├── SoftTimeLimitExceeded
+        │   └── WorkerLostError
+        └── RemoteError              a task's exception whose type cannot be imported here
+
+Control flow derives from ``BaseException`` so that a task's blanket ``except Exception`` does not
+swallow a ``self.retry()`` by mistake.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+
+class TaskControl(BaseException):
+    """Base of the control-flow signals a task raises to steer its own outcome."""
+
+
+class Retry(TaskControl):
+    """Raised by ``Task.retry``: the worker schedules the task again and records RETRY."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        when: float | None = None,
+    ) -> None:
+        self.message = message
+        self.exc = exc
+        self.when = when
+        super().__init__(message or (f"Retry in {when}s" if when is not None else "Retry"))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.message, self.exc, self.when))
+
+
+class Reject(TaskControl):
+    """Raised by a task to refuse its message: requeued, or dead-lettered with ``reason``."""
+
+    def __init__(self, reason: str = "rejected by task", requeue: bool = False) -> None:
+        self.reason = reason
+        self.requeue = requeue
+        super().__init__(reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.reason, self.requeue))
+
+
+class Ignore(TaskControl):
+    """Raised by a task so that the worker acks the message and records nothing."""
+
+
+class CeleriacError(Exception):
+    """Base of every error celeriac raises."""
+
+
+class ImproperlyConfigured(CeleriacError):
+    """A setting, task option or URL is wrong; the message names which and why."""
+
+
+class NotRegistered(CeleriacError, KeyError):
+    """No task of that name is registered with the app."""
+
+    def __str__(self) -> str:
+        return f"task {self.args[0]!r} is not registered" if self.args else "task not registered"
+
+
+class DecodeError(CeleriacError):
+    """A message or stored result cannot be decoded; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ContentDisallowed(DecodeError):
+    """The message's content type is not in ``accept_content``."""
+
+
+class TransportError(CeleriacError):
+    """The broker cannot be reached, or it refused an operation."""
+
+
+class BackendError(CeleriacError):
+    """The result backend failed."""
+
+
+class TimeoutError(CeleriacError, builtins.TimeoutError):  # noqa: A001 - the Celery name
+    """``AsyncResult.get`` waited longer than its timeout. Also a builtin ``TimeoutError``."""
+
+
+class TaskError(CeleriacError):
+    """Base of the errors the worker raises inside, or about, a task."""
+
+
+class MaxRetriesExceededError(TaskError):
+    """The task asked to retry more times than ``max_retries`` allows."""
+
+
+class TaskRevokedError(TaskError):
+    """The task was revoked (or expired) before it ran."""
+
+
+class TimeLimitExceeded(TaskError):
+    """The hard time limit stopped the task."""
+
+
+class SoftTimeLimitExceeded(TaskError):
+    """The soft time limit was reached; raised inside the task so it can clean up."""
+
+
+class WorkerLostError(TaskError):
+    """The process running the task died (killed, out of memory) before it finished."""
+
+
+class RemoteError(CeleriacError):
+    """A task failed with an exception whose type cannot be imported in this process."""
+
+    def __init__(self, exc_type: str, exc_module: str, message: str) -> None:
+        self.exc_type = exc_type
+        self.exc_module = exc_module
+        self.exc_message = message
+        super().__init__(f"{exc_module}.{exc_type}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.exc_type, self.exc_module, self.exc_message))
+
+
+__all__ = [
+    "BackendError",
+    "CeleriacError",
+    "ContentDisallowed",
+    "DecodeError",
+    "Ignore",
+    "ImproperlyConfigured",
+    "MaxRetriesExceededError",
+    "NotRegistered",
+    "Reject",
+    "RemoteError",
+    "Retry",
+    "SoftTimeLimitExceeded",
+    "TaskControl",
+    "TaskError",
+    "TaskRevokedError",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "TransportError",
+    "WorkerLostError",
+]

@@ -1,0 +1,1 @@
+"""The wire protocol: one immutable message type, its serializers, compressors and signing."""

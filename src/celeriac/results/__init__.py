@@ -1,0 +1,1 @@
+"""Result backends and the result handles (``AsyncResult``) that read them."""

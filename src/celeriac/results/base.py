@@ -1,0 +1,232 @@
+"""The result backend contract, and the encoding of results and exceptions it shares.
+
+A backend stores one :class:`ResultMeta` per task id and answers three questions: what is the
+state now (``get_meta``), wake me when it is ready (``wait_for``), forget it (``forget``). The
+encoding (serializer, exception layout) lives here once; a concrete backend only moves bytes:
+
+* ``_write(task_id, data, expires_at)`` / ``_read(task_id)`` / ``_delete(task_id)``;
+* ``_wait(task_id, timeout)``: block until the stored record is *ready* or the timeout passes.
+  A backend with change notifications (Redis pub/sub, a condition variable) overrides it; the
+  default polls with a short back-off, which is right only for local stores such as SQLite;
+* ``_incr(key, amount, expires_at)``: an atomic counter, for group and chord bookkeeping.
+
+Async twins (``aget_meta``, ``await_for``, ``astore``) default to the sync ones run in a thread;
+backends with a native async client override them.
+
+Exceptions are stored in Celery's layout ``{"exc_type", "exc_module", "exc_message"}`` and
+rebuilt with their own type when that type's module is already imported in the reading process
+(a stored result never makes us import a module by name), else as :class:`RemoteError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import builtins
+import sys
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar
+
+from celeriac import states
+from celeriac.errors import BackendError, DecodeError, RemoteError
+from celeriac.protocol.serializers import SerializerRegistry
+
+DEFAULT_EXPIRES = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ResultMeta:
+    """Everything stored about one task: state, result or exception, and where it came from.
+
+    For FAILURE, REVOKED, REJECTED and RETRY, ``result`` holds the *encoded* exception dict
+    (see :func:`exception_to_dict`); :meth:`exception` rebuilds it.
+    """
+
+    task_id: str
+    status: str = states.PENDING
+    result: Any = None
+    traceback: str | None = None
+    date_done: float | None = None
+    name: str | None = None
+    args: Any = None
+    kwargs: Any = None
+    worker: str | None = None
+    retries: int = 0
+    queue: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    children: list[Any] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.status in states.READY_STATES
+
+    def exception(self) -> BaseException | None:
+        """The stored exception, rebuilt; ``None`` unless the state carries one."""
+        if self.status not in states.EXCEPTION_STATES or not isinstance(self.result, Mapping):
+            return None
+        return exception_from_dict(self.result)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResultMeta:
+        if not isinstance(data, Mapping) or "task_id" not in data:
+            raise DecodeError("stored result is not a result record")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    """Celery's exception layout: type name, module, and the args (as repr when unserializable)."""
+    cls = type(exc)
+    if isinstance(exc, RemoteError):
+        return {"exc_type": exc.exc_type, "exc_module": exc.exc_module,
+                "exc_message": [exc.exc_message]}
+    message: list[Any] = []
+    for arg in exc.args:
+        message.append(arg if isinstance(arg, str | int | float | bool | type(None)) else repr(arg))
+    return {"exc_type": cls.__qualname__, "exc_module": cls.__module__, "exc_message": message}
+
+
+def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
+    """Rebuild an exception; its own type if its module is loaded here, else RemoteError."""
+    type_name = str(data.get("exc_type", "Exception"))
+    module_name = str(data.get("exc_module", "builtins"))
+    raw = data.get("exc_message", [])
+    args = list(raw) if isinstance(raw, list | tuple) else [raw]
+    module = builtins if module_name == "builtins" else sys.modules.get(module_name)
+    cls: Any = module
+    for part in type_name.split("."):
+        cls = getattr(cls, part, None) if cls is not None else None
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        try:
+            return cls(*args)
+        except Exception:
+            pass  # a constructor with another signature: fall through to RemoteError
+    text = " ".join(str(a) for a in args)
+    return RemoteError(type_name, module_name, text)
+
+
+class Backend(abc.ABC):
+    """The result backend contract; see the module docstring for what a subclass implements."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: Seconds between polls in the default ``_wait``, growing to ``poll_max``.
+    poll_min: ClassVar[float] = 0.001
+    poll_max: ClassVar[float] = 0.05
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        serializer: str = "json",
+        accept: Collection[str] = ("json",),
+        expires: float | None = DEFAULT_EXPIRES,
+        serializers: SerializerRegistry | None = None,
+        **options: Any,
+    ) -> None:
+        self.url = url
+        self.serializer = serializer
+        self.accept = tuple(accept)
+        self.expires = expires
+        self.serializers = serializers or SerializerRegistry.with_defaults()
+        self.options = options
+
+    # -- what a backend implements ----------------------------------------------------------
+    @abc.abstractmethod
+    def _write(self, task_id: str, data: bytes, expires_at: float | None) -> None: ...
+
+    @abc.abstractmethod
+    def _read(self, task_id: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def _delete(self, task_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def _incr(self, key: str, amount: int, expires_at: float | None) -> int: ...
+
+    def cleanup(self) -> int:
+        """Remove expired records; returns how many. Backends that expire natively return 0."""
+        return 0
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def _wait(self, task_id: str, timeout: float | None) -> bytes | None:
+        """Poll until the record is ready; backends with notifications override this."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = self.poll_min
+        while True:
+            data = self._read(task_id)
+            if data is not None and self._decode(data).ready:
+                return data
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return data
+                delay = min(delay, remaining)
+            time.sleep(delay)
+            delay = min(delay * 2, self.poll_max)
+
+    # -- the public, encoded API ------------------------------------------------------------
+    def _expires_at(self) -> float | None:
+        return None if self.expires is None else time.time() + self.expires
+
+    def _encode(self, meta: ResultMeta) -> bytes:
+        content_type, _, data = self.serializers.dumps(meta.to_dict(), self.serializer)
+        return content_type.encode("ascii") + b"\n" + data
+
+    def _decode(self, data: bytes) -> ResultMeta:
+        content_type, sep, payload = data.partition(b"\n")
+        if not sep:
+            raise DecodeError("stored result has no content-type line")
+        value = self.serializers.loads(payload, content_type.decode("ascii"), "utf-8", self.accept)
+        return ResultMeta.from_dict(value)
+
+    def store(self, meta: ResultMeta) -> None:
+        """Store the state of ``meta.task_id``; ready states get ``date_done`` if unset."""
+        if meta.ready and meta.date_done is None:
+            meta = replace(meta, date_done=time.time())
+        try:
+            self._write(meta.task_id, self._encode(meta), self._expires_at())
+        except (DecodeError, BackendError):
+            raise
+        except Exception as exc:
+            raise BackendError(f"could not store result of {meta.task_id}: {exc}") from exc
+
+    def get_meta(self, task_id: str) -> ResultMeta:
+        """The stored record, or a PENDING one when nothing is stored (Celery's meaning)."""
+        data = self._read(task_id)
+        return ResultMeta(task_id=task_id) if data is None else self._decode(data)
+
+    def wait_for(self, task_id: str, timeout: float | None = None) -> ResultMeta:
+        """Block until the task is ready or ``timeout`` passes; returns the latest record."""
+        data = self._wait(task_id, timeout)
+        return ResultMeta(task_id=task_id) if data is None else self._decode(data)
+
+    def forget(self, task_id: str) -> None:
+        self._delete(task_id)
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        """Atomically add ``amount`` to counter ``key`` and return the new value."""
+        return self._incr(key, amount, self._expires_at())
+
+    # -- async twins --------------------------------------------------------------------------
+    async def astore(self, meta: ResultMeta) -> None:
+        await asyncio.to_thread(self.store, meta)
+
+    async def aget_meta(self, task_id: str) -> ResultMeta:
+        return await asyncio.to_thread(self.get_meta, task_id)
+
+    async def await_for(self, task_id: str, timeout: float | None = None) -> ResultMeta:
+        return await asyncio.to_thread(self.wait_for, task_id, timeout)
+
+    def __repr__(self) -> str:
+        from celeriac.utils.urls import redact_url
+
+        return f"<{type(self).__name__} {redact_url(self.url)}>"

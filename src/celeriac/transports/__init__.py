@@ -1,0 +1,1 @@
+"""Transports: the brokers a message travels through. See :mod:`celeriac.transports.base`."""

@@ -1,0 +1,198 @@
+"""The transport contract: what every broker (memory, SQLite, Redis, AMQP) must do.
+
+The contract is small and explicit about acknowledgement:
+
+* **declare** exchanges, queues and bindings (idempotent; stored *on the broker*, so that every
+  producer and worker process sees the same topology);
+* **publish** one message or a batch to an exchange with a routing key; a ``due_at`` time keeps the
+  message on the broker, invisible, until it is due (countdown, eta and retry backoff never wait
+  in a worker's memory);
+* **get** up to ``max_count`` deliveries from some queues, waiting up to ``timeout`` seconds for
+  the first (the worker asks for exactly as many as its prefetch window has room for);
+* each delivery is **leased**: invisible to other consumers until it is acked, requeued, rejected,
+  or its lease expires (the consumer died), in which case it is delivered again with its
+  ``delivery_count`` raised. ``extend`` renews leases while long tasks run. Past
+  ``max_deliveries`` a message goes to the dead-letter queue instead of being delivered again;
+* **ack / requeue / reject** take sequences so that a worker settles a whole batch in one round
+  trip; ``reject`` dead-letters the message with a reason a person can read;
+* **purge**, **size**, **dead_letters** for the CLI and for tests.
+
+Everything is ``async``; a transport that talks to a blocking library does so in a way that keeps
+each call short. Sync producers go through :meth:`Transport.publish_sync`, which a transport with
+a native blocking client overrides so that ``.delay()`` in a Django view costs one round trip and
+no event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from celeriac.protocol.message import Message
+from celeriac.routing import Binding, Exchange, Queue
+
+DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_MAX_DELIVERIES = 10
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish: where to (exchange, routing key) and from when (``due_at``).
+
+    ``due_at`` is a UNIX timestamp; ``None`` or a past time means "deliverable now". The message's
+    priority comes from ``message.properties["priority"]`` (0-9, higher first).
+    """
+
+    message: Message
+    exchange: str
+    routing_key: str
+    due_at: float | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message handed to a consumer, leased to it until settled.
+
+    ``payload`` holds the raw bytes as stored, so that even a message that cannot be decoded can be
+    dead-lettered intact. ``tag`` is the transport's handle for settling it; ``delivery_count`` is
+    1 on the first delivery and grows with each redelivery.
+    """
+
+    tag: Any
+    queue: str
+    payload: bytes
+    delivery_count: int = 1
+    transport_data: dict[str, Any] = field(default_factory=dict)
+    _message: Message | None = field(default=None, repr=False)
+
+    @property
+    def redelivered(self) -> bool:
+        return self.delivery_count > 1
+
+    def decode(self) -> Message:
+        """The message in this delivery; raises :class:`~celeriac.errors.DecodeError` if broken."""
+        if self._message is None:
+            self._message = Message.from_wire(self.payload)
+        return self._message
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that was dead-lettered, with why and when."""
+
+    queue: str
+    payload: bytes
+    reason: str
+    delivery_count: int
+    failed_at: float
+
+
+class Transport(abc.ABC):
+    """The broker contract. Subclasses register a URL scheme in :mod:`celeriac.transports.registry`.
+
+    ``options`` are the app's ``broker_transport_options``: each transport documents the keys it
+    reads (``lease_seconds`` and ``max_deliveries`` are common to all).
+    """
+
+    #: URL schemes served by this class, for the registry.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: True when publish_sync is native (no event loop involved).
+    native_sync_publish: ClassVar[bool] = False
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = url
+        self.options = options
+        self.lease_seconds = float(options.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+        self.max_deliveries = int(options.get("max_deliveries", DEFAULT_MAX_DELIVERIES))
+
+    # -- life cycle -------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open connections. Raise :class:`~celeriac.errors.TransportError` if unreachable."""
+
+    async def close(self) -> None:
+        """Release connections; unsettled deliveries return to their queues by lease expiry."""
+
+    # -- topology ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def declare_exchange(self, exchange: Exchange) -> None:
+        """Create the exchange if missing (idempotent)."""
+
+    @abc.abstractmethod
+    async def declare_queue(self, queue: Queue) -> None:
+        """Create the queue, its exchanges and its bindings if missing (idempotent)."""
+
+    @abc.abstractmethod
+    async def bind(self, binding: Binding) -> None:
+        """Add one binding (idempotent)."""
+
+    @abc.abstractmethod
+    async def unbind(self, binding: Binding) -> None:
+        """Remove one binding (no error when absent)."""
+
+    @abc.abstractmethod
+    async def delete_queue(self, name: str) -> None:
+        """Remove a queue, its messages and its bindings (no error when absent)."""
+
+    # -- producing --------------------------------------------------------------------------
+    async def publish(self, item: Outgoing) -> int:
+        """Publish one message; returns how many queues it reached (0 when unroutable)."""
+        return (await self.publish_batch([item]))[0]
+
+    @abc.abstractmethod
+    async def publish_batch(self, items: Sequence[Outgoing]) -> list[int]:
+        """Publish many messages in as few round trips as the broker allows; counts per item."""
+
+    def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
+        """Publish from synchronous code. Transports with a blocking client override this.
+
+        The default runs :meth:`publish_batch` on a private event loop, which costs a loop per
+        call: acceptable for scripts, and the reason the built-in transports override it.
+        """
+        return asyncio.run(self.publish_batch(items))
+
+    # -- consuming --------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def get(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``max_count`` due messages from ``queues``, highest priority first.
+
+        Waits up to ``timeout`` seconds for the first one and returns ``[]`` if none came.
+        Queues are served fairly: one busy queue does not starve the others.
+        """
+
+    @abc.abstractmethod
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Settle deliveries as done: the messages are removed for good."""
+
+    @abc.abstractmethod
+    async def requeue(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None:
+        """Put deliveries back in their queues, deliverable after ``delay`` seconds."""
+
+    @abc.abstractmethod
+    async def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
+        """Move deliveries to their queue's dead-letter queue, recording ``reason``."""
+
+    @abc.abstractmethod
+    async def extend(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> None:
+        """Renew the leases of deliveries still held (``seconds`` defaults to lease_seconds)."""
+
+    # -- inspection -------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def size(self, queue: str) -> int:
+        """How many messages wait in ``queue`` (due or delayed, not those leased out)."""
+
+    @abc.abstractmethod
+    async def purge(self, queue: str) -> int:
+        """Remove every waiting message from ``queue``; returns how many were removed."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead-lettered messages of ``queue``, newest first."""
+
+    def __repr__(self) -> str:
+        from celeriac.utils.urls import redact_url
+
+        return f"<{type(self).__name__} {redact_url(self.url)}>"
