@@ -1,0 +1,421 @@
+"""``Celeriac``: the app. Settings, the task registry, and the wiring of transport and backend.
+
+There is no global app: tasks belong to the app that declared them, results to the app that sent
+them, and a process may hold several apps. Nothing connects until it is first needed, so building
+an app (and importing a tasks module) is free of I/O; but every setting is validated at once, so a
+bad one fails at start-up naming itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+
+from celeriac import config
+from celeriac.canvas.signature import Signature
+from celeriac.context import current_request
+from celeriac.errors import ImproperlyConfigured, NotRegistered
+from celeriac.producer import Producer
+from celeriac.protocol.codec import Codecs, encode_body
+from celeriac.protocol.message import new_id, safe_repr, task_message
+from celeriac.results.base import Backend
+from celeriac.results.result import AsyncResult
+from celeriac.routing import Queue, Router
+from celeriac.task import CORE_OPTIONS, Task, check_send_options
+from celeriac.transports.base import Outgoing, Transport
+from celeriac.transports.registry import create_transport, transport_class
+from celeriac.utils.urls import redact_url
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Celeriac:
+    """A celeriac application.
+
+    >>> app = Celeriac("shop")                      # SQLite broker and results in ./celeriac.db
+    >>> app = Celeriac("shop", broker="redis://127.0.0.1:6379/0", backend="redis://...")
+    """
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        broker: str | None = None,
+        backend: str | None = None,
+        config_source: Any = None,
+        namespace: str | None = None,
+        **settings: Any,
+    ) -> None:
+        self.main = main
+        self.conf = config.Settings()
+        self._given: dict[str, Any] = {}
+        if config_source is not None:
+            self._given.update(config.from_object(config_source, namespace))
+        for key, value in settings.items():
+            self._given[key] = config.validate(key, value)
+        if broker is not None:
+            self._given["broker_url"] = config.validate("broker_url", broker)
+        if backend is not None:
+            self._given["result_backend"] = config.validate("result_backend", backend)
+        self.codecs = Codecs.with_defaults()
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        #: Task options every task may use: the core ones plus those middleware declares.
+        self.task_options: dict[str, Any] = dict(CORE_OPTIONS)
+        self._lock = threading.Lock()
+        self._backend: Backend | None = None
+        self._backend_made = False
+        self._router: Router | None = None
+        self._producer: Producer | None = None
+        self._configure()
+
+    # -- settings ---------------------------------------------------------------------------------
+    def _configure(self) -> None:
+        fresh = config.Settings()
+        config.apply(fresh, self._given)
+        config.apply(fresh, config.from_environ())
+        self._validate(fresh)
+        self.conf = fresh
+        self._router = None
+        self._backend, self._backend_made = None, False
+
+    def _validate(self, conf: config.Settings) -> None:
+        """Check what can be checked without I/O: serializer names, schemes, queues."""
+        serializers = self.codecs.serializers
+        for name in ("task_serializer", "result_serializer"):
+            value = getattr(conf, name)
+            try:
+                serializers.resolve_accept([value])
+            except ImproperlyConfigured as exc:
+                raise ImproperlyConfigured(f"setting {name!r}: {exc}") from None
+        for name in ("accept_content", "result_accept_content"):
+            value = getattr(conf, name)
+            if value is not None:
+                try:
+                    serializers.resolve_accept(value)
+                except ImproperlyConfigured as exc:
+                    raise ImproperlyConfigured(f"setting {name!r}: {exc}") from None
+        if conf.task_compression is not None and conf.task_compression not in (
+            self.codecs.compressors.names()
+        ):
+            raise ImproperlyConfigured(
+                f"setting 'task_compression': unknown compression {conf.task_compression!r}"
+            )
+        transport_class(self._broker_url(conf))
+        for queue in conf.task_queues or ():
+            if not isinstance(queue, Queue):
+                raise ImproperlyConfigured(f"setting 'task_queues' holds a non-Queue: {queue!r}")
+
+    def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
+        """Read settings from a module, object, dict or ``"dotted.path"``; validates at once."""
+        self._given.update(config.from_object(obj, namespace))
+        self._configure()
+
+    @staticmethod
+    def _broker_url(conf: config.Settings) -> str:
+        return conf.broker_url or config.default_db_url()
+
+    @property
+    def broker_url(self) -> str:
+        """The broker URL in effect: the setting, or the embedded SQLite file."""
+        return self._broker_url(self.conf)
+
+    @property
+    def result_backend_url(self) -> str | None:
+        """The backend URL in effect; results default to SQLite only when the broker does too."""
+        url = self.conf.result_backend
+        if url in ("disabled", ""):
+            return None
+        if url is None and self.conf.broker_url is None:
+            return config.default_db_url()
+        return url
+
+    # -- wiring -----------------------------------------------------------------------------------
+    def create_transport(self) -> Transport:
+        """A new, unconnected transport for this app's broker (each process or loop owns one)."""
+        return create_transport(self.broker_url, **self.conf.broker_transport_options)
+
+    @property
+    def backend(self) -> Backend | None:
+        """The result backend, created on first use; ``None`` when results are disabled."""
+        if not self._backend_made:
+            with self._lock:
+                if not self._backend_made:
+                    self._backend = self._create_backend()
+                    self._backend_made = True
+        return self._backend
+
+    def _create_backend(self) -> Backend | None:
+        url = self.result_backend_url
+        if url is None:
+            return None
+        from celeriac.results.registry import create_backend
+
+        return create_backend(
+            url,
+            serializer=self.conf.result_serializer,
+            accept=self.conf.result_accept_content or self.conf.accept_content,
+            expires=self.conf.result_expires,
+            serializers=self.codecs.serializers,
+            **self.conf.result_backend_transport_options,
+        )
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            queues = {q.name: q for q in self.conf.task_queues or ()}
+            self._router = Router(
+                self.conf.task_routes,
+                queues,
+                self.conf.task_default_queue,
+                self.conf.task_create_missing_queues,
+            )
+        return self._router
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            with self._lock:
+                if self._producer is None:
+                    self._producer = Producer(self)
+        return self._producer
+
+    def queues(self, names: Sequence[str] | None = None) -> list[Queue]:
+        """The queues a worker consumes: ``names`` (``-Q``), else every declared queue, else the
+        default queue."""
+        if names:
+            return [self.router.queue(n) for n in names]
+        if self.conf.task_queues:
+            return list(self.conf.task_queues)
+        return [self.router.queue(self.conf.task_default_queue)]
+
+    def close(self) -> None:
+        """Close connections this app opened in this process."""
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+        if self._backend is not None:
+            self._backend.close()
+        self._backend, self._backend_made = None, False
+
+    # -- tasks ------------------------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self, *, bind: Literal[True], **options: Any
+    ) -> Callable[[Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]], Task[P, R]]: ...
+
+    @overload
+    def task(
+        self, *, bind: Literal[True], **options: Any
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+    @overload
+    def task(
+        self, *, bind: Literal[False] = ..., **options: Any
+    ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Task[P, R]]: ...
+
+    @overload
+    def task(
+        self, *, bind: Literal[False] = ..., **options: Any
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Declare a task: ``@app.task`` or ``@app.task(bind=True, max_retries=5, ...)``.
+
+        An option no core feature or middleware declares fails here, naming it.
+        """
+        unknown = sorted(set(options) - set(self.task_options))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"unknown task option(s) {unknown}; known: {', '.join(sorted(self.task_options))}"
+            )
+
+        def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
+            task: Task[Any, Any] = Task(self, func, options)
+            self.register(task)
+            return task
+
+        return decorate(fn) if fn is not None else decorate
+
+    def register(self, task: Task[Any, Any]) -> None:
+        existing = self.tasks.get(task.name)
+        if existing is not None and existing.fn is not task.fn:
+            logger.warning("task %r registered twice; the later one wins", task.name)
+        self.tasks[task.name] = task
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(name) from None
+
+    def AsyncResult(  # noqa: N802 - Celery's name
+        self, task_id: str, task_name: str | None = None
+    ) -> AsyncResult[Any]:
+        return AsyncResult(task_id, self.backend, self, task_name)
+
+    def signature(self, name: str, args: Sequence[Any] = (), **kwargs: Any) -> Signature:
+        return Signature(name, tuple(args), kwargs, app=self)
+
+    # -- sending ----------------------------------------------------------------------------------
+    def prepare(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        _task: Task[Any, Any] | None = None,
+        _from_retry: bool = False,
+        **options: Any,
+    ) -> tuple[Outgoing, Queue | None]:
+        """Build the message for one send and where it goes; no I/O."""
+        check_send_options(name, options)
+        task = _task if _task is not None else self.tasks.get(name)
+        args = tuple(args or ())
+        kwargs = dict(kwargs or {})
+        route_opts = {k: options.get(k) for k in ("queue", "exchange", "routing_key", "priority")}
+        if task is not None:
+            for key in ("queue", "exchange", "routing_key", "priority"):
+                if route_opts[key] is None and task.options.get(key) is not None:
+                    route_opts[key] = task.options[key]
+        route = self.router.route(name, args, kwargs, route_opts)
+        now = datetime.now(UTC)
+        if countdown is not None:
+            eta = now + timedelta(seconds=float(countdown))
+        elif eta is not None and eta.tzinfo is None:
+            eta = eta.replace(tzinfo=UTC)
+        if expires is None and task is not None and task.options.get("expires") is not None:
+            expires = task.options["expires"]
+        if isinstance(expires, int | float):
+            expires = now + timedelta(seconds=float(expires))
+        elif isinstance(expires, datetime) and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        serializer = options.get("serializer") or (
+            task.options.get("serializer") if task is not None else None
+        ) or self.conf.task_serializer
+        compression = options.get("compression") or (
+            task.options.get("compression") if task is not None else None
+        ) or self.conf.task_compression
+        embed = {
+            "callbacks": _signatures(options.get("link")),
+            "errbacks": _signatures(options.get("link_error")),
+            "chain": None,
+            "chord": None,
+        }
+        encoded = encode_body(
+            args, kwargs, embed, serializer=serializer, compression=compression, codecs=self.codecs
+        )
+        parent = current_request()
+        task_id = options.get("task_id") or new_id()
+        root_id = options.get("root_id") or (parent.root_id if parent is not None else None)
+        parent_id = options.get("parent_id") or (parent.id if parent is not None else None)
+        if _from_retry:
+            root_id, parent_id = options.get("root_id"), options.get("parent_id")
+        priority = route.priority
+        if priority is None:
+            priority = self.conf.task_default_priority
+        ignore_result = options.get("ignore_result")
+        if ignore_result is None:
+            ignore_result = task.ignore_result if task is not None else self.conf.task_ignore_result
+        time_limit = (
+            options.get("time_limit") or (task.option("time_limit", "task_time_limit") if task
+                                          else None),
+            options.get("soft_time_limit")
+            or (task.option("soft_time_limit", "task_soft_time_limit") if task else None),
+        )
+        message = task_message(
+            task=name,
+            task_id=task_id,
+            body=encoded.body,
+            content_type=encoded.content_type,
+            content_encoding=encoded.content_encoding,
+            compression=encoded.compression,
+            args_repr=safe_repr(args),
+            kwargs_repr=safe_repr(kwargs),
+            root_id=root_id,
+            parent_id=parent_id,
+            group_id=options.get("group_id"),
+            eta=eta,
+            expires=expires if isinstance(expires, datetime) else None,
+            retries=int(options.get("retries") or 0),
+            time_limit=time_limit,
+            ignore_result=bool(ignore_result),
+            priority=priority,
+            reply_to=options.get("reply_to"),
+            extra_headers=options.get("headers"),
+        )
+        item = Outgoing(
+            message=message,
+            exchange=route.exchange,
+            routing_key=route.routing_key,
+            due_at=eta.timestamp() if eta is not None else None,
+        )
+        return item, route.queue
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a task by name (it need not be registered here); returns its result handle."""
+        item, queue = self.prepare(name, args, kwargs, **options)
+        self.producer.send([item], [queue] if queue is not None else ())
+        return AsyncResult(item.message.id, self.backend, self, name)
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """The async twin of :meth:`send_task`."""
+        item, queue = self.prepare(name, args, kwargs, **options)
+        await self.producer.asend([item], [queue] if queue is not None else ())
+        return AsyncResult(item.message.id, self.backend, self, name)
+
+    def send_many(
+        self, calls: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]], **options: Any
+    ) -> list[AsyncResult[Any]]:
+        """Send many tasks in one batch publish (the bulk path); same options for all."""
+        prepared = [self.prepare(n, a, k, **options) for n, a, k in calls]
+        queues = {q.name: q for _, q in prepared if q is not None}
+        self.producer.send([item for item, _ in prepared], list(queues.values()))
+        return [AsyncResult(i.message.id, self.backend, self, i.message.task) for i, _ in prepared]
+
+    def __repr__(self) -> str:
+        return f"<Celeriac {self.main or '__main__'} broker={redact_url(self.broker_url)}>"
+
+
+def _signatures(value: Any) -> list[dict[str, Any]] | None:
+    """Normalise ``link=`` / ``link_error=``: one signature, a list of them, or dicts."""
+    if value is None:
+        return None
+    items = value if isinstance(value, list | tuple) else [value]
+    result: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, Signature):
+            result.append(item.to_dict())
+        elif isinstance(item, Mapping):
+            result.append(Signature.from_dict(item).to_dict())
+        elif isinstance(item, Task):
+            result.append(item.s().to_dict())
+        else:
+            raise ImproperlyConfigured(f"link/link_error takes signatures, not {item!r}")
+    return result

@@ -1,0 +1,1 @@
+"""Workflows: signatures now; chain, group and chord build on them."""

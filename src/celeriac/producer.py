@@ -1,0 +1,151 @@
+"""The producer side of an app: declare what a send needs once, then publish in one round trip.
+
+Sync callers (a script, a Django view, a thread of the threads pool) publish through the
+transport's native blocking path where it has one (memory, SQLite, Redis), else through the
+process's :class:`~celeriac.utils.portal.Portal` loop. Async callers publish on a transport
+bound to their own running loop. Queues are declared once per process, not per send, and a
+publish that fails with a broker error is retried by ``task_publish_retry_policy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from celeriac.errors import TransportError
+from celeriac.routing import Queue
+from celeriac.transports.base import Outgoing, Transport
+from celeriac.utils.portal import Portal
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Producer:
+    """Publishes an app's messages; one per app, shared by every thread of the process."""
+
+    def __init__(self, app: Celeriac) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+        self._portal = Portal()
+        self._transport: Transport | None = None
+        self._declared: set[str] = set()
+        self._loop_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop_declared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- retry policy ---------------------------------------------------------------------------
+    def _policy(self) -> tuple[int, float, float, float]:
+        conf = self.app.conf
+        if not conf.task_publish_retry:
+            return 0, 0.0, 0.0, 0.0
+        policy = conf.task_publish_retry_policy
+        return (
+            int(policy.get("max_retries", 3)),
+            float(policy.get("interval_start", 0.0)),
+            float(policy.get("interval_step", 0.2)),
+            float(policy.get("interval_max", 0.2)),
+        )
+
+    def _with_retries(self, action: Callable[[], T]) -> T:
+        max_retries, start, step, cap = self._policy()
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except TransportError as exc:
+                if attempt >= max_retries:
+                    raise
+                delay = min(cap, start + step * attempt)
+                logger.warning("publish failed (%s); retry %d in %.2fs", exc, attempt + 1, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    # -- sync path ------------------------------------------------------------------------------
+    def _sync_transport(self) -> Transport:
+        with self._lock:
+            if self._transport is None:
+                transport = self.app.create_transport()
+                self._portal.call(transport.connect())
+                self._transport = transport
+            return self._transport
+
+    def declare(self, queues: Iterable[Queue]) -> None:
+        """Declare queues (and their exchanges and bindings) not yet declared by this process."""
+        missing = [q for q in queues if q.name not in self._declared]
+        if not missing:
+            return
+        transport = self._sync_transport()
+
+        async def run() -> None:
+            for queue in missing:
+                await transport.declare_queue(queue)
+
+        self._with_retries(lambda: self._portal.call(run()))
+        self._declared.update(q.name for q in missing)
+
+    def send(self, items: Sequence[Outgoing], queues: Iterable[Queue] = ()) -> list[int]:
+        """Publish from sync code: declares first (once), then one batch publish."""
+        self.declare(queues)
+        transport = self._sync_transport()
+        if transport.native_sync_publish:
+            return self._with_retries(lambda: transport.publish_sync(items))
+        return self._with_retries(lambda: self._portal.call(transport.publish_batch(items)))
+
+    # -- async path -----------------------------------------------------------------------------
+    async def _loop_transport(self) -> Transport:
+        loop = asyncio.get_running_loop()
+        transport = self._loop_transports.get(loop)
+        if transport is None:
+            transport = self.app.create_transport()
+            await transport.connect()
+            self._loop_transports[loop] = transport
+            self._loop_declared[loop] = set()
+        return transport
+
+    async def asend(self, items: Sequence[Outgoing], queues: Iterable[Queue] = ()) -> list[int]:
+        """Publish from async code, on a transport bound to the running loop."""
+        transport = await self._loop_transport()
+        declared = self._loop_declared[asyncio.get_running_loop()]
+        max_retries, start, step, cap = self._policy()
+        attempt = 0
+        while True:
+            try:
+                for queue in queues:
+                    if queue.name not in declared:
+                        await transport.declare_queue(queue)
+                        declared.add(queue.name)
+                return await transport.publish_batch(items)
+            except TransportError as exc:
+                if attempt >= max_retries:
+                    raise
+                delay = min(cap, start + step * attempt)
+                logger.warning("publish failed (%s); retry %d in %.2fs", exc, attempt + 1, delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    def close(self) -> None:
+        """Close the sync transport and the portal loop; loop-bound transports close with loops."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            try:
+                self._portal.call(transport.close(), timeout=5)
+            except Exception as exc:
+                logger.debug("closing producer transport: %s", exc)
+        self._portal.close()
+        self._declared.clear()
+
+    def portal_call(self, coro: Any) -> Any:
+        """Run a coroutine on the producer's portal loop (for the CLI's one-off operations)."""
+        return self._portal.call(coro)

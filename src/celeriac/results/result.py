@@ -1,0 +1,166 @@
+"""Result handles: ``AsyncResult`` reads a task's state from the backend; ``EagerResult`` holds it.
+
+``get()`` blocks on the backend's own wait (a condition variable in memory, a pub/sub message on
+Redis, short polls on SQLite) and re-raises the task's exception with its own type where that type
+is loaded in this process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from celeriac import states
+from celeriac.context import current_request
+from celeriac.errors import ImproperlyConfigured, TimeoutError
+from celeriac.results.base import Backend, ResultMeta
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+R = TypeVar("R")
+
+
+def _raise_or_return(meta: ResultMeta, propagate: bool) -> Any:
+    if meta.status in states.PROPAGATE_STATES:
+        exc = meta.exception()
+        if propagate and exc is not None:
+            raise exc
+        return exc
+    return meta.result
+
+
+class AsyncResult(Generic[R]):
+    """A handle on a task's outcome, by id. Cheap to create; every property asks the backend."""
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - Celery's name
+        backend: Backend | None,
+        app: Celeriac | None = None,
+        task_name: str | None = None,
+    ) -> None:
+        self.id = id
+        self.backend = backend
+        self.app = app
+        self.task_name = task_name
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    def _backend(self) -> Backend:
+        if self.backend is None:
+            raise ImproperlyConfigured(
+                "no result backend is configured: set result_backend to read results"
+            )
+        return self.backend
+
+    def _meta(self) -> ResultMeta:
+        return self._backend().get_meta(self.id)
+
+    @property
+    def state(self) -> str:
+        return self._meta().status
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        """The return value when SUCCESS, the exception when it failed, else what was stored."""
+        meta = self._meta()
+        exc = meta.exception()
+        return exc if exc is not None else meta.result
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._meta().traceback
+
+    @property
+    def date_done(self) -> float | None:
+        return self._meta().date_done
+
+    def ready(self) -> bool:
+        return self._meta().ready
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        disable_sync_subtasks: bool = True,
+    ) -> R:
+        """Wait for the outcome; re-raise the task's exception unless ``propagate=False``.
+
+        Raises :class:`~celeriac.errors.TimeoutError` after ``timeout`` seconds. Inside a task this
+        refuses to wait (the classic deadlock of a pool waiting on itself) unless told otherwise.
+        """
+        if disable_sync_subtasks and current_request() is not None:
+            request = current_request()
+            if request is not None and not request.is_eager:
+                raise RuntimeError(
+                    "never call result.get() within a task: it can deadlock the pool "
+                    "(use a chain or callback, or pass disable_sync_subtasks=False)"
+                )
+        meta = self._backend().wait_for(self.id, timeout)
+        if not meta.ready:
+            raise TimeoutError(f"task {self.id} not ready after {timeout}s (state {meta.status})")
+        value: R = _raise_or_return(meta, propagate)
+        return value
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> R:
+        """The async twin of :meth:`get`: waits without blocking the event loop."""
+        meta = await self._backend().await_for(self.id, timeout)
+        if not meta.ready:
+            raise TimeoutError(f"task {self.id} not ready after {timeout}s (state {meta.status})")
+        value: R = _raise_or_return(meta, propagate)
+        return value
+
+    def forget(self) -> None:
+        """Remove the stored result."""
+        self._backend().forget(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncResult):
+            return other.id == self.id
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id}>"
+
+
+class EagerResult(AsyncResult[R]):
+    """The outcome of a task run in this process (``apply()`` or ``task_always_eager``)."""
+
+    def __init__(self, meta: ResultMeta, app: Celeriac | None = None) -> None:
+        super().__init__(meta.task_id, None, app, meta.name)
+        self._eager_meta = meta
+
+    def _meta(self) -> ResultMeta:
+        return self._eager_meta
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        disable_sync_subtasks: bool = True,
+    ) -> R:
+        value: R = _raise_or_return(self._eager_meta, propagate)
+        return value
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> R:
+        return self.get(timeout, propagate)
+
+    def forget(self) -> None:
+        """Nothing is stored for an eager result."""

@@ -1,0 +1,317 @@
+"""``Task[P, R]``: a function made sendable, typed by its own signature.
+
+``@app.task`` turns ``def add(x: int, y: int) -> int`` into a ``Task[[int, int], int]``: calling it
+runs it here, ``add.delay(2, 3)`` sends it and is type-checked against ``(x: int, y: int)`` (mypy
+rejects ``add.delay("x", y=[])``), and the ``AsyncResult[int]`` it returns gives an ``int``.
+``async def`` functions are tasks too: ``R`` is what the coroutine returns.
+
+Options are declared, not guessed: :data:`CORE_OPTIONS` plus what the app's middleware declares;
+anything else fails when the task is declared, naming the option.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
+
+from celeriac.canvas.signature import Signature
+from celeriac.context import Request, current_request
+from celeriac.errors import ImproperlyConfigured, MaxRetriesExceededError, Retry
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.results.result import AsyncResult, EagerResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Options every task understands, with their defaults (None: take the app's setting).
+CORE_OPTIONS: dict[str, Any] = {
+    "name": None,
+    "bind": False,
+    "queue": None,
+    "routing_key": None,
+    "exchange": None,
+    "priority": None,
+    "serializer": None,
+    "compression": None,
+    "expires": None,
+    "ignore_result": None,
+    "store_errors_even_if_ignored": None,
+    "track_started": None,
+    "acks_late": None,
+    "reject_on_worker_lost": None,
+    "acks_on_failure_or_timeout": None,
+    "max_retries": None,
+    "default_retry_delay": None,
+    "autoretry_for": (),
+    "dont_autoretry_for": (),
+    "retry_kwargs": None,
+    "retry_backoff": False,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "throws": (),
+    "time_limit": None,
+    "soft_time_limit": None,
+    "rate_limit": None,
+    "typing": True,
+}
+
+#: What ``apply_async`` accepts, so a misspelt send option fails loudly too.
+SEND_OPTIONS = frozenset(
+    {
+        "countdown", "eta", "expires", "queue", "routing_key", "exchange", "priority",
+        "task_id", "headers", "serializer", "compression", "ignore_result", "link",
+        "link_error", "retries", "root_id", "parent_id", "group_id", "time_limit",
+        "soft_time_limit", "reply_to", "shadow", "retry", "retry_policy",
+    }
+)
+
+
+def check_send_options(task_name: str, options: Mapping[str, Any]) -> None:
+    unknown = set(options) - SEND_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"{task_name}.apply_async() got unknown option(s) {sorted(unknown)}; "
+            f"known: {', '.join(sorted(SEND_OPTIONS))}"
+        )
+
+
+class Task(Generic[P, R]):
+    """A registered task. Build it with ``@app.task``; never instantiate it directly."""
+
+    def __init__(
+        self,
+        app: Celeriac,
+        fn: Callable[..., Any],
+        options: Mapping[str, Any],
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.name: str = options.get("name") or f"{fn.__module__}.{fn.__qualname__}"
+        self.options = dict(options)
+        self.bind: bool = bool(options.get("bind", False))
+        self.autoretry_for: tuple[type[BaseException], ...] = tuple(
+            options.get("autoretry_for") or ()
+        )
+        self.dont_autoretry_for: tuple[type[BaseException], ...] = tuple(
+            options.get("dont_autoretry_for") or ()
+        )
+        self.throws: tuple[type[BaseException], ...] = tuple(options.get("throws") or ())
+        self.retry_backoff: bool | float = options.get("retry_backoff", False)
+        self.retry_backoff_max: float = float(options.get("retry_backoff_max", 600))
+        self.retry_jitter: bool = bool(options.get("retry_jitter", True))
+        self.retry_kwargs: dict[str, Any] = dict(options.get("retry_kwargs") or {})
+        self.typing: bool = bool(options.get("typing", True))
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+        self.__module__ = fn.__module__
+        self._signature = inspect.signature(fn)
+        self._check_types()
+
+    def _check_types(self) -> None:
+        for key in ("autoretry_for", "dont_autoretry_for", "throws"):
+            for cls in getattr(self, key):
+                if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                    raise ImproperlyConfigured(
+                        f"task {self.name!r}: {key} must hold exception classes, not {cls!r}"
+                    )
+
+    # -- effective options (task option, else the app's setting) ------------------------------
+    def option(self, name: str, setting: str | None = None) -> Any:
+        value = self.options.get(name)
+        if value is None and setting is not None:
+            value = getattr(self.app.conf, setting)
+        return value
+
+    @property
+    def acks_late(self) -> bool:
+        return bool(self.option("acks_late", "task_acks_late"))
+
+    @property
+    def ignore_result(self) -> bool:
+        return bool(self.option("ignore_result", "task_ignore_result"))
+
+    @property
+    def max_retries(self) -> int | None:
+        value = self.options.get("max_retries")
+        return self.app.conf.task_max_retries if value is None else int(value)
+
+    @property
+    def default_retry_delay(self) -> float:
+        return float(self.option("default_retry_delay", "task_default_retry_delay"))
+
+    @property
+    def request(self) -> Request:
+        """The current request of this task (inside a bound task: ``self.request``)."""
+        request = current_request()
+        if request is None:
+            return Request(id="", task=self.name, is_eager=True)
+        return request
+
+    # -- running here ---------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function here and now, as a plain call (a coroutine for ``async def``)."""
+        if self.bind:
+            return self.fn(self, *args, **kwargs)
+        return self.fn(*args, **kwargs)
+
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Fail at send time, not in the worker, when the arguments cannot bind (``typing``)."""
+        if not self.typing:
+            return
+        try:
+            if self.bind:
+                self._signature.bind(None, *args, **kwargs)
+            else:
+                self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> EagerResult[R]:
+        """Run the task in this process with the worker's semantics (retries, states)."""
+        from celeriac.worker.eager import apply_eager
+
+        return apply_eager(self, tuple(args or ()), dict(kwargs or {}), options)
+
+    # -- sending --------------------------------------------------------------------------------
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send the task with these arguments; returns its result handle at once."""
+        return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """The async twin of :meth:`delay`, for producers running on an event loop."""
+        return await self.aapply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """Send the task with send options (countdown, eta, expires, queue, priority, link...)."""
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        self.check_arguments(args, kwargs)
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        return self.app.send_task(
+            self.name, args, kwargs, countdown=countdown, eta=eta, expires=expires,
+            _task=self, **options,
+        )
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """The async twin of :meth:`apply_async`."""
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        self.check_arguments(args, kwargs)
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        return await self.app.asend_task(
+            self.name, args, kwargs, countdown=countdown, eta=eta, expires=expires,
+            _task=self, **options,
+        )
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task with these arguments (partial: more can be prepended)."""
+        return Signature(self.name, args, kwargs, app=self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: as a callback, it ignores its parent's result."""
+        return Signature(self.name, args, kwargs, immutable=True, app=self.app)
+
+    def signature(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        return Signature(self.name, tuple(args), dict(kwargs or {}), options, app=self.app)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:  # noqa: N802 - Celery's name
+        return self.app.AsyncResult(task_id, task_name=self.name)
+
+    # -- retrying ---------------------------------------------------------------------------------
+    def backoff_delay(self, retries: int) -> float:
+        """The countdown before retry number ``retries + 1``: exponential when ``retry_backoff``.
+
+        ``retry_backoff=True`` means a factor of 1 s (1, 2, 4, 8... s), a number sets the factor;
+        the delay is capped by ``retry_backoff_max`` and, with ``retry_jitter``, drawn uniformly
+        from ``[0, delay]`` ("full jitter") so a herd of retries spreads out.
+        """
+        if not self.retry_backoff:
+            return self.default_retry_delay
+        factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
+        delay = min(self.retry_backoff_max, factor * (2**retries))
+        if self.retry_jitter:
+            delay = random.uniform(0, delay)
+        return delay
+
+    def retry(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> NoReturn:
+        """Schedule this task again (same id, ``retries + 1``) and raise :class:`Retry`.
+
+        Past ``max_retries`` it raises :class:`MaxRetriesExceededError` chained to ``exc``.
+        The new message waits on the broker for ``countdown`` seconds (default:
+        ``default_retry_delay``), never in a worker's memory.
+        """
+        request = self.request
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            error = MaxRetriesExceededError(
+                f"{self.name}[{request.id}] retried {request.retries} times (max_retries={limit})"
+                + (f": {exc!r}" if exc is not None else "")
+            )
+            raise error from exc
+        if eta is None and countdown is None:
+            countdown = self.default_retry_delay
+        new_args = tuple(request.args if args is None else args)
+        new_kwargs = dict(request.kwargs if kwargs is None else kwargs)
+        if request.is_eager:
+            raise Retry(exc=exc, when=countdown)
+        queue = options.pop("queue", None) or request.delivery_info.get("queue")
+        self.app.send_task(
+            self.name, new_args, new_kwargs, countdown=countdown, eta=eta,
+            expires=request.expires, task_id=request.id, retries=request.retries + 1,
+            root_id=request.root_id, parent_id=request.parent_id, group_id=request.group,
+            link=request.callbacks, link_error=request.errbacks,
+            queue=queue,
+            _task=self, _from_retry=True, **options,
+        )
+        raise Retry(exc=exc, when=countdown)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+
+def unknown_options(given: Iterable[str], known: Iterable[str]) -> list[str]:
+    return sorted(set(given) - set(known))
