@@ -107,27 +107,27 @@ def _words(text: str) -> tuple[str, ...]:
 def topic_matches(pattern: str, routing_key: str) -> bool:
     """True when ``routing_key`` matches the AMQP topic ``pattern`` (``*`` one word, ``#`` any).
 
-    A word-by-word match with memoisation: ``#`` may swallow zero or more words, so the search
-    branches there, and the table keeps it linear in pattern length times key length.
+    A dynamic programme over the key's word positions, one pattern word at a time: ``reachable[j]``
+    says the pattern words seen so far can consume exactly the first ``j`` words of the key. ``#``
+    may swallow zero or more words, so it spreads reachability forward. Iterative on purpose: a
+    recursive matcher overflows the stack on keys of a few thousand words, which the transports
+    without AMQP's 255-byte key limit (memory, SQLite, Redis) would let through.
     """
+    if "*" not in pattern and "#" not in pattern:
+        return pattern == routing_key
     pat, key = _words(pattern), _words(routing_key)
-    memo: dict[tuple[int, int], bool] = {}
-
-    def match(i: int, j: int) -> bool:
-        if (i, j) in memo:
-            return memo[i, j]
-        if i == len(pat):
-            result = j == len(key)
-        elif pat[i] == "#":
-            result = match(i + 1, j) or (j < len(key) and match(i, j + 1))
-        elif j == len(key):
-            result = False
+    reachable = [True] + [False] * len(key)
+    for word in pat:
+        if word == "#":
+            for j in range(1, len(key) + 1):
+                reachable[j] = reachable[j] or reachable[j - 1]
         else:
-            result = (pat[i] == "*" or pat[i] == key[j]) and match(i + 1, j + 1)
-        memo[i, j] = result
-        return result
-
-    return match(0, 0)
+            reachable = [False] + [
+                reachable[j] and (word == "*" or word == key[j]) for j in range(len(key))
+            ]
+            if not any(reachable):
+                return False
+    return reachable[len(key)]
 
 
 def route(
@@ -241,7 +241,7 @@ class Router:
         kwargs: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> Route:
-        """The route for one send. Explicit send options beat ``task_routes``, which beat defaults."""
+        """The route for one send: explicit send options beat ``task_routes``, then defaults."""
         opts = dict(options or {})
         spec: dict[str, Any] = {}
         if not any(opts.get(k) is not None for k in ("queue", "exchange", "routing_key")):

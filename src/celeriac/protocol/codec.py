@@ -1,0 +1,139 @@
+"""The body codec of Celery's protocol v2: ``[args, kwargs, embed]``, serialized and compressed.
+
+The body is a three-item list. ``embed`` carries the canvas links Celery expects::
+
+    [[2, 3], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]
+
+Encoding serializes, then compresses; decoding checks the accept list first (a refused sender must
+not make the worker decompress anything), then decompresses, deserializes and validates the shape,
+so that the executor can trust ``args`` is a list and ``kwargs`` a dict of str keys. Every defect
+raises :class:`~celeriac.errors.DecodeError` saying exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celeriac.errors import DecodeError
+from celeriac.protocol.compression import CompressionRegistry
+from celeriac.protocol.message import Message
+from celeriac.protocol.serializers import EncodeError, SerializerRegistry
+
+#: Celery's embed when a task has no canvas links; a partial embed is completed from it.
+DEFAULT_EMBED: Mapping[str, None] = {
+    "callbacks": None,
+    "errbacks": None,
+    "chain": None,
+    "chord": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Codecs:
+    """The serializers and compressors an app uses, passed around as one value."""
+
+    serializers: SerializerRegistry
+    compressors: CompressionRegistry
+
+    @classmethod
+    def with_defaults(cls) -> Codecs:
+        return cls(SerializerRegistry.with_defaults(), CompressionRegistry.with_defaults())
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBody:
+    """A body ready for :func:`celeriac.protocol.message.task_message`.
+
+    ``compression`` is the header value (``application/x-gzip``), or ``None`` when uncompressed.
+    """
+
+    body: bytes
+    content_type: str
+    content_encoding: str
+    compression: str | None = None
+
+
+def encode_body(
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    embed: Mapping[str, Any] | None,
+    *,
+    serializer: str,
+    compression: str | None,
+    codecs: Codecs,
+) -> EncodedBody:
+    """Serialize ``[args, kwargs, embed]`` with ``serializer``, then compress it if asked.
+
+    Non-str kwargs keys are refused here (:class:`EncodeError`): json would silently turn them into
+    strings and msgpack would produce a body no worker reads back.
+    """
+    if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+        raise EncodeError(f"task args must be a list or tuple, not {type(args).__name__}")
+    if not isinstance(kwargs, Mapping):
+        raise EncodeError(f"task kwargs must be a dict, not {type(kwargs).__name__}")
+    bad_keys = [key for key in kwargs if not isinstance(key, str)]
+    if bad_keys:
+        raise EncodeError(f"task kwargs keys must be str, got {bad_keys[:5]!r}")
+    full_embed = {**DEFAULT_EMBED, **embed} if embed else dict(DEFAULT_EMBED)
+    content_type, content_encoding, data = codecs.serializers.dumps(
+        [list(args), dict(kwargs), full_embed], serializer
+    )
+    header: str | None = None
+    if compression:
+        # content_encoding keeps describing the *decompressed* bytes, as kombu's does
+        header, data = codecs.compressors.compress(data, compression)
+    return EncodedBody(data, content_type, content_encoding, header)
+
+
+def decode_body(
+    message: Message,
+    *,
+    accept: Collection[str],
+    codecs: Codecs,
+) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """``(args, kwargs, embed)`` of a protocol v2 message; a missing embed comes back as ``{}``."""
+    serializers = codecs.serializers
+    serializers.ensure_accepted(message.content_type, accept)
+    data = message.body
+    header = message.headers.get("compression")
+    if header:
+        data = codecs.compressors.decompress(data, str(header))
+    payload = serializers.loads(data, message.content_type, message.content_encoding, accept)
+    return _validate(payload)
+
+
+def _validate(payload: Any) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """Check the body's shape; tuples are accepted because Celery pickles ``(args, kwargs, embed)``
+    as tuples, and yaml may hand back either.
+    """
+    if not isinstance(payload, list | tuple):
+        raise DecodeError(
+            f"task body is a {type(payload).__name__}, expected a 3-item list "
+            "[args, kwargs, embed] (protocol v2)"
+        )
+    if len(payload) != 3:
+        raise DecodeError(
+            f"task body has {len(payload)} items, expected 3: [args, kwargs, embed] (protocol v2)"
+        )
+    args, kwargs, embed = payload
+    if not isinstance(args, list | tuple):
+        raise DecodeError(f"task args (body item 0) is a {type(args).__name__}, expected a list")
+    if not isinstance(kwargs, dict):
+        raise DecodeError(
+            f"task kwargs (body item 1) is a {type(kwargs).__name__}, expected a dict"
+        )
+    bad_keys = [key for key in kwargs if not isinstance(key, str)]
+    if bad_keys:
+        raise DecodeError(f"task kwargs (body item 1) has non-str keys: {bad_keys[:5]!r}")
+    if embed is None:
+        embed = {}
+    elif not isinstance(embed, dict):
+        raise DecodeError(
+            f"task embed (body item 2) is a {type(embed).__name__}, expected a dict or null"
+        )
+    return list(args), kwargs, embed
+
+
+__all__ = ["DEFAULT_EMBED", "Codecs", "EncodedBody", "decode_body", "encode_body"]
