@@ -119,6 +119,8 @@ class Backend(abc.ABC):
     #: Seconds between polls in the default ``_wait``, growing to ``poll_max``.
     poll_min: ClassVar[float] = 0.001
     poll_max: ClassVar[float] = 0.05
+    #: The longest one thread blocks on behalf of ``await_for`` before it checks back.
+    await_slice: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -224,7 +226,16 @@ class Backend(abc.ABC):
         return await asyncio.to_thread(self.get_meta, task_id)
 
     async def await_for(self, task_id: str, timeout: float | None = None) -> ResultMeta:
-        return await asyncio.to_thread(self.wait_for, task_id, timeout)
+        # A thread cannot be cancelled: wait in slices, so that a cancelled await frees its
+        # thread within ``await_slice`` (asyncio.run joins those threads when it shuts down).
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = self.await_slice
+            if deadline is not None:
+                step = max(0.0, min(step, deadline - time.monotonic()))
+            meta = await asyncio.to_thread(self.wait_for, task_id, step)
+            if meta.ready or (deadline is not None and time.monotonic() >= deadline):
+                return meta
 
     def __repr__(self) -> str:
         from celeriac.utils.urls import redact_url
