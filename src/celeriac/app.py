@@ -101,7 +101,7 @@ class Celeriac:
                 except ImproperlyConfigured as exc:
                     raise ImproperlyConfigured(f"setting {name!r}: {exc}") from None
         if conf.task_compression is not None and conf.task_compression not in (
-            self.codecs.compressors.names()
+            self.codecs.compressors
         ):
             raise ImproperlyConfigured(
                 f"setting 'task_compression': unknown compression {conf.task_compression!r}"

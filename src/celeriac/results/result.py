@@ -143,9 +143,15 @@ class AsyncResult(Generic[R]):
 class EagerResult(AsyncResult[R]):
     """The outcome of a task run in this process (``apply()`` or ``task_always_eager``)."""
 
-    def __init__(self, meta: ResultMeta, app: Celeriac | None = None) -> None:
+    def __init__(
+        self,
+        meta: ResultMeta,
+        app: Celeriac | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
         super().__init__(meta.task_id, None, app, meta.name)
         self._eager_meta = meta
+        self._exception = exception
 
     def _meta(self) -> ResultMeta:
         return self._eager_meta
@@ -156,8 +162,20 @@ class EagerResult(AsyncResult[R]):
         propagate: bool = True,
         disable_sync_subtasks: bool = True,
     ) -> R:
+        if self._exception is not None and self._eager_meta.status in states.PROPAGATE_STATES:
+            if propagate:
+                raise self._exception
+            return self._exception  # type: ignore[return-value]
         value: R = _raise_or_return(self._eager_meta, propagate)
         return value
+
+    @property
+    def result(self) -> Any:
+        if self._exception is not None:
+            return self._exception
+        return self._eager_meta.result
+
+    info = result
 
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> R:
         return self.get(timeout, propagate)

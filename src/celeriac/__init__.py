@@ -1,0 +1,66 @@
+"""celeriac: a distributed task queue for Python, Celery's model built again.
+
+Explicit re-exports only (a test checks ``__all__``); importing celeriac opens no connection.
+"""
+
+from celeriac import states
+from celeriac.app import Celeriac
+from celeriac.canvas.signature import Signature, signature
+from celeriac.context import Request, current_request
+from celeriac.errors import (
+    CeleriacError,
+    ContentDisallowed,
+    DecodeError,
+    Ignore,
+    ImproperlyConfigured,
+    MaxRetriesExceededError,
+    NotRegistered,
+    Reject,
+    RemoteError,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    TimeoutError,
+    TransportError,
+    WorkerLostError,
+)
+from celeriac.results.result import AsyncResult, EagerResult
+from celeriac.routing import Binding, Exchange, Queue
+from celeriac.task import Task
+from celeriac.worker.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "Binding",
+    "Celeriac",
+    "CeleriacError",
+    "ContentDisallowed",
+    "DecodeError",
+    "EagerResult",
+    "Exchange",
+    "Ignore",
+    "ImproperlyConfigured",
+    "MaxRetriesExceededError",
+    "NotRegistered",
+    "Queue",
+    "Reject",
+    "RemoteError",
+    "Request",
+    "Retry",
+    "Signature",
+    "SoftTimeLimitExceeded",
+    "Task",
+    "TaskRevokedError",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "TransportError",
+    "Worker",
+    "WorkerLostError",
+    "__version__",
+    "current_request",
+    "signature",
+    "states",
+]

@@ -1,0 +1,1 @@
+"""The ``celeriac`` command line: a thin click layer, one module per command."""

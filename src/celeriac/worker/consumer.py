@@ -1,0 +1,276 @@
+"""The consumer: fetch up to the prefetch window, pre-check, hand to the pool, settle.
+
+Flow per delivery: decode headers (undecodable: dead-letter with the reason) -> known task?
+(unknown: dead-letter) -> revoked or expired? (REVOKED, ack) -> due? (a message sent with an
+eta by a producer that did not delay it on the broker goes back there) -> decode the body
+(undecodable or content not accepted: dead-letter) -> wait for a free pool slot -> ack now unless
+``acks_late`` -> run in the pool -> settle by outcome.
+
+The consumer never holds more than ``concurrency * prefetch_multiplier`` deliveries and hands the
+pool a request only when a slot is free, in arrival order, so an idle slot never waits behind a
+busy one. Every unacked delivery's lease is renewed while the worker holds it, so a long
+``acks_late`` task is never redelivered to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from celeriac import states
+from celeriac.errors import DecodeError, TaskRevokedError, TransportError
+from celeriac.protocol.codec import decode_body
+from celeriac.results.base import ResultMeta, exception_to_dict
+from celeriac.routing import Queue
+from celeriac.transports.base import Delivery, Transport
+from celeriac.worker.acks import AckBatcher
+from celeriac.worker.executor import Outcome
+from celeriac.worker.pools.base import Pool
+from celeriac.worker.request import build_request
+from celeriac.worker.state import WorkerState
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.context import Request
+    from celeriac.task import Task
+
+logger = logging.getLogger("celeriac.worker")
+
+FETCH_TIMEOUT = 1.0
+ETA_TOLERANCE = 0.5
+
+
+class Consumer:
+    def __init__(
+        self,
+        app: Celeriac,
+        transport: Transport,
+        pool: Pool,
+        queues: list[Queue],
+        *,
+        prefetch_multiplier: int,
+        hostname: str,
+        state: WorkerState,
+    ) -> None:
+        self.app = app
+        self.transport = transport
+        self.pool = pool
+        self.queue_names = [q.name for q in queues]
+        self.window = max(1, pool.concurrency * prefetch_multiplier)
+        self.hostname = hostname
+        self.state = state
+        self.acks = AckBatcher(transport)
+        self.inflight: dict[int, Delivery] = {}
+        self.unacked: dict[int, Delivery] = {}
+        self.waiting: dict[int, asyncio.Task[None]] = {}
+        self.handlers: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(pool.concurrency)
+        self._room = asyncio.Event()
+        self._stopping = False
+        self._accept = tuple(app.conf.accept_content)
+        self._outage_logged = False
+
+    # -- fetching ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Fetch until :meth:`stop_fetching`; each delivery gets its own handler task."""
+        backoff = 0.1
+        while not self._stopping:
+            room = self.window - len(self.inflight)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                batch = await self.transport.get(self.queue_names, room, FETCH_TIMEOUT)
+            except TransportError as exc:
+                if not self._outage_logged:
+                    logger.error("broker unreachable, retrying: %s", exc)
+                    self._outage_logged = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if self._outage_logged:
+                logger.warning("broker reachable again")
+                self._outage_logged = False
+            backoff = 0.1
+            for delivery in batch:
+                self.inflight[id(delivery)] = delivery
+                self.unacked[id(delivery)] = delivery
+                handler = asyncio.create_task(self._handle(delivery))
+                self.waiting[id(delivery)] = handler
+                self.handlers.add(handler)
+                handler.add_done_callback(self.handlers.discard)
+
+    def stop_fetching(self) -> None:
+        self._stopping = True
+        self._room.set()
+
+    # -- one delivery -----------------------------------------------------------------------------
+    async def _handle(self, delivery: Delivery) -> None:
+        key = id(delivery)
+        try:
+            prepared = await self._prepare(delivery)
+            if prepared is None:
+                return
+            task, request = prepared
+            async with self._slots:
+                self.waiting.pop(key, None)
+                if self._stopping:
+                    await self._requeue([delivery])
+                    return
+                await self._execute(delivery, task, request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("internal error while handling a message; requeueing it")
+            with contextlib.suppress(Exception):
+                await self._requeue([delivery])
+        finally:
+            self.waiting.pop(key, None)
+            self.unacked.pop(key, None)
+            self.inflight.pop(key, None)
+            self._room.set()
+
+    async def _execute(self, delivery: Delivery, task: Task[Any, Any], request: Request) -> None:
+        early = not task.acks_late
+        if early:
+            try:
+                await self.acks.ack(delivery)
+            except TransportError as exc:
+                logger.error("could not ack %s before running it (%s); it will come back",
+                             request.id, exc)
+                return
+            self.unacked.pop(id(delivery), None)
+        self.state.active[request.id] = request
+        try:
+            outcome = await self.pool.run(task, request)
+        finally:
+            self.state.active.pop(request.id, None)
+        self.state.processed += 1
+        if outcome.state == states.SUCCESS:
+            self.state.succeeded += 1
+        elif outcome.state == states.FAILURE:
+            self.state.failed += 1
+        if early:
+            if outcome.settle != "ack":
+                logger.warning("Task %s[%s] asked to %s its message, but it was acked early "
+                               "(set acks_late=True for that)", task.name, request.id,
+                               outcome.settle)
+            return
+        await self._settle_late(delivery, task, outcome)
+
+    async def _settle_late(self, delivery: Delivery, task: Task[Any, Any], outcome: Outcome
+                           ) -> None:
+        try:
+            if outcome.settle == "requeue":
+                await self._requeue([delivery])
+            elif outcome.settle == "reject":
+                await self.transport.reject([delivery], outcome.reason or "rejected by task")
+            elif outcome.state == states.FAILURE and not task.option(
+                "acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout"
+            ):
+                await self.transport.reject([delivery], f"task failed: {outcome.exc!r}")
+            else:
+                await self.acks.ack(delivery)
+        except TransportError as exc:
+            logger.error("could not settle %s (%s); its lease will expire and it will come "
+                         "back", delivery.tag, exc)
+
+    async def _requeue(self, deliveries: list[Delivery]) -> None:
+        await self.transport.requeue(deliveries)
+        for delivery in deliveries:
+            self.unacked.pop(id(delivery), None)
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        logger.error("dead-lettering a message from %r: %s", delivery.queue, reason)
+        await self.transport.reject([delivery], reason)
+
+    async def _prepare(self, delivery: Delivery) -> tuple[Task[Any, Any], Request] | None:
+        """The pre-checks; returns ``None`` when the message was settled without running."""
+        try:
+            message = delivery.decode()
+        except DecodeError as exc:
+            await self._dead_letter(delivery, f"undecodable message: {exc.reason}")
+            return None
+        task = self.app.tasks.get(message.task)
+        if task is None:
+            await self._dead_letter(delivery, f"unknown task {message.task!r} (id {message.id})")
+            return None
+        try:
+            expires, eta = message.expires, message.eta
+        except DecodeError as exc:
+            await self._dead_letter(delivery, f"bad header: {exc.reason}")
+            return None
+        now = datetime.now(UTC)
+        if message.id in self.state.revoked:
+            await self._revoke(delivery, task, message.id, "revoked")
+            return None
+        if expires is not None and expires <= now:
+            await self._revoke(delivery, task, message.id, f"expired at {expires.isoformat()}")
+            return None
+        if eta is not None and (eta - now).total_seconds() > ETA_TOLERANCE:
+            await self.transport.requeue([delivery], delay=(eta - now).total_seconds())
+            return None
+        try:
+            args, kwargs, embed = decode_body(message, accept=self._accept, codecs=self.app.codecs)
+        except DecodeError as exc:
+            await self._dead_letter(delivery, f"task {message.task}[{message.id}]: {exc.reason}")
+            return None
+        request = build_request(message, delivery, args, kwargs, embed, self.hostname)
+        return task, request
+
+    async def _revoke(self, delivery: Delivery, task: Task[Any, Any], task_id: str,
+                      why: str) -> None:
+        logger.info("Task %s[%s] not run: %s", task.name, task_id, why)
+        backend = self.app.backend
+        if backend is not None:
+            meta = ResultMeta(task_id, states.REVOKED,
+                              exception_to_dict(TaskRevokedError(why)), date_done=time.time())
+            try:
+                await backend.astore(meta)
+            except Exception as exc:
+                logger.error("could not store REVOKED for %s: %s", task_id, exc)
+        await self.acks.ack(delivery)
+
+    # -- leases and shutdown ----------------------------------------------------------------------
+    async def renew_leases(self, interval: float) -> None:
+        """Renew every held, unacked delivery's lease, all in one call, every ``interval`` s."""
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self.unacked.values())
+            if held:
+                try:
+                    await self.transport.extend(held)
+                except TransportError as exc:
+                    logger.warning("could not renew %d leases: %s", len(held), exc)
+
+    async def requeue_waiting(self) -> int:
+        """Warm shutdown: return every fetched-but-not-started delivery to its queue at once."""
+        handlers = list(self.waiting.items())
+        self.waiting.clear()
+        deliveries = [self.unacked[k] for k, _ in handlers if k in self.unacked]
+        for _, handler in handlers:
+            handler.cancel()
+        if deliveries:
+            await self._requeue(deliveries)
+        return len(deliveries)
+
+    async def requeue_unacked(self) -> int:
+        """Cold shutdown: return every delivery not yet acked, running ones included."""
+        deliveries = list(self.unacked.values())
+        self.unacked.clear()
+        if deliveries:
+            await self.transport.requeue(deliveries)
+        return len(deliveries)
+
+    async def wait_running(self, timeout: float | None) -> bool:
+        """Wait for running handlers; True if all finished within ``timeout``."""
+        pending = {h for h in self.handlers if not h.done()}
+        if not pending:
+            return True
+        done, still = await asyncio.wait(pending, timeout=timeout)
+        return not still
