@@ -35,9 +35,23 @@ def main() -> int:
     failing = divide.delay(1, 0)
     later = add.apply_async((40, 2), countdown=1)
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celeriac", "-A", "demo_tasks", "worker", "-c", "2", "-l", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "celeriac",
+            "-A",
+            "demo_tasks",
+            "worker",
+            "-c",
+            "2",
+            "-l",
+            "warning",
+        ],
         env=env,
     )
     try:
@@ -45,8 +59,10 @@ def main() -> int:
         values = [r.get(timeout=120) for r in batch]
         drained = time.perf_counter() - begun
         assert values == [i + i for i in range(N)], "wrong results"
-        print(f"worker drained {N} tasks in {drained:.2f}s ({N / drained:,.0f} tasks/s, "
-              "worker start-up included)")
+        print(
+            f"worker drained {N} tasks in {drained:.2f}s ({N / drained:,.0f} tasks/s, "
+            "worker start-up included)"
+        )
         print(f"async task results: {[r.get(timeout=30) for r in squares]}")
         print(f"retried task: {retried.get(timeout=30)!r} (state {retried.state})")
         try:

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from celeriac import config
 from celeriac.canvas.signature import Signature
@@ -22,7 +22,7 @@ from celeriac.producer import Producer
 from celeriac.protocol.codec import Codecs, encode_body
 from celeriac.protocol.message import new_id, safe_repr, task_message
 from celeriac.results.base import Backend
-from celeriac.results.result import AsyncResult
+from celeriac.results import result as _result
 from celeriac.routing import Queue, Router
 from celeriac.task import CORE_OPTIONS, Task, check_send_options
 from celeriac.transports.base import Outgoing, Transport
@@ -33,6 +33,28 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` returns: turns a function into a typed task."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class BoundTaskDecorator(Protocol):
+    """What ``@app.task(bind=True, ...)`` returns: the task receives itself first."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /
+    ) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[Any, P], R], /) -> Task[P, R]: ...
 
 
 class Celeriac:
@@ -211,30 +233,19 @@ class Celeriac:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(
-        self, *, bind: Literal[True], **options: Any
-    ) -> Callable[[Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]], Task[P, R]]: ...
+    def task(self, *, bind: Literal[True], **options: Any) -> BoundTaskDecorator: ...
 
     @overload
-    def task(
-        self, *, bind: Literal[True], **options: Any
-    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+    def task(self, *, bind: Literal[False] = ..., **options: Any) -> TaskDecorator: ...
 
-    @overload
-    def task(
-        self, *, bind: Literal[False] = ..., **options: Any
-    ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Task[P, R]]: ...
-
-    @overload
-    def task(
-        self, *, bind: Literal[False] = ..., **options: Any
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
-
-    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def task(self, *args: Any, **options: Any) -> Any:
         """Declare a task: ``@app.task`` or ``@app.task(bind=True, max_retries=5, ...)``.
 
         An option no core feature or middleware declares fails here, naming it.
         """
+        if len(args) > 1 or (args and not callable(args[0])):
+            raise TypeError("app.task takes one function, or keyword options only")
+        fn: Callable[..., Any] | None = args[0] if args else None
         unknown = sorted(set(options) - set(self.task_options))
         if unknown:
             raise ImproperlyConfigured(
@@ -260,10 +271,8 @@ class Celeriac:
         except KeyError:
             raise NotRegistered(name) from None
 
-    def AsyncResult(  # noqa: N802 - Celery's name
-        self, task_id: str, task_name: str | None = None
-    ) -> AsyncResult[Any]:
-        return AsyncResult(task_id, self.backend, self, task_name)
+    def AsyncResult(self, task_id: str, task_name: str | None = None) -> _result.AsyncResult[Any]:
+        return _result.AsyncResult(task_id, self.backend, self, task_name)
 
     def signature(self, name: str, args: Sequence[Any] = (), **kwargs: Any) -> Signature:
         return Signature(name, tuple(args), kwargs, app=self)
@@ -304,12 +313,16 @@ class Celeriac:
             expires = now + timedelta(seconds=float(expires))
         elif isinstance(expires, datetime) and expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
-        serializer = options.get("serializer") or (
-            task.options.get("serializer") if task is not None else None
-        ) or self.conf.task_serializer
-        compression = options.get("compression") or (
-            task.options.get("compression") if task is not None else None
-        ) or self.conf.task_compression
+        serializer = (
+            options.get("serializer")
+            or (task.options.get("serializer") if task is not None else None)
+            or self.conf.task_serializer
+        )
+        compression = (
+            options.get("compression")
+            or (task.options.get("compression") if task is not None else None)
+            or self.conf.task_compression
+        )
         embed = {
             "callbacks": _signatures(options.get("link")),
             "errbacks": _signatures(options.get("link_error")),
@@ -332,8 +345,8 @@ class Celeriac:
         if ignore_result is None:
             ignore_result = task.ignore_result if task is not None else self.conf.task_ignore_result
         time_limit = (
-            options.get("time_limit") or (task.option("time_limit", "task_time_limit") if task
-                                          else None),
+            options.get("time_limit")
+            or (task.option("time_limit", "task_time_limit") if task else None),
             options.get("soft_time_limit")
             or (task.option("soft_time_limit", "task_soft_time_limit") if task else None),
         )
@@ -372,11 +385,11 @@ class Celeriac:
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> AsyncResult[Any]:
+    ) -> _result.AsyncResult[Any]:
         """Send a task by name (it need not be registered here); returns its result handle."""
         item, queue = self.prepare(name, args, kwargs, **options)
         self.producer.send([item], [queue] if queue is not None else ())
-        return AsyncResult(item.message.id, self.backend, self, name)
+        return _result.AsyncResult(item.message.id, self.backend, self, name)
 
     async def asend_task(
         self,
@@ -384,20 +397,23 @@ class Celeriac:
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> AsyncResult[Any]:
+    ) -> _result.AsyncResult[Any]:
         """The async twin of :meth:`send_task`."""
         item, queue = self.prepare(name, args, kwargs, **options)
         await self.producer.asend([item], [queue] if queue is not None else ())
-        return AsyncResult(item.message.id, self.backend, self, name)
+        return _result.AsyncResult(item.message.id, self.backend, self, name)
 
     def send_many(
         self, calls: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]], **options: Any
-    ) -> list[AsyncResult[Any]]:
+    ) -> list[_result.AsyncResult[Any]]:
         """Send many tasks in one batch publish (the bulk path); same options for all."""
         prepared = [self.prepare(n, a, k, **options) for n, a, k in calls]
         queues = {q.name: q for _, q in prepared if q is not None}
         self.producer.send([item for item, _ in prepared], list(queues.values()))
-        return [AsyncResult(i.message.id, self.backend, self, i.message.task) for i, _ in prepared]
+        return [
+            _result.AsyncResult(i.message.id, self.backend, self, i.message.task)
+            for i, _ in prepared
+        ]
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'} broker={redact_url(self.broker_url)}>"

@@ -203,14 +203,13 @@ def _from_env_text(name: str, hint: Any, text: str) -> Any:
             raise ImproperlyConfigured(
                 f"{ENV_PREFIX}{name.upper()}: {text!r} is not a {base.__name__}"
             ) from exc
-    if typing.get_origin(base) in (list, dict) or base is Any:
-        if stripped[:1] in ("[", "{"):
-            try:
-                return orjson.loads(stripped)
-            except orjson.JSONDecodeError as exc:
-                raise ImproperlyConfigured(
-                    f"{ENV_PREFIX}{name.upper()}: not valid JSON: {exc}"
-                ) from exc
+    if (typing.get_origin(base) in (list, dict) or base is Any) and stripped[:1] in ("[", "{"):
+        try:
+            return orjson.loads(stripped)
+        except orjson.JSONDecodeError as exc:
+            raise ImproperlyConfigured(
+                f"{ENV_PREFIX}{name.upper()}: not valid JSON: {exc}"
+            ) from exc
     return stripped
 
 
@@ -223,7 +222,9 @@ def validate(name: str, value: Any) -> Any:
     if name == "worker_concurrency" and value is not None and value < 1:
         raise ImproperlyConfigured(f"setting 'worker_concurrency' must be >= 1, not {value}")
     if name == "worker_prefetch_multiplier" and value < 1:
-        raise ImproperlyConfigured(f"setting 'worker_prefetch_multiplier' must be >= 1, not {value}")
+        raise ImproperlyConfigured(
+            f"setting 'worker_prefetch_multiplier' must be >= 1, not {value}"
+        )
     if name == "task_default_priority" and value is not None and not 0 <= value <= 9:
         raise ImproperlyConfigured(f"setting 'task_default_priority' must be 0-9, not {value}")
     return value
@@ -260,11 +261,9 @@ def from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
     """
     if isinstance(obj, str):
         obj = _import_object(obj)
-    items: Iterable[tuple[str, Any]]
-    if isinstance(obj, Mapping):
-        items = obj.items()
-    else:
-        items = ((k, getattr(obj, k)) for k in dir(obj))
+    items: Iterable[tuple[str, Any]] = (
+        obj.items() if isinstance(obj, Mapping) else ((k, getattr(obj, k)) for k in dir(obj))
+    )
     found: dict[str, Any] = {}
     prefix = f"{namespace}_" if namespace else None
     for key, value in items:

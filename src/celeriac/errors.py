@@ -108,7 +108,7 @@ class BackendError(CeleriacError):
     """The result backend failed."""
 
 
-class TimeoutError(CeleriacError, builtins.TimeoutError):  # noqa: A001 - the Celery name
+class TimeoutError(CeleriacError, builtins.TimeoutError):
     """``AsyncResult.get`` waited longer than its timeout. Also a builtin ``TimeoutError``."""
 
 

@@ -63,10 +63,30 @@ CORE_OPTIONS: dict[str, Any] = {
 #: What ``apply_async`` accepts, so a misspelt send option fails loudly too.
 SEND_OPTIONS = frozenset(
     {
-        "countdown", "eta", "expires", "queue", "routing_key", "exchange", "priority",
-        "task_id", "headers", "serializer", "compression", "ignore_result", "link",
-        "link_error", "retries", "root_id", "parent_id", "group_id", "time_limit",
-        "soft_time_limit", "reply_to", "shadow", "retry", "retry_policy",
+        "countdown",
+        "eta",
+        "expires",
+        "queue",
+        "routing_key",
+        "exchange",
+        "priority",
+        "task_id",
+        "headers",
+        "serializer",
+        "compression",
+        "ignore_result",
+        "link",
+        "link_error",
+        "retries",
+        "root_id",
+        "parent_id",
+        "group_id",
+        "time_limit",
+        "soft_time_limit",
+        "reply_to",
+        "shadow",
+        "retry",
+        "retry_policy",
     }
 )
 
@@ -208,8 +228,14 @@ class Task(Generic[P, R]):
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
         return self.app.send_task(
-            self.name, args, kwargs, countdown=countdown, eta=eta, expires=expires,
-            _task=self, **options,
+            self.name,
+            args,
+            kwargs,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            _task=self,
+            **options,
         )
 
     async def aapply_async(
@@ -228,8 +254,14 @@ class Task(Generic[P, R]):
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
         return await self.app.asend_task(
-            self.name, args, kwargs, countdown=countdown, eta=eta, expires=expires,
-            _task=self, **options,
+            self.name,
+            args,
+            kwargs,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            _task=self,
+            **options,
         )
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
@@ -248,7 +280,7 @@ class Task(Generic[P, R]):
     ) -> Signature:
         return Signature(self.name, tuple(args), dict(kwargs or {}), options, app=self.app)
 
-    def AsyncResult(self, task_id: str) -> AsyncResult[R]:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return self.app.AsyncResult(task_id, task_name=self.name)
 
     # -- retrying ---------------------------------------------------------------------------------
@@ -262,7 +294,7 @@ class Task(Generic[P, R]):
         if not self.retry_backoff:
             return self.default_retry_delay
         factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
-        delay = min(self.retry_backoff_max, factor * (2**retries))
+        delay = min(self.retry_backoff_max, factor * (2.0**retries))
         if self.retry_jitter:
             delay = random.uniform(0, delay)
         return delay
@@ -300,12 +332,23 @@ class Task(Generic[P, R]):
             raise Retry(exc=exc, when=countdown)
         queue = options.pop("queue", None) or request.delivery_info.get("queue")
         self.app.send_task(
-            self.name, new_args, new_kwargs, countdown=countdown, eta=eta,
-            expires=request.expires, task_id=request.id, retries=request.retries + 1,
-            root_id=request.root_id, parent_id=request.parent_id, group_id=request.group,
-            link=request.callbacks, link_error=request.errbacks,
+            self.name,
+            new_args,
+            new_kwargs,
+            countdown=countdown,
+            eta=eta,
+            expires=request.expires,
+            task_id=request.id,
+            retries=request.retries + 1,
+            root_id=request.root_id,
+            parent_id=request.parent_id,
+            group_id=request.group,
+            link=request.callbacks,
+            link_error=request.errbacks,
             queue=queue,
-            _task=self, _from_retry=True, **options,
+            _task=self,
+            _from_retry=True,
+            **options,
         )
         raise Retry(exc=exc, when=countdown)
 

@@ -43,7 +43,9 @@ class Signature:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], app: Celeriac | None = None) -> Signature:
+    def from_dict(
+        cls, data: Mapping[str, Any] | Signature, app: Celeriac | None = None
+    ) -> Signature:
         """Rebuild a signature from its dict; a malformed one raises ImproperlyConfigured."""
         if isinstance(data, Signature):
             return data if app is None else replace(data, app=app)

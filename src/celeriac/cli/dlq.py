@@ -21,8 +21,9 @@ def command(ctx: AppContext, queues: str | None, limit: int) -> int:
     async def run() -> list[tuple[str, list[DeadLetter]]]:
         await transport.connect()
         try:
-            return [(q.name, await transport.dead_letters(q.name, limit))
-                    for q in app.queues(names)]
+            return [
+                (q.name, await transport.dead_letters(q.name, limit)) for q in app.queues(names)
+            ]
         finally:
             await transport.close()
 

@@ -66,8 +66,9 @@ class AppContext:
 @click.option("-b", "--broker", help="Broker URL (overrides broker_url).")
 @click.option("--result-backend", help="Result backend URL (overrides result_backend).")
 @click.pass_context
-def cli(ctx: click.Context, spec: str | None, broker: str | None,
-        result_backend: str | None) -> None:
+def cli(
+    ctx: click.Context, spec: str | None, broker: str | None, result_backend: str | None
+) -> None:
     """celeriac: a distributed task queue."""
     ctx.obj = AppContext(spec, broker, result_backend)
 

@@ -114,7 +114,9 @@ class Message:
         else:
             body = raw_body.encode("utf-8")
         if "task" not in headers or "id" not in headers:
-            raise DecodeError("message headers lack 'task' or 'id' (not a protocol v2 task message)")
+            raise DecodeError(
+                "message headers lack 'task' or 'id' (not a protocol v2 task message)"
+            )
         return cls(
             headers=headers,
             body=body,

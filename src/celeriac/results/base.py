@@ -85,8 +85,11 @@ def exception_to_dict(exc: BaseException) -> dict[str, Any]:
     """Celery's exception layout: type name, module, and the args (as repr when unserializable)."""
     cls = type(exc)
     if isinstance(exc, RemoteError):
-        return {"exc_type": exc.exc_type, "exc_module": exc.exc_module,
-                "exc_message": [exc.exc_message]}
+        return {
+            "exc_type": exc.exc_type,
+            "exc_module": exc.exc_module,
+            "exc_message": [exc.exc_message],
+        }
     message: list[Any] = []
     for arg in exc.args:
         message.append(arg if isinstance(arg, str | int | float | bool | type(None)) else repr(arg))

@@ -34,7 +34,7 @@ class AsyncResult(Generic[R]):
 
     def __init__(
         self,
-        id: str,  # noqa: A002 - Celery's name
+        id: str,
         backend: Backend | None,
         app: Celeriac | None = None,
         task_name: str | None = None,

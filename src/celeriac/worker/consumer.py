@@ -141,8 +141,9 @@ class Consumer:
             try:
                 await self.acks.ack(delivery)
             except TransportError as exc:
-                logger.error("could not ack %s before running it (%s); it will come back",
-                             request.id, exc)
+                logger.error(
+                    "could not ack %s before running it (%s); it will come back", request.id, exc
+                )
                 return
             self.unacked.pop(id(delivery), None)
         self.state.active[request.id] = request
@@ -157,14 +158,19 @@ class Consumer:
             self.state.failed += 1
         if early:
             if outcome.settle != "ack":
-                logger.warning("Task %s[%s] asked to %s its message, but it was acked early "
-                               "(set acks_late=True for that)", task.name, request.id,
-                               outcome.settle)
+                logger.warning(
+                    "Task %s[%s] asked to %s its message, but it was acked early "
+                    "(set acks_late=True for that)",
+                    task.name,
+                    request.id,
+                    outcome.settle,
+                )
             return
         await self._settle_late(delivery, task, outcome)
 
-    async def _settle_late(self, delivery: Delivery, task: Task[Any, Any], outcome: Outcome
-                           ) -> None:
+    async def _settle_late(
+        self, delivery: Delivery, task: Task[Any, Any], outcome: Outcome
+    ) -> None:
         try:
             if outcome.settle == "requeue":
                 await self._requeue([delivery])
@@ -177,8 +183,11 @@ class Consumer:
             else:
                 await self.acks.ack(delivery)
         except TransportError as exc:
-            logger.error("could not settle %s (%s); its lease will expire and it will come "
-                         "back", delivery.tag, exc)
+            logger.error(
+                "could not settle %s (%s); its lease will expire and it will come back",
+                delivery.tag,
+                exc,
+            )
 
     async def _requeue(self, deliveries: list[Delivery]) -> None:
         await self.transport.requeue(deliveries)
@@ -223,13 +232,18 @@ class Consumer:
         request = build_request(message, delivery, args, kwargs, embed, self.hostname)
         return task, request
 
-    async def _revoke(self, delivery: Delivery, task: Task[Any, Any], task_id: str,
-                      why: str) -> None:
+    async def _revoke(
+        self, delivery: Delivery, task: Task[Any, Any], task_id: str, why: str
+    ) -> None:
         logger.info("Task %s[%s] not run: %s", task.name, task_id, why)
         backend = self.app.backend
         if backend is not None:
-            meta = ResultMeta(task_id, states.REVOKED,
-                              exception_to_dict(TaskRevokedError(why)), date_done=time.time())
+            meta = ResultMeta(
+                task_id,
+                states.REVOKED,
+                exception_to_dict(TaskRevokedError(why)),
+                date_done=time.time(),
+            )
             try:
                 await backend.astore(meta)
             except Exception as exc:
@@ -272,5 +286,5 @@ class Consumer:
         pending = {h for h in self.handlers if not h.done()}
         if not pending:
             return True
-        done, still = await asyncio.wait(pending, timeout=timeout)
+        _, still = await asyncio.wait(pending, timeout=timeout)
         return not still

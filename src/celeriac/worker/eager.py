@@ -53,8 +53,14 @@ def apply_eager(
         meta = ResultMeta(task_id, states.SUCCESS, outcome.value, retries=retries, name=task.name)
     else:
         exc = outcome.exc if outcome.exc is not None else RuntimeError(outcome.reason)
-        meta = ResultMeta(task_id, outcome.state, exception_to_dict(exc), outcome.traceback,
-                          retries=retries, name=task.name)
+        meta = ResultMeta(
+            task_id,
+            outcome.state,
+            exception_to_dict(exc),
+            outcome.traceback,
+            retries=retries,
+            name=task.name,
+        )
         if task.app.conf.task_eager_propagates and outcome.state == states.FAILURE:
             raise exc
     if store and task.app.backend is not None:

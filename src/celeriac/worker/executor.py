@@ -84,16 +84,27 @@ def execute(task: Task[Any, Any], request: Request) -> Outcome:
         try:
             value = _call(task, request)
         except Retry as retry:
-            return Outcome(states.RETRY, exc=retry.exc or retry, reason=str(retry),
-                           runtime=time.perf_counter() - started)
+            return Outcome(
+                states.RETRY,
+                exc=retry.exc or retry,
+                reason=str(retry),
+                runtime=time.perf_counter() - started,
+            )
         except Reject as reject:
-            return Outcome(states.REJECTED, settle="requeue" if reject.requeue else "reject",
-                           exc=reject, reason=reject.reason, runtime=time.perf_counter() - started)
+            return Outcome(
+                states.REJECTED,
+                settle="requeue" if reject.requeue else "reject",
+                exc=reject,
+                reason=reject.reason,
+                runtime=time.perf_counter() - started,
+            )
         except Ignore:
             return Outcome(IGNORED, runtime=time.perf_counter() - started)
         except Exception as exc:
-            if task.autoretry_for and isinstance(exc, task.autoretry_for) and not (
-                task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)
+            if (
+                task.autoretry_for
+                and isinstance(exc, task.autoretry_for)
+                and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
             ):
                 return _autoretry(task, request, exc, started)
             return _failure(exc, started)
@@ -109,8 +120,9 @@ def _autoretry(task: Task[Any, Any], request: Request, exc: Exception, started: 
     try:
         task.retry(exc=exc, countdown=countdown, **options)
     except Retry as retry:
-        return Outcome(states.RETRY, exc=exc, reason=str(retry),
-                       runtime=time.perf_counter() - started)
+        return Outcome(
+            states.RETRY, exc=exc, reason=str(retry), runtime=time.perf_counter() - started
+        )
     except MaxRetriesExceededError as error:
         return _failure(error, started)
     except Exception as error:  # the retry's own publish failed: the task fails with that
@@ -118,8 +130,9 @@ def _autoretry(task: Task[Any, Any], request: Request, exc: Exception, started: 
     raise AssertionError("Task.retry returned")  # pragma: no cover - retry always raises
 
 
-def meta_for(task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None
-             ) -> ResultMeta | None:
+def meta_for(
+    task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None
+) -> ResultMeta | None:
     """The record to store for this outcome, or ``None`` when nothing should be stored."""
     ignore = request.ignore_result or task.ignore_result
     if outcome.state == IGNORED:
@@ -158,23 +171,34 @@ def log_outcome(task: Task[Any, Any], request: Request, outcome: Outcome) -> Non
     """One line per task at INFO; failures at ERROR with their traceback (unless expected)."""
     if outcome.state == states.SUCCESS:
         if logger.isEnabledFor(logging.INFO):
-            logger.info("Task %s[%s] succeeded in %.4fs: %.200r",
-                        task.name, request.id, outcome.runtime, outcome.value)
+            logger.info(
+                "Task %s[%s] succeeded in %.4fs: %.200r",
+                task.name,
+                request.id,
+                outcome.runtime,
+                outcome.value,
+            )
     elif outcome.state == states.FAILURE:
         expected = task.throws and isinstance(outcome.exc, task.throws)
         if expected:
             logger.info("Task %s[%s] raised expected: %r", task.name, request.id, outcome.exc)
         else:
-            logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, request.id,
-                         outcome.exc, outcome.traceback or "")
+            logger.error(
+                "Task %s[%s] raised unexpected: %r\n%s",
+                task.name,
+                request.id,
+                outcome.exc,
+                outcome.traceback or "",
+            )
     elif outcome.state == states.RETRY:
         logger.info("Task %s[%s] retry: %s", task.name, request.id, outcome.reason)
     elif outcome.state == states.REJECTED:
         logger.warning("Task %s[%s] rejected: %s", task.name, request.id, outcome.reason)
 
 
-def finish(task: Task[Any, Any], request: Request, outcome: Outcome,
-           worker: str | None = None) -> None:
+def finish(
+    task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None = None
+) -> None:
     """Store the outcome and send ``link``/``link_error`` callbacks. Logs, never raises."""
     log_outcome(task, request, outcome)
     app = task.app
@@ -183,19 +207,26 @@ def finish(task: Task[Any, Any], request: Request, outcome: Outcome,
         try:
             app.backend.store(meta)
         except Exception as exc:
-            logger.error("Task %s[%s]: could not store its %s result: %s",
-                         task.name, request.id, outcome.state, exc)
+            logger.error(
+                "Task %s[%s]: could not store its %s result: %s",
+                task.name,
+                request.id,
+                outcome.state,
+                exc,
+            )
     try:
         if outcome.state == states.SUCCESS and request.callbacks:
             for data in request.callbacks:
                 sig = Signature.from_dict(data, app)
-                sig.apply_async((outcome.value,), parent_id=request.id,
-                                root_id=request.root_id or request.id)
+                sig.apply_async(
+                    (outcome.value,), parent_id=request.id, root_id=request.root_id or request.id
+                )
         elif outcome.state == states.FAILURE and request.errbacks:
             for data in request.errbacks:
                 sig = Signature.from_dict(data, app)
-                sig.apply_async((request.id,), parent_id=request.id,
-                                root_id=request.root_id or request.id)
+                sig.apply_async(
+                    (request.id,), parent_id=request.id, root_id=request.root_id or request.id
+                )
     except Exception as exc:
         logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)
 

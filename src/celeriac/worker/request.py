@@ -23,8 +23,9 @@ def build_request(
 ) -> Request:
     headers = message.headers
     timelimit = headers.get("timelimit") or (None, None)
-    hard, soft = (list(timelimit) + [None, None])[:2] if isinstance(timelimit, list | tuple) else (
-        None, None)
+    hard, soft = (
+        [*timelimit, None, None][:2] if isinstance(timelimit, list | tuple) else [None, None]
+    )
     return Request(
         id=message.id,
         task=message.task,
@@ -37,8 +38,11 @@ def build_request(
         parent_id=headers.get("parent_id"),
         group=headers.get("group"),
         hostname=hostname,
-        delivery_info={"queue": delivery.queue, "priority": message.priority,
-                       "redelivered": delivery.redelivered},
+        delivery_info={
+            "queue": delivery.queue,
+            "priority": message.priority,
+            "redelivered": delivery.redelivered,
+        },
         reply_to=message.properties.get("reply_to"),
         correlation_id=message.properties.get("correlation_id"),
         callbacks=embed.get("callbacks"),

@@ -23,9 +23,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from celeriac.errors import CeleriacError
+from celeriac.transports.base import Transport
 from celeriac.utils.urls import redact_url
 from celeriac.worker.consumer import FETCH_TIMEOUT, Consumer
 from celeriac.worker.pools import pool_class
+from celeriac.worker.pools.base import Pool
 from celeriac.worker.state import WorkerState
 
 if TYPE_CHECKING:
@@ -67,7 +69,7 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._cold: asyncio.Event | None = None
 
-    # -- entry points -------------------------------------------------------------------------------
+    # -- entry points ---------------------------------------------------------------------------
     def run(self) -> int:
         """Run until told to stop; returns the process exit status.
 
@@ -109,8 +111,12 @@ class Worker:
             return EXIT_BROKER_UNREACHABLE
         pool = self.pool_cls(self.concurrency, self.hostname)
         consumer = Consumer(
-            self.app, transport, pool, self.queues,
-            prefetch_multiplier=self.prefetch_multiplier, hostname=self.hostname,
+            self.app,
+            transport,
+            pool,
+            self.queues,
+            prefetch_multiplier=self.prefetch_multiplier,
+            hostname=self.hostname,
             state=self.state,
         )
         try:
@@ -121,25 +127,26 @@ class Worker:
             fetch.add_done_callback(self._fetch_ended)
             interval = self.app.conf.worker_lease_renewal_interval or transport.lease_seconds / 3
             renew = asyncio.create_task(consumer.renew_leases(interval), name="celeriac-leases")
-            self._ready(transport)
+            self._ready()
             await self._stop.wait()
             consumer.stop_fetching()
             if self._cold.is_set():
-                await self._cold_stop(consumer, fetch, renew, pool, transport)
+                await self._cold_stop(consumer, fetch, renew, pool)
                 return EXIT_OK
             warm = asyncio.create_task(self._warm_stop(consumer, fetch))
             cold = asyncio.create_task(self._cold.wait())
             done, _ = await asyncio.wait({warm, cold}, return_when=asyncio.FIRST_COMPLETED)
             if warm not in done or not warm.result():
                 warm.cancel()
-                await self._cold_stop(consumer, fetch, renew, pool, transport)
+                await self._cold_stop(consumer, fetch, renew, pool)
                 return EXIT_OK
             cold.cancel()
             renew.cancel()
             await consumer.acks.drain()
             await pool.stop(wait=True)
-            logger.info("%s stopped (warm): %d tasks processed", self.hostname,
-                        self.state.processed)
+            logger.info(
+                "%s stopped (warm): %d tasks processed", self.hostname, self.state.processed
+            )
             return EXIT_OK
         finally:
             with contextlib.suppress(Exception):
@@ -149,42 +156,54 @@ class Worker:
         """The fetch loop only ends when asked to; if it died, say why and stop warm."""
         if fetch.cancelled() or fetch.exception() is None:
             return
-        logger.critical("the consumer stopped on an internal error: %r", fetch.exception(),
-                        exc_info=fetch.exception())
+        logger.critical(
+            "the consumer stopped on an internal error: %r",
+            fetch.exception(),
+            exc_info=fetch.exception(),
+        )
         self.request_stop()
 
     # -- steps ------------------------------------------------------------------------------------
-    async def _connect(self, transport_: object) -> bool:
-        from celeriac.transports.base import Transport
-
-        assert isinstance(transport_, Transport)
+    async def _connect(self, transport_: Transport) -> bool:
         conf = self.app.conf
-        attempts = 1 + (conf.broker_connection_max_retries or 0 if
-                        conf.broker_connection_retry_on_startup else 0)
+        attempts = 1 + (
+            conf.broker_connection_max_retries or 0
+            if conf.broker_connection_retry_on_startup
+            else 0
+        )
         delay = 0.5
         for attempt in range(1, attempts + 1):
             try:
                 await asyncio.wait_for(transport_.connect(), conf.broker_connection_timeout)
                 return True
-            except (CeleriacError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, CeleriacError, OSError) as exc:
                 reason = str(exc) or type(exc).__name__
                 if attempt == attempts:
-                    logger.critical("cannot reach the broker at %s: %s",
-                                    redact_url(self.app.broker_url), reason)
+                    logger.critical(
+                        "cannot reach the broker at %s: %s", redact_url(self.app.broker_url), reason
+                    )
                     return False
-                logger.warning("broker %s unreachable (%s); retry %d/%d in %.1fs",
-                               redact_url(self.app.broker_url), reason, attempt, attempts - 1,
-                               delay)
+                logger.warning(
+                    "broker %s unreachable (%s); retry %d/%d in %.1fs",
+                    redact_url(self.app.broker_url),
+                    reason,
+                    attempt,
+                    attempts - 1,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return False
 
-    def _ready(self, transport: object) -> None:
+    def _ready(self) -> None:
         logger.info(
             "%s ready: pool=%s concurrency=%d prefetch=%d queues=%s broker=%s tasks=%d",
-            self.hostname, self.pool_name, self.concurrency,
+            self.hostname,
+            self.pool_name,
+            self.concurrency,
             self.concurrency * self.prefetch_multiplier,
-            ",".join(q.name for q in self.queues), redact_url(self.app.broker_url),
+            ",".join(q.name for q in self.queues),
+            redact_url(self.app.broker_url),
             len(self.app.tasks),
         )
 
@@ -195,18 +214,20 @@ class Worker:
             logger.info("returned %d fetched, not started messages to the broker", returned)
         return await consumer.wait_running(self.shutdown_timeout)
 
-    async def _cold_stop(self, consumer: Consumer, fetch: asyncio.Task[None],
-                         renew: asyncio.Task[None], pool: object, transport: object) -> None:
-        from celeriac.transports.base import Transport
-        from celeriac.worker.pools.base import Pool
-
-        assert isinstance(pool, Pool) and isinstance(transport, Transport)
+    async def _cold_stop(
+        self,
+        consumer: Consumer,
+        fetch: asyncio.Task[None],
+        renew: asyncio.Task[None],
+        pool: Pool,
+    ) -> None:
         renew.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(fetch, timeout=FETCH_TIMEOUT + 1)
         returned = await consumer.requeue_unacked()
         for handler in list(consumer.handlers):
             handler.cancel()
-        logger.warning("%s stopped (cold): %d unacked messages returned to the broker",
-                       self.hostname, returned)
+        logger.warning(
+            "%s stopped (cold): %d unacked messages returned to the broker", self.hostname, returned
+        )
         await pool.stop(wait=False)

@@ -36,9 +36,7 @@ class ThreadPool(Pool):
     async def run(self, task: Task[Any, Any], request: Request) -> Outcome:
         assert self._executor is not None, "pool not started"
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, run_request, task, request, self.hostname
-        )
+        return await loop.run_in_executor(self._executor, run_request, task, request, self.hostname)
 
     async def stop(self, wait: bool = True) -> None:
         executor, self._executor = self._executor, None
