@@ -21,8 +21,8 @@ from celeriac.errors import ImproperlyConfigured, NotRegistered
 from celeriac.producer import Producer
 from celeriac.protocol.codec import Codecs, encode_body
 from celeriac.protocol.message import new_id, safe_repr, task_message
-from celeriac.results.base import Backend
 from celeriac.results import result as _result
+from celeriac.results.base import Backend
 from celeriac.routing import Queue, Router
 from celeriac.task import CORE_OPTIONS, Task, check_send_options
 from celeriac.transports.base import Outgoing, Transport
@@ -388,7 +388,7 @@ class Celeriac:
     ) -> _result.AsyncResult[Any]:
         """Send a task by name (it need not be registered here); returns its result handle."""
         item, queue = self.prepare(name, args, kwargs, **options)
-        self.producer.send([item], [queue] if queue is not None else ())
+        self.producer.send([item], self._queues_to_declare(queue))
         return _result.AsyncResult(item.message.id, self.backend, self, name)
 
     async def asend_task(
@@ -400,7 +400,7 @@ class Celeriac:
     ) -> _result.AsyncResult[Any]:
         """The async twin of :meth:`send_task`."""
         item, queue = self.prepare(name, args, kwargs, **options)
-        await self.producer.asend([item], [queue] if queue is not None else ())
+        await self.producer.asend([item], self._queues_to_declare(queue))
         return _result.AsyncResult(item.message.id, self.backend, self, name)
 
     def send_many(
@@ -408,12 +408,21 @@ class Celeriac:
     ) -> list[_result.AsyncResult[Any]]:
         """Send many tasks in one batch publish (the bulk path); same options for all."""
         prepared = [self.prepare(n, a, k, **options) for n, a, k in calls]
-        queues = {q.name: q for _, q in prepared if q is not None}
+        queues = {q.name: q for q in self.conf.task_queues or ()}
+        queues.update({q.name: q for _, q in prepared if q is not None})
         self.producer.send([item for item, _ in prepared], list(queues.values()))
         return [
             _result.AsyncResult(i.message.id, self.backend, self, i.message.task)
             for i, _ in prepared
         ]
+
+    def _queues_to_declare(self, routed: Queue | None) -> list[Queue]:
+        """Every queue of ``task_queues`` (so their exchanges and bindings exist before the first
+        publish) and the routed one; the producer declares each once per process."""
+        queues = list(self.conf.task_queues or ())
+        if routed is not None and all(q.name != routed.name for q in queues):
+            queues.append(routed)
+        return queues
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'} broker={redact_url(self.broker_url)}>"

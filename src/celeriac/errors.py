@@ -20,6 +20,7 @@ Two branches that never mix: control flow raised *on purpose* by task code to st
         ├── TaskError                raised *inside* tasks by the worker
         │   ├── MaxRetriesExceededError
         │   ├── TaskRevokedError
+        │   ├── TaskRejectedError
         │   ├── TimeLimitExceeded
         │   ├── SoftTimeLimitExceeded
         │   └── WorkerLostError
@@ -124,6 +125,10 @@ class TaskRevokedError(TaskError):
     """The task was revoked (or expired) before it ran."""
 
 
+class TaskRejectedError(TaskError):
+    """The task refused its message with ``Reject`` (the reason is the message)."""
+
+
 class TimeLimitExceeded(TaskError):
     """The hard time limit stopped the task."""
 
@@ -164,6 +169,7 @@ __all__ = [
     "SoftTimeLimitExceeded",
     "TaskControl",
     "TaskError",
+    "TaskRejectedError",
     "TaskRevokedError",
     "TimeLimitExceeded",
     "TimeoutError",

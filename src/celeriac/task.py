@@ -112,7 +112,7 @@ class Task(Generic[P, R]):
         self.app = app
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
-        self.name: str = options.get("name") or f"{fn.__module__}.{fn.__qualname__}"
+        self.name: str = options.get("name") or f"{fn.__module__}.{fn.__name__}"
         self.options = dict(options)
         self.bind: bool = bool(options.get("bind", False))
         self.autoretry_for: tuple[type[BaseException], ...] = tuple(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from celeriac import states
 from celeriac.canvas.signature import Signature
 from celeriac.context import Request, running
-from celeriac.errors import Ignore, MaxRetriesExceededError, Reject, Retry
+from celeriac.errors import Ignore, MaxRetriesExceededError, Reject, Retry, TaskRejectedError
 from celeriac.results.base import ResultMeta, exception_to_dict
 
 if TYPE_CHECKING:
@@ -135,8 +135,8 @@ def meta_for(
 ) -> ResultMeta | None:
     """The record to store for this outcome, or ``None`` when nothing should be stored."""
     ignore = request.ignore_result or task.ignore_result
-    if outcome.state == IGNORED:
-        return None
+    if outcome.state == IGNORED or outcome.settle == "requeue":
+        return None  # nothing final happened: the message runs again
     if outcome.state == states.SUCCESS:
         if ignore:
             return None
@@ -148,6 +148,8 @@ def meta_for(
         if ignore and not keep_errors:
             return None
         exc = outcome.exc if outcome.exc is not None else RuntimeError(outcome.reason or "")
+        if isinstance(exc, Reject):
+            exc = TaskRejectedError(exc.reason)
         result = exception_to_dict(exc)
     extended = task.app.conf.result_extended
     return ResultMeta(

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,9 @@ class Worker:
         self._signals = 0
         self._stop: asyncio.Event | None = None
         self._cold: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Set once the worker consumes; cleared again when it has stopped.
+        self.ready = threading.Event()
 
     # -- entry points ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -98,9 +102,21 @@ class Worker:
             logger.warning("warm shutdown: finishing running tasks (signal again for cold)")
         self._stop.set()
 
+    def stop(self, cold: bool = False) -> None:
+        """Thread-safe :meth:`request_stop`, for code outside the worker's loop (tests, embeds)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.request_stop, cold)
+
     async def run_async(self) -> int:
+        try:
+            return await self._run()
+        finally:
+            self.ready.clear()
+
+    async def _run(self) -> int:
         self._stop, self._cold = asyncio.Event(), asyncio.Event()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self.request_stop)
@@ -196,6 +212,7 @@ class Worker:
         return False
 
     def _ready(self) -> None:
+        self.ready.set()
         logger.info(
             "%s ready: pool=%s concurrency=%d prefetch=%d queues=%s broker=%s tasks=%d",
             self.hostname,

@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests that need a server call :func:`require_service`: it skips when the
+server is missing, or fails under ``CELERIAC_REQUIRE_SERVICES=1`` (as CI runs)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from celeriac import Celeriac
+from celeriac.testing import memory_app
+
+REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
+
+
+def service_answers(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, port: int) -> None:
+    if service_answers(port):
+        return
+    message = f"{name} is not answering on 127.0.0.1:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (CELERIAC_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def app() -> Iterator[Celeriac]:
+    """An app on a fresh in-memory broker and backend."""
+    application = memory_app("tests")
+    yield application
+    application.close()
