@@ -44,8 +44,8 @@ def test_unknown_setting_names_itself_and_suggests() -> None:
 def test_ill_typed_or_invalid_setting_fails_naming_it(
     name: str, value: object, message: str
 ) -> None:
+    settings: dict[str, Any] = {"broker_url": "memory://", name: value}
     with pytest.raises(ImproperlyConfigured, match=message):
-        settings: dict[str, Any] = {"broker_url": "memory://", name: value}
         Celeriac("x", **settings)
 
 
