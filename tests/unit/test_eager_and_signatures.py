@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import pytest
+
+from celeriac import (
+    Celeriac,
+    ImproperlyConfigured,
+    MaxRetriesExceededError,
+    Signature,
+    Task,
+    signature,
+    states,
+)
+
+
+def test_apply_runs_here_with_retries(app: Celeriac) -> None:
+    @app.task(bind=True, max_retries=3)
+    def flaky(self: Task[[int], int], x: int) -> int:
+        if self.request.retries < 2:
+            raise self.retry(countdown=100)  # eager retries do not wait
+        return x * 10
+
+    result = flaky.apply((4,))
+    assert result.get() == 40
+    assert result.state == states.SUCCESS
+
+
+def test_apply_failure_keeps_the_original_exception(app: Celeriac) -> None:
+    error = ValueError("original")
+
+    @app.task
+    def boom() -> None:
+        raise error
+
+    result = boom.apply()
+    assert result.failed()
+    assert result.result is error
+    with pytest.raises(ValueError, match="original") as info:
+        result.get()
+    assert info.value is error
+
+
+def test_apply_autoretry_exhausts_max_retries(app: Celeriac) -> None:
+    @app.task(autoretry_for=(OSError,), max_retries=2, retry_backoff=True)
+    def down() -> None:
+        raise OSError("down")
+
+    with pytest.raises(MaxRetriesExceededError):
+        down.apply().get()
+
+
+def test_eager_propagates_setting() -> None:
+    app = Celeriac("e", broker="memory://ep", task_always_eager=True, task_eager_propagates=True)
+
+    @app.task
+    def boom() -> None:
+        raise KeyError("k")
+
+    with pytest.raises(KeyError):
+        boom.delay()
+
+
+def test_signature_roundtrip_and_partial_application(app: Celeriac) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    sig = add.s(2).set(queue="io")
+    data = sig.to_dict()
+    assert data == {
+        "task": add.name,
+        "args": [2],
+        "kwargs": {},
+        "options": {"queue": "io"},
+        "immutable": False,
+        "subtask_type": None,
+        "chord_size": None,
+    }
+    rebuilt = Signature.from_dict(data, app)
+    assert rebuilt == sig
+    assert rebuilt.clone((1,)).args == (1, 2)  # Celery prepends the parent's result
+    frozen = add.si(1, 1)
+    assert frozen.clone((99,)).args == (1, 1)
+    assert signature(add.name, (1, 2), app=app).args == (1, 2)
+    assert repr(add.s(1, y=2)) == f"{add.name}(1, y=2)"
+
+
+def test_signature_without_app_says_how_to_bind() -> None:
+    with pytest.raises(ImproperlyConfigured, match="bound to no app"):
+        signature("x.y", (1,)).delay()
+    with pytest.raises(ImproperlyConfigured, match="not a signature"):
+        Signature.from_dict({"args": []})
