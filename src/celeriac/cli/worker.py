@@ -8,6 +8,42 @@ from celeriac.cli.main import AppContext, setup_logging
 from celeriac.worker.pools import POOLS
 from celeriac.worker.worker import Worker
 
+UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1024,
+    "KB": 1024,
+    "M": 1024**2,
+    "MB": 1024**2,
+    "G": 1024**3,
+    "GB": 1024**3,
+}
+
+
+class SizeType(click.ParamType[int]):
+    """A memory size: ``300MB``, ``1.5GB``, ``200000`` (bytes); 1 KB is 1024 bytes."""
+
+    name = "size"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().replace(" ", "")
+        number = text.rstrip("KMGB")
+        unit = text[len(number) :]
+        try:
+            size = int(float(number) * UNITS[unit])
+        except (ValueError, KeyError):
+            self.fail(f"{value!r} is not a size such as 300MB or 1GB", param, ctx)
+        if size <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return size
+
+
+SIZE = SizeType()
+
 
 @click.command("worker")
 @click.option(
@@ -28,6 +64,26 @@ from celeriac.worker.worker import Worker
     type=click.FloatRange(min=0),
     help="Seconds a warm shutdown waits for running tasks before turning cold.",
 )
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Hard time limit per task in seconds (prefork kills the child).",
+)
+@click.option(
+    "--soft-time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Soft time limit per task in seconds (raises SoftTimeLimitExceeded in the task).",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    help="Replace a prefork child after it ran this many tasks.",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=SIZE,
+    help="Replace a prefork child whose resident memory exceeds this (e.g. 300MB).",
+)
 @click.pass_obj
 def command(
     ctx: AppContext,
@@ -38,6 +94,10 @@ def command(
     loglevel: str,
     prefetch_multiplier: int | None,
     shutdown_timeout: float | None,
+    time_limit: float | None,
+    soft_time_limit: float | None,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: int | None,
 ) -> int:
     """Start a worker: consume the queues, run tasks, store results."""
     setup_logging(loglevel)
@@ -50,5 +110,10 @@ def command(
         prefetch_multiplier=prefetch_multiplier,
         hostname=hostname,
         shutdown_timeout=shutdown_timeout,
+        time_limit=time_limit,
+        soft_time_limit=soft_time_limit,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
+        app_spec=ctx.spec,
     )
     return worker.run()

@@ -28,7 +28,7 @@ from celeriac.transports.base import Transport
 from celeriac.utils.urls import redact_url
 from celeriac.worker.consumer import FETCH_TIMEOUT, Consumer
 from celeriac.worker.pools import pool_class
-from celeriac.worker.pools.base import Pool
+from celeriac.worker.pools.base import Pool, PoolOptions
 from celeriac.worker.state import WorkerState
 
 if TYPE_CHECKING:
@@ -53,6 +53,11 @@ class Worker:
         prefetch_multiplier: int | None = None,
         hostname: str | None = None,
         shutdown_timeout: float | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        app_spec: str | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -64,6 +69,13 @@ class Worker:
         self.hostname = hostname or f"celeriac@{socket.gethostname()}"
         self.shutdown_timeout = (
             shutdown_timeout if shutdown_timeout is not None else conf.worker_shutdown_timeout
+        )
+        self.pool_options = PoolOptions(
+            app_spec=app_spec or find_app_spec(app),
+            max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
         )
         self.state = WorkerState()
         self._signals = 0
@@ -125,7 +137,7 @@ class Worker:
         transport = self.app.create_transport()
         if not await self._connect(transport):
             return EXIT_BROKER_UNREACHABLE
-        pool = self.pool_cls(self.concurrency, self.hostname)
+        pool = self.pool_cls(self.app, self.concurrency, self.hostname, self.pool_options)
         consumer = Consumer(
             self.app,
             transport,
@@ -248,3 +260,20 @@ class Worker:
             "%s stopped (cold): %d unacked messages returned to the broker", self.hostname, returned
         )
         await pool.stop(wait=False)
+
+
+def find_app_spec(app: Celeriac) -> str | None:
+    """``module:attr`` under which ``app`` can be imported again (by a prefork child).
+
+    The CLI passes ``-A`` itself; for a worker built in code, look for the module-level name
+    that holds this app (``__main__`` does not count: a child cannot import it by that name).
+    """
+    import sys
+
+    for module_name, module in list(sys.modules.items()):
+        if module is None or module_name == "__main__":
+            continue
+        for attr, value in list(vars(module).items()):
+            if value is app:
+                return f"{module_name}:{attr}"
+    return None

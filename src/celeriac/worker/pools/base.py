@@ -1,20 +1,60 @@
 """The pool contract: run one request somewhere and return its outcome to the event loop.
 
-The consumer never hands a pool more requests than it has free slots (``concurrency``), so a
-pool needs no queue of its own; that is what keeps a busy slot from being handed work while an
-idle one waits.
+The consumer never hands a pool more requests than its ``concurrency`` (free slots), so a pool
+needs no queue of its own; that is what keeps a busy slot from being handed work while an idle
+one waits. A pool enforces time limits (:func:`effective_time_limits`), can stop one running
+task by id (``terminate``, for ``revoke --terminate``), and can change its size at run time
+(``resize``, for the autoscaler).
+
+Who stores the result: the pool's executor does (:func:`celeriac.worker.executor.run_request`),
+in the thread or child that ran the task; when that thread or child cannot (a child killed by
+the OS or by a hard time limit), the pool stores the FAILURE itself before returning.
 """
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celeriac.context import Request
 from celeriac.worker.executor import Outcome
 
 if TYPE_CHECKING:
+    from celeriac.app import Celeriac
     from celeriac.task import Task
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """What a pool needs beyond its size; every field has a "no limit" default."""
+
+    #: ``module:attr`` that a child process imports to find the app (prefork needs it).
+    app_spec: str | None = None
+    #: Replace a child after it ran this many tasks (prefork).
+    max_tasks_per_child: int | None = None
+    #: Replace a child whose resident memory exceeds this many bytes after a task (prefork).
+    max_memory_per_child: int | None = None
+    #: Worker-wide defaults (``--time-limit``/``--soft-time-limit``), in seconds.
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+
+
+def effective_time_limits(
+    task: Task[Any, Any], request: Request, options: PoolOptions
+) -> tuple[float | None, float | None]:
+    """``(hard, soft)`` for one run: the message's own, else the task's, else the worker's,
+    else the app's ``task_time_limit``/``task_soft_time_limit``."""
+    msg_hard, msg_soft = request.timelimit
+    conf = task.app.conf
+    hard = msg_hard or task.options.get("time_limit") or options.time_limit or conf.task_time_limit
+    soft = (
+        msg_soft
+        or task.options.get("soft_time_limit")
+        or options.soft_time_limit
+        or conf.task_soft_time_limit
+    )
+    return (float(hard) if hard else None, float(soft) if soft else None)
 
 
 class Pool(abc.ABC):
@@ -22,16 +62,39 @@ class Pool(abc.ABC):
 
     name = "base"
 
-    def __init__(self, concurrency: int, hostname: str) -> None:
+    def __init__(
+        self,
+        app: Celeriac,
+        concurrency: int,
+        hostname: str,
+        options: PoolOptions | None = None,
+    ) -> None:
+        self.app = app
         self.concurrency = concurrency
         self.hostname = hostname
+        self.options = options or PoolOptions()
 
     async def start(self) -> None:
         """Start the pool's threads or processes."""
 
     @abc.abstractmethod
     async def run(self, task: Task[Any, Any], request: Request) -> Outcome:
-        """Execute and finish one request (store result, callbacks); return its outcome."""
+        """Execute and finish one request (store result, callbacks); return its outcome.
+
+        Enforces the request's time limits. Never raises for a task's own failure.
+        """
+
+    async def terminate(self, task_id: str) -> bool:
+        """Stop the running task ``task_id`` now; True if it was running here and was stopped.
+
+        The task ends as REVOKED (``TaskRevokedError("terminated")``). Pools that cannot stop
+        running code (threads) return False and say so in their docs.
+        """
+        return False
+
+    async def resize(self, concurrency: int) -> None:
+        """Grow or shrink to ``concurrency`` (>= 1); shrinking lets running tasks finish."""
+        self.concurrency = concurrency
 
     async def stop(self, wait: bool = True) -> None:
         """Stop the pool; ``wait=False`` abandons running work (cold shutdown)."""

@@ -15,17 +15,24 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.context import Request
 from celeriac.worker.executor import Outcome, run_request
-from celeriac.worker.pools.base import Pool
+from celeriac.worker.pools.base import Pool, PoolOptions
 
 if TYPE_CHECKING:
+    from celeriac.app import Celeriac
     from celeriac.task import Task
 
 
 class ThreadPool(Pool):
     name = "threads"
 
-    def __init__(self, concurrency: int, hostname: str) -> None:
-        super().__init__(concurrency, hostname)
+    def __init__(
+        self,
+        app: Celeriac,
+        concurrency: int,
+        hostname: str,
+        options: PoolOptions | None = None,
+    ) -> None:
+        super().__init__(app, concurrency, hostname, options)
         self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
@@ -50,5 +57,11 @@ class ThreadPool(Pool):
 class SoloPool(ThreadPool):
     name = "solo"
 
-    def __init__(self, concurrency: int, hostname: str) -> None:
-        super().__init__(1, hostname)
+    def __init__(
+        self,
+        app: Celeriac,
+        concurrency: int,
+        hostname: str,
+        options: PoolOptions | None = None,
+    ) -> None:
+        super().__init__(app, 1, hostname, options)
