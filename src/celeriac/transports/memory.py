@@ -1,0 +1,412 @@
+"""An in-process broker: the whole transport contract in memory, for tests and eager-ish use.
+
+Instances created with the same URL in one process (``"memory://"``, ``"memory://name"``) share
+one broker, so a producer and a worker built separately by a test talk to each other. That
+module-level registry, ``_BROKERS``, is the one deliberate piece of process state in this
+module; :func:`reset_memory_brokers` empties it between tests.
+
+It behaves like the durable brokers in everything but durability: leases that expire and
+redeliver with ``delivery_count + 1``, ``max_deliveries`` and dead letters with a reason,
+``due_at`` delays, priorities 0-9 (higher first, FIFO within one priority), and direct, topic
+and fanout exchanges over stored bindings (see :mod:`celeriac.transports.topology`).
+
+Every operation is a short critical section under one ``threading.Lock`` per broker, so sync
+producers in other threads (``publish_sync`` needs no event loop) and a worker's event loop can
+share it; a publish wakes waiting ``get()`` calls on any loop at once.
+
+How a message is kept: each one has a *visibility time* (``due_at``). Publishing sets it to when
+the message is due; leasing moves it to the lease's end, so an expired lease simply makes the
+message visible again; requeueing sets it to now plus the delay. Visible messages wait in a heap
+ordered by (priority descending, visibility time, id); the others in a heap ordered by time.
+Heap items carry a generation number, so a moved or settled message leaves a stale item behind
+that is skipped when reached instead of being searched for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from celeriac.protocol.message import Message
+from celeriac.routing import Binding, Exchange, Queue
+from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
+from celeriac.transports.topology import Topology, Waiters, claim_fairly, max_deliveries_reason
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One stored copy of a message in one queue."""
+
+    id: int
+    queue: str
+    payload: bytes
+    message: Message | None
+    priority: int
+    due_at: float
+    exchange: str
+    routing_key: str
+    delivery_count: int = 0
+    token: int = 0  # the current or last lease; 0 when not leased since its last requeue
+    gen: int = 0
+
+
+@dataclass(slots=True)
+class _QueueState:
+    """The messages of one queue: all of them by id, plus the two ordering heaps."""
+
+    entries: dict[int, _Entry] = field(default_factory=dict)
+    visible: list[tuple[int, float, int, int]] = field(default_factory=list)  # -prio, due, id, gen
+    hidden: list[tuple[float, int, int]] = field(default_factory=list)  # due_at, id, gen
+
+    def place(self, entry: _Entry, now: float) -> None:
+        """(Re)file the entry by its visibility time; older heap items for it become stale."""
+        entry.gen += 1
+        if entry.due_at <= now:
+            heapq.heappush(self.visible, (-entry.priority, entry.due_at, entry.id, entry.gen))
+        else:
+            heapq.heappush(self.hidden, (entry.due_at, entry.id, entry.gen))
+        if len(self.visible) + len(self.hidden) > 2 * len(self.entries) + 1024:
+            self._compact(now)
+
+    def _current(self, entry_id: int, gen: int) -> _Entry | None:
+        entry = self.entries.get(entry_id)
+        return entry if entry is not None and entry.gen == gen else None
+
+    def reveal(self, now: float) -> None:
+        """Move every hidden message whose time has come into the visible heap."""
+        while self.hidden and self.hidden[0][0] <= now:
+            _, entry_id, gen = heapq.heappop(self.hidden)
+            entry = self._current(entry_id, gen)
+            if entry is not None:
+                heapq.heappush(self.visible, (-entry.priority, entry.due_at, entry.id, entry.gen))
+
+    def pop_visible(self, now: float) -> _Entry | None:
+        """The next message to deliver, or None."""
+        self.reveal(now)
+        while self.visible:
+            _, _, entry_id, gen = heapq.heappop(self.visible)
+            entry = self._current(entry_id, gen)
+            if entry is not None:
+                return entry
+        return None
+
+    def next_due(self) -> float | None:
+        """When the earliest hidden message becomes visible (possibly a stale item: harmless)."""
+        return self.hidden[0][0] if self.hidden else None
+
+    def leased_now(self, now: float) -> int:
+        return sum(1 for e in self.entries.values() if e.token and e.due_at > now)
+
+    def _compact(self, now: float) -> None:
+        """Rebuild both heaps from the live entries, dropping the stale items."""
+        self.visible = [
+            (-e.priority, e.due_at, e.id, e.gen) for e in self.entries.values() if e.due_at <= now
+        ]
+        self.hidden = [(e.due_at, e.id, e.gen) for e in self.entries.values() if e.due_at > now]
+        heapq.heapify(self.visible)
+        heapq.heapify(self.hidden)
+
+
+class _Broker:
+    """The shared state behind every MemoryTransport of one URL."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.topology = Topology()
+        self.queues: dict[str, _QueueState] = {}
+        self.dead: dict[str, list[DeadLetter]] = {}
+        self.waiters = Waiters()
+        self.ids = itertools.count(1)
+        self.tokens = itertools.count(1)
+
+
+_BROKERS: dict[str, _Broker] = {}
+_BROKERS_LOCK = threading.Lock()
+
+
+def _broker_for(url: str) -> _Broker:
+    key = url.rstrip("/")
+    with _BROKERS_LOCK:
+        broker = _BROKERS.get(key)
+        if broker is None:
+            broker = _BROKERS[key] = _Broker()
+        return broker
+
+
+def reset_memory_brokers() -> None:
+    """Forget every in-memory broker of this process (tests call it between cases).
+
+    Transports created earlier keep the broker they already hold; new ones start empty.
+    """
+    with _BROKERS_LOCK:
+        _BROKERS.clear()
+
+
+class MemoryTransport(Transport):
+    """The in-process broker. Options: ``lease_seconds``, ``max_deliveries``."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    native_sync_publish: ClassVar[bool] = True
+
+    def __init__(self, url: str = "memory://", **options: Any) -> None:
+        super().__init__(url, **options)
+        self._broker = _broker_for(url)
+        self._auto_delete: set[str] = set()
+        self._rotation = 0
+
+    async def close(self) -> None:
+        """Delete the auto-delete queues this instance declared (their consumer is gone)."""
+        for name in sorted(self._auto_delete):
+            await self.delete_queue(name)
+        self._auto_delete.clear()
+
+    # -- topology -----------------------------------------------------------------------------
+    async def declare_exchange(self, exchange: Exchange) -> None:
+        with self._broker.lock:
+            self._broker.topology.declare_exchange(exchange)
+
+    async def declare_queue(self, queue: Queue) -> None:
+        with self._broker.lock:
+            self._broker.topology.declare_queue(queue)
+            self._broker.queues.setdefault(queue.name, _QueueState())
+        if queue.auto_delete:
+            self._auto_delete.add(queue.name)
+
+    async def bind(self, binding: Binding) -> None:
+        with self._broker.lock:
+            self._broker.topology.bind(binding)
+
+    async def unbind(self, binding: Binding) -> None:
+        with self._broker.lock:
+            self._broker.topology.unbind(binding)
+
+    async def delete_queue(self, name: str) -> None:
+        """Remove the queue, its messages and bindings; its dead letters stay for inspection."""
+        with self._broker.lock:
+            self._broker.topology.delete_queue(name)
+            self._broker.queues.pop(name, None)
+        self._auto_delete.discard(name)
+
+    # -- producing ----------------------------------------------------------------------------
+    async def publish_batch(self, items: Sequence[Outgoing]) -> list[int]:
+        return self.publish_sync(items)
+
+    def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
+        """Store the batch under the lock and wake waiting consumers; no event loop needed."""
+        payloads = [item.message.to_wire() for item in items]  # may raise before any change
+        now = time.time()
+        counts: list[int] = []
+        broker = self._broker
+        with broker.lock:
+            plans = broker.topology.plan(items)
+            for item, payload, plan in zip(items, payloads, plans, strict=True):
+                due_at = now if item.due_at is None or item.due_at < now else item.due_at
+                for dest in plan:
+                    entry = _Entry(
+                        id=next(broker.ids),
+                        queue=dest.queue,
+                        payload=payload,
+                        message=item.message,
+                        priority=dest.priority,
+                        due_at=due_at,
+                        exchange=item.exchange,
+                        routing_key=item.routing_key,
+                    )
+                    state = broker.queues.setdefault(dest.queue, _QueueState())
+                    state.entries[entry.id] = entry
+                    state.place(entry, now)
+                counts.append(len(plan))
+        if any(counts):
+            broker.waiters.notify_all()
+        return counts
+
+    def put_raw(self, queue: str, payload: bytes, priority: int = 0) -> None:
+        """Store raw bytes in a declared queue, bypassing encoding: for tests of poison messages
+        (a payload no :class:`~celeriac.protocol.message.Message` could produce)."""
+        broker = self._broker
+        now = time.time()
+        with broker.lock:
+            if queue not in broker.topology.queues:
+                raise KeyError(queue)
+            entry = _Entry(next(broker.ids), queue, payload, None, priority, now, "", queue)
+            state = broker.queues.setdefault(queue, _QueueState())
+            state.entries[entry.id] = entry
+            state.place(entry, now)
+        broker.waiters.notify_all()
+
+    # -- consuming ----------------------------------------------------------------------------
+    async def get(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``max_count`` messages, waiting up to ``timeout`` for the first.
+
+        Waits on an event that any publish or requeue sets (from any thread), and otherwise
+        sleeps only until the earliest delayed message or lease in these queues comes due.
+        """
+        if max_count <= 0 or not queues:
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        waiter = self._broker.waiters.register()
+        try:
+            while True:
+                waiter.clear()
+                deliveries, next_due = self._claim(queues, max_count)
+                remaining = deadline - loop.time()
+                if deliveries or remaining <= 0:
+                    return deliveries
+                if next_due is not None:
+                    remaining = min(remaining, max(next_due - time.time(), 0.0) + 0.001)
+                await waiter.wait(remaining)
+        finally:
+            self._broker.waiters.unregister(waiter)
+
+    def _claim(self, queues: Sequence[str], max_count: int) -> tuple[list[Delivery], float | None]:
+        broker = self._broker
+        now = time.time()
+        lease_until = now + self.lease_seconds
+        self._rotation += 1
+        with broker.lock:
+            token = next(broker.tokens)
+
+            def claim_one(name: str, count: int) -> list[Delivery]:
+                state = broker.queues.get(name)
+                return [] if state is None else self._lease(state, count, now, lease_until, token)
+
+            deliveries = claim_fairly(queues, max_count, self._rotation, claim_one)
+            next_due: float | None = None
+            if not deliveries:
+                dues = [s.next_due() for q in queues if (s := broker.queues.get(q)) is not None]
+                next_due = min((d for d in dues if d is not None), default=None)
+        return deliveries, next_due
+
+    def _lease(
+        self, state: _QueueState, count: int, now: float, lease_until: float, token: int
+    ) -> list[Delivery]:
+        """Lease up to ``count`` visible messages of one queue (the broker lock is held)."""
+        out: list[Delivery] = []
+        while len(out) < count:
+            entry = state.pop_visible(now)
+            if entry is None:
+                break
+            if entry.delivery_count >= self.max_deliveries:
+                reason = max_deliveries_reason(entry.delivery_count, self.max_deliveries)
+                self._dead_letter(state, entry, reason, now)
+                continue
+            entry.delivery_count += 1
+            entry.token = token
+            entry.due_at = lease_until
+            state.place(entry, now)
+            out.append(
+                Delivery(
+                    tag=(entry.id, token),
+                    queue=entry.queue,
+                    payload=entry.payload,
+                    delivery_count=entry.delivery_count,
+                    transport_data={
+                        "exchange": entry.exchange,
+                        "routing_key": entry.routing_key,
+                        "priority": entry.priority,
+                    },
+                    _message=entry.message,
+                )
+            )
+        return out
+
+    def _dead_letter(self, state: _QueueState, entry: _Entry, reason: str, now: float) -> None:
+        del state.entries[entry.id]
+        letter = DeadLetter(entry.queue, entry.payload, reason, entry.delivery_count, now)
+        self._broker.dead.setdefault(entry.queue, []).append(letter)
+        logger.info("message %d of queue %r dead-lettered: %s", entry.id, entry.queue, reason)
+
+    def _held(
+        self, deliveries: Iterable[Delivery], action: str
+    ) -> list[tuple[_QueueState, _Entry]]:
+        """The entries still leased under these deliveries' tokens (the broker lock is held).
+
+        A delivery whose lease expired and went to another consumer, or that was already
+        settled, is skipped with a warning: it must not settle someone else's lease.
+        """
+        held: list[tuple[_QueueState, _Entry]] = []
+        stale: list[Any] = []
+        for delivery in deliveries:
+            entry_id, token = delivery.tag
+            state = self._broker.queues.get(delivery.queue)
+            entry = state.entries.get(entry_id) if state is not None else None
+            if state is None or entry is None or entry.token != token:
+                stale.append(delivery.tag)
+            else:
+                held.append((state, entry))
+        if stale:
+            logger.warning(
+                "%s skipped for %d deliveries no longer held (lease expired and re-leased, "
+                "or already settled): %s",
+                action,
+                len(stale),
+                stale[:10],
+            )
+        return held
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        with self._broker.lock:
+            for state, entry in self._held(deliveries, "ack"):
+                del state.entries[entry.id]
+
+    async def requeue(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None:
+        now = time.time()
+        with self._broker.lock:
+            for state, entry in self._held(deliveries, "requeue"):
+                entry.token = 0
+                entry.due_at = now + max(delay, 0.0)
+                state.place(entry, now)
+        self._broker.waiters.notify_all()
+
+    async def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
+        now = time.time()
+        with self._broker.lock:
+            for state, entry in self._held(deliveries, "reject"):
+                self._dead_letter(state, entry, reason, now)
+
+    async def extend(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> None:
+        now = time.time()
+        until = now + (self.lease_seconds if seconds is None else seconds)
+        with self._broker.lock:
+            for state, entry in self._held(deliveries, "extend"):
+                entry.due_at = until
+                state.place(entry, now)
+
+    # -- inspection ---------------------------------------------------------------------------
+    async def size(self, queue: str) -> int:
+        with self._broker.lock:
+            state = self._broker.queues.get(queue)
+            if state is None:
+                return 0
+            return len(state.entries) - state.leased_now(time.time())
+
+    async def purge(self, queue: str) -> int:
+        """Remove the waiting messages (due, delayed or with an expired lease); leased ones stay."""
+        now = time.time()
+        with self._broker.lock:
+            state = self._broker.queues.get(queue)
+            if state is None:
+                return 0
+            kept = {i: e for i, e in state.entries.items() if e.token and e.due_at > now}
+            removed = len(state.entries) - len(kept)
+            state.entries = kept
+            state.visible.clear()
+            return removed
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        with self._broker.lock:
+            letters = self._broker.dead.get(queue, [])
+            return letters[::-1][:limit] if limit > 0 else []
+
+
+__all__ = ["MemoryTransport", "reset_memory_brokers"]
