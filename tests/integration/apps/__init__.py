@@ -1,0 +1,1 @@
+"""Task modules that real worker processes load with ``-A apps.<module>`` in integration tests."""

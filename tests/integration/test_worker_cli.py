@@ -1,0 +1,100 @@
+"""The ``celeriac`` command line against real processes: call and result with a worker running,
+a broker that cannot be opened at start-up, and user mistakes (usage or one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from worker_harness import APP_SPEC, Harness
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def test_call_then_result_with_a_worker_running(harness: Harness) -> None:
+    harness.start_worker()
+    called = harness.run_cli("-A", APP_SPEC, "call", "t.add", "--args", "[2, 3]")
+    assert called.returncode == 0, called.stderr
+    task_id = called.stdout.strip()
+    assert UUID.fullmatch(task_id), called.stdout
+    shown = harness.run_cli("-A", APP_SPEC, "result", task_id, "--timeout", "10")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "SUCCESS: 5"
+    # the test process's app sees the same result
+    assert harness.app.AsyncResult(task_id).get(timeout=5) == 5
+
+
+def test_a_worker_whose_broker_cannot_be_opened_exits_with_one_line(harness: Harness) -> None:
+    not_a_dir = harness.dir / "file.txt"
+    not_a_dir.write_text("a regular file, so nothing can be created under it\n")
+    db = not_a_dir / "sub" / "db.sqlite"
+    args = harness.celeriac_args("-A", APP_SPEC, "worker", "-c", "2", "-P", "threads")
+    started = time.monotonic()
+    done = subprocess.run(
+        args,
+        env=harness.env(db),
+        cwd=harness.dir,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    assert elapsed < 15, f"took {elapsed:.1f}s to give up"
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "CRITICAL" in line or "ERROR" in line]
+    assert len(errors) == 1, done.stderr
+    assert "cannot reach the broker" in errors[0]
+    assert "file.txt" in errors[0]
+    # anything else on stderr is a retry notice, one line each
+    others = [line for line in lines if line not in errors]
+    assert all("retry" in line for line in others), done.stderr
+    assert not list(harness.dir.glob("**/db.sqlite"))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ["-A", APP_SPEC, "worker", "--concurrency", "zero"],
+            "'zero' is not a valid integer",
+            id="bad-concurrency",
+        ),
+        pytest.param(
+            ["-A", APP_SPEC, "worker", "--concurrency", "0"],
+            "--concurrency",
+            id="zero-concurrency",
+        ),
+        pytest.param(["worker"], "-A", id="no-app"),
+        pytest.param(["-A", "nosuchmodule", "worker"], "nosuchmodule", id="no-such-module"),
+        pytest.param(["-A", APP_SPEC, "wrker"], "wrker", id="unknown-command"),
+        pytest.param(["-A", APP_SPEC, "call", "t.add", "--args", "[2, 3"], "--args", id="bad-json"),
+    ],
+)
+def test_cli_mistakes_print_usage_not_a_traceback(
+    harness: Harness, args: list[str], expected: str
+) -> None:
+    done = harness.run_cli(*args, timeout=20)
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr + done.stdout
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, done.stderr
+    assert expected in errors[0], done.stderr
+    assert "Usage:" in done.stderr or "Try " in done.stderr, done.stderr
