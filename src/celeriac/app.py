@@ -17,10 +17,11 @@ from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, over
 from celeriac import config
 from celeriac.canvas.signature import Signature
 from celeriac.context import current_request
+from celeriac.control import Control
 from celeriac.errors import ImproperlyConfigured, NotRegistered
 from celeriac.producer import Producer
 from celeriac.protocol.codec import Codecs, encode_body
-from celeriac.protocol.message import new_id, safe_repr, task_message
+from celeriac.protocol.message import new_id, parse_time, safe_repr, task_message
 from celeriac.results import result as _result
 from celeriac.results.base import Backend
 from celeriac.routing import Queue, Router
@@ -28,6 +29,10 @@ from celeriac.task import CORE_OPTIONS, Task, check_send_options
 from celeriac.transports.base import Outgoing, Transport
 from celeriac.transports.registry import create_transport, transport_class
 from celeriac.utils.urls import redact_url
+from celeriac.worker.components import Component
+from celeriac.worker.consumer import TASK_OPTIONS as RATE_LIMIT_OPTIONS
+from celeriac.worker.pools.base import TASK_OPTIONS as TIME_LIMIT_OPTIONS
+from celeriac.worker.ratelimit import parse_rate
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +93,14 @@ class Celeriac:
         self.codecs = Codecs.with_defaults()
         self.tasks: dict[str, Task[Any, Any]] = {}
         #: Task options every task may use: the core ones plus those middleware declares.
-        self.task_options: dict[str, Any] = dict(CORE_OPTIONS)
+        self.task_options: dict[str, Any] = {
+            **CORE_OPTIONS,
+            **TIME_LIMIT_OPTIONS,
+            **RATE_LIMIT_OPTIONS,
+        }
+        #: User worker components (classes), started by every worker of this app.
+        self.components: list[Callable[[], Component]] = []
+        self._control: Control | None = None
         self._lock = threading.Lock()
         self._backend: Backend | None = None
         self._backend_made = False
@@ -129,6 +141,11 @@ class Celeriac:
                 f"setting 'task_compression': unknown compression {conf.task_compression!r}"
             )
         transport_class(self._broker_url(conf))
+        if conf.task_default_rate_limit is not None:
+            try:
+                parse_rate(conf.task_default_rate_limit)
+            except ImproperlyConfigured as exc:
+                raise ImproperlyConfigured(f"setting 'task_default_rate_limit': {exc}") from None
         for queue in conf.task_queues or ():
             if not isinstance(queue, Queue):
                 raise ImproperlyConfigured(f"setting 'task_queues' holds a non-Queue: {queue!r}")
@@ -252,12 +269,32 @@ class Celeriac:
                 f"unknown task option(s) {unknown}; known: {', '.join(sorted(self.task_options))}"
             )
 
+        if options.get("rate_limit") is not None:
+            try:
+                parse_rate(options["rate_limit"])
+            except ImproperlyConfigured as exc:
+                raise ImproperlyConfigured(f"task option 'rate_limit': {exc}") from None
+
         def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
             task: Task[Any, Any] = Task(self, func, options)
             self.register(task)
             return task
 
         return decorate(fn) if fn is not None else decorate
+
+    def add_component(self, component: type[Component]) -> None:
+        """Run ``component`` in every worker of this app; its ``task_options`` become valid."""
+        if not (isinstance(component, type) and issubclass(component, Component)):
+            raise ImproperlyConfigured(f"{component!r} is not a Component subclass")
+        self.task_options.update(component.task_options)
+        self.components.append(component)
+
+    @property
+    def control(self) -> Control:
+        """Remote control of workers: ``app.control.revoke(task_id, terminate=True)``."""
+        if self._control is None:
+            self._control = Control(self)
+        return self._control
 
     def register(self, task: Task[Any, Any]) -> None:
         existing = self.tasks.get(task.name)
@@ -286,7 +323,7 @@ class Celeriac:
         *,
         countdown: float | None = None,
         eta: datetime | None = None,
-        expires: float | datetime | None = None,
+        expires: float | datetime | str | None = None,
         _task: Task[Any, Any] | None = None,
         _from_retry: bool = False,
         **options: Any,
@@ -309,6 +346,8 @@ class Celeriac:
             eta = eta.replace(tzinfo=UTC)
         if expires is None and task is not None and task.options.get("expires") is not None:
             expires = task.options["expires"]
+        if isinstance(expires, str):  # a retry carries the original message's header on
+            expires = parse_time(expires, "expires")
         if isinstance(expires, int | float):
             expires = now + timedelta(seconds=float(expires))
         elif isinstance(expires, datetime) and expires.tzinfo is None:

@@ -98,6 +98,7 @@ class Settings:
     worker_max_tasks_per_child: int | None = None
     worker_max_memory_per_child: int | None = None
     worker_lease_renewal_interval: float | None = None
+    worker_autoscaler: str | None = None
 
     # time
     timezone: str = "UTC"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celeriac.errors import TransportError
-from celeriac.routing import Queue
+from celeriac.routing import Exchange, Queue
 from celeriac.transports.base import Outgoing, Transport
 from celeriac.utils.portal import Portal
 
@@ -81,23 +81,33 @@ class Producer:
                 self._transport = transport
             return self._transport
 
-    def declare(self, queues: Iterable[Queue]) -> None:
-        """Declare queues (and their exchanges and bindings) not yet declared by this process."""
+    def declare(self, queues: Iterable[Queue], exchanges: Iterable[Exchange] = ()) -> None:
+        """Declare queues (with their exchanges and bindings) and exchanges not yet declared by
+        this process; each is declared once per process, not once per send."""
         missing = [q for q in queues if q.name not in self._declared]
-        if not missing:
+        new_exchanges = [e for e in exchanges if f"exchange:{e.name}" not in self._declared]
+        if not missing and not new_exchanges:
             return
         transport = self._sync_transport()
 
         async def run() -> None:
+            for exchange in new_exchanges:
+                await transport.declare_exchange(exchange)
             for queue in missing:
                 await transport.declare_queue(queue)
 
         self._with_retries(lambda: self._portal.call(run()))
         self._declared.update(q.name for q in missing)
+        self._declared.update(f"exchange:{e.name}" for e in new_exchanges)
 
-    def send(self, items: Sequence[Outgoing], queues: Iterable[Queue] = ()) -> list[int]:
+    def send(
+        self,
+        items: Sequence[Outgoing],
+        queues: Iterable[Queue] = (),
+        exchanges: Iterable[Exchange] = (),
+    ) -> list[int]:
         """Publish from sync code: declares first (once), then one batch publish."""
-        self.declare(queues)
+        self.declare(queues, exchanges)
         transport = self._sync_transport()
         if transport.native_sync_publish:
             return self._with_retries(lambda: transport.publish_sync(items))

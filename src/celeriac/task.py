@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Options every task understands, with their defaults (None: take the app's setting).
+#: Options of the core, with their defaults (None: take the app's setting). Features declare
+#: their own (time limits in the pools, ``rate_limit`` in the consumer, user components'
+#: ``task_options``), and the app accepts the union.
 CORE_OPTIONS: dict[str, Any] = {
     "name": None,
     "bind": False,
@@ -54,9 +56,6 @@ CORE_OPTIONS: dict[str, Any] = {
     "retry_backoff_max": 600,
     "retry_jitter": True,
     "throws": (),
-    "time_limit": None,
-    "soft_time_limit": None,
-    "rate_limit": None,
     "typing": True,
 }
 

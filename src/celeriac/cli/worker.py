@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import click
 
 from celeriac.cli.main import AppContext, setup_logging
+from celeriac.errors import ImproperlyConfigured
+from celeriac.worker.autoscale import parse_autoscale
 from celeriac.worker.pools import POOLS
 from celeriac.worker.worker import Worker
 
@@ -84,6 +90,12 @@ SIZE = SizeType()
     type=SIZE,
     help="Replace a prefork child whose resident memory exceeds this (e.g. 300MB).",
 )
+@click.option(
+    "--autoscale",
+    metavar="MAX,MIN",
+    help="Grow the pool up to MAX with the backlog, shrink to MIN when idle.",
+)
+@click.option("--reload", is_flag=True, help="Restart when a source file of the app changes.")
 @click.pass_obj
 def command(
     ctx: AppContext,
@@ -98,9 +110,15 @@ def command(
     soft_time_limit: float | None,
     max_tasks_per_child: int | None,
     max_memory_per_child: int | None,
+    autoscale: str | None,
+    reload: bool,
 ) -> int:
     """Start a worker: consume the queues, run tasks, store results."""
     setup_logging(loglevel)
+    try:
+        limits = parse_autoscale(autoscale) if autoscale else None
+    except ImproperlyConfigured as exc:
+        raise click.BadParameter(str(exc), param_hint="--autoscale") from None
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     worker = Worker(
         ctx.app,
@@ -115,5 +133,12 @@ def command(
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
         app_spec=ctx.spec,
+        autoscale=limits,
+        reload=reload,
     )
-    return worker.run()
+    status = worker.run()
+    if worker.restart_requested:
+        # A fresh process re-imports the changed modules; exec keeps the pid and the terminal.
+        logging.shutdown()
+        os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - re-exec our own command line
+    return status

@@ -160,7 +160,9 @@ class Transport(abc.ABC):
         """Lease up to ``max_count`` due messages from ``queues``, highest priority first.
 
         Waits up to ``timeout`` seconds for the first one and returns ``[]`` if none came.
-        Queues are served fairly: one busy queue does not starve the others.
+        Queues are served fairly: one busy queue does not starve the others. Must be safe to
+        cancel: a cancelled ``get`` leaves no message leased to nobody (the worker cancels it
+        to stop promptly).
         """
 
     @abc.abstractmethod

@@ -22,26 +22,54 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
+from celeriac.context import Request
 from celeriac.errors import DecodeError, TaskRevokedError, TransportError
 from celeriac.protocol.codec import decode_body
+from celeriac.protocol.message import parse_time
 from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.routing import Queue
 from celeriac.transports.base import Delivery, Transport
 from celeriac.worker.acks import AckBatcher
 from celeriac.worker.executor import Outcome
 from celeriac.worker.pools.base import Pool
+from celeriac.worker.ratelimit import RateLimiter
 from celeriac.worker.request import build_request
 from celeriac.worker.state import WorkerState
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.context import Request
     from celeriac.task import Task
 
 logger = logging.getLogger("celeriac.worker")
 
 FETCH_TIMEOUT = 1.0
+#: The task option rate limits declare: ``rate_limit="10/s"`` (per task type, per worker).
+TASK_OPTIONS: dict[str, Any] = {"rate_limit": None}
 ETA_TOLERANCE = 0.5
+
+
+class Slots:
+    """A resizable counting semaphore: the pool's free places, FIFO, growable by the autoscaler."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.in_use = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_use < self.size)
+            self.in_use += 1
+
+    async def release(self) -> None:
+        async with self._changed:
+            self.in_use -= 1
+            self._changed.notify()
+
+    async def resize(self, size: int) -> None:
+        async with self._changed:
+            self.size = size
+            self._changed.notify_all()
 
 
 class Consumer:
@@ -60,7 +88,7 @@ class Consumer:
         self.transport = transport
         self.pool = pool
         self.queue_names = [q.name for q in queues]
-        self.window = max(1, pool.concurrency * prefetch_multiplier)
+        self.prefetch_multiplier = prefetch_multiplier
         self.hostname = hostname
         self.state = state
         self.acks = AckBatcher(transport)
@@ -68,16 +96,35 @@ class Consumer:
         self.unacked: dict[int, Delivery] = {}
         self.waiting: dict[int, asyncio.Task[None]] = {}
         self.handlers: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(pool.concurrency)
+        self.slots = Slots(pool.concurrency)
         self._room = asyncio.Event()
         self._stopping = False
+        self._in_get = False
+        self._fetcher: asyncio.Task[Any] | None = None
         self._accept = tuple(app.conf.accept_content)
+        self.rate_limiter = RateLimiter()
+        self._rate_held: dict[str, int] = {}
+        for name, task in app.tasks.items():
+            rate = task.options.get("rate_limit") or app.conf.task_default_rate_limit
+            if rate:
+                self.rate_limiter.set_rate(name, rate)
         self._outage_logged = False
+
+    @property
+    def window(self) -> int:
+        """How many deliveries this worker may hold: pool slots times the prefetch multiplier."""
+        return max(1, self.slots.size * self.prefetch_multiplier)
+
+    async def resize(self, concurrency: int) -> None:
+        """Follow the pool to a new size (the autoscaler calls this after ``pool.resize``)."""
+        await self.slots.resize(concurrency)
+        self._room.set()
 
     # -- fetching ---------------------------------------------------------------------------------
     async def run(self) -> None:
         """Fetch until :meth:`stop_fetching`; each delivery gets its own handler task."""
         backoff = 0.1
+        self._fetcher = asyncio.current_task()
         while not self._stopping:
             room = self.window - len(self.inflight)
             if room <= 0:
@@ -85,7 +132,15 @@ class Consumer:
                 await self._room.wait()
                 continue
             try:
-                batch = await self.transport.get(self.queue_names, room, FETCH_TIMEOUT)
+                self._in_get = True
+                try:
+                    batch = await self.transport.get(self.queue_names, room, FETCH_TIMEOUT)
+                finally:
+                    self._in_get = False
+            except asyncio.CancelledError:
+                if self.stopping:
+                    return  # stop_fetching() interrupted the wait; get() is cancel-safe
+                raise
             except TransportError as exc:
                 if not self._outage_logged:
                     logger.error("broker unreachable, retrying: %s", exc)
@@ -105,9 +160,19 @@ class Consumer:
                 self.handlers.add(handler)
                 handler.add_done_callback(self.handlers.discard)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def stop_fetching(self) -> None:
+        """Stop fetching now: a ``get`` waiting for messages is interrupted (the transport
+        contract makes that safe: nothing it leased is lost)."""
+        if self._stopping:
+            return
         self._stopping = True
         self._room.set()
+        if self._in_get and self._fetcher is not None and not self._fetcher.done():
+            self._fetcher.cancel()
 
     # -- one delivery -----------------------------------------------------------------------------
     async def _handle(self, delivery: Delivery) -> None:
@@ -117,12 +182,21 @@ class Consumer:
             if prepared is None:
                 return
             task, request = prepared
-            async with self._slots:
+            if not await self._wait_rate(delivery, task):
+                return
+            await self.slots.acquire()
+            try:
                 self.waiting.pop(key, None)
                 if self._stopping:
                     await self._requeue([delivery])
                     return
+                why = self._not_runnable(request)
+                if why is not None:  # revoked or expired while it waited for a slot
+                    await self._revoke(delivery, task, request.id, why)
+                    return
                 await self._execute(delivery, task, request)
+            finally:
+                await self.slots.release()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -232,6 +306,49 @@ class Consumer:
         request = build_request(message, delivery, args, kwargs, embed, self.hostname)
         return task, request
 
+    def set_rate_limit(self, name: str, rate: str | None) -> None:
+        """Change a task type's rate limit now (the ``rate_limit`` control command)."""
+        self.rate_limiter.set_rate(name, rate)
+
+    async def _wait_rate(self, delivery: Delivery, task: Task[Any, Any]) -> bool:
+        """Delay only this task type to its rate; False if the message went back to the broker.
+
+        A message waiting for its token leaves the prefetch window, so other task types keep
+        flowing. At most a window's worth wait per type in memory; past that the message goes
+        back to the broker, delayed by about the time the ones held here need to drain.
+        """
+        rate = self.rate_limiter.rate(task.name)
+        if rate is None:
+            return True
+        held = self._rate_held.get(task.name, 0)
+        key = id(delivery)
+        if held >= self.window:
+            await self.transport.requeue([delivery], delay=held / rate)
+            self.unacked.pop(key, None)
+            return False
+        delay = self.rate_limiter.reserve(task.name)
+        if delay <= 0:
+            return True
+        self._rate_held[task.name] = held + 1
+        self.inflight.pop(key, None)
+        self._room.set()
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._rate_held[task.name] -= 1
+            self.inflight[key] = delivery
+        return True
+
+    def _not_runnable(self, request: Request) -> str | None:
+        """Why a request that passed the pre-checks must not run now, if it must not."""
+        if request.id in self.state.revoked:
+            return "revoked"
+        if request.expires:
+            expires = parse_time(request.expires, "expires")
+            if expires is not None and expires <= datetime.now(UTC):
+                return f"expired at {expires.isoformat()}"
+        return None
+
     async def _revoke(
         self, delivery: Delivery, task: Task[Any, Any], task_id: str, why: str
     ) -> None:
@@ -263,14 +380,18 @@ class Consumer:
                     logger.warning("could not renew %d leases: %s", len(held), exc)
 
     async def requeue_waiting(self) -> int:
-        """Warm shutdown: return every fetched-but-not-started delivery to its queue at once."""
+        """Warm shutdown: return every fetched-but-not-started delivery to its queue at once.
+
+        The deliveries leave ``unacked`` before the requeue and the requeue is shielded, so a
+        cold shutdown that interrupts this neither loses them nor returns them twice.
+        """
         handlers = list(self.waiting.items())
         self.waiting.clear()
-        deliveries = [self.unacked[k] for k, _ in handlers if k in self.unacked]
+        deliveries = [self.unacked.pop(k) for k, _ in handlers if k in self.unacked]
+        if deliveries:
+            await asyncio.shield(self.transport.requeue(deliveries))
         for _, handler in handlers:
             handler.cancel()
-        if deliveries:
-            await self._requeue(deliveries)
         return len(deliveries)
 
     async def requeue_unacked(self) -> int:

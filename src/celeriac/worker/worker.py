@@ -1,4 +1,4 @@
-"""The worker's life: connect, declare, start the pool and consumer, run, shut down.
+"""The worker's life: start its components, consume, shut down warm or cold.
 
 Shutdown follows Celery's contract:
 
@@ -7,8 +7,8 @@ Shutdown follows Celery's contract:
 * a second signal, or SIGQUIT: **cold** - put back every message not yet acked (running
   ``acks_late`` tasks included, so none is lost) and exit at once.
 
-A broker that cannot be reached at start-up is retried ``broker_connection_max_retries`` times,
-then the worker exits with status 1 and one clear line, not a traceback.
+A component that cannot start (the broker cannot be reached, say) stops the worker with exit
+status 1 and one clear line, not a traceback.
 """
 
 from __future__ import annotations
@@ -19,25 +19,52 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from celeriac.errors import CeleriacError
-from celeriac.transports.base import Transport
 from celeriac.utils.urls import redact_url
+from celeriac.worker.components import Component, in_dependency_order
 from celeriac.worker.consumer import FETCH_TIMEOUT, Consumer
 from celeriac.worker.pools import pool_class
 from celeriac.worker.pools.base import Pool, PoolOptions
 from celeriac.worker.state import WorkerState
+from celeriac.worker.steps import (
+    Connection,
+    ConsumerStep,
+    Heartbeat,
+    PoolStep,
+    StartupError,
+    Timer,
+)
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.transports.base import Transport
 
 logger = logging.getLogger("celeriac.worker")
 
 EXIT_OK = 0
-EXIT_BROKER_UNREACHABLE = 1
+EXIT_STARTUP_FAILED = 1
+
+
+def builtin_components(worker: Worker) -> list[Component]:
+    """The components every worker runs (those not enabled for this worker drop out)."""
+    from celeriac.worker.autoscale import AutoscalerStep
+    from celeriac.worker.control import ControlStep
+    from celeriac.worker.steps import ReloaderStep
+
+    return [
+        Timer(),
+        Connection(),
+        PoolStep(),
+        ConsumerStep(),
+        Heartbeat(),
+        ControlStep(),
+        AutoscalerStep(),
+        ReloaderStep(),
+    ]
 
 
 class Worker:
@@ -57,11 +84,16 @@ class Worker:
         soft_time_limit: float | None = None,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
+        autoscale: tuple[int, int] | None = None,
+        reload: bool = False,
         app_spec: str | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
         self.queues = app.queues(queues)
+        self.autoscale = autoscale
+        if autoscale is not None:
+            concurrency = concurrency or autoscale[1]
         self.concurrency = concurrency or conf.worker_concurrency or (os.cpu_count() or 1)
         self.pool_name = pool or conf.worker_pool
         self.pool_cls = pool_class(self.pool_name)
@@ -70,6 +102,7 @@ class Worker:
         self.shutdown_timeout = (
             shutdown_timeout if shutdown_timeout is not None else conf.worker_shutdown_timeout
         )
+        self.reload = reload
         self.pool_options = PoolOptions(
             app_spec=app_spec or find_app_spec(app),
             max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
@@ -78,14 +111,23 @@ class Worker:
             soft_time_limit=soft_time_limit,
         )
         self.state = WorkerState()
+        #: What the components publish for each other (set while running).
+        self.transport: Transport | None = None
+        self.pool: Pool | None = None
+        self.consumer: Consumer | None = None
+        self.fetch_task: asyncio.Task[None] | None = None
+        self.timer: Any = None
+        self.components: list[Component] = []
+        #: Set once the worker consumes; cleared again when it has stopped.
+        self.ready = threading.Event()
+        #: True when the worker stopped to be started again (``--reload``).
+        self.restart_requested = False
         self._signals = 0
         self._stop: asyncio.Event | None = None
         self._cold: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: Set once the worker consumes; cleared again when it has stopped.
-        self.ready = threading.Event()
 
-    # -- entry points ---------------------------------------------------------------------------
+    # -- entry points -------------------------------------------------------------------------
     def run(self) -> int:
         """Run until told to stop; returns the process exit status.
 
@@ -93,7 +135,7 @@ class Worker:
         cannot be stopped, and their messages are already back on the broker.
         """
         status = asyncio.run(self.run_async())
-        if self.cold:
+        if self.cold and not self.restart_requested:
             logging.shutdown()
             os._exit(status)
         return status
@@ -114,6 +156,11 @@ class Worker:
             logger.warning("warm shutdown: finishing running tasks (signal again for cold)")
         self._stop.set()
 
+    def request_restart(self) -> None:
+        """Stop warm so that the caller starts the worker again (used by ``--reload``)."""
+        self.restart_requested = True
+        self.request_stop()
+
     def stop(self, cold: bool = False) -> None:
         """Thread-safe :meth:`request_stop`, for code outside the worker's loop (tests, embeds)."""
         loop = self._loop
@@ -126,6 +173,7 @@ class Worker:
         finally:
             self.ready.clear()
 
+    # -- the life cycle -------------------------------------------------------------------------
     async def _run(self) -> int:
         self._stop, self._cold = asyncio.Event(), asyncio.Event()
         loop = self._loop = asyncio.get_running_loop()
@@ -134,53 +182,64 @@ class Worker:
                 loop.add_signal_handler(signum, self.request_stop)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGQUIT, self.request_stop, True)
-        transport = self.app.create_transport()
-        if not await self._connect(transport):
-            return EXIT_BROKER_UNREACHABLE
-        pool = self.pool_cls(self.app, self.concurrency, self.hostname, self.pool_options)
-        consumer = Consumer(
-            self.app,
-            transport,
-            pool,
-            self.queues,
-            prefetch_multiplier=self.prefetch_multiplier,
-            hostname=self.hostname,
-            state=self.state,
-        )
+        candidates = builtin_components(self) + [factory() for factory in self.app.components]
+        self.components = in_dependency_order(c for c in candidates if c.enabled(self))
+        started: list[Component] = []
         try:
-            for queue in self.queues:
-                await transport.declare_queue(queue)
-            await pool.start()
-            fetch = asyncio.create_task(consumer.run(), name="celeriac-fetch")
-            fetch.add_done_callback(self._fetch_ended)
-            interval = self.app.conf.worker_lease_renewal_interval or transport.lease_seconds / 3
-            renew = asyncio.create_task(consumer.renew_leases(interval), name="celeriac-leases")
+            for component in self.components:
+                await component.start(self)
+                started.append(component)
             self._ready()
             await self._stop.wait()
-            consumer.stop_fetching()
-            if self._cold.is_set():
-                await self._cold_stop(consumer, fetch, renew, pool)
-                return EXIT_OK
-            warm = asyncio.create_task(self._warm_stop(consumer, fetch))
+            await self._shutdown()
+            return EXIT_OK
+        except StartupError as exc:
+            logger.critical("%s", exc)
+            return EXIT_STARTUP_FAILED
+        finally:
+            for component in reversed(started):
+                try:
+                    await component.stop(self)
+                except Exception:
+                    logger.exception("component %s failed to stop", component.name)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signum)
+
+    async def _shutdown(self) -> None:
+        assert self._cold is not None
+        consumer, fetch = self.consumer, self.fetch_task
+        assert consumer is not None and fetch is not None
+        consumer.stop_fetching()
+        if not self._cold.is_set():
+            warm = asyncio.create_task(self._drain(consumer, fetch))
             cold = asyncio.create_task(self._cold.wait())
             done, _ = await asyncio.wait({warm, cold}, return_when=asyncio.FIRST_COMPLETED)
-            if warm not in done or not warm.result():
-                warm.cancel()
-                await self._cold_stop(consumer, fetch, renew, pool)
-                return EXIT_OK
             cold.cancel()
-            renew.cancel()
-            await consumer.acks.drain()
-            await pool.stop(wait=True)
-            logger.info(
-                "%s stopped (warm): %d tasks processed", self.hostname, self.state.processed
-            )
-            return EXIT_OK
-        finally:
-            with contextlib.suppress(Exception):
-                await transport.close()
+            if warm in done and warm.result():
+                logger.info(
+                    "%s stopped (warm): %d tasks processed", self.hostname, self.state.processed
+                )
+                return
+            warm.cancel()
+            self._cold.set()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(fetch, timeout=FETCH_TIMEOUT + 1)
+        returned = await consumer.requeue_unacked()
+        for handler in list(consumer.handlers):
+            handler.cancel()
+        logger.warning(
+            "%s stopped (cold): %d unacked messages returned to the broker", self.hostname, returned
+        )
 
-    def _fetch_ended(self, fetch: asyncio.Task[None]) -> None:
+    async def _drain(self, consumer: Consumer, fetch: asyncio.Task[None]) -> bool:
+        await fetch
+        returned = await consumer.requeue_waiting()
+        if returned:
+            logger.info("returned %d fetched, not started messages to the broker", returned)
+        return await consumer.wait_running(self.shutdown_timeout)
+
+    def fetch_ended(self, fetch: asyncio.Task[None]) -> None:
         """The fetch loop only ends when asked to; if it died, say why and stop warm."""
         if fetch.cancelled() or fetch.exception() is None:
             return
@@ -191,42 +250,11 @@ class Worker:
         )
         self.request_stop()
 
-    # -- steps ------------------------------------------------------------------------------------
-    async def _connect(self, transport_: Transport) -> bool:
-        conf = self.app.conf
-        attempts = 1 + (
-            conf.broker_connection_max_retries or 0
-            if conf.broker_connection_retry_on_startup
-            else 0
-        )
-        delay = 0.5
-        for attempt in range(1, attempts + 1):
-            try:
-                await asyncio.wait_for(transport_.connect(), conf.broker_connection_timeout)
-                return True
-            except (TimeoutError, CeleriacError, OSError) as exc:
-                reason = str(exc) or type(exc).__name__
-                if attempt == attempts:
-                    logger.critical(
-                        "cannot reach the broker at %s: %s", redact_url(self.app.broker_url), reason
-                    )
-                    return False
-                logger.warning(
-                    "broker %s unreachable (%s); retry %d/%d in %.1fs",
-                    redact_url(self.app.broker_url),
-                    reason,
-                    attempt,
-                    attempts - 1,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        return False
-
     def _ready(self) -> None:
         self.ready.set()
         logger.info(
-            "%s ready: pool=%s concurrency=%d prefetch=%d queues=%s broker=%s tasks=%d",
+            "%s ready: pool=%s concurrency=%d prefetch=%d queues=%s broker=%s tasks=%d "
+            "components=%s",
             self.hostname,
             self.pool_name,
             self.concurrency,
@@ -234,32 +262,8 @@ class Worker:
             ",".join(q.name for q in self.queues),
             redact_url(self.app.broker_url),
             len(self.app.tasks),
+            ",".join(c.name for c in self.components),
         )
-
-    async def _warm_stop(self, consumer: Consumer, fetch: asyncio.Task[None]) -> bool:
-        await fetch
-        returned = await consumer.requeue_waiting()
-        if returned:
-            logger.info("returned %d fetched, not started messages to the broker", returned)
-        return await consumer.wait_running(self.shutdown_timeout)
-
-    async def _cold_stop(
-        self,
-        consumer: Consumer,
-        fetch: asyncio.Task[None],
-        renew: asyncio.Task[None],
-        pool: Pool,
-    ) -> None:
-        renew.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(fetch, timeout=FETCH_TIMEOUT + 1)
-        returned = await consumer.requeue_unacked()
-        for handler in list(consumer.handlers):
-            handler.cancel()
-        logger.warning(
-            "%s stopped (cold): %d unacked messages returned to the broker", self.hostname, returned
-        )
-        await pool.stop(wait=False)
 
 
 def find_app_spec(app: Celeriac) -> str | None:
@@ -268,8 +272,6 @@ def find_app_spec(app: Celeriac) -> str | None:
     The CLI passes ``-A`` itself; for a worker built in code, look for the module-level name
     that holds this app (``__main__`` does not count: a child cannot import it by that name).
     """
-    import sys
-
     for module_name, module in list(sys.modules.items()):
         if module is None or module_name == "__main__":
             continue

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from celeriac.task import Task
 
 
+#: The task options time limits declare (see :func:`effective_time_limits`).
+TASK_OPTIONS: dict[str, Any] = {"time_limit": None, "soft_time_limit": None}
+
+
 @dataclass(frozen=True, slots=True)
 class PoolOptions:
     """What a pool needs beyond its size; every field has a "no limit" default."""

@@ -1,0 +1,125 @@
+"""Remote control, the worker's side: a queue of its own on the control exchange.
+
+Commands: ``revoke`` (add ids to the revoked set; with ``terminate``, stop them in the pool) and
+``rate_limit`` (change a task type's limit at run time). The control loop uses a transport of its
+own, so a slow command never delays fetching tasks and the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from celeriac.control import CONTROL_EXCHANGE, CONTROL_TASK
+from celeriac.errors import DecodeError, TransportError
+from celeriac.routing import Binding, Queue
+from celeriac.transports.base import Delivery, Transport
+from celeriac.worker.components import Component
+
+if TYPE_CHECKING:
+    from celeriac.worker.worker import Worker
+
+logger = logging.getLogger("celeriac.worker")
+
+
+class ControlStep(Component):
+    name = "control"
+    requires = ("connection", "pool", "consumer")
+
+    def __init__(self) -> None:
+        self.transport: Transport | None = None
+        self.queue: Queue | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, worker: Worker) -> None:
+        transport = worker.app.create_transport()
+        await transport.connect()
+        name = f"celeriac.control.{worker.hostname}.{os.getpid()}"
+        queue = Queue(
+            name,
+            durable=False,
+            auto_delete=True,
+            bindings=(Binding(CONTROL_EXCHANGE.name, name, ""),),
+        )
+        await transport.declare_exchange(CONTROL_EXCHANGE)
+        await transport.declare_queue(queue)
+        self.transport, self.queue = transport, queue
+        self._task = asyncio.create_task(self._loop(worker), name="celeriac-control")
+
+    async def stop(self, worker: Worker) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                await self.transport.close()
+
+    async def _loop(self, worker: Worker) -> None:
+        assert self.transport is not None and self.queue is not None
+        while True:
+            try:
+                deliveries = await self.transport.get([self.queue.name], 10, 1.0)
+            except TransportError as exc:
+                logger.warning("control queue unreachable: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for delivery in deliveries:
+                await self._handle(worker, delivery)
+            if deliveries:
+                await self.transport.ack(deliveries)
+
+    async def _handle(self, worker: Worker, delivery: Delivery) -> None:
+        try:
+            message = delivery.decode()
+            if message.task != CONTROL_TASK:
+                raise DecodeError(f"not a control message: {message.task!r}")
+            payload = orjson.loads(message.body)
+            command = str(message.headers.get("command", ""))
+            arguments: dict[str, Any] = payload.get("arguments") or {}
+            destination = payload.get("destination")
+        except (DecodeError, orjson.JSONDecodeError, AttributeError) as exc:
+            logger.warning("ignoring a malformed control message: %s", exc)
+            return
+        if destination and worker.hostname not in destination:
+            return
+        handler = HANDLERS.get(command)
+        if handler is None:
+            logger.warning("unknown control command %r", command)
+            return
+        try:
+            await handler(worker, arguments)
+        except Exception:
+            logger.exception("control command %r failed", command)
+
+
+async def revoke(worker: Worker, arguments: dict[str, Any]) -> None:
+    ids = [str(i) for i in arguments.get("task_ids", [])]
+    for task_id in ids:
+        worker.state.revoked.add(task_id)
+    terminated = []
+    if arguments.get("terminate") and worker.pool is not None:
+        for task_id in ids:
+            if task_id in worker.state.active and await worker.pool.terminate(task_id):
+                terminated.append(task_id)
+    logger.info(
+        "revoked %s%s",
+        ", ".join(ids),
+        f" (terminated {', '.join(terminated)})" if terminated else "",
+    )
+
+
+async def rate_limit(worker: Worker, arguments: dict[str, Any]) -> None:
+    name, rate = str(arguments.get("task_name")), arguments.get("rate")
+    if worker.consumer is None:
+        return
+    worker.consumer.set_rate_limit(name, None if rate is None else str(rate))
+    logger.info("rate limit of %s set to %s", name, rate)
+
+
+HANDLERS = {"revoke": revoke, "rate_limit": rate_limit}

@@ -1,0 +1,220 @@
+"""The worker's built-in components, in the order they usually start.
+
+timer -> connection -> pool -> consumer -> heartbeat -> control -> autoscaler -> reloader.
+Each is small; the shutdown *policy* (warm, cold) lives in :mod:`celeriac.worker.worker`, the
+components only open and close what they own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from celeriac.errors import CeleriacError, TransportError
+from celeriac.transports.base import Transport
+from celeriac.utils.urls import redact_url
+from celeriac.worker.components import Component
+from celeriac.worker.consumer import Consumer
+
+if TYPE_CHECKING:
+    from celeriac.worker.worker import Worker
+
+logger = logging.getLogger("celeriac.worker")
+
+
+class StartupError(CeleriacError):
+    """A component could not start; the worker exits non-zero with this one-line reason."""
+
+
+class Timer(Component):
+    """Runs coroutines every N seconds on the worker's loop; stops them all together."""
+
+    name = "timer"
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, worker: Worker) -> None:
+        worker.timer = self
+
+    def every(self, interval: float, fn: Callable[[], Awaitable[None]], name: str) -> None:
+        """Call ``fn`` every ``interval`` seconds; an exception is logged and the next call
+        happens as usual (a renewal that fails once must not stop renewing)."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await fn()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("periodic %s failed", name)
+
+        self._tasks.append(asyncio.create_task(loop(), name=f"celeriac-{name}"))
+
+    async def stop(self, worker: Worker) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+
+async def connect_with_retries(worker: Worker, transport: Transport) -> None:
+    """Connect, retrying ``broker_connection_max_retries`` times; raise StartupError at the end."""
+    conf = worker.app.conf
+    retries = conf.broker_connection_max_retries or 0
+    attempts = 1 + (retries if conf.broker_connection_retry_on_startup else 0)
+    delay = 0.5
+    url = redact_url(worker.app.broker_url)
+    for attempt in range(1, attempts + 1):
+        try:
+            await asyncio.wait_for(transport.connect(), conf.broker_connection_timeout)
+            return
+        except (CeleriacError, OSError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if attempt == attempts:
+                raise StartupError(f"cannot reach the broker at {url}: {reason}") from None
+            logger.warning(
+                "broker %s unreachable (%s); retry %d/%d in %.1fs",
+                url,
+                reason,
+                attempt,
+                attempts - 1,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class Connection(Component):
+    """The worker's broker connection, and the queues it consumes, declared."""
+
+    name = "connection"
+
+    async def start(self, worker: Worker) -> None:
+        transport = worker.app.create_transport()
+        await connect_with_retries(worker, transport)
+        worker.transport = transport
+        for queue in worker.queues:
+            await transport.declare_queue(queue)
+
+    async def stop(self, worker: Worker) -> None:
+        if worker.transport is not None:
+            with contextlib.suppress(Exception):
+                await worker.transport.close()
+
+
+class PoolStep(Component):
+    name = "pool"
+
+    async def start(self, worker: Worker) -> None:
+        pool = worker.pool_cls(worker.app, worker.concurrency, worker.hostname, worker.pool_options)
+        await pool.start()
+        worker.pool = pool
+
+    async def stop(self, worker: Worker) -> None:
+        if worker.pool is not None:
+            await worker.pool.stop(wait=not worker.cold)
+
+
+class ConsumerStep(Component):
+    """Fetches and dispatches. Stopping it only settles acks: the worker has already drained
+    (warm) or returned (cold) what it held."""
+
+    name = "consumer"
+    requires = ("connection", "pool")
+
+    async def start(self, worker: Worker) -> None:
+        assert worker.transport is not None and worker.pool is not None
+        consumer = Consumer(
+            worker.app,
+            worker.transport,
+            worker.pool,
+            worker.queues,
+            prefetch_multiplier=worker.prefetch_multiplier,
+            hostname=worker.hostname,
+            state=worker.state,
+        )
+        worker.consumer = consumer
+        worker.fetch_task = asyncio.create_task(consumer.run(), name="celeriac-fetch")
+        worker.fetch_task.add_done_callback(worker.fetch_ended)
+
+    async def stop(self, worker: Worker) -> None:
+        consumer = worker.consumer
+        if consumer is not None:
+            consumer.stop_fetching()
+            if not worker.cold:
+                await consumer.acks.drain()
+
+
+class Heartbeat(Component):
+    """Renews the lease of every message the worker holds, so a long ``acks_late`` task is
+    never redelivered to another worker while it runs."""
+
+    name = "heartbeat"
+    requires = ("timer", "consumer")
+
+    async def start(self, worker: Worker) -> None:
+        assert worker.transport is not None
+        interval = worker.app.conf.worker_lease_renewal_interval
+        if interval is None:
+            interval = worker.transport.lease_seconds / 3
+        worker.timer.every(interval, lambda: renew_leases(worker), "lease-renewal")
+
+
+async def renew_leases(worker: Worker) -> None:
+    consumer, transport = worker.consumer, worker.transport
+    if consumer is None or transport is None:
+        return
+    held = list(consumer.unacked.values())
+    if held:
+        try:
+            await transport.extend(held)
+        except TransportError as exc:
+            logger.warning("could not renew %d leases: %s", len(held), exc)
+
+
+class ReloaderStep(Component):
+    """``--reload``: when a source file of the app changes, stop warm and start again."""
+
+    name = "reloader"
+    requires = ("consumer",)
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def enabled(self, worker: Worker) -> bool:
+        return worker.reload
+
+    async def start(self, worker: Worker) -> None:
+        from celeriac.worker.reload import Reloader, app_source_paths
+
+        paths = app_source_paths(worker.app)
+        if not paths:
+            logger.warning("--reload: no source directory of the app to watch")
+            return
+
+        def changed(files: set[Path]) -> None:
+            logger.warning(
+                "source changed (%s); restarting the worker",
+                ", ".join(sorted(f.name for f in files)),
+            )
+            worker.request_restart()
+
+        reloader = Reloader(paths, changed)
+        self._task = asyncio.create_task(reloader.run(self._stop), name="celeriac-reloader")
+        logger.info("--reload: watching %s", ", ".join(str(p) for p in paths))
+
+    async def stop(self, worker: Worker) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 5)
