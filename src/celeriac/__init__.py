@@ -3,7 +3,7 @@
 Explicit re-exports only (a test checks ``__all__``); importing celeriac opens no connection.
 """
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac.app import Celeriac
 from celeriac.canvas.signature import Signature, signature
 from celeriac.context import Request, current_request
@@ -63,6 +63,7 @@ __all__ = [
     "WorkerLostError",
     "__version__",
     "current_request",
+    "signals",
     "signature",
     "states",
 ]

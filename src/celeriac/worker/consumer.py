@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac.context import Request
 from celeriac.errors import DecodeError, TaskRevokedError, TransportError
 from celeriac.protocol.codec import decode_body
@@ -192,7 +192,7 @@ class Consumer:
                     return
                 why = self._not_runnable(request)
                 if why is not None:  # revoked or expired while it waited for a slot
-                    await self._revoke(delivery, task, request.id, why)
+                    await self._revoke(delivery, task, request.id, why, request)
                     return
                 await self._execute(delivery, task, request)
             finally:
@@ -270,6 +270,7 @@ class Consumer:
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("dead-lettering a message from %r: %s", delivery.queue, reason)
+        signals.task_rejected.send(None, message=delivery, exc=reason)
         await self.transport.reject([delivery], reason)
 
     async def _prepare(self, delivery: Delivery) -> tuple[Task[Any, Any], Request] | None:
@@ -350,9 +351,17 @@ class Consumer:
         return None
 
     async def _revoke(
-        self, delivery: Delivery, task: Task[Any, Any], task_id: str, why: str
+        self,
+        delivery: Delivery,
+        task: Task[Any, Any],
+        task_id: str,
+        why: str,
+        request: Request | None = None,
     ) -> None:
         logger.info("Task %s[%s] not run: %s", task.name, task_id, why)
+        signals.task_revoked.send(
+            task, request=request, terminated=False, signum=None, expired=why != "revoked"
+        )
         backend = self.app.backend
         if backend is not None:
             meta = ResultMeta(
@@ -368,17 +377,6 @@ class Consumer:
         await self.acks.ack(delivery)
 
     # -- leases and shutdown ----------------------------------------------------------------------
-    async def renew_leases(self, interval: float) -> None:
-        """Renew every held, unacked delivery's lease, all in one call, every ``interval`` s."""
-        while True:
-            await asyncio.sleep(interval)
-            held = list(self.unacked.values())
-            if held:
-                try:
-                    await self.transport.extend(held)
-                except TransportError as exc:
-                    logger.warning("could not renew %d leases: %s", len(held), exc)
-
     async def requeue_waiting(self) -> int:
         """Warm shutdown: return every fetched-but-not-started delivery to its queue at once.
 

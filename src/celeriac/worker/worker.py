@@ -24,6 +24,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from celeriac import signals
 from celeriac.utils.urls import redact_url
 from celeriac.worker.components import Component, in_dependency_order
 from celeriac.worker.consumer import FETCH_TIMEOUT, Consumer
@@ -185,11 +186,13 @@ class Worker:
         candidates = builtin_components(self) + [factory() for factory in self.app.components]
         self.components = in_dependency_order(c for c in candidates if c.enabled(self))
         started: list[Component] = []
+        signals.worker_init.send(self)
         try:
             for component in self.components:
                 await component.start(self)
                 started.append(component)
             self._ready()
+            signals.worker_ready.send(self)
             await self._stop.wait()
             await self._shutdown()
             return EXIT_OK
@@ -202,6 +205,8 @@ class Worker:
                     await component.stop(self)
                 except Exception:
                     logger.exception("component %s failed to stop", component.name)
+            if started:
+                signals.worker_shutdown.send(self)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(signum)
