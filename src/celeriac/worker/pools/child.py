@@ -1,0 +1,298 @@
+"""A prefork child process: load the app, then run one request at a time for the parent.
+
+The child is started by :class:`celeriac.worker.pools.prefork.PreforkPool` with the ``spawn``
+start method, so it begins from a fresh interpreter on every platform (no state forked from a
+parent that holds sockets, threads and an event loop) and finds the app by importing
+``module:attr`` (:class:`ChildConfig`).
+
+The conversation on the pipe, one small picklable message each way per task::
+
+    child  -> parent   Ready(pid) | StartFailed(reason)          once, after loading the app
+    parent -> child    Run(request, soft_limit) | Stop()
+    child  -> parent   Done(task_id, state, ..., retire)         after each Run
+
+The child stores the result and sends callbacks itself (:func:`execute` + :func:`finish`, the
+executor's ``run_request``); ``Done`` carries only what the parent's consumer needs to settle the
+message (never the return value or the exception object, which may not pickle: the exception
+travels in its stored layout). ``Done.retire`` says the child leaves after this task
+(``max_tasks_per_child`` or ``max_memory_per_child``), so the parent starts a replacement at once.
+
+Soft time limits arrive as SIGUSR1 (sent by the parent, which owns the clock). The handler raises
+``SoftTimeLimitExceeded`` inside a running sync task; for an ``async def`` task it cancels the
+task's root ``asyncio.Task`` on the child's one event loop, and a wrapper turns that cancellation
+into ``SoftTimeLimitExceeded`` so the executor classifies it like any other exception (autoretry,
+FAILURE). The handler is one-shot and armed only while task code runs, so a late signal can never
+interrupt storing a result. SIGINT is ignored (the parent decides about shutdown), and a thread
+blocks on a pipe from the parent that only reaches end-of-file when the parent is gone, so a child
+never outlives its worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Coroutine, Generator
+from contextvars import Context
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from celeriac import states
+from celeriac.context import Request
+from celeriac.errors import NotRegistered, SoftTimeLimitExceeded
+from celeriac.results.base import exception_to_dict
+from celeriac.worker.executor import Outcome, execute, finish, thread_loop
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.task import Task
+
+logger = logging.getLogger("celeriac.worker")
+
+#: Exit status of a child that noticed its parent is gone.
+EXIT_ORPHANED = 3
+#: Exit status of a child that could not load the app.
+EXIT_START_FAILED = 4
+
+
+class ChildConfig(NamedTuple):
+    """Everything a child needs, picklable: where the app is and the per-child limits."""
+
+    app_spec: str
+    #: Settings the parent's app has that the imported module may not (``-b``/``--result-backend``).
+    settings: dict[str, Any]
+    hostname: str
+    log_level: int
+    log_format: str
+    max_tasks: int | None
+    max_memory: int | None
+
+
+class Ready(NamedTuple):
+    pid: int
+
+
+class StartFailed(NamedTuple):
+    reason: str
+
+
+class Run(NamedTuple):
+    request: Request
+    #: The soft limit in seconds, only to name it in the exception's message.
+    soft_limit: float | None
+
+
+class Stop(NamedTuple):
+    why: str = "stop"
+
+
+class Done(NamedTuple):
+    """A finished task, as the parent needs it to settle the message."""
+
+    task_id: str
+    state: str
+    settle: str
+    reason: str | None
+    runtime: float
+    #: The exception in its stored layout (:func:`exception_to_dict`), if any.
+    exc: dict[str, Any] | None
+    #: False when the child could not store the result (unknown task): the parent stores it.
+    stored: bool
+    #: Why this child leaves after this task, or ``None`` when it stays.
+    retire: str | None
+
+
+class _Slot:
+    """The task that is running now, as the SIGUSR1 handler sees it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.armed = False  # task code is running and may be interrupted
+        self.is_async = False
+        self.capture = False  # the next task made on the loop is the async task's root
+        self.root: asyncio.Task[Any] | None = None
+        self.fired = False
+        self.text = "soft time limit exceeded"
+
+    def arm(self, is_async: bool, soft_limit: float | None) -> None:
+        self.is_async = is_async
+        self.capture = is_async
+        self.root = None
+        self.fired = False
+        if soft_limit is not None:
+            self.text = f"soft time limit ({soft_limit:g}s) exceeded"
+        self.armed = True  # last: a signal before this point is ignored, not half-handled
+
+    def disarm(self) -> None:
+        self.armed = False
+        self.capture = False
+        self.root = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.armed:
+            return  # between tasks, or storing a result: a late signal changes nothing
+        self.armed = False  # one-shot
+        self.fired = True
+        if not self.is_async:
+            raise SoftTimeLimitExceeded(self.text)
+        root = self.root
+        if root is not None:  # not yet made: the wrapper raises as soon as it starts
+            # thread-safe form: it also wakes the loop out of its select()
+            self.loop.call_soon_threadsafe(root.cancel)
+
+    async def _guard(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        if self.fired:
+            coro.close()
+            raise SoftTimeLimitExceeded(self.text)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if self.fired:
+                raise SoftTimeLimitExceeded(self.text) from None
+            raise
+
+    def task_factory(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Generator[Any, None, Any] | Coroutine[Any, Any, Any],
+        context: Context | None = None,
+    ) -> asyncio.Future[Any]:
+        """The loop's task factory: wraps the first task made while an async task starts
+        (``run_until_complete``'s own), so the signal handler can cancel exactly that one."""
+        if self.capture and self.root is None and isinstance(coro, Coroutine):
+            self.capture = False
+            task = asyncio.Task(self._guard(coro), loop=loop, context=context)
+            self.root = task
+            return task
+        return asyncio.Task(coro, loop=loop, context=context)
+
+
+def resident_memory() -> int:
+    """This process's resident memory in bytes: ``/proc/self/statm`` where there is one (the
+    current size), else ``getrusage``'s peak (kilobytes on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _watch_parent(lifeline: Connection) -> None:
+    """Leave at once when the parent is gone: ``lifeline`` is never written to, so ``recv``
+    returns only with end-of-file, when the parent's end closes (it exited or was killed)."""
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv()
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="celeriac-parent-watch", daemon=True).start()
+
+
+def _setup_logging(level: int, fmt: str) -> None:
+    """The child is a process entry point, so it configures its own handler: task logs and
+    outcome lines reach stderr like the parent's, at the parent's level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger("celeriac")
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _load_app(config: ChildConfig) -> Celeriac:
+    from celeriac.cli.discovery import find_app
+
+    app = find_app(config.app_spec)
+    changed = {k: v for k, v in config.settings.items() if getattr(app.conf, k, None) != v}
+    if changed:
+        app.config_from_object(changed)
+    return app
+
+
+def _run_one(app: Celeriac, slot: _Slot, message: Run, hostname: str) -> Done:
+    request = message.request
+    task: Task[Any, Any] | None = app.tasks.get(request.task)
+    if task is None:
+        missing = NotRegistered(request.task)
+        return Done(
+            request.id, states.FAILURE, "ack", str(missing), 0.0, exception_to_dict(missing),
+            stored=False, retire=None,
+        )  # fmt: skip
+    slot.arm(task.is_async, message.soft_limit)
+    try:
+        outcome = execute(task, request)
+        slot.disarm()
+    except BaseException as exc:  # a soft limit landing just after the body, or SystemExit
+        slot.disarm()
+        outcome = Outcome(
+            states.FAILURE, exc=exc, traceback="".join(traceback.format_exception(exc))
+        )
+    finish(task, request, outcome, hostname)
+    return Done(
+        request.id,
+        outcome.state,
+        outcome.settle,
+        outcome.reason,
+        outcome.runtime,
+        exception_to_dict(outcome.exc) if outcome.exc is not None else None,
+        stored=True,
+        retire=None,
+    )
+
+
+def _retire_reason(config: ChildConfig, done: int) -> str | None:
+    if config.max_tasks is not None and done >= config.max_tasks:
+        return f"it ran {done} tasks (max_tasks_per_child={config.max_tasks})"
+    if config.max_memory is not None:
+        rss = resident_memory()
+        if rss > config.max_memory:
+            return (
+                f"its resident memory {rss / 2**20:.1f} MiB is over "
+                f"max_memory_per_child={config.max_memory / 2**20:.1f} MiB"
+            )
+    return None
+
+
+def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> None:
+    """The child's main: load the app, say ready, then run requests until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_parent(lifeline)
+    _setup_logging(config.log_level, config.log_format)
+    try:
+        app = _load_app(config)
+    except BaseException as exc:  # any import-time failure is reported, not a traceback
+        conn.send(StartFailed(f"cannot load the app {config.app_spec!r}: {exc}"))
+        sys.exit(EXIT_START_FAILED)
+    loop = thread_loop()  # the main thread's loop: one per child, reused by every async task
+    slot = _Slot(loop)
+    loop.set_task_factory(slot.task_factory)
+    signal.signal(signal.SIGUSR1, slot.on_signal)
+    conn.send(Ready(os.getpid()))
+    done = 0
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:
+                break  # the parent closed our pipe: it is gone or gave up on us
+            if isinstance(message, Stop):
+                break
+            report = _run_one(app, slot, message, config.hostname)
+            done += 1
+            retire = _retire_reason(config, done)
+            conn.send(report._replace(retire=retire))
+            if retire is not None:
+                break
+    finally:
+        app.close()
+        loop.close()

@@ -1,0 +1,276 @@
+"""The ``prefork`` pool: each task runs in a child process that the worker can kill.
+
+Children are started with the ``spawn`` method (a fresh interpreter that imports the app from
+``PoolOptions.app_spec``; see :mod:`celeriac.worker.pools.child`), never forked from a worker that
+holds sockets, threads and an event loop, so the pool behaves the same on Linux and macOS. It
+needs POSIX signals: SIGUSR1 for soft time limits, SIGTERM/SIGKILL to stop a child.
+
+**The parent's event loop never blocks on a child.** Each child's pipe and process sentinel are
+watched with ``loop.add_reader``: a message or an exit wakes the loop, which reads one small
+message that is already complete (a child writes each message in one write). No reader thread
+per child, so no thread hop per task and nothing to join; a child's exit is seen through its
+sentinel even when it dies mid-write, and anything it sent before dying is read first.
+
+**One task per child, handed only to an idle one.** ``run`` takes a child from an idle queue
+(the consumer never asks for more than ``concurrency`` at once, but a replacement may still be
+starting), sends it the request and awaits a future that exactly one of these resolves: the
+child's ``Done``, the hard time limit, ``terminate``, the child's death, or a cold stop. The
+loser of any race finds the job gone and does nothing, so a task is settled once.
+
+**Who stores what.** The child stores its own result (and sends callbacks). When the child cannot
+(killed at the hard limit, terminated, lost), the parent stores FAILURE (``TimeLimitExceeded``,
+``WorkerLostError``) or REVOKED itself with the executor's :func:`finish`, in a thread; except an
+``acks_late`` task with ``reject_on_worker_lost``, whose message is requeued and nothing stored.
+
+**Capacity never drops.** A child that retires (``max_tasks_per_child``, ``max_memory_per_child``,
+killed, lost) stops counting at once and a replacement starts; one INFO line says why. Every child
+started is reaped, and a child whose parent dies exits by itself. Starting, watching and reaping
+children is :class:`~celeriac.worker.pools.supervisor.Supervisor`'s job; this module is the pool
+contract on top of it: dispatch, time limits, terminate, resize, and the outcomes of lost tasks.
+
+A script that runs a prefork worker in code must guard its entry point with
+``if __name__ == "__main__":``: spawn children import the main module again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from multiprocessing.reduction import ForkingPickler
+from typing import TYPE_CHECKING, Any
+
+from celeriac import states
+from celeriac.context import Request
+from celeriac.errors import (
+    ImproperlyConfigured,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from celeriac.results.base import exception_from_dict
+from celeriac.worker.executor import Outcome, Settle, finish
+from celeriac.worker.pools.base import Pool, PoolOptions, effective_time_limits
+from celeriac.worker.pools.child import ChildConfig, Done, Run
+from celeriac.worker.pools.supervisor import Child, Job, Killed, Supervisor
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.task import Task
+
+logger = logging.getLogger("celeriac.worker")
+
+#: How long ``start`` waits for the first children to load the app.
+START_TIMEOUT = 60.0
+#: Seconds between SIGTERM and SIGKILL when terminating a task.
+TERMINATE_GRACE = 1.0
+_SETTLES: dict[str, Settle] = {"ack": "ack", "requeue": "requeue", "reject": "reject"}
+
+
+class PreforkPool(Pool):
+    """Runs each task in one of ``concurrency`` child processes (see the module docstring)."""
+
+    name = "prefork"
+
+    def __init__(
+        self,
+        app: Celeriac,
+        concurrency: int,
+        hostname: str,
+        options: PoolOptions | None = None,
+    ) -> None:
+        super().__init__(app, concurrency, hostname, options)
+        self._children: Supervisor | None = None
+
+    # -- life ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if not self.options.app_spec:
+            raise ImproperlyConfigured(
+                "the prefork pool needs an importable app: run with -A module[:attr], or define "
+                "the app at module level so that its children can import it"
+            )
+        if not hasattr(signal, "SIGUSR1"):
+            raise ImproperlyConfigured(
+                "the prefork pool needs POSIX signals (Linux, macOS); use -P threads here"
+            )
+        children = self._children = Supervisor(
+            multiprocessing.get_context("spawn"),
+            asyncio.get_running_loop(),
+            self.concurrency,
+            self._child_config,
+        )
+        children.fill()
+        first = list(children.children)
+        try:
+            errors = await asyncio.wait_for(
+                asyncio.gather(*(c.ready for c in first)), START_TIMEOUT
+            )
+        except TimeoutError:
+            await self.stop(wait=False)
+            raise ImproperlyConfigured(
+                f"prefork children did not load {self.options.app_spec!r} in {START_TIMEOUT:g}s"
+            ) from None
+        failed = [e for e in errors if e is not None]
+        if failed:
+            await self.stop(wait=False)
+            raise ImproperlyConfigured(f"a prefork child could not start: {failed[0]}")
+
+    def _child_config(self) -> ChildConfig:
+        from celeriac.cli.main import LOG_FORMAT  # the children log like the CLI's worker
+
+        return ChildConfig(
+            app_spec=str(self.options.app_spec),
+            settings={
+                "broker_url": self.app.conf.broker_url,
+                "result_backend": self.app.conf.result_backend,
+            },
+            hostname=self.hostname,
+            log_level=logging.getLogger("celeriac").getEffectiveLevel(),
+            log_format=LOG_FORMAT,
+            max_tasks=self.options.max_tasks_per_child,
+            max_memory=self.options.max_memory_per_child,
+        )
+
+    async def stop(self, wait: bool = True) -> None:
+        """Warm: each child finishes its task, then exits. Cold: kill them all now. Both join."""
+        children = self._children
+        if children is None:
+            return
+        children.halt()
+        for child in list(children.children):
+            child.retiring = child.retiring or "the pool stops"
+            if wait:
+                children.send_stop(child)  # a busy child reads it after its task
+            else:
+                children.end_job(child, Killed("shutdown", "the worker stopped (cold)"))
+                children.signal(child, signal.SIGKILL)
+        await children.wait_exited()
+
+    async def resize(self, concurrency: int) -> None:
+        """Grow by starting children; shrink by retiring starting and idle children first,
+        then busy ones after their current task."""
+        self.concurrency = max(1, concurrency)
+        children = self._children
+        if children is None:
+            return
+        children.size = self.concurrency
+        rank = {"starting": 0, "idle": 1, "busy": 2, "gone": 3}
+        active = sorted(children.active(), key=lambda c: rank[c.state])
+        for child in active[: max(0, len(active) - self.concurrency)]:
+            logger.info("prefork: retiring child %d (the pool shrinks)", child.pid)
+            children.dismiss(child, f"the pool shrinks to {self.concurrency}")
+        children.fill()
+
+    def child_pids(self) -> list[int]:
+        """The pids of the children that take work now (started, not retiring)."""
+        if self._children is None:
+            return []
+        return sorted(c.pid for c in self._children.active() if c.state in ("idle", "busy"))
+
+    # -- running a task -----------------------------------------------------------------------
+    async def run(self, task: Task[Any, Any], request: Request) -> Outcome:
+        children = self._children
+        assert children is not None, "pool not started"
+        hard, soft = effective_time_limits(task, request, self.options)
+        if soft is not None and hard is not None and soft >= hard:
+            soft = None  # it could never fire first
+        try:  # pickled here, before taking a child, so a bad request costs no child
+            payload = bytes(ForkingPickler.dumps(Run(request, soft)))
+        except Exception as exc:
+            outcome = Outcome(states.FAILURE, exc=exc, reason=f"cannot pass it to a child: {exc}")
+            await asyncio.to_thread(finish, task, request, outcome, self.hostname)
+            return outcome
+        child = await children.take(task, request, payload)
+        job = child.job
+        assert job is not None
+        loop = asyncio.get_running_loop()
+        if soft:
+            job.timers.append(loop.call_later(soft, self._soft_limit, child, job, soft))
+        if hard:
+            job.timers.append(loop.call_later(hard, self._hard_limit, child, job, hard))
+        verdict = await job.future
+        if isinstance(verdict, Done):
+            return await self._from_done(task, request, verdict)
+        return await self._from_killed(task, request, verdict)
+
+    async def _from_done(self, task: Task[Any, Any], request: Request, done: Done) -> Outcome:
+        outcome = Outcome(
+            done.state,
+            settle=_SETTLES.get(done.settle, "ack"),
+            exc=exception_from_dict(done.exc) if done.exc is not None else None,
+            reason=done.reason,
+            runtime=done.runtime,
+        )
+        if not done.stored:
+            await asyncio.to_thread(finish, task, request, outcome, self.hostname)
+        return outcome
+
+    async def _from_killed(self, task: Task[Any, Any], request: Request, killed: Killed) -> Outcome:
+        if killed.kind == "terminated":
+            logger.info("Task %s[%s] terminated", task.name, request.id)
+            outcome = Outcome(
+                states.REVOKED, exc=TaskRevokedError("terminated"), reason="terminated"
+            )
+        elif killed.kind == "time_limit":
+            keep = task.option("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout")
+            outcome = Outcome(
+                states.FAILURE,
+                settle="reject" if task.acks_late and not keep else "ack",
+                exc=TimeLimitExceeded(killed.detail),
+                reason=killed.detail,
+            )
+        else:
+            requeue = killed.kind == "shutdown" or task.option(
+                "reject_on_worker_lost", "task_reject_on_worker_lost"
+            )
+            if task.acks_late and requeue:
+                logger.warning(
+                    "Task %s[%s]: %s; its message goes back to the queue",
+                    task.name,
+                    request.id,
+                    killed.detail,
+                )
+                return Outcome(states.REJECTED, settle="requeue", reason=killed.detail)
+            outcome = Outcome(
+                states.FAILURE, exc=WorkerLostError(killed.detail), reason=killed.detail
+            )
+        await asyncio.to_thread(finish, task, request, outcome, self.hostname)
+        return outcome
+
+    # -- limits and terminate -------------------------------------------------------------------
+    def _soft_limit(self, child: Child, job: Job, soft: float) -> None:
+        if child.job is not job or self._children is None:
+            return
+        logger.warning(
+            "Task %s[%s]: soft time limit (%gs) exceeded", job.task.name, job.request.id, soft
+        )
+        self._children.signal(child, signal.SIGUSR1)
+
+    def _hard_limit(self, child: Child, job: Job, hard: float) -> None:
+        children = self._children
+        if child.job is not job or children is None:
+            return
+        detail = f"hard time limit ({hard:g}s) exceeded"
+        logger.error(
+            "Task %s[%s]: %s; killing child %d", job.task.name, job.request.id, detail, child.pid
+        )
+        children.end_job(child, Killed("time_limit", detail))
+        children.retire(child, f"it was killed at a task's {detail}")
+        children.signal(child, signal.SIGKILL)
+
+    async def terminate(self, task_id: str) -> bool:
+        """Kill the child running ``task_id`` (SIGTERM, SIGKILL after a grace) and replace it."""
+        children = self._children
+        if children is None:
+            return False
+        for child in list(children.children):
+            if child.job is not None and child.job.request.id == task_id:
+                children.end_job(child, Killed("terminated", "terminated"))
+                children.retire(child, f"its task {task_id} was terminated")
+                children.signal(child, signal.SIGTERM)
+                asyncio.get_running_loop().call_later(
+                    TERMINATE_GRACE, children.signal, child, signal.SIGKILL
+                )
+                return True
+        return False

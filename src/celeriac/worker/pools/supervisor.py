@@ -1,0 +1,299 @@
+"""The prefork pool's children: start them, watch them from the event loop, reap and replace them.
+
+:class:`Supervisor` keeps ``size`` children taking work. It owns every process it starts and
+joins each one: a child's exit is seen through its process sentinel (``loop.add_reader``), what
+it sent before dying is read first, then its exit status is collected without blocking. A child
+that retires (it said so after a task, or the pool killed it) stops counting at once and a
+replacement starts, so capacity never drops; a child that fails to start is retried with a
+doubling back-off instead of in a tight loop.
+
+Each child has at most one :class:`Job`; the job's future is resolved exactly once, by
+:meth:`Supervisor.end_job`, with the child's ``Done`` or a :class:`Killed` verdict, and its timers
+are cancelled there. Whoever comes second (a late ``Done`` after a hard kill, a death after a
+terminate) finds no job and changes nothing. Everything here runs on the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from celeriac.context import Request
+from celeriac.worker.pools.child import ChildConfig, Done, Ready, StartFailed, Stop, child_main
+
+if TYPE_CHECKING:
+    from celeriac.task import Task
+
+logger = logging.getLogger("celeriac.worker")
+
+#: Back-off after a child fails to start, doubling up to the maximum.
+RESTART_DELAY = 0.5
+RESTART_DELAY_MAX = 30.0
+#: How often to look again for the exit status of a child whose sentinel has closed.
+REAP_POLL = 0.005
+
+
+class Killed(NamedTuple):
+    """How a job ended when its child could not say ``Done``."""
+
+    kind: Literal["time_limit", "terminated", "lost", "shutdown"]
+    detail: str
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    task: Task[Any, Any]
+    request: Request
+    future: asyncio.Future[Done | Killed]
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
+class Child:
+    process: BaseProcess
+    conn: Connection
+    pid: int
+    #: Resolves with ``None`` once ready, or with why it could not start.
+    ready: asyncio.Future[str | None]
+    exited: asyncio.Future[int]
+    state: Literal["starting", "idle", "busy", "gone"] = "starting"
+    job: Job | None = None
+    #: Why it leaves; a retiring child takes no new work and no longer counts toward ``size``.
+    retiring: str | None = None
+    stop_sent: bool = False
+    start_error: str | None = None
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+class Supervisor:
+    """Starts and replaces children so that ``size`` of them take work."""
+
+    def __init__(
+        self,
+        ctx: SpawnContext,
+        loop: asyncio.AbstractEventLoop,
+        size: int,
+        make_config: Callable[[], ChildConfig],
+    ) -> None:
+        self.size = size
+        self.children: set[Child] = set()
+        self.stopping = False
+        self._ctx = ctx
+        self._loop = loop
+        self._make_config = make_config
+        self._idle: asyncio.Queue[Child] = asyncio.Queue()
+        # never written to: children see end-of-file on it when this process is gone
+        self._lifeline = ctx.Pipe(duplex=False)
+        self._failures = 0
+        self._refill: asyncio.TimerHandle | None = None
+        self._started = 0
+
+    # -- what the pool asks ---------------------------------------------------------------------
+    def active(self) -> list[Child]:
+        """The children that count toward ``size``: started or starting, not retiring."""
+        return [c for c in self.children if c.retiring is None and c.state != "gone"]
+
+    async def take(self, task: Task[Any, Any], request: Request, payload: bytes) -> Child:
+        """Wait for an idle child, send it ``payload`` (a pickled ``Run``) and give it a job."""
+        while True:
+            child = await self._idle.get()
+            if child.state != "idle" or child.retiring is not None:
+                continue  # retired or died while it waited in the queue
+            try:
+                child.conn.send_bytes(payload)
+            except OSError as exc:  # it died just now; its sentinel will reap it
+                self.retire(child, f"its pipe broke ({exc})")
+                continue
+            child.state = "busy"
+            child.job = Job(task, request, self._loop.create_future())
+            return child
+
+    def end_job(self, child: Child, verdict: Done | Killed) -> None:
+        """Resolve ``child``'s job with ``verdict``, once; cancel its timers."""
+        job, child.job = child.job, None
+        if job is None:
+            return
+        for timer in job.timers:
+            timer.cancel()
+        if not job.future.done():
+            job.future.set_result(verdict)
+
+    def retire(self, child: Child, reason: str) -> None:
+        """``child`` leaves (it said so, or we kill it): start its replacement now."""
+        if child.retiring is None:
+            child.retiring = reason
+            logger.info("prefork: replacing child %d: %s", child.pid, reason)
+        self.fill()
+
+    def dismiss(self, child: Child, reason: str) -> None:
+        """``child`` leaves without a replacement: now if it has no task, else after it."""
+        child.retiring = child.retiring or reason
+        if child.state != "busy":
+            self.send_stop(child)
+
+    def signal(self, child: Child, signum: int) -> None:
+        if child.state == "gone":
+            return  # reaped: the pid may belong to someone else now
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
+
+    def send_stop(self, child: Child) -> None:
+        if child.stop_sent or child.state == "gone":
+            return
+        child.stop_sent = True
+        with contextlib.suppress(OSError):  # already gone: its sentinel reaps it
+            child.conn.send(Stop())
+
+    def fill(self) -> None:
+        """Start children until the active ones number ``size``."""
+        if self.stopping or self._refill is not None:
+            return
+        for _ in range(self.size - len(self.active())):
+            if not self._spawn():
+                self._schedule_refill()
+                return
+
+    async def wait_exited(self) -> None:
+        """Wait until every child has been reaped, then close the lifeline."""
+        children = list(self.children)
+        if children:
+            await asyncio.gather(*(c.exited for c in children))
+        for end in self._lifeline:
+            end.close()
+
+    def halt(self) -> None:
+        """Start no more children (the pool stops)."""
+        self.stopping = True
+        if self._refill is not None:
+            self._refill.cancel()
+            self._refill = None
+
+    # -- starting ---------------------------------------------------------------------------------
+    def _schedule_refill(self) -> None:
+        delay = min(RESTART_DELAY * 2 ** max(0, self._failures - 1), RESTART_DELAY_MAX)
+        logger.warning("prefork: starting children again in %.1fs", delay)
+
+        def refill() -> None:
+            self._refill = None
+            self.fill()
+
+        self._refill = self._loop.call_later(delay, refill)
+
+    def _spawn(self) -> bool:
+        self._started += 1
+        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=child_main,
+            args=(self._make_config(), child_end, self._lifeline[0]),
+            name=f"celeriac-prefork-{self._started}",
+        )
+        try:
+            process.start()
+        except OSError as exc:
+            logger.error("prefork: cannot start a child: %s", exc)
+            parent_end.close()
+            self._failures += 1
+            return False
+        finally:
+            child_end.close()  # the child holds its own copy now
+        assert process.pid is not None
+        loop = self._loop
+        child = Child(process, parent_end, process.pid, loop.create_future(), loop.create_future())
+        self.children.add(child)
+        loop.add_reader(parent_end.fileno(), self._on_readable, child)
+        loop.add_reader(process.sentinel, self._on_sentinel, child)
+        return True
+
+    # -- events from children ---------------------------------------------------------------------
+    def _on_readable(self, child: Child) -> None:
+        try:
+            message = child.conn.recv()
+        except (EOFError, OSError):
+            self._loop.remove_reader(child.conn.fileno())  # it exited: the sentinel takes over
+            return
+        self._on_message(child, message)
+
+    def _on_message(self, child: Child, message: object) -> None:
+        if isinstance(message, Done):
+            self.end_job(child, message)
+            if message.retire is not None:
+                self.retire(child, message.retire)  # it exits by itself
+            elif child.retiring is not None:
+                self.send_stop(child)
+            elif child.state != "gone":
+                child.state = "idle"
+                self._idle.put_nowait(child)
+        elif isinstance(message, Ready):
+            self._failures = 0
+            if child.state == "starting":
+                child.state = "idle"
+            if not child.ready.done():
+                child.ready.set_result(None)
+            if child.retiring is None:
+                self._idle.put_nowait(child)
+            else:
+                self.send_stop(child)
+        elif isinstance(message, StartFailed):
+            child.start_error = message.reason
+        else:
+            logger.error("prefork: child %d sent an unknown message %.100r", child.pid, message)
+
+    def _on_sentinel(self, child: Child) -> None:
+        self._loop.remove_reader(child.process.sentinel)
+        self._reap(child)
+
+    def _reap(self, child: Child) -> None:
+        """The child's sentinel closed: read what it sent before dying, then account for it."""
+        code = child.process.exitcode  # polls without blocking
+        if code is None:  # closing its fds precedes becoming reapable by a hair
+            self._loop.call_later(REAP_POLL, self._reap, child)
+            return
+        conn = child.conn
+        with contextlib.suppress(EOFError, OSError):
+            while conn.poll():
+                self._on_message(child, conn.recv())
+        self._loop.remove_reader(conn.fileno())
+        conn.close()
+        child.state = "gone"
+        self.children.discard(child)
+        child.process.close()
+        how = describe_exit(code)
+        job = child.job
+        if job is not None:
+            self.end_job(child, Killed("lost", f"child {child.pid} {how} while running it"))
+        never_ready = not child.ready.done()
+        if never_ready:
+            child.ready.set_result(child.start_error or f"it exited ({how}) before it was ready")
+        child.exited.set_result(code)
+        if child.retiring is not None or self.stopping:
+            self.fill()
+            return
+        child.retiring = how
+        if never_ready:
+            self._failures += 1
+            logger.error(
+                "prefork: child %d could not start: %s", child.pid, child.start_error or how
+            )
+            if self._refill is None:
+                self._schedule_refill()
+            return
+        running = f" while running {job.task.name}[{job.request.id}]" if job else ""
+        logger.info("prefork: replacing child %d: it ended (%s)%s", child.pid, how, running)
+        self.fill()

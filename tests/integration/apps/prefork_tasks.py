@@ -1,0 +1,125 @@
+"""Tasks for the prefork pool tests, imported by the test process and by every prefork child.
+
+Children find the app as ``apps.prefork_tasks:make_app`` (a factory: a bare module-level app
+would have to be built at import, before the test has chosen its database). Both sides call it
+with ``PREFORK_TEST_DB`` set in the environment, which spawn children inherit, so they share the
+SQLite broker and results in the test's tmp dir. Every task that waits does so on a file
+appearing, polling every 10 ms and bounded, so no test can hang a child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from celeriac import Celeriac, SoftTimeLimitExceeded
+from celeriac.worker.pools.prefork import PreforkPool
+
+DB_ENV = "PREFORK_TEST_DB"
+APP_SPEC = "apps.prefork_tasks:make_app"
+POOL_SPEC = "apps.prefork_tasks:RecordingPool"
+WAIT_LIMIT = 30.0
+
+#: Grows by ~50 MB per ``leak`` call, in the child that runs it.
+_leaked: list[bytes] = []
+
+
+class RecordingPool(PreforkPool):
+    """The prefork pool, remembered so a test can reach it (its loop, terminate, resize)."""
+
+    made: list[RecordingPool] = []
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        RecordingPool.made.append(self)
+        await super().start()
+
+
+def wait_for_file(path: str, limit: float = WAIT_LIMIT) -> None:
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {limit}s")
+        time.sleep(0.01)
+
+
+def mark(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (write then rename), so a reader sees all or none."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    Path(tmp).write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def make_app() -> Celeriac:
+    url = f"sqlite:///{Path(os.environ[DB_ENV]).resolve()}"
+    app = Celeriac(
+        "prefork_tasks",
+        broker=url,
+        backend=url,
+        broker_transport_options={"poll_interval": 0.01},
+    )
+
+    @app.task(name="p.pid")
+    def pid() -> int:
+        return os.getpid()
+
+    @app.task(name="p.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="p.async_loop")
+    async def async_loop(x: int) -> list[int]:
+        await asyncio.sleep(0.001)
+        return [os.getpid(), id(asyncio.get_running_loop()), x * x]
+
+    @app.task(name="p.block")
+    def block(marker: str, release: str) -> int:
+        """Say where it runs (``marker`` holds the pid), then wait for ``release``."""
+        mark(marker, str(os.getpid()))
+        wait_for_file(release)
+        return os.getpid()
+
+    @app.task(name="p.spin", time_limit=1.0)
+    def spin(marker: str) -> None:
+        """Runs past its 1 s hard limit (and ignores signals it could catch)."""
+        mark(marker, str(os.getpid()))
+        deadline = time.monotonic() + WAIT_LIMIT
+        while time.monotonic() < deadline:
+            pass
+
+    @app.task(name="p.soft_sync", soft_time_limit=0.3)
+    def soft_sync(release: str) -> str:
+        try:
+            wait_for_file(release, limit=10.0)
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+        return "released"
+
+    @app.task(name="p.soft_async", soft_time_limit=0.3)
+    async def soft_async() -> str:
+        await asyncio.sleep(10)
+        return "slept"
+
+    @app.task(name="p.late_lost", acks_late=True, reject_on_worker_lost=True)
+    def late_lost(runs: str, marker: str) -> int:
+        """Appends its pid to ``runs``; the first run waits (to be killed), later ones return."""
+        with open(runs, "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}\n")
+        count = len(Path(runs).read_text(encoding="utf-8").split())
+        if count == 1:
+            mark(marker, str(os.getpid()))
+            wait_for_file(marker + ".never")
+        return count
+
+    @app.task(name="p.leak")
+    def leak(mbytes: int) -> list[int]:
+        """Keep ``mbytes`` MB alive in this child; returns ``[pid, resident bytes before]``."""
+        from celeriac.worker.pools.child import resident_memory
+
+        before = resident_memory()
+        _leaked.append(b"\x01" * (mbytes * 2**20))
+        return [os.getpid(), before]
+
+    return app

@@ -1,0 +1,350 @@
+"""The prefork pool with real child processes and real signals, on the SQLite broker.
+
+Most tests run the worker in this process (:func:`celeriac.testing.worker_thread`) with
+:class:`apps.prefork_tasks.RecordingPool`, the prefork pool remembered so a test can call
+``terminate``/``resize`` on its loop and see its children; two tests run the CLI worker as a
+process. Children import ``apps.prefork_tasks`` by name: spawn children inherit ``sys.path``,
+where pytest put this directory. Every wait is on a result, a marker file or a process state,
+each with a deadline; no sleep stands in for synchronisation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from apps.prefork_tasks import APP_SPEC, DB_ENV, POOL_SPEC, RecordingPool, make_app
+
+from celeriac import (
+    Celeriac,
+    ImproperlyConfigured,
+    NotRegistered,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+    states,
+)
+from celeriac.testing import worker_thread
+from celeriac.worker.pools.base import PoolOptions
+from celeriac.worker.pools.prefork import PreforkPool
+
+T = TypeVar("T")
+INTEGRATION_DIR = Path(__file__).resolve().parent
+MB = 2**20
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's SQLite file, named in the environment that spawn children inherit."""
+    path = tmp_path / "x.db"
+    monkeypatch.setenv(DB_ENV, str(path))
+    return path
+
+
+@contextmanager
+def prefork(**options: Any) -> Iterator[tuple[Celeriac, RecordingPool]]:
+    """A prefork worker in a thread of this process; afterwards, every child it had is gone."""
+    app = make_app()
+    options.setdefault("concurrency", 2)
+    try:
+        with worker_thread(app, timeout=30, pool=POOL_SPEC, app_spec=APP_SPEC, **options):
+            pool = RecordingPool.made[-1]
+            yield app, pool
+        assert pool.child_pids() == [], "children left after stop"
+    finally:
+        app.close()
+
+
+def on_loop(pool: RecordingPool, coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
+    """Run ``coro`` on the worker's event loop (pool methods belong to it)."""
+    return asyncio.run_coroutine_threadsafe(coro, pool.loop).result(timeout)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def read_pid(marker: Path, timeout: float = 15.0) -> int:
+    """The pid a task wrote to ``marker`` once it started."""
+    wait_until(marker.exists, f"{marker.name} to appear", timeout)
+    return int(marker.read_text(encoding="utf-8"))
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone: it runs no code)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+def test_sync_and_async_results_with_one_event_loop_per_child(db: Path) -> None:
+    with prefork() as (app, pool):
+        children = pool.child_pids()
+        assert len(children) == 2
+        adds = [app.tasks["p.add"].delay(i, 1) for i in range(20)]
+        squares = [app.tasks["p.async_loop"].delay(i) for i in range(40)]
+        assert [r.get(timeout=15) for r in adds] == [i + 1 for i in range(20)]
+        runs = [r.get(timeout=15) for r in squares]
+    assert [x for _, _, x in runs] == [i * i for i in range(40)]
+    loops: dict[int, set[int]] = {}
+    for pid, loop_id, _ in runs:
+        loops.setdefault(pid, set()).add(loop_id)
+    assert set(loops) <= set(children), "async tasks ran outside the pool's children"
+    assert os.getpid() not in loops
+    assert all(len(ids) == 1 for ids in loops.values()), loops  # one loop per child, reused
+
+
+def test_start_fails_clearly_without_an_importable_app(db: Path) -> None:
+    app = make_app()
+    try:
+        with pytest.raises(ImproperlyConfigured, match="needs an importable app"):
+            asyncio.run(PreforkPool(app, 1, "h").start())
+        bad = PoolOptions(app_spec="apps.no_such_module:app")
+        with pytest.raises(ImproperlyConfigured, match=r"cannot import 'apps\.no_such_module'"):
+            asyncio.run(PreforkPool(app, 1, "h", bad).start())
+    finally:
+        app.close()
+
+
+def test_a_task_the_children_do_not_know_fails_with_not_registered(db: Path) -> None:
+    with prefork() as (app, _):
+
+        @app.task(name="p.only_in_the_parent")
+        def only_in_the_parent() -> None: ...
+
+        with pytest.raises(NotRegistered):
+            only_in_the_parent.delay().get(timeout=10)
+        assert app.tasks["p.add"].delay(1, 2).get(timeout=10) == 3
+
+
+# -- time limits ----------------------------------------------------------------------------------
+
+
+def test_hard_time_limit_kills_only_that_child_and_replaces_it(db: Path, tmp_path: Path) -> None:
+    with prefork() as (app, pool):
+        neighbour = app.tasks["p.block"].delay(str(tmp_path / "n"), str(tmp_path / "go"))
+        neighbour_pid = read_pid(tmp_path / "n")
+        spin = app.tasks["p.spin"].delay(str(tmp_path / "s"))  # time_limit=1.0
+        spun_pid = read_pid(tmp_path / "s")
+        started = time.monotonic()
+        with pytest.raises(TimeLimitExceeded, match=r"hard time limit \(1s\)"):
+            spin.get(timeout=10)
+        assert time.monotonic() - started < 5
+        assert spin.state == states.FAILURE
+        (tmp_path / "go").touch()
+        assert neighbour.get(timeout=10) == neighbour_pid  # the other task never noticed
+        wait_until(lambda: len(pool.child_pids()) == 2, "a replacement child")
+        assert spun_pid not in pool.child_pids()
+        assert neighbour_pid in pool.child_pids()
+        assert not alive(spun_pid)
+        ran_on = {app.tasks["p.pid"].delay().get(timeout=10) for _ in range(6)}
+        assert spun_pid not in ran_on
+
+
+def test_soft_time_limit_sync_task_cleans_up_async_task_fails(db: Path, tmp_path: Path) -> None:
+    with prefork() as (app, pool):
+        children = pool.child_pids()
+        sync = app.tasks["p.soft_sync"].delay(str(tmp_path / "never"))  # soft_time_limit=0.3
+        aio = app.tasks["p.soft_async"].delay()
+        assert sync.get(timeout=10) == "cleaned up"
+        with pytest.raises(SoftTimeLimitExceeded, match=r"soft time limit \(0.3s\)"):
+            aio.get(timeout=10)
+        assert aio.state == states.FAILURE
+        assert pool.child_pids() == children  # a soft limit costs no child
+
+
+# -- children lost ------------------------------------------------------------------------------
+
+
+def test_kill_9_of_a_child_mid_task_is_worker_lost(db: Path, tmp_path: Path) -> None:
+    with prefork() as (app, pool):
+        blocked = app.tasks["p.block"].delay(str(tmp_path / "m"), str(tmp_path / "never"))
+        pid = read_pid(tmp_path / "m")
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerLostError, match="SIGKILL"):
+            blocked.get(timeout=10)
+        wait_until(lambda: len(pool.child_pids()) == 2 and pid not in pool.child_pids(), "refill")
+        assert app.tasks["p.add"].delay(2, 3).get(timeout=10) == 5
+
+
+def test_acks_late_reject_on_worker_lost_is_redelivered(db: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with prefork() as (app, _):
+        result = app.tasks["p.late_lost"].delay(str(runs), str(tmp_path / "m"))
+        first = read_pid(tmp_path / "m")
+        os.kill(first, signal.SIGKILL)
+        assert result.get(timeout=15) == 2  # the second run saw the first one's line
+    pids = [int(line) for line in runs.read_text(encoding="utf-8").split()]
+    assert len(pids) == 2
+    assert pids[0] == first
+    assert pids[1] != first
+
+
+# -- per-child limits -----------------------------------------------------------------------------
+
+
+def test_max_tasks_per_child_replaces_children_without_losing_tasks(db: Path) -> None:
+    with prefork(max_tasks_per_child=2) as (app, _):
+        results = [app.tasks["p.pid"].delay() for _ in range(20)]
+        pids = [r.get(timeout=30) for r in results]
+    assert all(isinstance(p, int) for p in pids)
+    assert len(set(pids)) >= 10, sorted(set(pids))
+
+
+def test_max_memory_per_child_replaces_a_leaking_child(db: Path) -> None:
+    limit = 256 * MB
+    with prefork(concurrency=1, max_memory_per_child=limit) as (app, _):
+        results = [app.tasks["p.leak"].delay(50) for _ in range(10)]
+        runs = [r.get(timeout=30) for r in results]
+    pids = [pid for pid, _ in runs]
+    assert len(set(pids)) >= 2, runs
+    # a child over the limit after a task never gets another: each task starts below it
+    assert max(before for _, before in runs) <= limit, runs
+
+
+# -- terminate and resize -----------------------------------------------------------------------
+
+
+def test_terminate_a_running_task_revokes_it(db: Path, tmp_path: Path) -> None:
+    with prefork() as (app, pool):
+        blocked = app.tasks["p.block"].delay(str(tmp_path / "m"), str(tmp_path / "never"))
+        pid = read_pid(tmp_path / "m")
+        assert on_loop(pool, pool.terminate("no-such-task")) is False
+        assert on_loop(pool, pool.terminate(blocked.id)) is True
+        with pytest.raises(TaskRevokedError, match="terminated"):
+            blocked.get(timeout=10)
+        assert blocked.state == states.REVOKED
+        wait_until(lambda: not alive(pid), f"terminated child {pid} to exit")
+        wait_until(lambda: len(pool.child_pids()) == 2, "a replacement child")
+        assert app.tasks["p.add"].delay(1, 1).get(timeout=10) == 2
+
+
+def test_resize_grows_and_shrinks(db: Path) -> None:
+    with prefork(concurrency=1) as (app, pool):
+        (first,) = pool.child_pids()
+        on_loop(pool, pool.resize(3))
+        wait_until(lambda: len(pool.child_pids()) == 3, "three children")
+        grown = pool.child_pids()
+        assert first in grown
+        on_loop(pool, pool.resize(1))
+        wait_until(lambda: len(pool.child_pids()) == 1, "one child")
+        retired = set(grown) - set(pool.child_pids())
+        assert len(retired) == 2
+        wait_until(lambda: not any(alive(p) for p in retired), "retired children to exit")
+        assert pool.concurrency == 1
+        assert app.tasks["p.pid"].delay().get(timeout=10) == pool.child_pids()[0]
+
+
+# -- the CLI worker -------------------------------------------------------------------------------
+
+
+class CliWorker:
+    """``python -m celeriac ... worker -P prefork`` as a process, its stderr kept line by line."""
+
+    def __init__(self, db: Path, cwd: Path, *extra: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(INTEGRATION_DIR), os.environ.get("PYTHONPATH", "")) if p
+        )
+        env[DB_ENV] = str(db)
+        args = [sys.executable, "-m", "celeriac", "-A", APP_SPEC, "worker", "-P", "prefork"]
+        self.proc = subprocess.Popen(
+            [*args, "-c", "2", "-l", "info", *extra],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_for_line(r" ready: pool=prefork", timeout=30)
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout: float = 15.0) -> None:
+        regex = re.compile(pattern)
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: any(regex.search(line) for line in self.lines), timeout
+            ):
+                raise AssertionError(f"no line matching {pattern!r}:\n" + "\n".join(self.lines))
+
+    def stop(self) -> None:
+        """Make sure it is gone (SIGKILL if it is still there), and its reader too."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def test_cli_worker_children_log_and_leave_on_warm_shutdown(db: Path, tmp_path: Path) -> None:
+    worker = CliWorker(db, tmp_path, "--max-tasks-per-child", "3")
+    app = make_app()
+    try:
+        pids = {app.tasks["p.pid"].delay().get(timeout=15) for _ in range(8)}
+        worker.wait_for_line(r"INFO/celeriac-prefork-\d+\] Task p\.pid\[.*succeeded")
+        worker.wait_for_line(r"prefork: replacing child \d+: it ran 3 tasks")
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.proc.wait(15) == 0
+        assert not any(alive(p) for p in pids), worker.output()
+    finally:
+        worker.stop()
+        app.close()
+
+
+def test_children_exit_when_the_worker_is_killed(db: Path, tmp_path: Path) -> None:
+    worker = CliWorker(db, tmp_path)
+    app = make_app()
+    try:
+        for name in ("a", "b"):
+            app.tasks["p.block"].delay(str(tmp_path / name), str(tmp_path / "never"))
+        pids = [read_pid(tmp_path / "a"), read_pid(tmp_path / "b")]
+        assert len(set(pids)) == 2
+        worker.proc.kill()
+        worker.proc.wait(10)
+        wait_until(lambda: not any(alive(p) for p in pids), "orphaned children to exit", 10)
+    finally:
+        worker.stop()
+        app.close()
