@@ -7,6 +7,11 @@ with back-off, and past ``max_retries`` the task fails with ``MaxRetriesExceeded
 
 :func:`finish` then does the outcome's I/O (store the result, send link callbacks) in the same
 thread, so the worker's event loop only settles messages.
+
+The asyncio pool runs ``async def`` tasks on the worker's own loop with the async twins
+:func:`aexecute`, :func:`afinish` and :func:`arun_request`: same classification, but storing and
+sending never block that loop. :func:`execute_with` lets a pool supply how the function is called
+(the threads pool wraps async tasks in their time limits there).
 """
 
 from __future__ import annotations
@@ -16,18 +21,26 @@ import logging
 import threading
 import time
 import traceback as tb
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from celeriac import states
 from celeriac.canvas.signature import Signature
 from celeriac.context import Request, running
-from celeriac.errors import Ignore, MaxRetriesExceededError, Reject, Retry, TaskRejectedError
+from celeriac.errors import (
+    Ignore,
+    MaxRetriesExceededError,
+    Reject,
+    Retry,
+    TaskRejectedError,
+    TaskRevokedError,
+)
 from celeriac.results.base import ResultMeta, exception_to_dict
 
 if TYPE_CHECKING:
     from celeriac.task import Task
+    from celeriac.worker.timelimits import CoroutineGuard
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -79,36 +92,78 @@ def _failure(exc: BaseException, started: float) -> Outcome:
 
 def execute(task: Task[Any, Any], request: Request) -> Outcome:
     """Run ``task`` for ``request`` here and classify the ending. Never raises."""
+    return execute_with(task, request, _call)
+
+
+def execute_with(
+    task: Task[Any, Any], request: Request, call: Callable[[Task[Any, Any], Request], Any]
+) -> Outcome:
+    """:func:`execute`, with ``call(task, request)`` running the function: a pool passes its own
+    to run ``async def`` tasks under time limits. Never raises for the task's own failure."""
     started = time.perf_counter()
     with running(request):
         try:
-            value = _call(task, request)
-        except Retry as retry:
-            return Outcome(
-                states.RETRY,
-                exc=retry.exc or retry,
-                reason=str(retry),
-                runtime=time.perf_counter() - started,
-            )
-        except Reject as reject:
-            return Outcome(
-                states.REJECTED,
-                settle="requeue" if reject.requeue else "reject",
-                exc=reject,
-                reason=reject.reason,
-                runtime=time.perf_counter() - started,
-            )
-        except Ignore:
-            return Outcome(IGNORED, runtime=time.perf_counter() - started)
-        except Exception as exc:
-            if (
-                task.autoretry_for
-                and isinstance(exc, task.autoretry_for)
-                and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
-            ):
-                return _autoretry(task, request, exc, started)
-            return _failure(exc, started)
+            value = call(task, request)
+        except (Retry, Reject, Ignore, Exception) as exc:
+            return classify(task, request, exc, started)
     return Outcome(states.SUCCESS, value=value, runtime=time.perf_counter() - started)
+
+
+async def aexecute(
+    task: Task[Any, Any], request: Request, guard: CoroutineGuard | None = None
+) -> Outcome:
+    """The async twin of :func:`execute` for ``async def`` tasks, run on the current loop.
+
+    With a ``guard`` the coroutine runs under its time limits and can be terminated; a terminated
+    run ends as REVOKED (``TaskRevokedError("terminated")``).
+    """
+    if not task.is_async:
+        raise TypeError(f"aexecute runs async def tasks only; {task.name} is sync")
+    started = time.perf_counter()
+    with running(request):
+        try:
+            coro = task(*request.args, **request.kwargs)
+            value = await (coro if guard is None else guard.run(coro))
+        except (Retry, Reject, Ignore, Exception) as exc:
+            if guard is not None and guard.terminated:
+                return Outcome(
+                    states.REVOKED,
+                    exc=TaskRevokedError("terminated"),
+                    reason="terminated",
+                    runtime=time.perf_counter() - started,
+                )
+            return classify(task, request, exc, started)
+    return Outcome(states.SUCCESS, value=value, runtime=time.perf_counter() - started)
+
+
+def classify(task: Task[Any, Any], request: Request, exc: BaseException, started: float) -> Outcome:
+    """The outcome of a run that raised ``exc``; call it while ``request`` is current (an
+    ``autoretry_for`` match sends the retry from here)."""
+    if isinstance(exc, Retry):
+        return Outcome(
+            states.RETRY,
+            exc=exc.exc or exc,
+            reason=str(exc),
+            runtime=time.perf_counter() - started,
+        )
+    if isinstance(exc, Reject):
+        return Outcome(
+            states.REJECTED,
+            settle="requeue" if exc.requeue else "reject",
+            exc=exc,
+            reason=exc.reason,
+            runtime=time.perf_counter() - started,
+        )
+    if isinstance(exc, Ignore):
+        return Outcome(IGNORED, runtime=time.perf_counter() - started)
+    if (
+        isinstance(exc, Exception)
+        and task.autoretry_for
+        and isinstance(exc, task.autoretry_for)
+        and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
+    ):
+        return _autoretry(task, request, exc, started)
+    return _failure(exc, started)
 
 
 def _autoretry(task: Task[Any, Any], request: Request, exc: Exception, started: float) -> Outcome:
@@ -198,6 +253,26 @@ def log_outcome(task: Task[Any, Any], request: Request, outcome: Outcome) -> Non
         logger.warning("Task %s[%s] rejected: %s", task.name, request.id, outcome.reason)
 
 
+def _linked(
+    task: Task[Any, Any], request: Request, outcome: Outcome
+) -> Iterator[tuple[Signature, tuple[Any, ...]]]:
+    """The callbacks this outcome triggers, each with the argument it is sent (lazily: one that
+    cannot be decoded stops the rest, after the earlier ones were sent)."""
+    app = task.app
+    if outcome.state == states.SUCCESS and request.callbacks:
+        for data in request.callbacks:
+            yield Signature.from_dict(data, app), (outcome.value,)
+    elif outcome.state == states.FAILURE and request.errbacks:
+        for data in request.errbacks:
+            yield Signature.from_dict(data, app), (request.id,)
+
+
+def _store_failed(task: Task[Any, Any], request: Request, outcome: Outcome, exc: Exception) -> None:
+    logger.error(
+        "Task %s[%s]: could not store its %s result: %s", task.name, request.id, outcome.state, exc
+    )
+
+
 def finish(
     task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None = None
 ) -> None:
@@ -209,26 +284,31 @@ def finish(
         try:
             app.backend.store(meta)
         except Exception as exc:
-            logger.error(
-                "Task %s[%s]: could not store its %s result: %s",
-                task.name,
-                request.id,
-                outcome.state,
-                exc,
-            )
+            _store_failed(task, request, outcome, exc)
     try:
-        if outcome.state == states.SUCCESS and request.callbacks:
-            for data in request.callbacks:
-                sig = Signature.from_dict(data, app)
-                sig.apply_async(
-                    (outcome.value,), parent_id=request.id, root_id=request.root_id or request.id
-                )
-        elif outcome.state == states.FAILURE and request.errbacks:
-            for data in request.errbacks:
-                sig = Signature.from_dict(data, app)
-                sig.apply_async(
-                    (request.id,), parent_id=request.id, root_id=request.root_id or request.id
-                )
+        for sig, args in _linked(task, request, outcome):
+            sig.apply_async(args, parent_id=request.id, root_id=request.root_id or request.id)
+    except Exception as exc:
+        logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)
+
+
+async def afinish(
+    task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None = None
+) -> None:
+    """The async twin of :func:`finish`: stores with ``astore`` and sends with ``asend_task``, so
+    an event loop running many tasks never blocks on the backend or the broker."""
+    log_outcome(task, request, outcome)
+    app = task.app
+    meta = meta_for(task, request, outcome, worker)
+    if meta is not None and app.backend is not None and not request.is_eager:
+        try:
+            await app.backend.astore(meta)
+        except Exception as exc:
+            _store_failed(task, request, outcome, exc)
+    try:
+        for sig, args in _linked(task, request, outcome):
+            call = sig.clone(args, parent_id=request.id, root_id=request.root_id or request.id)
+            await app.asend_task(call.task, call.args, dict(call.kwargs), **dict(call.options))
     except Exception as exc:
         logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)
 
@@ -238,3 +318,35 @@ def run_request(task: Task[Any, Any], request: Request, worker: str | None = Non
     outcome = execute(task, request)
     finish(task, request, outcome, worker)
     return outcome
+
+
+async def arun_request(
+    task: Task[Any, Any],
+    request: Request,
+    worker: str | None = None,
+    guard: CoroutineGuard | None = None,
+) -> Outcome:
+    """The async twin of :func:`run_request` for ``async def`` tasks (the asyncio pool)."""
+    outcome = await aexecute(task, request, guard)
+    await afinish(task, request, outcome, worker)
+    return outcome
+
+
+def close_thread_loop(grace: float = 1.0) -> None:
+    """Close this thread's task loop when the thread retires; tasks left on it (abandoned at a
+    hard limit) are cancelled and get ``grace`` seconds to end. Never raises."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_thread_state, "loop", None)
+    _thread_state.loop = None
+    if loop is None or loop.is_closed():
+        return
+    try:
+        left = asyncio.all_tasks(loop)
+        for pending in left:
+            pending.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=grace))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except BaseException as exc:  # a retiring thread must not die noisily; say why it may leak
+        logger.debug("closing a retiring thread's event loop: %r", exc)
+    finally:
+        loop.close()
