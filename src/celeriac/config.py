@@ -93,7 +93,7 @@ class Settings:
     # worker
     worker_concurrency: int | None = None
     worker_prefetch_multiplier: int = 4
-    worker_pool: str = "threads"
+    worker_pool: str = "prefork"
     worker_shutdown_timeout: float | None = None
     worker_max_tasks_per_child: int | None = None
     worker_max_memory_per_child: int | None = None

@@ -33,6 +33,7 @@ def worker_thread(app: Celeriac, timeout: float = 10.0, **options: Any) -> Itera
     (``concurrency``, ``pool``, ``queues``, ``prefetch_multiplier``...).
     """
     options.setdefault("concurrency", 2)
+    options.setdefault("pool", "threads")  # an in-memory app lives in this one process
     worker = Worker(app, **options)
     status: list[int] = []
     errors: list[BaseException] = []

@@ -283,6 +283,7 @@ class CliWorker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group, as under a service manager
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -345,6 +346,26 @@ def test_children_exit_when_the_worker_is_killed(db: Path, tmp_path: Path) -> No
         worker.proc.kill()
         worker.proc.wait(10)
         wait_until(lambda: not any(alive(p) for p in pids), "orphaned children to exit", 10)
+    finally:
+        worker.stop()
+        app.close()
+
+
+def test_sigterm_to_the_whole_process_group_spares_busy_children(db: Path, tmp_path: Path) -> None:
+    """systemd's default KillMode and ``timeout`` signal the whole group: the busy child must
+    finish its task during the warm shutdown instead of dying with it."""
+    worker = CliWorker(db, tmp_path)
+    app = make_app()
+    try:
+        release = tmp_path / "release"
+        result = app.tasks["p.block"].delay(str(tmp_path / "a"), str(release))
+        child = read_pid(tmp_path / "a")
+        os.killpg(worker.proc.pid, signal.SIGTERM)
+        worker.wait_for_line(r"warm shutdown")
+        assert alive(child)
+        release.touch()
+        assert result.get(timeout=15) == child
+        assert worker.proc.wait(15) == 0
     finally:
         worker.stop()
         app.close()

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
+from celeriac.errors import ImproperlyConfigured
 from celeriac.utils.urls import redact_url
 from celeriac.worker.components import Component, in_dependency_order
 from celeriac.worker.consumer import FETCH_TIMEOUT, Consumer
@@ -98,6 +99,11 @@ class Worker:
         self.concurrency = concurrency or conf.worker_concurrency or (os.cpu_count() or 1)
         self.pool_name = pool or conf.worker_pool
         self.pool_cls = pool_class(self.pool_name)
+        if self.pool_name == "prefork" and app.broker_url.startswith("memory:"):
+            raise ImproperlyConfigured(
+                "the memory broker lives inside one process, so prefork children cannot reach "
+                "it: use -P threads, solo or asyncio with memory://"
+            )
         self.prefetch_multiplier = prefetch_multiplier or conf.worker_prefetch_multiplier
         self.hostname = hostname or f"celeriac@{socket.gethostname()}"
         self.shutdown_timeout = (

@@ -22,7 +22,8 @@ Soft time limits arrive as SIGUSR1 (sent by the parent, which owns the clock). T
 task's root ``asyncio.Task`` on the child's one event loop, and a wrapper turns that cancellation
 into ``SoftTimeLimitExceeded`` so the executor classifies it like any other exception (autoretry,
 FAILURE). The handler is one-shot and armed only while task code runs, so a late signal can never
-interrupt storing a result. SIGINT is ignored (the parent decides about shutdown), and a thread
+interrupt storing a result. SIGINT and SIGTERM are ignored (the parent decides about shutdown, and
+a signal to the whole process group must not kill busy children), and a thread
 blocks on a pipe from the parent that only reaches end-of-file when the parent is gone, so a child
 never outlives its worker.
 """
@@ -265,7 +266,10 @@ def _retire_reason(config: ChildConfig, done: int) -> str | None:
 
 def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> None:
     """The child's main: load the app, say ready, then run requests until told to stop."""
+    # The parent decides about shutdown: a SIGINT or SIGTERM sent to the whole process group
+    # (Ctrl-C, systemd's default KillMode, `timeout`) must not kill a busy child mid-task.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _watch_parent(lifeline)
     _setup_logging(config.log_level, config.log_format)
     try:

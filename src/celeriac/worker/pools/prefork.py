@@ -3,7 +3,8 @@
 Children are started with the ``spawn`` method (a fresh interpreter that imports the app from
 ``PoolOptions.app_spec``; see :mod:`celeriac.worker.pools.child`), never forked from a worker that
 holds sockets, threads and an event loop, so the pool behaves the same on Linux and macOS. It
-needs POSIX signals: SIGUSR1 for soft time limits, SIGTERM/SIGKILL to stop a child.
+needs POSIX signals: SIGUSR1 for soft time limits, SIGKILL to stop a child (children ignore
+SIGTERM and SIGINT: only the parent decides when they stop).
 
 **The parent's event loop never blocks on a child.** Each child's pipe and process sentinel are
 watched with ``loop.add_reader``: a message or an exit wakes the loop, which reads one small
@@ -260,7 +261,11 @@ class PreforkPool(Pool):
         children.signal(child, signal.SIGKILL)
 
     async def terminate(self, task_id: str) -> bool:
-        """Kill the child running ``task_id`` (SIGTERM, SIGKILL after a grace) and replace it."""
+        """Kill the child running ``task_id`` and replace it.
+
+        Children ignore SIGTERM (so that a signal to the process group spares busy children);
+        terminating is therefore SIGKILL, after the SIGTERM that a child in the middle of
+        starting up may still honour."""
         children = self._children
         if children is None:
             return False
