@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac.canvas.signature import Signature
 from celeriac.context import Request, running
 from celeriac.errors import (
@@ -102,6 +102,7 @@ def execute_with(
     to run ``async def`` tasks under time limits. Never raises for the task's own failure."""
     started = time.perf_counter()
     with running(request):
+        send_prerun(task, request)
         try:
             value = call(task, request)
         except (Retry, Reject, Ignore, Exception) as exc:
@@ -121,6 +122,7 @@ async def aexecute(
         raise TypeError(f"aexecute runs async def tasks only; {task.name} is sync")
     started = time.perf_counter()
     with running(request):
+        send_prerun(task, request)
         try:
             coro = task(*request.args, **request.kwargs)
             value = await (coro if guard is None else guard.run(coro))
@@ -273,11 +275,46 @@ def _store_failed(task: Task[Any, Any], request: Request, outcome: Outcome, exc:
     )
 
 
+def send_prerun(task: Task[Any, Any], request: Request) -> None:
+    signals.task_prerun.send(
+        task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
+    )
+
+
+def send_outcome_signals(task: Task[Any, Any], request: Request, outcome: Outcome) -> None:
+    """task_success / task_failure / task_retry, then task_postrun, in the running thread."""
+    if outcome.state == states.SUCCESS:
+        signals.task_success.send(task, result=outcome.value)
+    elif outcome.state == states.FAILURE:
+        exc = outcome.exc
+        signals.task_failure.send(
+            task,
+            task_id=request.id,
+            exception=exc,
+            args=request.args,
+            kwargs=request.kwargs,
+            traceback=exc.__traceback__ if exc is not None else None,
+            einfo=outcome.traceback,
+        )
+    elif outcome.state == states.RETRY:
+        signals.task_retry.send(task, request=request, reason=outcome.exc, einfo=outcome.traceback)
+    signals.task_postrun.send(
+        task,
+        task_id=request.id,
+        task=task,
+        args=request.args,
+        kwargs=request.kwargs,
+        retval=outcome.value if outcome.state == states.SUCCESS else outcome.exc,
+        state=outcome.state,
+    )
+
+
 def finish(
     task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None = None
 ) -> None:
     """Store the outcome and send ``link``/``link_error`` callbacks. Logs, never raises."""
     log_outcome(task, request, outcome)
+    send_outcome_signals(task, request, outcome)
     app = task.app
     meta = meta_for(task, request, outcome, worker)
     if meta is not None and app.backend is not None and not request.is_eager:
@@ -298,6 +335,7 @@ async def afinish(
     """The async twin of :func:`finish`: stores with ``astore`` and sends with ``asend_task``, so
     an event loop running many tasks never blocks on the backend or the broker."""
     log_outcome(task, request, outcome)
+    send_outcome_signals(task, request, outcome)
     app = task.app
     meta = meta_for(task, request, outcome, worker)
     if meta is not None and app.backend is not None and not request.is_eager:

@@ -44,7 +44,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac.context import Request
 from celeriac.errors import NotRegistered, SoftTimeLimitExceeded
 from celeriac.results.base import exception_to_dict
@@ -277,6 +277,7 @@ def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> N
     except BaseException as exc:  # any import-time failure is reported, not a traceback
         conn.send(StartFailed(f"cannot load the app {config.app_spec!r}: {exc}"))
         sys.exit(EXIT_START_FAILED)
+    signals.worker_process_init.send(None)
     loop = thread_loop()  # the main thread's loop: one per child, reused by every async task
     slot = _Slot(loop)
     loop.set_task_factory(slot.task_factory)
