@@ -369,3 +369,36 @@ def test_sigterm_to_the_whole_process_group_spares_busy_children(db: Path, tmp_p
     finally:
         worker.stop()
         app.close()
+
+
+def test_autoscale_grows_the_prefork_pool_under_a_backlog(db: Path, tmp_path: Path) -> None:
+    worker = CliWorker(db, tmp_path, "--autoscale", "3,1")
+    app = make_app()
+    try:
+        release = tmp_path / "release"
+        results = [app.tasks["p.block"].delay(str(tmp_path / name), str(release)) for name in "abc"]
+        # three tasks blocked at once need three children: the pool grew from 2 to 3
+        pids = {read_pid(tmp_path / name) for name in "abc"}
+        assert len(pids) == 3
+        worker.wait_for_line(r"autoscale: 2 -> 3")
+        release.touch()
+        assert {r.get(timeout=15) for r in results} == pids
+    finally:
+        worker.stop()
+        app.close()
+
+
+def test_remote_revoke_with_terminate_kills_the_running_task(db: Path, tmp_path: Path) -> None:
+    worker = CliWorker(db, tmp_path)
+    app = make_app()
+    try:
+        result = app.tasks["p.block"].delay(str(tmp_path / "a"), str(tmp_path / "never"))
+        child = read_pid(tmp_path / "a")
+        app.control.revoke(result.id, terminate=True)
+        with pytest.raises(TaskRevokedError, match="terminated"):
+            result.get(timeout=15)
+        wait_until(lambda: not alive(child), "the terminated child to exit")
+        assert app.tasks["p.add"].delay(1, 2).get(timeout=15) == 3  # the pool refilled
+    finally:
+        worker.stop()
+        app.close()

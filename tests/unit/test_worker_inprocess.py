@@ -327,3 +327,27 @@ def test_warm_stop_returns_prefetched_messages() -> None:
     assert first.get(timeout=10) == "finished"
     assert queue_size(app) == 5  # the three prefetched came back; two never left
     app.close()
+
+
+def test_short_tasks_are_not_starved_behind_a_long_one() -> None:
+    """Celery's ``-O fair``: a slot that frees up takes the next message, whatever slot holds
+    the long task, so short tasks queued behind a long one still flow."""
+    app = memory_app("fair")
+    release = threading.Event()
+
+    @app.task
+    def long() -> None:
+        release.wait(10)
+
+    @app.task
+    def short(x: int) -> int:
+        return x
+
+    blocker = long.delay()
+    shorts = [short.delay(i) for i in range(30)]
+    with worker_thread(app, concurrency=2, prefetch_multiplier=4):
+        assert [r.get(timeout=10) for r in shorts] == list(range(30))
+        assert not blocker.ready()  # all thirty ran while the long task still held its slot
+        release.set()
+        blocker.get(timeout=10)
+    app.close()
