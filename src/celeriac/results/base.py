@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import builtins
+import logging
 import sys
 import time
 from collections.abc import Collection, Mapping
@@ -32,6 +33,7 @@ from typing import Any, ClassVar
 from celeriac import states
 from celeriac.errors import BackendError, DecodeError, RemoteError
 from celeriac.protocol.serializers import SerializerRegistry
+from celeriac.utils.outage import Outage
 
 DEFAULT_EXPIRES = 86400.0
 
@@ -141,6 +143,8 @@ class Backend(abc.ABC):
         self.expires = expires
         self.serializers = serializers or SerializerRegistry.with_defaults()
         self.options = options
+        #: One log line per outage of this backend (see :class:`~celeriac.utils.outage.Outage`).
+        self.outage = Outage("result backend", logging.getLogger("celeriac.results"))
 
     # -- what a backend implements ----------------------------------------------------------
     @abc.abstractmethod

@@ -29,6 +29,7 @@ from celeriac.protocol.message import parse_time
 from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.routing import Queue
 from celeriac.transports.base import Delivery, Transport
+from celeriac.utils.outage import Outage
 from celeriac.worker.acks import AckBatcher
 from celeriac.worker.executor import Outcome
 from celeriac.worker.pools.base import Pool
@@ -108,7 +109,8 @@ class Consumer:
             rate = task.options.get("rate_limit") or app.conf.task_default_rate_limit
             if rate:
                 self.rate_limiter.set_rate(name, rate)
-        self._outage_logged = False
+        #: One log line per broker outage, whichever operation hit it first.
+        self.outage = Outage("broker", logger)
 
     @property
     def window(self) -> int:
@@ -142,15 +144,11 @@ class Consumer:
                     return  # stop_fetching() interrupted the wait; get() is cancel-safe
                 raise
             except TransportError as exc:
-                if not self._outage_logged:
-                    logger.error("broker unreachable, retrying: %s", exc)
-                    self._outage_logged = True
+                self.outage.failed(exc, "fetching")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if self._outage_logged:
-                logger.warning("broker reachable again")
-                self._outage_logged = False
+            self.outage.ok()
             backoff = 0.1
             for delivery in batch:
                 self.inflight[id(delivery)] = delivery
@@ -215,9 +213,7 @@ class Consumer:
             try:
                 await self.acks.ack(delivery)
             except TransportError as exc:
-                logger.error(
-                    "could not ack %s before running it (%s); it will come back", request.id, exc
-                )
+                self.outage.failed(exc, f"acking {request.id} (it will come back)")
                 return
             self.unacked.pop(id(delivery), None)
         self.state.active[request.id] = request
@@ -257,11 +253,7 @@ class Consumer:
             else:
                 await self.acks.ack(delivery)
         except TransportError as exc:
-            logger.error(
-                "could not settle %s (%s); its lease will expire and it will come back",
-                delivery.tag,
-                exc,
-            )
+            self.outage.failed(exc, f"settling {delivery.tag} (its lease will expire)")
 
     async def _requeue(self, deliveries: list[Delivery]) -> None:
         await self.transport.requeue(deliveries)

@@ -270,9 +270,12 @@ def _linked(
 
 
 def _store_failed(task: Task[Any, Any], request: Request, outcome: Outcome, exc: Exception) -> None:
-    logger.error(
-        "Task %s[%s]: could not store its %s result: %s", task.name, request.id, outcome.state, exc
-    )
+    backend = task.app.backend
+    doing = f"storing the {outcome.state} result of {task.name}[{request.id}]"
+    if backend is not None:
+        backend.outage.failed(exc, doing)
+    else:  # pragma: no cover - nothing is stored without a backend
+        logger.error("%s: %s", doing, exc)
 
 
 def send_prerun(task: Task[Any, Any], request: Request) -> None:
@@ -320,6 +323,7 @@ def finish(
     if meta is not None and app.backend is not None and not request.is_eager:
         try:
             app.backend.store(meta)
+            app.backend.outage.ok()
         except Exception as exc:
             _store_failed(task, request, outcome, exc)
     try:
@@ -341,6 +345,7 @@ async def afinish(
     if meta is not None and app.backend is not None and not request.is_eager:
         try:
             await app.backend.astore(meta)
+            app.backend.outage.ok()
         except Exception as exc:
             _store_failed(task, request, outcome, exc)
     try:
