@@ -12,13 +12,10 @@ for, so an app on SQLite never imports redis-py. Turning results off (``backend=
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Any
 
-from celeriac.errors import ImproperlyConfigured
 from celeriac.results.base import Backend
-from celeriac.transports.registry import load_class
-from celeriac.utils.urls import redact_url, scheme_of
+from celeriac.utils.plugins import class_for_url
 
 BUILTIN: dict[str, str] = {
     "memory": "celeriac.results.memory:MemoryBackend",
@@ -35,22 +32,7 @@ ENTRY_POINT_GROUP = "celeriac.results"
 
 def backend_class(url: str) -> type[Backend]:
     """The backend class that serves ``url``'s scheme; built-ins win over entry points."""
-    scheme = scheme_of(url)
-    path = BUILTIN.get(scheme)
-    if path is None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name == scheme:
-                path = ep.value
-                break
-    if path is None:
-        known = sorted(set(BUILTIN) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
-        raise ImproperlyConfigured(
-            f"result_backend {redact_url(url)!r}: unknown scheme {scheme!r}; "
-            f"known: {', '.join(known)}"
-        )
-    cls = load_class(path, f"result_backend scheme {scheme!r}")
-    if not issubclass(cls, Backend):
-        raise ImproperlyConfigured(f"{path!r} is not a celeriac result Backend")
+    cls: type[Backend] = class_for_url(url, BUILTIN, ENTRY_POINT_GROUP, "result_backend", Backend)
     return cls
 
 

@@ -11,13 +11,12 @@ so an app on SQLite never imports redis-py.
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
 from typing import Any
 
-from celeriac.errors import ImproperlyConfigured
 from celeriac.transports.base import Transport
-from celeriac.utils.urls import redact_url, scheme_of
+from celeriac.utils.plugins import class_for_url, load_class
+
+__all__ = ["BUILTIN", "create_transport", "load_class", "transport_class"]
 
 BUILTIN: dict[str, str] = {
     "memory": "celeriac.transports.memory:MemoryTransport",
@@ -33,40 +32,9 @@ BUILTIN: dict[str, str] = {
 ENTRY_POINT_GROUP = "celeriac.transports"
 
 
-def load_class(path: str, what: str) -> type[Any]:
-    """Import ``module:Class``; a missing optional dependency names the bundle to install."""
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        bundle = {"redis": "redis", "aio_pika": "amqp", "aiormq": "amqp"}.get(
-            (exc.name or "").split(".")[0]
-        )
-        hint = f' (pip install "celeriac[{bundle}]")' if bundle else ""
-        raise ImproperlyConfigured(f"{what} needs the module {exc.name!r}{hint}") from exc
-    cls = getattr(module, attr, None)
-    if not isinstance(cls, type):
-        raise ImproperlyConfigured(f"{what}: {path!r} is not a class")
-    return cls
-
-
 def transport_class(url: str) -> type[Transport]:
     """The transport class that serves ``url``'s scheme."""
-    scheme = scheme_of(url)
-    path = BUILTIN.get(scheme)
-    if path is None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name == scheme:
-                path = ep.value
-                break
-    if path is None:
-        known = sorted(set(BUILTIN) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
-        raise ImproperlyConfigured(
-            f"broker_url {redact_url(url)!r}: unknown scheme {scheme!r}; known: {', '.join(known)}"
-        )
-    cls = load_class(path, f"broker_url scheme {scheme!r}")
-    if not issubclass(cls, Transport):
-        raise ImproperlyConfigured(f"{path!r} is not a celeriac Transport")
+    cls: type[Transport] = class_for_url(url, BUILTIN, ENTRY_POINT_GROUP, "broker_url", Transport)
     return cls
 
 

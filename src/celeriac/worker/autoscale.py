@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from celeriac.errors import ImproperlyConfigured
-from celeriac.transports.registry import load_class
+from celeriac.utils.plugins import load_class
 from celeriac.worker.components import Component
 
 if TYPE_CHECKING:

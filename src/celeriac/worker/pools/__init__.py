@@ -6,7 +6,7 @@ Pools are imported when chosen, so a worker on threads never imports multiproces
 from __future__ import annotations
 
 from celeriac.errors import ImproperlyConfigured
-from celeriac.transports.registry import load_class
+from celeriac.utils.plugins import load_class
 from celeriac.worker.pools.base import Pool
 
 POOLS: dict[str, str] = {
