@@ -35,3 +35,23 @@ test: lint types unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# Side-by-side benchmark (bench/): its driver runs in a tools venv of its own (redis-py, matplotlib,
+# py-spy), never in celeriac's; each peer gets its own venv under bench/.venvs/ on first run.
+# Extra driver flags: make bench BENCH_ARGS="--only celeriac,celery-prefork".
+BENCH_TOOLS := bench/.venvs/tools
+BENCH_SETUP = cmp -s bench/requirements/tools.txt $(BENCH_TOOLS)/.requirements || { \
+	$(PYTHON) -m venv $(BENCH_TOOLS) && \
+	$(BENCH_TOOLS)/bin/python -m pip install --quiet --upgrade pip && \
+	$(BENCH_TOOLS)/bin/python -m pip install --quiet -r bench/requirements/tools.txt && \
+	cp bench/requirements/tools.txt $(BENCH_TOOLS)/.requirements; }
+
+.PHONY: bench bench-quick
+
+bench:
+	@$(BENCH_SETUP)
+	$(BENCH_TOOLS)/bin/python bench/run.py $(BENCH_ARGS)
+
+bench-quick:
+	@$(BENCH_SETUP)
+	$(BENCH_TOOLS)/bin/python bench/run.py --quick $(BENCH_ARGS)

@@ -1,0 +1,180 @@
+"""The three outputs of a run: raw JSON, a markdown table of medians with ratios, a PNG chart.
+
+Every system the run was asked for gets a row, whatever happened to it: a failed install, a
+failed probe or a failed workload shows as such, with its reason, never as a missing row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.stats import BY_KEY, METRICS, Metric, ratio
+from harness.systems import BASELINE
+
+TABLE_METRICS = (
+    "enqueue_per_s", "bulk_per_s", "drain_per_s", "drain_steady_per_s", "roundtrip_p50_ms",
+    "roundtrip_p99_ms", "io_per_s", "idle_cpu_pct", "rss_mb",
+)  # fmt: skip
+CHART_METRICS = (
+    "enqueue_per_s", "bulk_per_s", "drain_per_s", "roundtrip_p50_ms", "io_per_s", "rss_mb",
+)  # fmt: skip
+
+
+def write_json(report: dict[str, Any], *paths: Path) -> None:
+    text = json.dumps(report, indent=2, sort_keys=False) + "\n"
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def _number(value: float, digits: int) -> str:
+    if digits == 0 or value >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def _times(value: float) -> str:
+    if value >= 10:
+        return f"{value:,.0f}x"
+    if value >= 1:
+        return f"{value:.1f}x"
+    return f"{value:.2f}x"
+
+
+def _median(entry: dict[str, Any] | None) -> float | None:
+    return None if entry is None else entry.get("median")
+
+
+def _cell(metric: Metric, entry: dict[str, Any], baseline: dict[str, Any] | None) -> str:
+    value = entry.get("median")
+    if value is None:
+        return "failed"
+    text = _number(value, metric.digits)
+    times = ratio(metric, value, _median(baseline))
+    if times is not None:
+        text += f" ({_times(times)})"
+    if entry.get("capped"):
+        text += "*"
+    if entry.get("failed"):
+        text += f", {entry['failed']}/{entry['failed'] + entry['runs']} failed"
+    return text
+
+
+def _spread(metric: Metric, entry: dict[str, Any]) -> str:
+    if entry.get("median") is None:
+        return "-"
+    low, high = _number(entry["min"], metric.digits), _number(entry["max"], metric.digits)
+    return f"{low}-{high}"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table of medians (ratios to Celery prefork), the spread, failures and how each ran."""
+    systems: dict[str, Any] = report["systems"]
+    base = systems.get(BASELINE, {}).get("summary")
+    machine, sizes = report["machine"], report["sizes"]
+    metrics = [BY_KEY[key] for key in TABLE_METRICS]
+    head = ["system", *(f"{m.label} ({m.unit})" for m in metrics)]
+    lines = [
+        f"Benchmark of {report['finished_at']}: `{report['command']}`",
+        "",
+        f"Machine: nproc {machine['nproc']}, {machine['cpu_model']}, "
+        f"{machine['memory_gib']} GiB, Python {machine['python']}, Redis {machine['redis']} "
+        "on loopback.",
+        f"Sizes: enqueue {sizes['enqueue']:,}, bulk and drain {sizes['drain']:,}, io "
+        f"{sizes['io']:,} tasks of 10 ms at I/O concurrency 100, roundtrip {sizes['roundtrip']} "
+        f"sequential, idle {sizes['idle_seconds']:g} s; median of {sizes['repeats']} run(s); "
+        "one worker, concurrency 2.",
+        "",
+        "In parentheses: times better than Celery prefork (rates: ours/theirs; latency, CPU and "
+        "memory: theirs/ours). Drain runs from the worker's start until the counter that the "
+        'tasks INCR reaches N; "steady" leaves the start-up out (from the first task done).',
+        "",
+        _row(head),
+        _row(["---"] * len(head)),
+    ]
+    failures: list[str] = []
+    for name, entry in systems.items():
+        if entry["status"] != "ok":
+            reason = entry.get("reason", "")
+            lines.append(_row([name, f"{entry['status']}: {reason}"] + [""] * (len(metrics) - 1)))
+            continue
+        summary = entry["summary"]
+        lines.append(_row([name, *(_cell(m, summary[m.key], (base or {}).get(m.key))
+                                   for m in metrics)]))  # fmt: skip
+        for index, run in enumerate(entry["runs"], 1):
+            for workload, step in run.items():
+                if isinstance(step, dict) and "error" in step:
+                    failures.append(f"- {name}, run {index}, {workload}: {step['error']}")
+    lines += [
+        "",
+        f"\\* stopped at the time cap ({sizes['drain_cap']:g} s for drain, {sizes['io_cap']:g} s "
+        "for io, from the worker's start) in some runs: the rate is over the tasks done by then.",
+    ]
+    lines += ["", "Spread (min-max over the runs):", "", _row(head), _row(["---"] * len(head))]
+    for name, entry in systems.items():
+        if entry["status"] == "ok":
+            summary = entry["summary"]
+            lines.append(_row([name, *(_spread(m, summary[m.key]) for m in metrics)]))
+    if failures:
+        lines += ["", "Failures:", "", *failures]
+    lines += ["", "How each system ran:", ""]
+    fields = ["version", "pool", "enqueue", "bulk", "io", "roundtrip"]
+    lines += [_row(["system", *fields]), _row(["---"] * (len(fields) + 1))]
+    for name, entry in systems.items():
+        notes = entry.get("notes", {})
+        extra = [f"{k}: {v}" for k, v in notes.items() if k not in fields]
+        cells = [entry.get("version", "-"), *(notes.get(k, "-") for k in fields[1:])]
+        if extra:
+            cells[1] += " (" + "; ".join(extra) + ")"
+        lines.append(_row([name, *cells]))
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict[str, Any], path: Path) -> str | None:
+    """Grouped bars of the ratios, log scale; returns why not, if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed in the driver's venv (make bench installs it)"
+    systems = {n: e for n, e in report["systems"].items() if e["status"] == "ok"}
+    base = report["systems"].get(BASELINE, {}).get("summary")
+    if not systems or not base:
+        return "no baseline (celery-prefork) figures to compare with"
+    metrics = [BY_KEY[key] for key in CHART_METRICS]
+    width = 0.8 / len(systems)
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    for index, (name, entry) in enumerate(systems.items()):
+        xs, ys = [], []
+        for position, metric in enumerate(metrics):
+            times = ratio(metric, _median(entry["summary"][metric.key]), _median(base[metric.key]))
+            if times is not None:
+                xs.append(position + (index - (len(systems) - 1) / 2) * width)
+                ys.append(times)
+        ax.bar(xs, ys, width=width, label=name)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(metrics)), [m.label for m in metrics])
+    ax.set_ylabel("times better than Celery prefork (log)")
+    machine = report["machine"]
+    ax.set_title(
+        f"celeriac and peers on Redis, one worker, concurrency 2 "
+        f"(nproc {machine['nproc']}, Python {machine['python']}, Redis {machine['redis']})"
+    )
+    ax.legend(ncols=4, fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+__all__ = ["METRICS", "chart", "markdown", "write_json"]
