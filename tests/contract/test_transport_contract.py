@@ -52,6 +52,7 @@ class Case:
     make: Callable[[Path, str, dict[str, Any]], Transport]
     inject_raw: Callable[[Transport, str, bytes], None]
     marks: tuple[pytest.MarkDecorator, ...] = ()
+    cleanup: Callable[[str], None] | None = None  # called with the test's name afterwards
 
 
 def _make_memory(tmp_path: Path, name: str, options: dict[str, Any]) -> Transport:
@@ -78,9 +79,47 @@ def _inject_sqlite(transport: Transport, queue: str, payload: bytes) -> None:
     conn.close()
 
 
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def _redis_prefix(name: str) -> str:
+    return f"celeriac-test:{name}:"
+
+
+def _make_redis(tmp_path: Path, name: str, options: dict[str, Any]) -> Transport:
+    from celeriac.transports.redis import RedisTransport
+    from conftest import require_service
+
+    require_service("Redis", 6379)
+    return RedisTransport(REDIS_URL, key_prefix=_redis_prefix(name), **options)
+
+
+def _inject_redis(transport: Transport, queue: str, payload: bytes) -> None:
+    from celeriac.transports.redis import RedisTransport
+
+    assert isinstance(transport, RedisTransport)
+    transport.put_raw(queue, payload)
+
+
+def _cleanup_redis(name: str) -> None:
+    """Delete every key under the test's prefix (SCAN, never KEYS)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{_redis_prefix(name)}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.ConnectionError:
+        pass  # the server went away: nothing to clean
+    finally:
+        client.close()
+
+
 TRANSPORTS: dict[str, Case] = {
     "memory": Case(_make_memory, _inject_memory),
     "sqlite": Case(_make_sqlite, _inject_sqlite),
+    "redis": Case(_make_redis, _inject_redis, (pytest.mark.redis,), _cleanup_redis),
 }
 
 
@@ -108,6 +147,8 @@ def make_transport(case: Case, tmp_path: Path) -> Iterator[MakeTransport]:
 
     asyncio.run(close_all())
     reset_memory_brokers()
+    if case.cleanup is not None and made:
+        case.cleanup(name)
 
 
 @pytest.fixture

@@ -1,0 +1,531 @@
+"""The Redis broker: the whole transport contract on one Redis server, one script call per batch.
+
+URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix:///path?db=N``
+and ``redis+sentinel://host:26379;sentinel://host2:26379/db`` (see
+:mod:`celeriac.transports.redis_url` for the TLS and sentinel options).
+
+Options (``broker_transport_options``): ``lease_seconds`` and ``max_deliveries`` (see
+:mod:`celeriac.transports.base`); ``key_prefix`` (``"celeriac:"``), so several apps or tests may
+share one database; ``retries`` (1): how many times a command is retried at once on a broken
+connection (the first command after a Redis restart meets a dead pooled socket); the connection
+options of :func:`~celeriac.transports.redis_url.parse_redis_url`. Unknown keys are ignored.
+
+**Data and atomicity.** Messages, leases and delays live in sorted sets and hashes per queue,
+laid out in :mod:`celeriac.transports.redis_scripts`; every operation that changes them is one
+Lua script, so a batch is stored, claimed or settled all at once, and time is Redis's own clock.
+
+**Topology** (exchanges, queues, bindings) is stored in Redis as one JSON document with a
+version token, so every process sees the same. Declarations are compare-and-set against that
+token, re-validated by the same :class:`~celeriac.transports.topology.Topology` rules as the
+memory and SQLite brokers. Producers route *client-side* over a cached copy; the publish script
+refuses a batch routed under an old version, and the producer reloads and routes again. So a
+steady-state ``publish`` is one round trip, and a new binding made elsewhere is seen at once.
+The version is a random token rather than a counter, so a Redis that lost its data (and started
+counting again) can never match a client's stale copy by accident. Such a loss (a restart
+without persistence) is noticed by a new topology *epoch* on the next publish or get, and each
+instance declares again what it had declared: producers that declare once per process would
+otherwise see every later send dropped as unroutable.
+
+**Consuming.** ``get`` runs the claim script: it moves due delayed messages and expired leases
+to ready, pops up to ``max_count`` (shared fairly between the queues, the first one rotating
+per call), dead-letters those already delivered ``max_deliveries`` times, leases the rest and
+says when anything in these queues next falls due. When nothing was claimed it blocks in
+``BLPOP`` on the queues' *notify* lists, which publishes, requeues and claims that leave work
+behind push to, for at most the time until the next due message; so an idle worker makes no
+requests in between, and a new message wakes it after one round trip. A cancelled ``get`` lets
+its claim finish (shielded) and requeues what it returned.
+
+**Leases.** A delivery's tag is ``(message id, delivery count)``: the count is raised by every
+lease, so it is the lease's token; ``ack``, ``requeue``, ``reject`` and ``extend`` act only on
+messages still leased under it, and skip the others with a warning ("no longer held").
+
+**Connections and faults.** Async methods use a ``redis.asyncio`` client per event loop (an
+asyncio connection belongs to the loop that opened it) plus a second one for ``BLPOP``;
+``publish_sync`` uses a blocking ``redis.Redis`` (thread-safe pool), so ``.delay()`` in a Django
+view is one round trip and no event loop. Scripts are ``Script`` objects, reloaded on
+``NOSCRIPT`` after a restart. Every redis-py error surfaces as
+:class:`~celeriac.errors.TransportError` with the URL's password redacted; pools reconnect by
+themselves once the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import redis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from celeriac.errors import ImproperlyConfigured, TransportError
+from celeriac.routing import Binding, Exchange, Queue
+from celeriac.transports import redis_scripts as lua
+from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
+from celeriac.transports.redis_url import async_client, password_of, sync_client
+from celeriac.transports.topology import Topology
+from celeriac.utils.urls import redact_url
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_PUBLISH_ATTEMPTS = 3  # route with the cached topology, then reload at most twice
+_CAS_ATTEMPTS = 20
+_BLOCK_GRACE = 5.0  # a BLPOP that outlives its own timeout by this much means a dead link
+_SCRIPTS = {
+    "publish": lua.PUBLISH,
+    "claim": lua.CLAIM,
+    "settle": lua.SETTLE,
+    "size": lua.SIZE,
+    "purge": lua.PURGE,
+    "change": lua.CHANGE_TOPOLOGY,
+}
+
+
+@dataclass(slots=True)
+class _LoopClients:
+    """The asyncio clients of one event loop: commands, blocking waits, and their scripts."""
+
+    client: Any
+    blocking: Any
+    scripts: dict[str, Any]
+    keeper: AsyncGenerator[None, None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One I/O step of a sans-I/O algorithm: run ``script`` with ``args``, or (``script`` None)
+    load the topology. The async and sync drivers run the same algorithms this way."""
+
+    script: str | None
+    args: tuple[Any, ...] = ()
+
+
+_LOAD = _Step(None)
+Steps = Generator[_Step, Any, T]
+
+
+class RedisTransport(Transport):
+    """The Redis broker (see the module docstring for semantics and options)."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+sentinel")
+    native_sync_publish: ClassVar[bool] = True
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> None:
+        super().__init__(url, **options)
+        self.prefix = str(options.get("key_prefix", "celeriac:"))
+        try:
+            retries = int(options.get("retries", 1))
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"broker_transport_options 'retries': {exc}") from None
+        connection = {k: v for k, v in options.items() if k not in ("key_prefix", "retries")}
+        connection.setdefault("socket_connect_timeout", 5.0)
+        connection.setdefault("socket_timeout", 30.0)  # BLPOP's client has none
+        connection.setdefault("socket_keepalive", True)
+        self._connection = connection
+        self._retries = max(retries, 0)
+        # parsing now makes a bad URL fail at start-up rather than at the first publish
+        self._password = password_of(url, connection)
+        self._lock = threading.Lock()
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        self._sync: tuple[Any, dict[str, Any]] | None = None
+        self._topology: lua.StoredTopology | None = None
+        self._epoch = ""  # the topology epoch of this instance's last declaration
+        self._auto_delete: set[str] = set()
+        # what this instance declared, in order, to declare again if Redis loses its data
+        self._declared: dict[str, Callable[[Topology], bool]] = {}
+        self._rotation = 0
+        self._returning: set[asyncio.Task[None]] = set()
+
+    def _key(self, queue: str, suffix: str) -> str:
+        return f"{self.prefix}q:{queue}:{suffix}"
+
+    # -- connections --------------------------------------------------------------------------
+    async def _clients(self) -> _LoopClients:
+        """This event loop's clients, made on first use and closed when the loop shuts down.
+
+        An asyncio connection belongs to the loop that opened it, and a transport may serve
+        several loops (a worker's, a portal's, one ``asyncio.run`` per test). Each loop's
+        clients are tied to an async generator parked on that loop: ``asyncio.run`` (through
+        ``shutdown_asyncgens``) finalizes it while the loop still runs, which closes them.
+        """
+        loop = asyncio.get_running_loop()
+        held = self._loops.get(loop)
+        if held is not None:
+            return held
+        retry = AsyncRetry(NoBackoff(), self._retries)
+        client = async_client(self.url, self._connection, retry=retry)
+        blocking = async_client(self.url, self._connection, socket_timeout=None)
+        scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        held = _LoopClients(client, blocking, scripts)
+        with self._lock:
+            for old in [other for other in self._loops if other.is_closed()]:
+                del self._loops[old]  # a loop closed without shutdown_asyncgens: left to the GC
+            self._loops[loop] = held
+        held.keeper = self._close_with_loop(loop, held)
+        await anext(held.keeper)
+        return held
+
+    async def _close_with_loop(
+        self, loop: asyncio.AbstractEventLoop, held: _LoopClients
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._loops.get(loop) is held:
+                    del self._loops[loop]
+            for client in (held.client, held.blocking):
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    def _sync_clients(self) -> tuple[Any, dict[str, Any]]:
+        with self._lock:
+            if self._sync is None:
+                retry = Retry(NoBackoff(), self._retries)
+                client = sync_client(self.url, self._connection, retry=retry)
+                scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+                self._sync = (client, scripts)
+            return self._sync
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """redis-py's errors as TransportError: a short reason, the URL redacted, no password."""
+        try:
+            yield
+        except (redis.RedisError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if self._password:
+                reason = reason.replace(self._password, "***")
+            raise TransportError(
+                f"Redis broker {redact_url(self.url)}: {action} failed: {reason}"
+            ) from exc
+
+    async def connect(self) -> None:
+        with self._errors("connect"):
+            clients = await self._clients()
+            await clients.client.ping()
+
+    async def close(self) -> None:
+        """Delete this instance's auto-delete queues, give back abandoned claims, disconnect."""
+        for name in sorted(self._auto_delete):
+            try:
+                await self.delete_queue(name)
+            except TransportError as exc:
+                logger.warning("could not delete auto-delete queue %r: %s", name, exc)
+        self._auto_delete.clear()
+        if self._returning:
+            await asyncio.gather(*self._returning, return_exceptions=True)
+        with self._lock:
+            own = self._loops.get(asyncio.get_running_loop())
+            sync, self._sync = self._sync, None
+            self._topology = None
+        if own is not None and own.keeper is not None:
+            await own.keeper.aclose()
+        if sync is not None:
+            sync[0].close()
+
+    # -- running steps ------------------------------------------------------------------------
+    async def _drive(self, steps: Steps[T], action: str) -> T:
+        """Run a step generator on this loop's async client."""
+        clients = await self._clients()
+        keys = [self.prefix + key for key in lua.TOPOLOGY_KEYS]
+        with self._errors(action):
+            try:
+                step = next(steps)
+                while True:
+                    if step.script is None:
+                        reply = lua.decode_topology(*await clients.client.mget(keys))
+                    else:
+                        reply = await clients.scripts[step.script](args=step.args)
+                    step = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def _drive_sync(self, steps: Steps[T], action: str) -> T:
+        """Run a step generator on the blocking client, in the calling thread."""
+        client, scripts = self._sync_clients()
+        keys = [self.prefix + key for key in lua.TOPOLOGY_KEYS]
+        with self._errors(action):
+            try:
+                step = next(steps)
+                while True:
+                    if step.script is None:
+                        reply = lua.decode_topology(*client.mget(keys))
+                    else:
+                        reply = scripts[step.script](args=step.args)
+                    step = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    # -- topology -----------------------------------------------------------------------------
+    def _change_steps(self, change: Callable[[Topology], bool], delete: str = "") -> Steps[None]:
+        """Apply one validated change with compare-and-set on the topology's version.
+
+        A concurrent change by another process makes the script refuse; the change is then
+        validated again on the new topology, so two declarations never overwrite each other.
+        """
+        for _ in range(_CAS_ATTEMPTS):
+            stored: lua.StoredTopology = yield _LOAD
+            version, topology = stored.version, stored.topology
+            changed = change(topology)
+            if not changed and not delete:
+                self._topology, self._epoch = stored, stored.epoch
+                return
+            new_version = secrets.token_hex(8) if changed else version
+            blob = lua.encode_topology(topology) if changed else b""
+            args = (self.prefix, version, new_version, blob, delete, secrets.token_hex(8))
+            epoch = yield _Step("change", args)
+            if epoch:
+                self._epoch = bytes(epoch).decode()
+                self._topology = lua.StoredTopology(new_version, topology, self._epoch)
+                return
+        raise TransportError("the topology kept changing under this declaration; try again")
+
+    def _redeclare_steps(self) -> Steps[None]:
+        """Declare again everything this instance declared, after Redis lost its data.
+
+        Declarations that no longer apply (another process declared otherwise since) are
+        skipped with a warning; the epoch is taken as seen either way, so this runs once.
+        """
+        logger.warning(
+            "Redis broker %s lost its topology (restarted without persistence?): "
+            "declaring again the %d declarations of this process",
+            redact_url(self.url),
+            len(self._declared),
+        )
+        for key, change in list(self._declared.items()):
+            try:
+                yield from self._change_steps(change)
+            except TransportError as exc:  # e.g. declared otherwise since: keep theirs
+                logger.warning("could not declare %s again: %s", key, exc)
+        stored: lua.StoredTopology = yield _LOAD
+        self._topology, self._epoch = stored, stored.epoch
+
+    async def _declare(self, key: str, change: Callable[[Topology], bool]) -> None:
+        """Make one declaration, and remember it in case Redis loses its data."""
+        await self._drive(self._change_steps(change), "declare")
+        self._declared[key] = change
+
+    async def declare_exchange(self, exchange: Exchange) -> None:
+        await self._declare(f"exchange {exchange.name}", lambda t: t.declare_exchange(exchange))
+
+    async def declare_queue(self, queue: Queue) -> None:
+        await self._declare(f"queue {queue.name}", lambda t: t.declare_queue(queue))
+        if queue.auto_delete:
+            self._auto_delete.add(queue.name)
+
+    async def bind(self, binding: Binding) -> None:
+        await self._declare(f"bind {binding}", lambda t: t.bind(binding))
+
+    async def unbind(self, binding: Binding) -> None:
+        await self._drive(self._change_steps(lambda t: t.unbind(binding)), "unbind")
+        self._declared.pop(f"bind {binding}", None)
+
+    async def delete_queue(self, name: str) -> None:
+        """Remove the queue, its messages and bindings; its dead letters stay for inspection."""
+        await self._drive(self._change_steps(lambda t: t.delete_queue(name), name), "delete")
+        self._auto_delete.discard(name)
+        self._declared.pop(f"queue {name}", None)
+
+    # -- producing ----------------------------------------------------------------------------
+    def _publish_steps(
+        self, items: Sequence[Outgoing], payloads: Sequence[bytes]
+    ) -> Steps[list[int]]:
+        """The publish algorithm, as steps that the async and sync drivers share.
+
+        Each chunk is checked against the topology version it was routed under; a refused
+        chunk, and every chunk after it, is routed again on the reloaded topology.
+        """
+        counts = [0] * len(items)
+        pending = list(range(len(items)))
+        for _ in range(_PUBLISH_ATTEMPTS):
+            fresh = self._topology is None
+            if self._topology is None:
+                self._topology = yield _LOAD
+                if self._declared and self._topology.epoch != self._epoch:
+                    yield from self._redeclare_steps()
+                    self._topology = yield _LOAD
+            version, topology, _ = self._topology
+            try:
+                plans = topology.plan([items[i] for i in pending])
+            except TransportError:
+                if fresh:
+                    raise
+                self._topology = None  # maybe declared elsewhere since: look again
+                continue
+            plan_of = dict(zip(pending, plans, strict=True))
+            chunks = lua.publish_chunks(self.prefix, version, pending, plans, items, payloads)
+            refused_at: int | None = None
+            for position, (indexes, args) in enumerate(chunks):
+                if (yield _Step("publish", args)) < 0:
+                    refused_at = position
+                    break
+                for index in indexes:
+                    counts[index] = len(plan_of[index])
+            if refused_at is None:
+                return counts
+            pending = [i for indexes, _ in chunks[refused_at:] for i in indexes]
+            self._topology = None
+        raise TransportError("the topology kept changing during this publish; try again")
+
+    async def publish_batch(self, items: Sequence[Outgoing]) -> list[int]:
+        if not items:
+            return []
+        payloads = [item.message.to_wire() for item in items]  # may raise before any change
+        return await self._drive(self._publish_steps(items, payloads), "publish")
+
+    def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
+        """Publish on the blocking client of this process: one round trip, no event loop."""
+        if not items:
+            return []
+        payloads = [item.message.to_wire() for item in items]
+        return self._drive_sync(self._publish_steps(items, payloads), "publish")
+
+    def put_raw(self, queue: str, payload: bytes, priority: int = 0) -> None:
+        """Store raw bytes in a declared queue, bypassing encoding: for tests of poison messages
+        (a payload no :class:`~celeriac.protocol.message.Message` could produce)."""
+        client, scripts = self._sync_clients()
+        keys = [self.prefix + key for key in lua.TOPOLOGY_KEYS]
+        with self._errors("put_raw"):
+            version, topology, _ = lua.decode_topology(*client.mget(keys))
+            if queue not in topology.queues:
+                raise KeyError(queue)
+            stored = b"%d\0\0%s\0%s" % (priority, queue.encode(), payload)
+            if scripts["publish"](args=[self.prefix, version, 1, queue, "", stored]) < 0:
+                raise TransportError("the topology changed meanwhile; try again")
+
+    # -- consuming ----------------------------------------------------------------------------
+    async def get(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``max_count`` messages, waiting up to ``timeout`` for the first.
+
+        Between claims it blocks in ``BLPOP`` on the queues' notify lists, for no longer than
+        the time until the next delayed message or lease in these queues falls due, so it never
+        polls and still wakes for a countdown that ends while it waits.
+        """
+        if max_count <= 0 or not queues:
+            return []
+        wanted = list(dict.fromkeys(queues))
+        clients = await self._clients()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        notify = [self._key(queue, "notify") for queue in wanted]
+        while True:
+            deliveries, next_due, epoch = await self._claim_cancel_safe(clients, wanted, max_count)
+            if deliveries:
+                return deliveries
+            if self._declared and epoch != self._epoch:  # Redis lost its data: see _redeclare
+                await self._drive(self._redeclare_steps(), "declare")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            wait = remaining if next_due is None else min(remaining, next_due + 0.001)
+            # BLPOP counts in whole milliseconds and reads 0 as "forever": never less than 1 ms
+            seconds = max(1, math.ceil(wait * 1000)) / 1000
+            with self._errors("waiting for messages"):
+                async with asyncio.timeout(seconds + _BLOCK_GRACE):
+                    await clients.blocking.blpop(notify, timeout=seconds)
+
+    async def _claim_cancel_safe(
+        self, clients: _LoopClients, queues: list[str], max_count: int
+    ) -> tuple[list[Delivery], float | None, str]:
+        """Run one claim to its end even if the caller is cancelled, then give back its haul."""
+        task = asyncio.ensure_future(self._claim(clients, queues, max_count))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, task: asyncio.Future[tuple[list[Delivery], float | None, str]]) -> None:
+        """Requeue what a cancelled get() claimed, so it need not wait for its lease to end."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        abandoned = task.result()[0]
+        if not abandoned:
+            return
+
+        async def requeue() -> None:
+            try:
+                await self.requeue(abandoned)
+            except TransportError as exc:
+                logger.warning("could not requeue %d abandoned deliveries: %s", len(abandoned), exc)
+
+        returning = asyncio.get_running_loop().create_task(requeue())
+        self._returning.add(returning)
+        returning.add_done_callback(self._returning.discard)
+
+    async def _claim(
+        self, clients: _LoopClients, queues: list[str], max_count: int
+    ) -> tuple[list[Delivery], float | None, str]:
+        self._rotation += 1
+        args = [self.prefix, self.lease_seconds, self.max_deliveries, max_count, self._rotation]
+        with self._errors("get"):
+            reply = await clients.scripts["claim"](args=[*args, *queues])
+        deliveries = lua.claimed(reply, queues)
+        return deliveries, (float(reply[0]) if reply[0] else None), bytes(reply[1]).decode()
+
+    async def _settle(self, op: str, argument: Any, deliveries: Sequence[Delivery]) -> None:
+        """One settle script call for the batch; deliveries no longer held are only warned of."""
+        if not deliveries:
+            return
+        args: list[Any] = [self.prefix, op, argument]
+        for delivery in deliveries:
+            message_id, token = delivery.tag
+            args += (delivery.queue, message_id, token)
+        with self._errors(op):
+            clients = await self._clients()
+            stale = await clients.scripts["settle"](args=args)
+        if stale:
+            gone = {int(i) for i in stale}
+            tags = [d.tag for d in deliveries if d.tag[0] in gone]
+            logger.warning(
+                "%s skipped for %d deliveries no longer held (lease expired and re-leased, "
+                "or already settled): %s",
+                op,
+                len(tags),
+                tags[:10],
+            )
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self._settle("ack", "", deliveries)
+
+    async def requeue(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None:
+        await self._settle("requeue", max(float(delay), 0.0), deliveries)
+
+    async def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
+        await self._settle("reject", reason, deliveries)
+
+    async def extend(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> None:
+        await self._settle("extend", self.lease_seconds if seconds is None else seconds, deliveries)
+
+    # -- inspection ---------------------------------------------------------------------------
+    async def size(self, queue: str) -> int:
+        with self._errors("size"):
+            clients = await self._clients()
+            return int(await clients.scripts["size"](args=[self.prefix, queue]))
+
+    async def purge(self, queue: str) -> int:
+        """Remove the waiting messages (due, delayed or with an expired lease); leased ones stay."""
+        with self._errors("purge"):
+            clients = await self._clients()
+            return int(await clients.scripts["purge"](args=[self.prefix, queue]))
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        with self._errors("dead_letters"):
+            clients = await self._clients()
+            entries = await clients.client.lrange(f"{self.prefix}dlq:{queue}", 0, limit - 1)
+        return [lua.dead_letter(queue, bytes(entry)) for entry in entries]
+
+
+__all__ = ["RedisTransport"]

@@ -1,0 +1,509 @@
+"""The Redis broker's data layout: its Lua scripts, and the values they store and return.
+
+Every change to a queue is one atomic script call. Kept apart from
+:mod:`celeriac.transports.redis` so that the layout, each script and the Python codecs of the
+stored values (at the end) can be read side by side.
+
+Every script takes the key prefix as ``ARGV[1]`` and builds its key names from it, so one call
+can touch any number of queues (this rules out Redis Cluster, which a broker with cross-queue
+claims could not use anyway). Time is Redis's own ``TIME``, so every client agrees on when a
+lease ends or a delay is over, whatever their clocks say.
+
+Layout, for a queue ``Q`` under prefix ``P``:
+
+* ``P q:Q:ready``    sorted set of message ids ready now, score ``(9 - priority) * 2^40 + seq``:
+  ``ZPOPMIN`` takes the highest priority first, and FIFO within one (``seq`` is a global
+  counter bumped whenever a message becomes ready);
+* ``P q:Q:delayed``  sorted set, score = due time (UNIX seconds);
+* ``P q:Q:leased``   sorted set, score = lease expiry;
+* ``P q:Q:data``     hash by id: ``"<priority>\\0<exchange>\\0<routing key>\\0"`` then the
+  payload, as one value, so a publish writes one field per message copy;
+* ``P q:Q:cnt``      hash by id: the delivery count. It doubles as the *lease token*: each lease
+  raises it, so a holder whose lease expired and went to another consumer holds an old count;
+* ``P q:Q:notify``   a list of at most one element, pushed whenever the queue gains ready (or
+  earlier-due) messages, that idle consumers wait on with ``BLPOP``;
+* ``P dlq:Q``        list of dead letters, newest first: a JSON header line, then the raw payload;
+* ``P topology`` (JSON), ``P topology:version`` (a random token set on every change) and
+  ``P topology:epoch`` (a random token set once, when the topology is first stored: a new
+  epoch means Redis lost its data, and every instance declares again what it declared);
+  ``P seq``, one counter for message ids and ready order (both need only to grow).
+
+Floats go back to Python as strings: Redis truncates Lua numbers to integers in replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import orjson
+
+from celeriac.errors import TransportError
+from celeriac.routing import Binding
+from celeriac.transports.base import DeadLetter, Delivery, Outgoing
+from celeriac.transports.topology import Destination, QueueInfo, Topology
+
+CHUNK_COPIES = 1000  # message copies per publish script call: keeps each call to a few ms
+CHUNK_BYTES = 4 << 20
+
+#: The keys (after the prefix) that :func:`decode_topology` reads, in its argument order.
+TOPOLOGY_KEYS = ("topology:version", "topology", "topology:epoch")
+
+
+class StoredTopology(NamedTuple):
+    """The topology as last read from Redis, with the tokens that tell whether it changed."""
+
+    version: str
+    topology: Topology
+    epoch: str
+
+
+PRELUDE = r"""
+local prefix = ARGV[1]
+local SPAN = 1099511627776
+local function k(queue, suffix) return prefix .. 'q:' .. queue .. ':' .. suffix end
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function notify(queue)
+  local key = k(queue, 'notify')
+  if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, '1') end
+end
+local function priority_of(queue, id)
+  local data = redis.call('HGET', k(queue, 'data'), id)
+  if not data then return 0 end
+  return tonumber(string.sub(data, 1, 1)) or 0
+end
+-- the payload of a stored value: what follows the third NUL of its header
+local function payload_of(data)
+  local at = 0
+  for _ = 1, 3 do
+    at = string.find(data, '\0', at + 1, true)
+    if not at then return data end
+  end
+  return string.sub(data, at + 1)
+end
+-- make ids ready, in the order given, each after every message already ready at its priority
+local function make_ready(queue, ids)
+  if #ids == 0 then return end
+  local last = redis.call('INCRBY', prefix .. 'seq', #ids)
+  local args = {}
+  for i, id in ipairs(ids) do
+    args[#args + 1] = (9 - priority_of(queue, id)) * SPAN + last - #ids + i
+    args[#args + 1] = id
+  end
+  redis.call('ZADD', k(queue, 'ready'), unpack(args))
+end
+local function forget(queue, id)
+  redis.call('HDEL', k(queue, 'data'), id)
+  redis.call('HDEL', k(queue, 'cnt'), id)
+end
+local function dead_letter(queue, id, reason, count, t)
+  local data = redis.call('HGET', k(queue, 'data'), id)
+  if data then
+    local header = cjson.encode({reason = reason, delivery_count = count,
+                                 failed_at = string.format('%.6f', t), message_id = id})
+    redis.call('LPUSH', prefix .. 'dlq:' .. queue, header .. '\n' .. payload_of(data))
+  end
+  forget(queue, id)
+end
+"""
+
+# ARGV: prefix, expected topology version, n, then n x (queue, due_at or "", header + payload).
+# Returns -1 when the topology changed since the client routed the batch (it reloads
+# and routes again), else n.
+PUBLISH = (
+    PRELUDE
+    + r"""
+local current = redis.call('GET', prefix .. 'topology:version') or ''
+if current ~= ARGV[2] then return -1 end
+local n = tonumber(ARGV[3])
+if n == 0 then return 0 end
+local last_id = redis.call('INCRBY', prefix .. 'seq', n)
+local t = now()
+local per_queue = {}
+local order = {}
+for i = 0, n - 1 do
+  local base = 4 + i * 3
+  local queue = ARGV[base]
+  local q = per_queue[queue]
+  if not q then
+    q = {data = {}, ready = {}, delayed = {}}
+    per_queue[queue] = q
+    order[#order + 1] = queue
+  end
+  local id = last_id - n + 1 + i
+  q.data[#q.data + 1] = id
+  local data = ARGV[base + 2]
+  q.data[#q.data + 1] = data
+  local due = ARGV[base + 1]
+  if due ~= '' and tonumber(due) > t then
+    q.delayed[#q.delayed + 1] = due
+    q.delayed[#q.delayed + 1] = id
+  else
+    q.ready[#q.ready + 1] = (9 - (tonumber(string.sub(data, 1, 1)) or 0)) * SPAN + id
+    q.ready[#q.ready + 1] = id
+  end
+end
+for _, queue in ipairs(order) do
+  local q = per_queue[queue]
+  redis.call('HSET', k(queue, 'data'), unpack(q.data))
+  if #q.ready > 0 then redis.call('ZADD', k(queue, 'ready'), unpack(q.ready)) end
+  if #q.delayed > 0 then redis.call('ZADD', k(queue, 'delayed'), unpack(q.delayed)) end
+  notify(queue)
+end
+return n
+"""
+)
+
+# ARGV: prefix, lease seconds, max deliveries, max count, start index, queue names...
+# Returns {next_due_in or "", topology epoch or "", then per delivery: queue index, id,
+# delivery count, stored value}.
+CLAIM = (
+    PRELUDE
+    + r"""
+local lease = tonumber(ARGV[2])
+local max_deliveries = tonumber(ARGV[3])
+local max_count = tonumber(ARGV[4])
+local queues = {}
+for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
+local nq = #queues
+local t = now()
+local until_ = t + lease
+for _, queue in ipairs(queues) do
+  local due = redis.call('ZRANGEBYSCORE', k(queue, 'delayed'), '-inf', t, 'LIMIT', 0, 1000)
+  if #due > 0 then
+    redis.call('ZREM', k(queue, 'delayed'), unpack(due))
+    make_ready(queue, due)
+  end
+  local expired = redis.call('ZRANGEBYSCORE', k(queue, 'leased'), '-inf', t, 'LIMIT', 0, 1000)
+  if #expired > 0 then
+    redis.call('ZREM', k(queue, 'leased'), unpack(expired))
+    make_ready(queue, expired)
+  end
+end
+local out = {'', redis.call('GET', prefix .. 'topology:epoch') or ''}
+local taken = 0
+local function claim(qi, wanted)
+  local queue = queues[qi]
+  local got = 0
+  while got < wanted do
+    local popped = redis.call('ZPOPMIN', k(queue, 'ready'), math.min(wanted - got, 1000))
+    if #popped == 0 then break end
+    local ids = {}
+    for j = 1, #popped, 2 do ids[#ids + 1] = popped[j] end
+    local counts = redis.call('HMGET', k(queue, 'cnt'), unpack(ids))
+    local good, new_counts, leases = {}, {}, {}
+    for j, id in ipairs(ids) do
+      local count = tonumber(counts[j]) or 0
+      if count >= max_deliveries then
+        local reason = 'delivered ' .. count .. ' times without an ack (max_deliveries='
+          .. max_deliveries .. ')'
+        dead_letter(queue, id, reason, count, t)
+      else
+        good[#good + 1] = id
+        new_counts[#new_counts + 1] = id
+        new_counts[#new_counts + 1] = count + 1
+        leases[#leases + 1] = until_
+        leases[#leases + 1] = id
+      end
+    end
+    if #good > 0 then
+      redis.call('HSET', k(queue, 'cnt'), unpack(new_counts))
+      redis.call('ZADD', k(queue, 'leased'), unpack(leases))
+      local payloads = redis.call('HMGET', k(queue, 'data'), unpack(good))
+      for j, id in ipairs(good) do
+        if payloads[j] then
+          out[#out + 1] = qi
+          out[#out + 1] = id
+          out[#out + 1] = new_counts[2 * j]
+          out[#out + 1] = payloads[j]
+          got = got + 1
+        else
+          redis.call('ZREM', k(queue, 'leased'), id)  -- data lost: drop the husk
+          forget(queue, id)
+        end
+      end
+    end
+  end
+  return got
+end
+local full = {}
+for index = 0, nq - 1 do
+  local wanted = max_count - taken
+  if wanted <= 0 then break end
+  local qi = (tonumber(ARGV[5]) + index) % nq + 1
+  local share = math.ceil(wanted / (nq - index))
+  local got = claim(qi, share)
+  taken = taken + got
+  if got >= share then full[#full + 1] = qi end
+end
+for _, qi in ipairs(full) do
+  local wanted = max_count - taken
+  if wanted <= 0 then break end
+  taken = taken + claim(qi, wanted)
+end
+if taken > 0 then
+  for _, queue in ipairs(queues) do
+    if redis.call('ZCARD', k(queue, 'ready')) > 0 then notify(queue) end
+  end
+else
+  local earliest = nil
+  for _, queue in ipairs(queues) do
+    for _, suffix in ipairs({'delayed', 'leased'}) do
+      local first = redis.call('ZRANGE', k(queue, suffix), 0, 0, 'WITHSCORES')
+      if #first > 0 then
+        local at = tonumber(first[2])
+        if earliest == nil or at < earliest then earliest = at end
+      end
+    end
+  end
+  if earliest ~= nil then out[1] = string.format('%.6f', math.max(earliest - t, 0)) end
+end
+return out
+"""
+)
+
+# ARGV: prefix, op (ack|requeue|reject|extend), argument (delay, reason or seconds), then
+# triplets (queue, id, token). Acts only where the message is leased under that token; returns
+# the ids that were not.
+SETTLE = (
+    PRELUDE
+    + r"""
+local op = ARGV[2]
+local t = now()
+local stale = {}
+local touched = {}
+for i = 4, #ARGV, 3 do
+  local queue, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local leased = k(queue, 'leased')
+  local held = redis.call('ZSCORE', leased, id)
+  if held then held = redis.call('HGET', k(queue, 'cnt'), id) == token end
+  if not held then
+    stale[#stale + 1] = id
+  elseif op == 'extend' then
+    redis.call('ZADD', leased, t + tonumber(ARGV[3]), id)
+  else
+    redis.call('ZREM', leased, id)
+    if op == 'ack' then
+      forget(queue, id)
+    elseif op == 'reject' then
+      dead_letter(queue, id, ARGV[3], tonumber(token), t)
+    else
+      local delay = tonumber(ARGV[3])
+      if delay > 0 then
+        redis.call('ZADD', k(queue, 'delayed'), t + delay, id)
+      else
+        make_ready(queue, {id})
+      end
+      touched[queue] = true
+    end
+  end
+end
+for queue in pairs(touched) do notify(queue) end
+return stale
+"""
+)
+
+# ARGV: prefix, queue. Waiting = ready, delayed, or leased with an expired lease.
+SIZE = (
+    PRELUDE
+    + r"""
+local queue = ARGV[2]
+return redis.call('ZCARD', k(queue, 'ready')) + redis.call('ZCARD', k(queue, 'delayed'))
+  + redis.call('ZCOUNT', k(queue, 'leased'), '-inf', now())
+"""
+)
+
+# ARGV: prefix, queue. Removes every waiting message and its data; live leases stay.
+PURGE = (
+    PRELUDE
+    + r"""
+local queue = ARGV[2]
+local t = now()
+local live = redis.call('ZCOUNT', k(queue, 'leased'), '(' .. t, '+inf')
+local removed = redis.call('ZCARD', k(queue, 'ready')) + redis.call('ZCARD', k(queue, 'delayed'))
+  + redis.call('ZCOUNT', k(queue, 'leased'), '-inf', t)
+if live == 0 then
+  redis.call('UNLINK', k(queue, 'ready'), k(queue, 'delayed'), k(queue, 'leased'),
+             k(queue, 'data'), k(queue, 'cnt'))
+  return removed
+end
+local function drop(ids)
+  for start = 1, #ids, 1000 do
+    local chunk = {}
+    for j = start, math.min(start + 999, #ids) do chunk[#chunk + 1] = ids[j] end
+    for _, suffix in ipairs({'data', 'cnt'}) do
+      redis.call('HDEL', k(queue, suffix), unpack(chunk))
+    end
+  end
+end
+drop(redis.call('ZRANGE', k(queue, 'ready'), 0, -1))
+drop(redis.call('ZRANGE', k(queue, 'delayed'), 0, -1))
+local expired = redis.call('ZRANGEBYSCORE', k(queue, 'leased'), '-inf', t)
+drop(expired)
+redis.call('ZREMRANGEBYSCORE', k(queue, 'leased'), '-inf', t)
+redis.call('UNLINK', k(queue, 'ready'), k(queue, 'delayed'))
+return removed
+"""
+)
+
+# ARGV: prefix, expected version, new version, topology JSON or "" (unchanged), queue to delete
+# or "", a new epoch in case there is none. Compare-and-set: returns 0 (nothing done) when
+# another client changed the topology, else the topology's epoch.
+CHANGE_TOPOLOGY = (
+    PRELUDE
+    + r"""
+local current = redis.call('GET', prefix .. 'topology:version') or ''
+if current ~= ARGV[2] then return 0 end
+if ARGV[4] ~= '' then
+  redis.call('SET', prefix .. 'topology', ARGV[4])
+  redis.call('SET', prefix .. 'topology:version', ARGV[3])
+end
+local queue = ARGV[5]
+if queue ~= '' then
+  redis.call('UNLINK', k(queue, 'ready'), k(queue, 'delayed'), k(queue, 'leased'),
+             k(queue, 'data'), k(queue, 'cnt'), k(queue, 'notify'))
+end
+local epoch = redis.call('GET', prefix .. 'topology:epoch')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', prefix .. 'topology:epoch', epoch)
+end
+return epoch
+"""
+)
+
+
+# -- the values the scripts store and return, as Python sees them ----------------------------
+def stored_value(priority: int, item: Outgoing, payload: bytes) -> bytes:
+    """The value stored per message copy: a small header (priority, exchange, routing key for
+    ``Delivery.transport_data``) and the payload, so that one hash field holds it all."""
+    if "\0" in item.exchange or "\0" in item.routing_key:
+        raise TransportError("exchange names and routing keys may not contain NUL characters")
+    return b"%d\0%s\0%s\0%s" % (
+        priority,
+        item.exchange.encode(),
+        item.routing_key.encode(),
+        payload,
+    )
+
+
+def encode_topology(topology: Topology) -> bytes:
+    """The topology as stored: one JSON document, rewritten whole on each (rare) change."""
+    return orjson.dumps(
+        {
+            "exchanges": topology.exchanges,
+            "queues": [[q.name, q.max_priority, q.auto_delete] for q in topology.queues.values()],
+            "bindings": [[b.exchange, b.queue, b.routing_key] for b in topology.bindings()],
+        }
+    )
+
+
+def decode_topology(
+    version: bytes | None, blob: bytes | None, epoch: bytes | None
+) -> StoredTopology:
+    """The topology from the values of :data:`TOPOLOGY_KEYS` (an empty one when none)."""
+    topology = Topology()
+    if blob:
+        data = orjson.loads(blob)
+        topology = Topology.from_rows(
+            data["exchanges"].items(),
+            [QueueInfo(name, int(p), bool(a)) for name, p, a in data["queues"]],
+            [Binding(*row) for row in data["bindings"]],
+        )
+    return StoredTopology((version or b"").decode(), topology, (epoch or b"").decode())
+
+
+def publish_chunks(
+    prefix: str,
+    version: str,
+    pending: list[int],
+    plans: list[list[Destination]],
+    items: Sequence[Outgoing],
+    payloads: Sequence[bytes],
+) -> list[tuple[list[int], tuple[Any, ...]]]:
+    """PUBLISH arguments for routed items, with the item indexes each call stores.
+
+    An item's copies never straddle two calls, so each item is stored whole or not at all.
+    """
+    chunks: list[tuple[list[int], tuple[Any, ...]]] = []
+    indexes: list[int] = []
+    copies: list[Any] = []
+    size = 0
+    for index, plan in zip(pending, plans, strict=True):
+        if indexes and (len(copies) // 3 + len(plan) > CHUNK_COPIES or size > CHUNK_BYTES):
+            chunks.append((indexes, (prefix, version, len(copies) // 3, *copies)))
+            indexes, copies, size = [], [], 0
+        indexes.append(index)
+        item = items[index]
+        due = "" if item.due_at is None else repr(float(item.due_at))
+        for dest in plan:
+            copies += (dest.queue, due, stored_value(dest.priority, item, payloads[index]))
+            size += len(payloads[index])
+    chunks.append((indexes, (prefix, version, len(copies) // 3, *copies)))
+    return chunks
+
+
+def claimed(reply: list[Any], queues: Sequence[str]) -> list[Delivery]:
+    """The deliveries in a CLAIM reply; the tag is ``(message id, delivery count)``."""
+    deliveries = []
+    for at in range(2, len(reply), 4):
+        queue_index, message_id, count, stored = reply[at : at + 4]
+        priority, exchange, routing_key, payload = split_value(bytes(stored))
+        deliveries.append(
+            Delivery(
+                tag=(int(message_id), int(count)),
+                queue=queues[int(queue_index) - 1],
+                payload=payload,
+                delivery_count=int(count),
+                transport_data={
+                    "exchange": exchange,
+                    "routing_key": routing_key,
+                    "priority": priority,
+                },
+            )
+        )
+    return deliveries
+
+
+def split_value(stored: bytes) -> tuple[int, str, str, bytes]:
+    """``(priority, exchange, routing key, payload)`` of a value made by :func:`stored_value`."""
+    priority, exchange, routing_key, payload = stored.split(b"\0", 3)
+    return (
+        int(priority or b"0"),
+        exchange.decode(errors="replace"),
+        routing_key.decode(errors="replace"),
+        payload,
+    )
+
+
+def dead_letter(queue: str, entry: bytes) -> DeadLetter:
+    """One entry of a dead-letter list: a JSON header line, then the payload as stored."""
+    header, _, payload = entry.partition(b"\n")
+    meta = orjson.loads(header)
+    return DeadLetter(
+        queue, payload, str(meta["reason"]), int(meta["delivery_count"]), float(meta["failed_at"])
+    )
+
+
+__all__ = [
+    "CHANGE_TOPOLOGY",
+    "CHUNK_BYTES",
+    "CHUNK_COPIES",
+    "CLAIM",
+    "PUBLISH",
+    "PURGE",
+    "SETTLE",
+    "SIZE",
+    "TOPOLOGY_KEYS",
+    "StoredTopology",
+    "claimed",
+    "dead_letter",
+    "decode_topology",
+    "encode_topology",
+    "publish_chunks",
+    "split_value",
+    "stored_value",
+]
