@@ -15,6 +15,7 @@ a server, and ``counts_cleanup=False`` if the backend expires records natively (
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 import uuid
@@ -33,6 +34,7 @@ from celeriac.results.base import Backend, ResultMeta, exception_to_dict
 from celeriac.results.memory import MemoryBackend, reset_memory_backends
 from celeriac.results.registry import backend_class, create_backend
 from celeriac.results.sqlite import SQLiteBackend, sqlite_path
+from conftest import require_service, service_answers
 
 
 class Factory(Protocol):
@@ -51,17 +53,58 @@ def _sqlite(location: Path, **options: Any) -> Backend:
     return backend
 
 
+REDIS_RESULTS_URL = "redis://127.0.0.1:6379/1"
+
+
+def _redis_prefix(location: Path) -> str:
+    """A key prefix of this test's own: every key the test makes starts with it."""
+    return f"celeriac-contract:{hashlib.sha1(str(location).encode()).hexdigest()[:16]}:"
+
+
+def _redis(location: Path, **options: Any) -> Backend:
+    from celeriac.results.redis import RedisBackend
+
+    require_service("Redis", 6379)
+    options.setdefault("key_prefix", _redis_prefix(location))
+    backend = create_backend(REDIS_RESULTS_URL, **options)
+    assert isinstance(backend, RedisBackend)
+    return backend
+
+
+def _redis_teardown(location: Path) -> None:
+    """Delete this test's keys (SCAN MATCH prefix*), whatever their expiry."""
+    if not service_answers(6379):
+        return
+    import redis
+
+    client = redis.Redis.from_url(REDIS_RESULTS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{_redis_prefix(location)}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @dataclass(frozen=True)
 class Case:
     factory: Factory
     #: False for backends whose store expires records by itself (cleanup() returns 0).
     counts_cleanup: bool = True
     marks: tuple[pytest.MarkDecorator, ...] = ()
+    #: Removes what the test left on a shared server; given the test's ``location``.
+    teardown: Callable[[Path], None] | None = None
 
 
 BACKENDS: dict[str, Case] = {
     "memory": Case(_memory),
     "sqlite": Case(_sqlite),
+    "redis": Case(
+        _redis,
+        counts_cleanup=False,
+        marks=(pytest.mark.redis,),
+        teardown=_redis_teardown,
+    ),
 }
 
 MakeBackend = Callable[..., Backend]
@@ -88,6 +131,8 @@ def make_backend(case: Case, tmp_path: Path) -> Iterator[MakeBackend]:
     for backend in made:
         backend.close()
     reset_memory_backends()
+    if case.teardown is not None:
+        case.teardown(tmp_path)
 
 
 @pytest.fixture

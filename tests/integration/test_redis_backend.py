@@ -1,0 +1,572 @@
+"""The Redis result backend against real servers: wake-up latency, many waiters, counters
+across processes, expiry, cancel-safety of ``await_for``, and a server restart survived.
+
+Most tests use the shared server on 127.0.0.1:6379 (skipped when it is missing, failed under
+``CELERIAC_REQUIRE_SERVICES=1``), each under a key prefix of its own that is SCANned away
+afterwards. The restart test runs its own ``redis-server`` on a free port. Steps are ordered by
+events (a subscriber count, a "ready" line, a process exit), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from celeriac import states
+from celeriac.errors import BackendError, ImproperlyConfigured
+from celeriac.results.base import ResultMeta
+from celeriac.results.redis import RedisBackend
+from celeriac.results.registry import create_backend
+from conftest import require_service
+
+pytestmark = pytest.mark.redis
+
+URL = "redis://127.0.0.1:6379/1"
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait for ``condition`` (a cheap server-side check), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.0005)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    require_service("Redis", 6379)
+    value = f"celeriac-it:{uuid.uuid4().hex[:12]}:"
+    yield value
+    client = redis.Redis.from_url(URL)
+    try:
+        keys = list(client.scan_iter(match=f"{value}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def admin() -> Iterator[redis.Redis]:
+    """A plain client on the shared server, to look at it from outside the backend."""
+    require_service("Redis", 6379)
+    client = redis.Redis.from_url(URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_backend(prefix: str) -> Iterator[Callable[..., RedisBackend]]:
+    made: list[RedisBackend] = []
+
+    def make(**options: Any) -> RedisBackend:
+        options.setdefault("key_prefix", prefix)
+        backend = create_backend(URL, **options)
+        assert isinstance(backend, RedisBackend)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def subscribers(client: redis.Redis, channels: list[str]) -> int:
+    counts = client.pubsub_numsub(*channels)
+    return sum(int(n) for _, n in counts)
+
+
+def success(task_id: str, result: Any = None) -> ResultMeta:
+    return ResultMeta(task_id=task_id, status=states.SUCCESS, result=result)
+
+
+# -- waking ---------------------------------------------------------------------------------------
+
+
+def test_wake_up_latency(make_backend: Callable[..., RedisBackend], admin: redis.Redis) -> None:
+    """Store-to-wake-up latency of a blocked ``wait_for``, over 200 rounds; prints the p50."""
+    waiter, writer = make_backend(), make_backend()
+    rounds = 200
+    latencies: list[float] = []
+    for _ in range(rounds):
+        task_id = str(uuid.uuid4())
+        woke: list[float] = []
+
+        def wait(task_id: str = task_id, woke: list[float] = woke) -> None:
+            waiter.wait_for(task_id, timeout=30)
+            woke.append(time.perf_counter())
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        channel = [waiter.ready_channel(task_id)]
+        until(lambda: subscribers(admin, channel) == 1, "the waiter to subscribe")  # noqa: B023
+        started = time.perf_counter()
+        writer.store(success(task_id, 1))
+        thread.join(30)
+        assert woke, "the waiter did not wake"
+        latencies.append(woke[0] - started)
+    p50 = statistics.median(latencies) * 1000
+    p99 = sorted(latencies)[int(rounds * 0.99) - 1] * 1000
+    print(
+        f"\nredis backend wake-up latency (store -> wait_for returns): p50 {p50:.3f} ms, "
+        f"p99 {p99:.3f} ms over {rounds} rounds"
+    )
+    assert p50 < 50, f"p50 wake-up latency {p50:.1f} ms"
+
+
+def test_async_wake_up_latency(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis
+) -> None:
+    waiter, writer = make_backend(), make_backend()
+    rounds = 200
+
+    async def scenario() -> list[float]:
+        latencies = []
+        for _ in range(rounds):
+            task_id = str(uuid.uuid4())
+            waiting = asyncio.create_task(waiter.await_for(task_id, timeout=30))
+            channel = waiter.ready_channel(task_id)
+            deadline = time.monotonic() + 10
+            while subscribers(admin, [channel]) != 1:
+                assert time.monotonic() < deadline, "await_for never subscribed"
+                await asyncio.sleep(0.0005)
+            started = time.perf_counter()
+            await writer.astore(success(task_id, 2))
+            meta = await waiting
+            latencies.append(time.perf_counter() - started)
+            assert meta.result == 2
+        return latencies
+
+    latencies = asyncio.run(scenario())
+    p50 = statistics.median(latencies) * 1000
+    print(f"\nredis backend wake-up latency (astore -> await_for returns): p50 {p50:.3f} ms")
+    assert p50 < 50
+
+
+def test_many_waiters_all_wake(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis
+) -> None:
+    """200 threads on 200 ids and 50 on one id, all subscribed before anything is stored."""
+    waiter, writer = make_backend(), make_backend()
+    distinct = [str(uuid.uuid4()) for _ in range(200)]
+    shared = str(uuid.uuid4())
+    targets = distinct + [shared] * 50
+    results: dict[int, ResultMeta] = {}
+    errors: list[BaseException] = []
+
+    def wait(index: int, task_id: str) -> None:
+        try:
+            results[index] = waiter.wait_for(task_id, timeout=60)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wait, args=(i, t)) for i, t in enumerate(targets)]
+    for thread in threads:
+        thread.start()
+    try:
+        channels = [waiter.ready_channel(t) for t in distinct]
+        until(lambda: subscribers(admin, channels) == 200, "200 distinct subscriptions", 60)
+        until(
+            lambda: subscribers(admin, [waiter.ready_channel(shared)]) == 50,
+            "50 subscriptions on the shared id",
+            60,
+        )
+        started = time.perf_counter()
+        for task_id in distinct:
+            writer.store(success(task_id, task_id))
+        writer.store(success(shared, "shared"))
+    finally:
+        for thread in threads:
+            thread.join(60)
+    elapsed = time.perf_counter() - started
+    print(f"\n250 waiters woken in {elapsed * 1000:.1f} ms after the first of 201 stores")
+    assert not errors
+    assert len(results) == 250
+    for index, task_id in enumerate(targets):
+        expected = "shared" if task_id == shared else task_id
+        assert (results[index].status, results[index].result) == (states.SUCCESS, expected)
+    assert waiter._sub_pool._in_use_connections == set()
+
+
+def test_round_trips_per_operation(
+    make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store is one pipeline; a wait on a ready result is one GET and no subscription."""
+    backend = make_backend()
+    sent: list[str] = []
+    pipelines: list[int] = []
+    subscriptions: list[int] = []
+    client: Any = backend._client  # redis-py leaves execute_command untyped
+    execute, pipeline = client.execute_command, client.pipeline
+    get_connection = backend._sub_pool.get_connection
+
+    def counting_execute(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return execute(*args, **options)
+
+    def counting_pipeline(*args: Any, **options: Any) -> Any:
+        pipelines.append(1)
+        return pipeline(*args, **options)
+
+    def counting_get_connection() -> Any:
+        subscriptions.append(1)
+        return get_connection()
+
+    monkeypatch.setattr(backend._client, "execute_command", counting_execute)
+    monkeypatch.setattr(backend._client, "pipeline", counting_pipeline)
+    monkeypatch.setattr(backend._sub_pool, "get_connection", counting_get_connection)
+
+    task_id = str(uuid.uuid4())
+    backend.store(success(task_id, 1))
+    assert (sent, len(pipelines)) == ([], 1)  # SET + PUBLISH in one MULTI, one round trip
+    assert backend.wait_for(task_id, timeout=10).result == 1
+    assert (sent, subscriptions) == (["GET"], [])
+    sent.clear()
+    assert backend.wait_for(str(uuid.uuid4()), timeout=0.01).status == states.PENDING
+    assert (sent, subscriptions) == (["GET", "GET"], [1])  # read, subscribe, read again
+
+
+# -- counters and expiry --------------------------------------------------------------------------
+
+INCREMENTER = textwrap.dedent(
+    """
+    import json, sys
+    from celeriac.results.redis import RedisBackend
+
+    backend = RedisBackend(sys.argv[1], key_prefix=sys.argv[2])
+    backend.incr("warm-up", 0)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    values = [backend.incr("chord-counter") for _ in range(int(sys.argv[3]))]
+    backend.close()
+    print(json.dumps(values), flush=True)
+    """
+)
+
+
+def test_incr_is_atomic_across_processes(prefix: str) -> None:
+    per_process = 500
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", INCREMENTER, URL, prefix, str(per_process)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+        for child in children:  # both start together
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        seen: list[int] = []
+        for child in children:
+            assert child.stdout is not None
+            seen.extend(json.loads(child.stdout.readline()))
+            assert child.wait(60) == 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert sorted(seen) == list(range(1, 2 * per_process + 1))
+
+
+def test_expiry_is_set_natively(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis
+) -> None:
+    expiring, lasting = make_backend(expires=60.0), make_backend(expires=None)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    expiring.store(success(first))
+    lasting.store(success(second))
+    assert 0 < admin.pttl(expiring.result_key(first)) <= 60_000
+    assert admin.pttl(lasting.result_key(second)) == -1
+
+    expiring.incr("c")
+    assert 0 < admin.pttl(expiring.counter_key("c")) <= 60_000
+    lasting.incr("c")  # an increment without expiry makes the counter last
+    assert admin.pttl(lasting.counter_key("c")) == -1
+    assert expiring.cleanup() == 0
+
+
+# -- cancel-safety --------------------------------------------------------------------------------
+
+
+def named_connections(admin: redis.Redis, name: str) -> list[dict[str, Any]]:
+    return [c for c in admin.client_list() if c.get("name") == name]
+
+
+def test_cancelled_await_for_releases_its_connection(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis
+) -> None:
+    name = f"celeriac-it-{uuid.uuid4().hex[:8]}"
+    backend = make_backend(client_name=name)
+
+    async def scenario() -> None:
+        await backend.aget_meta("warm-up")
+        pool: Any = backend._loops[asyncio.get_running_loop()].sub_pool
+        assert len(pool._in_use_connections) == 0
+        for _ in range(5):
+            task_id = str(uuid.uuid4())
+            waiting = asyncio.create_task(backend.await_for(task_id, timeout=None))
+            channel = backend.ready_channel(task_id)
+            deadline = time.monotonic() + 10
+            while subscribers(admin, [channel]) != 1:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.001)
+            assert len(pool._in_use_connections) == 1
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert len(pool._in_use_connections) == 0
+            while subscribers(admin, [channel]) != 0:  # the server saw the connection go
+                assert time.monotonic() < deadline, "a cancelled waiter is still subscribed"
+                await asyncio.sleep(0.001)
+        # Cancelled at every kind of await: connecting, sending, the GET, the read.
+        for steps in range(60):
+            waiting = asyncio.create_task(backend.await_for(str(uuid.uuid4()), timeout=None))
+            for _ in range(steps % 12):
+                await asyncio.sleep(0)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert len(pool._in_use_connections) == 0, f"leaked after {steps % 12} steps"
+        # Timed-out waits unsubscribe cleanly and reuse one connection: no growth.
+        for _ in range(20):
+            assert (await backend.await_for(str(uuid.uuid4()), timeout=0.005)).status == "PENDING"
+        assert len(pool._in_use_connections) == 0
+        assert not [c for c in named_connections(admin, name) if int(c.get("sub", 0))]
+        assert len(named_connections(admin, name)) <= 2
+
+    asyncio.run(scenario())
+    # asyncio.run shut the loop down, and with it the loop's pool.
+    assert backend._loops == {}
+    until(lambda: named_connections(admin, name) == [], "the async pool to close")
+
+
+def test_timed_out_waits_do_not_leak_connections(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis
+) -> None:
+    name = f"celeriac-it-{uuid.uuid4().hex[:8]}"
+    backend = make_backend(client_name=name)
+    for _ in range(20):
+        assert backend.wait_for(str(uuid.uuid4()), timeout=0.005).status == states.PENDING
+    assert backend._sub_pool._in_use_connections == set()
+    assert len(named_connections(admin, name)) <= 2
+    assert not [c for c in named_connections(admin, name) if int(c.get("sub", 0))]
+
+
+# -- configuration and secrets --------------------------------------------------------------------
+
+
+def test_options_from_the_url_and_unknown_names() -> None:
+    with pytest.raises(ImproperlyConfigured, match="lease_secs"):
+        RedisBackend("redis://127.0.0.1:6379/0", lease_secs=3)
+    with pytest.raises(ImproperlyConfigured, match="bogus"):
+        RedisBackend("redis://127.0.0.1:6379/0?bogus=1")
+    backend = RedisBackend("redis://127.0.0.1:6379/3?key_prefix=q:&socket_timeout=2")
+    try:
+        assert backend.key_prefix == "q:"
+        assert backend.target.kwargs["socket_timeout"] == 2.0
+        assert backend.target.kwargs["socket_connect_timeout"] == 5.0  # the backend's default
+        assert repr(backend) == "<RedisBackend redis://127.0.0.1:6379/3 prefix='q:'>"
+    finally:
+        backend.close()
+
+
+def test_password_never_leaks(caplog: pytest.LogCaptureFixture, unused_port: int) -> None:
+    secret = "hunter2-" + uuid.uuid4().hex
+    backend = RedisBackend(f"redis://user:{secret}@127.0.0.1:{unused_port}/0?password={secret}")
+    caplog.set_level(logging.DEBUG)
+    messages = [repr(backend), str(backend.target)]
+    attempts: list[Callable[[], Any]] = [
+        lambda: backend.store(success("x")),
+        lambda: backend.get_meta("x"),
+        lambda: backend.wait_for("x", timeout=1),
+        lambda: backend.incr("c"),
+        lambda: backend.forget("x"),
+        lambda: asyncio.run(backend.await_for("x", timeout=1)),
+        lambda: asyncio.run(backend.astore(success("x"))),
+    ]
+    for attempt in attempts:
+        with pytest.raises(BackendError) as info:
+            attempt()
+        messages += [str(info.value), repr(info.value), repr(info.value.__cause__)]
+    sentinel = RedisBackend(
+        f"redis+sentinel://:{secret}@127.0.0.1:{unused_port}/0",
+        master_name="mymaster",
+        socket_connect_timeout=1,
+    )
+    with pytest.raises(BackendError) as info:
+        sentinel.store(success("x"))
+    assert len(str(info.value)) < 300, "a reason should be short"
+    messages += [str(info.value), repr(sentinel)]
+    assert all(secret not in message for message in messages)
+    assert secret not in caplog.text
+    assert f"127.0.0.1:{unused_port}" in messages[2]  # it does say where
+
+
+@pytest.fixture
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- a server of our own: restart, unix socket ---------------------------------------------------
+
+
+class OwnRedis:
+    """A ``redis-server`` subprocess with an append-only file fsynced on every write."""
+
+    def __init__(self, directory: Path, port: int, password: str) -> None:
+        self.directory, self.port, self.password = directory, port, password
+        self.socket_path = directory / "redis.sock"
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--dir",
+                str(self.directory),
+                "--requirepass",
+                self.password,
+                "--unixsocket",
+                str(self.socket_path),
+                "--unixsocketperm",
+                "700",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+        output: list[str] = []
+
+        def read(stream: Any) -> None:
+            for line in stream:
+                output.append(line)
+                if "Ready to accept connections" in line:
+                    ready.set()
+
+        threading.Thread(target=read, args=(self.process.stdout,), daemon=True).start()
+        if not ready.wait(30):
+            self.stop()
+            pytest.fail("redis-server did not start:\n" + "".join(output))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path, unused_port: int) -> Iterator[OwnRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = OwnRedis(tmp_path, unused_port, "pw-" + uuid.uuid4().hex)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_restart_is_survived_by_the_same_backend(
+    own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"redis://:{own_redis.password}@127.0.0.1:{own_redis.port}/0"
+    backend = RedisBackend(url, expires=None)
+    try:
+        backend.store(success("before", "kept"))
+        assert backend.incr("c") == 1
+        assert backend.wait_for("before", timeout=5).result == "kept"  # a pooled pub/sub conn
+
+        own_redis.stop()
+        for attempt in (
+            lambda: backend.store(success("during")),
+            lambda: backend.get_meta("before"),
+            lambda: backend.wait_for("before", timeout=1),
+        ):
+            started = time.monotonic()
+            with pytest.raises(BackendError) as info:
+                attempt()
+            assert time.monotonic() - started < 5, "a store while down must fail fast"
+            assert own_redis.password not in str(info.value)
+            assert str(own_redis.port) in str(info.value)
+
+        own_redis.start()  # same port, same directory: the append-only file comes back
+        assert backend.get_meta("before").result == "kept"
+        backend.store(success("after", "new"))
+        assert backend.get_meta("after").result == "new"
+        assert backend.incr("c") == 2
+        task_id = str(uuid.uuid4())
+        threading.Timer(0.05, lambda: backend.store(success(task_id, "woke"))).start()
+        assert backend.wait_for(task_id, timeout=10).result == "woke"
+        assert asyncio.run(backend.await_for("after", timeout=5)).result == "new"
+    finally:
+        backend.close()
+    assert own_redis.password not in caplog.text
+    assert own_redis.password not in repr(backend)
+
+
+def test_unix_socket_url(own_redis: OwnRedis) -> None:
+    url = f"unix://:{own_redis.password}@{own_redis.socket_path}?db=2"
+    # Directly: the results registry does not map unix:// to this backend (yet).
+    backend = RedisBackend(url, key_prefix="unix-test:")
+    try:
+        backend.store(success("u", 1))
+        assert backend.wait_for("u", timeout=5).result == 1
+        assert "unix:" in repr(backend) and own_redis.password not in repr(backend)
+    finally:
+        backend.close()
+
+
+def test_backend_close_then_reuse(make_backend: Callable[..., RedisBackend]) -> None:
+    backend = make_backend()
+    backend.store(success("a", 1))
+    backend.close()
+    assert backend.get_meta("a").result == 1  # the pool reconnects on use
+    assert os.getpid() == backend._pid
