@@ -24,6 +24,8 @@ BUILTIN: dict[str, str] = {
     "db+sqlite": "celeriac.results.sqlite:SQLiteBackend",
     "redis": "celeriac.results.redis:RedisBackend",
     "rediss": "celeriac.results.redis:RedisBackend",
+    "unix": "celeriac.results.redis:RedisBackend",
+    "redis+sentinel": "celeriac.results.redis:RedisBackend",
     "rpc": "celeriac.results.rpc:RPCBackend",
 }
 
