@@ -157,7 +157,16 @@ class Runner:
         self.install()
         for system in self.chosen:
             print(f"{system.name}:", flush=True)
-            self.entries[system.name] = self.run_system(system)
+            try:
+                self.entries[system.name] = self.run_system(system)
+            except Exception as exc:  # a harness fault for this system: a row, not a crash
+                self.entries[system.name] = {
+                    "status": "failed",
+                    "reason": f"harness: {type(exc).__name__}: {exc}",
+                    "notes": system.notes,
+                }
+            finally:
+                procs.stop_all()
             if self.entries[system.name]["status"] != "ok":
                 entry = self.entries[system.name]
                 print(f"  {entry['status']}: {entry['reason']}", flush=True)
@@ -208,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         redis.Redis.from_url(f"{args.redis}/0", socket_timeout=5).ping()
     except redis.RedisError as exc:
         print(f"bench: Redis is not answering at {args.redis}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        (args.results_dir / "logs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"bench: cannot write results to {args.results_dir}: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _terminate)
     try:

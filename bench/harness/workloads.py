@@ -38,14 +38,14 @@ POLL = 0.002
 class Sizes:
     """How much each workload does; ``--quick`` swaps in a small set."""
 
-    enqueue: int = 5000
+    enqueue: int = 3000
     drain: int = 10000
     io: int = 2000
     roundtrip: int = 500
     idle_seconds: float = 10.0
     repeats: int = 3
-    drain_cap: float = 15.0
-    io_cap: float = 10.0
+    drain_cap: float = 12.0
+    io_cap: float = 8.0
     step_timeout: float = 180.0
 
 
@@ -188,7 +188,10 @@ def run_once(ctx: Context) -> dict[str, Any]:
         return record
     bulk_ok = _step(record, "bulk", lambda: _bulk(ctx, "noop", ctx.sizes.drain))
     if bulk_ok:
-        _drain_idle_roundtrip(ctx, record, ctx.sizes.drain + record["bulk"]["extra_queued"])
+        try:
+            _drain_idle_roundtrip(ctx, record, ctx.sizes.drain + record["bulk"]["extra_queued"])
+        except Exception as exc:  # the worker could not even start
+            record.setdefault("drain", {"error": f"{type(exc).__name__}: {exc}"})
     else:
         record["drain"] = {"error": "nothing queued: bulk failed"}
     _step(record, "io", lambda: _io(ctx))
