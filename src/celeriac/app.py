@@ -24,6 +24,7 @@ from celeriac.protocol.codec import Codecs, encode_body
 from celeriac.protocol.message import new_id, parse_time, safe_repr, task_message
 from celeriac.results import result as _result
 from celeriac.results.base import Backend
+from celeriac.results.writer import ResultWriter
 from celeriac.routing import Queue, Router
 from celeriac.task import CORE_OPTIONS, Task, check_send_options
 from celeriac.transports.base import Outgoing, Transport
@@ -101,6 +102,7 @@ class Celeriac:
         #: User worker components (classes), started by every worker of this app.
         self.components: list[Callable[[], Component]] = []
         self._control: Control | None = None
+        self._writer: ResultWriter | None = None
         self._lock = threading.Lock()
         self._backend: Backend | None = None
         self._backend_made = False
@@ -205,6 +207,19 @@ class Celeriac:
         )
 
     @property
+    def result_writer(self) -> ResultWriter | None:
+        """This process's write-behind result writer (see :mod:`celeriac.results.writer`)."""
+        if self._writer is None and self.backend is not None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = ResultWriter(self.backend)
+        return self._writer
+
+    def flush_results(self, timeout: float | None = 30.0) -> bool:
+        """Wait until every result this process queued is stored; False on timeout."""
+        return self._writer.flush(timeout) if self._writer is not None else True
+
+    @property
     def router(self) -> Router:
         if self._router is None:
             queues = {q.name: q for q in self.conf.task_queues or ()}
@@ -235,6 +250,9 @@ class Celeriac:
 
     def close(self) -> None:
         """Close connections this app opened in this process."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._producer is not None:
             self._producer.close()
             self._producer = None

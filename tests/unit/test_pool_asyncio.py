@@ -183,6 +183,7 @@ def test_terminate_revokes_a_running_async_task(app: Celeriac) -> None:
             outcome = await run
             assert not await pool.terminate(task_id)  # no longer running here
             states_seen.append(outcome.state)
+            assert await asyncio.to_thread(app.flush_results)  # results are written behind
             revoked = app.AsyncResult(task_id)
             assert revoked.state == states.REVOKED
             with pytest.raises(TaskRevokedError, match="terminated"):

@@ -159,6 +159,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def _incr(self, key: str, amount: int, expires_at: float | None) -> int: ...
 
+    def _write_many(self, items: list[tuple[str, bytes, float | None]]) -> None:
+        """Write several records; backends that can do it in one round trip override this."""
+        for task_id, data, expires_at in items:
+            self._write(task_id, data, expires_at)
+
     def cleanup(self) -> int:
         """Remove expired records; returns how many. Backends that expire natively return 0."""
         return 0
@@ -207,6 +212,29 @@ class Backend(abc.ABC):
             raise
         except Exception as exc:
             raise BackendError(f"could not store result of {meta.task_id}: {exc}") from exc
+
+    def store_many(self, metas: list[ResultMeta]) -> None:
+        """Store several records at once (the worker's result writer batches with this)."""
+        if not metas:
+            return
+        now = time.time()
+        expires_at = self._expires_at()
+        items = [
+            (
+                meta.task_id,
+                self._encode(
+                    replace(meta, date_done=now) if meta.ready and meta.date_done is None else meta
+                ),
+                expires_at,
+            )
+            for meta in metas
+        ]
+        try:
+            self._write_many(items)
+        except (DecodeError, BackendError):
+            raise
+        except Exception as exc:
+            raise BackendError(f"could not store {len(items)} results: {exc}") from exc
 
     def get_meta(self, task_id: str) -> ResultMeta:
         """The stored record, or a PENDING one when nothing is stored (Celery's meaning)."""

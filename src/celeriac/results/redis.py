@@ -371,6 +371,17 @@ class RedisBackend(Backend):
 
         self._call(f"store {task_id}", op)
 
+    def _write_many(self, items: list[tuple[str, bytes, float | None]]) -> None:
+        """Every record in one round trip (one MULTI per batch: SET and PUBLISH each)."""
+
+        def op() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            for task_id, data, expires_at in items:
+                self._queue_write(pipe, task_id, data, expires_at)
+            pipe.execute()
+
+        self._call(f"store {len(items)} results", op)
+
     def _queue_write(self, pipe: Any, task_id: str, data: bytes, expires_at: float | None) -> None:
         """SET (or DEL, when already expired) and PUBLISH, queued on a MULTI pipeline."""
         key, ttl = self.result_key(task_id), _ttl_ms(expires_at)

@@ -1,7 +1,9 @@
 """Batch acknowledgements: every ack requested in one turn of the loop goes in one round trip.
 
-A caller awaits its own ack (so an early-acked task starts only once the broker has forgotten
-its message), but concurrent callers share a single ``transport.ack`` call.
+``ack`` waits for its batch to reach the broker (a late ack must be settled before the worker
+forgets the delivery); ``ack_soon`` does not wait (an early ack: the task may start while the
+batch is on its way, which costs at most a redelivery if the worker dies in that window, never a
+lost message). Either way concurrent acks share a single ``transport.ack`` call.
 """
 
 from __future__ import annotations
@@ -9,20 +11,30 @@ from __future__ import annotations
 import asyncio
 
 from celeriac.transports.base import Delivery, Transport
+from celeriac.utils.outage import Outage
 
 
 class AckBatcher:
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, outage: Outage) -> None:
         self._transport = transport
-        self._pending: list[tuple[Delivery, asyncio.Future[None]]] = []
+        self._outage = outage
+        self._pending: list[tuple[Delivery, asyncio.Future[None] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def ack(self, delivery: Delivery) -> None:
+        """Ack and wait until the broker has it (raises the transport's error)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._add(delivery, future)
+        await future
+
+    def ack_soon(self, delivery: Delivery) -> None:
+        """Ack in the next batch without waiting; a failure is logged as a broker outage."""
+        self._add(delivery, None)
+
+    def _add(self, delivery: Delivery, future: asyncio.Future[None] | None) -> None:
         self._pending.append((delivery, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        await future
 
     async def _flush(self) -> None:
         while self._pending:
@@ -31,16 +43,17 @@ class AckBatcher:
             try:
                 await self._transport.ack([delivery for delivery, _ in batch])
             except Exception as exc:
+                if any(future is None for _, future in batch):
+                    self._outage.failed(exc, f"acking {len(batch)} messages (they will come back)")
                 for _, future in batch:
-                    if not future.done():
+                    if future is not None and not future.done():
                         future.set_exception(exc)
             else:
                 for _, future in batch:
-                    if not future.done():
+                    if future is not None and not future.done():
                         future.set_result(None)
 
     async def drain(self) -> None:
         """Wait until every requested ack has been sent."""
-        flusher = self._flusher
-        if flusher is not None and not flusher.done():
-            await asyncio.gather(flusher, return_exceptions=True)
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.gather(self._flusher, return_exceptions=True)

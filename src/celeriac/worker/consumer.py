@@ -92,7 +92,6 @@ class Consumer:
         self.prefetch_multiplier = prefetch_multiplier
         self.hostname = hostname
         self.state = state
-        self.acks = AckBatcher(transport)
         self.inflight: dict[int, Delivery] = {}
         self.unacked: dict[int, Delivery] = {}
         self.waiting: dict[int, asyncio.Task[None]] = {}
@@ -111,6 +110,7 @@ class Consumer:
                 self.rate_limiter.set_rate(name, rate)
         #: One log line per broker outage, whichever operation hit it first.
         self.outage = Outage("broker", logger)
+        self.acks = AckBatcher(transport, self.outage)
 
     @property
     def window(self) -> int:
@@ -210,11 +210,7 @@ class Consumer:
     async def _execute(self, delivery: Delivery, task: Task[Any, Any], request: Request) -> None:
         early = not task.acks_late
         if early:
-            try:
-                await self.acks.ack(delivery)
-            except TransportError as exc:
-                self.outage.failed(exc, f"acking {request.id} (it will come back)")
-                return
+            self.acks.ack_soon(delivery)
             self.unacked.pop(id(delivery), None)
         self.state.active[request.id] = request
         try:

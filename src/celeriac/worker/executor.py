@@ -17,6 +17,8 @@ sending never block that loop. :func:`execute_with` lets a pool supply how the f
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -278,6 +280,20 @@ def _store_failed(task: Task[Any, Any], request: Request, outcome: Outcome, exc:
         logger.error("%s: %s", doing, exc)
 
 
+def _submit(
+    task: Task[Any, Any], request: Request, outcome: Outcome, meta: ResultMeta
+) -> concurrent.futures.Future[None] | None:
+    """Hand ``meta`` to the app's write-behind :class:`~celeriac.results.writer.ResultWriter`."""
+    writer = task.app.result_writer
+    if writer is None:
+        return None
+    try:
+        return writer.submit(meta)
+    except Exception as exc:
+        _store_failed(task, request, outcome, exc)
+        return None
+
+
 def send_prerun(task: Task[Any, Any], request: Request) -> None:
     signals.task_prerun.send(
         task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
@@ -321,11 +337,11 @@ def finish(
     app = task.app
     meta = meta_for(task, request, outcome, worker)
     if meta is not None and app.backend is not None and not request.is_eager:
-        try:
-            app.backend.store(meta)
-            app.backend.outage.ok()
-        except Exception as exc:
-            _store_failed(task, request, outcome, exc)
+        stored = _submit(task, request, outcome, meta)
+        if stored is not None and task.acks_late:
+            # the message is acked after this returns: the result must be stored by then
+            with contextlib.suppress(Exception):  # a failure was logged by the writer
+                stored.result()
     try:
         for sig, args in _linked(task, request, outcome):
             sig.apply_async(args, parent_id=request.id, root_id=request.root_id or request.id)
@@ -343,11 +359,10 @@ async def afinish(
     app = task.app
     meta = meta_for(task, request, outcome, worker)
     if meta is not None and app.backend is not None and not request.is_eager:
-        try:
-            await app.backend.astore(meta)
-            app.backend.outage.ok()
-        except Exception as exc:
-            _store_failed(task, request, outcome, exc)
+        stored = _submit(task, request, outcome, meta)
+        if stored is not None and task.acks_late:
+            with contextlib.suppress(Exception):  # a failure was logged by the writer
+                await asyncio.wrap_future(stored)
     try:
         for sig, args in _linked(task, request, outcome):
             call = sig.clone(args, parent_id=request.id, root_id=request.root_id or request.id)

@@ -122,6 +122,8 @@ class PoolStep(Component):
     async def stop(self, worker: Worker) -> None:
         if worker.pool is not None:
             await worker.pool.stop(wait=not worker.cold)
+        # results written behind the tasks' backs must be stored before the worker leaves
+        await asyncio.to_thread(worker.app.flush_results)
 
 
 class ConsumerStep(Component):
