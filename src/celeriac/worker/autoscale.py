@@ -95,8 +95,9 @@ class AutoscalerStep(Component):
         queued = 0
         for queue in worker.queues:
             queued += await worker.transport.size(queue.name)
-        waiting = len(consumer.waiting)
-        busy = consumer.slots.in_use
+        busy = len(worker.state.active)
+        # waiting for a slot, or handed to the pool but not started by a thread or child yet
+        waiting = len(consumer.waiting) + max(0, consumer.slots.in_use - busy)
         now = time.monotonic()
         if waiting or queued or busy >= pool.concurrency:
             self._busy_at = now

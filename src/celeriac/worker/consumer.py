@@ -95,8 +95,10 @@ class Consumer:
         self.inflight: dict[int, Delivery] = {}
         self.unacked: dict[int, Delivery] = {}
         self.waiting: dict[int, asyncio.Task[None]] = {}
+        #: Handed to the pool, not started by a thread or child yet: key -> (task id, handler).
+        self.dispatched: dict[int, tuple[str, asyncio.Task[None]]] = {}
         self.handlers: set[asyncio.Task[None]] = set()
-        self.slots = Slots(pool.concurrency)
+        self.slots = Slots(pool.concurrency * pool.depth)
         self._room = asyncio.Event()
         self._stopping = False
         self._in_get = False
@@ -114,12 +116,13 @@ class Consumer:
 
     @property
     def window(self) -> int:
-        """How many deliveries this worker may hold: pool slots times the prefetch multiplier."""
-        return max(1, self.slots.size * self.prefetch_multiplier)
+        """How many deliveries this worker may hold: the pool's size times the prefetch
+        multiplier (what a pool holds in its own queue counts too)."""
+        return max(1, self.pool.concurrency * self.prefetch_multiplier, self.slots.size)
 
     async def resize(self, concurrency: int) -> None:
         """Follow the pool to a new size (the autoscaler calls this after ``pool.resize``)."""
-        await self.slots.resize(concurrency)
+        await self.slots.resize(concurrency * self.pool.depth)
         self._room.set()
 
     # -- fetching ---------------------------------------------------------------------------------
@@ -209,13 +212,25 @@ class Consumer:
 
     async def _execute(self, delivery: Delivery, task: Task[Any, Any], request: Request) -> None:
         early = not task.acks_late
-        if early:
-            self.acks.ack_soon(delivery)
-            self.unacked.pop(id(delivery), None)
-        self.state.active[request.id] = request
+
+        key = id(delivery)
+
+        def started() -> None:
+            # the pool took it (it may have waited in the pool's queue): only now is an early
+            # task acked, so a shutdown still returns what had not started
+            self.dispatched.pop(key, None)
+            self.state.active[request.id] = request
+            if early:
+                self.acks.ack_soon(delivery)
+                self.unacked.pop(key, None)
+
+        handler = asyncio.current_task()
+        assert handler is not None
+        self.dispatched[key] = (request.id, handler)
         try:
-            outcome = await self.pool.run(task, request)
+            outcome = await self.pool.run(task, request, started)
         finally:
+            self.dispatched.pop(key, None)
             self.state.active.pop(request.id, None)
         self.state.processed += 1
         if outcome.state == states.SUCCESS:
@@ -366,13 +381,20 @@ class Consumer:
 
     # -- leases and shutdown ----------------------------------------------------------------------
     async def requeue_waiting(self) -> int:
-        """Warm shutdown: return every fetched-but-not-started delivery to its queue at once.
+        """Warm shutdown: return every fetched-but-not-started delivery to its queue at once:
+        those waiting for a slot, and those in the pool's own queue that it gives back.
 
         The deliveries leave ``unacked`` before the requeue and the requeue is shielded, so a
         cold shutdown that interrupts this neither loses them nor returns them twice.
         """
         handlers = list(self.waiting.items())
         self.waiting.clear()
+        queued = dict(self.dispatched)
+        withdrawn = self.pool.withdraw({task_id for task_id, _ in queued.values()})
+        for key, (task_id, handler) in queued.items():
+            if task_id in withdrawn:
+                self.dispatched.pop(key, None)
+                handlers.append((key, handler))
         deliveries = [self.unacked.pop(k) for k, _ in handlers if k in self.unacked]
         if deliveries:
             await asyncio.shield(self.transport.requeue(deliveries))

@@ -25,6 +25,7 @@ import time
 import traceback as tb
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from celeriac import signals, states
@@ -38,6 +39,7 @@ from celeriac.errors import (
     TaskRejectedError,
     TaskRevokedError,
 )
+from celeriac.protocol.message import parse_time
 from celeriac.results.base import ResultMeta, exception_to_dict
 
 if TYPE_CHECKING:
@@ -103,6 +105,9 @@ def execute_with(
     """:func:`execute`, with ``call(task, request)`` running the function: a pool passes its own
     to run ``async def`` tasks under time limits. Never raises for the task's own failure."""
     started = time.perf_counter()
+    expired = _expired(request)
+    if expired is not None:
+        return expired
     with running(request):
         send_prerun(task, request)
         try:
@@ -123,6 +128,9 @@ async def aexecute(
     if not task.is_async:
         raise TypeError(f"aexecute runs async def tasks only; {task.name} is sync")
     started = time.perf_counter()
+    expired = _expired(request)
+    if expired is not None:
+        return expired
     with running(request):
         send_prerun(task, request)
         try:
@@ -138,6 +146,17 @@ async def aexecute(
                 )
             return classify(task, request, exc, started)
     return Outcome(states.SUCCESS, value=value, runtime=time.perf_counter() - started)
+
+
+def _expired(request: Request) -> Outcome | None:
+    """A request that expired while it waited in a pool's queue is REVOKED, not run."""
+    if not request.expires or request.is_eager:
+        return None
+    expires = parse_time(request.expires, "expires")
+    if expires is None or expires > datetime.now(UTC):
+        return None
+    why = f"expired at {expires.isoformat()}"
+    return Outcome(states.REVOKED, exc=TaskRevokedError(why), reason=why)
 
 
 def classify(task: Task[Any, Any], request: Request, exc: BaseException, started: float) -> Outcome:

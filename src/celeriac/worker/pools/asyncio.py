@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from celeriac.context import Request
 from celeriac.worker import timelimits
 from celeriac.worker.executor import Outcome, arun_request
-from celeriac.worker.pools.base import Pool, PoolOptions, effective_time_limits
+from celeriac.worker.pools.base import OnStart, Pool, PoolOptions, effective_time_limits
 from celeriac.worker.pools.threads import TaskThreads
 
 if TYPE_CHECKING:
@@ -75,11 +76,15 @@ class AsyncioPool(Pool):
         self._threads = TaskThreads(self._thread_count(), f"celeriac-{self.name}-sync")
         self._threads.start()
 
-    async def run(self, task: Task[Any, Any], request: Request) -> Outcome:
+    async def run(
+        self, task: Task[Any, Any], request: Request, on_start: OnStart | None = None
+    ) -> Outcome:
         hard, soft = effective_time_limits(task, request, self.options)
         if not task.is_async:
             assert self._threads is not None, "pool not started"
-            return await self._threads.run(task, request, self.hostname, hard, soft)
+            return await self._threads.run(task, request, self.hostname, hard, soft, on_start)
+        if on_start is not None:
+            on_start()
         guard = timelimits.CoroutineGuard(hard, soft)
         self._guards[request.id] = guard
         try:
@@ -96,6 +101,9 @@ class AsyncioPool(Pool):
             return False
         logger.info("Task %s terminated", task_id)
         return True
+
+    def withdraw(self, task_ids: Collection[str]) -> set[str]:
+        return self._threads.withdraw(task_ids) if self._threads is not None else set()
 
     async def resize(self, concurrency: int) -> None:
         self.concurrency = max(1, concurrency)

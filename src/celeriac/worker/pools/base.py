@@ -14,8 +14,9 @@ the OS or by a hard time limit), the pool stores the FAILURE itself before retur
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac.context import Request
 from celeriac.worker.executor import Outcome
@@ -61,10 +62,19 @@ def effective_time_limits(
     return (float(hard) if hard else None, float(soft) if soft else None)
 
 
+OnStart = Callable[[], None]
+
+
 class Pool(abc.ABC):
     """Runs requests with at most ``concurrency`` at a time."""
 
     name = "base"
+    #: Requests the consumer may hand over per unit of concurrency. Pools whose threads or
+    #: children pull the next request themselves from an internal queue (threads, solo,
+    #: prefork) take 2: a thread that finishes starts its next request at once, without a round
+    #: trip through the event loop; the queue is shared, so no idle one waits while work is
+    #: queued behind a busy one.
+    depth: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -82,10 +92,15 @@ class Pool(abc.ABC):
         """Start the pool's threads or processes."""
 
     @abc.abstractmethod
-    async def run(self, task: Task[Any, Any], request: Request) -> Outcome:
+    async def run(
+        self, task: Task[Any, Any], request: Request, on_start: OnStart | None = None
+    ) -> Outcome:
         """Execute and finish one request (store result, callbacks); return its outcome.
 
-        Enforces the request's time limits. Never raises for a task's own failure.
+        ``on_start`` is called on the event loop when the request really starts (a thread or
+        child took it; it may wait in the pool's queue before that): the consumer acks early
+        tasks then, not before. Enforces the request's time limits. Never raises for a task's
+        own failure.
         """
 
     async def terminate(self, task_id: str) -> bool:
@@ -95,6 +110,12 @@ class Pool(abc.ABC):
         running code (threads) return False and say so in their docs.
         """
         return False
+
+    def withdraw(self, task_ids: Collection[str]) -> set[str]:
+        """Take back requests handed to ``run`` that no thread or child has started (warm
+        shutdown returns them to the broker); the ids withdrawn. Pools with no queue of their
+        own (``depth`` 1) have nothing to give back."""
+        return set()
 
     async def resize(self, concurrency: int) -> None:
         """Grow or shrink to ``concurrency`` (>= 1); shrinking lets running tasks finish."""

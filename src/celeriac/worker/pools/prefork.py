@@ -52,7 +52,7 @@ from celeriac.errors import (
 )
 from celeriac.results.base import exception_from_dict
 from celeriac.worker.executor import Outcome, Settle, finish
-from celeriac.worker.pools.base import Pool, PoolOptions, effective_time_limits
+from celeriac.worker.pools.base import OnStart, Pool, PoolOptions, effective_time_limits
 from celeriac.worker.pools.child import ChildConfig, Done, Run
 from celeriac.worker.pools.supervisor import Child, Job, Killed, Supervisor
 
@@ -170,7 +170,9 @@ class PreforkPool(Pool):
         return sorted(c.pid for c in self._children.active() if c.state in ("idle", "busy"))
 
     # -- running a task -----------------------------------------------------------------------
-    async def run(self, task: Task[Any, Any], request: Request) -> Outcome:
+    async def run(
+        self, task: Task[Any, Any], request: Request, on_start: OnStart | None = None
+    ) -> Outcome:
         children = self._children
         assert children is not None, "pool not started"
         hard, soft = effective_time_limits(task, request, self.options)
@@ -185,6 +187,8 @@ class PreforkPool(Pool):
         child = await children.take(task, request, payload)
         job = child.job
         assert job is not None
+        if on_start is not None:
+            on_start()
         loop = asyncio.get_running_loop()
         if soft:
             job.timers.append(loop.call_later(soft, self._soft_limit, child, job, soft))

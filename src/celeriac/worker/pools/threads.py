@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import traceback as tb
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
@@ -55,7 +56,7 @@ from celeriac.worker.executor import (
     finish,
     thread_loop,
 )
-from celeriac.worker.pools.base import Pool, PoolOptions, effective_time_limits
+from celeriac.worker.pools.base import OnStart, Pool, PoolOptions, effective_time_limits
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -89,6 +90,7 @@ class _Job:
         "ident",
         "lock",
         "loop",
+        "on_start",
         "phase",
         "request",
         "soft",
@@ -108,7 +110,9 @@ class _Job:
         hard: float | None,
         soft: float | None,
         loop: asyncio.AbstractEventLoop,
+        on_start: OnStart | None = None,
     ) -> None:
+        self.on_start = on_start
         self.task = task
         self.request = request
         self.worker = worker
@@ -138,6 +142,8 @@ class _Job:
             self.phase = _RUNNING
         if self.started is not None:
             self._report(self.started, None, None)
+        if self.on_start is not None:
+            self.loop.call_soon_threadsafe(self.on_start)
         outcome: Outcome | None = None
         try:
             outcome = execute_with(self.task, self.request, self._call)
@@ -218,11 +224,13 @@ class _Job:
             timelimits.async_raise(self.ident, TimeLimitExceeded)
         return "".join(tb.format_stack(frame)) if frame is not None else ""
 
-    def drop(self) -> None:
-        """The caller went away: a job still queued is never started."""
+    def drop(self) -> bool:
+        """The caller went away: a job still queued is never started. True if it was queued."""
         with self.lock:
             if self.phase == _QUEUED:
                 self.phase = _DROPPED
+                return True
+            return False
 
 
 class TaskThreads:
@@ -242,6 +250,7 @@ class TaskThreads:
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._closed = False
+        self._jobs: dict[str, _Job] = {}  # by request id, while run() awaits them (loop only)
 
     def start(self) -> None:
         for _ in range(self.size):
@@ -284,9 +293,11 @@ class TaskThreads:
         worker: str | None,
         hard: float | None,
         soft: float | None,
+        on_start: OnStart | None = None,
     ) -> Outcome:
         """Run one request in a thread and return its outcome, at the latest at the hard limit."""
-        job = _Job(task, request, worker, hard, soft, asyncio.get_running_loop())
+        job = _Job(task, request, worker, hard, soft, asyncio.get_running_loop(), on_start)
+        self._jobs[request.id] = job
         self._queue.put(job)
         try:
             if job.started is None:
@@ -305,6 +316,18 @@ class TaskThreads:
         except asyncio.CancelledError:
             job.drop()
             raise
+        finally:
+            if self._jobs.get(request.id) is job:
+                del self._jobs[request.id]
+
+    def withdraw(self, task_ids: Collection[str]) -> set[str]:
+        """Take back requests still queued (no thread started them): they will never run."""
+        withdrawn: set[str] = set()
+        for task_id in task_ids:
+            job = self._jobs.get(task_id)
+            if job is not None and job.drop():
+                withdrawn.add(task_id)
+        return withdrawn
 
     async def _abandoned(self, job: _Job, stack: str) -> Outcome:
         """The hard limit passed with the task still running: replace its thread, record FAILURE."""
@@ -370,6 +393,7 @@ class ThreadPool(Pool):
     """``concurrency`` threads; see the module docstring for time limits."""
 
     name = "threads"
+    depth = 2
 
     def __init__(
         self,
@@ -390,9 +414,14 @@ class ThreadPool(Pool):
         self._threads = TaskThreads(self.concurrency, f"celeriac-{self.name}")
         self._threads.start()
 
-    async def run(self, task: Task[Any, Any], request: Request) -> Outcome:
+    async def run(
+        self, task: Task[Any, Any], request: Request, on_start: OnStart | None = None
+    ) -> Outcome:
         hard, soft = effective_time_limits(task, request, self.options)
-        return await self.threads.run(task, request, self.hostname, hard, soft)
+        return await self.threads.run(task, request, self.hostname, hard, soft, on_start)
+
+    def withdraw(self, task_ids: Collection[str]) -> set[str]:
+        return self.threads.withdraw(task_ids)
 
     async def resize(self, concurrency: int) -> None:
         self.concurrency = max(1, concurrency)
