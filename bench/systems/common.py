@@ -31,7 +31,7 @@ COMMANDS = ("probe", "purge", "enqueue", "bulk", "roundtrip")
 
 def redis_url() -> str:
     """The per-system Redis database (counter and results; the broker too unless overridden)."""
-    return os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+    return os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 
 
 def broker_url() -> str:
