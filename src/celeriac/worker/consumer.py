@@ -132,7 +132,9 @@ class Consumer:
         self._fetcher = asyncio.current_task()
         while not self._stopping:
             room = self.window - len(self.inflight)
-            if room <= 0:
+            # Refill in batches: while work is in hand, wait until half the window is free, so
+            # that one round trip to the broker brings many messages, not one each time.
+            if room <= 0 or (self.inflight and room < self.window // 2):
                 self._room.clear()
                 await self._room.wait()
                 continue
