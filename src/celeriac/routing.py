@@ -159,6 +159,8 @@ class Route:
     priority: int | None = None
 
 
+_ROUTE_OPTIONS = ("queue", "exchange", "routing_key", "priority")
+
 RouteSpec = Mapping[str, Any]
 RouterFn = Callable[..., RouteSpec | str | None]
 RoutesSetting = Mapping[str, Any] | Sequence[Any] | RouterFn | None
@@ -183,7 +185,10 @@ class Router:
         self._queues = dict(queues)
         self._default_queue = default_queue
         self._create_missing = create_missing
-        self._routers: list[RouterFn] = [self._as_router(r) for r in self._flatten(routes)]
+        flat = self._flatten(routes)
+        self._routers: list[RouterFn] = [self._as_router(r) for r in flat]
+        self._cacheable = all(isinstance(r, Mapping) for r in flat)
+        self._cache: dict[tuple[Any, ...], Route] = {}
 
     @staticmethod
     def _flatten(routes: RoutesSetting) -> list[Any]:
@@ -241,7 +246,30 @@ class Router:
         kwargs: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> Route:
-        """The route for one send: explicit send options beat ``task_routes``, then defaults."""
+        """The route for one send: explicit send options beat ``task_routes``, then defaults.
+
+        When every router is a dict (no callable that could look at the arguments), the answer
+        depends only on the name and the routing options, so it is computed once and cached:
+        the common ``.delay()`` pays a dict lookup, not a walk over patterns.
+        """
+        if self._cacheable:
+            key = (name, *((options or {}).get(k) for k in _ROUTE_OPTIONS))
+            try:
+                cached = self._cache.get(key)
+            except TypeError:  # an unhashable option (a Queue with arguments): no cache
+                return self._route(name, args, kwargs, options)
+            if cached is None:
+                cached = self._cache[key] = self._route(name, args, kwargs, options)
+            return cached
+        return self._route(name, args, kwargs, options)
+
+    def _route(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+    ) -> Route:
         opts = dict(options or {})
         spec: dict[str, Any] = {}
         if not any(opts.get(k) is not None for k in ("queue", "exchange", "routing_key")):
