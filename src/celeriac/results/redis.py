@@ -235,6 +235,13 @@ def _as_bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
+def _published(reply: Any) -> bytes | None:
+    """The record a store announced with its PUBLISH (``None`` for an old-style ``b"1"`` or an
+    empty announcement: the waiter then reads the key)."""
+    payload = _as_bytes(reply[2]) if len(reply) > 2 else None
+    return payload if payload and payload != b"1" else None
+
+
 def _kind(reply: Any) -> bytes | None:
     """The type of a pub/sub reply (``b"message"``, ``b"subscribe"``...), else ``None``."""
     if isinstance(reply, list | tuple) and reply and isinstance(reply[0], bytes):
@@ -391,7 +398,8 @@ class RedisBackend(Backend):
             pipe.set(key, data, px=ttl)
         else:
             pipe.delete(key)  # stored already expired: it must read as absent
-        pipe.publish(self.ready_channel(task_id), b"1")
+        # the record itself rides on the announcement, so a waiter needs no second GET
+        pipe.publish(self.ready_channel(task_id), data if ttl is None or ttl > 0 else b"")
 
     def _read(self, task_id: str) -> bytes | None:
         key = self.result_key(task_id)
@@ -461,7 +469,7 @@ class RedisBackend(Backend):
                 if reply is None:
                     break
                 if _kind(reply) == b"message":
-                    data = _as_bytes(self._client.get(key))
+                    data = _published(reply) or _as_bytes(self._client.get(key))
             conn.send_command("UNSUBSCRIBE", channel)
             while not (_kind(reply := conn.read_response()) == b"unsubscribe" and reply[2] == 0):
                 pass  # messages published meanwhile
@@ -579,7 +587,7 @@ class RedisBackend(Backend):
                 if reply is None:
                     break
                 if _kind(reply) == b"message":
-                    data = _as_bytes(await entry.client.get(key))
+                    data = _published(reply) or _as_bytes(await entry.client.get(key))
             await conn.send_command("UNSUBSCRIBE", channel)
             while True:
                 reply = await conn.read_response()
