@@ -13,7 +13,6 @@ import asyncio
 from celeriac.transports.base import Delivery, Transport
 from celeriac.utils.outage import Outage
 
-
 #: How long early acks may wait to share a round trip with others.
 SOON_DELAY = 0.002
 
