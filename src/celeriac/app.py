@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
@@ -25,7 +26,7 @@ from celeriac.protocol.message import new_id, parse_time, safe_repr, task_messag
 from celeriac.results import result as _result
 from celeriac.results.base import Backend
 from celeriac.results.writer import ResultWriter
-from celeriac.routing import Queue, Router
+from celeriac.routing import Queue, Route, Router
 from celeriac.task import CORE_OPTIONS, Task, check_send_options
 from celeriac.transports.base import Outgoing, Transport
 from celeriac.transports.registry import create_transport, transport_class
@@ -39,6 +40,23 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+_ROUTE_KEYS = ("queue", "exchange", "routing_key", "priority")
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlan:
+    """The argument-independent part of a send (see :meth:`Celeriac.plan`)."""
+
+    route: Route
+    serializer: str
+    compression: str | None
+    embed: dict[str, Any]
+    ignore_result: bool
+    priority: int | None
+    time_limit: tuple[Any, Any]
+    task_expires: Any
 
 
 class TaskDecorator(Protocol):
@@ -333,6 +351,51 @@ class Celeriac:
         return Signature(name, tuple(args), kwargs, app=self)
 
     # -- sending ----------------------------------------------------------------------------------
+    def plan(
+        self,
+        name: str,
+        task: Task[Any, Any] | None,
+        options: Mapping[str, Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> SendPlan:
+        """What a send of ``name`` with these options needs that does not depend on its
+        arguments: route, serializer, flags. ``send_many`` computes it once per batch."""
+        task_options = task.options if task is not None else {}
+        route_opts = {k: options.get(k) for k in _ROUTE_KEYS}
+        for key in _ROUTE_KEYS:
+            if route_opts[key] is None and task_options.get(key) is not None:
+                route_opts[key] = task_options[key]
+        route = self.router.route(name, args, kwargs or {}, route_opts)
+        ignore_result = options.get("ignore_result")
+        if ignore_result is None:
+            ignore_result = task.ignore_result if task is not None else self.conf.task_ignore_result
+        priority = route.priority
+        return SendPlan(
+            route=route,
+            serializer=options.get("serializer")
+            or task_options.get("serializer")
+            or self.conf.task_serializer,
+            compression=options.get("compression")
+            or task_options.get("compression")
+            or self.conf.task_compression,
+            embed={
+                "callbacks": _signatures(options.get("link")),
+                "errbacks": _signatures(options.get("link_error")),
+                "chain": None,
+                "chord": None,
+            },
+            ignore_result=bool(ignore_result),
+            priority=priority if priority is not None else self.conf.task_default_priority,
+            time_limit=(
+                options.get("time_limit")
+                or (task.option("time_limit", "task_time_limit") if task else None),
+                options.get("soft_time_limit")
+                or (task.option("soft_time_limit", "task_soft_time_limit") if task else None),
+            ),
+            task_expires=task_options.get("expires"),
+        )
+
     def prepare(
         self,
         name: str,
@@ -344,50 +407,39 @@ class Celeriac:
         expires: float | datetime | str | None = None,
         _task: Task[Any, Any] | None = None,
         _from_retry: bool = False,
+        _plan: SendPlan | None = None,
+        _now: datetime | None = None,
         **options: Any,
     ) -> tuple[Outgoing, Queue | None]:
         """Build the message for one send and where it goes; no I/O."""
-        check_send_options(name, options)
-        task = _task if _task is not None else self.tasks.get(name)
+        if _plan is None:
+            check_send_options(name, options)
+        if _plan is None or not self.router.cacheable:
+            # without a cacheable router a callable may look at the arguments: plan each send
+            task = _task if _task is not None else self.tasks.get(name)
+            _plan = self.plan(name, task, options, args or (), kwargs)
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
-        route_opts = {k: options.get(k) for k in ("queue", "exchange", "routing_key", "priority")}
-        if task is not None:
-            for key in ("queue", "exchange", "routing_key", "priority"):
-                if route_opts[key] is None and task.options.get(key) is not None:
-                    route_opts[key] = task.options[key]
-        route = self.router.route(name, args, kwargs, route_opts)
-        now = datetime.now(UTC)
+        now = _now if _now is not None else datetime.now(UTC)
         if countdown is not None:
             eta = now + timedelta(seconds=float(countdown))
         elif eta is not None and eta.tzinfo is None:
             eta = eta.replace(tzinfo=UTC)
-        if expires is None and task is not None and task.options.get("expires") is not None:
-            expires = task.options["expires"]
+        if expires is None:
+            expires = _plan.task_expires
         if isinstance(expires, str):  # a retry carries the original message's header on
             expires = parse_time(expires, "expires")
         if isinstance(expires, int | float):
             expires = now + timedelta(seconds=float(expires))
         elif isinstance(expires, datetime) and expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
-        serializer = (
-            options.get("serializer")
-            or (task.options.get("serializer") if task is not None else None)
-            or self.conf.task_serializer
-        )
-        compression = (
-            options.get("compression")
-            or (task.options.get("compression") if task is not None else None)
-            or self.conf.task_compression
-        )
-        embed = {
-            "callbacks": _signatures(options.get("link")),
-            "errbacks": _signatures(options.get("link_error")),
-            "chain": None,
-            "chord": None,
-        }
         encoded = encode_body(
-            args, kwargs, embed, serializer=serializer, compression=compression, codecs=self.codecs
+            args,
+            kwargs,
+            _plan.embed,
+            serializer=_plan.serializer,
+            compression=_plan.compression,
+            codecs=self.codecs,
         )
         parent = current_request()
         task_id = options.get("task_id") or new_id()
@@ -395,18 +447,6 @@ class Celeriac:
         parent_id = options.get("parent_id") or (parent.id if parent is not None else None)
         if _from_retry:
             root_id, parent_id = options.get("root_id"), options.get("parent_id")
-        priority = route.priority
-        if priority is None:
-            priority = self.conf.task_default_priority
-        ignore_result = options.get("ignore_result")
-        if ignore_result is None:
-            ignore_result = task.ignore_result if task is not None else self.conf.task_ignore_result
-        time_limit = (
-            options.get("time_limit")
-            or (task.option("time_limit", "task_time_limit") if task else None),
-            options.get("soft_time_limit")
-            or (task.option("soft_time_limit", "task_soft_time_limit") if task else None),
-        )
         message = task_message(
             task=name,
             task_id=task_id,
@@ -422,19 +462,19 @@ class Celeriac:
             eta=eta,
             expires=expires if isinstance(expires, datetime) else None,
             retries=int(options.get("retries") or 0),
-            time_limit=time_limit,
-            ignore_result=bool(ignore_result),
-            priority=priority,
+            time_limit=_plan.time_limit,
+            ignore_result=_plan.ignore_result,
+            priority=_plan.priority,
             reply_to=options.get("reply_to"),
             extra_headers=options.get("headers"),
         )
         item = Outgoing(
             message=message,
-            exchange=route.exchange,
-            routing_key=route.routing_key,
+            exchange=_plan.route.exchange,
+            routing_key=_plan.route.routing_key,
             due_at=eta.timestamp() if eta is not None else None,
         )
-        return item, route.queue
+        return item, _plan.route.queue
 
     def send_task(
         self,
@@ -464,7 +504,15 @@ class Celeriac:
         self, calls: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]], **options: Any
     ) -> list[_result.AsyncResult[Any]]:
         """Send many tasks in one batch publish (the bulk path); same options for all."""
-        prepared = [self.prepare(n, a, k, **options) for n, a, k in calls]
+        check_send_options("send_many", options)
+        plans: dict[str, SendPlan] = {}
+        now = datetime.now(UTC)
+        prepared = []
+        for name, args, kwargs in calls:
+            plan = plans.get(name)
+            if plan is None:
+                plan = plans[name] = self.plan(name, self.tasks.get(name), options)
+            prepared.append(self.prepare(name, args, kwargs, _plan=plan, _now=now, **options))
         queues = {q.name: q for q in self.conf.task_queues or ()}
         queues.update({q.name: q for _, q in prepared if q is not None})
         self.producer.send([item for item, _ in prepared], list(queues.values()))

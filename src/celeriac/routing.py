@@ -188,6 +188,8 @@ class Router:
         flat = self._flatten(routes)
         self._routers: list[RouterFn] = [self._as_router(r) for r in flat]
         self._cacheable = all(isinstance(r, Mapping) for r in flat)
+        #: True when no router is a callable (routes depend only on name and options).
+        self.cacheable = self._cacheable
         self._cache: dict[tuple[Any, ...], Route] = {}
 
     @staticmethod
