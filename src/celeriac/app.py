@@ -57,6 +57,7 @@ class SendPlan:
     priority: int | None
     time_limit: tuple[Any, Any]
     task_expires: Any
+    task: Any = None
 
 
 class TaskDecorator(Protocol):
@@ -136,6 +137,7 @@ class Celeriac:
         self._validate(fresh)
         self.conf = fresh
         self._router = None
+        self._plans: dict[str, SendPlan] = {}
         self._backend, self._backend_made = None, False
 
     def _validate(self, conf: config.Settings) -> None:
@@ -394,6 +396,7 @@ class Celeriac:
                 or (task.option("soft_time_limit", "task_soft_time_limit") if task else None),
             ),
             task_expires=task_options.get("expires"),
+            task=task,
         )
 
     def prepare(
@@ -417,7 +420,13 @@ class Celeriac:
         if _plan is None or not self.router.cacheable:
             # without a cacheable router a callable may look at the arguments: plan each send
             task = _task if _task is not None else self.tasks.get(name)
-            _plan = self.plan(name, task, options, args or (), kwargs)
+            if not options and self.router.cacheable:
+                # the plain .delay(): its plan depends on the task alone
+                _plan = self._plans.get(name)
+                if _plan is None or _plan.task is not task:
+                    _plan = self._plans[name] = self.plan(name, task, options)
+            else:
+                _plan = self.plan(name, task, options, args or (), kwargs)
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
         now = _now if _now is not None else datetime.now(UTC)

@@ -137,6 +137,9 @@ class RedisTransport(Transport):
         self._lock = threading.Lock()
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
         self._sync: tuple[Any, dict[str, Any]] | None = None
+        #: Each producing thread's own connection for the sync publish path.
+        self._thread_conns = threading.local()
+        self._all_thread_conns: list[Any] = []
         self._topology: lua.StoredTopology | None = None
         self._epoch = ""  # the topology epoch of this instance's last declaration
         self._auto_delete: set[str] = set()
@@ -228,6 +231,10 @@ class RedisTransport(Transport):
             own = self._loops.get(asyncio.get_running_loop())
             sync, self._sync = self._sync, None
             self._topology = None
+            thread_conns, self._all_thread_conns = self._all_thread_conns, []
+        for conn in thread_conns:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
         if own is not None and own.keeper is not None:
             await own.keeper.aclose()
         if sync is not None:
@@ -261,10 +268,38 @@ class RedisTransport(Transport):
                     if step.script is None:
                         reply = lua.decode_topology(*client.mget(keys))
                     else:
-                        reply = scripts[step.script](args=step.args)
+                        reply = self._evalsha_sync(client, scripts[step.script], step.args)
                     step = steps.send(reply)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+
+    def _evalsha_sync(self, client: Any, script: Any, args: Sequence[Any]) -> Any:
+        """EVALSHA on this thread's own connection: a sync ``.delay()`` is one round trip with
+        none of the pool's per-command bookkeeping (checkout, release, fork checks, metrics).
+
+        The connection belongs to the calling thread (a Django worker thread, say); a broken
+        one is dropped and the command tried once on a new one; a Redis that lost its script
+        cache (restarted) gets the script again.
+        """
+        local = self._thread_conns
+        conn = getattr(local, "conn", None)
+        if conn is None or getattr(local, "owner", None) is not self._sync:
+            conn = client.connection_pool.make_connection()
+            local.conn, local.owner = conn, self._sync
+            with self._lock:
+                self._all_thread_conns.append(conn)
+        for attempt in (1, 2):
+            try:
+                conn.send_command("EVALSHA", script.sha, 0, *args)
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:
+                client.script_load(script.script)
+            except (redis.ConnectionError, redis.TimeoutError):
+                conn.disconnect()
+                if attempt == 2:
+                    raise
+        conn.send_command("EVALSHA", script.sha, 0, *args)
+        return conn.read_response()
 
     # -- topology -----------------------------------------------------------------------------
     def _change_steps(self, change: Callable[[Topology], bool], delete: str = "") -> Steps[None]:
