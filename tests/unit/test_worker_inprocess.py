@@ -294,8 +294,9 @@ def test_prefetch_window_bounds_what_a_worker_holds() -> None:
         assert started.acquire(timeout=10)
         assert started.acquire(timeout=10)
         # 2 running + 2 prefetched; the other 16 still wait in the broker
+        # the loop learns that a thread started a task a moment after the task itself does
         for _ in range(200):
-            if queue_size(app) == 16:
+            if queue_size(app) == 16 and len(worker.state.active) == 2:
                 break
             threading.Event().wait(0.01)
         assert queue_size(app) == 16
