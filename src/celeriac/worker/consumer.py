@@ -222,9 +222,8 @@ class Consumer:
             # task acked, so a shutdown still returns what had not started
             self.dispatched.pop(key, None)
             self.state.active[request.id] = request
-            if early:
+            if early and self.unacked.pop(key, None) is not None:  # not returned meanwhile
                 self.acks.ack_soon(delivery)
-                self.unacked.pop(key, None)
 
         handler = asyncio.current_task()
         assert handler is not None
@@ -234,6 +233,8 @@ class Consumer:
         finally:
             self.dispatched.pop(key, None)
             self.state.active.pop(request.id, None)
+        if early and self.unacked.pop(key, None) is not None:
+            self.acks.ack_soon(delivery)  # settled without starting (it could not be handed over)
         self.state.processed += 1
         if outcome.state == states.SUCCESS:
             self.state.succeeded += 1
