@@ -288,9 +288,10 @@ class RedisTransport(Transport):
             local.conn, local.owner = conn, self._sync
             with self._lock:
                 self._all_thread_conns.append(conn)
+        command = _resp(("EVALSHA", script.sha, 0, *args))
         for attempt in (1, 2):
             try:
-                conn.send_command("EVALSHA", script.sha, 0, *args)
+                conn.send_packed_command([command], check_health=False)
                 return conn.read_response()
             except redis.exceptions.NoScriptError:
                 client.script_load(script.script)
@@ -298,7 +299,7 @@ class RedisTransport(Transport):
                 conn.disconnect()
                 if attempt == 2:
                     raise
-        conn.send_command("EVALSHA", script.sha, 0, *args)
+        conn.send_packed_command([command], check_health=False)
         return conn.read_response()
 
     # -- topology -----------------------------------------------------------------------------
@@ -564,3 +565,13 @@ class RedisTransport(Transport):
 
 
 __all__ = ["RedisTransport"]
+
+
+def _resp(args: Sequence[Any]) -> bytes:
+    """One command in RESP, packed in one go: the publish path's arguments are str, bytes and
+    ints only, so redis-py's general-purpose packer (an encoder call per argument) is skipped."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
