@@ -130,6 +130,7 @@ class Task(Generic[P, R]):
         self.__wrapped__ = fn
         self.__module__ = fn.__module__
         self._signature = inspect.signature(fn)
+        self._positional = _positional_range(self._signature, skip=1 if self.bind else 0)
         self._check_types()
 
     def _check_types(self) -> None:
@@ -183,6 +184,10 @@ class Task(Generic[P, R]):
         """Fail at send time, not in the worker, when the arguments cannot bind (``typing``)."""
         if not self.typing:
             return
+        if not kwargs and self._positional is not None:
+            low, high = self._positional  # the common .delay(a, b): counting is enough
+            if low <= len(args) and (high is None or len(args) <= high):
+                return
         try:
             if self.bind:
                 self._signature.bind(None, *args, **kwargs)
@@ -357,3 +362,22 @@ class Task(Generic[P, R]):
 
 def unknown_options(given: Iterable[str], known: Iterable[str]) -> list[str]:
     return sorted(set(given) - set(known))
+
+
+def _positional_range(signature: inspect.Signature, skip: int = 0) -> tuple[int, int | None] | None:
+    """How many positional arguments a call without keywords may pass, as ``(min, max)``
+    (``max`` None with ``*args``); ``None`` when a keyword-only parameter is required (then
+    only a full ``bind`` can tell)."""
+    params = list(signature.parameters.values())[skip:]
+    low, high = 0, 0
+    unbounded = False
+    for param in params:
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            high += 1
+            if param.default is param.empty:
+                low = high
+        elif param.kind is param.VAR_POSITIONAL:
+            unbounded = True
+        elif param.kind is param.KEYWORD_ONLY and param.default is param.empty:
+            return None
+    return low, (None if unbounded else high)
