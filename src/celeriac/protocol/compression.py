@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from celeriac.errors import DecodeError, ImproperlyConfigured
+from celeriac.protocol.serializers import Unavailable
 
 GZIP = "application/x-gzip"
 BZ2 = "application/x-bz2"
@@ -52,21 +53,6 @@ class Compressor:
     decompress: Codec
 
 
-@dataclass(frozen=True, slots=True)
-class _Unavailable:
-    """A default compressor whose package is not installed, and the command that installs it."""
-
-    name: str
-    content_type: str
-    hint: str
-
-    def error(self) -> ImproperlyConfigured:
-        return ImproperlyConfigured(
-            f"compression {self.name!r} ({self.content_type}) needs an optional package: "
-            f"{self.hint}"
-        )
-
-
 class CompressionRegistry:
     """Compressors by name, alias and header value.
 
@@ -78,7 +64,7 @@ class CompressionRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, Compressor] = {}
         self._by_header: dict[str, Compressor] = {}
-        self._unavailable: dict[str, _Unavailable] = {}
+        self._unavailable: dict[str, Unavailable] = {}
 
     @classmethod
     def with_defaults(cls) -> CompressionRegistry:
@@ -90,7 +76,7 @@ class CompressionRegistry:
         try:
             compress, decompress = _zstd_codecs()
         except ImportError:
-            missing = _Unavailable("zstd", ZSTD, 'pip install "celeriac[zstd]"')
+            missing = Unavailable("zstd", ZSTD, 'pip install "celeriac[zstd]"', kind="compression")
             for key in ("zstd", "zstandard", ZSTD):
                 registry._unavailable[key] = missing
         else:

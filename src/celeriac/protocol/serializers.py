@@ -106,16 +106,19 @@ def bare_content_type(content_type: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Unavailable:
-    """A default serializer whose module is not installed, and the command that installs it."""
+class Unavailable:
+    """A built-in codec (serializer or compressor) whose package is not installed, and the
+    command that installs it."""
 
     name: str
     content_type: str
     hint: str
+    kind: str = "serializer"
 
     def error(self) -> ImproperlyConfigured:
         return ImproperlyConfigured(
-            f"serializer {self.name!r} ({self.content_type}) needs an optional package: {self.hint}"
+            f"{self.kind} {self.name!r} ({self.content_type}) needs an optional package: "
+            f"{self.hint}"
         )
 
 
@@ -129,8 +132,8 @@ class SerializerRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, Serializer] = {}
         self._by_type: dict[str, Serializer] = {}
-        self._unavailable: dict[str, _Unavailable] = {}
-        self._unavailable_types: dict[str, _Unavailable] = {}
+        self._unavailable: dict[str, Unavailable] = {}
+        self._unavailable_types: dict[str, Unavailable] = {}
         # resolve_accept runs for every decoded message; the accept setting rarely changes.
         self._accept_cache: dict[frozenset[str], frozenset[str]] = {}
 
@@ -164,7 +167,7 @@ class SerializerRegistry:
         self._accept_cache.clear()
 
     def _mark_unavailable(self, name: str, content_type: str, hint: str) -> None:
-        missing = _Unavailable(name, content_type, hint)
+        missing = Unavailable(name, content_type, hint)
         self._unavailable[name] = missing
         self._unavailable_types[content_type] = missing
         self._accept_cache.clear()

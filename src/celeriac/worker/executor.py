@@ -347,20 +347,29 @@ def send_outcome_signals(task: Task[Any, Any], request: Request, outcome: Outcom
     )
 
 
+def _report(
+    task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None
+) -> concurrent.futures.Future[None] | None:
+    """Log, signal and queue the result: what :func:`finish` and :func:`afinish` share. Returns
+    the store to wait for when the task is ``acks_late`` (its ack must follow the store)."""
+    log_outcome(task, request, outcome)
+    send_outcome_signals(task, request, outcome)
+    meta = meta_for(task, request, outcome, worker)
+    if meta is None or task.app.backend is None or request.is_eager:
+        return None
+    stored = _submit(task, request, outcome, meta)
+    return stored if task.acks_late else None
+
+
 def finish(
     task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None = None
 ) -> None:
     """Store the outcome and send ``link``/``link_error`` callbacks. Logs, never raises."""
-    log_outcome(task, request, outcome)
-    send_outcome_signals(task, request, outcome)
-    app = task.app
-    meta = meta_for(task, request, outcome, worker)
-    if meta is not None and app.backend is not None and not request.is_eager:
-        stored = _submit(task, request, outcome, meta)
-        if stored is not None and task.acks_late:
-            # the message is acked after this returns: the result must be stored by then
-            with contextlib.suppress(Exception):  # a failure was logged by the writer
-                stored.result()
+    stored = _report(task, request, outcome, worker)
+    if stored is not None:
+        # the message is acked after this returns: the result must be stored by then
+        with contextlib.suppress(Exception):  # a failure was logged by the writer
+            stored.result()
     try:
         for sig, args in _linked(task, request, outcome):
             sig.apply_async(args, parent_id=request.id, root_id=request.root_id or request.id)
@@ -371,17 +380,13 @@ def finish(
 async def afinish(
     task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None = None
 ) -> None:
-    """The async twin of :func:`finish`: stores with ``astore`` and sends with ``asend_task``, so
-    an event loop running many tasks never blocks on the backend or the broker."""
-    log_outcome(task, request, outcome)
-    send_outcome_signals(task, request, outcome)
+    """The async twin of :func:`finish`: waits for the result writer and sends callbacks with
+    ``asend_task``, so an event loop running many tasks never blocks on the backend or broker."""
     app = task.app
-    meta = meta_for(task, request, outcome, worker)
-    if meta is not None and app.backend is not None and not request.is_eager:
-        stored = _submit(task, request, outcome, meta)
-        if stored is not None and task.acks_late:
-            with contextlib.suppress(Exception):  # a failure was logged by the writer
-                await asyncio.wrap_future(stored)
+    stored = _report(task, request, outcome, worker)
+    if stored is not None:
+        with contextlib.suppress(Exception):  # a failure was logged by the writer
+            await asyncio.wrap_future(stored)
     try:
         for sig, args in _linked(task, request, outcome):
             call = sig.clone(args, parent_id=request.id, root_id=request.root_id or request.id)
