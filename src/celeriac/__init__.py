@@ -5,10 +5,12 @@ Explicit re-exports only (a test checks ``__all__``); importing celeriac opens n
 
 from celeriac import signals, states
 from celeriac.app import Celeriac
-from celeriac.canvas.signature import Signature, signature
+from celeriac.canvas.primitives import chain, chord, chunks, group, xmap, xstarmap
+from celeriac.canvas.signature import Signature, maybe_signature, signature
 from celeriac.context import Request, current_request
 from celeriac.errors import (
     CeleriacError,
+    ChordError,
     ContentDisallowed,
     DecodeError,
     Ignore,
@@ -26,6 +28,7 @@ from celeriac.errors import (
     TransportError,
     WorkerLostError,
 )
+from celeriac.results.group import GroupResult
 from celeriac.results.result import AsyncResult, EagerResult
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.task import Task
@@ -38,10 +41,12 @@ __all__ = [
     "Binding",
     "Celeriac",
     "CeleriacError",
+    "ChordError",
     "ContentDisallowed",
     "DecodeError",
     "EagerResult",
     "Exchange",
+    "GroupResult",
     "Ignore",
     "ImproperlyConfigured",
     "MaxRetriesExceededError",
@@ -62,8 +67,15 @@ __all__ = [
     "Worker",
     "WorkerLostError",
     "__version__",
+    "chain",
+    "chord",
+    "chunks",
     "current_request",
+    "group",
+    "maybe_signature",
     "signals",
     "signature",
     "states",
+    "xmap",
+    "xstarmap",
 ]

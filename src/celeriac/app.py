@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from celeriac import config
+from celeriac.canvas.builtins import register_builtins
 from celeriac.canvas.signature import Signature
 from celeriac.context import current_request
 from celeriac.control import Control
@@ -128,6 +129,7 @@ class Celeriac:
         self._router: Router | None = None
         self._producer: Producer | None = None
         self._configure()
+        register_builtins(self)
 
     # -- settings ---------------------------------------------------------------------------------
     def _configure(self) -> None:
@@ -384,8 +386,8 @@ class Celeriac:
             embed={
                 "callbacks": _signatures(options.get("link")),
                 "errbacks": _signatures(options.get("link_error")),
-                "chain": None,
-                "chord": None,
+                "chain": _signatures(options.get("chain")),
+                "chord": _signature(options.get("chord")),
             },
             ignore_result=bool(ignore_result),
             priority=priority if priority is not None else self.conf.task_default_priority,
@@ -540,6 +542,12 @@ class Celeriac:
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'} broker={redact_url(self.broker_url)}>"
+
+
+def _signature(value: Any) -> dict[str, Any] | None:
+    """A chord body (``chord=`` option) as the dict the message embeds."""
+    items = _signatures(value)
+    return items[0] if items else None
 
 
 def _signatures(value: Any) -> list[dict[str, Any]] | None:

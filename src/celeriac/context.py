@@ -39,6 +39,8 @@ class Request:
     ignore_result: bool = False
     delivery_count: int = 1
     timelimit: tuple[float | None, float | None] = (None, None)
+    #: Ids of the tasks this task sent while it ran (stored with its result: ``children``).
+    children: list[str] = field(default_factory=list)
 
     @property
     def redelivered(self) -> bool:

@@ -23,7 +23,8 @@ Two branches that never mix: control flow raised *on purpose* by task code to st
         │   ├── TaskRejectedError
         │   ├── TimeLimitExceeded
         │   ├── SoftTimeLimitExceeded
-        │   └── WorkerLostError
+        │   ├── WorkerLostError
+        │   └── ChordError           a chord's header task failed, so its body fails too
         └── RemoteError              a task's exception whose type cannot be imported here
 
 Control flow derives from ``BaseException`` so that a task's blanket ``except Exception`` does not
@@ -139,6 +140,10 @@ class SoftTimeLimitExceeded(TaskError):
 
 class WorkerLostError(TaskError):
     """The process running the task died (killed, out of memory) before it finished."""
+
+
+class ChordError(TaskError):
+    """A task in a chord's header failed: the body is not run and fails with this, naming it."""
 
 
 class RemoteError(CeleriacError):

@@ -17,12 +17,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
-from celeriac.canvas.signature import Signature
+from celeriac import states
+from celeriac.canvas.signature import Signature, record_child
 from celeriac.context import Request, current_request
-from celeriac.errors import ImproperlyConfigured, MaxRetriesExceededError, Retry
+from celeriac.errors import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.canvas.primitives import chunks, xmap, xstarmap
     from celeriac.results.result import AsyncResult, EagerResult
 
 P = ParamSpec("P")
@@ -86,6 +88,9 @@ SEND_OPTIONS = frozenset(
         "shadow",
         "retry",
         "retry_policy",
+        # a workflow's place, set by the canvas (see celeriac.canvas.flow)
+        "chain",
+        "chord",
     }
 )
 
@@ -231,7 +236,7 @@ class Task(Generic[P, R]):
         self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
-        return self.app.send_task(
+        result: AsyncResult[R] = self.app.send_task(
             self.name,
             args,
             kwargs,
@@ -241,6 +246,8 @@ class Task(Generic[P, R]):
             _task=self,
             **options,
         )
+        record_child(result.id)
+        return result
 
     async def aapply_async(
         self,
@@ -257,7 +264,7 @@ class Task(Generic[P, R]):
         self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
-        return await self.app.asend_task(
+        result: AsyncResult[R] = await self.app.asend_task(
             self.name,
             args,
             kwargs,
@@ -267,6 +274,8 @@ class Task(Generic[P, R]):
             _task=self,
             **options,
         )
+        record_child(result.id)
+        return result
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments (partial: more can be prepended)."""
@@ -286,6 +295,52 @@ class Task(Generic[P, R]):
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return self.app.AsyncResult(task_id, task_name=self.name)
+
+    def map(self, it: Iterable[Any]) -> xmap:
+        """One message that runs this task over each item of ``it``: ``[task(x) for x in it]``."""
+        from celeriac.canvas.primitives import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Sequence[Any]]) -> xstarmap:
+        """One message that runs ``[task(*args) for args in it]``."""
+        from celeriac.canvas.primitives import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> chunks:
+        """Split the argument tuples ``it`` into messages of ``n`` calls each, sent as a group."""
+        from celeriac.canvas.primitives import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
+
+    def replace(self, sig: Signature | Mapping[str, Any]) -> NoReturn:
+        """Swap the running task for ``sig`` (a task or a whole workflow) and end this run.
+
+        The replacement takes this task's place: its final task gets this task's id (so the
+        caller's result handle gets its result), its chord membership, callbacks and errbacks,
+        and the rest of this task's chain runs after it. This run ends with nothing stored.
+        """
+        from celeriac.canvas.primitives import chain, group, join_final, single_result
+        from celeriac.canvas.signature import maybe_signature
+
+        request = self.request
+        if request.is_eager or not request.id:
+            raise ImproperlyConfigured("Task.replace() works inside a task run by a worker")
+        new = maybe_signature(sig, self.app)
+        if isinstance(new, group) or request.chord:
+            new = single_result(new)  # one result takes the place of this task's one result
+        for callback in request.callbacks or ():
+            new.link(callback)
+        for errback in request.errbacks or ():
+            new.link_error(errback)
+        new.freeze(request.id)
+        if request.chord and request.group:
+            join_final(new, request.chord, request.group, request.headers.get("group_index"))
+        rest = [Signature.from_dict(d, self.app) for d in reversed(request.chain or ())]
+        whole = chain(new, *rest, app=self.app) if rest else new
+        whole.apply_async(parent_id=request.id, root_id=request.root_id or request.id)
+        raise Ignore()
 
     # -- retrying ---------------------------------------------------------------------------------
     def backoff_delay(self, retries: int) -> float:
@@ -335,6 +390,7 @@ class Task(Generic[P, R]):
         if request.is_eager:
             raise Retry(exc=exc, when=countdown)
         queue = options.pop("queue", None) or request.delivery_info.get("queue")
+        self._store_retry(request, exc)
         self.app.send_task(
             self.name,
             new_args,
@@ -347,6 +403,9 @@ class Task(Generic[P, R]):
             root_id=request.root_id,
             parent_id=request.parent_id,
             group_id=request.group,
+            headers={"group_index": request.headers.get("group_index")},
+            chain=request.chain,
+            chord=request.chord,
             link=request.callbacks,
             link_error=request.errbacks,
             queue=queue,
@@ -355,6 +414,33 @@ class Task(Generic[P, R]):
             **options,
         )
         raise Retry(exc=exc, when=countdown)
+
+    def _store_retry(self, request: Request, exc: BaseException | None) -> None:
+        """Store RETRY *before* the next attempt is sent: stored after, it could land on top of
+        that attempt's SUCCESS (another worker may run it at once), and a chord member would
+        then look unfinished to the member that sends the body."""
+        from celeriac.results.base import ResultMeta, exception_to_dict
+
+        backend = self.app.backend
+        keep = request.chord or not self.ignore_result or self.option(
+            "store_errors_even_if_ignored", "task_store_errors_even_if_ignored"
+        )
+        if backend is None or not keep:
+            return
+        error = exc if exc is not None else Retry()
+        meta = ResultMeta(
+            request.id,
+            states.RETRY,
+            exception_to_dict(error),
+            retries=request.retries,
+            parent_id=request.parent_id,
+            root_id=request.root_id,
+            group_id=request.group,
+        )
+        try:
+            backend.store(meta)
+        except Exception as error_:  # the retry itself matters more than its interim state
+            backend.outage.failed(error_, f"storing the RETRY state of {self.name}[{request.id}]")
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"

@@ -26,7 +26,7 @@ import builtins
 import logging
 import sys
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -252,6 +252,46 @@ class Backend(abc.ABC):
     def incr(self, key: str, amount: int = 1) -> int:
         """Atomically add ``amount`` to counter ``key`` and return the new value."""
         return self._incr(key, amount, self._expires_at())
+
+    # -- groups and chords ---------------------------------------------------------------------
+    # A group's member ids are one record under a key of their own; a chord counts its finished
+    # members with the backend's atomic counter. Every backend gets these from _write/_read/_incr.
+
+    @staticmethod
+    def _group_key(group_id: str) -> str:
+        return f"taskset:{group_id}"
+
+    def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:
+        """Save a group's member ids, in order, so ``GroupResult.restore(id)`` can rebuild it."""
+        meta = ResultMeta(self._group_key(group_id), states.SUCCESS, list(task_ids))
+        self.store(meta)
+
+    def restore_group(self, group_id: str) -> list[str] | None:
+        """The member ids saved for ``group_id``, or ``None`` when none were."""
+        data = self._read(self._group_key(group_id))
+        if data is None:
+            return None
+        ids = self._decode(data).result
+        if not isinstance(ids, list):
+            raise DecodeError(f"group record {group_id} does not hold a list of task ids")
+        return [str(i) for i in ids]
+
+    def delete_group(self, group_id: str) -> None:
+        self._delete(self._group_key(group_id))
+
+    def join_chord(self, group_id: str, member_id: str) -> int | None:
+        """Count ``member_id`` as finished in chord ``group_id``: the number of distinct members
+        finished so far, or ``None`` when this member was already counted (a redelivered or
+        re-run message), so the body is sent by exactly one member: the one that makes the count
+        reach the chord's size."""
+        expires_at = self._expires_at()
+        if self._incr(f"chord-member:{group_id}:{member_id}", 1, expires_at) != 1:
+            return None
+        return self._incr(f"chord-count:{group_id}", 1, expires_at)
+
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultMeta]:
+        """The records of several tasks, in order (backends with a multi-get override this)."""
+        return [self.get_meta(task_id) for task_id in task_ids]
 
     # -- async twins --------------------------------------------------------------------------
     async def astore(self, meta: ResultMeta) -> None:

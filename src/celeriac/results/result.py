@@ -7,6 +7,7 @@ is loaded in this process.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from celeriac import states
@@ -43,6 +44,8 @@ class AsyncResult(Generic[R]):
         self.backend = backend
         self.app = app
         self.task_name = task_name
+        #: The result this one follows in a chain (set when a workflow is frozen; not stored).
+        self.parent: AsyncResult[Any] | None = None
 
     @property
     def task_id(self) -> str:
@@ -125,6 +128,25 @@ class AsyncResult(Generic[R]):
     def forget(self) -> None:
         """Remove the stored result."""
         self._backend().forget(self.id)
+
+    @property
+    def children(self) -> list[AsyncResult[Any]]:
+        """The tasks this task sent while it ran (and the next step of its chain), once stored."""
+        meta = self._meta()
+        return [AsyncResult(str(c), self.backend, self.app) for c in meta.children or ()]
+
+    def collect(self) -> Iterator[tuple[AsyncResult[Any], Any]]:
+        """``(result, value)`` for this task, then depth first for every task it sent, waiting
+        for each (a failure is re-raised, as by :meth:`get`)."""
+        yield self, self.get(disable_sync_subtasks=False)
+        for child in self.children:
+            yield from child.collect()
+
+    def revoke(self, terminate: bool = False) -> None:
+        """Ask the workers not to run this task (and, with ``terminate``, to stop it)."""
+        if self.app is None:
+            raise ImproperlyConfigured("revoking needs the app this result came from")
+        self.app.control.revoke(self.id, terminate=terminate)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):

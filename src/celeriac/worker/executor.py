@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from celeriac import signals, states
+from celeriac.canvas import flow
 from celeriac.canvas.signature import Signature
 from celeriac.context import Request, running
 from celeriac.errors import (
@@ -212,9 +213,12 @@ def meta_for(
     task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None
 ) -> ResultMeta | None:
     """The record to store for this outcome, or ``None`` when nothing should be stored."""
-    ignore = request.ignore_result or task.ignore_result
+    # a chord member's result is read by the member that sends the body: always store it
+    ignore = (request.ignore_result or task.ignore_result) and not request.chord
     if outcome.state == IGNORED or outcome.settle == "requeue":
         return None  # nothing final happened: the message runs again
+    if outcome.state == states.RETRY:
+        return None  # Task.retry stored it before it sent the next attempt (see there)
     if outcome.state == states.SUCCESS:
         if ignore:
             return None
@@ -230,6 +234,11 @@ def meta_for(
             exc = TaskRejectedError(exc.reason)
         result = exception_to_dict(exc)
     extended = task.app.conf.result_extended
+    children = list(request.children)
+    if outcome.state == states.SUCCESS:
+        step = flow.next_step_id(request)
+        if step is not None:
+            children.append(step)
     return ResultMeta(
         task_id=request.id,
         status=outcome.state,
@@ -244,6 +253,7 @@ def meta_for(
         parent_id=request.parent_id,
         root_id=request.root_id,
         group_id=request.group,
+        children=children,
     )
 
 
@@ -358,7 +368,8 @@ def _report(
     if meta is None or task.app.backend is None or request.is_eager:
         return None
     stored = _submit(task, request, outcome, meta)
-    return stored if task.acks_late else None
+    # acks_late: the ack follows the store; a chord member: its join reads the stored result
+    return stored if task.acks_late or request.chord else None
 
 
 def finish(
@@ -375,6 +386,20 @@ def finish(
             sig.apply_async(args, parent_id=request.id, root_id=request.root_id or request.id)
     except Exception as exc:
         logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)
+    _advance(task, request, outcome)
+
+
+def _advance(task: Task[Any, Any], request: Request, outcome: Outcome) -> None:
+    """The workflow's next move (chain step, chord join, failure of what follows), if any."""
+    if request.chain or request.chord:
+        flow.advance(
+            task.app, request, _final_state(outcome), outcome.value, outcome.exc, outcome.traceback
+        )
+
+
+def _final_state(outcome: Outcome) -> str:
+    """A requeued rejection is not an end: the message runs again."""
+    return IGNORED if outcome.settle == "requeue" else outcome.state
 
 
 async def afinish(
@@ -390,9 +415,14 @@ async def afinish(
     try:
         for sig, args in _linked(task, request, outcome):
             call = sig.clone(args, parent_id=request.id, root_id=request.root_id or request.id)
+            if call.subtask_type is not None:  # a workflow as callback: sent from a thread
+                await asyncio.to_thread(call.apply_async)
+                continue
             await app.asend_task(call.task, call.args, dict(call.kwargs), **dict(call.options))
     except Exception as exc:
         logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)
+    if request.chain or request.chord:
+        await asyncio.to_thread(_advance, task, request, outcome)
 
 
 def run_request(task: Task[Any, Any], request: Request, worker: str | None = None) -> Outcome:

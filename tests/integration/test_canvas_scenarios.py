@@ -1,0 +1,288 @@
+"""The canvas scenario suite: every primitive and nesting, run by a real worker on every backend.
+
+Each scenario runs three times: memory broker and results, SQLite broker and results (files of
+the test's own), Redis broker and results (a key prefix of the test's own, on db 13). The worker
+is a real one in a thread (threads pool, concurrency 4). The expected values are what Celery 5.7
+returns for the same workflow.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apps.canvas_tasks import Boom, Tasks, declare, runs
+
+from celeriac import (
+    AsyncResult,
+    Celeriac,
+    ChordError,
+    GroupResult,
+    Signature,
+    chain,
+    chord,
+    group,
+    states,
+)
+from celeriac.testing import worker_thread
+from conftest import require_service, service_answers
+
+REDIS_URL = "redis://127.0.0.1:6379/13"
+TIMEOUT = 20.0
+
+
+def _redis_cleanup(prefix: str) -> None:
+    if not service_answers(6379):
+        return
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def _make_app(kind: str, tmp_path: Path) -> tuple[Celeriac, str]:
+    tag = uuid.uuid4().hex[:10]
+    if kind == "memory":
+        url = f"memory://canvas-{tag}"
+        return Celeriac("canvas", broker=url, backend=url), tag
+    if kind == "sqlite":
+        db = f"sqlite:///{tmp_path / 'canvas.db'}"
+        return Celeriac("canvas", broker=db, backend=db), tag
+    require_service("Redis", 6379)
+    prefix = f"canvas-{tag}:"
+    app = Celeriac(
+        "canvas",
+        broker=REDIS_URL,
+        backend=REDIS_URL,
+        broker_transport_options={"key_prefix": prefix},
+        result_backend_transport_options={"key_prefix": prefix},
+    )
+    return app, prefix
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Celeriac, Tasks]]:
+    app, tag = _make_app(request.param, tmp_path)
+    tasks = declare(app)
+    try:
+        with worker_thread(app, concurrency=4):
+            yield app, tasks
+    finally:
+        app.close()
+        if request.param == "redis":
+            _redis_cleanup(tag)
+
+
+# -- primitives --
+def test_chain_passes_each_result_on(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    result = (t.add.s(2, 2) | t.add.s(4) | t.add.s(8)).apply_async()
+    assert result.get(timeout=TIMEOUT) == 16
+    assert result.parent is not None and result.parent.get(timeout=TIMEOUT) == 8
+    assert chain(t.add.s(1, 1), t.mul.si(3, 3)).apply_async().get(timeout=TIMEOUT) == 9
+
+
+def test_group_results_in_order_and_restorable(env: tuple[Celeriac, Tasks]) -> None:
+    app, t = env
+    result = group(t.add.s(i, i) for i in range(10)).apply_async()
+    assert isinstance(result, GroupResult)
+    assert result.get(timeout=TIMEOUT) == [i * 2 for i in range(10)]
+    assert result.ready() and result.successful() and not result.failed()
+    assert result.completed_count() == 10
+    restored = GroupResult.restore(result.id, app=app)
+    assert restored is not None and restored.get(timeout=TIMEOUT) == [i * 2 for i in range(10)]
+    assert [r.id for r in restored.children] == [r.id for r in result.children]
+
+
+def test_chord_passes_the_header_results_to_the_body(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    assert chord(t.add.s(i, i) for i in range(10))(t.tsum.s()).get(timeout=TIMEOUT) == 90
+    assert chord([], t.tsum.s()).apply_async().get(timeout=TIMEOUT) == 0
+
+
+def test_chunks_map_and_starmap(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    chunked = t.add.chunks(zip(range(10), range(10), strict=True), 3).apply_async()
+    assert chunked.get(timeout=TIMEOUT) == [[0, 2, 4], [6, 8, 10], [12, 14, 16], [18]]
+    assert t.ident.map([1, 2, 3]).delay().get(timeout=TIMEOUT) == [1, 2, 3]
+    assert t.add.starmap([(1, 2), (3, 4)]).delay().get(timeout=TIMEOUT) == [3, 7]
+
+
+def test_async_tasks_in_a_workflow(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    flow = chord([t.aadd.s(1, 1), t.aadd.s(2, 2) | t.aadd.s(1)], t.tsum.s())
+    assert flow.apply_async().get(timeout=TIMEOUT) == 7
+
+
+# -- nesting --
+def test_group_inside_a_chain_is_a_chord(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    flow = t.add.s(1, 1) | group(t.add.s(1), t.add.s(2)) | t.tsum.s()
+    assert flow.apply_async().get(timeout=TIMEOUT) == 7
+
+
+def test_chain_ending_in_a_group_returns_the_group(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    result = (t.add.s(1, 1) | group(t.add.s(1), t.add.s(2))).apply_async()
+    assert isinstance(result, GroupResult)
+    assert result.get(timeout=TIMEOUT) == [3, 4]
+
+
+def test_chain_inside_a_group(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    result = group(t.add.s(1, 1) | t.add.s(1), t.add.s(5, 5)).apply_async()
+    assert result.get(timeout=TIMEOUT) == [3, 10]
+
+
+def test_chord_inside_a_chain(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    flow = t.add.s(1, 1) | chord([t.add.s(1), t.add.s(2)], t.tsum.s()) | t.add.s(100)
+    assert flow.apply_async().get(timeout=TIMEOUT) == 107
+
+
+def test_chord_whose_header_holds_chains_chords_and_groups(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    header = [
+        t.add.s(1, 1) | t.add.s(1),  # 3
+        chord([t.add.s(1, 1), t.add.s(2, 2)], t.tsum.s()),  # 6
+        chord([t.add.s(1, 1), chord([t.add.s(1, 0), t.add.s(1, 1)], t.tsum.s())], t.tsum.s()),  # 5
+        group(t.add.s(1, 1), t.add.s(1, 0)),  # a nested group is unrolled: 2, 1
+    ]
+    assert chord(header, t.tsum.s()).apply_async().get(timeout=TIMEOUT) == 3 + 6 + 5 + 2 + 1
+
+
+def test_header_chain_ending_in_a_group_gives_one_list(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    header = [t.add.s(1, 1) | group(t.add.s(1), t.add.s(2)), t.add.s(0, 5)]
+    assert chord(header, t.ident.s()).apply_async().get(timeout=TIMEOUT) == [[3, 4], 5]
+
+
+def test_chain_of_groups(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    flow = group(t.add.s(1, 1), t.add.s(2, 2)) | group(t.tsum.s(), t.tsum.s())
+    result = flow.apply_async()
+    assert isinstance(result, GroupResult)
+    assert result.get(timeout=TIMEOUT) == [6, 6]
+
+
+def test_chord_with_a_chain_body_and_a_group_body(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    body = t.tsum.s() | t.mul.s(10)
+    assert chord([t.add.s(1, 1), t.add.s(2, 2)], body).apply_async().get(timeout=TIMEOUT) == 60
+    fan = chord([t.add.s(1, 1), t.add.s(2, 2)], group(t.tsum.s(), t.ident.s())).apply_async()
+    assert fan.get(timeout=TIMEOUT) == [6, [2, 4]]
+
+
+# -- failures --
+def test_failure_in_the_middle_of_a_chain(env: tuple[Celeriac, Tasks]) -> None:
+    app, t = env
+    tag = uuid.uuid4().hex
+    flow = t.add.s(1, 1) | t.fail.s() | t.add.s(1)
+    flow.link_error(t.on_error.s(tag))
+    result = flow.apply_async()
+    with pytest.raises(Boom):
+        result.get(timeout=TIMEOUT)  # the step after the failure fails too: no hang
+    assert result.state == states.FAILURE
+    failed = result.parent
+    assert failed is not None and failed.state == states.FAILURE
+    assert failed.parent is not None and failed.parent.get(timeout=TIMEOUT) == 2
+    _wait_until(lambda: runs(app, tag) == 1)
+    assert runs(app, f"{tag}:{failed.id}") == 1  # the errback got the failed task's id
+
+
+def test_failing_chord_member_fails_the_body_with_chord_error(env: tuple[Celeriac, Tasks]) -> None:
+    app, t = env
+    tag = uuid.uuid4().hex
+    body = t.counted_sum.s(tag)
+    body.link_error(t.on_error.s(f"{tag}-err"))
+    result = chord([t.add.s(1, 1), t.fail.s(), t.add.s(2, 2)], body).apply_async()
+    with pytest.raises(ChordError, match="Boom"):
+        result.get(timeout=TIMEOUT)
+    _wait_until(lambda: runs(app, f"{tag}-err") == 1)
+    assert runs(app, f"{tag}-err:{result.id}") == 1
+    assert runs(app, tag) == 0  # the body never ran
+
+
+def test_failure_inside_a_nested_chord_reaches_the_outermost_result(
+    env: tuple[Celeriac, Tasks],
+) -> None:
+    _, t = env
+    inner = chord([t.add.s(1, 1), t.add.s(1) | t.fail.s()], t.tsum.s())
+    flow = t.add.s(0, 1) | chord([inner, t.add.s(3)], t.tsum.s()) | t.add.s(1)
+    with pytest.raises((ChordError, Boom)):
+        flow.apply_async().get(timeout=TIMEOUT)
+
+
+def test_retries_inside_a_chord_header_run_the_body_once(env: tuple[Celeriac, Tasks]) -> None:
+    app, t = env
+    tag = uuid.uuid4().hex
+    result = chord([t.flaky.s(i, tag) for i in range(5)], t.counted_sum.s(f"{tag}-body"))()
+    assert result.get(timeout=TIMEOUT) == 10
+    assert [runs(app, f"{tag}:{i}") for i in range(5)] == [2] * 5  # each ran, retried, ran
+    assert runs(app, f"{tag}-body") == 1
+
+
+def test_a_thousand_member_chord_runs_its_body_once(env: tuple[Celeriac, Tasks]) -> None:
+    app, t = env
+    tag = uuid.uuid4().hex
+    result = chord((t.add.s(i, 0) for i in range(1000)), t.counted_sum.s(tag)).apply_async()
+    assert result.get(timeout=60) == sum(range(1000))
+    assert runs(app, tag) == 1
+
+
+# -- replace and the results tree --
+def test_replace_swaps_a_task_for_a_workflow(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    assert t.replacer.delay(3).get(timeout=TIMEOUT) == 8  # (3 + 1) * 2
+    assert (t.replacer.s(3) | t.add.s(10)).apply_async().get(timeout=TIMEOUT) == 18
+    in_chord = chord([t.replacer.s(1), t.add.s(1, 1)], t.tsum.s()).apply_async()
+    assert in_chord.get(timeout=TIMEOUT) == 6
+
+
+def test_root_and_parent_ids_on_every_message(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    result = (t.whoami.s() | t.whoami.s() | t.whoami.s()).apply_async()
+    third: dict[str, Any] = result.get(timeout=TIMEOUT)
+    assert result.parent is not None and result.parent.parent is not None
+    second: dict[str, Any] = result.parent.get(timeout=TIMEOUT)
+    first: dict[str, Any] = result.parent.parent.get(timeout=TIMEOUT)
+    assert first["root_id"] == first["id"] and first["parent_id"] is None
+    assert second["root_id"] == first["id"] and second["parent_id"] == first["id"]
+    assert third["root_id"] == first["id"] and third["parent_id"] == second["id"]
+    members = chord([t.whoami.s(), t.whoami.s()], t.ident.s()).apply_async().get(timeout=TIMEOUT)
+    assert len({m["root_id"] for m in members}) == 1
+
+
+def test_children_and_collect(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    result = (t.add.s(1, 1) | t.add.s(1) | t.add.s(1)).apply_async()
+    assert result.get(timeout=TIMEOUT) == 4
+    first = result.parent.parent  # type: ignore[union-attr]
+    assert isinstance(first, AsyncResult)
+    assert [value for _, value in first.collect()] == [2, 3, 4]
+    assert [c.id for c in first.children] == [result.parent.id]  # type: ignore[union-attr]
+
+
+def test_signatures_travel_as_dicts(env: tuple[Celeriac, Tasks]) -> None:
+    app, t = env
+    flow = t.add.s(1, 1) | chord([t.add.s(1), t.add.s(2) | t.add.s(3)], t.tsum.s())
+    rebuilt = Signature.from_dict(flow.to_dict(), app)
+    assert isinstance(rebuilt, chain) and rebuilt == flow
+    assert rebuilt.apply_async().get(timeout=TIMEOUT) == 2 + 1 + 2 + 2 + 3
+
+
+def _wait_until(check: object, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
