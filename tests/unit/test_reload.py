@@ -73,7 +73,7 @@ def _import_app(pkg: str) -> Celeriac:
     importlib.import_module(f"{pkg}.tasks.email")
     importlib.import_module(f"{pkg}_extra")
     app: Celeriac = importlib.import_module(f"{pkg}.app").app
-    assert len(app.tasks) == 2
+    assert len([n for n in app.tasks if n.startswith(pkg)]) == 2
     return app
 
 
@@ -109,7 +109,7 @@ def test_app_source_paths_skip_stdlib_and_celeriac() -> None:
     app.task(memory_app)  # defined in celeriac itself
     app.task(textwrap.dedent)  # defined in the stdlib, another module
     app.task(click.echo)  # defined in site-packages
-    assert len(app.tasks) == 4
+    assert len(set(app.tasks) - set(memory_app("builtins only").tasks)) == 4
     assert app_source_paths(app) == []
 
 
