@@ -397,6 +397,55 @@ def test_incr_is_atomic_under_threads(backend: Backend) -> None:
 # -- async twins ---------------------------------------------------------------------------------
 
 
+def test_group_ids_are_saved_and_restored_in_order(backend: Backend) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    assert backend.restore_group("g1") is None
+    backend.save_group("g1", ids)
+    assert backend.restore_group("g1") == ids
+    assert backend.get_meta(ids[0]).status == states.PENDING  # no task record is made
+    backend.delete_group("g1")
+    assert backend.restore_group("g1") is None
+
+
+def test_join_chord_counts_each_member_once(backend: Backend) -> None:
+    assert backend.join_chord("chord-a", "m1") == 1
+    assert backend.join_chord("chord-a", "m1") is None  # the same member again: redelivered
+    assert backend.join_chord("chord-a", "m2") == 2
+    assert backend.join_chord("chord-b", "m1") == 1  # another chord counts on its own
+
+
+def test_join_chord_lets_exactly_one_member_complete_it(backend: Backend) -> None:
+    """Members finishing (and re-finishing) at once from many threads: one sees the size."""
+    members, threads = 50, 8
+    barrier = threading.Barrier(threads)
+    counts: list[int | None] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        barrier.wait(30)
+        for m in range(members):  # every thread reports every member: 8 deliveries each
+            count = backend.join_chord("chord-race", f"m{m}")
+            with lock:
+                counts.append(count)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert sorted(c for c in counts if c is not None) == list(range(1, members + 1))
+    assert counts.count(members) == 1
+
+
+def test_get_many_keeps_the_order(backend: Backend) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    backend.store(ResultMeta(ids[0], states.SUCCESS, 1))
+    backend.store(ResultMeta(ids[2], states.FAILURE, exception_to_dict(ValueError("x"))))
+    metas = backend.get_many(ids)
+    assert [m.task_id for m in metas] == ids
+    assert [m.status for m in metas] == [states.SUCCESS, states.PENDING, states.FAILURE]
+
+
 def test_async_twins(backend: Backend) -> None:
     async def scenario() -> tuple[ResultMeta, ResultMeta, ResultMeta]:
         task_id = new_id()

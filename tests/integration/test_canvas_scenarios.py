@@ -8,6 +8,7 @@ returns for the same workflow.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apps.canvas_tasks import Boom, Tasks, declare, runs
+from apps.canvas_tasks import GATES, Boom, Tasks, declare, runs
 
 from celeriac import (
     AsyncResult,
@@ -228,6 +229,25 @@ def test_retries_inside_a_chord_header_run_the_body_once(env: tuple[Celeriac, Ta
     result = chord([t.flaky.s(i, tag) for i in range(5)], t.counted_sum.s(f"{tag}-body"))()
     assert result.get(timeout=TIMEOUT) == 10
     assert [runs(app, f"{tag}:{i}") for i in range(5)] == [2] * 5  # each ran, retried, ran
+    assert runs(app, f"{tag}-body") == 1
+
+
+def test_a_redelivered_header_task_is_not_counted_twice(env: tuple[Celeriac, Tasks]) -> None:
+    """The same header message delivered twice (as after a lost ack) must not complete the
+    chord early: the body waits for the other member and runs once with both results."""
+    app, t = env
+    tag, key = uuid.uuid4().hex, uuid.uuid4().hex
+    GATES[key] = threading.Event()
+    flow = chord([t.counted_add.s(1, 0, tag), t.gate.s(2, key)], t.counted_sum.s(f"{tag}-body"))
+    result = flow.apply_async()
+    first = flow.header.tasks[0]
+    _wait_until(lambda: runs(app, tag) == 1)
+    Signature.from_dict(first.to_dict(), app).apply_async()  # the same message again
+    _wait_until(lambda: runs(app, tag) == 2)
+    app.flush_results()
+    assert not result.ready()
+    GATES[key].set()
+    assert result.get(timeout=TIMEOUT) == 3
     assert runs(app, f"{tag}-body") == 1
 
 

@@ -21,14 +21,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from celeriac import states
 from celeriac.canvas.signature import (
     SUBTASK_TYPES,
     WORKFLOW_OPTIONS,
     Signature,
     maybe_signature,
 )
-from celeriac.errors import ImproperlyConfigured
+from celeriac.errors import ChordError, ImproperlyConfigured
 from celeriac.protocol.message import new_id
+from celeriac.results.base import ResultMeta, exception_to_dict
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -164,7 +166,10 @@ class chain(Signature):
                 group_index=group_index if last else None,
             )
             if previous is not None:
-                result.parent = previous
+                node = result  # a chord's result already has its header as parent: go above
+                while node.parent is not None:
+                    node = node.parent
+                node.parent = previous
             previous = result
         self.options["task_id"] = steps[-1].id
         frozen: ResultHandle = result
@@ -176,6 +181,8 @@ class chain(Signature):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> ResultHandle:
+        if self._app().conf.task_always_eager:
+            return self.apply(args, kwargs)
         membership, options = _split({**_own_options(self), **options})
         if membership.get("chord") is not None:
             single_result(self)
@@ -199,6 +206,20 @@ class chain(Signature):
         else:
             first.apply_async(args, kwargs, **options)
         return result
+
+    def apply(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> ResultHandle:
+        """Run every step here, in order; a failed step ends the chain (its result returned)."""
+        result: Any = None
+        for i, step in enumerate(self.normalize()):
+            step_args = tuple(args) if i == 0 else (result.get(),)
+            previous, result = result, step.apply(step_args, kwargs if i == 0 else None)
+            result.parent = previous
+            if result.failed():
+                break
+        frozen: ResultHandle = result
+        return frozen
 
     def __repr__(self) -> str:
         return " | ".join(repr(t) for t in self.tasks) or "chain()"
@@ -285,6 +306,8 @@ class group(Signature):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> GroupResult:
+        if self._app().conf.task_always_eager:
+            return self.apply(args, kwargs)
         membership, options = _split({**_own_options(self), **options})
         if membership.get("chord") is not None:
             # a group whose one result joins a chord: collect it first (see single_result)
@@ -300,6 +323,16 @@ class group(Signature):
         for task in self.tasks:
             task.apply_async(args, kwargs, **options)
         return result
+
+    def apply(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> GroupResult:
+        """Run every task here, one after the other."""
+        from celeriac.results.group import GroupResult
+
+        gid = str(self.options.get("task_id") or new_id())
+        results = [t.apply(args, kwargs) for t in self.flatten()]
+        return GroupResult(gid, results, app=self.app)
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
@@ -395,6 +428,8 @@ class chord(Signature):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> ResultHandle:
+        if self._app().conf.task_always_eager:
+            return self.apply(args, kwargs)
         membership, options = _split({**_own_options(self), **options})
         self.kwargs["body"] = single_result(self.body) if membership.get("chord") else self.body
         result = self.freeze(
@@ -423,6 +458,26 @@ class chord(Signature):
         backend.save_group(gid, [str(m.id) for m in members])
         for member in members:
             member.apply_async(args, kwargs, **options)
+        return result
+
+    def apply(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> ResultHandle:
+        """Run the header here, then the body with its results (or fail it: ChordError)."""
+        from celeriac.results.result import EagerResult
+
+        self.prepare()
+        header = self.header.apply(args, kwargs)
+        for member in header.results:
+            if member.failed():
+                error = ChordError(f"Dependency {member.id} raised {member.result!r}")
+                meta = ResultMeta(
+                    str(self.body.id or new_id()), states.FAILURE, exception_to_dict(error)
+                )
+                failed: ResultHandle = EagerResult(meta, self.app, exception=error)
+                return failed
+        result = self.body.apply((header.get(),))
+        result.parent = header
         return result
 
     def __repr__(self) -> str:
@@ -582,6 +637,11 @@ class chunks(Signature):
         **options: Any,
     ) -> GroupResult:
         return self.group().apply_async(args, kwargs, **options)
+
+    def apply(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> GroupResult:
+        return self.group().apply(args, kwargs)
 
 
 for _kind in (chain, group, chord, xmap, xstarmap, chunks):

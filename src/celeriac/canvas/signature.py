@@ -227,6 +227,8 @@ class Signature:
     ) -> ResultHandle:
         """Send the task; ``args`` are prepended to the signature's own (unless immutable)."""
         app = self._app()
+        if app.conf.task_always_eager:
+            return self.apply(args, kwargs)
         sig = self.clone(args, kwargs, **options)
         sig_options = {k: v for k, v in sig.options.items() if k != "chord_size"}
         index = sig_options.pop("group_index", None)
@@ -239,10 +241,14 @@ class Signature:
     def delay(self, *args: Any, **kwargs: Any) -> ResultHandle:
         return self.apply_async(args, kwargs)
 
-    def apply(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
-        """Run the task in this process (eager), with the signature's arguments."""
+    def apply(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> ResultHandle:
+        """Run the task in this process now (eager), with the worker's semantics; returns an
+        :class:`~celeriac.results.result.EagerResult`. Workflows run step by step."""
         sig = self.clone(args, kwargs)
-        return sig.type.apply(sig.args, sig.kwargs)
+        task_id = sig.options.get("task_id")
+        return sig.type.apply(sig.args, sig.kwargs, **({"task_id": task_id} if task_id else {}))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the task's function here, as Celery does (no message, no result stored)."""

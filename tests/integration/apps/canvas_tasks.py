@@ -7,10 +7,14 @@ backend's own atomic counter, so a test can prove that a chord body ran exactly 
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from celeriac import Celeriac, Task, chain
+
+#: Gates the in-process tests open to let a ``gate`` task finish (the workers are threads here).
+GATES: dict[str, threading.Event] = {}
 
 
 class Boom(Exception):
@@ -30,6 +34,8 @@ class Tasks:
     replacer: Task[Any, Any]
     ident: Task[Any, Any]
     on_error: Task[Any, Any]
+    counted_add: Task[Any, Any]
+    gate: Task[Any, Any]
 
 
 def runs(app: Celeriac, tag: str) -> int:
@@ -96,4 +102,29 @@ def declare(app: Celeriac) -> Tasks:
         backend.incr(f"runs:{tag}")
         backend.incr(f"runs:{tag}:{task_id}")
 
-    return Tasks(add, mul, tsum, fail, flaky, counted_sum, aadd, whoami, replacer, ident, on_error)
+    @app.task(name="canvas.counted_add")
+    def counted_add(x: int, y: int, tag: str) -> int:
+        backend.incr(f"runs:{tag}")
+        return x + y
+
+    @app.task(name="canvas.gate")
+    def gate(value: int, key: str) -> int:
+        if not GATES.setdefault(key, threading.Event()).wait(30):
+            raise TimeoutError(f"gate {key} was never opened")
+        return value
+
+    return Tasks(
+        add,
+        mul,
+        tsum,
+        fail,
+        flaky,
+        counted_sum,
+        aadd,
+        whoami,
+        replacer,
+        ident,
+        on_error,
+        counted_add,
+        gate,
+    )
