@@ -16,14 +16,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from celeriac import config
+from celeriac.batch import BatchSender
 from celeriac.canvas.builtins import register_builtins
 from celeriac.canvas.signature import Signature
 from celeriac.context import current_request
 from celeriac.control import Control
 from celeriac.errors import ImproperlyConfigured, NotRegistered
 from celeriac.producer import Producer
-from celeriac.protocol.codec import Codecs, encode_body
-from celeriac.protocol.message import new_id, parse_time, safe_repr, task_message
+from celeriac.protocol.codec import BodyEncoder, Codecs, encode_body
+from celeriac.protocol.message import (
+    Message,
+    new_id,
+    new_ids,
+    parse_time,
+    safe_repr,
+    task_message,
+)
+from celeriac.protocol.template import MessageTemplate
 from celeriac.results import result as _result
 from celeriac.results.base import Backend
 from celeriac.results.writer import ResultWriter
@@ -432,18 +441,9 @@ class Celeriac:
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
         now = _now if _now is not None else datetime.now(UTC)
-        if countdown is not None:
-            eta = now + timedelta(seconds=float(countdown))
-        elif eta is not None and eta.tzinfo is None:
-            eta = eta.replace(tzinfo=UTC)
-        if expires is None:
-            expires = _plan.task_expires
-        if isinstance(expires, str):  # a retry carries the original message's header on
-            expires = parse_time(expires, "expires")
-        if isinstance(expires, int | float):
-            expires = now + timedelta(seconds=float(expires))
-        elif isinstance(expires, datetime) and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
+        shared, due_at = self._shared_fields(
+            name, _plan, options, countdown, eta, expires, now, _from_retry
+        )
         encoded = encode_body(
             args,
             kwargs,
@@ -452,40 +452,64 @@ class Celeriac:
             compression=_plan.compression,
             codecs=self.codecs,
         )
-        parent = current_request()
-        task_id = options.get("task_id") or new_id()
-        root_id = options.get("root_id") or (parent.root_id if parent is not None else None)
-        parent_id = options.get("parent_id") or (parent.id if parent is not None else None)
-        if _from_retry:
-            root_id, parent_id = options.get("root_id"), options.get("parent_id")
         message = task_message(
-            task=name,
-            task_id=task_id,
+            task_id=options.get("task_id") or new_id(),
             body=encoded.body,
             content_type=encoded.content_type,
             content_encoding=encoded.content_encoding,
             compression=encoded.compression,
             args_repr=safe_repr(args),
             kwargs_repr=safe_repr(kwargs),
-            root_id=root_id,
-            parent_id=parent_id,
-            group_id=options.get("group_id"),
-            eta=eta,
-            expires=expires if isinstance(expires, datetime) else None,
-            retries=int(options.get("retries") or 0),
-            time_limit=_plan.time_limit,
-            ignore_result=_plan.ignore_result,
-            priority=_plan.priority,
-            reply_to=options.get("reply_to"),
-            extra_headers=options.get("headers"),
+            **shared,
         )
-        item = Outgoing(
-            message=message,
-            exchange=_plan.route.exchange,
-            routing_key=_plan.route.routing_key,
-            due_at=eta.timestamp() if eta is not None else None,
-        )
-        return item, _plan.route.queue
+        route = _plan.route
+        return Outgoing(message, route.exchange, route.routing_key, due_at), route.queue
+
+    def _shared_fields(
+        self,
+        name: str,
+        plan: SendPlan,
+        options: Mapping[str, Any],
+        countdown: float | None,
+        eta: datetime | None,
+        expires: float | datetime | str | None,
+        now: datetime,
+        from_retry: bool,
+    ) -> tuple[dict[str, Any], float | None]:
+        """The :func:`task_message` arguments that do not depend on a send's arguments (all
+        but id, body and reprs), and the due time: what a batch computes once."""
+        if countdown is not None:
+            eta = now + timedelta(seconds=float(countdown))
+        elif eta is not None and eta.tzinfo is None:
+            eta = eta.replace(tzinfo=UTC)
+        if expires is None:
+            expires = plan.task_expires
+        if isinstance(expires, str):  # a retry carries the original message's header on
+            expires = parse_time(expires, "expires")
+        if isinstance(expires, int | float):
+            expires = now + timedelta(seconds=float(expires))
+        elif isinstance(expires, datetime) and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        parent = current_request()
+        root_id = options.get("root_id") or (parent.root_id if parent is not None else None)
+        parent_id = options.get("parent_id") or (parent.id if parent is not None else None)
+        if from_retry:
+            root_id, parent_id = options.get("root_id"), options.get("parent_id")
+        shared = {
+            "task": name,
+            "root_id": root_id,
+            "parent_id": parent_id,
+            "group_id": options.get("group_id"),
+            "eta": eta,
+            "expires": expires if isinstance(expires, datetime) else None,
+            "retries": int(options.get("retries") or 0),
+            "time_limit": plan.time_limit,
+            "ignore_result": plan.ignore_result,
+            "priority": plan.priority,
+            "reply_to": options.get("reply_to"),
+            "extra_headers": options.get("headers"),
+        }
+        return shared, eta.timestamp() if eta is not None else None
 
     def send_task(
         self,
@@ -514,23 +538,83 @@ class Celeriac:
     def send_many(
         self, calls: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]], **options: Any
     ) -> list[_result.AsyncResult[Any]]:
-        """Send many tasks in one batch publish (the bulk path); same options for all."""
+        """Send many tasks in one batch publish (the bulk path); same options for all.
+
+        What does not depend on a call's arguments (plan, headers, expiry, parent ids, the
+        envelope around them) is built once per task name (:class:`BatchSender`); per call
+        only the id, the body and the reprs are.
+        """
         check_send_options("send_many", options)
-        plans: dict[str, SendPlan] = {}
         now = datetime.now(UTC)
-        prepared = []
-        for name, args, kwargs in calls:
-            plan = plans.get(name)
-            if plan is None:
-                plan = plans[name] = self.plan(name, self.tasks.get(name), options)
-            prepared.append(self.prepare(name, args, kwargs, _plan=plan, _now=now, **options))
+        given = options.get("task_id")
+        ids = [given] * len(calls) if given else new_ids(len(calls))
+        senders: dict[str, BatchSender | None] = {}
+        items: list[Outgoing] = []
         queues = {q.name: q for q in self.conf.task_queues or ()}
-        queues.update({q.name: q for _, q in prepared if q is not None})
-        self.producer.send([item for item, _ in prepared], list(queues.values()))
+        for (name, args, kwargs), task_id in zip(calls, ids, strict=True):
+            if name in senders:
+                sender = senders[name]
+            else:
+                sender = senders[name] = self._batch_sender(name, options, now)
+                if sender is not None and sender.queue is not None:
+                    queues.setdefault(sender.queue.name, sender.queue)
+            if sender is not None:
+                items.append(sender.outgoing(task_id, args, kwargs))
+                continue
+            item, queue = self.prepare(
+                name, args, kwargs, _now=now, **{**options, "task_id": task_id}
+            )
+            if queue is not None:
+                queues.setdefault(queue.name, queue)
+            items.append(item)
+        self.producer.send(items, list(queues.values()))
+        backend = self.backend
         return [
-            _result.AsyncResult(i.message.id, self.backend, self, i.message.task)
-            for i, _ in prepared
+            _result.AsyncResult(task_id, backend, self, name)
+            for task_id, (name, _, _) in zip(ids, calls, strict=True)
         ]
+
+    def _batch_sender(
+        self, name: str, options: Mapping[str, Any], now: datetime
+    ) -> BatchSender | None:
+        """What sends of ``name`` in one batch share; ``None`` when each must be prepared alone
+        (a callable router may route on the arguments; a header override defeats the template)."""
+        if not self.router.cacheable:
+            return None
+        plan = self.plan(name, self.tasks.get(name), options)
+        shared, due_at = self._shared_fields(
+            name,
+            plan,
+            options,
+            options.get("countdown"),
+            options.get("eta"),
+            options.get("expires"),
+            now,
+            False,
+        )
+        encoder = BodyEncoder(
+            plan.embed, serializer=plan.serializer, compression=plan.compression, codecs=self.codecs
+        )
+
+        def make(task_id: str, args_repr: str, kwargs_repr: str, body: bytes) -> Message:
+            return task_message(
+                task_id=task_id,
+                body=body,
+                content_type=encoder.content_type,
+                content_encoding=encoder.content_encoding,
+                compression=encoder.compression,
+                args_repr=args_repr,
+                kwargs_repr=kwargs_repr,
+                **shared,
+            )
+
+        template = MessageTemplate.of(make)
+        if template is None:
+            return None
+        route = plan.route
+        return BatchSender(
+            encoder, template, route.exchange, route.routing_key, due_at, route.queue
+        )
 
     def _queues_to_declare(self, routed: Queue | None) -> list[Queue]:
         """Every queue of ``task_queues`` (so their exchanges and bindings exist before the first

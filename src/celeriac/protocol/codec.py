@@ -55,6 +55,68 @@ class EncodedBody:
     compression: str | None = None
 
 
+class BodyEncoder:
+    """Encodes the bodies of sends that share an embed, a serializer and a compression.
+
+    A batch (``send_many``) makes one and encodes each message's arguments with it: the embed
+    is completed and the serializer looked up once, not per message. :func:`encode_body` is the
+    one-off use of the same code, so a batch and a single send give the same bytes.
+    """
+
+    __slots__ = (
+        "_codecs",
+        "_compression",
+        "_embed",
+        "_serializer",
+        "compression",
+        "content_encoding",
+        "content_type",
+    )
+
+    def __init__(
+        self,
+        embed: Mapping[str, Any] | None,
+        *,
+        serializer: str,
+        compression: str | None,
+        codecs: Codecs,
+    ) -> None:
+        found = codecs.serializers.get(serializer)  # an unknown name fails before any message
+        self._codecs = codecs
+        self._serializer = serializer
+        self._compression = compression
+        self._embed = {**DEFAULT_EMBED, **embed} if embed else dict(DEFAULT_EMBED)
+        self.content_type = found.content_type
+        # content_encoding keeps describing the *decompressed* bytes, as kombu's does
+        self.content_encoding = found.content_encoding
+        #: The ``compression`` header value (``application/x-gzip``), or ``None``.
+        self.compression = codecs.compressors.header_for(compression) if compression else None
+
+    def encode(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+        """Serialize ``[args, kwargs, embed]``, then compress it if asked.
+
+        Non-str kwargs keys are refused here (:class:`EncodeError`): json would silently turn
+        them into strings and msgpack would produce a body no worker reads back.
+        """
+        # exact types first: an ABC isinstance costs microseconds on every send
+        if type(args) not in (tuple, list) and (
+            isinstance(args, str | bytes) or not isinstance(args, Sequence)
+        ):
+            raise EncodeError(f"task args must be a list or tuple, not {type(args).__name__}")
+        if type(kwargs) is not dict and not isinstance(kwargs, Mapping):
+            raise EncodeError(f"task kwargs must be a dict, not {type(kwargs).__name__}")
+        if kwargs:
+            bad_keys = [key for key in kwargs if not isinstance(key, str)]
+            if bad_keys:
+                raise EncodeError(f"task kwargs keys must be str, got {bad_keys[:5]!r}")
+        data = self._codecs.serializers.dumps(
+            [list(args), dict(kwargs), self._embed], self._serializer
+        )[2]
+        if self._compression:
+            data = self._codecs.compressors.compress(data, self._compression)[1]
+        return data
+
+
 def encode_body(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
@@ -64,30 +126,11 @@ def encode_body(
     compression: str | None,
     codecs: Codecs,
 ) -> EncodedBody:
-    """Serialize ``[args, kwargs, embed]`` with ``serializer``, then compress it if asked.
-
-    Non-str kwargs keys are refused here (:class:`EncodeError`): json would silently turn them into
-    strings and msgpack would produce a body no worker reads back.
-    """
-    # exact types first: an ABC isinstance costs microseconds on every send
-    if type(args) not in (tuple, list) and (
-        isinstance(args, str | bytes) or not isinstance(args, Sequence)
-    ):
-        raise EncodeError(f"task args must be a list or tuple, not {type(args).__name__}")
-    if type(kwargs) is not dict and not isinstance(kwargs, Mapping):
-        raise EncodeError(f"task kwargs must be a dict, not {type(kwargs).__name__}")
-    bad_keys = [key for key in kwargs if not isinstance(key, str)]
-    if bad_keys:
-        raise EncodeError(f"task kwargs keys must be str, got {bad_keys[:5]!r}")
-    full_embed = {**DEFAULT_EMBED, **embed} if embed else dict(DEFAULT_EMBED)
-    content_type, content_encoding, data = codecs.serializers.dumps(
-        [list(args), dict(kwargs), full_embed], serializer
-    )
-    header: str | None = None
-    if compression:
-        # content_encoding keeps describing the *decompressed* bytes, as kombu's does
-        header, data = codecs.compressors.compress(data, compression)
-    return EncodedBody(data, content_type, content_encoding, header)
+    """Serialize ``[args, kwargs, embed]`` with ``serializer``, then compress it if asked (see
+    :meth:`BodyEncoder.encode`)."""
+    encoder = BodyEncoder(embed, serializer=serializer, compression=compression, codecs=codecs)
+    body = encoder.encode(args, kwargs)
+    return EncodedBody(body, encoder.content_type, encoder.content_encoding, encoder.compression)
 
 
 def decode_body(
@@ -139,4 +182,4 @@ def _validate(payload: Any) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
     return list(args), kwargs, embed
 
 
-__all__ = ["DEFAULT_EMBED", "Codecs", "EncodedBody", "decode_body", "encode_body"]
+__all__ = ["DEFAULT_EMBED", "BodyEncoder", "Codecs", "EncodedBody", "decode_body", "encode_body"]

@@ -45,12 +45,22 @@ class Outgoing:
 
     ``due_at`` is a UNIX timestamp; ``None`` or a past time means "deliverable now". The message's
     priority comes from ``message.properties["priority"]`` (0-9, higher first).
+
+    ``wire`` is ``message.to_wire()`` when the sender already has it: the bulk path builds a
+    batch's envelopes from one template (:mod:`celeriac.protocol.template`) far cheaper than a
+    ``to_wire()`` per message, and a transport that stores envelopes takes them from
+    :meth:`envelope`. Transports with native message properties (AMQP) read ``message``.
     """
 
     message: Message
     exchange: str
     routing_key: str
     due_at: float | None = None
+    wire: bytes | None = field(default=None, repr=False, compare=False)
+
+    def envelope(self) -> bytes:
+        """The message in kombu's JSON envelope (raises DecodeError if headers are not JSON)."""
+        return self.wire if self.wire is not None else self.message.to_wire()
 
 
 @dataclass(slots=True)

@@ -56,7 +56,7 @@ import logging
 import math
 import secrets
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -103,10 +103,17 @@ class _LoopClients:
 @dataclass(frozen=True, slots=True)
 class _Step:
     """One I/O step of a sans-I/O algorithm: run ``script`` with ``args``, or (``script`` None)
-    load the topology. The async and sync drivers run the same algorithms this way."""
+    load the topology. The async and sync drivers run the same algorithms this way.
+
+    With ``calls`` (an iterable of argument tuples, maybe lazy) ``script`` runs once per item
+    and the reply is the list of their replies: the sync driver pipelines them (a batch's
+    chunks), taking each from ``calls`` only once the previous one is sent, so Redis runs one
+    chunk while the next is built.
+    """
 
     script: str | None
     args: tuple[Any, ...] = ()
+    calls: Iterable[tuple[Any, ...]] | None = None
 
 
 _LOAD = _Step(None)
@@ -248,9 +255,13 @@ class RedisTransport(Transport):
         with self._errors(action):
             try:
                 step = next(steps)
+                reply: Any
                 while True:
                     if step.script is None:
                         reply = lua.decode_topology(*await clients.client.mget(keys))
+                    elif step.calls is not None:
+                        script = clients.scripts[step.script]
+                        reply = [await script(args=args) for args in step.calls]
                     else:
                         reply = await clients.scripts[step.script](args=step.args)
                     step = steps.send(reply)
@@ -264,22 +275,29 @@ class RedisTransport(Transport):
         with self._errors(action):
             try:
                 step = next(steps)
+                reply: Any
                 while True:
                     if step.script is None:
                         reply = lua.decode_topology(*client.mget(keys))
+                    elif step.calls is not None:
+                        reply = self._evalsha_sync(client, scripts[step.script], step.calls)
                     else:
-                        reply = self._evalsha_sync(client, scripts[step.script], step.args)
+                        reply = self._evalsha_sync(client, scripts[step.script], [step.args])[0]
                     step = steps.send(reply)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
 
-    def _evalsha_sync(self, client: Any, script: Any, args: Sequence[Any]) -> Any:
-        """EVALSHA on this thread's own connection: a sync ``.delay()`` is one round trip with
-        none of the pool's per-command bookkeeping (checkout, release, fork checks, metrics).
+    def _evalsha_sync(self, client: Any, script: Any, calls: Iterable[Sequence[Any]]) -> list[Any]:
+        """EVALSHA once per argument list in ``calls``, pipelined on this thread's own
+        connection: a sync ``.delay()`` is one round trip with none of the pool's per-command
+        bookkeeping (checkout, release, fork checks, metrics), and a batch's chunks are each
+        sent as soon as built, so Redis runs one while the next is built; the replies are read
+        at the end, in order.
 
         The connection belongs to the calling thread (a Django worker thread, say); a broken
-        one is dropped and the command tried once on a new one; a Redis that lost its script
-        cache (restarted) gets the script again.
+        one is dropped and the calls not yet answered are sent once more on a new one (as a
+        single call always was: one whose reply was lost may run twice); a Redis that lost its
+        script cache (restarted) gets the script again.
         """
         local = self._thread_conns
         conn = getattr(local, "conn", None)
@@ -288,19 +306,53 @@ class RedisTransport(Transport):
             local.conn, local.owner = conn, self._sync
             with self._lock:
                 self._all_thread_conns.append(conn)
-        command = _resp(("EVALSHA", script.sha, 0, *args))
-        for attempt in (1, 2):
+        commands: list[bytes] = []
+        replies: list[Any] = []
+        answered: list[bool] = []
+        fresh = iter(calls)
+        resend: list[int] = []  # built, but to go again: a new connection, a reloaded script
+        error: redis.ResponseError | None = None
+        reconnected, reloads = False, 0
+        while True:
+            sent: list[int] = []
             try:
-                conn.send_packed_command([command], check_health=False)
-                return conn.read_response()
-            except redis.exceptions.NoScriptError:
-                client.script_load(script.script)
+                for index in resend:
+                    conn.send_packed_command([commands[index]], check_health=False)
+                    sent.append(index)
+                for args in fresh:
+                    sent.append(len(commands))
+                    commands.append(_resp(("EVALSHA", script.sha, 0, *args)))
+                    replies.append(None)
+                    answered.append(False)
+                    conn.send_packed_command([commands[-1]], check_health=False)
+                for index in sent:
+                    try:
+                        replies[index] = conn.read_response()
+                        answered[index] = True
+                    except redis.exceptions.NoScriptError:
+                        pass  # sent again below, once the script is loaded
+                    except redis.ResponseError as exc:  # read the others: the link stays in step
+                        answered[index] = True
+                        error = error or exc
             except (redis.ConnectionError, redis.TimeoutError):
                 conn.disconnect()
-                if attempt == 2:
+                if reconnected:
                     raise
-        conn.send_packed_command([command], check_health=False)
-        return conn.read_response()
+                reconnected = True
+                resend = [index for index, done in enumerate(answered) if not done]
+                continue
+            except BaseException:  # replies may be left unread: the link is out of step
+                conn.disconnect()
+                raise
+            if error is not None:
+                raise error
+            resend = [index for index, done in enumerate(answered) if not done]
+            if not resend:
+                return replies
+            if reloads == 2:
+                raise redis.exceptions.NoScriptError("the script vanished again once loaded")
+            reloads += 1
+            client.script_load(script.script)
 
     # -- topology -----------------------------------------------------------------------------
     def _change_steps(self, change: Callable[[Topology], bool], delete: str = "") -> Steps[None]:
@@ -378,8 +430,9 @@ class RedisTransport(Transport):
     ) -> Steps[list[int]]:
         """The publish algorithm, as steps that the async and sync drivers share.
 
-        Each chunk is checked against the topology version it was routed under; a refused
-        chunk, and every chunk after it, is routed again on the reloaded topology.
+        Each chunk is checked against the topology version it was routed under; the chunks are
+        sent together, and those refused (once the version changed, every later one is) are
+        routed again on the reloaded topology.
         """
         counts = [0] * len(items)
         pending = list(range(len(items)))
@@ -399,31 +452,32 @@ class RedisTransport(Transport):
                 self._topology = None  # maybe declared elsewhere since: look again
                 continue
             plan_of = dict(zip(pending, plans, strict=True))
-            chunks = lua.publish_chunks(self.prefix, version, pending, plans, items, payloads)
-            refused_at: int | None = None
-            for position, (indexes, args) in enumerate(chunks):
-                if (yield _Step("publish", args)) < 0:
-                    refused_at = position
-                    break
+            chunks: list[list[int]] = []  # the item indexes of each chunk, as it is built
+            built = lua.publish_chunks(self.prefix, version, pending, plans, items, payloads)
+            replies = yield _Step("publish", calls=_noting(built, chunks))
+            pending = []
+            for indexes, reply in zip(chunks, replies, strict=True):
+                if reply < 0:  # routed under an old topology: route again
+                    pending += indexes
+                    continue
                 for index in indexes:
                     counts[index] = len(plan_of[index])
-            if refused_at is None:
+            if not pending:
                 return counts
-            pending = [i for indexes, _ in chunks[refused_at:] for i in indexes]
             self._topology = None
         raise TransportError("the topology kept changing during this publish; try again")
 
     async def publish_batch(self, items: Sequence[Outgoing]) -> list[int]:
         if not items:
             return []
-        payloads = [item.message.to_wire() for item in items]  # may raise before any change
+        payloads = [item.envelope() for item in items]  # may raise before any change
         return await self._drive(self._publish_steps(items, payloads), "publish")
 
     def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
         """Publish on the blocking client of this process: one round trip, no event loop."""
         if not items:
             return []
-        payloads = [item.message.to_wire() for item in items]
+        payloads = [item.envelope() for item in items]
         return self._drive_sync(self._publish_steps(items, payloads), "publish")
 
     def put_raw(self, queue: str, payload: bytes, priority: int = 0) -> None:
@@ -565,6 +619,13 @@ class RedisTransport(Transport):
 
 
 __all__ = ["RedisTransport"]
+
+
+def _noting(chunks: Iterable[tuple[list[int], T]], noted: list[list[int]]) -> Iterator[T]:
+    """The calls of lazily built ``chunks``, noting each one's item indexes as it is taken."""
+    for indexes, call in chunks:
+        noted.append(indexes)
+        yield call
 
 
 def _resp(args: Sequence[Any]) -> bytes:

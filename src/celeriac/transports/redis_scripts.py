@@ -33,7 +33,7 @@ Floats go back to Python as strings: Redis truncates Lua numbers to integers in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -423,27 +423,50 @@ def publish_chunks(
     plans: list[list[Destination]],
     items: Sequence[Outgoing],
     payloads: Sequence[bytes],
-) -> list[tuple[list[int], tuple[Any, ...]]]:
-    """PUBLISH arguments for routed items, with the item indexes each call stores.
+) -> Iterator[tuple[list[int], tuple[Any, ...]]]:
+    """PUBLISH arguments for routed items, with the item indexes each call stores; built one
+    call at a time, so that the first can be sent while the next is built.
 
-    An item's copies never straddle two calls, so each item is stored whole or not at all.
+    An item's copies never straddle two calls, so each item is stored whole or not at all; the
+    names are checked here, before any call is built, so a bad one refuses the whole batch.
     """
-    chunks: list[tuple[list[int], tuple[Any, ...]]] = []
+    names = {(items[index].exchange, items[index].routing_key) for index in pending}
+    for exchange, routing_key in names:
+        if "\0" in exchange or "\0" in routing_key:
+            raise TransportError("exchange names and routing keys may not contain NUL characters")
+    return _chunks(prefix, version, pending, plans, items, payloads)
+
+
+def _chunks(
+    prefix: str,
+    version: str,
+    pending: list[int],
+    plans: list[list[Destination]],
+    items: Sequence[Outgoing],
+    payloads: Sequence[bytes],
+) -> Iterator[tuple[list[int], tuple[Any, ...]]]:
     indexes: list[int] = []
     copies: list[Any] = []
-    size = 0
+    count = size = 0
+    # a batch has few (priority, exchange, routing key) triples: one value header for each
+    headers: dict[tuple[int, str, str], bytes] = {}
     for index, plan in zip(pending, plans, strict=True):
-        if indexes and (len(copies) // 3 + len(plan) > CHUNK_COPIES or size > CHUNK_BYTES):
-            chunks.append((indexes, (prefix, version, len(copies) // 3, *copies)))
-            indexes, copies, size = [], [], 0
+        if indexes and (count + len(plan) > CHUNK_COPIES or size > CHUNK_BYTES):
+            yield indexes, (prefix, version, count, *copies)
+            indexes, copies, count, size = [], [], 0, 0
         indexes.append(index)
         item = items[index]
+        payload = payloads[index]
         due = "" if item.due_at is None else repr(float(item.due_at))
         for dest in plan:
-            copies += (dest.queue, due, stored_value(dest.priority, item, payloads[index]))
-            size += len(payloads[index])
-    chunks.append((indexes, (prefix, version, len(copies) // 3, *copies)))
-    return chunks
+            key = (dest.priority, item.exchange, item.routing_key)
+            header = headers.get(key)
+            if header is None:
+                header = headers[key] = stored_value(dest.priority, item, b"")
+            copies += (dest.queue, due, header + payload)
+            size += len(payload)
+        count += len(plan)
+    yield indexes, (prefix, version, count, *copies)
 
 
 def claimed(reply: list[Any], queues: Sequence[str]) -> list[Delivery]:

@@ -1,0 +1,123 @@
+"""The Redis sync publish of a big batch: chunks pipelined on one connection, each answered.
+
+A batch of more than ``CHUNK_COPIES`` messages is several script calls sent back to back; these
+tests make some of them fail (a flushed script cache, a stale topology, a killed connection, a
+bad name) and check that every message is stored exactly once, in order, or none is.
+Uses database 15 of the shared server under a key prefix private to each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from celeriac.errors import TransportError
+from celeriac.protocol.message import task_message
+from celeriac.routing import Binding, Exchange, Queue
+from celeriac.transports.base import Outgoing
+from celeriac.transports.redis import RedisTransport
+from celeriac.transports.redis_scripts import CHUNK_COPIES
+from conftest import require_service
+
+pytestmark = pytest.mark.redis
+
+URL = "redis://127.0.0.1:6379/15"
+BATCH = CHUNK_COPIES * 3 + 7  # four script calls
+
+
+def out(label: str, routing_key: str = "q", exchange: str = "") -> Outgoing:
+    message = task_message(
+        task="tests.publish",
+        task_id=label,
+        body=b"[[], {}, {}]",
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+    return Outgoing(message, exchange, routing_key, wire=message.to_wire())
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    require_service("Redis", 6379)
+    name = f"celeriac-it:{uuid.uuid4().hex[:12]}:"
+    yield name
+    client = redis.Redis.from_url(URL)
+    keys = list(client.scan_iter(match=f"{name}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def declared(prefix: str, *queues: Queue) -> RedisTransport:
+    transport = RedisTransport(URL, key_prefix=prefix)
+
+    async def declare() -> None:
+        for queue in queues:
+            await transport.declare_queue(queue)
+
+    asyncio.run(declare())
+    return transport
+
+
+def drained(transport: RedisTransport, queue: str) -> list[str]:
+    async def drain() -> list[str]:
+        got = await transport.get([queue], BATCH + 10, timeout=0)
+        await transport.ack(got)
+        await transport.close()
+        return [d.decode().id for d in got]
+
+    return asyncio.run(drain())
+
+
+def test_a_batch_after_redis_forgot_its_scripts_is_stored_once_in_order(prefix: str) -> None:
+    transport = declared(prefix, Queue("q"))
+    transport.publish_sync([out("warm-up")])  # the thread's connection knows the script
+    redis.Redis.from_url(URL).script_flush()
+    labels = [f"m{i}" for i in range(BATCH)]
+    assert transport.publish_sync([out(label) for label in labels]) == [1] * BATCH
+    assert drained(transport, "q") == ["warm-up", *labels]
+
+
+def test_a_batch_routed_on_a_stale_topology_is_routed_again(prefix: str) -> None:
+    transport = declared(prefix, Queue("a", exchange=Exchange("ex"), routing_key="k"))
+    transport.publish_sync([out("warm-up", "k", "ex")])  # caches the topology
+    declared(prefix, Queue("b"))
+    admin = RedisTransport(URL, key_prefix=prefix)
+    asyncio.run(admin.bind(Binding("ex", "b", "k")))
+    labels = [f"m{i}" for i in range(BATCH)]
+    assert transport.publish_sync([out(label, "k", "ex") for label in labels]) == [2] * BATCH
+    assert drained(transport, "b") == labels
+    assert drained(admin, "a") == ["warm-up", *labels]
+
+
+def test_a_killed_connection_is_replaced_and_nothing_is_stored_twice(prefix: str) -> None:
+    transport = declared(prefix, Queue("q"))
+    transport.publish_sync([out("warm-up")])
+    probe = redis.Redis.from_url(URL)
+    assert probe.client_kill_filter(_id=str(_client_id(transport))) == 1
+    labels = [f"m{i}" for i in range(BATCH)]
+    assert transport.publish_sync([out(label) for label in labels]) == [1] * BATCH
+    assert drained(transport, "q") == ["warm-up", *labels]
+    probe.close()
+
+
+def test_a_bad_name_refuses_the_whole_batch_and_the_connection_stays_usable(
+    prefix: str,
+) -> None:
+    transport = declared(prefix, Queue("q"), Queue("bad\0name"))
+    items = [out(f"m{i}") for i in range(BATCH)] + [out("last", "bad\0name")]
+    with pytest.raises(TransportError, match="NUL"):
+        transport.publish_sync(items)
+    assert transport.publish_sync([out("after")]) == [1]
+    assert drained(transport, "q") == ["after"]
+
+
+def _client_id(transport: RedisTransport) -> int:
+    """The server-side id of the calling thread's publish connection."""
+    conn = transport._thread_conns.conn
+    conn.send_command("CLIENT", "ID")
+    return int(conn.read_response())
