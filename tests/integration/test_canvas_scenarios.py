@@ -183,6 +183,33 @@ def test_chord_with_a_chain_body_and_a_group_body(env: tuple[Celeriac, Tasks]) -
     assert fan.get(timeout=TIMEOUT) == [6, [2, 4]]
 
 
+def test_deeper_nestings(env: tuple[Celeriac, Tasks]) -> None:
+    """Workflows checked against Celery 5.7 with bench/oracle (same values there)."""
+    _, t = env
+    deep = (t.add.s(1, 1) | t.add.s(1)) | (t.add.s(1) | (t.add.s(1) | (t.add.s(1) | t.mul.s(2))))
+    assert deep.apply_async().get(timeout=TIMEOUT) == 12
+    left = chord([t.add.s(1, 1) | t.add.s(1), t.add.s(2, 2) | t.add.s(2)], t.tsum.s())
+    right = chord([t.add.s(3, 3) | t.add.s(3)], t.tsum.s())
+    assert chord([left, right], t.tsum.s()).apply_async().get(timeout=TIMEOUT) == 18
+    body = chord([t.tsum.s(), t.tsum.s()], t.tsum.s())
+    assert chord([t.add.s(1, 1), t.add.s(2, 2)], body).apply_async().get(timeout=TIMEOUT) == 12
+    then = group(t.add.s(1, 1), t.add.s(2, 2)) | chord([t.tsum.s(), t.tsum.s()], t.tsum.s())
+    assert then.apply_async().get(timeout=TIMEOUT) == 12
+    fan = group(
+        chord([t.add.s(1), t.add.s(2)], t.tsum.s()), chord([t.mul.s(2), t.mul.s(3)], t.tsum.s())
+    )
+    assert (t.add.s(1, 1) | fan | t.tsum.s()).apply_async().get(timeout=TIMEOUT) == 17
+    chords = chord([t.add.s(1, 1), t.add.s(2, 2)], t.tsum.s()) | chord(
+        [t.add.s(1), t.mul.s(2)], t.tsum.s()
+    )
+    assert chords.apply_async().get(timeout=TIMEOUT) == 19
+
+
+def test_a_one_task_group_in_a_chain_is_that_task(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env  # Celery 5.5 and later unroll it too
+    assert (t.add.s(1, 1) | group(t.add.s(1)) | t.ident.s()).apply_async().get(TIMEOUT) == 3
+
+
 # -- failures --
 def test_failure_in_the_middle_of_a_chain(env: tuple[Celeriac, Tasks]) -> None:
     app, t = env
@@ -200,14 +227,29 @@ def test_failure_in_the_middle_of_a_chain(env: tuple[Celeriac, Tasks]) -> None:
     assert runs(app, f"{tag}:{failed.id}") == 1  # the errback got the failed task's id
 
 
+def test_an_errback_taking_request_exc_traceback_is_called_in_the_worker(
+    env: tuple[Celeriac, Tasks],
+) -> None:
+    app, t = env
+    tag = uuid.uuid4().hex
+    result = t.fail.apply_async((7,), link_error=t.handler.s(tag))
+    with pytest.raises(Boom):
+        result.get(timeout=TIMEOUT)
+    _wait_until(lambda: runs(app, f"{tag}:{result.id}:Boom") == 1)
+
+
 def test_failing_chord_member_fails_the_body_with_chord_error(env: tuple[Celeriac, Tasks]) -> None:
     app, t = env
     tag = uuid.uuid4().hex
     body = t.counted_sum.s(tag)
     body.link_error(t.on_error.s(f"{tag}-err"))
     result = chord([t.add.s(1, 1), t.fail.s(), t.add.s(2, 2)], body).apply_async()
-    with pytest.raises(ChordError, match="Boom"):
+    with pytest.raises(Boom):  # as Celery: get() raises the failed member's own error...
         result.get(timeout=TIMEOUT)
+    assert result.state == states.FAILURE  # ...while the body's stored result is a ChordError
+    assert isinstance(result.result, ChordError) and "Boom" in str(result.result)
+    with pytest.raises(ChordError):  # a handle rebuilt from the id alone knows no parents
+        AsyncResult(result.id, app.backend, app).get(timeout=TIMEOUT)
     _wait_until(lambda: runs(app, f"{tag}-err") == 1)
     assert runs(app, f"{tag}-err:{result.id}") == 1
     assert runs(app, tag) == 0  # the body never ran
@@ -217,10 +259,12 @@ def test_failure_inside_a_nested_chord_reaches_the_outermost_result(
     env: tuple[Celeriac, Tasks],
 ) -> None:
     _, t = env
-    inner = chord([t.add.s(1, 1), t.add.s(1) | t.fail.s()], t.tsum.s())
+    inner = chord([t.add.si(1, 1), t.add.s(1) | t.fail.s()], t.tsum.s())
     flow = t.add.s(0, 1) | chord([inner, t.add.s(3)], t.tsum.s()) | t.add.s(1)
-    with pytest.raises((ChordError, Boom)):
-        flow.apply_async().get(timeout=TIMEOUT)
+    result = flow.apply_async()
+    with pytest.raises(ChordError, match="Boom"):  # the inner chord's stored error, as Celery
+        result.get(timeout=TIMEOUT)
+    assert result.state == states.FAILURE  # the step after it is failed too (Celery: PENDING)
 
 
 def test_retries_inside_a_chord_header_run_the_body_once(env: tuple[Celeriac, Tasks]) -> None:
@@ -278,8 +322,12 @@ def test_root_and_parent_ids_on_every_message(env: tuple[Celeriac, Tasks]) -> No
     assert first["root_id"] == first["id"] and first["parent_id"] is None
     assert second["root_id"] == first["id"] and second["parent_id"] == first["id"]
     assert third["root_id"] == first["id"] and third["parent_id"] == second["id"]
+    # members of a chord sent from outside a task are each their own root, as in Celery
     members = chord([t.whoami.s(), t.whoami.s()], t.ident.s()).apply_async().get(timeout=TIMEOUT)
-    assert len({m["root_id"] for m in members}) == 1
+    assert [m["root_id"] for m in members] == [m["id"] for m in members]
+    # inside a workflow, everything it sends shares its root
+    nested = (t.whoami.s() | chord([t.whoami.s(), t.whoami.s()], t.ident.s())).apply_async()
+    assert len({m["root_id"] for m in nested.get(timeout=TIMEOUT)}) == 1
 
 
 def test_children_and_collect(env: tuple[Celeriac, Tasks]) -> None:

@@ -19,6 +19,7 @@ No polling task and no lock: one atomic increment per member decides who sends t
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac.canvas.primitives import chain, chord, group
 from celeriac.canvas.signature import Signature
+from celeriac.context import Request
 from celeriac.errors import ChordError
 from celeriac.results.base import ResultMeta, exception_to_dict
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.context import Request
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -160,8 +161,42 @@ def _fail_task(
         )
     if errbacks:
         for data in sig.options.get("link_error") or ():
-            Signature.from_dict(data, app).apply_async((task_id,))
+            errback = Signature.from_dict(data, app)
+            if takes_request(errback):
+                request = Request(task_id, sig.task, sig.args, dict(sig.kwargs))
+                request.group = sig.options.get("group_id")
+                call_errback(errback, request, exc, traceback)
+            else:
+                errback.apply_async((task_id,))
     body = sig.options.get("chord")
     group_id = sig.options.get("group_id")
     if body and group_id:
         join(app, str(group_id), task_id, body, None)
+
+
+def takes_request(errback: Signature) -> bool:
+    """Celery's two errback forms: ``on_error(task_id)`` is sent as a task; one whose function
+    still takes three arguments after its signature's own (``handler(request, exc, traceback)``)
+    is called right where the failure is known, with them."""
+    task = errback.app.tasks.get(errback.task) if errback.app is not None else None
+    if task is None:
+        return False
+    try:
+        params = list(inspect.signature(task.fn).parameters.values())[1 if task.bind else 0 :]
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) - len(errback.args) >= 3
+
+
+def call_errback(
+    errback: Signature, request: Request, exc: BaseException | None, traceback: str | None
+) -> None:
+    """Call a ``(request, exc, traceback)`` errback here (an ``async def`` one to its end)."""
+    from celeriac.worker.executor import thread_loop
+
+    value = errback(request, exc, traceback)
+    if errback.type.is_async:
+        thread_loop().run_until_complete(value)

@@ -128,6 +128,7 @@ class chain(Signature):
                 steps.extend(task.normalize())
             else:
                 steps.append(task.bind(self.app) if task.app is None and self.app else task)
+        steps = [_unrolled(step) for step in steps]
         for i, step in enumerate(steps[:-1]):
             if isinstance(step, chunks):
                 step = steps[i] = step.group()
@@ -306,6 +307,10 @@ class group(Signature):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> GroupResult:
+        if not self.tasks and self.app is None:  # nothing to send, no app needed
+            from celeriac.results.group import GroupResult
+
+            return GroupResult(str(options.get("task_id") or new_id()), [])
         if self._app().conf.task_always_eager:
             return self.apply(args, kwargs)
         membership, options = _split({**_own_options(self), **options})
@@ -318,8 +323,6 @@ class group(Signature):
         backend = self._app().backend
         if backend is not None:
             backend.save_group(result.id, [r.id for r in result.results])
-        if self.tasks:
-            options.setdefault("root_id", root_of(self.tasks[0]))
         for task in self.tasks:
             task.apply_async(args, kwargs, **options)
         return result
@@ -443,7 +446,6 @@ class chord(Signature):
                 body, membership["chord"], membership["group_id"], membership.get("group_index")
             )
         members = self.header.tasks
-        options.setdefault("root_id", root_of(members[0] if members else body))
         if not members:
             body.apply_async(([],), **options)
             return result
@@ -484,6 +486,13 @@ class chord(Signature):
         return f"chord({self.header!r}, {self.kwargs.get('body')!r})"
 
 
+def _unrolled(step: Signature) -> Signature:
+    """A chain step that is a group of one task is that task (Celery 5.5 does the same)."""
+    if isinstance(step, group) and len(step.tasks) == 1 and not _own_options(step):
+        return step.tasks[0]
+    return step
+
+
 def single_result(sig: Signature) -> Signature:
     """``sig`` rewritten so that its final node is one task: a trailing group becomes a chord
     whose body (the builtin identity task) hands the group's list on as one result."""
@@ -502,8 +511,9 @@ def single_result(sig: Signature) -> Signature:
 
 
 def root_of(sig: Signature) -> str | None:
-    """The ``root_id`` of a workflow sent now: the running task's root inside a task, else the
-    id of the first task the workflow sends (frozen by then)."""
+    """The ``root_id`` of a chain sent now: the running task's root inside a task, else the id
+    of the chain's first task (frozen by then). Group and chord members sent from outside a
+    task are each their own root, as in Celery."""
     from celeriac.context import current_request
 
     request = current_request()

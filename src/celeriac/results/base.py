@@ -283,7 +283,11 @@ class Backend(abc.ABC):
         """Count ``member_id`` as finished in chord ``group_id``: the number of distinct members
         finished so far, or ``None`` when this member was already counted (a redelivered or
         re-run message), so the body is sent by exactly one member: the one that makes the count
-        reach the chord's size."""
+        reach the chord's size.
+
+        This default makes two increments; a process killed between them leaves the member
+        marked but uncounted (its chord would wait forever), so every shipped backend overrides
+        it with one atomic step (a lock, a transaction, a MULTI)."""
         expires_at = self._expires_at()
         if self._incr(f"chord-member:{group_id}:{member_id}", 1, expires_at) != 1:
             return None

@@ -77,6 +77,14 @@ class GroupResult(AsyncResult[list[Any]]):
     def failed(self) -> bool:
         return any(r.failed() for r in self.results)
 
+    def _failure(self) -> BaseException | None:
+        """The first failed member's error, in order (what a chord's ``get()`` raises)."""
+        for result in self.results:
+            error = result._failure()
+            if error is not None:
+                return error
+        return None
+
     def waiting(self) -> bool:
         return not self.ready()
 

@@ -47,7 +47,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -407,6 +407,37 @@ class RedisBackend(Backend):
 
     def _delete(self, task_id: str) -> None:
         self._call(f"forget {task_id}", lambda: self._client.delete(self.result_key(task_id)))
+
+    def join_chord(self, group_id: str, member_id: str) -> int | None:
+        """SADD and SCARD in one MULTI: a member is counted once however often it reports, and
+        membership and count change together (a worker killed between two commands cannot
+        leave a member marked but uncounted)."""
+        key, ttl = self.counter_key(f"chord-members:{group_id}"), _ttl_ms(self._expires_at())
+
+        def op() -> tuple[int, int]:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.sadd(key, member_id)
+            pipe.scard(key)
+            if ttl is None:
+                pipe.persist(key)
+            else:
+                pipe.pexpire(key, max(ttl, 1))
+            added, count, _ = pipe.execute()
+            return int(added), int(count)
+
+        added, count = self._call(f"join chord {group_id}", op, idempotent=False)
+        return count if added else None
+
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultMeta]:
+        """One MGET for all of them (a 1,000-member chord's results in one round trip)."""
+        if not task_ids:
+            return []
+        keys = [self.result_key(t) for t in task_ids]
+        values = self._call(f"read {len(keys)} results", lambda: self._client.mget(keys))
+        return [
+            ResultMeta(task_id=t) if raw is None else self._decode(_as_bytes(raw) or b"")
+            for t, raw in zip(task_ids, values, strict=True)
+        ]
 
     def _incr(self, key: str, amount: int, expires_at: float | None) -> int:
         def op() -> int:

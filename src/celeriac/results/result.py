@@ -7,6 +7,7 @@ is loaded in this process.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -114,14 +115,42 @@ class AsyncResult(Generic[R]):
         meta = self._backend().wait_for(self.id, timeout)
         if not meta.ready:
             raise TimeoutError(f"task {self.id} not ready after {timeout}s (state {meta.status})")
+        if propagate and meta.status in states.PROPAGATE_STATES and self.parent is not None:
+            cause = self._parent_error()
+            if cause is not None:
+                raise cause
         value: R = _raise_or_return(meta, propagate)
         return value
+
+    def _parent_error(self) -> BaseException | None:
+        """The error of the earliest failed result this one follows (Celery's ``get()`` raises
+        that one: a chord whose header failed raises the member's own error, while its stored
+        result is the ``ChordError``)."""
+        parents: list[AsyncResult[Any]] = []
+        node = self.parent
+        while node is not None:
+            parents.append(node)
+            node = node.parent
+        for parent in reversed(parents):
+            error: BaseException | None = parent._failure()
+            if error is not None:
+                return error
+        return None
+
+    def _failure(self) -> BaseException | None:
+        """This result's own stored exception, if it failed (no waiting)."""
+        meta = self._meta()
+        return meta.exception() if meta.status in states.PROPAGATE_STATES else None
 
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> R:
         """The async twin of :meth:`get`: waits without blocking the event loop."""
         meta = await self._backend().await_for(self.id, timeout)
         if not meta.ready:
             raise TimeoutError(f"task {self.id} not ready after {timeout}s (state {meta.status})")
+        if propagate and meta.status in states.PROPAGATE_STATES and self.parent is not None:
+            cause = await asyncio.to_thread(self._parent_error)
+            if cause is not None:
+                raise cause
         value: R = _raise_or_return(meta, propagate)
         return value
 

@@ -292,6 +292,28 @@ class SQLiteBackend(Backend):
     def _delete(self, task_id: str) -> None:
         self._execute("DELETE FROM celeriac_results WHERE task_id = ?", (task_id,))
 
+    def join_chord(self, group_id: str, member_id: str) -> int | None:
+        """Mark the member and count it in one transaction: a process killed half-way leaves
+        neither, so the member's redelivered message counts it."""
+        conn = self._conn()
+        expires_at, now = self._expires_at(), time.time()
+        count: int | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                member = f"chord-member:{group_id}:{member_id}"
+                seen = conn.execute(_INCR, (member, 1, expires_at, now)).fetchall()[0][0]
+                if seen == 1:
+                    counter = f"chord-count:{group_id}"
+                    count = int(conn.execute(_INCR, (counter, 1, expires_at, now)).fetchall()[0][0])
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise BackendError(f"result database {self.path!r}: {exc}") from exc
+        return count
+
     def _incr(self, key: str, amount: int, expires_at: float | None) -> int:
         # fetchall() steps the statement to completion, which is what commits it.
         rows = self._execute(_INCR, (key, amount, expires_at, time.time()))

@@ -297,7 +297,22 @@ def _linked(
             yield Signature.from_dict(data, app), (outcome.value,)
     elif outcome.state == states.FAILURE and request.errbacks:
         for data in request.errbacks:
-            yield Signature.from_dict(data, app), (request.id,)
+            sig = Signature.from_dict(data, app)
+            if not flow.takes_request(sig):
+                yield sig, (request.id,)
+
+
+def _call_errbacks(task: Task[Any, Any], request: Request, outcome: Outcome) -> None:
+    """Run the ``(request, exc, traceback)`` errbacks of a failed task here; logs, never raises."""
+    if outcome.state != states.FAILURE or not request.errbacks:
+        return
+    for data in request.errbacks:
+        try:
+            errback = Signature.from_dict(data, task.app)
+            if flow.takes_request(errback):
+                flow.call_errback(errback, request, outcome.exc, outcome.traceback)
+        except Exception as exc:
+            logger.error("Task %s[%s]: its errback failed: %r", task.name, request.id, exc)
 
 
 def _store_failed(task: Task[Any, Any], request: Request, outcome: Outcome, exc: Exception) -> None:
@@ -386,6 +401,7 @@ def finish(
             sig.apply_async(args, parent_id=request.id, root_id=request.root_id or request.id)
     except Exception as exc:
         logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)
+    _call_errbacks(task, request, outcome)
     _advance(task, request, outcome)
 
 
@@ -421,6 +437,8 @@ async def afinish(
             await app.asend_task(call.task, call.args, dict(call.kwargs), **dict(call.options))
     except Exception as exc:
         logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)
+    if outcome.state == states.FAILURE and request.errbacks:
+        await asyncio.to_thread(_call_errbacks, task, request, outcome)
     if request.chain or request.chord:
         await asyncio.to_thread(_advance, task, request, outcome)
 

@@ -36,6 +36,7 @@ class Tasks:
     on_error: Task[Any, Any]
     counted_add: Task[Any, Any]
     gate: Task[Any, Any]
+    handler: Task[Any, Any]
 
 
 def runs(app: Celeriac, tag: str) -> int:
@@ -113,6 +114,11 @@ def declare(app: Celeriac) -> Tasks:
             raise TimeoutError(f"gate {key} was never opened")
         return value
 
+    @app.task(name="canvas.handler")
+    def handler(request: Any, exc: BaseException, traceback: str | None, tag: str) -> None:
+        """Celery's documented errback form: called in the worker, not sent."""
+        backend.incr(f"runs:{tag}:{request.id}:{type(exc).__name__}")
+
     return Tasks(
         add,
         mul,
@@ -127,4 +133,5 @@ def declare(app: Celeriac) -> Tasks:
         on_error,
         counted_add,
         gate,
+        handler,
     )
