@@ -217,7 +217,7 @@ def test_round_trips_per_operation(
     subscriptions: list[int] = []
     client: Any = backend._client  # redis-py leaves execute_command untyped
     execute, pipeline = client.execute_command, client.pipeline
-    get_connection = backend._sub_pool.get_connection
+    make_connection = backend._sub_pool.make_connection
 
     def counting_execute(*args: Any, **options: Any) -> Any:
         sent.append(str(args[0]))
@@ -227,13 +227,13 @@ def test_round_trips_per_operation(
         pipelines.append(1)
         return pipeline(*args, **options)
 
-    def counting_get_connection() -> Any:
+    def counting_make_connection() -> Any:
         subscriptions.append(1)
-        return get_connection()
+        return make_connection()
 
     monkeypatch.setattr(backend._client, "execute_command", counting_execute)
     monkeypatch.setattr(backend._client, "pipeline", counting_pipeline)
-    monkeypatch.setattr(backend._sub_pool, "get_connection", counting_get_connection)
+    monkeypatch.setattr(backend._sub_pool, "make_connection", counting_make_connection)
 
     task_id = str(uuid.uuid4())
     backend.store(success(task_id, 1))
@@ -243,6 +243,83 @@ def test_round_trips_per_operation(
     sent.clear()
     assert backend.wait_for(str(uuid.uuid4()), timeout=0.01).status == states.PENDING
     assert (sent, subscriptions) == (["GET", "GET"], [1])  # read, subscribe, read again
+    sent.clear()
+    assert backend.wait_for(str(uuid.uuid4()), timeout=0.01).status == states.PENDING
+    assert (sent, subscriptions) == (["GET", "GET"], [1])  # the thread's connection, reused
+
+
+# -- the thread's reused subscriber connection -----------------------------------------------------
+
+
+def test_a_stale_message_on_the_reused_subscriber_is_ignored(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis
+) -> None:
+    """Messages left on the thread's connection by an earlier wait are never taken as this
+    wait's result: neither one on the old channel, nor one on the same channel sent before this
+    wait subscribed again."""
+    waiter, writer = make_backend(), make_backend()
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    assert waiter.wait_for(first, timeout=0.01).status == states.PENDING
+    # still subscribed to `first`: this store's announcement sits unread on the connection
+    writer.store(success(first, "first"))
+    assert waiter.wait_for(second, timeout=0.05).status == states.PENDING
+    assert subscribers(admin, [waiter.ready_channel(first)]) == 0  # dropped by the second wait
+    # an announcement of a ready record on `second` whose key was never written: a hint that
+    # predates the next wait's subscription must be dropped, the key read instead
+    record = writer._encode(success(second, "never stored"))
+    assert admin.publish(waiter.ready_channel(second), record) == 1
+    assert waiter.wait_for(second, timeout=0.05).status == states.PENDING
+    writer.store(success(second, "second"))
+    assert waiter.wait_for(second, timeout=10).result == "second"
+
+
+def test_a_result_stored_before_the_subscription_is_seen(
+    make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored after the first read but before SUBSCRIBE: the read after the confirmation has it
+    (no message will ever come)."""
+    waiter, writer = make_backend(), make_backend()
+    task_id = str(uuid.uuid4())
+    read = waiter._read
+
+    def read_then_store(key: str) -> bytes | None:
+        data = read(key)
+        writer.store(success(task_id, "early"))
+        return data
+
+    monkeypatch.setattr(waiter, "_read", read_then_store)
+    assert waiter.wait_for(task_id, timeout=10).result == "early"
+
+
+def test_waiting_threads_and_a_forked_child_each_use_their_own_subscriber(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis
+) -> None:
+    """A forked child never writes on its parent's subscriber socket: the parent's connection
+    keeps its subscription and serves the parent's next wait."""
+    waiter, writer = make_backend(), make_backend()
+    parked, in_child = str(uuid.uuid4()), str(uuid.uuid4())
+    assert waiter.wait_for(parked, timeout=0.01).status == states.PENDING
+    before = waiter._subscribers.subscribed()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's outcome is its exit status
+        ok = waiter.wait_for(in_child, timeout=10).result == "child"
+        os._exit(0 if ok else 1)
+    until(lambda: subscribers(admin, [waiter.ready_channel(in_child)]) == 1, "the child to wait")
+    writer.store(success(in_child, "child"))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert subscribers(admin, [waiter.ready_channel(parked)]) == 1
+    assert waiter._subscribers.subscribed() == before
+    results: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: results.append(waiter.wait_for(in_child, timeout=10).result)
+    )
+    thread.start()
+    thread.join(10)
+    assert results == ["child"]
+    later = str(uuid.uuid4())
+    writer.store(success(later, "parent"))
+    assert waiter.wait_for(later, timeout=10).result == "parent"
 
 
 # -- counters and expiry --------------------------------------------------------------------------
@@ -374,9 +451,11 @@ def test_timed_out_waits_do_not_leak_connections(
     backend = make_backend(client_name=name)
     for _ in range(20):
         assert backend.wait_for(str(uuid.uuid4()), timeout=0.005).status == states.PENDING
-    assert backend._sub_pool._in_use_connections == set()
     assert len(named_connections(admin, name)) <= 2
-    assert not [c for c in named_connections(admin, name) if int(c.get("sub", 0))]
+    # the thread's subscriber stays, subscribed to the last channel only (dropped on the next wait)
+    assert [int(c["sub"]) for c in named_connections(admin, name) if int(c.get("sub", 0))] == [1]
+    backend.close()
+    until(lambda: named_connections(admin, name) == [], "close() to disconnect the subscriber")
 
 
 # -- configuration and secrets --------------------------------------------------------------------

@@ -251,6 +251,54 @@ def test_a_get_cancelled_while_blocked_leaves_the_transport_working(prefix: str)
     run(go())
 
 
+def test_a_get_cancelled_while_blocked_gives_back_what_its_wake_claimed(prefix: str) -> None:
+    """The claim sent behind the BLPOP runs even for a cancelled get (unblocked at once with
+    CLIENT UNBLOCK); what it claimed comes back, not after its 60 s lease."""
+
+    async def go() -> None:
+        transport = RedisTransport(URL, key_prefix=prefix, lease_seconds=60)
+        producer = RedisTransport(URL, key_prefix=prefix)
+        await transport.declare_queue(Queue("q"))
+        probe = redis.Redis.from_url(URL)
+        baseline = blocked_clients(probe)
+        waiting = asyncio.ensure_future(transport.get(["q"], 1, timeout=30))
+        await until_blocked(probe, baseline + 1)
+        waiting.cancel()
+        await asyncio.to_thread(producer.publish_sync, [out("raced")])  # may be claimed by it
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        deadline = time.monotonic() + 5
+        while blocked_clients(probe) > baseline:
+            assert time.monotonic() < deadline, "the cancelled BLPOP was never unblocked"
+            await asyncio.sleep(0.001)
+        got = await transport.get(["q"], 1, timeout=5)
+        assert ids(got) == ["raced"]
+        await transport.ack(got)
+        probe.close()
+        await transport.close()
+        await producer.close()
+
+    run(go())
+
+
+def test_a_wake_after_redis_forgot_its_scripts_still_claims(prefix: str) -> None:
+    async def go() -> None:
+        transport = RedisTransport(URL, key_prefix=prefix)
+        await transport.declare_queue(Queue("q"))
+        probe = redis.Redis.from_url(URL)
+        waiting = asyncio.ensure_future(transport.get(["q"], 1, timeout=30))
+        await until_blocked(probe, blocked_clients(probe) + 1)
+        probe.script_flush()  # the claim queued behind the BLPOP meets NOSCRIPT
+        await asyncio.to_thread(transport.put_raw, "q", b"payload")
+        got = await waiting
+        assert [d.payload for d in got] == [b"payload"]
+        await transport.ack(got)
+        probe.close()
+        await transport.close()
+
+    run(go())
+
+
 # -- topology shared between instances ---------------------------------------------------------
 def test_a_binding_added_elsewhere_is_seen_by_the_next_publish(prefix: str) -> None:
     async def go() -> None:

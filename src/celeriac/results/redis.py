@@ -65,6 +65,7 @@ from redis.retry import Retry
 
 from celeriac.errors import BackendError, ImproperlyConfigured
 from celeriac.results.base import Backend, ResultMeta
+from celeriac.results.redis_subscriber import ThreadSubscribers
 from celeriac.transports.redis_url import (
     SentinelSpec,
     is_sentinel_url,
@@ -302,6 +303,8 @@ class RedisBackend(Backend):
                 ) from None
         self._client = self.target.sync_client()
         self._sub_pool = self.target.sync_client(subscriber=True).connection_pool
+        # each thread keeps one subscriber connection (see redis_subscriber.py)
+        self._subscribers = ThreadSubscribers(lambda: self._sub_pool.make_connection())
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._loops_lock = threading.Lock()
         self._pid = os.getpid()
@@ -463,6 +466,7 @@ class RedisBackend(Backend):
     def close(self) -> None:
         """Close the sync pools; async pools close with their event loops (or :meth:`aclose`)."""
         self._client.connection_pool.disconnect()
+        self._subscribers.close()
         self._sub_pool.disconnect()
 
     # -- waiting ----------------------------------------------------------------------------
@@ -483,43 +487,14 @@ class RedisBackend(Backend):
     def _subscribe_and_wait(
         self, task_id: str, deadline: float | None, data: bytes | None
     ) -> bytes | None:
-        key, channel = self.result_key(task_id), self.ready_channel(task_id)
-        conn: Any = self._sub_pool.get_connection()
-        clean = False
-        try:
-            conn.send_command("SUBSCRIBE", channel)
-            while True:  # the confirmation: from here on, every store is announced to us
-                reply = self._next_reply(conn, deadline)
-                if reply is None:
-                    return data
-                if _kind(reply) == b"subscribe":
-                    break
-            data = _as_bytes(self._client.get(key))
-            while not self._is_ready(data):
-                reply = self._next_reply(conn, deadline)
-                if reply is None:
-                    break
-                if _kind(reply) == b"message":
-                    data = _published(reply) or _as_bytes(self._client.get(key))
-            conn.send_command("UNSUBSCRIBE", channel)
-            while not (_kind(reply := conn.read_response()) == b"unsubscribe" and reply[2] == 0):
-                pass  # messages published meanwhile
-            clean = True
-            return data
-        finally:
-            if not clean:
-                conn.disconnect()  # its subscription state is unknown: never reuse it
-            self._sub_pool.release(conn)
-
-    @staticmethod
-    def _next_reply(conn: Any, deadline: float | None) -> Any:
-        """The next pub/sub reply, or ``None`` once ``deadline`` passes."""
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            return None
-        if not conn.can_read(timeout=remaining):
-            return None
-        return conn.read_response()
+        key = self.result_key(task_id)
+        return self._subscribers.wait(
+            self.ready_channel(task_id),
+            deadline,
+            lambda: _as_bytes(self._client.get(key)),
+            self._is_ready,
+            data,
+        )
 
     # -- async twins on redis.asyncio -------------------------------------------------------
     def _check_fork(self) -> None:

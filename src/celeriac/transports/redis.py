@@ -70,6 +70,7 @@ from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports import redis_scripts as lua
 from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
 from celeriac.transports.redis_url import async_client, password_of, sync_client
+from celeriac.transports.redis_wake import blpop_then_claim
 from celeriac.transports.topology import Topology
 from celeriac.utils.urls import redact_url
 
@@ -499,7 +500,8 @@ class RedisTransport(Transport):
 
         Between claims it blocks in ``BLPOP`` on the queues' notify lists, for no longer than
         the time until the next delayed message or lease in these queues falls due, so it never
-        polls and still wakes for a countdown that ends while it waits.
+        polls and still wakes for a countdown that ends while it waits. The claim that follows
+        each ``BLPOP`` is sent with it (:mod:`celeriac.transports.redis_wake`).
         """
         if max_count <= 0 or not queues:
             return []
@@ -508,8 +510,11 @@ class RedisTransport(Transport):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         notify = [self._key(queue, "notify") for queue in wanted]
+        wake: tuple[list[str], float] | None = None
         while True:
-            deliveries, next_due, epoch = await self._claim_cancel_safe(clients, wanted, max_count)
+            deliveries, next_due, epoch = await self._claim_cancel_safe(
+                clients, wanted, max_count, wake
+            )
             if deliveries:
                 return deliveries
             if self._declared and epoch != self._epoch:  # Redis lost its data: see _redeclare
@@ -519,21 +524,40 @@ class RedisTransport(Transport):
                 return []
             wait = remaining if next_due is None else min(remaining, next_due + 0.001)
             # BLPOP counts in whole milliseconds and reads 0 as "forever": never less than 1 ms
-            seconds = max(1, math.ceil(wait * 1000)) / 1000
-            with self._errors("waiting for messages"):
-                async with asyncio.timeout(seconds + _BLOCK_GRACE):
-                    await clients.blocking.blpop(notify, timeout=seconds)
+            wake = (notify, max(1, math.ceil(wait * 1000)) / 1000)
 
     async def _claim_cancel_safe(
-        self, clients: _LoopClients, queues: list[str], max_count: int
+        self,
+        clients: _LoopClients,
+        queues: list[str],
+        max_count: int,
+        wake: tuple[list[str], float] | None = None,
     ) -> tuple[list[Delivery], float | None, str]:
-        """Run one claim to its end even if the caller is cancelled, then give back its haul."""
-        task = asyncio.ensure_future(self._claim(clients, queues, max_count))
+        """Run one claim to its end even if the caller is cancelled, then give back its haul.
+
+        A claim waiting behind a ``BLPOP`` (``wake``) is released at once on cancellation, with
+        ``CLIENT UNBLOCK``, rather than at the end of the wait.
+        """
+        client_id: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._claim(clients, queues, max_count, wake, client_id))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(self._give_back)
+            if wake is not None and not task.done():
+                unblock = asyncio.get_running_loop().create_task(self._unblock(clients, client_id))
+                self._returning.add(unblock)
+                unblock.add_done_callback(self._returning.discard)
             raise
+
+    async def _unblock(self, clients: _LoopClients, client_id: asyncio.Future[int]) -> None:
+        """End the ``BLPOP`` of a cancelled wait, so its claim runs (and is given back) now."""
+        try:
+            ident = await client_id
+            await clients.client.execute_command("CLIENT", "UNBLOCK", ident)
+        except (asyncio.CancelledError, redis.RedisError, OSError) as exc:
+            # the wait ended (or failed) by itself: nothing is left blocked
+            logger.debug("no BLPOP to unblock: %r", exc)
 
     def _give_back(self, task: asyncio.Future[tuple[list[Delivery], float | None, str]]) -> None:
         """Requeue what a cancelled get() claimed, so it need not wait for its lease to end."""
@@ -554,12 +578,35 @@ class RedisTransport(Transport):
         returning.add_done_callback(self._returning.discard)
 
     async def _claim(
-        self, clients: _LoopClients, queues: list[str], max_count: int
+        self,
+        clients: _LoopClients,
+        queues: list[str],
+        max_count: int,
+        wake: tuple[list[str], float] | None = None,
+        client_id: asyncio.Future[int] | None = None,
     ) -> tuple[list[Delivery], float | None, str]:
+        """One claim script call; after a ``BLPOP`` on ``wake = (notify lists, seconds)`` when
+        given, in the same write (``client_id`` receives the blocked connection's id)."""
         self._rotation += 1
         args = [self.prefix, self.lease_seconds, self.max_deliveries, max_count, self._rotation]
-        with self._errors("get"):
-            reply = await clients.scripts["claim"](args=[*args, *queues])
+        script = clients.scripts["claim"]
+        if wake is None:
+            with self._errors("get"):
+                reply = await script(args=[*args, *queues])
+        else:
+            notify, seconds = wake
+            held = client_id or asyncio.get_running_loop().create_future()
+            with self._errors("waiting for messages"):
+                reply = await blpop_then_claim(
+                    clients.blocking.connection_pool,
+                    notify,
+                    seconds,
+                    script,
+                    [*args, *queues],
+                    held,
+                    _BLOCK_GRACE,
+                    self._retries,
+                )
         deliveries = lua.claimed(reply, queues)
         return deliveries, (float(reply[0]) if reply[0] else None), bytes(reply[1]).decode()
 
