@@ -14,9 +14,13 @@ two. Each message on the channel is a hint, and the key is the truth, so the wai
 key (a forgotten or expired record reads absent; a large result is not copied to every waiter).
 A store publishes on every state change, not only ready ones: ``_write`` sees only bytes, and
 decoding them to spare waiters a wake-up on STARTED would cost more than that one extra GET.
-On the way out the waiter UNSUBSCRIBEs and hands the connection back to the pool; a wait that
-ends abnormally (an error, a cancelled ``await_for``) disconnects that connection instead, since
-its subscription state is unknown. The async twins run the same protocol on ``redis.asyncio``.
+A sync wait subscribes on its thread's own connection and leaves the subscription in place
+when it returns: the next wait drops it in the same write as its SUBSCRIBE, so no UNSUBSCRIBE
+round trip stands between a result and ``get()`` (see :mod:`celeriac.results.redis_subscriber`,
+which also says why a stale message is never taken for a new wait's). The async twins run the
+protocol on a pooled ``redis.asyncio`` connection, UNSUBSCRIBE on the way out and hand it back;
+one that ends abnormally (an error, a cancellation) is disconnected instead, since its
+subscription state is unknown.
 
 URLs and connection options are parsed by :mod:`celeriac.transports.redis_url`, shared with the
 broker: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix:///path.sock?db=N``
@@ -65,7 +69,7 @@ from redis.retry import Retry
 
 from celeriac.errors import BackendError, ImproperlyConfigured
 from celeriac.results.base import Backend, ResultMeta
-from celeriac.results.redis_subscriber import ThreadSubscribers
+from celeriac.results.redis_subscriber import ThreadSubscribers, published, reply_kind
 from celeriac.transports.redis_url import (
     SentinelSpec,
     is_sentinel_url,
@@ -234,20 +238,6 @@ def _raise_if_cancelling() -> None:
 def _as_bytes(value: Any) -> bytes | None:
     """A GET reply as bytes (the clients never decode, so this only narrows the type)."""
     return None if value is None else bytes(value)
-
-
-def _published(reply: Any) -> bytes | None:
-    """The record a store announced with its PUBLISH (``None`` for an old-style ``b"1"`` or an
-    empty announcement: the waiter then reads the key)."""
-    payload = _as_bytes(reply[2]) if len(reply) > 2 else None
-    return payload if payload and payload != b"1" else None
-
-
-def _kind(reply: Any) -> bytes | None:
-    """The type of a pub/sub reply (``b"message"``, ``b"subscribe"``...), else ``None``."""
-    if isinstance(reply, list | tuple) and reply and isinstance(reply[0], bytes):
-        return reply[0].lower()
-    return None
 
 
 def _ttl_ms(expires_at: float | None) -> int | None:
@@ -585,19 +575,19 @@ class RedisBackend(Backend):
                 reply = await self._anext_reply(conn, deadline)
                 if reply is None:
                     return data
-                if _kind(reply) == b"subscribe":
+                if reply_kind(reply) == b"subscribe":
                     break
             data = _as_bytes(await entry.client.get(key))
             while not self._is_ready(data):
                 reply = await self._anext_reply(conn, deadline)
                 if reply is None:
                     break
-                if _kind(reply) == b"message":
-                    data = _published(reply) or _as_bytes(await entry.client.get(key))
+                if reply_kind(reply) == b"message":
+                    data = published(reply) or _as_bytes(await entry.client.get(key))
             await conn.send_command("UNSUBSCRIBE", channel)
             while True:
                 reply = await conn.read_response()
-                if _kind(reply) == b"unsubscribe" and reply[2] == 0:
+                if reply_kind(reply) == b"unsubscribe" and reply[2] == 0:
                     break
             clean = True
             _raise_if_cancelling()
