@@ -383,8 +383,9 @@ def _report(
     if meta is None or task.app.backend is None or request.is_eager:
         return None
     stored = _submit(task, request, outcome, meta)
-    # acks_late: the ack follows the store; a chord member: its join reads the stored result
-    return stored if task.acks_late or request.chord else None
+    # acks_late: the ack follows the store; a workflow's next move follows it too (a chord
+    # join reads the stored results; a chain's later steps must not be stored before this one)
+    return stored if task.acks_late or request.chord or request.chain else None
 
 
 def finish(
