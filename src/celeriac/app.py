@@ -19,7 +19,7 @@ from celeriac import config
 from celeriac.batch import BatchSender
 from celeriac.canvas.builtins import register_builtins
 from celeriac.canvas.signature import Signature
-from celeriac.context import current_request
+from celeriac.context import Request, current_request
 from celeriac.control import Control
 from celeriac.errors import ImproperlyConfigured, NotRegistered
 from celeriac.producer import Producer
@@ -150,6 +150,9 @@ class Celeriac:
         self._router = None
         self._plans: dict[str, SendPlan] = {}
         self._backend, self._backend_made = None, False
+        #: Whether sends carry a default ``reply_to`` (an ``rpc://`` backend); ``None`` until
+        #: the first send finds out, so that a send to a store reads one attribute for it.
+        self._replies: bool | None = None
 
     def _validate(self, conf: config.Settings) -> None:
         """Check what can be checked without I/O: serializer names, schemes, queues."""
@@ -226,14 +229,22 @@ class Celeriac:
         url = self.result_backend_url
         if url is None:
             return None
-        from celeriac.results.registry import create_backend
+        from celeriac.results.registry import backend_class
 
-        return create_backend(
+        cls = backend_class(url)
+        extra: dict[str, Any] = {}
+        if cls.replies:  # rpc:// replies over the broker unless its URL names a server
+            extra = {
+                "broker_url": self.broker_url,
+                "broker_options": self.conf.broker_transport_options,
+            }
+        return cls(
             url,
             serializer=self.conf.result_serializer,
             accept=self.conf.result_accept_content or self.conf.accept_content,
             expires=self.conf.result_expires,
             serializers=self.codecs.serializers,
+            **extra,
             **self.conf.result_backend_transport_options,
         )
 
@@ -495,6 +506,9 @@ class Celeriac:
         parent_id = options.get("parent_id") or (parent.id if parent is not None else None)
         if from_retry:
             root_id, parent_id = options.get("root_id"), options.get("parent_id")
+        reply_to = options.get("reply_to")
+        if reply_to is None and self._replies is not False:
+            reply_to = self._default_reply_to(parent, plan)
         shared = {
             "task": name,
             "root_id": root_id,
@@ -506,10 +520,24 @@ class Celeriac:
             "time_limit": plan.time_limit,
             "ignore_result": plan.ignore_result,
             "priority": plan.priority,
-            "reply_to": options.get("reply_to"),
+            "reply_to": reply_to,
             "extra_headers": options.get("headers"),
         }
         return shared, eta.timestamp() if eta is not None else None
+
+    def _default_reply_to(self, parent: Request | None, plan: SendPlan) -> str | None:
+        """The ``reply_to`` of a send that names none: with a replying backend (``rpc://``),
+        the sending task's own ``reply_to`` when sent from a task (a retry, a chain's next
+        step or a subtask reports to the process that started the work), else this process's
+        reply queue. Also lets that backend refuse what it cannot serve (chords) up front."""
+        backend = self.backend
+        if backend is None or not backend.replies:
+            self._replies = False
+            return None
+        self._replies = True
+        backend.check_send(plan.embed)
+        inherited = parent.reply_to if parent is not None else None
+        return inherited or backend.reply_to
 
     def send_task(
         self,

@@ -61,6 +61,9 @@ class ResultMeta:
     root_id: str | None = None
     group_id: str | None = None
     children: list[Any] = field(default_factory=list)
+    #: Where the worker sends this record (``rpc://``: the caller's reply queue). Travels with
+    #: the record to the backend and is never stored: ``to_dict`` leaves it out when unset.
+    reply_to: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -73,7 +76,10 @@ class ResultMeta:
         return exception_from_dict(self.result)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["reply_to"] is None:
+            del data["reply_to"]  # records stored before rpc existed, and by stores, lack it
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ResultMeta:
@@ -126,6 +132,9 @@ class Backend(abc.ABC):
     poll_max: ClassVar[float] = 0.05
     #: The longest one thread blocks on behalf of ``await_for`` before it checks back.
     await_slice: ClassVar[float] = 1.0
+    #: Whether results travel back to the process that sent the task (``rpc://``) rather than
+    #: to a store: then every send carries ``reply_to`` (see :attr:`reply_to`).
+    replies: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -145,6 +154,17 @@ class Backend(abc.ABC):
         self.options = options
         #: One log line per outage of this backend (see :class:`~celeriac.utils.outage.Outage`).
         self.outage = Outage("result backend", logging.getLogger("celeriac.results"))
+
+    @property
+    def reply_to(self) -> str | None:
+        """Where workers send this process's results: a replying backend's queue (it may
+        connect on first use), ``None`` for a store. The app reads it only when
+        :attr:`replies` is set, so a store's sends never pay for it."""
+        return None
+
+    def check_send(self, embed: Mapping[str, Any]) -> None:
+        """Refuse, before anything is published, a send this backend cannot serve (``rpc://``
+        refuses chords). Asked only by replying backends' sends, with the message's embed."""
 
     # -- what a backend implements ----------------------------------------------------------
     @abc.abstractmethod

@@ -254,6 +254,7 @@ def meta_for(
         root_id=request.root_id,
         group_id=request.group,
         children=children,
+        reply_to=request.reply_to,
     )
 
 

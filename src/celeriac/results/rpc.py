@@ -1,0 +1,340 @@
+"""``rpc://``: results sent back to the caller as AMQP messages, never stored.
+
+How a result travels (Celery's semantics, and its message layout, so that either side may be
+Celery's):
+
+1. The first send of a process whose backend is ``rpc://`` declares that process's reply queue,
+   ``celeriac.reply.<uuid>``, and starts consuming it (one round trip, once). Every task the
+   process sends then carries ``reply_to=<that queue>`` and ``correlation_id=<task id>``; a
+   task sent *from a task* (a retry, a chain's next step, a subtask) inherits the sending
+   task's ``reply_to``, so a chain's final result reaches the process that started the chain.
+2. The worker's backend publishes each record of that task (RETRY, SUCCESS, FAILURE...) to
+   the request's ``reply_to`` through the default exchange, as a transient message whose body
+   is the record (``task_id``, ``status``, ``result``, ``traceback``, ``children``...) in the
+   result serializer, with ``correlation_id`` = task id. A batch of results from the worker's
+   result writer is one batch of publishes and one wait for the broker's confirms, so a
+   stored result is in the reply queue when ``store_many`` returns (``acks_late`` relies on
+   that).
+3. The caller consumes its queue on the backend's own thread and keeps the latest record per
+   task id in memory (:class:`~celeriac.results.rpc_replies.Replies`); ``get()`` waits on a
+   ``threading.Event`` and ``aget()`` on a future of its own loop. Nothing polls, and a sync
+   caller (a Django view) pays for no event loop per call.
+
+Why a named queue, not RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``): direct reply-to
+works only when the channel that *publishes* the task is the channel that consumes the replies,
+but tasks are published by the transport's connection and replies consumed by this backend's;
+and it keeps no reply whose caller is briefly disconnected. The queue is client-named,
+non-durable and not exclusive, with ``x-expires`` (``reply_queue_expires``, default 300 s):
+after a dropped connection this backend re-declares the *same* queue and consumes again, and
+replies published meanwhile wait there; once the process is gone RabbitMQ deletes the queue
+after that time without a consumer. ``close()`` deletes it at once.
+
+Where it connects: ``rpc://`` (no host) means the app's broker, which must then be AMQP;
+``rpc://user:password@host:port/vhost`` names a RabbitMQ of its own. URLs, TLS options and
+failover lists (``;``) are parsed by :mod:`celeriac.transports.amqp_url`, shared with the
+transport; a password never reaches a log or a repr. Options (``result_backend_transport_options``):
+``reply_queue_expires`` (seconds), ``max_cached_results`` (default 100,000 records kept for
+reading), and the AMQP connection options of ``amqp_url`` (``heartbeat``, ``connect_timeout``,
+``ssl``...). An unknown option fails at construction, named.
+
+Limits (what cannot hold when results are messages to one process):
+
+* a result reaches only the process that sent the task: ``AsyncResult(id).get()`` in another
+  process (or after a restart) stays PENDING and times out;
+* the caller keeps replies in memory only: records older than ``result_expires`` or past
+  ``max_cached_results`` are dropped (they read PENDING again), and a task whose record is not
+  marked with its ``reply_to`` (one stored by a path that does not carry it) cannot be sent;
+* chords need a store that every worker shares (a counter of finished members, the members'
+  results): a chord is refused at send time with :data:`CHORD_LIMIT`, and ``join_chord`` and
+  ``incr`` raise it too. A group works: its members' results come to the caller, and its
+  member ids are saved in the caller's memory, so ``GroupResult.restore(id)`` works in the
+  process that sent it and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from celeriac.errors import BackendError, DecodeError, ImproperlyConfigured
+from celeriac.results.base import Backend, ResultMeta
+from celeriac.results.rpc_link import Reply, ReplyLink
+from celeriac.results.rpc_replies import Replies
+from celeriac.transports.amqp_url import AmqpTarget, parse_amqp_urls
+from celeriac.utils.urls import redact_url, scheme_of
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CHORD_LIMIT", "RPCBackend"]
+
+T = TypeVar("T")
+
+CHORD_LIMIT = (
+    "rpc:// results go to the calling process only, and a chord needs results every worker "
+    "can read: use redis:// or sqlite:// results for chords"
+)
+
+#: The AMQP connection options ``amqp_url`` understands; the rest of the options are ours.
+_AMQP_OPTIONS = {
+    "heartbeat",
+    "connect_timeout",
+    "connection_timeout",
+    "ssl",
+    "ssl_options",
+    "ca_certs",
+    "certfile",
+    "keyfile",
+    "cert_reqs",
+    "server_hostname",
+    "login",
+    "password",
+    "connection_name",
+}
+_OWN_OPTIONS = {"reply_queue_expires", "max_cached_results"}
+DEFAULT_QUEUE_EXPIRES = 300.0
+#: Groups whose member ids this process keeps for ``GroupResult.restore``.
+MAX_GROUPS = 10_000
+#: How long a store waits for the broker before it fails (a BackendError the writer logs).
+PUBLISH_TIMEOUT = 30.0
+
+
+def _targets(
+    url: str, broker_url: str | None, broker_options: Mapping[str, Any], own: Mapping[str, Any]
+) -> list[AmqpTarget]:
+    """Where replies travel: the URL's own server, or the app's (AMQP) broker for ``rpc://``."""
+    parts = [part.strip() for part in url.split(";") if part.strip()]
+    rests = [part.split("://", 1)[1] if "://" in part else part for part in parts]
+    if any(urlsplit("amqp://" + rest).netloc for rest in rests):
+        return parse_amqp_urls(";".join("amqp://" + rest for rest in rests), own)
+    query = dict(parse_qsl(urlsplit("amqp://" + rests[0]).query)) if rests else {}
+    own = {**query, **own}
+    if broker_url is None or scheme_of(broker_url.split(";", 1)[0]) not in ("amqp", "amqps"):
+        where = redact_url(broker_url) if broker_url else "not set"
+        raise ImproperlyConfigured(
+            f"result_backend 'rpc://' sends results over the broker, which must be RabbitMQ "
+            f"(amqp://), but broker_url is {where}; use an amqp:// broker, or name a RabbitMQ "
+            f"in the backend URL (rpc://user:password@host:5672/vhost)"
+        )
+    return parse_amqp_urls(broker_url, {**broker_options, **own})
+
+
+def _has_chord(value: Any, depth: int = 0) -> bool:
+    """Whether a message's embed (signature dicts, nested) holds a chord anywhere."""
+    if depth > 50:
+        return False
+    if isinstance(value, Mapping):
+        if value.get("subtask_type") == "chord" or value.get("chord") is not None:
+            return True
+        options = value.get("options")
+        if isinstance(options, Mapping) and options.get("chord") is not None:
+            return True
+        return any(_has_chord(v, depth + 1) for v in value.values() if isinstance(v, list | dict))
+    if isinstance(value, list | tuple):
+        return any(_has_chord(v, depth + 1) for v in value)
+    return False
+
+
+class RPCBackend(Backend):
+    """Results as messages to the caller's reply queue; see the module docstring."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("rpc",)
+    replies: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: str = "rpc://",
+        *,
+        broker_url: str | None = None,
+        broker_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(url, **kwargs)
+        unknown = sorted(set(self.options) - _AMQP_OPTIONS - _OWN_OPTIONS)
+        if unknown:
+            known = ", ".join(sorted(_AMQP_OPTIONS | _OWN_OPTIONS))
+            raise ImproperlyConfigured(f"unknown rpc:// option(s) {unknown}; known: {known}")
+        amqp = {k: v for k, v in self.options.items() if k in _AMQP_OPTIONS}
+        self._targets = _targets(url, broker_url, broker_options or {}, amqp)
+        try:
+            self._queue_expires = float(
+                self.options.get("reply_queue_expires", DEFAULT_QUEUE_EXPIRES)
+            )
+            max_cached = int(self.options.get("max_cached_results", 100_000))
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"rpc:// option: {exc}") from None
+        self._replies = Replies(max_size=max_cached, max_age=self.expires)
+        #: Member ids of the groups this process sent (see the module docstring).
+        self._groups: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._link = self._new_link()
+        self._reply_queue: str | None = None
+
+    def _new_link(self) -> ReplyLink:
+        return ReplyLink(
+            self._targets,
+            f"celeriac.reply.{uuid.uuid4().hex}",
+            self._queue_expires,
+            self._on_reply,
+        )
+
+    def __repr__(self) -> str:
+        return f"<RPCBackend {self._targets[0].display}>"
+
+    # -- fork and loop ------------------------------------------------------------------------
+    def _check_fork(self) -> None:
+        """A forked child (a prefork pool) must not use its parent's connection or thread."""
+        if os.getpid() != self._pid:
+            with self._lock:
+                if os.getpid() != self._pid:
+                    self._pid = os.getpid()
+                    self._link = self._new_link()
+                    self._reply_queue = None
+                    self._replies.clear()
+
+    def _call(self, coro: Coroutine[Any, Any, T], action: str) -> T:
+        self._check_fork()
+        try:
+            return self._link.portal.call(coro, PUBLISH_TIMEOUT)
+        except (BackendError, ImproperlyConfigured):
+            raise
+        except Exception as exc:
+            where = self._targets[0].display
+            raise BackendError(f"rpc results on {where}: {action}: {exc}") from exc
+
+    # -- the caller's side ----------------------------------------------------------------------
+    @property
+    def reply_to(self) -> str:
+        """This process's reply queue, declared and consumed on first use (before any task is
+        sent with it, so that no reply can be published to a queue that does not exist)."""
+        self._check_fork()
+        name = self._reply_queue
+        if name is None:
+            with self._lock:
+                if self._reply_queue is None:
+                    self._call(self._link.start_consuming(), "declaring the reply queue")
+                    self._reply_queue = self._link.queue_name
+                name = self._reply_queue
+        return name
+
+    def _on_reply(self, body: bytes, content_type: str | None, encoding: str | None) -> None:
+        """One reply message from the consumer (runs on the link's loop thread)."""
+        try:
+            value = self.serializers.loads(
+                body, content_type or "application/json", encoding or "utf-8", self.accept
+            )
+            meta = ResultMeta.from_dict(value)
+        except DecodeError as exc:
+            logger.warning("rpc results: dropped an undecodable reply: %s", exc)
+            return
+        self._replies.put(meta)
+
+    def check_send(self, embed: Mapping[str, Any]) -> None:
+        if embed.get("chord") is not None or (embed.get("chain") and _has_chord(embed["chain"])):
+            raise ImproperlyConfigured(CHORD_LIMIT)
+
+    def get_meta(self, task_id: str) -> ResultMeta:
+        return self._replies.get(task_id)
+
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultMeta]:
+        return [self._replies.get(task_id) for task_id in task_ids]
+
+    def wait_for(self, task_id: str, timeout: float | None = None) -> ResultMeta:
+        self._check_fork()
+        return self._replies.wait(task_id, timeout)
+
+    async def aget_meta(self, task_id: str) -> ResultMeta:
+        return self._replies.get(task_id)
+
+    async def await_for(self, task_id: str, timeout: float | None = None) -> ResultMeta:
+        self._check_fork()
+        return await self._replies.await_(task_id, timeout)
+
+    # -- the worker's side ----------------------------------------------------------------------
+    def _outgoing(self, metas: Sequence[ResultMeta]) -> list[Reply]:
+        """One reply per record that says where it goes (the others have no reader)."""
+        now = time.time()
+        items: list[Reply] = []
+        for meta in metas:
+            reply_to = meta.reply_to
+            if not reply_to:
+                logger.debug("rpc results: %s has no reply_to; not sent", meta.task_id)
+                continue
+            if meta.ready and meta.date_done is None:
+                meta = replace(meta, date_done=now)
+            data = meta.to_dict()
+            del data["reply_to"]  # where it went is no part of the record
+            content_type, encoding, body = self.serializers.dumps(data, self.serializer)
+            items.append((reply_to, meta.task_id, content_type, encoding, body))
+        return items
+
+    def store(self, meta: ResultMeta) -> None:
+        self.store_many([meta])
+
+    def store_many(self, metas: list[ResultMeta]) -> None:
+        items = self._outgoing(metas)
+        if items:
+            self._call(self._link.publish(items), f"sending {len(items)} results")
+
+    async def astore(self, meta: ResultMeta) -> None:
+        items = self._outgoing([meta])
+        if not items:
+            return
+        self._check_fork()
+        future = asyncio.run_coroutine_threadsafe(self._link.publish(items), self._link.portal.loop)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), PUBLISH_TIMEOUT)
+        except Exception as exc:
+            raise BackendError(
+                f"rpc results on {self._targets[0].display}: sending a result: {exc}"
+            ) from exc
+
+    # -- the store API, as far as replies can serve it ----------------------------------------
+    def _write(self, task_id: str, data: bytes, expires_at: float | None) -> None:
+        raise NotImplementedError("rpc:// sends records (store/store_many); it writes none")
+
+    def _read(self, task_id: str) -> bytes | None:
+        meta = self._replies.find(task_id)
+        return None if meta is None else self._encode(meta)
+
+    def _delete(self, task_id: str) -> None:
+        self._replies.forget(task_id)
+
+    def _incr(self, key: str, amount: int, expires_at: float | None) -> int:
+        raise NotImplementedError(CHORD_LIMIT)
+
+    def join_chord(self, group_id: str, member_id: str) -> int | None:
+        raise NotImplementedError(CHORD_LIMIT)
+
+    def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:
+        """Kept in this process's memory: only this process receives the members' results."""
+        with self._lock:
+            self._groups[group_id] = [str(t) for t in task_ids]
+            while len(self._groups) > MAX_GROUPS:  # the oldest go first, as replies do
+                del self._groups[next(iter(self._groups))]
+
+    def restore_group(self, group_id: str) -> list[str] | None:
+        with self._lock:
+            ids = self._groups.get(group_id)
+        return None if ids is None else list(ids)
+
+    def delete_group(self, group_id: str) -> None:
+        with self._lock:
+            self._groups.pop(group_id, None)
+
+    def close(self) -> None:
+        """Delete the reply queue (if this process made one), close the connection and thread."""
+        if os.getpid() != self._pid:
+            return  # a fork's inherited link is not ours to close
+        with self._lock:
+            link, self._reply_queue = self._link, None
+            self._link = self._new_link()
+        link.close()
