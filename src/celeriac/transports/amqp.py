@@ -1,0 +1,543 @@
+"""The RabbitMQ broker (AMQP 0-9-1, on aio-pika/aiormq): RabbitMQ's own exchanges, no emulation.
+
+URLs: ``amqp://user:password@host:5672/vhost``, ``amqps://`` and ``;``-separated failover lists
+(see :mod:`celeriac.transports.amqp_url` for TLS, heartbeat and timeout options).
+
+Options (``broker_transport_options``), besides the connection options: ``max_deliveries``
+(10); ``queue_type`` (``"classic"`` or ``"quorum"``: durable queues are declared as quorum queues,
+which RabbitMQ 3.10 replicates but gives no priorities); ``prefetch_count`` (fixed QoS; by default
+QoS follows what the worker holds plus what it asks for, i.e. its prefetch window);
+``confirm_timeout`` (30 s); ``connect_attempts`` (1 round over the URLs per call: the worker's
+fetch loop and the producer's retry policy do the retrying). ``lease_seconds`` does not apply.
+
+**Topology.** Exchanges, queues and bindings are declared on RabbitMQ; queues are durable unless
+they say otherwise, with ``x-max-priority`` = the queue's ``max_priority`` (0-9 mean the same in
+celeriac and AMQP, so no level is wasted), or ``x-queue-type: quorum``. An ``auto_delete`` queue
+(a worker's control queue) is also *exclusive*: it goes when its connection does, even if no
+consumer ever started. A queue that exists with other arguments (declared by a Celery worker,
+say) is used as it is, with a warning. Each instance declares again, on a new connection, what
+it declared before.
+
+**Publishing** is ``mandatory`` with publisher confirms: ``publish_batch`` writes the whole batch
+then awaits every confirm together. RabbitMQ does not say how many queues a message reached, so
+a count is 1 for routed and 0 for returned (unroutable). Exchanges named in a batch are checked
+(passive declare, once per connection) before anything is sent, so a batch to a missing exchange
+is refused whole. Delays go to TTL queues (:mod:`celeriac.transports.amqp_delay`); a delayed
+message counts 1 once it is in its delay queue. Message layout: :mod:`~.amqp_codec`.
+
+**Consuming.** ``get`` starts a ``basic.consume`` per queue on first use (RabbitMQ round-robins
+between queues and consumers) and takes from what was pushed; ``get(timeout=0)`` ("what is ready
+now") also pulls with ``basic.get``. A cancelled ``get`` puts back what it took. ``extend`` does
+nothing: RabbitMQ has no lease, a delivery is held until settled or its channel closes, but it
+closes a channel that holds one longer than ``consumer_timeout`` (30 minutes by default).
+
+**Settling.** ``ack`` is ``basic.ack``. ``requeue`` publishes a copy (confirmed) with the count
+raised, to the queue itself or through a delay queue, then acks: RabbitMQ's own requeue would mark
+it redelivered, which reads as a lost delivery. ``reject`` publishes a copy with the reason to
+``<queue>.dlq`` through the ``celeriac.dlx`` exchange, then acks. A delivery RabbitMQ redelivers
+(its channel died holding it: a worker was killed) is not handed out: a copy with
+``x-celeriac-lost`` raised is published instead, or, past ``max_deliveries`` lost deliveries, it
+is dead-lettered with the reason. Requeues by a living worker (warm shutdown, eta, rate limits)
+raise ``delivery_count`` but are not failures and never dead-letter a message.
+
+**Faults.** A closed connection is reopened on next use (each loop has its own,
+:mod:`~.amqp_link`); settles for deliveries of a closed channel are skipped with a warning, as
+RabbitMQ has put those messages back. Every client error surfaces as
+:class:`~celeriac.errors.TransportError` without the password. Sync callers go through the
+producer's portal loop; :meth:`AMQPTransport.publish_sync` uses a private one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import AMQPError, ChannelNotFoundEntity, ChannelPreconditionFailed
+from pamqp.commands import Basic
+
+from celeriac.errors import ImproperlyConfigured, TransportError
+from celeriac.protocol.message import format_time
+from celeriac.routing import Binding, Exchange, Queue
+from celeriac.transports import amqp_codec as codec
+from celeriac.transports import amqp_delay as delay
+from celeriac.transports.amqp_link import Link, on_close
+from celeriac.transports.amqp_settle import Settler
+from celeriac.transports.amqp_url import connect_first, parse_amqp_urls
+from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
+
+logger = logging.getLogger("celeriac.transports.amqp")
+
+DLX = "celeriac.dlx"
+_CLIENT_ERRORS = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
+_DEAD_LETTER_SCAN = 10_000
+Declare = Callable[[Link], Awaitable[None]]
+
+
+class AMQPTransport(Transport):
+    """The RabbitMQ broker (see the module docstring for semantics and options)."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps")
+
+    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672//", **options: Any) -> None:
+        super().__init__(url, **options)
+        self.targets = parse_amqp_urls(url, options)
+        self.queue_type = str(options.get("queue_type", "classic")).lower()
+        if self.queue_type not in ("classic", "quorum"):
+            raise ImproperlyConfigured(
+                f"broker_transport_options 'queue_type' must be classic or quorum, "
+                f"not {self.queue_type!r}"
+            )
+        try:
+            fixed = options.get("prefetch_count")
+            self.prefetch_count = int(fixed) if fixed is not None else None
+            self.confirm_timeout = float(options.get("confirm_timeout", 30.0))
+            self.connect_attempts = max(1, int(options.get("connect_attempts", 1)))
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"broker_transport_options: {exc}") from None
+        self._lock = threading.Lock()
+        self._links: dict[asyncio.AbstractEventLoop, Link] = {}
+        self._opening: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._serials = itertools.count(1)
+        #: What this instance declared, in order, to declare again on a new connection.
+        self._declarations: dict[str, Declare] = {}
+        self._queues: dict[str, Queue] = {}
+        self._delay_names: set[str] = set()
+        self._portal: Any = None
+        self.settler = Settler(self)
+
+    # -- connections --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Turn a client error into a TransportError naming ``doing`` (never the password)."""
+        try:
+            yield
+        except (TransportError, ImproperlyConfigured):
+            raise
+        except _CLIENT_ERRORS as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            for target in self.targets:
+                text = target.scrub(text)
+            where = self.targets[0].display
+            raise TransportError(f"RabbitMQ {where}: {doing} failed: {text}") from None
+
+    async def link(self) -> Link:
+        """This loop's link, (re)connected and with this instance's topology declared."""
+        loop = asyncio.get_running_loop()
+        found = self._links.get(loop)
+        if found is not None and not found.broken:
+            return found
+        with self._lock:
+            opening = self._opening.setdefault(loop, asyncio.Lock())
+        async with opening:
+            found = self._links.get(loop)
+            if found is not None and not found.broken:
+                return found
+            if found is not None:
+                logger.warning("RabbitMQ connection lost; reconnecting to %s", self._where())
+                await found.close(timeout=1.0)
+            connection = await connect_first(self.targets, attempts=self.connect_attempts)
+            link = Link(connection, next(self._serials) * 1_000_000)
+            connection.close_callbacks.add(on_close(link))
+            try:
+                with self.errors("declaring the topology again"):
+                    for declare in list(self._declarations.values()):
+                        await declare(link)
+            except BaseException:
+                await link.close(timeout=1.0)
+                raise
+            with self._lock:
+                for old in [other for other in self._links if other.is_closed()]:
+                    del self._links[old]
+                self._links[loop] = link
+            keeper = self._close_with_loop(loop, link)
+            await anext(keeper)
+            link.keeper = keeper
+            return link
+
+    async def _close_with_loop(
+        self, loop: asyncio.AbstractEventLoop, link: Link
+    ) -> AsyncGenerator[None, None]:
+        """Closes the link when ``asyncio.run`` finalizes this generator at the loop's end."""
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._links.get(loop) is link:
+                    del self._links[loop]
+            await link.close(timeout=2.0)
+
+    def current_link(self) -> Link | None:
+        """The running loop's link, if it has one (settles never open a new connection)."""
+        return self._links.get(asyncio.get_running_loop())
+
+    def is_quorum(self, queue: str) -> bool:
+        """Whether this instance declared ``queue`` as a quorum queue."""
+        known = self._queues.get(queue)
+        return known is not None and self.queue_arguments(known).get("x-queue-type") == "quorum"
+
+    def _where(self) -> str:
+        return ";".join(target.display for target in self.targets)
+
+    async def connect(self) -> None:
+        await self.link()
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            link = self._links.pop(loop, None)
+            stale = [other for other in self._links if other.is_closed()]
+            for old in stale:
+                del self._links[old]
+        if link is not None:
+            await self.settler.return_buffered(link)
+            await link.close()
+        portal, self._portal = self._portal, None
+        if portal is not None:
+            with contextlib.suppress(Exception):
+                portal.call(self.close(), timeout=5)
+            portal.close()
+
+    # -- topology -----------------------------------------------------------------------------
+    async def _declare(self, key: str, declare: Declare, doing: str) -> None:
+        link = await self.link()
+        with self.errors(doing):
+            await declare(link)
+        self._declarations[key] = declare
+
+    async def declare_exchange(self, exchange: Exchange) -> None:
+        if not exchange.name:
+            return
+
+        async def declare(link: Link) -> None:
+            channel = await link.channel("control")
+            await channel.exchange_declare(
+                exchange.name, exchange_type=exchange.type, durable=exchange.durable
+            )
+            link.known_exchanges.add(exchange.name)
+
+        await self._declare(f"exchange:{exchange.name}", declare, f"declaring {exchange.name!r}")
+
+    def queue_arguments(self, queue: Queue) -> dict[str, Any]:
+        """The ``x-`` arguments of ``queue``: its own, then priority or quorum type."""
+        args = dict(queue.arguments)
+        quorum = args.get("x-queue-type") == "quorum" or (
+            self.queue_type == "quorum" and queue.durable and not queue.auto_delete
+        )
+        if quorum:
+            args["x-queue-type"] = "quorum"  # RabbitMQ 3.10 quorum queues have no priorities
+        elif queue.max_priority > 0:
+            args.setdefault("x-max-priority", queue.max_priority)
+        return args
+
+    async def declare_queue(self, queue: Queue) -> None:
+        for exchange in queue.exchanges():
+            await self.declare_exchange(exchange)
+        quorum = self.queue_arguments(queue).get("x-queue-type") == "quorum"
+
+        async def declare(link: Link) -> None:
+            await self._declare_one_queue(link, queue)
+            if queue.durable and not queue.auto_delete:
+                await self.declare_dead_letters(link, queue.name, quorum)
+            channel = await link.channel("control")
+            for binding in queue.all_bindings():
+                await channel.queue_bind(
+                    binding.queue, binding.exchange, routing_key=binding.routing_key
+                )
+
+        self._queues[queue.name] = queue
+        await self._declare(f"queue:{queue.name}", declare, f"declaring queue {queue.name!r}")
+
+    async def _declare_one_queue(self, link: Link, queue: Queue) -> None:
+        channel = await link.channel("control")
+        try:
+            await channel.queue_declare(
+                queue.name,
+                durable=queue.durable,
+                auto_delete=queue.auto_delete,
+                exclusive=queue.auto_delete,
+                arguments=self.queue_arguments(queue),
+            )
+        except ChannelPreconditionFailed as exc:
+            logger.warning(
+                "queue %r exists on RabbitMQ with other arguments (%s); using it as it is",
+                queue.name,
+                exc,
+            )
+            channel = await link.channel("control")
+            await channel.queue_declare(queue.name, passive=True)
+
+    async def declare_dead_letters(self, link: Link, queue: str, quorum: bool = False) -> None:
+        """The ``celeriac.dlx`` exchange and ``<queue>.dlq``, bound by the queue's name."""
+        key = f"dlq:{queue}"
+        if key in link.declared:
+            return
+        channel = await link.channel("control")
+        await channel.exchange_declare(DLX, exchange_type="direct", durable=True)
+        args: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
+        try:
+            await channel.queue_declare(f"{queue}.dlq", durable=True, arguments=args)
+        except ChannelPreconditionFailed:
+            channel = await link.channel("control")
+            await channel.queue_declare(f"{queue}.dlq", passive=True)
+        await channel.queue_bind(f"{queue}.dlq", DLX, routing_key=queue)
+        link.declared[key] = time.monotonic()
+
+    async def bind(self, binding: Binding) -> None:
+        async def declare(link: Link) -> None:
+            channel = await link.channel("control")
+            await channel.queue_bind(
+                binding.queue, binding.exchange, routing_key=binding.routing_key
+            )
+
+        key = f"bind:{binding.exchange}:{binding.queue}:{binding.routing_key}"
+        await self._declare(key, declare, f"binding {binding.queue!r} to {binding.exchange!r}")
+
+    async def unbind(self, binding: Binding) -> None:
+        self._declarations.pop(
+            f"bind:{binding.exchange}:{binding.queue}:{binding.routing_key}", None
+        )
+        link = await self.link()
+        with (
+            self.errors(f"unbinding {binding.queue!r}"),
+            contextlib.suppress(ChannelNotFoundEntity),
+        ):
+            channel = await link.channel("control")
+            await channel.queue_unbind(
+                binding.queue, binding.exchange, routing_key=binding.routing_key
+            )
+
+    async def delete_queue(self, name: str) -> None:
+        for key in [k for k in self._declarations if k == f"queue:{name}" or k.startswith("bind:")]:
+            if key == f"queue:{name}" or key.split(":")[2] == name:
+                del self._declarations[key]
+        self._queues.pop(name, None)
+        link = await self.link()
+        link.consumers.pop(name, None)
+        link.buffers.pop(name, None)
+        link.declared.pop(f"dlq:{name}", None)
+        link.declared.pop(f"exists:{name}", None)
+        with self.errors(f"deleting queue {name!r}"):
+            for victim in (name, f"{name}.dlq"):
+                with contextlib.suppress(ChannelNotFoundEntity):
+                    channel = await link.channel("control")
+                    await channel.queue_delete(victim)
+
+    def declared_names(self) -> tuple[set[str], set[str]]:
+        """The queues and exchanges this instance declared (for tests and tools to clean up)."""
+        queues = {k.split(":", 1)[1] for k in self._declarations if k.startswith("queue:")}
+        queues |= {f"{q}.dlq" for q in queues}
+        exchanges = {k.split(":", 1)[1] for k in self._declarations if k.startswith("exchange:")}
+        return queues | self._delay_names, exchanges | self._delay_names
+
+    # -- producing ----------------------------------------------------------------------------
+    async def _check_exchanges(self, link: Link, items: Sequence[Outgoing]) -> None:
+        """Refuse the batch before sending anything if it names an exchange that is missing."""
+        for name in {item.exchange for item in items} - link.known_exchanges:
+            channel = await link.channel("control")
+            try:
+                await channel.exchange_declare(name, passive=True)
+            except ChannelNotFoundEntity:
+                raise TransportError(f"exchange {name!r} does not exist on RabbitMQ") from None
+            link.known_exchanges.add(name)
+
+    async def ensure_delay(self, link: Link, exchange: str, ttl_ms: int) -> str:
+        """Declare (or refresh) the delay exchange and queue for ``exchange`` and ``ttl_ms``."""
+        name = delay.delay_name(exchange, ttl_ms)
+        declared = link.declared.get(name)
+        if declared is not None and time.monotonic() - declared < delay.REDECLARE_SECONDS:
+            return name
+        channel = await link.channel("control")
+        await channel.exchange_declare(name, exchange_type="fanout", durable=True)
+        await channel.queue_declare(
+            name, durable=True, arguments=delay.delay_queue_arguments(exchange, ttl_ms)
+        )
+        await channel.queue_bind(name, name, routing_key="")
+        link.declared[name] = time.monotonic()
+        self._delay_names.add(name)
+        return name
+
+    async def route_delayed(
+        self, link: Link, exchange: str, due_at: float, props: Basic.Properties
+    ) -> str:
+        """The delay exchange for a message due at ``due_at``; adds an ``eta`` header when the
+        grid makes it arrive early, so the worker sends it back for the rest."""
+        ttl_ms, exact = delay.ttl_bucket(due_at - time.time())
+        headers = props.headers if props.headers is not None else {}
+        if not exact and not headers.get("eta"):
+            headers["eta"] = format_time(datetime.fromtimestamp(due_at, UTC))
+            props.headers = headers
+        return await self.ensure_delay(link, exchange, ttl_ms)
+
+    async def send(
+        self, link: Link, frames: Sequence[tuple[str, str, bytes, Basic.Properties]]
+    ) -> list[int]:
+        """Publish ``(exchange, routing key, body, properties)`` frames and await all confirms:
+        1 for each message routed, 0 for each returned."""
+        channel = await link.channel("publish")
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    channel.basic_publish(
+                        body, exchange=exchange, routing_key=key, properties=props, mandatory=True
+                    )
+                    for exchange, key, body, props in frames
+                )
+            ),
+            self.confirm_timeout,
+        )
+        counts: list[int] = []
+        for result in results:
+            if isinstance(result, Basic.Nack):
+                raise TransportError("RabbitMQ refused a message (basic.nack)")
+            counts.append(1 if isinstance(result, Basic.Ack) else 0)
+        return counts
+
+    async def publish_batch(self, items: Sequence[Outgoing]) -> list[int]:
+        if not items:
+            return []
+        link = await self.link()
+        with self.errors("publishing"):
+            await self._check_exchanges(link, items)
+            now = time.time()
+            frames: list[tuple[str, str, bytes, Basic.Properties]] = []
+            delayed: list[int] = []
+            for item in items:
+                props = codec.properties_for(item.message)
+                exchange = item.exchange
+                if item.due_at is not None and (item.due_at - now) * 1000 > delay.IMMEDIATE_MS:
+                    exchange = await self.route_delayed(link, exchange, item.due_at, props)
+                    delayed.append(len(frames))
+                frames.append((exchange, item.routing_key, item.message.body, props))
+            counts = await self.send(link, frames)
+            lost = [i for i in delayed if counts[i] == 0]
+            if lost:  # a delay queue expired since this link declared it: declare, resend
+                for i in lost:
+                    link.declared.pop(frames[i][0], None)
+                for item_index in lost:
+                    item = items[item_index]
+                    assert item.due_at is not None
+                    name = await self.route_delayed(
+                        link, item.exchange, item.due_at, frames[item_index][3]
+                    )
+                    frames[item_index] = (name, *frames[item_index][1:])
+                again = await self.send(link, [frames[i] for i in lost])
+                for i, count in zip(lost, again, strict=True):
+                    counts[i] = count
+        return counts
+
+    def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
+        """Publish from sync code on this instance's private portal loop (thread-safe).
+
+        Apps do not come here: the producer runs AMQP publishes on its own portal loop.
+        """
+        from celeriac.utils.portal import Portal
+
+        with self._lock:
+            if self._portal is None:
+                self._portal = Portal("celeriac-amqp")
+            portal = self._portal
+        result: list[int] = portal.call(self.publish_batch(items))
+        return result
+
+    # -- consuming ----------------------------------------------------------------------------
+    async def get(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        if max_count <= 0:
+            return []
+        link = await self.link()
+        names = list(dict.fromkeys(queues))
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self.errors("fetching"):
+            link.consume_generation()
+            if timeout <= 0:
+                return await self.settler.poll(link, names, max_count)
+            for name in names:
+                if name not in link.consumers and await self.settler.exists(link, name):
+                    await link.start_consuming(name)
+            await link.set_prefetch(self.prefetch_count or len(link.held) + max_count)
+        while True:
+            taken = link.take(names, max_count)
+            if taken:
+                deliveries = await self.settler.admit(link, taken)
+                if deliveries:
+                    return deliveries
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if link.broken:
+                raise TransportError(f"RabbitMQ {self._where()}: the connection closed")
+            link.arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(link.arrived.wait(), remaining)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self.settler.ack(deliveries)
+
+    async def requeue(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None:
+        await self.settler.requeue(deliveries, delay)
+
+    async def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
+        await self.settler.reject(deliveries, reason)
+
+    async def extend(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> None:
+        """Nothing to do: RabbitMQ holds a delivery until it is settled or its channel closes."""
+
+    # -- inspection ---------------------------------------------------------------------------
+    async def size(self, queue: str) -> int:
+        link = await self.link()
+        with self.errors(f"sizing {queue!r}"):
+            channel = await link.channel("control")
+            try:
+                ok = await channel.queue_declare(queue, passive=True)
+            except ChannelNotFoundEntity:
+                return 0
+        return int(ok.message_count or 0)
+
+    async def purge(self, queue: str) -> int:
+        link = await self.link()
+        with self.errors(f"purging {queue!r}"):
+            channel = await link.channel("control")
+            try:
+                ok = await channel.queue_purge(queue)
+            except ChannelNotFoundEntity:
+                return 0
+        return int(ok.message_count or 0)
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """Read ``<queue>.dlq`` without taking anything: ``basic.get`` on a channel of its own,
+        closed without acks so every message returns to its place (the newest of the first
+        10,000 are shown)."""
+        link = await self.link()
+        letters: list[DeadLetter] = []
+        with self.errors(f"reading the dead letters of {queue!r}"):
+            wrapper = link.connection.channel(publisher_confirms=False)
+            await wrapper.initialize()
+            try:
+                channel = await wrapper.get_underlay_channel()
+                for _ in range(_DEAD_LETTER_SCAN):
+                    try:
+                        raw = await channel.basic_get(f"{queue}.dlq", no_ack=False)
+                    except ChannelNotFoundEntity:
+                        break
+                    if not isinstance(raw.delivery, Basic.GetOk):
+                        break
+                    letters.append(self._letter(queue, raw))
+            finally:
+                with contextlib.suppress(*_CLIENT_ERRORS):
+                    await wrapper.close()
+        letters.reverse()
+        return letters[: max(0, limit)]
+
+    @staticmethod
+    def _letter(queue: str, raw: DeliveredMessage) -> DeadLetter:
+        reason, count, failed_at = codec.dead_letter_fields(raw)
+        payload = codec.payload_of(raw, codec.message_of(raw))
+        return DeadLetter(queue, payload, reason, count, failed_at)

@@ -1,0 +1,178 @@
+"""One event loop's connection to RabbitMQ: its channels, its consumers, and what they delivered.
+
+An asyncio connection belongs to the loop that opened it, and one transport may be used from
+several loops (a worker's, the producer's portal, one ``asyncio.run`` per test), so the transport
+keeps one :class:`Link` per loop. A link has three channels, each with one job, because a channel
+error in AMQP closes the whole channel and everything it holds:
+
+* ``control``: declarations, passive checks, ``size``, ``purge``. A ``NOT_FOUND`` or
+  ``PRECONDITION_FAILED`` here (routine: ``size`` of a missing queue) costs only this channel,
+  which is reopened on next use;
+* ``publish``: publisher confirms, ``mandatory`` publishes (returns tell unroutable messages);
+* ``consume``: ``basic.consume`` per queue and the acks of what it delivered. Its *generation*
+  number is part of every delivery tag, so a settle for a delivery of a closed channel (a
+  reconnect happened meanwhile; RabbitMQ has already put the message back) is recognised as
+  stale and skipped instead of acking an unrelated message under a reused tag.
+
+Deliveries are pushed into per-queue buffers by the consumer callback (aiormq calls it from its
+reader in arrival order) and taken by ``get``. QoS is channel-wide (``global``) and follows what
+the worker holds plus what it asks for, so the broker never pushes more than the worker's window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aio_pika.abc import AbstractConnection
+from aiormq.abc import AbstractChannel, DeliveredMessage
+
+logger = logging.getLogger("celeriac.transports.amqp")
+
+
+class Link:
+    """The connection of one loop, its three channels and the consumer state (see module doc)."""
+
+    def __init__(self, connection: AbstractConnection, generation: int) -> None:
+        self.connection = connection
+        self.generation = generation
+        self._channels: dict[str, AbstractChannel] = {}
+        self._wrappers: dict[str, Any] = {}  # aio-pika's channel objects, kept alive
+        self._opening: dict[str, asyncio.Lock] = {}
+        self.consumers: dict[str, str] = {}  # queue -> consumer tag
+        self.buffers: dict[str, deque[DeliveredMessage]] = {}
+        self.arrived = asyncio.Event()
+        self.prefetch = 0
+        self.held: set[int] = set()  # delivery tags handed out and not settled
+        self.declared: dict[str, float] = {}  # declaration key -> monotonic time
+        self.known_exchanges: set[str] = {""}
+        self.rotation = 0
+        self.closing = False
+        self.keeper: Any = None  # the async generator that closes this link with its loop
+
+    @property
+    def broken(self) -> bool:
+        return self.closing or self.connection.is_closed
+
+    async def channel(self, role: str) -> AbstractChannel:
+        """The open channel for ``role`` (control, publish, consume), reopened if it closed."""
+        found = self._channels.get(role)
+        if found is not None and not found.is_closed:
+            return found
+        lock = self._opening.setdefault(role, asyncio.Lock())
+        async with lock:
+            found = self._channels.get(role)
+            if found is not None and not found.is_closed:
+                return found
+            if role == "consume" and found is not None:
+                self._consume_channel_lost()
+            wrapper = self.connection.channel(
+                publisher_confirms=role == "publish", on_return_raises=False
+            )
+            await wrapper.initialize()
+            channel = await wrapper.get_underlay_channel()
+            self._channels[role] = channel
+            self._wrappers[role] = wrapper
+            if role == "consume" and self.prefetch:
+                await channel.basic_qos(prefetch_count=self.prefetch, global_=True)
+            return channel
+
+    def _consume_channel_lost(self) -> None:
+        """The consume channel closed: its deliveries went back to RabbitMQ; start afresh."""
+        self.generation += 1
+        self.consumers.clear()
+        self.buffers.clear()
+        self.held.clear()
+
+    def consume_generation(self) -> int:
+        """The generation of the current consume channel (raised when it was lost)."""
+        found = self._channels.get("consume")
+        if found is not None and found.is_closed:
+            self._consume_channel_lost()
+            self._channels.pop("consume", None)
+        return self.generation
+
+    async def set_prefetch(self, count: int) -> None:
+        """Channel-wide QoS, changed only when it differs (one round trip when it does)."""
+        count = max(1, min(count, 65535))
+        if count == self.prefetch:
+            return
+        channel = await self.channel("consume")
+        await channel.basic_qos(prefetch_count=count, global_=True)
+        self.prefetch = count
+
+    async def start_consuming(self, queue: str) -> None:
+        """``basic.consume`` on ``queue``; deliveries land in its buffer."""
+        channel = await self.channel("consume")
+        buffer = self.buffers.setdefault(queue, deque())
+        arrived = self.arrived
+
+        async def on_message(message: DeliveredMessage) -> None:
+            buffer.append(message)
+            arrived.set()
+
+        ok = await channel.basic_consume(queue, on_message, no_ack=False)
+        tag = ok.consumer_tag
+        if tag is None:  # pragma: no cover - the broker always names its consumer
+            raise RuntimeError("basic.consume-ok without a consumer tag")
+        self.consumers[queue] = tag
+
+    def take(self, queues: list[str], max_count: int) -> list[tuple[str, DeliveredMessage]]:
+        """Up to ``max_count`` buffered deliveries, taken round-robin across ``queues``."""
+        taken: list[tuple[str, DeliveredMessage]] = []
+        if not queues:
+            return taken
+        start = self.rotation % len(queues)
+        self.rotation += 1
+        order = queues[start:] + queues[:start]
+        buffers = [(q, self.buffers.get(q)) for q in order]
+        live = [(q, b) for q, b in buffers if b]
+        while live and len(taken) < max_count:
+            for queue, buffer in list(live):
+                if not buffer:
+                    live.remove((queue, buffer))
+                    continue
+                taken.append((queue, buffer.popleft()))
+                if len(taken) >= max_count:
+                    break
+        return taken
+
+    def put_back(self, taken: list[tuple[str, DeliveredMessage]]) -> None:
+        """Return deliveries to the front of their buffers (a cancelled ``get``)."""
+        for queue, message in reversed(taken):
+            self.buffers.setdefault(queue, deque()).appendleft(message)
+        if taken:
+            self.arrived.set()
+
+    def buffered(self) -> list[DeliveredMessage]:
+        """Every delivery received and not handed out (to return them at close)."""
+        return [message for buffer in self.buffers.values() for message in buffer]
+
+    async def cancel_consumers(self) -> None:
+        """Stop deliveries (before returning what is buffered)."""
+        channel = self._channels.get("consume")
+        if channel is None or channel.is_closed:
+            return
+        for tag in list(self.consumers.values()):
+            await channel.basic_cancel(tag)
+        self.consumers.clear()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the connection; unsettled deliveries go back to their queues."""
+        self.closing = True
+        try:
+            await asyncio.wait_for(self.connection.close(), timeout)
+        except (TimeoutError, Exception) as exc:  # closing a dead link
+            logger.debug("closing the AMQP connection: %s", exc)
+
+
+def on_close(link: Link) -> Callable[..., Any]:
+    """A connection close callback that wakes a ``get`` waiting on this link."""
+
+    def wake(*_: Any) -> None:
+        link.arrived.set()
+
+    return wake

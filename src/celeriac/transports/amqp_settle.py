@@ -1,0 +1,244 @@
+"""What happens to an AMQP delivery after RabbitMQ pushed it: admission, acks, requeues, rejects.
+
+Kept apart from :mod:`celeriac.transports.amqp` because every path here has the same shape:
+check the delivery still belongs to a live channel, publish a copy with new book-keeping headers
+(confirmed), then ack the original. Publishing before acking means a crash in between leaves a
+duplicate, never a loss; the copy's headers carry the counts (:mod:`~.amqp_codec`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import ChannelNotFoundEntity
+from pamqp.commands import Basic
+
+from celeriac.transports import amqp_codec as codec
+from celeriac.transports.amqp_link import Link
+from celeriac.transports.base import Delivery
+
+if TYPE_CHECKING:
+    from celeriac.transports.amqp import AMQPTransport
+
+logger = logging.getLogger("celeriac.transports.amqp")
+
+Frame = tuple[str, str, bytes, Basic.Properties]
+RETURN_TIMEOUT = 5.0
+
+
+def lost_reason(counts: codec.Counts, max_deliveries: int) -> str:
+    """Why a message that keeps losing its worker is dead-lettered."""
+    return (
+        f"delivered {counts.lost} times to a worker that never settled it "
+        f"(its connection died; max_deliveries={max_deliveries})"
+    )
+
+
+class Settler:
+    """The settle paths of one :class:`~celeriac.transports.amqp.AMQPTransport`."""
+
+    def __init__(self, transport: AMQPTransport) -> None:
+        self.transport = transport
+
+    # -- taking deliveries --------------------------------------------------------------------
+    async def exists(self, link: Link, queue: str) -> bool:
+        """Whether ``queue`` exists (checked on the control channel: a ``basic.consume`` or
+        ``basic.get`` on a missing queue would close the consume channel and what it holds)."""
+        key = f"exists:{queue}"
+        if key in link.declared:
+            return True
+        channel = await link.channel("control")
+        try:
+            await channel.queue_declare(queue, passive=True)
+        except ChannelNotFoundEntity:
+            return False
+        link.declared[key] = time.monotonic()
+        return True
+
+    async def poll(self, link: Link, queues: list[str], max_count: int) -> list[Delivery]:
+        """What is ready now: buffered deliveries, then ``basic.get`` round-robin."""
+        taken = link.take(queues, max_count)
+        live = [q for q in queues if await self.exists(link, q)]
+        channel = await link.channel("consume")
+        while live and len(taken) < max_count:
+            for queue in list(live):
+                raw = await channel.basic_get(queue, no_ack=False)
+                if not isinstance(raw.delivery, Basic.GetOk):
+                    live.remove(queue)
+                    continue
+                taken.append((queue, raw))
+                if len(taken) >= max_count:
+                    break
+        taken += link.take(queues, max_count - len(taken))
+        while True:  # admitting may recycle some: fetch no more, return what is left
+            deliveries = await self.admit(link, taken)
+            if deliveries or not taken:
+                return deliveries
+            taken = link.take(queues, max_count)
+            if not taken:
+                return []
+
+    async def admit(self, link: Link, taken: list[tuple[str, DeliveredMessage]]) -> list[Delivery]:
+        """Deliveries for the caller; redelivered messages are recycled instead (see module)."""
+        fresh: list[Delivery] = []
+        recycle: list[tuple[str, DeliveredMessage, codec.Counts]] = []
+        for queue, raw in taken:
+            counts = codec.counts_of(raw)
+            if counts.redelivered:
+                recycle.append((queue, raw, counts))
+                continue
+            message = codec.message_of(raw)
+            tag = codec.tag_of(raw)
+            delivery = Delivery(
+                tag=(link.generation, tag),
+                queue=queue,
+                payload=codec.payload_of(raw, message),
+                delivery_count=counts.delivery_count,
+                transport_data={"raw": raw, "link": link, "counts": counts},
+                _message=message,
+            )
+            link.held.add(tag)
+            fresh.append(delivery)
+        if recycle:
+            try:
+                await asyncio.shield(self._recycle(link, recycle))
+            except asyncio.CancelledError:
+                link.put_back([(d.queue, d.transport_data["raw"]) for d in fresh])
+                for delivery in fresh:
+                    link.held.discard(delivery.tag[1])
+                raise
+        return fresh
+
+    async def _recycle(
+        self, link: Link, recycle: list[tuple[str, DeliveredMessage, codec.Counts]]
+    ) -> None:
+        """Publish copies of redelivered messages with the loss counted, or dead-letter them."""
+        limit = self.transport.max_deliveries
+        frames: list[Frame] = []
+        for queue, raw, counts in recycle:
+            done = codec.Counts(counts.delivery_count - 1, counts.lost, False)
+            if counts.lost >= limit:
+                reason = lost_reason(counts, limit)
+                logger.error("dead-lettering a message from %r: %s", queue, reason)
+                frames.append(await self._dead_letter_frame(link, queue, raw, done, reason))
+            else:
+                headers = {codec.DELIVERIES: done.delivery_count, codec.LOST: done.lost}
+                frames.append(("", queue, raw.body, codec.copy_properties(raw, headers)))
+        with self.transport.errors("recycling redelivered messages"):
+            await self.transport.send(link, frames)
+            channel = await link.channel("consume")
+            for _, raw, _ in recycle:
+                await channel.basic_ack(codec.tag_of(raw))
+
+    async def _dead_letter_frame(
+        self, link: Link, queue: str, raw: DeliveredMessage, counts: codec.Counts, reason: str
+    ) -> Frame:
+        quorum = self.transport.is_quorum(queue)
+        await self.transport.declare_dead_letters(link, queue, quorum)
+        headers = codec.rejection_headers(counts, reason)
+        return ("celeriac.dlx", queue, raw.body, codec.copy_properties(raw, headers))
+
+    # -- settling -----------------------------------------------------------------------------
+    def _split(
+        self, action: str, deliveries: Sequence[Delivery]
+    ) -> tuple[Link | None, list[Delivery]]:
+        """This loop's link and the deliveries it still holds; warns about the others."""
+        link = self.transport.current_link()
+        held: list[Delivery] = []
+        stale = 0
+        generation = link.consume_generation() if link is not None and not link.broken else None
+        for delivery in deliveries:
+            owner: Any = delivery.transport_data.get("link")
+            gen, tag = delivery.tag
+            if owner is link and gen == generation and link is not None and tag in link.held:
+                held.append(delivery)
+            else:
+                stale += 1
+        if stale:
+            logger.warning(
+                "%s skipped for %d deliveries no longer held (their channel closed and RabbitMQ "
+                "delivers them again, or they were settled already)",
+                action,
+                stale,
+            )
+        return link, held
+
+    async def _ack_raw(self, link: Link, deliveries: Sequence[Delivery]) -> None:
+        channel = await link.channel("consume")
+        for delivery in deliveries:
+            tag = delivery.tag[1]
+            await channel.basic_ack(tag)
+            link.held.discard(tag)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        link, held = self._split("ack", deliveries)
+        if link is None or not held:
+            return
+        with self.transport.errors("acking"):
+            await self._ack_raw(link, held)
+
+    async def requeue(self, deliveries: Sequence[Delivery], delay: float) -> None:
+        link, held = self._split("requeue", deliveries)
+        if link is None or not held:
+            return
+        with self.transport.errors("requeueing"):
+            frames: list[Frame] = []
+            for delivery in held:
+                raw: DeliveredMessage = delivery.transport_data["raw"]
+                counts: codec.Counts = delivery.transport_data["counts"]
+                headers = {codec.DELIVERIES: counts.delivery_count, codec.LOST: counts.lost}
+                props = codec.copy_properties(raw, headers)
+                exchange = ""
+                if delay > 0:
+                    due = time.time() + delay
+                    exchange = await self.transport.route_delayed(link, "", due, props)
+                frames.append((exchange, delivery.queue, raw.body, props))
+            await self.transport.send(link, frames)
+            await self._ack_raw(link, held)
+
+    async def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
+        link, held = self._split("reject", deliveries)
+        if link is None or not held:
+            return
+        with self.transport.errors("dead-lettering"):
+            frames = [
+                await self._dead_letter_frame(
+                    link,
+                    d.queue,
+                    d.transport_data["raw"],
+                    d.transport_data["counts"],
+                    reason,
+                )
+                for d in held
+            ]
+            await self.transport.send(link, frames)
+            await self._ack_raw(link, held)
+
+    async def return_buffered(self, link: Link) -> None:
+        """At close: stop consuming and put back, uncounted, what was pushed but not handed out
+        (RabbitMQ's own return would mark them redelivered, i.e. lost by a worker)."""
+        if link.broken:
+            return
+        try:
+            async with asyncio.timeout(RETURN_TIMEOUT):
+                await link.cancel_consumers()
+                pending = [(q, raw) for q, buf in link.buffers.items() for raw in buf]
+                link.buffers.clear()
+                if not pending:
+                    return
+                frames: list[Frame] = []
+                for queue, raw in pending:
+                    counts = codec.counts_of(raw)
+                    headers = {codec.DELIVERIES: counts.delivery_count - 1, codec.LOST: counts.lost}
+                    frames.append(("", queue, raw.body, codec.copy_properties(raw, headers)))
+                await self.transport.send(link, frames)
+                channel = await link.channel("consume")
+                for _, raw in pending:
+                    await channel.basic_ack(codec.tag_of(raw))
+        except Exception as exc:  # the connection is closing anyway: RabbitMQ returns them
+            logger.debug("returning buffered deliveries at close: %s", exc)
