@@ -56,26 +56,24 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import AMQPError, ChannelNotFoundEntity, ChannelPreconditionFailed
+from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 from pamqp.commands import Basic
 
 from celeriac.errors import ImproperlyConfigured, TransportError
-from celeriac.protocol.message import format_time
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports import amqp_codec as codec
 from celeriac.transports import amqp_delay as delay
-from celeriac.transports.amqp_link import Link, on_close
+from celeriac.transports import amqp_topology as topology
+from celeriac.transports.amqp_link import Frame, Link, on_close
 from celeriac.transports.amqp_settle import Settler
 from celeriac.transports.amqp_url import connect_first, parse_amqp_urls
 from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
 
 logger = logging.getLogger("celeriac.transports.amqp")
 
-DLX = "celeriac.dlx"
 _CLIENT_ERRORS = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 _DEAD_LETTER_SCAN = 10_000
 Declare = Callable[[Link], Awaitable[None]]
@@ -226,16 +224,7 @@ class AMQPTransport(Transport):
         await self._declare(f"exchange:{exchange.name}", declare, f"declaring {exchange.name!r}")
 
     def queue_arguments(self, queue: Queue) -> dict[str, Any]:
-        """The ``x-`` arguments of ``queue``: its own, then priority or quorum type."""
-        args = dict(queue.arguments)
-        quorum = args.get("x-queue-type") == "quorum" or (
-            self.queue_type == "quorum" and queue.durable and not queue.auto_delete
-        )
-        if quorum:
-            args["x-queue-type"] = "quorum"  # RabbitMQ 3.10 quorum queues have no priorities
-        elif queue.max_priority > 0:
-            args.setdefault("x-max-priority", queue.max_priority)
-        return args
+        return topology.queue_arguments(queue, self.queue_type)
 
     async def declare_queue(self, queue: Queue) -> None:
         for exchange in queue.exchanges():
@@ -243,9 +232,9 @@ class AMQPTransport(Transport):
         quorum = self.queue_arguments(queue).get("x-queue-type") == "quorum"
 
         async def declare(link: Link) -> None:
-            await self._declare_one_queue(link, queue)
+            await topology.declare_queue(link, queue, self.queue_arguments(queue))
             if queue.durable and not queue.auto_delete:
-                await self.declare_dead_letters(link, queue.name, quorum)
+                await topology.declare_dead_letters(link, queue.name, quorum)
             channel = await link.channel("control")
             for binding in queue.all_bindings():
                 await channel.queue_bind(
@@ -254,41 +243,6 @@ class AMQPTransport(Transport):
 
         self._queues[queue.name] = queue
         await self._declare(f"queue:{queue.name}", declare, f"declaring queue {queue.name!r}")
-
-    async def _declare_one_queue(self, link: Link, queue: Queue) -> None:
-        channel = await link.channel("control")
-        try:
-            await channel.queue_declare(
-                queue.name,
-                durable=queue.durable,
-                auto_delete=queue.auto_delete,
-                exclusive=queue.auto_delete,
-                arguments=self.queue_arguments(queue),
-            )
-        except ChannelPreconditionFailed as exc:
-            logger.warning(
-                "queue %r exists on RabbitMQ with other arguments (%s); using it as it is",
-                queue.name,
-                exc,
-            )
-            channel = await link.channel("control")
-            await channel.queue_declare(queue.name, passive=True)
-
-    async def declare_dead_letters(self, link: Link, queue: str, quorum: bool = False) -> None:
-        """The ``celeriac.dlx`` exchange and ``<queue>.dlq``, bound by the queue's name."""
-        key = f"dlq:{queue}"
-        if key in link.declared:
-            return
-        channel = await link.channel("control")
-        await channel.exchange_declare(DLX, exchange_type="direct", durable=True)
-        args: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
-        try:
-            await channel.queue_declare(f"{queue}.dlq", durable=True, arguments=args)
-        except ChannelPreconditionFailed:
-            channel = await link.channel("control")
-            await channel.queue_declare(f"{queue}.dlq", passive=True)
-        await channel.queue_bind(f"{queue}.dlq", DLX, routing_key=queue)
-        link.declared[key] = time.monotonic()
 
     async def bind(self, binding: Binding) -> None:
         async def declare(link: Link) -> None:
@@ -338,76 +292,26 @@ class AMQPTransport(Transport):
         return queues | self._delay_names, exchanges | self._delay_names
 
     # -- producing ----------------------------------------------------------------------------
-    async def _check_exchanges(self, link: Link, items: Sequence[Outgoing]) -> None:
-        """Refuse the batch before sending anything if it names an exchange that is missing."""
-        for name in {item.exchange for item in items} - link.known_exchanges:
-            channel = await link.channel("control")
-            try:
-                await channel.exchange_declare(name, passive=True)
-            except ChannelNotFoundEntity:
-                raise TransportError(f"exchange {name!r} does not exist on RabbitMQ") from None
-            link.known_exchanges.add(name)
-
-    async def ensure_delay(self, link: Link, exchange: str, ttl_ms: int) -> str:
-        """Declare (or refresh) the delay exchange and queue for ``exchange`` and ``ttl_ms``."""
-        name = delay.delay_name(exchange, ttl_ms)
-        declared = link.declared.get(name)
-        if declared is not None and time.monotonic() - declared < delay.REDECLARE_SECONDS:
-            return name
-        channel = await link.channel("control")
-        await channel.exchange_declare(name, exchange_type="fanout", durable=True)
-        await channel.queue_declare(
-            name, durable=True, arguments=delay.delay_queue_arguments(exchange, ttl_ms)
-        )
-        await channel.queue_bind(name, name, routing_key="")
-        link.declared[name] = time.monotonic()
-        self._delay_names.add(name)
-        return name
-
     async def route_delayed(
         self, link: Link, exchange: str, due_at: float, props: Basic.Properties
     ) -> str:
-        """The delay exchange for a message due at ``due_at``; adds an ``eta`` header when the
-        grid makes it arrive early, so the worker sends it back for the rest."""
-        ttl_ms, exact = delay.ttl_bucket(due_at - time.time())
-        headers = props.headers if props.headers is not None else {}
-        if not exact and not headers.get("eta"):
-            headers["eta"] = format_time(datetime.fromtimestamp(due_at, UTC))
-            props.headers = headers
-        return await self.ensure_delay(link, exchange, ttl_ms)
+        """The delay exchange for a message due at ``due_at`` (see :mod:`.amqp_delay`)."""
+        name = await delay.route_delayed(link, exchange, due_at, props)
+        self._delay_names.add(name)
+        return name
 
-    async def send(
-        self, link: Link, frames: Sequence[tuple[str, str, bytes, Basic.Properties]]
-    ) -> list[int]:
-        """Publish ``(exchange, routing key, body, properties)`` frames and await all confirms:
-        1 for each message routed, 0 for each returned."""
-        channel = await link.channel("publish")
-        results = await asyncio.wait_for(
-            asyncio.gather(
-                *(
-                    channel.basic_publish(
-                        body, exchange=exchange, routing_key=key, properties=props, mandatory=True
-                    )
-                    for exchange, key, body, props in frames
-                )
-            ),
-            self.confirm_timeout,
-        )
-        counts: list[int] = []
-        for result in results:
-            if isinstance(result, Basic.Nack):
-                raise TransportError("RabbitMQ refused a message (basic.nack)")
-            counts.append(1 if isinstance(result, Basic.Ack) else 0)
-        return counts
+    async def send(self, link: Link, frames: Sequence[Frame]) -> list[int]:
+        """Publish frames, awaiting every confirm: 1 per message routed, 0 per returned."""
+        return await link.send(frames, self.confirm_timeout)
 
     async def publish_batch(self, items: Sequence[Outgoing]) -> list[int]:
         if not items:
             return []
         link = await self.link()
         with self.errors("publishing"):
-            await self._check_exchanges(link, items)
+            await topology.check_exchanges(link, (item.exchange for item in items))
             now = time.time()
-            frames: list[tuple[str, str, bytes, Basic.Properties]] = []
+            frames: list[Frame] = []
             delayed: list[int] = []
             for item in items:
                 props = codec.properties_for(item.message)

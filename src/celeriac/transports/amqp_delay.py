@@ -33,7 +33,14 @@ more than half a second away), converging in two or three hops. A delay beyond t
 from __future__ import annotations
 
 import math
+import time
+from datetime import UTC, datetime
 from typing import Any
+
+from pamqp.commands import Basic
+
+from celeriac.protocol.message import format_time
+from celeriac.transports.amqp_link import Link
 
 MAX_TTL_MS = 2**32 - 1
 MIN_GRID_MS = 10
@@ -70,3 +77,30 @@ def delay_queue_arguments(exchange: str, ttl_ms: int) -> dict[str, Any]:
         "x-dead-letter-exchange": exchange,
         "x-expires": ttl_ms + EXPIRES_MARGIN_MS,
     }
+
+
+async def ensure_delay(link: Link, exchange: str, ttl_ms: int) -> str:
+    """Declare (or refresh, see ``x-expires``) the delay exchange and queue; returns the name."""
+    name = delay_name(exchange, ttl_ms)
+    declared = link.declared.get(name)
+    if declared is not None and time.monotonic() - declared < REDECLARE_SECONDS:
+        return name
+    channel = await link.channel("control")
+    await channel.exchange_declare(name, exchange_type="fanout", durable=True)
+    await channel.queue_declare(
+        name, durable=True, arguments=delay_queue_arguments(exchange, ttl_ms)
+    )
+    await channel.queue_bind(name, name, routing_key="")
+    link.declared[name] = time.monotonic()
+    return name
+
+
+async def route_delayed(link: Link, exchange: str, due_at: float, props: Basic.Properties) -> str:
+    """The delay exchange for a message to ``exchange`` due at ``due_at``; adds an ``eta``
+    header when the grid makes it arrive early, so the worker sends it back for the rest."""
+    ttl_ms, exact = ttl_bucket(due_at - time.time())
+    headers = props.headers if props.headers is not None else {}
+    if not exact and not headers.get("eta"):
+        headers["eta"] = format_time(datetime.fromtimestamp(due_at, UTC))
+        props.headers = headers
+    return await ensure_delay(link, exchange, ttl_ms)

@@ -24,13 +24,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import AbstractChannel, DeliveredMessage
+from pamqp.commands import Basic
+
+from celeriac.errors import TransportError
 
 logger = logging.getLogger("celeriac.transports.amqp")
+
+#: One message to publish: exchange, routing key, body, properties.
+Frame = tuple[str, str, bytes, Basic.Properties]
 
 
 class Link:
@@ -119,6 +125,28 @@ class Link:
         if tag is None:  # pragma: no cover - the broker always names its consumer
             raise RuntimeError("basic.consume-ok without a consumer tag")
         self.consumers[queue] = tag
+
+    async def send(self, frames: Sequence[Frame], timeout: float) -> list[int]:
+        """Publish ``frames`` (``mandatory``) and await all their confirms together: one write
+        per message, one wait per batch. 1 for each message routed, 0 for each returned."""
+        channel = await self.channel("publish")
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    channel.basic_publish(
+                        body, exchange=exchange, routing_key=key, properties=props, mandatory=True
+                    )
+                    for exchange, key, body, props in frames
+                )
+            ),
+            timeout,
+        )
+        counts: list[int] = []
+        for result in results:
+            if isinstance(result, Basic.Nack):
+                raise TransportError("RabbitMQ refused a message (basic.nack)")
+            counts.append(1 if isinstance(result, Basic.Ack) else 0)
+        return counts
 
     def take(self, queues: list[str], max_count: int) -> list[tuple[str, DeliveredMessage]]:
         """Up to ``max_count`` buffered deliveries, taken round-robin across ``queues``."""

@@ -19,7 +19,8 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
 from celeriac.transports import amqp_codec as codec
-from celeriac.transports.amqp_link import Link
+from celeriac.transports import amqp_topology as topology
+from celeriac.transports.amqp_link import Frame, Link
 from celeriac.transports.base import Delivery
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.transports.amqp")
 
-Frame = tuple[str, str, bytes, Basic.Properties]
 RETURN_TIMEOUT = 5.0
 
 
@@ -138,10 +138,9 @@ class Settler:
     async def _dead_letter_frame(
         self, link: Link, queue: str, raw: DeliveredMessage, counts: codec.Counts, reason: str
     ) -> Frame:
-        quorum = self.transport.is_quorum(queue)
-        await self.transport.declare_dead_letters(link, queue, quorum)
+        await topology.declare_dead_letters(link, queue, self.transport.is_quorum(queue))
         headers = codec.rejection_headers(counts, reason)
-        return ("celeriac.dlx", queue, raw.body, codec.copy_properties(raw, headers))
+        return (topology.DLX, queue, raw.body, codec.copy_properties(raw, headers))
 
     # -- settling -----------------------------------------------------------------------------
     def _split(

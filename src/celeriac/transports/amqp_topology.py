@@ -1,0 +1,97 @@
+"""RabbitMQ declarations for celeriac's topology: queue arguments, dead-letter queues, checks.
+
+Functions over one :class:`~celeriac.transports.amqp_link.Link`, all on its control channel,
+where a refused declaration costs nothing but that channel (reopened on next use).
+
+* :func:`queue_arguments`: a queue's own ``arguments``, then ``x-max-priority`` (celeriac's 0-9
+  mean what AMQP's do, so ``max_priority`` maps as is: no level wasted, as each costs RabbitMQ an
+  internal queue) or ``x-queue-type: quorum`` (quorum queues in RabbitMQ 3.10 have no priorities,
+  so a quorum queue gets none);
+* :func:`declare_queue`: a queue that already exists with other arguments (a Celery worker
+  declared ``celery`` without priorities, say) is used as it is, with a warning, rather than
+  failing every worker that did not declare it first;
+* :func:`declare_dead_letters`: ``celeriac.dlx`` and ``<queue>.dlq``, the queue's type alike;
+* :func:`check_exchanges`: a passive declare of the exchanges a batch names, so a batch with a
+  missing one is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
+
+from celeriac.errors import TransportError
+from celeriac.routing import Queue
+from celeriac.transports.amqp_link import Link
+
+logger = logging.getLogger("celeriac.transports.amqp")
+
+DLX = "celeriac.dlx"
+
+
+def queue_arguments(queue: Queue, queue_type: str) -> dict[str, Any]:
+    """The ``x-`` arguments of ``queue`` under the transport's ``queue_type`` option."""
+    args = dict(queue.arguments)
+    quorum = args.get("x-queue-type") == "quorum" or (
+        queue_type == "quorum" and queue.durable and not queue.auto_delete
+    )
+    if quorum:
+        args["x-queue-type"] = "quorum"
+    elif queue.max_priority > 0:
+        args.setdefault("x-max-priority", queue.max_priority)
+    return args
+
+
+async def declare_queue(link: Link, queue: Queue, arguments: dict[str, Any]) -> None:
+    """Declare ``queue``; an ``auto_delete`` queue is exclusive too (it goes with its
+    connection even if no consumer ever started, which RabbitMQ's auto-delete alone needs)."""
+    channel = await link.channel("control")
+    try:
+        await channel.queue_declare(
+            queue.name,
+            durable=queue.durable,
+            auto_delete=queue.auto_delete,
+            exclusive=queue.auto_delete,
+            arguments=arguments,
+        )
+    except ChannelPreconditionFailed as exc:
+        logger.warning(
+            "queue %r exists on RabbitMQ with other arguments (%s); using it as it is",
+            queue.name,
+            exc,
+        )
+        channel = await link.channel("control")
+        await channel.queue_declare(queue.name, passive=True)
+    link.declared[f"exists:{queue.name}"] = time.monotonic()
+
+
+async def declare_dead_letters(link: Link, queue: str, quorum: bool = False) -> None:
+    """The ``celeriac.dlx`` exchange and ``<queue>.dlq``, bound by the queue's name."""
+    key = f"dlq:{queue}"
+    if key in link.declared:
+        return
+    channel = await link.channel("control")
+    await channel.exchange_declare(DLX, exchange_type="direct", durable=True)
+    args: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
+    try:
+        await channel.queue_declare(f"{queue}.dlq", durable=True, arguments=args)
+    except ChannelPreconditionFailed:
+        channel = await link.channel("control")
+        await channel.queue_declare(f"{queue}.dlq", passive=True)
+    await channel.queue_bind(f"{queue}.dlq", DLX, routing_key=queue)
+    link.declared[key] = time.monotonic()
+
+
+async def check_exchanges(link: Link, names: Iterable[str]) -> None:
+    """Raise TransportError naming the first of ``names`` that does not exist."""
+    for name in set(names) - link.known_exchanges:
+        channel = await link.channel("control")
+        try:
+            await channel.exchange_declare(name, passive=True)
+        except ChannelNotFoundEntity:
+            raise TransportError(f"exchange {name!r} does not exist on RabbitMQ") from None
+        link.known_exchanges.add(name)

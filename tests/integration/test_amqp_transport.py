@@ -1,0 +1,301 @@
+"""The AMQP transport against the real RabbitMQ, in-process: routing, delays, redelivery, faults.
+
+Each test uses queue and exchange names of its own in the ``celeriac-test`` vhost and deletes
+them afterwards (see :mod:`amqp_broker`). What needs real worker processes is in
+``test_amqp_worker.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import amqp_broker
+import pytest
+
+from celeriac import Celeriac
+from celeriac.errors import TransportError
+from celeriac.protocol.message import Message, task_message
+from celeriac.routing import Exchange, Queue
+from celeriac.transports.amqp import AMQPTransport
+from celeriac.transports.amqp_delay import delay_name, ttl_bucket
+from celeriac.transports.base import Delivery, Outgoing
+from conftest import require_service
+
+pytestmark = pytest.mark.amqp
+
+
+class Names:
+    """Unique names for one test, and every transport it made, cleaned up afterwards."""
+
+    def __init__(self) -> None:
+        self.prefix = f"it-{uuid.uuid4().hex[:8]}"
+        self.made: list[AMQPTransport] = []
+        self.extra_queues: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def transport(self, url: str = amqp_broker.URL, **options: Any) -> AMQPTransport:
+        transport = AMQPTransport(url, **options)
+        self.made.append(transport)
+        return transport
+
+    def cleanup(self) -> None:
+        queues, exchanges = set(self.extra_queues), set()
+        for transport in self.made:
+            more_queues, more_exchanges = transport.declared_names()
+            queues |= more_queues
+            exchanges |= more_exchanges
+        amqp_broker.delete(queues, exchanges)
+
+
+@pytest.fixture(scope="module")
+def vhost() -> None:
+    require_service("RabbitMQ", 5672)
+    amqp_broker.ensure_vhost()
+
+
+@pytest.fixture
+def names(vhost: None) -> Iterator[Names]:
+    made = Names()
+    yield made
+    made.cleanup()
+
+
+def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(coro(), timeout=30))
+
+
+def message(label: str, priority: int | None = None) -> Message:
+    return task_message(
+        task="tests.amqp",
+        task_id=f"{label}-{uuid.uuid4().hex[:8]}",
+        body=b"[[], {}, {}]",
+        content_type="application/json",
+        content_encoding="utf-8",
+        priority=priority,
+    )
+
+
+def label(delivery: Delivery) -> str:
+    return delivery.decode().id.split("-")[0]
+
+
+def test_topic_exchange_routes_one_message_to_two_queues_and_another_to_none(
+    names: Names,
+) -> None:
+    async def main() -> None:
+        topic = Exchange(names("events"), "topic")
+        eu, everything = names("eu"), names("all")
+        producer, consumer = names.transport(), names.transport()
+        await consumer.declare_queue(Queue(eu, exchange=topic, routing_key="orders.*.eu"))
+        await consumer.declare_queue(Queue(everything, exchange=topic, routing_key="orders.#"))
+        sent = [
+            Outgoing(message("x"), topic.name, "orders.new.eu"),
+            Outgoing(message("y"), topic.name, "shipping.new.eu"),
+        ]
+        assert await producer.publish_batch(sent) == [1, 0]  # routed; returned as unroutable
+        for queue in (eu, everything):
+            got = await consumer.get([queue], 10, timeout=5)
+            assert [label(d) for d in got] == ["x"]
+            await consumer.ack(got)
+        assert await consumer.get([eu, everything], 10, timeout=0.3) == []
+        for transport in (producer, consumer):
+            await transport.close()
+
+    run(main)
+
+
+def test_a_day_long_countdown_waits_in_a_delay_queue_with_its_ttl_and_target(
+    names: Names,
+) -> None:
+    exchange = Exchange(names("orders"), "direct")
+    queue = names("q")
+    ttl_ms, exact = ttl_bucket(86400 - 1)
+    delay_queue = delay_name(exchange.name, ttl_ms)
+
+    async def main() -> None:
+        transport = names.transport()
+        await transport.declare_queue(Queue(queue, exchange=exchange, routing_key="new"))
+        due = time.time() + 86400
+        assert await transport.publish(Outgoing(message("later"), exchange.name, "new", due)) == 1
+        assert await transport.size(queue) == 0
+        await transport.close()
+
+    run(main)
+    assert not exact  # a day is on a coarse grid: the message carries an eta for the last hop
+    info = amqp_broker.queue_table()[delay_queue]
+    assert info["messages"] == "1"
+    assert f'{{"x-message-ttl",{ttl_ms}}}' in info["arguments"]
+    assert f'{{"x-dead-letter-exchange","{exchange.name}"}}' in info["arguments"]
+    assert 86400 * 1000 - ttl_ms < 86400 * 1000 / 64  # early by less than 1/64: one more hop
+
+
+def test_a_short_countdown_is_delivered_when_due_with_its_routing_key(names: Names) -> None:
+    async def main() -> None:
+        topic = Exchange(names("events"), "topic")
+        first, second = names("a"), names("b")
+        transport = names.transport()
+        await transport.declare_queue(Queue(first, exchange=topic, routing_key="job.*"))
+        await transport.declare_queue(Queue(second, exchange=topic, routing_key="job.#"))
+        due = time.time() + 1.0
+        await transport.publish(Outgoing(message("soon"), topic.name, "job.x", due))
+        assert await transport.get([first, second], 10, timeout=0.5) == []
+        got: list[Delivery] = []
+        while len(got) < 2:
+            got += await transport.get([first, second], 10, timeout=5)
+        assert time.time() >= due
+        assert sorted(d.queue for d in got) == sorted([first, second])  # key kept: both match
+        assert {d.decode().id for d in got} == {got[0].decode().id}
+        await transport.ack(got)
+        await transport.close()
+
+    run(main)
+
+
+def test_redelivered_past_max_deliveries_lands_in_the_dlq_with_its_reason(names: Names) -> None:
+    queue = names("poison")
+
+    async def main() -> None:
+        setup = names.transport()
+        await setup.declare_queue(Queue(queue))
+        await setup.publish(Outgoing(message("poison"), "", queue))
+        for count in (1, 2):  # a holder dies (its connection closes) without settling
+            holder = names.transport(max_deliveries=2)
+            [held] = await holder.get([queue], 1, timeout=5)
+            assert held.delivery_count == count
+            await holder.close()
+        survivor = names.transport(max_deliveries=2)
+        assert await survivor.get([queue], 1, timeout=1) == []
+        [letter] = await survivor.dead_letters(queue)
+        assert "max_deliveries=2" in letter.reason
+        assert letter.delivery_count == 2
+        assert Message.from_wire(letter.payload).id.startswith("poison")
+        assert await survivor.size(queue) == 0
+        for transport in (setup, survivor):
+            await transport.close()
+
+    run(main)
+
+
+def test_requeues_by_a_living_worker_raise_the_count_but_never_dead_letter(names: Names) -> None:
+    queue = names("q")
+
+    async def main() -> None:
+        transport = names.transport(max_deliveries=2)
+        await transport.declare_queue(Queue(queue))
+        await transport.publish(Outgoing(message("a"), "", queue))
+        for count in range(1, 6):  # a warm shutdown, an eta not yet due, a rate limit...
+            [delivery] = await transport.get([queue], 1, timeout=5)
+            assert delivery.delivery_count == count
+            await transport.requeue([delivery])
+        [delivery] = await transport.get([queue], 1, timeout=5)
+        await transport.ack([delivery])
+        assert await transport.dead_letters(queue) == []
+        await transport.close()
+
+    run(main)
+
+
+def test_a_dropped_connection_skips_stale_acks_and_redelivers(
+    names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = names("q")
+
+    async def main() -> None:
+        transport = names.transport()
+        await transport.declare_queue(Queue(queue))
+        await transport.publish(Outgoing(message("a"), "", queue))
+        [first] = await transport.get([queue], 1, timeout=5)
+        link = transport.current_link()
+        assert link is not None
+        await link.connection.close()  # as if the network dropped it
+        with caplog.at_level(logging.WARNING, logger="celeriac.transports.amqp"):
+            await transport.ack([first])  # stale: must not ack another message on a new channel
+        assert any("no longer held" in r.getMessage() for r in caplog.records)
+        [again] = await transport.get([queue], 1, timeout=5)  # reconnected, re-declared
+        assert again.decode().id == first.decode().id
+        assert again.delivery_count == 2
+        await transport.ack([again])
+        assert await transport.size(queue) == 0
+        await transport.close()
+
+    run(main)
+
+
+def test_quorum_queues_on_option(names: Names) -> None:
+    queue = names("quorum")
+
+    async def main() -> None:
+        transport = names.transport(queue_type="quorum")
+        await transport.declare_queue(Queue(queue))
+        await transport.publish(Outgoing(message("a"), "", queue))
+        [delivery] = await transport.get([queue], 1, timeout=5)
+        await transport.reject([delivery], "bad input")
+        [letter] = await transport.dead_letters(queue)
+        assert letter.reason == "bad input"
+        await transport.close()
+
+    run(main)
+    table = amqp_broker.queue_table()
+    assert table[queue]["type"] == "quorum"
+    assert table[f"{queue}.dlq"]["type"] == "quorum"
+
+
+def test_failover_list_and_no_password_in_errors_or_reprs(names: Names) -> None:
+    async def main() -> None:
+        dead_first = names.transport(f"amqp://guest:guest@127.0.0.1:1//;{amqp_broker.URL}")
+        await dead_first.connect()  # the first URL refuses; the second answers
+        await dead_first.close()
+        wrong = names.transport(f"amqp://guest:s3cret-pw@127.0.0.1:5672/{amqp_broker.VHOST}")
+        assert "s3cret-pw" not in repr(wrong)
+        with pytest.raises(TransportError) as caught:
+            await wrong.connect()
+        assert "s3cret-pw" not in str(caught.value)
+        assert caught.value.__cause__ is None or "s3cret-pw" not in repr(caught.value.__cause__)
+
+    run(main)
+
+
+def test_sync_sends_from_many_threads_share_one_portal_loop(names: Names) -> None:
+    queue = names("sync")
+    app = Celeriac("amqp_sync", broker=amqp_broker.URL, backend=None, task_default_queue=queue)
+
+    @app.task(name="a.nothing")
+    def nothing(i: int) -> int:
+        return i
+
+    errors: list[BaseException] = []
+
+    def send(start: int) -> None:
+        try:
+            for i in range(start, start + 50):
+                nothing.delay(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n * 50,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    names.extra_queues |= {queue, f"{queue}.dlq"}
+    try:
+        assert errors == []
+        loops = [t for t in threading.enumerate() if t.name.startswith("celeriac-portal")]
+        assert len(loops) == 1
+        transport = names.transport()
+
+        async def count() -> None:
+            assert await transport.size(queue) == 400
+            await transport.close()
+
+        run(count)
+    finally:
+        app.close()
