@@ -79,6 +79,11 @@ _DEAD_LETTER_SCAN = 10_000
 Declare = Callable[[Link], Awaitable[None]]
 
 
+def _binding_key(binding: Binding) -> str:
+    """The declarations key of a binding (a separator no exchange, queue or key uses)."""
+    return f"bind\x1f{binding.exchange}\x1f{binding.queue}\x1f{binding.routing_key}"
+
+
 class AMQPTransport(Transport):
     """The RabbitMQ broker (see the module docstring for semantics and options)."""
 
@@ -133,12 +138,14 @@ class AMQPTransport(Transport):
         if found is not None and not found.broken:
             return found
         with self._lock:
+            for gone in [other for other in self._opening if other.is_closed()]:
+                del self._opening[gone]
             opening = self._opening.setdefault(loop, asyncio.Lock())
         async with opening:
             found = self._links.get(loop)
             if found is not None and not found.broken:
                 return found
-            if found is not None:
+            if found is not None and not found.closing:  # logged once, not once per attempt
                 logger.warning("RabbitMQ connection lost; reconnecting to %s", self._where())
                 await found.close(timeout=1.0)
             connection = await connect_first(self.targets, attempts=self.connect_attempts)
@@ -251,13 +258,11 @@ class AMQPTransport(Transport):
                 binding.queue, binding.exchange, routing_key=binding.routing_key
             )
 
-        key = f"bind:{binding.exchange}:{binding.queue}:{binding.routing_key}"
+        key = _binding_key(binding)
         await self._declare(key, declare, f"binding {binding.queue!r} to {binding.exchange!r}")
 
     async def unbind(self, binding: Binding) -> None:
-        self._declarations.pop(
-            f"bind:{binding.exchange}:{binding.queue}:{binding.routing_key}", None
-        )
+        self._declarations.pop(_binding_key(binding), None)
         link = await self.link()
         with (
             self.errors(f"unbinding {binding.queue!r}"),
@@ -269,16 +274,16 @@ class AMQPTransport(Transport):
             )
 
     async def delete_queue(self, name: str) -> None:
-        for key in [k for k in self._declarations if k == f"queue:{name}" or k.startswith("bind:")]:
-            if key == f"queue:{name}" or key.split(":")[2] == name:
+        self._declarations.pop(f"queue:{name}", None)
+        for key in [k for k in self._declarations if k.startswith("bind\x1f")]:
+            if key.split("\x1f")[2] == name:
                 del self._declarations[key]
         self._queues.pop(name, None)
         link = await self.link()
-        link.consumers.pop(name, None)
-        link.buffers.pop(name, None)
-        link.declared.pop(f"dlq:{name}", None)
-        link.declared.pop(f"exists:{name}", None)
+        for forget in (f"dlq:{name}", f"exists:{name}"):
+            link.declared.pop(forget, None)
         with self.errors(f"deleting queue {name!r}"):
+            await link.stop_consuming(name)
             for victim in (name, f"{name}.dlq"):
                 with contextlib.suppress(ChannelNotFoundEntity):
                     channel = await link.channel("control")
@@ -365,7 +370,7 @@ class AMQPTransport(Transport):
             for name in names:
                 if name not in link.consumers and await self.settler.exists(link, name):
                     await link.start_consuming(name)
-            await link.set_prefetch(self.prefetch_count or len(link.held) + max_count)
+            await link.raise_prefetch(self.prefetch_count or len(link.held) + max_count)
         while True:
             taken = link.take(names, max_count)
             if taken:

@@ -15,8 +15,8 @@ error in AMQP closes the whole channel and everything it holds:
   stale and skipped instead of acking an unrelated message under a reused tag.
 
 Deliveries are pushed into per-queue buffers by the consumer callback (aiormq calls it from its
-reader in arrival order) and taken by ``get``. QoS is channel-wide (``global``) and follows what
-the worker holds plus what it asks for, so the broker never pushes more than the worker's window.
+reader in arrival order) and taken by ``get``. QoS is channel-wide (``global``) and rises to what
+the worker holds plus what it asks for: its window, so the broker never pushes more than that.
 """
 
 from __future__ import annotations
@@ -101,10 +101,15 @@ class Link:
             self._channels.pop("consume", None)
         return self.generation
 
-    async def set_prefetch(self, count: int) -> None:
-        """Channel-wide QoS, changed only when it differs (one round trip when it does)."""
+    async def raise_prefetch(self, count: int) -> None:
+        """Raise the channel-wide QoS to ``count`` if it is lower (one round trip when it is).
+
+        Never lowered: in a worker, deliveries held plus the room asked for add up to its
+        window (acks_late) or the room alone does (early acks), so QoS settles at the window
+        after the first few fetches instead of changing, a round trip each, with every batch.
+        """
         count = max(1, min(count, 65535))
-        if count == self.prefetch:
+        if count <= self.prefetch:
             return
         channel = await self.channel("consume")
         await channel.basic_qos(prefetch_count=count, global_=True)
@@ -178,6 +183,14 @@ class Link:
     def buffered(self) -> list[DeliveredMessage]:
         """Every delivery received and not handed out (to return them at close)."""
         return [message for buffer in self.buffers.values() for message in buffer]
+
+    async def stop_consuming(self, queue: str) -> None:
+        """Cancel the consumer of ``queue`` (before deleting it) and forget its buffer."""
+        tag = self.consumers.pop(queue, None)
+        self.buffers.pop(queue, None)
+        channel = self._channels.get("consume")
+        if tag is not None and channel is not None and not channel.is_closed:
+            await channel.basic_cancel(tag)
 
     async def cancel_consumers(self) -> None:
         """Stop deliveries (before returning what is buffered)."""
