@@ -23,6 +23,21 @@ def service_answers(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def delete_redis_keys(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (SCAN MATCH): a test's own keys on the shared Redis."""
+    if not service_answers(6379):
+        return
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def require_service(name: str, port: int) -> None:
     if service_answers(port):
         return

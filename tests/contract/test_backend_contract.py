@@ -34,7 +34,7 @@ from celeriac.results.base import Backend, ResultMeta, exception_to_dict
 from celeriac.results.memory import MemoryBackend, reset_memory_backends
 from celeriac.results.registry import backend_class, create_backend
 from celeriac.results.sqlite import SQLiteBackend, sqlite_path
-from conftest import require_service, service_answers
+from conftest import delete_redis_keys, require_service
 
 
 class Factory(Protocol):
@@ -73,17 +73,7 @@ def _redis(location: Path, **options: Any) -> Backend:
 
 def _redis_teardown(location: Path) -> None:
     """Delete this test's keys (SCAN MATCH prefix*), whatever their expiry."""
-    if not service_answers(6379):
-        return
-    import redis
-
-    client = redis.Redis.from_url(REDIS_RESULTS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{_redis_prefix(location)}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_redis_keys(REDIS_RESULTS_URL, _redis_prefix(location))
 
 
 @dataclass(frozen=True)

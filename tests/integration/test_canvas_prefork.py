@@ -18,7 +18,7 @@ from apps.canvas_worker import PREFIX_ENV, URL_ENV, build_app
 from worker_harness import INTEGRATION_DIR, WorkerProcess
 
 from celeriac import ChordError, Signature, chord, group
-from conftest import require_service, service_answers
+from conftest import delete_redis_keys, require_service
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 TIMEOUT = 30.0
@@ -49,20 +49,6 @@ class Setup:
         self.app.close()
 
 
-def _cleanup_redis(prefix: str) -> None:
-    if not service_answers(6379):
-        return
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
     prefix = f"canvas-prefork-{uuid.uuid4().hex[:8]}:"
@@ -75,7 +61,7 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
     yield env
     env.close()
     if request.param == "redis":
-        _cleanup_redis(prefix)
+        delete_redis_keys(REDIS_URL, prefix)
 
 
 def test_workflows_on_prefork_workers(setup: Setup) -> None:
@@ -122,4 +108,4 @@ def test_kill_9_during_a_chord_header_the_body_runs_once(tmp_path: Path) -> None
         assert runs(setup.app, tag) >= 400, "every member ran"  # the killed ones ran again
     finally:
         setup.close()
-        _cleanup_redis(prefix)
+        delete_redis_keys(REDIS_URL, prefix)

@@ -31,24 +31,10 @@ from celeriac import (
     states,
 )
 from celeriac.testing import worker_thread
-from conftest import require_service, service_answers
+from conftest import delete_redis_keys, require_service
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 TIMEOUT = 20.0
-
-
-def _redis_cleanup(prefix: str) -> None:
-    if not service_answers(6379):
-        return
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 def _make_app(kind: str, tmp_path: Path) -> tuple[Celeriac, str]:
@@ -81,7 +67,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Celeri
     finally:
         app.close()
         if request.param == "redis":
-            _redis_cleanup(tag)
+            delete_redis_keys(REDIS_URL, tag)
 
 
 # -- primitives --

@@ -74,19 +74,20 @@ def _own_options(sig: Signature) -> dict[str, Any]:
     }
 
 
-class chain(Signature):
-    """Run tasks one after the other, each receiving the previous one's result (``a | b | c``)."""
+class _TaskList(Signature):
+    """A workflow made of a list of signatures (``kwargs["tasks"]``): chain and group."""
 
     __slots__ = ()
+    kind = ""
 
     def __init__(self, *tasks: Any, app: Celeriac | None = None, **options: Any) -> None:
         sigs = _tasks(tasks, app)
         super().__init__(
-            "celery.chain",
+            f"celery.{self.kind}",
             (),
             {"tasks": sigs},
             options,
-            subtask_type="chain",
+            subtask_type=self.kind,
             app=_app_of(sigs, app),
         )
 
@@ -103,6 +104,20 @@ class chain(Signature):
             *[Signature.from_dict(t, app) for t in kwargs.get("tasks") or ()], app=app, **options
         )
 
+    def link_error(self, errback: Signature | Mapping[str, Any]) -> Signature:
+        """The errback is called by whichever task fails."""
+        sig = maybe_signature(errback, self.app)
+        for task in self.tasks:
+            task.link_error(sig)
+        return sig
+
+
+class chain(_TaskList):
+    """Run tasks one after the other, each receiving the previous one's result (``a | b | c``)."""
+
+    __slots__ = ()
+    kind = "chain"
+
     def __or__(self, other: Signature) -> chain:
         if not isinstance(other, Signature):
             return NotImplemented
@@ -112,13 +127,6 @@ class chain(Signature):
     def link(self, callback: Signature | Mapping[str, Any]) -> Signature:
         """A chain's callback runs after its last task."""
         return self.tasks[-1].link(callback) if self.tasks else super().link(callback)
-
-    def link_error(self, errback: Signature | Mapping[str, Any]) -> Signature:
-        """A chain's errback is called by whichever task fails."""
-        sig = maybe_signature(errback, self.app)
-        for task in self.tasks:
-            task.link_error(sig)
-        return sig
 
     def normalize(self) -> list[Signature]:
         """Flatten nested chains and turn a workflow followed by more steps into a chord."""
@@ -226,49 +234,20 @@ class chain(Signature):
         return " | ".join(repr(t) for t in self.tasks) or "chain()"
 
 
-class group(Signature):
+class group(_TaskList):
     """Run tasks in parallel; the result is a :class:`~celeriac.results.group.GroupResult`.
 
     Nested groups are unrolled into one (their tasks all run in parallel), as in Celery.
     """
 
     __slots__ = ()
-
-    def __init__(self, *tasks: Any, app: Celeriac | None = None, **options: Any) -> None:
-        sigs = _tasks(tasks, app)
-        super().__init__(
-            "celery.group",
-            (),
-            {"tasks": sigs},
-            options,
-            subtask_type="group",
-            app=_app_of(sigs, app),
-        )
-
-    @property
-    def tasks(self) -> list[Signature]:
-        value: list[Signature] = self.kwargs["tasks"]
-        return value
-
-    @classmethod
-    def rebuild(
-        cls, kwargs: dict[str, Any], options: dict[str, Any], app: Celeriac | None
-    ) -> Signature:
-        return cls(
-            *[Signature.from_dict(t, app) for t in kwargs.get("tasks") or ()], app=app, **options
-        )
+    kind = "group"
 
     def link(self, callback: Signature | Mapping[str, Any]) -> Signature:
         """A group's callback is linked to each of its tasks (use a chord for one call)."""
         sig = maybe_signature(callback, self.app)
         for task in self.tasks:
             task.link(sig)
-        return sig
-
-    def link_error(self, errback: Signature | Mapping[str, Any]) -> Signature:
-        sig = maybe_signature(errback, self.app)
-        for task in self.tasks:
-            task.link_error(sig)
         return sig
 
     def flatten(self) -> list[Signature]:

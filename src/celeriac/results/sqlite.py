@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -270,19 +271,25 @@ class SQLiteBackend(Backend):
         self._execute(_WRITE, (task_id, data, expires_at))
         self._notifier.notify()
 
-    def _write_many(self, items: list[tuple[str, bytes, float | None]]) -> None:
-        """Every record in one transaction: one fsync-worthy commit instead of one per result."""
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on this thread's connection (which otherwise autocommits)."""
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")  # the connection autocommits: group the writes
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_WRITE, items)
+                yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise BackendError(f"result database {self.path!r}: {exc}") from exc
+
+    def _write_many(self, items: list[tuple[str, bytes, float | None]]) -> None:
+        """Every record in one transaction: one fsync-worthy commit instead of one per result."""
+        with self._transaction() as conn:
+            conn.executemany(_WRITE, items)
         self._notifier.notify()
 
     def _read(self, task_id: str) -> bytes | None:
@@ -295,23 +302,13 @@ class SQLiteBackend(Backend):
     def join_chord(self, group_id: str, member_id: str) -> int | None:
         """Mark the member and count it in one transaction: a process killed half-way leaves
         neither, so the member's redelivered message counts it."""
-        conn = self._conn()
         expires_at, now = self._expires_at(), time.time()
         count: int | None = None
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                member = f"chord-member:{group_id}:{member_id}"
-                seen = conn.execute(_INCR, (member, 1, expires_at, now)).fetchall()[0][0]
-                if seen == 1:
-                    counter = f"chord-count:{group_id}"
-                    count = int(conn.execute(_INCR, (counter, 1, expires_at, now)).fetchall()[0][0])
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise BackendError(f"result database {self.path!r}: {exc}") from exc
+        with self._transaction() as conn:
+            member = f"chord-member:{group_id}:{member_id}"
+            if conn.execute(_INCR, (member, 1, expires_at, now)).fetchall()[0][0] == 1:
+                counter = f"chord-count:{group_id}"
+                count = int(conn.execute(_INCR, (counter, 1, expires_at, now)).fetchall()[0][0])
         return count
 
     def _incr(self, key: str, amount: int, expires_at: float | None) -> int:
