@@ -135,6 +135,27 @@ def test_group_revoke_stops_members_not_yet_run(tmp_path: Path) -> None:
         app.close()
 
 
+@pytest.mark.parametrize("kind", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_workflows_on_the_asyncio_pool(kind: str, tmp_path: Path) -> None:
+    """async def steps run on the worker's loop and move the workflow on with the async twins."""
+    app, tag = _make_app(kind, tmp_path)
+    t = declare(app)
+    try:
+        with worker_thread(app, pool="asyncio", concurrency=20):
+            flow = t.aadd.s(1, 1) | t.aadd.s(2) | t.aadd.s(3)
+            assert flow.apply_async().get(timeout=TIMEOUT) == 7
+            fan = chord([t.aadd.s(i, i) for i in range(20)], t.tsum.s()).apply_async()
+            assert fan.get(timeout=TIMEOUT) == sum(2 * i for i in range(20))
+            failed = (t.aadd.s(1, 1) | t.fail.s() | t.aadd.s(1)).apply_async()
+            with pytest.raises(Boom):
+                failed.get(timeout=TIMEOUT)
+            assert failed.state == states.FAILURE
+    finally:
+        app.close()
+        if kind == "redis":
+            delete_redis_keys(REDIS_URL, tag)
+
+
 # -- nesting --
 def test_group_inside_a_chain_is_a_chord(env: tuple[Celeriac, Tasks]) -> None:
     _, t = env
