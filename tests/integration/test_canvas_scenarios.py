@@ -237,6 +237,22 @@ def test_deeper_nestings(env: tuple[Celeriac, Tasks]) -> None:
     assert chords.apply_async().get(timeout=TIMEOUT) == 19
 
 
+def test_link_options_of_a_chain_and_a_chord(env: tuple[Celeriac, Tasks]) -> None:
+    """``apply_async(link=...)`` on a chain follows its last step, on a chord its body."""
+    app, t = env
+    tag = uuid.uuid4().hex
+    flow = t.add.s(1, 1) | t.add.s(1)
+    flow.apply_async(link=t.counted_add.s(0, tag).set(immutable=False))  # gets the 3
+    _wait_until(lambda: runs(app, tag) == 1)
+    fan = chord([t.add.s(1, 1), t.add.s(2, 2)], t.tsum.s())
+    result = fan.apply_async(link=t.counted_add.s(0, f"{tag}-chord"))
+    assert result.get(timeout=TIMEOUT) == 6
+    _wait_until(lambda: runs(app, f"{tag}-chord") == 1)  # once, for the body: not per member
+    failing = t.add.s(1, 1) | t.fail.s()
+    failing.apply_async(link_error=t.on_error.s(f"{tag}-err"))
+    _wait_until(lambda: runs(app, f"{tag}-err") == 1)
+
+
 def test_a_one_task_group_in_a_chain_is_that_task(env: tuple[Celeriac, Tasks]) -> None:
     _, t = env  # Celery 5.5 and later unroll it too
     assert (t.add.s(1, 1) | group(t.add.s(1)) | t.ident.s()).apply_async().get(TIMEOUT) == 3

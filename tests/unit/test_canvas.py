@@ -62,6 +62,7 @@ def test_partial_application_prepends_args_and_merges_kwargs(add: Task[Any, Any]
 
 
 def test_immutable_signatures_ignore_the_parent_result(add: Task[Any, Any]) -> None:
+    assert add.s(1, 2).set(immutable=True, queue="q").immutable
     sig = add.si(1, 2)
     assert sig.clone((99,), {"y": 5}).args == (1, 2)
     assert sig.clone((99,), {"y": 5}).kwargs == {}

@@ -65,6 +65,21 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return membership, options
 
 
+def _relink(options: dict[str, Any], target: Signature) -> None:
+    """Move ``link``/``link_error`` send options onto ``target``'s own (Celery's meaning: a
+    chain's callback follows its last step and its errback any step; a chord's go to its body)."""
+    for callback in _listed(options.pop("link", None)):
+        target.link(callback)
+    for errback in _listed(options.pop("link_error", None)):
+        target.link_error(errback)
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def _own_options(sig: Signature) -> dict[str, Any]:
     """A container's own send options (queue, priority...), without ids and places."""
     return {
@@ -193,6 +208,7 @@ class chain(_TaskList):
         if self._app().conf.task_always_eager:
             return self.apply(args, kwargs)
         membership, options = _split({**_own_options(self), **options})
+        _relink(options, self)
         if membership.get("chord") is not None:
             single_result(self)
         result = self.freeze(
@@ -413,6 +429,7 @@ class chord(Signature):
         if self._app().conf.task_always_eager:
             return self.apply(args, kwargs)
         membership, options = _split({**_own_options(self), **options})
+        _relink(options, self.body)  # a chord's callbacks belong to its body
         self.kwargs["body"] = single_result(self.body) if membership.get("chord") else self.body
         result = self.freeze(
             membership.get("task_id"),

@@ -149,8 +149,11 @@ class Signature:
         """A copy that shares no mutable state with this one (nested signatures included)."""
         return Signature.from_dict(self.to_dict(), self.app)
 
-    def set(self, **options: Any) -> Signature:
-        """Change some options in place (queue, countdown, priority...) and return self."""
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+        """Change some options in place (queue, countdown, priority...) and return self;
+        ``immutable=True`` makes it ignore its parent's result, as in Celery."""
+        if immutable is not None:
+            self.immutable = immutable
         self.options.update(options)
         return self
 
