@@ -191,7 +191,9 @@ class Consumer:
             try:
                 self.waiting.pop(key, None)
                 if self._stopping:
-                    await self._requeue([delivery])
+                    # unless requeue_waiting already gave it back (it took it from unacked)
+                    if self.unacked.pop(key, None) is not None:
+                        await self.transport.requeue([delivery])
                     return
                 why = self._not_runnable(request)
                 if why is not None:  # revoked or expired while it waited for a slot
