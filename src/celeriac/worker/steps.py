@@ -116,6 +116,7 @@ class PoolStep(Component):
 
     async def start(self, worker: Worker) -> None:
         pool = worker.pool_cls(worker.app, worker.concurrency, worker.hostname, worker.pool_options)
+        pool.revoked = worker.state.revoked
         await pool.start()
         worker.pool = pool
 

@@ -73,7 +73,9 @@ class AsyncioPool(Pool):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._threads = TaskThreads(self._thread_count(), f"celeriac-{self.name}-sync")
+        self._threads = TaskThreads(
+            self._thread_count(), f"celeriac-{self.name}-sync", self.revoked
+        )
         self._threads.start()
 
     async def run(

@@ -14,7 +14,7 @@ the OS or by a hard time limit), the pool stores the FAILURE itself before retur
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -75,6 +75,10 @@ class Pool(abc.ABC):
     #: trip through the event loop; the queue is shared, so no idle one waits while work is
     #: queued behind a busy one.
     depth: ClassVar[int] = 1
+    #: Ids revoked on this worker (the worker hands its set over before ``start``): a pool that
+    #: queues requests of its own checks it when a thread picks one up, so a revoke that
+    #: arrives while a request waits in that queue still stops it.
+    revoked: Container[str] = frozenset()
 
     def __init__(
         self,

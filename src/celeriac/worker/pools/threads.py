@@ -41,12 +41,12 @@ import sys
 import threading
 import time
 import traceback as tb
-from collections.abc import Collection
+from collections.abc import Collection, Container
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.context import Request
-from celeriac.errors import SoftTimeLimitExceeded, TimeLimitExceeded
+from celeriac.errors import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from celeriac.worker import timelimits
 from celeriac.worker.executor import (
     Outcome,
@@ -93,6 +93,7 @@ class _Job:
         "on_start",
         "phase",
         "request",
+        "revoked",
         "soft",
         "soft_fired",
         "started",
@@ -113,6 +114,7 @@ class _Job:
         on_start: OnStart | None = None,
     ) -> None:
         self.on_start = on_start
+        self.revoked: Container[str] = frozenset()
         self.task = task
         self.request = request
         self.worker = worker
@@ -142,6 +144,12 @@ class _Job:
             self.phase = _RUNNING
         if self.started is not None:
             self._report(self.started, None, None)
+        if self.request.id in self.revoked:  # revoked while it waited in the pool's queue
+            revoked = Outcome(states.REVOKED, exc=TaskRevokedError("revoked"), reason="revoked")
+            if self._close():
+                finish(self.task, self.request, revoked, self.worker)
+                self._report(self.future, revoked, None)
+            return True
         if self.on_start is not None:
             self.loop.call_soon_threadsafe(self.on_start)
         outcome: Outcome | None = None
@@ -241,9 +249,10 @@ class TaskThreads:
     (the asyncio pool relies on that); a job's limits start when a thread picks it up.
     """
 
-    def __init__(self, size: int, name: str) -> None:
+    def __init__(self, size: int, name: str, revoked: Container[str] = frozenset()) -> None:
         self.size = size
         self.name = name
+        self.revoked = revoked
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._serving: set[threading.Thread] = set()
         self._stuck: set[threading.Thread] = set()
@@ -297,6 +306,7 @@ class TaskThreads:
     ) -> Outcome:
         """Run one request in a thread and return its outcome, at the latest at the hard limit."""
         job = _Job(task, request, worker, hard, soft, asyncio.get_running_loop(), on_start)
+        job.revoked = self.revoked
         self._jobs[request.id] = job
         self._queue.put(job)
         try:
@@ -411,7 +421,7 @@ class ThreadPool(Pool):
         return self._threads
 
     async def start(self) -> None:
-        self._threads = TaskThreads(self.concurrency, f"celeriac-{self.name}")
+        self._threads = TaskThreads(self.concurrency, f"celeriac-{self.name}", self.revoked)
         self._threads.start()
 
     async def run(
