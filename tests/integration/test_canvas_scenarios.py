@@ -75,6 +75,9 @@ def test_chain_passes_each_result_on(env: tuple[Celeriac, Tasks]) -> None:
     _, t = env
     result = (t.add.s(2, 2) | t.add.s(4) | t.add.s(8)).apply_async()
     assert result.get(timeout=TIMEOUT) == 16
+    assert chain(t.add.s(1, 1), t.add.s(1))().get(timeout=TIMEOUT) == 3  # called: sent
+    assert group(t.add.s(1, 1), t.add.s(2, 2))().get(timeout=TIMEOUT) == [2, 4]
+    assert t.add.chunks([(1, 1), (2, 2)], 1)().get(timeout=TIMEOUT) == [[2], [4]]
     assert result.parent is not None and result.parent.get(timeout=TIMEOUT) == 8
     assert chain(t.add.s(1, 1), t.mul.si(3, 3)).apply_async().get(timeout=TIMEOUT) == 9
 

@@ -119,6 +119,10 @@ class _TaskList(Signature):
             *[Signature.from_dict(t, app) for t in kwargs.get("tasks") or ()], app=app, **options
         )
 
+    def __call__(self, *args: Any, **kwargs: Any) -> ResultHandle:
+        """``chain(...)()`` / ``group(...)()`` sends it, as in Celery."""
+        return self.apply_async(args, kwargs)
+
     def link_error(self, errback: Signature | Mapping[str, Any]) -> Signature:
         """The errback is called by whichever task fails."""
         sig = maybe_signature(errback, self.app)
@@ -615,6 +619,10 @@ class chunks(Signature):
         cls, kwargs: dict[str, Any], options: dict[str, Any], app: Celeriac | None
     ) -> Signature:
         return cls(kwargs["task"], kwargs.get("it") or (), kwargs["n"], app=app, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ResultHandle:
+        """``chunks(...)()`` sends it, as in Celery."""
+        return self.apply_async(args, kwargs)
 
     def group(self) -> group:
         items, n = self.kwargs["it"], self.kwargs["n"]
