@@ -82,6 +82,26 @@ def test_chain_passes_each_result_on(env: tuple[Celeriac, Tasks]) -> None:
     assert chain(t.add.s(1, 1), t.mul.si(3, 3)).apply_async().get(timeout=TIMEOUT) == 9
 
 
+def test_a_workflow_sent_twice_runs_twice(env: tuple[Celeriac, Tasks]) -> None:
+    """Sending works on a copy: the user's workflow keeps no ids and may be sent again."""
+    _, t = env
+    flow = t.add.s(1, 1) | t.add.s(1)
+    first, second = flow.apply_async(), flow.apply_async()
+    assert first.id != second.id and flow.id is None
+    assert (first.get(timeout=TIMEOUT), second.get(timeout=TIMEOUT)) == (3, 3)
+    fan = group(t.add.s(1), t.add.s(2))
+    low, high = fan.apply_async((1,)), fan.apply_async((10,))
+    assert (low.get(timeout=TIMEOUT), high.get(timeout=TIMEOUT)) == ([2, 3], [11, 12])
+    same = t.add.s(1, 1)
+    assert chord([same] * 3, t.tsum.s()).apply_async().get(timeout=TIMEOUT) == 6
+    again = chord([t.add.s(1, 1)], t.tsum.s())
+    one, two = again.apply_async(), again.apply_async()
+    assert one.id != two.id and (one.get(TIMEOUT), two.get(TIMEOUT)) == (2, 2)
+    frozen = t.add.s(2, 2) | t.add.s(2)
+    handle = frozen.freeze()  # frozen first: the send keeps those ids
+    assert frozen.apply_async().id == handle.id and handle.get(timeout=TIMEOUT) == 6
+
+
 def test_group_results_in_order_and_restorable(env: tuple[Celeriac, Tasks]) -> None:
     app, t = env
     result = group(t.add.s(i, i) for i in range(10)).apply_async()

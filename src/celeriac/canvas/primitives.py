@@ -89,7 +89,34 @@ def _own_options(sig: Signature) -> dict[str, Any]:
     }
 
 
-class _TaskList(Signature):
+class _Workflow(Signature):
+    """What every composite shares: sending works on a copy, so the user's signature is never
+    changed and may be sent again (with new ids, unless the user froze it)."""
+
+    __slots__ = ()
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ResultHandle:
+        work = self._copy()
+        assert isinstance(work, _Workflow)
+        if self._app().conf.task_always_eager:
+            return work.apply(args, kwargs)
+        return work._send(args, kwargs, **options)
+
+    def _send(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ResultHandle:
+        raise NotImplementedError  # pragma: no cover - each workflow sends itself
+
+
+class _TaskList(_Workflow):
     """A workflow made of a list of signatures (``kwargs["tasks"]``): chain and group."""
 
     __slots__ = ()
@@ -203,14 +230,12 @@ class chain(_TaskList):
         frozen: ResultHandle = result
         return frozen
 
-    def apply_async(
+    def _send(
         self,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> ResultHandle:
-        if self._app().conf.task_always_eager:
-            return self.apply(args, kwargs)
         membership, options = _split({**_own_options(self), **options})
         _relink(options, self)
         if membership.get("chord") is not None:
@@ -300,7 +325,7 @@ class group(_TaskList):
         results = [t.freeze(group_id=gid, group_index=i) for i, t in enumerate(self.flatten())]
         return GroupResult(gid, results, app=self.app)
 
-    def apply_async(
+    def _send(
         self,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
@@ -310,8 +335,6 @@ class group(_TaskList):
             from celeriac.results.group import GroupResult
 
             return GroupResult(str(options.get("task_id") or new_id()), [])
-        if self._app().conf.task_always_eager:
-            return self.apply(args, kwargs)
         membership, options = _split({**_own_options(self), **options})
         if membership.get("chord") is not None:
             # a group whose one result joins a chord: collect it first (see single_result)
@@ -340,7 +363,7 @@ class group(_TaskList):
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
 
 
-class chord(Signature):
+class chord(_Workflow):
     """A header group whose results, in order, are passed as one list to the body.
 
     An empty header calls the body with ``[]``. A failed header task fails the body with
@@ -424,14 +447,12 @@ class chord(Signature):
         frozen: ResultHandle = result
         return frozen
 
-    def apply_async(
+    def _send(
         self,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> ResultHandle:
-        if self._app().conf.task_always_eager:
-            return self.apply(args, kwargs)
         membership, options = _split({**_own_options(self), **options})
         _relink(options, self.body)  # a chord's callbacks belong to its body
         self.kwargs["body"] = single_result(self.body) if membership.get("chord") else self.body
@@ -593,7 +614,7 @@ class xstarmap(_basemap):
     kind = "xstarmap"
 
 
-class chunks(Signature):
+class chunks(_Workflow):
     """Split ``it`` (argument tuples) into chunks of ``n``, each one ``xstarmap`` message, sent
     as a group: many small tasks in few messages."""
 
@@ -644,13 +665,13 @@ class chunks(Signature):
     ) -> GroupResult:
         return self.group().freeze(_id)
 
-    def apply_async(
+    def _send(
         self,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> GroupResult:
-        return self.group().apply_async(args, kwargs, **options)
+        return self.group()._send(args, kwargs, **options)
 
     def apply(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any

@@ -263,7 +263,10 @@ class Signature:
         if isinstance(other, Signature):
             return self.to_dict() == other.to_dict()
         if isinstance(other, Mapping):
-            return self.to_dict() == Signature.from_dict(other).to_dict()
+            try:
+                return self.to_dict() == Signature.from_dict(other).to_dict()
+            except ImproperlyConfigured:  # a dict that is no signature
+                return False
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like a dict
@@ -284,8 +287,12 @@ def _plain(value: Any) -> Any:
     """Signatures nested in args, kwargs or options become dicts; lists are walked."""
     if isinstance(value, Signature):
         return value.to_dict()
-    if isinstance(value, list | tuple) and any(isinstance(v, Signature) for v in value):
+    if isinstance(value, list | tuple) and any(isinstance(v, Signature | dict) for v in value):
         return [_plain(v) for v in value]
+    if isinstance(value, dict) and any(
+        isinstance(v, Signature | dict | list) for v in value.values()
+    ):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
