@@ -57,11 +57,14 @@ class Link:
         self.known_exchanges: set[str] = {""}
         self.rotation = 0
         self.closing = False
+        self.lost = False
         self.keeper: Any = None  # the async generator that closes this link with its loop
 
     @property
     def broken(self) -> bool:
-        return self.closing or self.connection.is_closed
+        """True once the connection closed, by us or by the broker (aio-pika's ``is_closed``
+        only turns true on a local close, so the close callback sets ``lost``)."""
+        return self.closing or self.lost or self.connection.is_closed
 
     async def channel(self, role: str) -> AbstractChannel:
         """The open channel for ``role`` (control, publish, consume), reopened if it closed."""
@@ -211,9 +214,10 @@ class Link:
 
 
 def on_close(link: Link) -> Callable[..., Any]:
-    """A connection close callback that wakes a ``get`` waiting on this link."""
+    """A connection close callback: marks the link lost and wakes a ``get`` waiting on it."""
 
     def wake(*_: Any) -> None:
+        link.lost = True
         link.arrived.set()
 
     return wake
