@@ -398,32 +398,33 @@ def test_group_ids_are_saved_and_restored_in_order(backend: Backend) -> None:
 
 
 def test_join_chord_counts_each_member_once(backend: Backend) -> None:
-    assert backend.join_chord("chord-a", "m1") == 1
-    assert backend.join_chord("chord-a", "m1") is None  # the same member again: redelivered
-    assert backend.join_chord("chord-a", "m2") == 2
-    assert backend.join_chord("chord-b", "m1") == 1  # another chord counts on its own
+    assert backend.join_chord("chord-a", "m1") == (True, 1)
+    assert backend.join_chord("chord-a", "m1") == (False, 1)  # the same member: redelivered
+    assert backend.join_chord("chord-a", "m2") == (True, 2)
+    assert backend.join_chord("chord-b", "m1") == (True, 1)  # another chord counts on its own
 
 
 def test_join_chord_lets_exactly_one_member_complete_it(backend: Backend) -> None:
     """Members finishing (and re-finishing) at once from many threads: one sees the size."""
     members, threads = 50, 8
     barrier = threading.Barrier(threads)
-    counts: list[int | None] = []
+    counts: list[int] = []
     lock = threading.Lock()
 
     def work() -> None:
         barrier.wait(30)
         for m in range(members):  # every thread reports every member: 8 deliveries each
-            count = backend.join_chord("chord-race", f"m{m}")
-            with lock:
-                counts.append(count)
+            added, count = backend.join_chord("chord-race", f"m{m}")
+            if added:
+                with lock:
+                    counts.append(count)
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
     for t in workers:
         t.start()
     for t in workers:
         t.join(60)
-    assert sorted(c for c in counts if c is not None) == list(range(1, members + 1))
+    assert sorted(counts) == list(range(1, members + 1))  # each member counted once
     assert counts.count(members) == 1
 
 

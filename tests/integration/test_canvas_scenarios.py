@@ -30,6 +30,8 @@ from celeriac import (
     group,
     states,
 )
+from celeriac.canvas.flow import join as flow_join
+from celeriac.results.base import ResultMeta
 from celeriac.testing import worker_thread
 from conftest import delete_redis_keys, require_service
 
@@ -335,6 +337,56 @@ def test_failure_inside_a_nested_chord_reaches_the_outermost_result(
     with pytest.raises(ChordError, match="Boom"):  # the inner chord's stored error, as Celery
         result.get(timeout=TIMEOUT)
     assert result.state == states.FAILURE  # the step after it is failed too (Celery: PENDING)
+
+
+def test_an_expired_member_or_step_ends_its_workflow(env: tuple[Celeriac, Tasks]) -> None:
+    """Settled by the consumer without running (expired, revoked, unknown task), a member still
+    counts for its chord and a step still fails the rest of its chain: nothing waits forever."""
+    app, t = env
+    fan = chord([t.add.s(1, 1), t.add.s(2, 2).set(expires=-1)], t.tsum.s()).apply_async()
+    with pytest.raises(TaskRevokedError):
+        fan.get(timeout=TIMEOUT)
+    assert isinstance(fan.result, ChordError)
+    steps = (t.add.s(1, 1) | t.add.s(2).set(expires=-1) | t.add.s(3)).apply_async()
+    with pytest.raises(TaskRevokedError):
+        steps.get(timeout=TIMEOUT)
+    unknown = chord([t.add.s(1, 1), Signature("no-such-task", app=app)], t.tsum.s())
+    with pytest.raises(ChordError, match="no-such-task"):
+        AsyncResult(unknown.apply_async().id, app.backend, app).get(timeout=TIMEOUT)
+
+
+def test_a_body_that_cannot_be_sent_fails_instead_of_hanging(env: tuple[Celeriac, Tasks]) -> None:
+    app, t = env
+    body = t.tsum.s().set(exchange="no-such-exchange", retry=False)
+    result = chord([t.add.s(1, 1)], body).apply_async()
+    with pytest.raises(ChordError, match="could not send the chord body"):
+        AsyncResult(result.id, app.backend, app).get(timeout=TIMEOUT)
+
+
+def test_a_member_redelivered_after_its_worker_died_mid_join_sends_the_body(
+    env: tuple[Celeriac, Tasks],
+) -> None:
+    """The member that completed the count died before sending the body: its redelivered
+    message finds the chord complete and no body sent, and sends it (once)."""
+    app, t = env
+    backend = app.backend
+    assert backend is not None
+    tag = uuid.uuid4().hex
+    flow = chord([t.add.s(1, 1), t.add.s(2, 2)], t.counted_sum.s(tag))
+    frozen = flow.freeze()
+    header = flow.header
+    backend.save_group(str(header.id), [str(m.id) for m in header.tasks])
+    for member, value in zip(header.tasks, (2, 4), strict=True):
+        backend.store(ResultMeta(str(member.id), states.SUCCESS, value))
+    first, last = header.tasks
+    body = flow.body.set(chord_size=2).to_dict()
+    flow_join(app, str(header.id), str(first.id), body, None)
+    backend.join_chord(str(header.id), str(last.id))  # counted, then the worker died
+    flow_join(app, str(header.id), str(last.id), body, None)  # its redelivery
+    flow_join(app, str(header.id), str(last.id), body, None)  # and another one
+    assert frozen.get(timeout=TIMEOUT) == 6
+    app.flush_results()
+    assert runs(app, tag) == 1
 
 
 def test_retries_inside_a_chord_header_run_the_body_once(env: tuple[Celeriac, Tasks]) -> None:

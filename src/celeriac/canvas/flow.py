@@ -33,6 +33,7 @@ from celeriac.results.base import ResultMeta, exception_to_dict
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.results.base import Backend
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -78,6 +79,7 @@ def advance(
 
 
 def _send_next(app: Celeriac, request: Request, value: Any) -> None:
+    """Send the next step; if that fails, fail it and the rest (``get()`` raises, not hangs)."""
     chain_data = list(request.chain or ())
     step = Signature.from_dict(chain_data.pop(), app)
     options: dict[str, Any] = {"parent_id": request.id, "root_id": request.root_id or request.id}
@@ -87,20 +89,49 @@ def _send_next(app: Celeriac, request: Request, value: Any) -> None:
             step = chain(step, *(Signature.from_dict(d, app) for d in reversed(chain_data)))
         else:
             options["chain"] = chain_data
-    step.apply_async((value,), **options)
+    try:
+        step.apply_async((value,), **options)
+    except Exception as exc:
+        logger.error(
+            "Task %s[%s]: could not send its chain's next step: %r", request.task, request.id, exc
+        )
+        error = ChordError(f"could not send the next step of the chain: {exc!r}")
+        fail(app, step, error, None, errbacks=False)
+        for data in reversed(chain_data):
+            fail(app, Signature.from_dict(data, app), error, None, errbacks=False)
 
 
 def join(app: Celeriac, group_id: str, member_id: str, body_data: Any, root_id: str | None) -> None:
-    """Count ``member_id`` in chord ``group_id``; the member that completes it sends the body."""
+    """Count ``member_id`` in chord ``group_id``; the member that completes it sends the body.
+
+    The body is sent at least once and, but for a crash between its publish and the mark that
+    follows, exactly once: a redelivered member that finds the chord complete and no mark sends
+    it (its frozen id makes a second copy one result, not two).
+    """
     backend = app.backend
     if backend is None:
         logger.error("chord %s: no result backend, so its body can never run", group_id)
         return
     body = Signature.from_dict(body_data, app)
     size = body.options.get("chord_size")
-    count = backend.join_chord(group_id, member_id)
-    if count is None or size is None or count != int(size):
+    added, count = backend.join_chord(group_id, member_id)
+    if size is None or count != int(size):
         return
+    sent_key = f"chord-sent:{group_id}"
+    if not added and backend.incr(sent_key, 0) > 0:
+        return  # a redelivered member: the body went out already
+    try:
+        _send_body(app, backend, group_id, body, root_id)
+    except Exception as exc:
+        logger.error("chord %s: could not send its body: %r", group_id, exc)
+        fail(app, body, ChordError(f"could not send the chord body: {exc!r}"), None, errbacks=True)
+    backend.incr(sent_key)
+
+
+def _send_body(
+    app: Celeriac, backend: Backend, group_id: str, body: Signature, root_id: str | None
+) -> None:
+    """Read the header's results in order and send the body with them, or fail the body."""
     ids = backend.restore_group(group_id)
     if ids is None:
         error = ChordError(f"chord {group_id}: its group record is gone (expired?)")
@@ -108,11 +139,14 @@ def join(app: Celeriac, group_id: str, member_id: str, body_data: Any, root_id: 
         return
     metas = backend.get_many(ids)
     for meta in metas:
-        if meta.status in states.EXCEPTION_STATES:
-            cause = meta.exception()
-            error = ChordError(f"Dependency {meta.task_id} raised {cause!r}")
-            fail(app, body, error, meta.traceback, errbacks=True)
-            return
+        if meta.status == states.SUCCESS:
+            continue
+        cause = meta.exception() if meta.status in states.EXCEPTION_STATES else None
+        why = f"raised {cause!r}" if cause is not None else f"has no result ({meta.status})"
+        fail(
+            app, body, ChordError(f"Dependency {meta.task_id} {why}"), meta.traceback, errbacks=True
+        )
+        return
     body.apply_async(([m.result for m in metas],), root_id=root_id)
 
 

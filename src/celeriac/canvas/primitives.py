@@ -65,6 +65,14 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return membership, options
 
 
+def _group_result(result: ResultHandle) -> GroupResult:
+    """Narrow the type: a group's send returns a GroupResult."""
+    from celeriac.results.group import GroupResult
+
+    assert isinstance(result, GroupResult)
+    return result
+
+
 def _relink(options: dict[str, Any], target: Signature) -> None:
     """Move ``link``/``link_error`` send options onto ``target``'s own (Celery's meaning: a
     chain's callback follows its last step and its errback any step; a chord's go to its body)."""
@@ -287,6 +295,14 @@ class group(_TaskList):
 
     __slots__ = ()
     kind = "group"
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> GroupResult:
+        return _group_result(super().apply_async(args, kwargs, **options))
 
     def link(self, callback: Signature | Mapping[str, Any]) -> Signature:
         """A group's callback is linked to each of its tasks (use a chord for one call)."""
@@ -644,6 +660,14 @@ class chunks(_Workflow):
     def __call__(self, *args: Any, **kwargs: Any) -> ResultHandle:
         """``chunks(...)()`` sends it, as in Celery."""
         return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> GroupResult:
+        return _group_result(super().apply_async(args, kwargs, **options))
 
     def group(self) -> group:
         items, n = self.kwargs["it"], self.kwargs["n"]

@@ -299,19 +299,19 @@ class Backend(abc.ABC):
     def delete_group(self, group_id: str) -> None:
         self._delete(self._group_key(group_id))
 
-    def join_chord(self, group_id: str, member_id: str) -> int | None:
-        """Count ``member_id`` as finished in chord ``group_id``: the number of distinct members
-        finished so far, or ``None`` when this member was already counted (a redelivered or
-        re-run message), so the body is sent by exactly one member: the one that makes the count
-        reach the chord's size.
+    def join_chord(self, group_id: str, member_id: str) -> tuple[bool, int]:
+        """Count ``member_id`` as finished in chord ``group_id``; returns whether it was counted
+        now (False for a redelivered or re-run member already counted) and how many distinct
+        members are counted. The member counted now that makes the count reach the chord's
+        size sends the body; a redelivered one that finds the chord complete sends it only if
+        that never happened (see :func:`celeriac.canvas.flow.join`).
 
         This default makes two increments; a process killed between them leaves the member
         marked but uncounted (its chord would wait forever), so every shipped backend overrides
         it with one atomic step (a lock, a transaction, a MULTI)."""
         expires_at = self._expires_at()
-        if self._incr(f"chord-member:{group_id}:{member_id}", 1, expires_at) != 1:
-            return None
-        return self._incr(f"chord-count:{group_id}", 1, expires_at)
+        added = self._incr(f"chord-member:{group_id}:{member_id}", 1, expires_at) == 1
+        return added, self._incr(f"chord-count:{group_id}", int(added), expires_at)
 
     def get_many(self, task_ids: Sequence[str]) -> list[ResultMeta]:
         """The records of several tasks, in order (backends with a multi-get override this)."""

@@ -401,7 +401,7 @@ class RedisBackend(Backend):
     def _delete(self, task_id: str) -> None:
         self._call(f"forget {task_id}", lambda: self._client.delete(self.result_key(task_id)))
 
-    def join_chord(self, group_id: str, member_id: str) -> int | None:
+    def join_chord(self, group_id: str, member_id: str) -> tuple[bool, int]:
         """SADD and SCARD in one MULTI: a member is counted once however often it reports, and
         membership and count change together (a worker killed between two commands cannot
         leave a member marked but uncounted)."""
@@ -418,8 +418,9 @@ class RedisBackend(Backend):
             added, count, _ = pipe.execute()
             return int(added), int(count)
 
-        added, count = self._call(f"join chord {group_id}", op, idempotent=False)
-        return count if added else None
+        # safe to retry: a MULTI applied before its reply was lost reads as "already counted"
+        added, count = self._call(f"join chord {group_id}", op)
+        return bool(added), count
 
     def get_many(self, task_ids: Sequence[str]) -> list[ResultMeta]:
         """One MGET for all of them (a 1,000-member chord's results in one round trip)."""

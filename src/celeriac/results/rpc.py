@@ -311,7 +311,7 @@ class RPCBackend(Backend):
     def _incr(self, key: str, amount: int, expires_at: float | None) -> int:
         raise NotImplementedError(CHORD_LIMIT)
 
-    def join_chord(self, group_id: str, member_id: str) -> int | None:
+    def join_chord(self, group_id: str, member_id: str) -> tuple[bool, int]:
         raise NotImplementedError(CHORD_LIMIT)
 
     def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:

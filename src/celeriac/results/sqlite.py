@@ -299,17 +299,16 @@ class SQLiteBackend(Backend):
     def _delete(self, task_id: str) -> None:
         self._execute("DELETE FROM celeriac_results WHERE task_id = ?", (task_id,))
 
-    def join_chord(self, group_id: str, member_id: str) -> int | None:
+    def join_chord(self, group_id: str, member_id: str) -> tuple[bool, int]:
         """Mark the member and count it in one transaction: a process killed half-way leaves
         neither, so the member's redelivered message counts it."""
         expires_at, now = self._expires_at(), time.time()
-        count: int | None = None
         with self._transaction() as conn:
             member = f"chord-member:{group_id}:{member_id}"
-            if conn.execute(_INCR, (member, 1, expires_at, now)).fetchall()[0][0] == 1:
-                counter = f"chord-count:{group_id}"
-                count = int(conn.execute(_INCR, (counter, 1, expires_at, now)).fetchall()[0][0])
-        return count
+            added = conn.execute(_INCR, (member, 1, expires_at, now)).fetchall()[0][0] == 1
+            counter = (f"chord-count:{group_id}", int(added), expires_at, now)
+            count = int(conn.execute(_INCR, counter).fetchall()[0][0])
+        return added, count
 
     def _incr(self, key: str, amount: int, expires_at: float | None) -> int:
         # fetchall() steps the statement to completion, which is what commits it.

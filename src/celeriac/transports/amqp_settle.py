@@ -20,6 +20,7 @@ from pamqp.commands import Basic
 
 from celeriac.transports import amqp_codec as codec
 from celeriac.transports import amqp_topology as topology
+from celeriac.transports import amqp_wire as wire
 from celeriac.transports.amqp_link import Frame, Link
 from celeriac.transports.base import Delivery
 
@@ -132,8 +133,7 @@ class Settler:
         with self.transport.errors("recycling redelivered messages"):
             await self.transport.send(link, frames)
             channel = await link.channel("consume")
-            for _, raw, _ in recycle:
-                await channel.basic_ack(codec.tag_of(raw))
+            await wire.ack(channel, [codec.tag_of(raw) for _, raw, _ in recycle])
 
     async def _dead_letter_frame(
         self, link: Link, queue: str, raw: DeliveredMessage, counts: codec.Counts, reason: str
@@ -169,10 +169,9 @@ class Settler:
 
     async def _ack_raw(self, link: Link, deliveries: Sequence[Delivery]) -> None:
         channel = await link.channel("consume")
-        for delivery in deliveries:
-            tag = delivery.tag[1]
-            await channel.basic_ack(tag)
-            link.held.discard(tag)
+        tags = [delivery.tag[1] for delivery in deliveries]
+        await wire.ack(channel, tags)
+        link.held.difference_update(tags)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         link, held = self._split("ack", deliveries)
@@ -237,7 +236,6 @@ class Settler:
                     frames.append(("", queue, raw.body, codec.copy_properties(raw, headers)))
                 await self.transport.send(link, frames)
                 channel = await link.channel("consume")
-                for _, raw in pending:
-                    await channel.basic_ack(codec.tag_of(raw))
+                await wire.ack(channel, [codec.tag_of(raw) for _, raw in pending])
         except Exception as exc:  # the connection is closing anyway: RabbitMQ returns them
             logger.debug("returning buffered deliveries at close: %s", exc)

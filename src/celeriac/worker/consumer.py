@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
+from celeriac.canvas import flow
 from celeriac.context import Request
-from celeriac.errors import DecodeError, TaskRevokedError, TransportError
+from celeriac.errors import DecodeError, NotRegistered, TaskRevokedError, TransportError
 from celeriac.protocol.codec import decode_body
 from celeriac.protocol.message import parse_time
 from celeriac.results.base import ResultMeta, exception_to_dict
@@ -290,6 +291,8 @@ class Consumer:
             return None
         task = self.app.tasks.get(message.task)
         if task is None:
+            error = NotRegistered(message.task)
+            await self._end_workflow(delivery, states.FAILURE, error, None, store=True)
             await self._dead_letter(delivery, f"unknown task {message.task!r} (id {message.id})")
             return None
         try:
@@ -382,7 +385,40 @@ class Consumer:
                 await backend.astore(meta)
             except Exception as exc:
                 logger.error("could not store REVOKED for %s: %s", task_id, exc)
+        await self._end_workflow(delivery, states.REVOKED, TaskRevokedError(why), request)
         await self.acks.ack(delivery)
+
+    async def _end_workflow(
+        self,
+        delivery: Delivery,
+        state: str,
+        exc: BaseException,
+        request: Request | None,
+        *,
+        store: bool = False,
+    ) -> None:
+        """A message settled without running still moves its workflow on: the rest of its chain
+        fails and its chord counts it (see :mod:`celeriac.canvas.flow`), else they would wait
+        for ever. ``store``: record ``state`` for the task first (nothing else did)."""
+        if request is None:
+            try:
+                message = delivery.decode()
+                args, kwargs, embed = decode_body(
+                    message, accept=self._accept, codecs=self.app.codecs
+                )
+            except DecodeError:
+                return  # nothing to read the workflow from
+            if not (embed.get("chain") or embed.get("chord")):
+                return
+            request = build_request(message, delivery, args, kwargs, embed, self.hostname)
+        if not (request.chain or request.chord):
+            return
+        backend = self.app.backend
+        if store and backend is not None:
+            meta = ResultMeta(request.id, state, exception_to_dict(exc), group_id=request.group)
+            with contextlib.suppress(Exception):  # the join below reads it; logged by flow
+                await backend.astore(meta)
+        await asyncio.to_thread(flow.advance, self.app, request, state, None, exc, None)
 
     # -- leases and shutdown ----------------------------------------------------------------------
     async def requeue_waiting(self) -> int:
