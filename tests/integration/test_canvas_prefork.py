@@ -20,7 +20,7 @@ from worker_harness import INTEGRATION_DIR, WorkerProcess
 from celeriac import ChordError, Signature, chord, group
 from conftest import delete_redis_keys, require_service
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = "redis://127.0.0.1:6379/14"  # under a key prefix per test (13: the bench)
 TIMEOUT = 30.0
 
 

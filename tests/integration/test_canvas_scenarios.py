@@ -1,7 +1,7 @@
 """The canvas scenario suite: every primitive and nesting, run by a real worker on every backend.
 
 Each scenario runs three times: memory broker and results, SQLite broker and results (files of
-the test's own), Redis broker and results (a key prefix of the test's own, on db 13). The worker
+the test's own), Redis broker and results (a key prefix of the test's own, on db 14). The worker
 is a real one in a thread (threads pool, concurrency 4). The expected values are what Celery 5.7
 returns for the same workflow.
 """
@@ -35,7 +35,7 @@ from celeriac.results.base import ResultMeta
 from celeriac.testing import worker_thread
 from conftest import delete_redis_keys, require_service
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = "redis://127.0.0.1:6379/14"  # under a key prefix per test (13: the bench)
 TIMEOUT = 20.0
 
 
