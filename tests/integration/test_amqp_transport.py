@@ -299,3 +299,23 @@ def test_sync_sends_from_many_threads_share_one_portal_loop(names: Names) -> Non
         run(count)
     finally:
         app.close()
+
+
+def test_without_publisher_confirms_messages_still_arrive(names: Names) -> None:
+    queue = names("fast")
+
+    async def main() -> None:
+        transport = names.transport(confirm_publish=False)
+        await transport.declare_queue(Queue(queue))
+        sent = [Outgoing(message(str(i)), "", queue) for i in range(300)]
+        assert await transport.publish_batch(sent) == [1] * 300  # written, not confirmed
+        got: list[Delivery] = []
+        while len(got) < 300:
+            more = await transport.get([queue], 300, timeout=5)
+            assert more, "messages published without confirms did not arrive"
+            got += more
+        assert [label(d) for d in got] == [str(i) for i in range(300)]
+        await transport.ack(got)
+        await transport.close()
+
+    run(main)

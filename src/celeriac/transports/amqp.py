@@ -7,8 +7,12 @@ Options (``broker_transport_options``), besides the connection options: ``max_de
 (10); ``queue_type`` (``"classic"`` or ``"quorum"``: durable queues are declared as quorum queues,
 which RabbitMQ 3.10 replicates but gives no priorities); ``prefetch_count`` (fixed QoS; by default
 QoS follows what the worker holds plus what it asks for, i.e. its prefetch window);
-``confirm_timeout`` (30 s); ``connect_attempts`` (1 round over the URLs per call: the worker's
-fetch loop and the producer's retry policy do the retrying). ``lease_seconds`` does not apply.
+``confirm_timeout`` (30 s); ``max_priority`` (9; 0 declares queues without priorities, as
+Celery does, so Celery workers can share them); ``confirm_publish`` (True; False sends without
+waiting for the broker, as Celery does by default: several times the sync send rate, but a
+message lost in a broker crash goes unnoticed, and every count is 1); ``connect_attempts``
+(1 round over the URLs per call: the worker's fetch loop and the producer's retry policy do the
+retrying). ``lease_seconds`` does not apply.
 
 **Topology.** Exchanges, queues and bindings are declared on RabbitMQ; queues are durable unless
 they say otherwise, with ``x-max-priority`` = the queue's ``max_priority`` (0-9 mean the same in
@@ -103,6 +107,13 @@ class AMQPTransport(Transport):
             self.prefetch_count = int(fixed) if fixed is not None else None
             self.confirm_timeout = float(options.get("confirm_timeout", 30.0))
             self.connect_attempts = max(1, int(options.get("connect_attempts", 1)))
+            self.max_priority = int(options.get("max_priority", 9))
+            self.confirm_publish = str(options.get("confirm_publish", True)).lower() not in (
+                "0",
+                "false",
+                "no",
+                "off",
+            )
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"broker_transport_options: {exc}") from None
         self._lock = threading.Lock()
@@ -149,7 +160,7 @@ class AMQPTransport(Transport):
                 logger.warning("RabbitMQ connection lost; reconnecting to %s", self._where())
                 await found.close(timeout=1.0)
             connection = await connect_first(self.targets, attempts=self.connect_attempts)
-            link = Link(connection, next(self._serials) * 1_000_000)
+            link = Link(connection, next(self._serials) * 1_000_000, self.confirm_publish)
             connection.close_callbacks.add(on_close(link))
             try:
                 with self.errors("declaring the topology again"):
@@ -231,7 +242,7 @@ class AMQPTransport(Transport):
         await self._declare(f"exchange:{exchange.name}", declare, f"declaring {exchange.name!r}")
 
     def queue_arguments(self, queue: Queue) -> dict[str, Any]:
-        return topology.queue_arguments(queue, self.queue_type)
+        return topology.queue_arguments(queue, self.queue_type, self.max_priority)
 
     async def declare_queue(self, queue: Queue) -> None:
         for exchange in queue.exchanges():

@@ -43,8 +43,11 @@ Frame = tuple[str, str, bytes, Basic.Properties]
 class Link:
     """The connection of one loop, its three channels and the consumer state (see module doc)."""
 
-    def __init__(self, connection: AbstractConnection, generation: int) -> None:
+    def __init__(
+        self, connection: AbstractConnection, generation: int, confirms: bool = True
+    ) -> None:
         self.connection = connection
+        self.confirms = confirms
         self.generation = generation
         self._channels: dict[str, AbstractChannel] = {}
         self._wrappers: dict[str, Any] = {}  # aio-pika's channel objects, kept alive
@@ -80,7 +83,7 @@ class Link:
             if role == "consume" and found is not None:
                 self._consume_channel_lost()
             wrapper = self.connection.channel(
-                publisher_confirms=role == "publish", on_return_raises=False
+                publisher_confirms=role == "publish" and self.confirms, on_return_raises=False
             )
             await wrapper.initialize()
             channel = await wrapper.get_underlay_channel()
@@ -139,6 +142,9 @@ class Link:
         """Publish ``frames`` (``mandatory``) and await all their confirms together: a few writes
         per batch (:mod:`.amqp_wire`), one wait. 1 for each message routed, 0 for each returned."""
         channel = await self.channel("publish")
+        if not self.confirms:  # confirm_publish=False: written, not confirmed; counted as routed
+            await wire.publish(channel, frames, confirm=False)
+            return [1] * len(frames)
         if wire.batching(channel):
             sent = await asyncio.wait_for(wire.publish(channel, frames), timeout)
             results = await asyncio.wait_for(asyncio.gather(*sent), timeout)

@@ -9,7 +9,9 @@ where a refused declaration costs nothing but that channel (reopened on next use
   so a quorum queue gets none);
 * :func:`declare_queue`: a queue that already exists with other arguments (a Celery worker
   declared ``celery`` without priorities, say) is used as it is, with a warning, rather than
-  failing every worker that did not declare it first;
+  failing every worker that did not declare it first. Celery is not as lenient: a Celery worker
+  fails on a queue celeriac declared with priorities, so fleets that mix both set the transport
+  option ``max_priority`` to 0 (or Celery's ``task_queue_max_priority`` to celeriac's levels);
 * :func:`declare_dead_letters`: ``celeriac.dlx`` and ``<queue>.dlq``, the queue's type alike;
 * :func:`check_exchanges`: a passive declare of the exchanges a batch names, so a batch with a
   missing one is refused before anything is sent.
@@ -33,16 +35,18 @@ logger = logging.getLogger("celeriac.transports.amqp")
 DLX = "celeriac.dlx"
 
 
-def queue_arguments(queue: Queue, queue_type: str) -> dict[str, Any]:
-    """The ``x-`` arguments of ``queue`` under the transport's ``queue_type`` option."""
+def queue_arguments(queue: Queue, queue_type: str, max_priority: int = 9) -> dict[str, Any]:
+    """The ``x-`` arguments of ``queue`` under the transport's ``queue_type`` and
+    ``max_priority`` options (``max_priority=0``: no priority queues, as Celery declares them)."""
     args = dict(queue.arguments)
     quorum = args.get("x-queue-type") == "quorum" or (
         queue_type == "quorum" and queue.durable and not queue.auto_delete
     )
+    levels = min(queue.max_priority, max_priority)
     if quorum:
         args["x-queue-type"] = "quorum"
-    elif queue.max_priority > 0:
-        args.setdefault("x-max-priority", queue.max_priority)
+    elif levels > 0:
+        args.setdefault("x-max-priority", levels)
     return args
 
 

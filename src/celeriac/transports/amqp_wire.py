@@ -52,16 +52,36 @@ def _forget(channel: Any, message_id: str, tag: int) -> Any:
     return forget
 
 
+def _expect_confirm(raw: Any, props: Basic.Properties) -> asyncio.Future[Any]:
+    """Register the next publish's confirmation, as ``basic_publish`` does (call under lock)."""
+    if not props.message_id:
+        props.message_id = uuid.uuid4().hex
+    raw.delivery_tag += 1
+    tag = raw.delivery_tag
+    future: asyncio.Future[Any] = raw.create_future()
+    raw.confirmations[tag] = future
+    raw.message_id_delivery_tag[props.message_id] = tag
+    future.add_done_callback(_forget(raw, props.message_id, tag))
+    return future
+
+
 def _body_frames(channel: Any, body: bytes) -> list[ContentBody]:
     size = int(channel.max_content_size)
     return [ContentBody(body[i : i + size]) for i in range(0, len(body), size)]
 
 
 async def publish(
-    channel: AbstractChannel, frames: Sequence[tuple[str, str, bytes, Basic.Properties]]
+    channel: AbstractChannel,
+    frames: Sequence[tuple[str, str, bytes, Basic.Properties]],
+    confirm: bool = True,
 ) -> list[asyncio.Future[Any]]:
-    """Write ``mandatory`` publishes in chunks; returns each message's confirmation future."""
+    """Write ``mandatory`` publishes in chunks; returns each message's confirmation future
+    (none with ``confirm=False``, on a channel without publisher confirms)."""
     raw: Any = channel
+    if not confirm and not batching(channel):
+        for exchange, key, body, props in frames:
+            await channel.basic_publish(body, exchange=exchange, routing_key=key, properties=props)
+        return []
     futures: list[asyncio.Future[Any]] = []
     for start in range(0, len(frames), CHUNK):
         out: list[Any] = []
@@ -71,16 +91,9 @@ async def publish(
             for exchange, key, body, props in frames[start : start + CHUNK]:
                 if len(key.encode()) > 255:
                     raise ValueError(f"routing key longer than 255 bytes: {key[:40]!r}...")
-                if not props.message_id:
-                    props.message_id = uuid.uuid4().hex
-                raw.delivery_tag += 1
-                tag = raw.delivery_tag
-                future: asyncio.Future[Any] = raw.create_future()
-                raw.confirmations[tag] = future
-                raw.message_id_delivery_tag[props.message_id] = tag
-                future.add_done_callback(_forget(raw, props.message_id, tag))
-                futures.append(future)
-                out.append(Basic.Publish(exchange=exchange, routing_key=key, mandatory=True))
+                if confirm:
+                    futures.append(_expect_confirm(raw, props))
+                out.append(Basic.Publish(exchange=exchange, routing_key=key, mandatory=confirm))
                 out.append(ContentHeader(properties=props, body_size=len(body)))
                 out.extend(_body_frames(raw, body))
             drained: asyncio.Future[Any] = raw.create_future()
