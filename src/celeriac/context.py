@@ -41,6 +41,8 @@ class Request:
     timelimit: tuple[float | None, float | None] = (None, None)
     #: Ids of the tasks this task sent while it ran (stored with its result: ``children``).
     children: list[str] = field(default_factory=list)
+    #: Task.retry stored RETRY before sending the next attempt (the worker must not store it).
+    retry_stored: bool = False
 
     @property
     def redelivered(self) -> bool:

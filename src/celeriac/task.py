@@ -390,6 +390,7 @@ class Task(Generic[P, R]):
         if request.is_eager:
             raise Retry(exc=exc, when=countdown)
         queue = options.pop("queue", None) or request.delivery_info.get("queue")
+        extra_headers = options.pop("headers", None) or {}
         self._store_retry(request, exc)
         self.app.send_task(
             self.name,
@@ -403,7 +404,7 @@ class Task(Generic[P, R]):
             root_id=request.root_id,
             parent_id=request.parent_id,
             group_id=request.group,
-            headers={"group_index": request.headers.get("group_index")},
+            headers={**extra_headers, "group_index": request.headers.get("group_index")},
             chain=request.chain,
             chord=request.chord,
             link=request.callbacks,
@@ -439,6 +440,7 @@ class Task(Generic[P, R]):
         )
         try:
             backend.store(meta)
+            request.retry_stored = True
         except Exception as error_:  # the retry itself matters more than its interim state
             backend.outage.failed(error_, f"storing the RETRY state of {self.name}[{request.id}]")
 

@@ -389,6 +389,13 @@ def test_a_member_redelivered_after_its_worker_died_mid_join_sends_the_body(
     assert runs(app, tag) == 1
 
 
+def test_retry_with_headers_and_a_bare_retry(env: tuple[Celeriac, Tasks]) -> None:
+    _, t = env
+    assert t.retry_headers.delay().get(timeout=TIMEOUT) == "acme"  # headers carried on
+    bare = t.bare_retry.delay()
+    _wait_until(lambda: bare.state == states.RETRY)  # stored by the worker itself
+
+
 def test_retries_inside_a_chord_header_run_the_body_once(env: tuple[Celeriac, Tasks]) -> None:
     app, t = env
     tag = uuid.uuid4().hex

@@ -154,6 +154,15 @@ def test_freezing_a_workflow_names_every_result(add: Task[Any, Any], tsum: Task[
     assert header.parent is not None  # the chain's first task
 
 
+def test_a_chord_with_a_chain_body_keeps_the_whole_tree(
+    add: Task[Any, Any], tsum: Task[Any, Any]
+) -> None:
+    result = chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(1)).freeze()
+    first_step = result.parent
+    assert first_step is not None and not isinstance(first_step, GroupResult)
+    assert isinstance(first_step.parent, GroupResult) and len(first_step.parent) == 2
+
+
 def test_chunks_split_into_starmap_messages(add: Task[Any, Any]) -> None:
     parts = add.chunks(zip(range(5), range(5), strict=True), 2).group().tasks
     assert [type(p) for p in parts] == [xstarmap] * 3

@@ -65,6 +65,15 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return membership, options
 
 
+def _attach(result: ResultHandle, parent: ResultHandle) -> None:
+    """Hang ``parent`` above the oldest result ``result`` already follows (a chord's result has
+    its header, a chain's last step its earlier steps)."""
+    node = result
+    while node.parent is not None:
+        node = node.parent
+    node.parent = parent
+
+
 def _group_result(result: ResultHandle) -> GroupResult:
     """Narrow the type: a group's send returns a GroupResult."""
     from celeriac.results.group import GroupResult
@@ -229,10 +238,7 @@ class chain(_TaskList):
                 group_index=group_index if last else None,
             )
             if previous is not None:
-                node = result  # a chord's result already has its header as parent: go above
-                while node.parent is not None:
-                    node = node.parent
-                node.parent = previous
+                _attach(result, previous)
             previous = result
         self.options["task_id"] = steps[-1].id
         frozen: ResultHandle = result
@@ -458,7 +464,7 @@ class chord(_Workflow):
         self.prepare()
         header_result = self.header.freeze()
         result: Any = self.body.freeze(_id, group_id=group_id, group_index=group_index)
-        result.parent = header_result
+        _attach(result, header_result)
         self.options["task_id"] = self.body.id
         frozen: ResultHandle = result
         return frozen

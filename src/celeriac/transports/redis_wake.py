@@ -65,12 +65,12 @@ async def blpop_then_claim(
                     raise
         if not client_id.done():
             client_id.set_result(int(ident))
-        async with asyncio.timeout(seconds + grace):
+        async with asyncio.timeout(seconds + grace):  # a silent link is a dead one
             await conn.read_response()  # the BLPOP: a token, or nil at the timeout
-        try:
-            reply = await conn.read_response()
-        except NoScriptError:  # Redis restarted and forgot it: loaded below
-            reply = None
+            try:
+                reply = await conn.read_response()
+            except NoScriptError:  # Redis restarted and forgot it: loaded below
+                reply = None
         clean = True
     finally:
         if not client_id.done():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -217,7 +218,7 @@ def meta_for(
     ignore = (request.ignore_result or task.ignore_result) and not request.chord
     if outcome.state == IGNORED or outcome.settle == "requeue":
         return None  # nothing final happened: the message runs again
-    if outcome.state == states.RETRY:
+    if outcome.state == states.RETRY and request.retry_stored:
         return None  # Task.retry stored it before it sent the next attempt (see there)
     if outcome.state == states.SUCCESS:
         if ignore:
@@ -432,10 +433,14 @@ async def afinish(
             await asyncio.wrap_future(stored)
     try:
         for sig, args in _linked(task, request, outcome):
-            call = sig.clone(args, parent_id=request.id, root_id=request.root_id or request.id)
-            if call.subtask_type is not None:  # a workflow as callback: sent from a thread
-                await asyncio.to_thread(call.apply_async)
+            ids: dict[str, Any] = {
+                "parent_id": request.id,
+                "root_id": request.root_id or request.id,
+            }
+            if sig.subtask_type is not None:  # a workflow as callback: sent from a thread
+                await asyncio.to_thread(functools.partial(sig.apply_async, args, **ids))
                 continue
+            call = sig.clone(args, **ids)
             await app.asend_task(call.task, call.args, dict(call.kwargs), **dict(call.options))
     except Exception as exc:
         logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)

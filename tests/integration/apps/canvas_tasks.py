@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from celeriac import Celeriac, Task, chain
+from celeriac import Celeriac, Retry, Task, chain
 
 #: Gates the in-process tests open to let a ``gate`` task finish (the workers are threads here).
 GATES: dict[str, threading.Event] = {}
@@ -37,6 +37,8 @@ class Tasks:
     counted_add: Task[Any, Any]
     gate: Task[Any, Any]
     handler: Task[Any, Any]
+    retry_headers: Task[Any, Any]
+    bare_retry: Task[Any, Any]
 
 
 def runs(app: Celeriac, tag: str) -> int:
@@ -119,6 +121,16 @@ def declare(app: Celeriac) -> Tasks:
         """Celery's documented errback form: called in the worker, not sent."""
         backend.incr(f"runs:{tag}:{request.id}:{type(exc).__name__}")
 
+    @app.task(name="canvas.retry_headers", bind=True, max_retries=2)
+    def retry_headers(self: Task[Any, Any]) -> Any:
+        if self.request.retries == 0:
+            self.retry(countdown=0, headers={"tenant": "acme"})
+        return self.request.headers.get("tenant")
+
+    @app.task(name="canvas.bare_retry", bind=True)
+    def bare_retry(self: Task[Any, Any]) -> None:
+        raise Retry("not now")  # no new attempt is sent: the state stays RETRY
+
     return Tasks(
         add,
         mul,
@@ -134,4 +146,6 @@ def declare(app: Celeriac) -> Tasks:
         counted_add,
         gate,
         handler,
+        retry_headers,
+        bare_retry,
     )
