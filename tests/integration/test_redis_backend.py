@@ -631,6 +631,25 @@ def test_a_restart_is_survived_by_the_same_backend(
     assert own_redis.password not in repr(backend)
 
 
+def test_the_first_wait_after_a_restart_does_not_fail(own_redis: OwnRedis) -> None:
+    """The thread's held subscriber connection died with the server: the next wait replaces
+    it and subscribes again instead of raising."""
+    url = f"redis://:{own_redis.password}@127.0.0.1:{own_redis.port}/0"
+    backend = RedisBackend(url, expires=None)
+    try:
+        assert backend.wait_for("a", timeout=0.2).status == states.PENDING  # holds a subscriber
+        own_redis.stop()
+        own_redis.start()
+        assert backend.wait_for("b", timeout=0.2).status == states.PENDING
+        task_id = str(uuid.uuid4())
+        store = threading.Timer(0.05, lambda: backend.store(success(task_id, "woke")))
+        store.start()
+        assert backend.wait_for(task_id, timeout=10).result == "woke"
+        store.join(10)  # its EXEC reply may still be on the way: close() must not cut it
+    finally:
+        backend.close()
+
+
 def test_unix_socket_url(own_redis: OwnRedis) -> None:
     url = f"unix://:{own_redis.password}@{own_redis.socket_path}?db=2"
     # Directly: the results registry does not map unix:// to this backend (yet).

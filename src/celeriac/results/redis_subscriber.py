@@ -29,6 +29,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 __all__ = ["ThreadSubscribers", "published", "reply_kind"]
 
 
@@ -111,21 +113,12 @@ class ThreadSubscribers:
     ) -> bytes | None:
         """Subscribe to ``channel``, then ``read()``, then take each message on it until
         ``ready`` or ``deadline``; returns the last record seen (``data`` if none)."""
-        held = self._held()
-        conn, name = held.conn, channel.encode()
+        name = channel.encode()
+        held = self._subscribe(name, deadline)
+        if held is None:
+            return data
         try:
-            commands: list[tuple[Any, ...]] = []
-            if held.channel is not None and held.channel != name:
-                commands.append(("UNSUBSCRIBE", held.channel))
-            commands.append(("SUBSCRIBE", name))
-            held.channel = name  # from the server's reading of this write on
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-            while True:  # the confirmation: from here on, every store is announced to us
-                reply = next_reply(conn, deadline)
-                if reply is None:
-                    return data
-                if reply_kind(reply) == b"subscribe" and bytes(reply[1]) == name:
-                    break
+            conn = held.conn
             data = read()
             while not ready(data):
                 reply = next_reply(conn, deadline)
@@ -137,6 +130,36 @@ class ThreadSubscribers:
         except BaseException:
             self._drop(held)
             raise
+
+    def _subscribe(self, name: bytes, deadline: float | None) -> _Held | None:
+        """This thread's connection, subscribed to ``name`` (confirmed); ``None`` past
+        ``deadline``. A connection the server closed meanwhile (a restart, an idle timeout)
+        fails here, before anything was read: it is replaced and the subscription sent once
+        more, so the first wait after a restart does not fail."""
+        for attempt in (1, 2):
+            held = self._held()
+            conn = held.conn
+            try:
+                commands: list[tuple[Any, ...]] = []
+                if held.channel is not None and held.channel != name:
+                    commands.append(("UNSUBSCRIBE", held.channel))
+                commands.append(("SUBSCRIBE", name))
+                held.channel = name  # from the server's reading of this write on
+                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                while True:  # the confirmation: from here on, every store is announced to us
+                    reply = next_reply(conn, deadline)
+                    if reply is None:
+                        return None
+                    if reply_kind(reply) == b"subscribe" and bytes(reply[1]) == name:
+                        return held
+            except (RedisConnectionError, OSError):
+                self._drop(held)
+                if attempt == 2:
+                    raise
+            except BaseException:
+                self._drop(held)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def subscribed(self) -> bytes | None:
         """The channel this thread's connection was last subscribed to (for tests)."""
