@@ -9,6 +9,7 @@ Uses database 15 of the shared server under a key prefix private to each test.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -103,6 +104,40 @@ def test_a_killed_connection_is_replaced_and_nothing_is_stored_twice(prefix: str
     assert transport.publish_sync([out(label) for label in labels]) == [1] * BATCH
     assert drained(transport, "q") == ["warm-up", *labels]
     probe.close()
+
+
+def test_a_lost_reply_does_not_store_a_batch_twice(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link drops after Redis ran every chunk but before a reply was read: the chunks sent
+    again on a new connection are recognised by their tokens and not stored again."""
+    transport = declared(prefix, Queue("q"))
+    transport.publish_sync([out("warm-up")])
+    conn = transport._thread_conns.conn
+    real = conn.read_response
+    probe = redis.Redis.from_url(URL)
+    key = f"{prefix}q:q:data"
+
+    def lost(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(conn, "read_response", real)
+        deadline = time.monotonic() + 10
+        while probe.hlen(key) < BATCH + 1 and time.monotonic() < deadline:  # all chunks ran
+            time.sleep(0.005)
+        raise redis.ConnectionError("the reply was lost")
+
+    monkeypatch.setattr(conn, "read_response", lost)
+    labels = [f"m{i}" for i in range(BATCH)]
+    assert transport.publish_sync([out(label) for label in labels]) == [1] * BATCH
+    assert drained(transport, "q") == ["warm-up", *labels]
+    probe.close()
+
+
+def test_a_batch_sent_again_by_a_producer_retry_is_stored_once(prefix: str) -> None:
+    transport = declared(prefix, Queue("q"))
+    items = [out(f"m{i}") for i in range(BATCH)]
+    assert transport.publish_sync(items) == [1] * BATCH
+    assert transport.publish_sync(items) == [1] * BATCH  # the same messages: already there
+    assert drained(transport, "q") == [f"m{i}" for i in range(BATCH)]
 
 
 def test_a_bad_name_refuses_the_whole_batch_and_the_connection_stays_usable(

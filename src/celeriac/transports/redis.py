@@ -296,9 +296,10 @@ class RedisTransport(Transport):
         at the end, in order.
 
         The connection belongs to the calling thread (a Django worker thread, say); a broken
-        one is dropped and the calls not yet answered are sent once more on a new one (as a
-        single call always was: one whose reply was lost may run twice); a Redis that lost its
-        script cache (restarted) gets the script again.
+        one is dropped and the calls not yet answered are sent once more on a new one (a
+        batch's chunks carry idempotency tokens, so one whose reply was lost is not stored
+        twice; a single ``.delay()`` whose reply was lost may be); a Redis that lost its script
+        cache (restarted) gets the script again.
         """
         local = self._thread_conns
         conn = getattr(local, "conn", None)
@@ -491,7 +492,7 @@ class RedisTransport(Transport):
             if queue not in topology.queues:
                 raise KeyError(queue)
             stored = b"%d\0\0%s\0%s" % (priority, queue.encode(), payload)
-            if scripts["publish"](args=[self.prefix, version, 1, queue, "", stored]) < 0:
+            if scripts["publish"](args=[self.prefix, version, "", 1, queue, "", stored]) < 0:
                 raise TransportError("the topology changed meanwhile; try again")
 
     # -- consuming ----------------------------------------------------------------------------

@@ -110,22 +110,28 @@ local function dead_letter(queue, id, reason, count, t)
 end
 """
 
-# ARGV: prefix, expected topology version, n, then n x (queue, due_at or "", header + payload).
-# Returns -1 when the topology changed since the client routed the batch (it reloads
-# and routes again), else n.
+# ARGV: prefix, expected topology version, token or "", n, then n x (queue, due_at or "",
+# header + payload). Returns -1 when the topology changed since the client routed the batch
+# (it reloads and routes again), else n. A token (a batch chunk's first and last message ids)
+# makes the call idempotent for 10 minutes: a chunk sent again after its reply was lost (a
+# dropped connection, a producer retry) is not stored twice.
 PUBLISH = (
     PRELUDE
     + r"""
 local current = redis.call('GET', prefix .. 'topology:version') or ''
 if current ~= ARGV[2] then return -1 end
-local n = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
 if n == 0 then return 0 end
+if ARGV[3] ~= '' and not redis.call('SET', prefix .. 'sent:' .. ARGV[3], '1', 'NX', 'EX', 600)
+then
+  return n
+end
 local last_id = redis.call('INCRBY', prefix .. 'seq', n)
 local t = now()
 local per_queue = {}
 local order = {}
 for i = 0, n - 1 do
-  local base = 4 + i * 3
+  local base = 5 + i * 3
   local queue = ARGV[base]
   local q = per_queue[queue]
   if not q then
@@ -450,9 +456,16 @@ def _chunks(
     count = size = 0
     # a batch has few (priority, exchange, routing key) triples: one value header for each
     headers: dict[tuple[int, str, str], bytes] = {}
+    def call() -> tuple[Any, ...]:
+        token = ""
+        if len(items) > 1:  # a batch: its chunks are idempotent (see PUBLISH)
+            first, last = items[indexes[0]].message.id, items[indexes[-1]].message.id
+            token = f"{first}:{last}:{count}"
+        return (prefix, version, token, count, *copies)
+
     for index, plan in zip(pending, plans, strict=True):
         if indexes and (count + len(plan) > CHUNK_COPIES or size > CHUNK_BYTES):
-            yield indexes, (prefix, version, count, *copies)
+            yield indexes, call()
             indexes, copies, count, size = [], [], 0, 0
         indexes.append(index)
         item = items[index]
@@ -466,7 +479,7 @@ def _chunks(
             copies += (dest.queue, due, header + payload)
             size += len(payload)
         count += len(plan)
-    yield indexes, (prefix, version, count, *copies)
+    yield indexes, call()
 
 
 def claimed(reply: list[Any], queues: Sequence[str]) -> list[Delivery]:
