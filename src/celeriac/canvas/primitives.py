@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
+from celeriac.canvas.send import send_each
 from celeriac.canvas.signature import (
     SUBTASK_TYPES,
     WORKFLOW_OPTIONS,
@@ -63,6 +64,21 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     membership = {k: options.pop(k) for k in _MEMBERSHIP if options.get(k) is not None}
     options.pop("chord_size", None)
     return membership, options
+
+
+def _send_members(
+    app: Celeriac,
+    members: Sequence[Signature],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+) -> None:
+    """Plain tasks in one batch publish (:mod:`celeriac.canvas.send`); workflows each send."""
+    plain = [m for m in members if not isinstance(m, _Workflow)]
+    send_each(app, plain, args, kwargs, options)
+    for member in members:
+        if isinstance(member, _Workflow):
+            member.apply_async(args, kwargs, **options)
 
 
 def _attach(result: ResultHandle, parent: ResultHandle) -> None:
@@ -367,8 +383,7 @@ class group(_TaskList):
         backend = self._app().backend
         if backend is not None:
             backend.save_group(result.id, [r.id for r in result.results])
-        for task in self.tasks:
-            task.apply_async(args, kwargs, **options)
+        _send_members(self._app(), self.tasks, args, kwargs, options)
         return result
 
     def apply(
@@ -501,8 +516,7 @@ class chord(_Workflow):
         if backend is None:
             raise ImproperlyConfigured("a chord needs a result backend (set result_backend)")
         backend.save_group(gid, [str(m.id) for m in members])
-        for member in members:
-            member.apply_async(args, kwargs, **options)
+        _send_members(self._app(), members, args, kwargs, options)
         return result
 
     def apply(
