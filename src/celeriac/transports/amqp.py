@@ -62,7 +62,6 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
-from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 from pamqp.commands import Basic
 
@@ -79,7 +78,6 @@ from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
 logger = logging.getLogger("celeriac.transports.amqp")
 
 _CLIENT_ERRORS = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
-_DEAD_LETTER_SCAN = 10_000
 Declare = Callable[[Link], Awaitable[None]]
 
 
@@ -432,32 +430,6 @@ class AMQPTransport(Transport):
         return int(ok.message_count or 0)
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        """Read ``<queue>.dlq`` without taking anything: ``basic.get`` on a channel of its own,
-        closed without acks so every message returns to its place (the newest of the first
-        10,000 are shown)."""
         link = await self.link()
-        letters: list[DeadLetter] = []
         with self.errors(f"reading the dead letters of {queue!r}"):
-            wrapper = link.connection.channel(publisher_confirms=False)
-            await wrapper.initialize()
-            try:
-                channel = await wrapper.get_underlay_channel()
-                for _ in range(_DEAD_LETTER_SCAN):
-                    try:
-                        raw = await channel.basic_get(f"{queue}.dlq", no_ack=False)
-                    except ChannelNotFoundEntity:
-                        break
-                    if not isinstance(raw.delivery, Basic.GetOk):
-                        break
-                    letters.append(self._letter(queue, raw))
-            finally:
-                with contextlib.suppress(*_CLIENT_ERRORS):
-                    await wrapper.close()
-        letters.reverse()
-        return letters[: max(0, limit)]
-
-    @staticmethod
-    def _letter(queue: str, raw: DeliveredMessage) -> DeadLetter:
-        reason, count, failed_at = codec.dead_letter_fields(raw)
-        payload = codec.payload_of(raw, codec.message_of(raw))
-        return DeadLetter(queue, payload, reason, count, failed_at)
+            return await self.settler.dead_letters(link, queue, limit)

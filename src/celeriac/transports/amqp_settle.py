@@ -9,6 +9,7 @@ duplicate, never a loss; the copy's headers carry the counts (:mod:`~.amqp_codec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from celeriac.transports import amqp_codec as codec
 from celeriac.transports import amqp_topology as topology
 from celeriac.transports import amqp_wire as wire
 from celeriac.transports.amqp_link import Frame, Link
-from celeriac.transports.base import Delivery
+from celeriac.transports.base import DeadLetter, Delivery
 
 if TYPE_CHECKING:
     from celeriac.transports.amqp import AMQPTransport
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.transports.amqp")
 
 RETURN_TIMEOUT = 5.0
+DEAD_LETTER_SCAN = 10_000
 
 
 def lost_reason(counts: codec.Counts, max_deliveries: int) -> str:
@@ -239,3 +241,29 @@ class Settler:
                 await wire.ack(channel, [codec.tag_of(raw) for _, raw in pending])
         except Exception as exc:  # the connection is closing anyway: RabbitMQ returns them
             logger.debug("returning buffered deliveries at close: %s", exc)
+
+    # -- reading dead letters -----------------------------------------------------------------
+    async def dead_letters(self, link: Link, queue: str, limit: int) -> list[DeadLetter]:
+        """Read ``<queue>.dlq`` without taking anything: ``basic.get`` on a channel of its own,
+        closed without acks so every message returns to its place (the newest of the first
+        10,000 are shown, newest first)."""
+        letters: list[DeadLetter] = []
+        wrapper = link.connection.channel(publisher_confirms=False)
+        await wrapper.initialize()
+        try:
+            channel = await wrapper.get_underlay_channel()
+            for _ in range(DEAD_LETTER_SCAN):
+                try:
+                    raw = await channel.basic_get(f"{queue}.dlq", no_ack=False)
+                except ChannelNotFoundEntity:
+                    break
+                if not isinstance(raw.delivery, Basic.GetOk):
+                    break
+                reason, count, failed_at = codec.dead_letter_fields(raw)
+                payload = codec.payload_of(raw, codec.message_of(raw))
+                letters.append(DeadLetter(queue, payload, reason, count, failed_at))
+        finally:
+            with contextlib.suppress(Exception):  # closing returns them all, even on errors
+                await wrapper.close()
+        letters.reverse()
+        return letters[: max(0, limit)]
