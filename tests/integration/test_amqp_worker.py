@@ -158,6 +158,28 @@ def test_a_message_that_kills_its_worker_lands_in_the_dlq_and_the_next_worker_li
         setup.close()
 
 
+def test_warm_shutdowns_return_messages_uncounted(tmp_path: Path, vhost: None) -> None:
+    """max_deliveries=1: a message returned by a warm shutdown (waiting for a slot, or pushed
+    by RabbitMQ and not handed out) and counted as a lost delivery would go to the DLQ."""
+    setup = Setup(tmp_path, max_deliveries=1)
+    try:
+        setup.app.send_many([("a.record", (str(i), 0.02), {}) for i in range(60)])
+        for round_no in range(3):  # each worker runs a few, then stops warm
+            worker = setup.start_worker()
+            done = len(setup.runs_seen())
+            setup.wait_for_runs(
+                f"round {round_no}", lambda runs, done=done: len(runs) >= done + 4, 30
+            )
+            worker.send(signal.SIGTERM)
+            assert worker.wait_exit(20) == 0
+        setup.start_worker()
+        setup.wait_for_runs("every task to run", lambda runs: len(set(runs)) == 60, 60)
+        assert setup.dead_letters() == []
+        assert len(setup.runs_seen()) == 60  # a warm shutdown finishes what runs: no re-runs
+    finally:
+        setup.close()
+
+
 def test_a_rabbitmq_restart_during_3000_persistent_tasks_loses_none(setup: Setup) -> None:
     count = 3000
     worker = setup.start_worker()
