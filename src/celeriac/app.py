@@ -508,7 +508,7 @@ class Celeriac:
             root_id, parent_id = options.get("root_id"), options.get("parent_id")
         reply_to = options.get("reply_to")
         if reply_to is None and self._replies is not False:
-            reply_to = self._default_reply_to(parent, plan)
+            reply_to = self._default_reply_to(parent, parent_id, plan)
         shared = {
             "task": name,
             "root_id": root_id,
@@ -525,19 +525,24 @@ class Celeriac:
         }
         return shared, eta.timestamp() if eta is not None else None
 
-    def _default_reply_to(self, parent: Request | None, plan: SendPlan) -> str | None:
-        """The ``reply_to`` of a send that names none: with a replying backend (``rpc://``),
-        the sending task's own ``reply_to`` when sent from a task (a retry, a chain's next
-        step or a subtask reports to the process that started the work), else this process's
-        reply queue. Also lets that backend refuse what it cannot serve (chords) up front."""
+    def _default_reply_to(
+        self, parent: Request | None, parent_id: str | None, plan: SendPlan
+    ) -> str | None:
+        """The ``reply_to`` of a send that names none, with a replying backend (``rpc://``):
+        a send from a running task (a retry, a subtask) inherits that task's ``reply_to``; one
+        the worker makes after a task ran (a chain's next step) gets where its parent's result
+        went; any other gets this process's reply queue. So the results of a whole workflow
+        reach the process that started it. Also lets that backend refuse, up front, what it
+        cannot serve (chords)."""
         backend = self.backend
         if backend is None or not backend.replies:
             self._replies = False
             return None
         self._replies = True
         backend.check_send(plan.embed)
-        inherited = parent.reply_to if parent is not None else None
-        return inherited or backend.reply_to
+        if parent is not None and parent.reply_to:
+            return parent.reply_to
+        return backend.reply_to_for(parent_id)
 
     def send_task(
         self,

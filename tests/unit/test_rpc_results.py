@@ -213,6 +213,12 @@ def test_every_send_carries_the_reply_queue_and_stores_do_not_pay_for_it() -> No
     with running(Request(id="p", task="add", reply_to="celeriac.reply.caller")):
         child, _ = app.prepare("add", (1, 2))
     assert child.message.properties["reply_to"] == "celeriac.reply.caller"
+    # a chain's next step, sent by the worker after its step ran: where that step's result went
+    backend = app.backend
+    assert isinstance(backend, RPCBackend)
+    backend._outgoing([ResultMeta("step-1", states.SUCCESS, 3, reply_to="celeriac.reply.c2")])
+    step, _ = app.prepare("add", (3, 4), parent_id="step-1")
+    assert step.message.properties["reply_to"] == "celeriac.reply.c2"
     assert add.name == "add"
 
     store = memory_app("store")

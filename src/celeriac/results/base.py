@@ -162,6 +162,13 @@ class Backend(abc.ABC):
         :attr:`replies` is set, so a store's sends never pay for it."""
         return None
 
+    def reply_to_for(self, parent_id: str | None) -> str | None:
+        """Where the results of a send with this parent go, when neither the send nor a running
+        task names a ``reply_to`` (asked only when :attr:`replies` is set): a replying backend
+        answers with the queue its parent's results went to, so that a chain's next step,
+        sent by the worker after the step ran, reports to the caller too."""
+        return self.reply_to
+
     def check_send(self, embed: Mapping[str, Any]) -> None:
         """Refuse, before anything is published, a send this backend cannot serve (``rpc://``
         refuses chords). Asked only by replying backends' sends, with the message's embed."""

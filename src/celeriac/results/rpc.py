@@ -6,9 +6,11 @@ Celery's):
 1. The first send of a process whose backend is ``rpc://`` declares that process's reply queue,
    ``celeriac.reply.<uuid>``, and starts consuming it (one round trip, once). Every task the
    process sends then carries ``reply_to=<that queue>`` and ``correlation_id=<task id>``; a
-   task sent *from a task* (a retry, a chain's next step, a subtask) inherits the sending
-   task's ``reply_to``, so a chain's final result reaches the process that started the chain.
-2. The worker's backend publishes each record of that task (RETRY, SUCCESS, FAILURE...) to
+   task sent *from a running task* (a retry, a subtask) inherits that task's ``reply_to``, and
+   one the worker sends after a task ran (a chain's next step, a ``link``) goes where that
+   task's result went (the worker's backend remembers it), so a chain's final result reaches
+   the process that started the chain.
+2. The worker's backend publishes each record of that task (SUCCESS, FAILURE...) to
    the request's ``reply_to`` through the default exchange, as a transient message whose body
    is the record (``task_id``, ``status``, ``result``, ``traceback``, ``children``...) in the
    result serializer, with ``correlation_id`` = task id. A batch of results from the worker's
@@ -42,8 +44,11 @@ Limits (what cannot hold when results are messages to one process):
 * a result reaches only the process that sent the task: ``AsyncResult(id).get()`` in another
   process (or after a restart) stays PENDING and times out;
 * the caller keeps replies in memory only: records older than ``result_expires`` or past
-  ``max_cached_results`` are dropped (they read PENDING again), and a task whose record is not
-  marked with its ``reply_to`` (one stored by a path that does not carry it) cannot be sent;
+  ``max_cached_results`` are dropped (they read PENDING again);
+* a record that does not carry its task's ``reply_to`` has nowhere to go and is not sent: today
+  the interim RETRY state (stored by ``Task.retry``) and REVOKED/expired records (stored by the
+  consumer) are such records, so a caller sees the final state of a retried task but waits
+  until its timeout for one revoked before it ran;
 * chords need a store that every worker shares (a counter of finished members, the members'
   results): a chord is refused at send time with :data:`CHORD_LIMIT`, and ``join_chord`` and
   ``incr`` raise it too. A group works: its members' results come to the caller, and its
@@ -59,6 +64,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
@@ -100,6 +106,8 @@ _AMQP_OPTIONS = {
 }
 _OWN_OPTIONS = {"reply_queue_expires", "max_cached_results"}
 DEFAULT_QUEUE_EXPIRES = 300.0
+#: Task ids whose reply queue a worker remembers for the sends that follow them.
+MAX_REMEMBERED = 100_000
 #: Groups whose member ids this process keeps for ``GroupResult.restore``.
 MAX_GROUPS = 10_000
 #: How long a store waits for the broker before it fails (a BackendError the writer logs).
@@ -177,6 +185,8 @@ class RPCBackend(Backend):
         self._pid = os.getpid()
         self._link = self._new_link()
         self._reply_queue: str | None = None
+        #: task id -> the queue its result was sent to, for the sends that follow it
+        self._sent_to: OrderedDict[str, str] = OrderedDict()
 
     def _new_link(self) -> ReplyLink:
         return ReplyLink(
@@ -274,7 +284,28 @@ class RPCBackend(Backend):
             del data["reply_to"]  # where it went is no part of the record
             content_type, encoding, body = self.serializers.dumps(data, self.serializer)
             items.append((reply_to, meta.task_id, content_type, encoding, body))
+        if items:
+            self._remember(items)
         return items
+
+    def _remember(self, items: Sequence[Reply]) -> None:
+        """Where each task's result went: a chain's next step is sent after its step ran, with
+        no running task to inherit ``reply_to`` from, and asks :meth:`reply_to_for`."""
+        with self._lock:
+            sent_to = self._sent_to
+            for reply_to, task_id, *_ in items:
+                sent_to[task_id] = reply_to
+                sent_to.move_to_end(task_id)
+            while len(sent_to) > MAX_REMEMBERED:
+                sent_to.popitem(last=False)
+
+    def reply_to_for(self, parent_id: str | None) -> str:
+        if parent_id is not None:
+            with self._lock:
+                found = self._sent_to.get(parent_id)
+            if found is not None:
+                return found
+        return self.reply_to
 
     def store(self, meta: ResultMeta) -> None:
         self.store_many([meta])

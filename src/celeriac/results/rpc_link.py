@@ -22,7 +22,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from celeriac.transports.amqp_url import AmqpTarget, connect_first
 from celeriac.utils.portal import Portal
@@ -56,6 +61,8 @@ class ReplyLink:
         self._connection: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._consumer: AbstractChannel | None = None
+        self._consumer_tag: str | None = None
+        self._queue: AbstractQueue | None = None
         self._consuming = False
         self._closing = False
         self._started = False
@@ -82,7 +89,9 @@ class ReplyLink:
                 await self._consume(connection)
             return connection
 
-    def _on_close(self, _sender: Any, exc: BaseException | None = None) -> None:
+    def _on_close(self, sender: Any, exc: BaseException | None = None) -> None:
+        if sender is self._connection:  # it may not read as closed yet: forget it now
+            self._connection, self._publisher, self._consumer = None, None, None
         if self._closing or not self._consuming:
             return
         logger.warning("rpc results: connection lost (%s); reconnecting", exc)
@@ -110,8 +119,8 @@ class ReplyLink:
             durable=False,
             arguments={"x-expires": max(1, int(self._queue_expires * 1000))},
         )
-        await queue.consume(self._deliver, no_ack=True)
-        self._consumer = channel
+        self._consumer_tag = await queue.consume(self._deliver, no_ack=True)
+        self._consumer, self._queue = channel, queue
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -176,8 +185,11 @@ class ReplyLink:
         if connection is None or connection.is_closed:
             return
         try:
-            if self._consumer is not None and not self._consumer.is_closed:
-                await self._consumer.queue_delete(self.queue_name)
+            channel, queue = self._consumer, self._queue
+            if channel is not None and not channel.is_closed:
+                if queue is not None and self._consumer_tag is not None:
+                    await queue.cancel(self._consumer_tag)  # else the broker does, with a warning
+                await channel.queue_delete(self.queue_name)
         except Exception as exc:  # it expires by itself anyway
             logger.debug("rpc results: could not delete %s: %s", self.queue_name, exc)
         await connection.close()
