@@ -8,11 +8,14 @@ them afterwards (see :mod:`amqp_broker`). What needs real worker processes is in
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import amqp_broker
@@ -20,6 +23,7 @@ import pytest
 
 from celeriac import Celeriac
 from celeriac.errors import TransportError
+from celeriac.protocol.codec import Codecs, decode_body
 from celeriac.protocol.message import Message, task_message
 from celeriac.routing import Exchange, Queue
 from celeriac.transports.amqp import AMQPTransport
@@ -319,3 +323,55 @@ def test_without_publisher_confirms_messages_still_arrive(names: Names) -> None:
         await transport.close()
 
     run(main)
+
+
+CELERY_PYTHON = (
+    Path(__file__).resolve().parents[2] / "bench" / ".venvs" / "celery" / "bin" / "python"
+)
+CELERY_SEND = """
+import sys
+from celery import Celery
+app = Celery(broker=sys.argv[1])
+app.send_task("a.record", args=("from-celery",), queue=sys.argv[2], priority=5)
+"""
+CELERY_READ = """
+import json, sys
+from kombu import Connection
+with Connection(sys.argv[1]) as conn:
+    m = conn.default_channel.basic_get(sys.argv[2], no_ack=True)
+    body = m.body if isinstance(m.body, str) else m.body.decode()
+    print(json.dumps([m.headers["task"], m.properties.get("priority"), body]))
+"""
+
+
+@pytest.mark.skipif(not CELERY_PYTHON.exists(), reason="the benchmark's Celery venv is not built")
+def test_celery_and_celeriac_read_each_others_messages(names: Names) -> None:
+    queue = names("interop")
+    names.extra_queues |= {queue, f"{queue}.dlq"}
+    # Celery declares the queue first (without priorities): celeriac uses it as it is
+    argv = [str(CELERY_PYTHON), "-c", CELERY_SEND, amqp_broker.URL, queue]
+    subprocess.run(argv, check=True, timeout=60, capture_output=True)
+
+    async def read() -> None:
+        transport = names.transport()
+        await transport.declare_queue(Queue(queue))
+        [delivery] = await transport.get([queue], 1, timeout=5)
+        got = delivery.decode()
+        assert (got.task, got.priority) == ("a.record", 5)
+        assert decode_body(got, accept=("application/json",), codecs=Codecs.with_defaults())[
+            :2
+        ] == (["from-celery"], {})
+        await transport.ack([delivery])
+        await transport.close()
+
+    run(read)
+    app = Celeriac("interop", broker=amqp_broker.URL, backend=None, task_default_queue=queue)
+    try:
+        app.send_task("a.record", ("from-celeriac",), priority=3)
+    finally:
+        app.close()
+    argv = [str(CELERY_PYTHON), "-c", CELERY_READ, amqp_broker.URL, queue]
+    done = subprocess.run(argv, check=True, timeout=60, capture_output=True, text=True)
+    task, priority, body = json.loads(done.stdout)
+    assert (task, priority) == ("a.record", 3)
+    assert json.loads(body)[:2] == [["from-celeriac"], {}]

@@ -166,10 +166,12 @@ def test_warm_shutdowns_return_messages_uncounted(tmp_path: Path, vhost: None) -
         setup.app.send_many([("a.record", (str(i), 0.02), {}) for i in range(60)])
         for round_no in range(3):  # each worker runs a few, then stops warm
             worker = setup.start_worker()
-            done = len(setup.runs_seen())
-            setup.wait_for_runs(
-                f"round {round_no}", lambda runs, done=done: len(runs) >= done + 4, 30
-            )
+            target = len(setup.runs_seen()) + 4
+
+            def ran_some(runs: list[str], target: int = target) -> bool:
+                return len(runs) >= target
+
+            setup.wait_for_runs(f"round {round_no}", ran_some, 30)
             worker.send(signal.SIGTERM)
             assert worker.wait_exit(20) == 0
         setup.start_worker()
