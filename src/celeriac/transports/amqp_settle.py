@@ -66,17 +66,21 @@ class Settler:
     async def poll(self, link: Link, queues: list[str], max_count: int) -> list[Delivery]:
         """What is ready now: buffered deliveries, then ``basic.get`` round-robin."""
         taken = link.take(queues, max_count)
-        live = [q for q in queues if await self.exists(link, q)]
-        channel = await link.channel("consume")
-        while live and len(taken) < max_count:
-            for queue in list(live):
-                raw = await channel.basic_get(queue, no_ack=False)
-                if not isinstance(raw.delivery, Basic.GetOk):
-                    live.remove(queue)
-                    continue
-                taken.append((queue, raw))
-                if len(taken) >= max_count:
-                    break
+        try:
+            live = [q for q in queues if await self.exists(link, q)]
+            channel = await link.channel("consume")
+            while live and len(taken) < max_count:
+                for queue in list(live):
+                    raw = await channel.basic_get(queue, no_ack=False)
+                    if not isinstance(raw.delivery, Basic.GetOk):
+                        live.remove(queue)
+                        continue
+                    taken.append((queue, raw))
+                    if len(taken) >= max_count:
+                        break
+        except asyncio.CancelledError:
+            link.put_back(taken)  # held by this channel: the next get hands them out
+            raise
         taken += link.take(queues, max_count - len(taken))
         while True:  # admitting may recycle some: fetch no more, return what is left
             deliveries = await self.admit(link, taken)
