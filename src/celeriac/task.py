@@ -423,8 +423,10 @@ class Task(Generic[P, R]):
         from celeriac.results.base import ResultMeta, exception_to_dict
 
         backend = self.app.backend
-        keep = request.chord or not self.ignore_result or self.option(
-            "store_errors_even_if_ignored", "task_store_errors_even_if_ignored"
+        keep = (
+            request.chord
+            or not self.ignore_result
+            or self.option("store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
         )
         if backend is None or not keep:
             return
@@ -437,6 +439,7 @@ class Task(Generic[P, R]):
             parent_id=request.parent_id,
             root_id=request.root_id,
             group_id=request.group,
+            reply_to=request.reply_to,
         )
         try:
             backend.store(meta)

@@ -28,7 +28,7 @@ from apps.rpc_tasks import BACKEND_ENV, BROKER_ENV, PREFIX_ENV, QUEUE_ENV, RESUL
 from worker_harness import INTEGRATION_DIR, WorkerProcess
 
 from celeriac import Celeriac, chain, chord, group, states
-from celeriac.errors import ImproperlyConfigured, TimeoutError
+from celeriac.errors import ImproperlyConfigured, TaskRevokedError, TimeoutError
 from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.results.result import AsyncResult
 from celeriac.results.rpc import CHORD_LIMIT, RPCBackend
@@ -300,6 +300,15 @@ def test_delay_get_through_a_real_worker(deployment: Deployment, pool: str) -> N
     with pytest.raises(Boom, match="no"):
         app.tasks["rpc.boom"].delay("no").get(timeout=20)
     assert app.tasks["rpc.flaky"].delay(7).get(timeout=20) == 7  # retried twice on the way
+
+
+def test_a_task_that_expired_before_it_ran_reports_revoked(deployment: Deployment) -> None:
+    """The worker settles it without running it: the REVOKED record still reaches the caller
+    (it carries the message's reply_to), so get() raises at once instead of timing out."""
+    deployment.start_worker()
+    add = deployment.app.tasks["rpc.add"]
+    with pytest.raises(TaskRevokedError, match="expired"):
+        add.apply_async((1, 1), expires=-1).get(timeout=20)
 
 
 def test_workflows_report_to_the_caller_and_chords_are_refused(deployment: Deployment) -> None:

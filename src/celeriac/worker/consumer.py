@@ -380,6 +380,7 @@ class Consumer:
                 states.REVOKED,
                 exception_to_dict(TaskRevokedError(why)),
                 date_done=time.time(),
+                reply_to=_reply_to(delivery, request),  # an rpc:// caller waits for it
             )
             try:
                 await backend.astore(meta)
@@ -415,7 +416,13 @@ class Consumer:
             return
         backend = self.app.backend
         if store and backend is not None:
-            meta = ResultMeta(request.id, state, exception_to_dict(exc), group_id=request.group)
+            meta = ResultMeta(
+                request.id,
+                state,
+                exception_to_dict(exc),
+                group_id=request.group,
+                reply_to=request.reply_to,
+            )
             with contextlib.suppress(Exception):  # the join below reads it; logged by flow
                 await backend.astore(meta)
         await asyncio.to_thread(flow.advance, self.app, request, state, None, exc, None)
@@ -458,3 +465,14 @@ class Consumer:
             return True
         _, still = await asyncio.wait(pending, timeout=timeout)
         return not still
+
+
+def _reply_to(delivery: Delivery, request: Request | None) -> str | None:
+    """Where the caller of this message waits for its result (``rpc://``), if anywhere."""
+    if request is not None:
+        return request.reply_to
+    try:
+        reply_to = delivery.decode().properties.get("reply_to")
+    except DecodeError:
+        return None
+    return str(reply_to) if reply_to else None
