@@ -41,6 +41,7 @@ class Names:
         self.prefix = f"it-{uuid.uuid4().hex[:8]}"
         self.made: list[AMQPTransport] = []
         self.extra_queues: set[str] = set()
+        self.extra_exchanges: set[str] = set()
 
     def __call__(self, name: str) -> str:
         return f"{self.prefix}.{name}"
@@ -51,7 +52,7 @@ class Names:
         return transport
 
     def cleanup(self) -> None:
-        queues, exchanges = set(self.extra_queues), set()
+        queues, exchanges = set(self.extra_queues), set(self.extra_exchanges)
         for transport in self.made:
             more_queues, more_exchanges = transport.declared_names()
             queues |= more_queues
@@ -348,6 +349,7 @@ with Connection(sys.argv[1]) as conn:
 def test_celery_and_celeriac_read_each_others_messages(names: Names) -> None:
     queue = names("interop")
     names.extra_queues |= {queue, f"{queue}.dlq"}
+    names.extra_exchanges.add(queue)  # Celery declares a direct exchange named as the queue
     # Celery declares the queue first (without priorities): celeriac uses it as it is
     argv = [str(CELERY_PYTHON), "-c", CELERY_SEND, amqp_broker.URL, queue]
     subprocess.run(argv, check=True, timeout=60, capture_output=True)

@@ -100,9 +100,13 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def vhost() -> None:
+def vhost() -> Iterator[None]:
     require_service("RabbitMQ", 5672)
     amqp_broker.ensure_vhost()
+    yield
+    # the workers' delay queues (countdowns, re-delays) have names no test chose: find them
+    delays = [name for name in amqp_broker.queue_table() if name.startswith("celeriac.delay.")]
+    amqp_broker.delete(delays, [*delays, "celeriac.control", "celeriac.dlx"])
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ to a queue of the same name declared with
 * ``x-dead-letter-exchange`` = the target exchange (``""`` is the default exchange): an expired
   message is routed there *with its original routing key*, since it was published to the fanout
   delay exchange under that key, and reaches exactly the queues a direct publish would have;
-* ``x-expires`` = ``ttl_ms`` + 10 minutes: an idle delay queue deletes itself. ``x-expires``
-  counts from the last declaration or consumer, not from the last publish, so the transport
-  declares a delay queue again when its last declaration is older than
-  :data:`REDECLARE_SECONDS`; a message published right after a declaration thus always expires
-  into its target before its queue can.
+* ``x-expires`` = ``ttl_ms`` + 10 minutes: an idle delay queue deletes itself, and its delay
+  exchange (``auto_delete``) goes with its last binding. ``x-expires`` counts from the last
+  declaration or consumer, not from the last publish, so the transport declares a delay queue
+  again when its last declaration is older than :data:`REDECLARE_SECONDS`; a message published
+  right after a declaration thus always expires into its target before its queue can, and
+  neither can vanish while a link trusts its cached declaration (60 s is far below 10 minutes).
 
 A requeue with a delay uses the default exchange with the queue's name as the routing key, so
 it comes back to that queue only (a requeue must not fan out again).
@@ -37,6 +38,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from aiormq.exceptions import ChannelPreconditionFailed
 from pamqp.commands import Basic
 
 from celeriac.protocol.message import format_time
@@ -86,7 +88,11 @@ async def ensure_delay(link: Link, exchange: str, ttl_ms: int) -> str:
     if declared is not None and time.monotonic() - declared < REDECLARE_SECONDS:
         return name
     channel = await link.channel("control")
-    await channel.exchange_declare(name, exchange_type="fanout", durable=True)
+    try:
+        await channel.exchange_declare(name, exchange_type="fanout", durable=True, auto_delete=True)
+    except ChannelPreconditionFailed:  # declared otherwise by an older client: use it as it is
+        channel = await link.channel("control")
+        await channel.exchange_declare(name, passive=True)
     await channel.queue_declare(
         name, durable=True, arguments=delay_queue_arguments(exchange, ttl_ms)
     )
