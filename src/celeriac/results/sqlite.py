@@ -268,7 +268,8 @@ class SQLiteBackend(Backend):
 
     # -- storage ----------------------------------------------------------------------------
     def _write(self, task_id: str, data: bytes, expires_at: float | None) -> None:
-        self._execute(_WRITE, (task_id, data, expires_at))
+        with self._transaction() as conn:  # an upsert: see _incr for why not autocommit
+            conn.execute(_WRITE, (task_id, data, expires_at))
         self._notifier.notify()
 
     @contextlib.contextmanager
@@ -311,8 +312,11 @@ class SQLiteBackend(Backend):
         return added, count
 
     def _incr(self, key: str, amount: int, expires_at: float | None) -> int:
-        # fetchall() steps the statement to completion, which is what commits it.
-        rows = self._execute(_INCR, (key, amount, expires_at, time.time()))
+        # BEGIN IMMEDIATE takes the write lock first (waiting up to busy_timeout): an autocommit
+        # upsert reads, then upgrades to write, and fails at once with "database is locked"
+        # when another connection committed in between (WAL's busy snapshot)
+        with self._transaction() as conn:
+            rows = conn.execute(_INCR, (key, amount, expires_at, time.time())).fetchall()
         return int(rows[0][0])
 
     def cleanup(self) -> int:
