@@ -32,6 +32,12 @@ def setup_logging(level: str) -> None:
     if not isinstance(numeric, int):
         raise click.BadParameter(f"unknown log level {level!r}", param_hint="-l/--loglevel")
     logging.basicConfig(level=numeric, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    # the AMQP client logs each dropped connection with a traceback, again per channel; the
+    # transport already says it once per outage ("broker unavailable ... is back"), so at
+    # INFO and above only its critical lines pass (at DEBUG, everything does)
+    if numeric > logging.DEBUG:
+        for name in ("aiormq", "aio_pika"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 class AppContext:

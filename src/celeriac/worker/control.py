@@ -19,6 +19,7 @@ from celeriac.control import CONTROL_EXCHANGE, CONTROL_TASK
 from celeriac.errors import DecodeError, TransportError
 from celeriac.routing import Binding, Queue
 from celeriac.transports.base import Delivery, Transport
+from celeriac.utils.outage import Outage
 from celeriac.worker.components import Component
 
 if TYPE_CHECKING:
@@ -62,13 +63,15 @@ class ControlStep(Component):
 
     async def _loop(self, worker: Worker) -> None:
         assert self.transport is not None and self.queue is not None
+        outage = Outage("control queue", logger)  # one line per outage, not one per second
         while True:
             try:
                 deliveries = await self.transport.get([self.queue.name], 10, 1.0)
             except TransportError as exc:
-                logger.warning("control queue unreachable: %s", exc)
+                outage.failed(exc, "reading remote-control commands")
                 await asyncio.sleep(1.0)
                 continue
+            outage.ok()
             for delivery in deliveries:
                 await self._handle(worker, delivery)
             if deliveries:
