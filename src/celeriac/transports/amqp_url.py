@@ -15,7 +15,8 @@ the mapping winning, so that a password or a key path need not live in a URL tha
 * ``connect_timeout`` (seconds, default 10; ``connection_timeout`` is accepted too);
 * ``ssl`` / ``ssl_options`` (Celery's ``broker_use_ssl`` shape): ``True`` or a mapping with
   ``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs`` (``CERT_REQUIRED``/``required``,
-  ``CERT_OPTIONAL``, ``CERT_NONE``) and ``server_hostname``; giving TLS options to an ``amqp://``
+  ``CERT_OPTIONAL``, ``CERT_NONE``) and ``server_hostname`` (the name sent in SNI and checked
+  against the certificate, when it is not the URL's host); giving TLS options to an ``amqp://``
   URL turns TLS on;
 * ``login`` / ``password`` override the URL's credentials; ``connection_name`` shows in the
   RabbitMQ management UI.
@@ -161,13 +162,39 @@ def _tls_settings(merged: Mapping[str, Any]) -> dict[str, Any] | None:
     return settings if wanted else None
 
 
+class _NamedServerContext(ssl.SSLContext):
+    """A client context that sends and checks ``server_hostname`` whatever host is dialled.
+
+    aio-pika passes no ``server_hostname`` down to ``asyncio.open_connection`` (its keyword
+    arguments are filtered), so asyncio would always use the host of the URL; a broker reached
+    by IP address or through a tunnel, whose certificate names it otherwise, needs the name set
+    here, where asyncio wraps the socket.
+    """
+
+    server_name: str = ""
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        kwargs["server_hostname"] = self.server_name
+        return super().wrap_bio(*args, **kwargs)
+
+
 def _ssl_context(settings: Mapping[str, Any]) -> ssl.SSLContext:
     """An SSL context from Celery's ``broker_use_ssl`` keys (verification on unless told not)."""
     known = {"ca_certs", "certfile", "keyfile", "cert_reqs", "server_hostname", "check_hostname"}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ImproperlyConfigured(f"unknown AMQP TLS options {unknown}; known: {sorted(known)}")
-    context = ssl.create_default_context(cafile=settings.get("ca_certs"))
+    if settings.get("server_hostname"):
+        # what ssl.create_default_context does for a client, on the subclass
+        named = _NamedServerContext(ssl.PROTOCOL_TLS_CLIENT)
+        named.server_name = str(settings["server_hostname"])
+        context: ssl.SSLContext = named
+        if settings.get("ca_certs"):
+            context.load_verify_locations(cafile=settings["ca_certs"])
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        context = ssl.create_default_context(cafile=settings.get("ca_certs"))
     mode = _cert_reqs(settings.get("cert_reqs", ssl.CERT_REQUIRED))
     if mode != ssl.CERT_REQUIRED or settings.get("check_hostname") is False:
         context.check_hostname = False
