@@ -63,7 +63,9 @@ class ControlStep(Component):
 
     async def _loop(self, worker: Worker) -> None:
         assert self.transport is not None and self.queue is not None
-        outage = Outage("control queue", logger)  # one line per outage, not one per second
+        # the broker's outage is the consumer's too: one line for both, not one per second
+        consumer = worker.consumer
+        outage = consumer.outage if consumer is not None else Outage("control queue", logger)
         while True:
             try:
                 deliveries = await self.transport.get([self.queue.name], 10, 1.0)
