@@ -4,8 +4,9 @@ Two layers, kept apart:
 
 * **Topology** (``Exchange``, ``Queue``, ``Binding``, :func:`route`): AMQP 0-9-1's model. A message
   is published to an exchange with a routing key; the exchange's bindings decide which queues get a
-  copy: zero, one or many. Transports without native exchanges (memory, SQLite, Redis) call
-  :func:`route` over the bindings they store; AMQP lets RabbitMQ do it.
+  copy: zero, one or many. Direct, topic and fanout exchanges look at the routing key; headers
+  exchanges at the message's headers (:func:`headers_match`). Transports without native exchanges
+  (memory, SQLite, Redis) call :func:`route` over the bindings they store; AMQP lets RabbitMQ do it.
 * **Task routing** (:class:`Router`): which exchange and routing key a *task* is sent with, from
   ``task_routes`` (a dict of names or globs, ``re.compile`` patterns, or callables), the task's own
   options and the defaults. Like Celery, the first router that answers wins.
@@ -17,22 +18,27 @@ name, so ``routing_key="q"`` reaches queue ``q`` with no declaration of bindings
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Literal
 
 from celeriac.errors import ImproperlyConfigured
 
-ExchangeType = Literal["direct", "topic", "fanout"]
-EXCHANGE_TYPES: frozenset[str] = frozenset({"direct", "topic", "fanout"})
+ExchangeType = Literal["direct", "topic", "fanout", "headers"]
+EXCHANGE_TYPES: frozenset[str] = frozenset({"direct", "topic", "fanout", "headers"})
 DEFAULT_EXCHANGE = ""
+#: The ``x-match`` values RabbitMQ accepts on a headers binding (it refuses a binding with any
+#: other); ``all`` when absent. The ``-with-x`` ones also compare ``x-`` arguments.
+X_MATCH_VALUES: frozenset[str] = frozenset({"all", "any", "all-with-x", "any-with-x"})
 
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """A named router of messages. ``type`` is direct, topic or fanout."""
+    """A named router of messages. ``type`` is direct, topic, fanout or headers."""
 
     name: str
     type: ExchangeType = "direct"
@@ -46,13 +52,71 @@ class Exchange:
             )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Binding:
-    """Messages published to ``exchange`` whose key matches ``routing_key`` go to ``queue``."""
+    """Messages published to ``exchange`` whose key matches ``routing_key`` go to ``queue``.
+
+    ``arguments`` are AMQP's binding arguments. On a headers exchange they are what a message's
+    headers must hold: ``{"x-match": "any", "kind": "pdf", "lang": "en"}`` (see
+    :func:`headers_match`); other exchange types ignore them. They must be JSON values (the SQLite
+    and Redis brokers store them as JSON, and message headers are JSON on every broker), and two
+    bindings differing only in them are two bindings, as in RabbitMQ. Equality compares argument
+    values by type as well (``1`` is not ``True``), like the matching does.
+    """
 
     exchange: str
     queue: str
     routing_key: str = ""
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        arguments = dict(self.arguments)
+        for key, value in arguments.items():
+            if not isinstance(key, str):
+                raise ImproperlyConfigured(
+                    f"binding of {self.queue!r} to {self.exchange!r}: argument names must be "
+                    f"strings, not {key!r}"
+                )
+            _check_json(value, f"binding of {self.queue!r} to {self.exchange!r}: argument {key!r}")
+        x_match = arguments.get("x-match", "all")
+        if not isinstance(x_match, str) or x_match not in X_MATCH_VALUES:
+            raise ImproperlyConfigured(
+                f"binding of {self.queue!r} to {self.exchange!r}: x-match must be one of "
+                f"{sorted(X_MATCH_VALUES)}, not {x_match!r}"
+            )
+        # a private copy: a caller changing its dict later must not change a stored binding
+        object.__setattr__(self, "arguments", arguments)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Binding):
+            return NotImplemented
+        return (self.exchange, self.queue, self.routing_key) == (
+            other.exchange,
+            other.queue,
+            other.routing_key,
+        ) and _typed(self.arguments) == _typed(other.arguments)
+
+    def __hash__(self) -> int:
+        # arguments are left out (dicts do not hash); bindings equal by __eq__ still hash alike
+        return hash((self.exchange, self.queue, self.routing_key))
+
+
+def _check_json(value: Any, what: str) -> None:
+    """Refuse what JSON cannot carry: it could match no header, and could not be stored."""
+    if isinstance(value, list | tuple):
+        items: Iterable[Any] = value
+    elif isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        items = value.values()
+    elif (
+        value is None
+        or isinstance(value, str | int)
+        or (isinstance(value, float) and math.isfinite(value))
+    ):
+        return
+    else:
+        raise ImproperlyConfigured(f"{what} is not a JSON value: {value!r}")
+    for item in items:
+        _check_json(item, what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +128,13 @@ class Queue:
     to ``orders``; ``bindings`` adds more (a queue fed by several keys or exchanges).
     ``max_priority`` is the highest priority honoured (0-9); ``auto_delete`` queues are removed
     when their consumer closes (broadcast queues use it).
+
+    ``binding_arguments`` are the arguments of the queue's own binding, as in kombu: on a headers
+    exchange, ``Queue("pdf", exchange=Exchange("by-kind", "headers"),
+    binding_arguments={"kind": "pdf"})``. A headers binding without arguments matches *every*
+    message (AMQP's rule), so when ``bindings`` already binds the queue to its own headers
+    exchange and ``binding_arguments`` is empty, that argument-less binding is not made:
+    ``exchange=`` then only declares the exchange the bindings need.
     """
 
     name: str
@@ -74,6 +145,7 @@ class Queue:
     auto_delete: bool = False
     max_priority: int = 9
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    binding_arguments: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -85,11 +157,18 @@ class Queue:
 
     def all_bindings(self) -> tuple[Binding, ...]:
         """Every binding of this queue, the one from ``exchange``/``routing_key`` first."""
-        own: tuple[Binding, ...] = ()
-        if self.exchange is not None and self.exchange.name != DEFAULT_EXCHANGE:
-            key = self.routing_key if self.routing_key is not None else self.name
-            own = (Binding(self.exchange.name, self.name, key),)
-        return own + tuple(b for b in self.bindings if b.queue == self.name)
+        extra = tuple(b for b in self.bindings if b.queue == self.name)
+        exchange = self.exchange
+        if exchange is None or exchange.name == DEFAULT_EXCHANGE:
+            return extra
+        if (
+            exchange.type == "headers"
+            and not self.binding_arguments
+            and any(b.exchange == exchange.name for b in extra)
+        ):
+            return extra  # no match-everything binding beside the ones that say what to match
+        key = self.routing_key if self.routing_key is not None else self.name
+        return (Binding(exchange.name, self.name, key, self.binding_arguments), *extra)
 
     def exchanges(self) -> tuple[Exchange, ...]:
         """The exchanges this queue's own binding needs declared."""
@@ -130,18 +209,83 @@ def topic_matches(pattern: str, routing_key: str) -> bool:
     return reachable[len(key)]
 
 
+def _typed(value: Any) -> Any:
+    """``value`` with the type of every scalar made part of it, for type-sensitive equality.
+
+    AMQP tables carry types, and RabbitMQ compares a binding's value with a header's exactly
+    (Erlang's ``=:=``): ``1`` matches neither ``1.0``, nor ``True``, nor ``"1"``. Python's ``==``
+    would say ``1 == 1.0 == True``. Lists and tuples are both AMQP arrays; keys of a table are
+    compared in sorted order, as a table has no order.
+    """
+    if value is None:
+        return ("void",)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, float):
+        return ("float", value)
+    if isinstance(value, str):
+        return ("str", value)
+    if isinstance(value, list | tuple):
+        return ("array", tuple(_typed(item) for item in value))
+    if isinstance(value, Mapping):
+        items = sorted(((str(k), _typed(v)) for k, v in value.items()), key=itemgetter(0))
+        return ("table", tuple(items))
+    return ("other", type(value).__name__, value)
+
+
+_MISSING = object()
+
+
+def headers_match(arguments: Mapping[str, Any], headers: Mapping[str, Any]) -> bool:
+    """True when a message with ``headers`` matches a headers-exchange binding's ``arguments``.
+
+    RabbitMQ's rules (``rabbit_exchange_type_headers``, 3.13 and later):
+
+    * ``x-match`` is ``all`` (the default: every argument must match, so a binding with no other
+      argument matches every message) or ``any`` (one must, so with none nothing matches);
+    * arguments named ``x-...`` are ignored unless ``x-match`` is ``all-with-x`` or
+      ``any-with-x``; ``x-match`` itself always is;
+    * an argument matches when the header of its name is present with an equal value of the same
+      type (see :func:`_typed`); one whose value is ``None`` (AMQP's *void*) matches when the
+      header is present at all, whatever its value.
+
+    RabbitMQ before 3.13 compared numbers by value (``1`` matched ``1.0``); celeriac follows the
+    current rule.
+    """
+    mode = arguments.get("x-match", "all")
+    with_x = mode in ("all-with-x", "any-with-x")
+    want_all = mode in ("all", "all-with-x")
+    for name, expected in arguments.items():
+        if name == "x-match" or (not with_x and name.startswith("x-")):
+            continue
+        found = headers.get(name, _MISSING)
+        hit = found is not _MISSING and (expected is None or _typed(expected) == _typed(found))
+        if hit != want_all:  # a miss decides "all", a hit decides "any"
+            return hit
+    return want_all
+
+
 def route(
     exchange_type: str,
     bindings: Iterable[Binding],
     routing_key: str,
+    headers: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """The queues a message published with ``routing_key`` reaches, each once, in binding order."""
+    """The queues a message published with ``routing_key`` reaches, each once, in binding order.
+
+    ``headers`` are the message's headers: only a headers exchange reads them (and ignores the
+    routing key, as RabbitMQ does).
+    """
     seen: dict[str, None] = {}
     for binding in bindings:
         if exchange_type == "fanout":
             hit = True
         elif exchange_type == "topic":
             hit = topic_matches(binding.routing_key, routing_key)
+        elif exchange_type == "headers":
+            hit = headers_match(binding.arguments, headers or {})
         else:
             hit = binding.routing_key == routing_key
         if hit:
@@ -323,6 +467,7 @@ __all__ = [
     "Queue",
     "Route",
     "Router",
+    "headers_match",
     "route",
     "topic_matches",
 ]

@@ -393,6 +393,65 @@ async def test_fanout_exchange(transport: Transport, case: Case) -> None:
         assert labels(await drain(transport, name)) == ["x"]
 
 
+def headed(label: str, due_at: float | None = None, **headers: Any) -> Outgoing:
+    """A message to the ``by-kind`` headers exchange with these task headers (``headers=``)."""
+    sent = task_message(
+        task="tests.contract",
+        task_id=f"{label}-{uuid.uuid4().hex[:8]}",
+        body=b"[[], {}, {}]",
+        content_type="application/json",
+        content_encoding="utf-8",
+        extra_headers=headers,
+    )
+    return Outgoing(sent, "by-kind", "ignored", due_at)
+
+
+@run_async
+async def test_headers_exchange_routes_on_message_headers(transport: Transport, case: Case) -> None:
+    by_kind = Exchange("by-kind", "headers")
+    pdf_eu = {"x-match": "all", "kind": "pdf", "region": "eu"}
+    await transport.declare_queue(Queue("all", exchange=by_kind, binding_arguments=pdf_eu))
+    pdf_or_eu = {"x-match": "any", "kind": "pdf", "region": "eu"}
+    await transport.declare_queue(Queue("any", exchange=by_kind, binding_arguments=pdf_or_eu))
+    await transport.declare_queue(Queue("one", exchange=by_kind, binding_arguments={"n": 1}))
+    counts = await transport.publish_batch(
+        [
+            headed("both", kind="pdf", region="eu"),
+            headed("kind", kind="pdf", region="us"),
+            headed("region", region="eu"),
+            headed("neither", kind="txt", region="us"),
+            headed("bare"),
+            # RabbitMQ compares types: neither True nor "1" is 1
+            headed("int", n=1),
+            headed("bool", n=True),
+            headed("str", n="1"),
+        ]
+    )
+    assert counts == [case.reached(2), case.reached(1), case.reached(1), 0, 0, 1, 0, 0]
+    assert labels(await drain(transport, "all")) == ["both"]
+    assert sorted(labels(await drain(transport, "any"))) == ["both", "kind", "region"]
+    assert labels(await drain(transport, "one")) == ["int"]
+
+    # a binding with arguments is bound and unbound as itself (same key, other arguments)
+    doc = Binding("by-kind", "all", "", {"kind": "doc"})
+    await transport.bind(doc)
+    assert await transport.publish(headed("doc", kind="doc")) == 1
+    await transport.unbind(doc)
+    assert await transport.publish(headed("doc2", kind="doc")) == 0
+    assert await transport.publish(headed("both2", kind="pdf", region="eu")) == case.reached(2)
+    assert labels(await drain(transport, "all")) == ["doc", "both2"]
+
+    # a delayed message is routed by its headers too (on RabbitMQ, after its delay queue)
+    await drain(transport, "any")
+    late = headed("late", time.time() + 0.3, kind="pdf", region="eu")
+    assert await transport.publish(late) == case.reached(2)
+    deadline = time.monotonic() + 10
+    arrived: list[Delivery] = []
+    while not arrived and time.monotonic() < deadline:
+        arrived = await transport.get(["all"], 10, timeout=1)
+    assert labels(arrived) == ["late"]
+
+
 @run_async
 async def test_default_exchange_routes_by_queue_name(transport: Transport) -> None:
     await transport.declare_queue(Queue("q"))

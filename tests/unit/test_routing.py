@@ -190,7 +190,7 @@ def test_queue_bindings() -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: Exchange("x", "headers"),  # type: ignore[arg-type]
+        lambda: Exchange("x", "x-delayed-message"),  # type: ignore[arg-type]
         lambda: Queue(""),
         lambda: Queue("q", max_priority=10),
     ],

@@ -14,8 +14,9 @@ message lost in a broker crash goes unnoticed, and every count is 1); ``connect_
 (1 round over the URLs per call: the worker's fetch loop and the producer's retry policy do the
 retrying). ``lease_seconds`` does not apply.
 
-**Topology.** Exchanges, queues and bindings are declared on RabbitMQ; queues are durable unless
-they say otherwise, with ``x-max-priority`` = the queue's ``max_priority`` (0-9 mean the same in
+**Topology.** Exchanges, queues and bindings are declared on RabbitMQ (headers exchanges are
+RabbitMQ's own, bound with the bindings' arguments); queues are durable unless they say
+otherwise, with ``x-max-priority`` = the queue's ``max_priority`` (0-9 mean the same in
 celeriac and AMQP, so no level is wasted), or ``x-queue-type: quorum``. An ``auto_delete`` queue
 (a worker's control queue) is also *exclusive*: it goes when its connection does, even if no
 consumer ever started. A queue that exists with other arguments (declared by a Celery worker,
@@ -79,11 +80,6 @@ logger = logging.getLogger("celeriac.transports.amqp")
 
 _CLIENT_ERRORS = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 Declare = Callable[[Link], Awaitable[None]]
-
-
-def _binding_key(binding: Binding) -> str:
-    """The declarations key of a binding (a separator no exchange, queue or key uses)."""
-    return f"bind\x1f{binding.exchange}\x1f{binding.queue}\x1f{binding.routing_key}"
 
 
 class AMQPTransport(Transport):
@@ -251,36 +247,27 @@ class AMQPTransport(Transport):
             await topology.declare_queue(link, queue, self.queue_arguments(queue))
             if queue.durable and not queue.auto_delete:
                 await topology.declare_dead_letters(link, queue.name, quorum)
-            channel = await link.channel("control")
             for binding in queue.all_bindings():
-                await channel.queue_bind(
-                    binding.queue, binding.exchange, routing_key=binding.routing_key
-                )
+                await topology.bind_queue(link, binding)
 
         self._queues[queue.name] = queue
         await self._declare(f"queue:{queue.name}", declare, f"declaring queue {queue.name!r}")
 
     async def bind(self, binding: Binding) -> None:
         async def declare(link: Link) -> None:
-            channel = await link.channel("control")
-            await channel.queue_bind(
-                binding.queue, binding.exchange, routing_key=binding.routing_key
-            )
+            await topology.bind_queue(link, binding)
 
-        key = _binding_key(binding)
+        key = topology.binding_key(binding)
         await self._declare(key, declare, f"binding {binding.queue!r} to {binding.exchange!r}")
 
     async def unbind(self, binding: Binding) -> None:
-        self._declarations.pop(_binding_key(binding), None)
+        self._declarations.pop(topology.binding_key(binding), None)
         link = await self.link()
         with (
             self.errors(f"unbinding {binding.queue!r}"),
             contextlib.suppress(ChannelNotFoundEntity),
         ):
-            channel = await link.channel("control")
-            await channel.queue_unbind(
-                binding.queue, binding.exchange, routing_key=binding.routing_key
-            )
+            await topology.unbind_queue(link, binding)
 
     async def delete_queue(self, name: str) -> None:
         self._declarations.pop(f"queue:{name}", None)

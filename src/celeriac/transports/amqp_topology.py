@@ -14,7 +14,10 @@ where a refused declaration costs nothing but that channel (reopened on next use
   option ``max_priority`` to 0 (or Celery's ``task_queue_max_priority`` to celeriac's levels);
 * :func:`declare_dead_letters`: ``celeriac.dlx`` and ``<queue>.dlq``, the queue's type alike;
 * :func:`check_exchanges`: a passive declare of the exchanges a batch names, so a batch with a
-  missing one is refused before anything is sent.
+  missing one is refused before anything is sent;
+* :func:`bind_queue` / :func:`unbind_queue`: a binding with its arguments, which RabbitMQ's own
+  headers exchanges match against the AMQP headers table, where the task headers already are
+  (:mod:`~.amqp_codec`); no emulation. An unbind must repeat the arguments to name the binding.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
 from celeriac.errors import TransportError
-from celeriac.routing import Queue
+from celeriac.routing import Binding, Queue
 from celeriac.transports.amqp_link import Link
 
 logger = logging.getLogger("celeriac.transports.amqp")
@@ -99,3 +103,33 @@ async def check_exchanges(link: Link, names: Iterable[str]) -> None:
         except ChannelNotFoundEntity:
             raise TransportError(f"exchange {name!r} does not exist on RabbitMQ") from None
         link.known_exchanges.add(name)
+
+
+def binding_key(binding: Binding) -> str:
+    """The declarations key of a binding (a separator no exchange, queue or key uses), with its
+    arguments as sorted JSON: bindings that differ only in arguments are two on RabbitMQ."""
+    arguments = binding.arguments
+    text = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS).decode() if arguments else ""
+    return f"bind\x1f{binding.exchange}\x1f{binding.queue}\x1f{binding.routing_key}\x1f{text}"
+
+
+async def bind_queue(link: Link, binding: Binding) -> None:
+    """``queue.bind`` with the binding's arguments (RabbitMQ validates ``x-match`` again)."""
+    channel = await link.channel("control")
+    await channel.queue_bind(
+        binding.queue,
+        binding.exchange,
+        routing_key=binding.routing_key,
+        arguments=dict(binding.arguments) or None,
+    )
+
+
+async def unbind_queue(link: Link, binding: Binding) -> None:
+    """``queue.unbind`` of exactly that binding (same key, same arguments)."""
+    channel = await link.channel("control")
+    await channel.queue_unbind(
+        binding.queue,
+        binding.exchange,
+        routing_key=binding.routing_key,
+        arguments=dict(binding.arguments) or None,
+    )

@@ -7,8 +7,8 @@ module; :func:`reset_memory_brokers` empties it between tests.
 
 It behaves like the durable brokers in everything but durability: leases that expire and
 redeliver with ``delivery_count + 1``, ``max_deliveries`` and dead letters with a reason,
-``due_at`` delays, priorities 0-9 (higher first, FIFO within one priority), and direct, topic
-and fanout exchanges over stored bindings (see :mod:`celeriac.transports.topology`).
+``due_at`` delays, priorities 0-9 (higher first, FIFO within one priority), and direct, topic,
+fanout and headers exchanges over stored bindings (see :mod:`celeriac.transports.topology`).
 
 Every operation is a short critical section under one ``threading.Lock`` per broker, so sync
 producers in other threads (``publish_sync`` needs no event loop) and a worker's event loop can

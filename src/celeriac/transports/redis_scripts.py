@@ -402,9 +402,18 @@ def encode_topology(topology: Topology) -> bytes:
         {
             "exchanges": topology.exchanges,
             "queues": [[q.name, q.max_priority, q.auto_delete] for q in topology.queues.values()],
-            "bindings": [[b.exchange, b.queue, b.routing_key] for b in topology.bindings()],
+            "bindings": [_binding_row(b) for b in topology.bindings()],
         }
     )
+
+
+def _binding_row(binding: Binding) -> list[Any]:
+    """A binding as stored: ``[exchange, queue, key]``, plus its arguments when it has some
+    (headers exchanges); so a topology without any reads the same in older celeriacs."""
+    row: list[Any] = [binding.exchange, binding.queue, binding.routing_key]
+    if binding.arguments:
+        row.append(binding.arguments)
+    return row
 
 
 def decode_topology(
@@ -417,7 +426,7 @@ def decode_topology(
         topology = Topology.from_rows(
             data["exchanges"].items(),
             [QueueInfo(name, int(p), bool(a)) for name, p, a in data["queues"]],
-            [Binding(*row) for row in data["bindings"]],
+            [Binding(*row) for row in data["bindings"]],  # 3 items, or 4 with arguments
         )
     return StoredTopology((version or b"").decode(), topology, (epoch or b"").decode())
 
@@ -456,6 +465,7 @@ def _chunks(
     count = size = 0
     # a batch has few (priority, exchange, routing key) triples: one value header for each
     headers: dict[tuple[int, str, str], bytes] = {}
+
     def call() -> tuple[Any, ...]:
         token = ""
         if len(items) > 1:  # a batch: its chunks are idempotent (see PUBLISH)

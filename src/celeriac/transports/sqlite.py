@@ -56,11 +56,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+import orjson
 
 from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.routing import Binding, Exchange, Queue
@@ -109,6 +111,11 @@ class _Look:
 
     deliveries: list[Delivery]
     next_due: float | None  # the earliest visibility time in these queues, if any
+
+
+def _json_object(arguments: Mapping[str, Any]) -> str:
+    """A binding's arguments as stored: sorted keys, so equal arguments are equal text."""
+    return orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS).decode()
 
 
 class SQLiteTransport(Transport):
@@ -184,7 +191,10 @@ class SQLiteTransport(Transport):
         topology = Topology.from_rows(
             conn.execute(sql.SELECT_EXCHANGES).fetchall(),
             [QueueInfo(n, p, bool(a)) for n, p, a in conn.execute(sql.SELECT_QUEUES)],
-            [Binding(*row) for row in conn.execute(sql.SELECT_BINDINGS)],
+            [
+                Binding(ex, queue, key, orjson.loads(args) if args else {})
+                for ex, queue, key, args in conn.execute(sql.SELECT_BINDINGS)
+            ],
         )
         if cached:
             self._topology = (version, topology)
@@ -212,7 +222,10 @@ class SQLiteTransport(Transport):
                 )
                 conn.executemany(
                     sql.INSERT_BINDING,
-                    [(b.exchange, b.queue, b.routing_key) for b in topology.bindings()],
+                    [
+                        (b.exchange, b.queue, b.routing_key, _json_object(b.arguments))
+                        for b in topology.bindings()
+                    ],
                 )
                 conn.execute(sql.BUMP_TOPOLOGY)
         self._topology = None

@@ -23,13 +23,28 @@ logger = logging.getLogger(__name__)
 _CHUNK = 5000  # ids per "IN (...)" list, far below SQLite's limit on bound parameters
 SCHEMA_VERSION = 1
 NEVER = 1e308
+# ``arguments``: the binding's arguments as a JSON object (headers exchanges match on them).
+BINDINGS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {name} (exchange TEXT NOT NULL, queue TEXT NOT NULL,"
+    " routing_key TEXT NOT NULL, arguments TEXT NOT NULL DEFAULT '{{}}',"
+    " UNIQUE (exchange, queue, routing_key, arguments))"
+)
+# Databases made before bindings had arguments: the table is rebuilt (SQLite cannot drop the
+# old UNIQUE constraint in place, and it would refuse two headers bindings of one queue), rows
+# kept in order. Older celeriacs still read and write the new table; they ignore ``arguments``.
+ADD_BINDING_ARGUMENTS = (
+    "ALTER TABLE bindings RENAME TO bindings_v1",
+    BINDINGS_TABLE.format(name="bindings"),
+    "INSERT INTO bindings (exchange, queue, routing_key)"
+    " SELECT exchange, queue, routing_key FROM bindings_v1 ORDER BY rowid",
+    "DROP TABLE bindings_v1",
+)
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS exchanges (name TEXT PRIMARY KEY, type TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY,"
     " max_priority INTEGER NOT NULL, auto_delete INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS bindings (exchange TEXT NOT NULL, queue TEXT NOT NULL,"
-    " routing_key TEXT NOT NULL, UNIQUE (exchange, queue, routing_key))",
+    BINDINGS_TABLE.format(name="bindings"),
     "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " queue TEXT NOT NULL, priority INTEGER NOT NULL, due_at REAL NOT NULL,"
     " lease_until REAL, lease_token TEXT, delivery_count INTEGER NOT NULL DEFAULT 0,"
@@ -46,11 +61,13 @@ GET_META = "SELECT value FROM meta WHERE key = ?"
 BUMP_TOPOLOGY = "UPDATE meta SET value = value + 1 WHERE key = 'topology_version'"
 SELECT_EXCHANGES = "SELECT name, type FROM exchanges"
 SELECT_QUEUES = "SELECT name, max_priority, auto_delete FROM queues"
-SELECT_BINDINGS = "SELECT exchange, queue, routing_key FROM bindings ORDER BY rowid"
+SELECT_BINDINGS = "SELECT exchange, queue, routing_key, arguments FROM bindings ORDER BY rowid"
 CLEAR_TOPOLOGY = ("DELETE FROM exchanges", "DELETE FROM queues", "DELETE FROM bindings")
 INSERT_EXCHANGE = "INSERT INTO exchanges (name, type) VALUES (?, ?)"
 INSERT_QUEUE = "INSERT INTO queues (name, max_priority, auto_delete) VALUES (?, ?, ?)"
-INSERT_BINDING = "INSERT INTO bindings (exchange, queue, routing_key) VALUES (?, ?, ?)"
+INSERT_BINDING = (
+    "INSERT INTO bindings (exchange, queue, routing_key, arguments) VALUES (?, ?, ?, ?)"
+)
 DELETE_QUEUE_MESSAGES = "DELETE FROM messages WHERE queue = ?"
 INSERT_MESSAGE = (
     "INSERT INTO messages (queue, priority, due_at, payload, exchange, routing_key,"
@@ -167,6 +184,10 @@ class Database:
         with self.transaction(conn):
             for statement in SCHEMA:
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(bindings)")}
+            if "arguments" not in columns:
+                for statement in ADD_BINDING_ARGUMENTS:
+                    conn.execute(statement)
             conn.execute(INIT_META, ("schema_version", SCHEMA_VERSION))
             conn.execute(INIT_META, ("topology_version", 0))
             version = conn.execute(GET_META, ("schema_version",)).fetchone()[0]

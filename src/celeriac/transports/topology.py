@@ -10,6 +10,8 @@ memory means the same thing on SQLite:
 * publishing to any other exchange that was never declared is an error naming the exchange,
   as RabbitMQ would close the channel with 404;
 * a message that reaches no queue is dropped (logged at debug level) and counted 0;
+* a headers exchange routes on the message's headers (its protocol v2 headers, user ``headers=``
+  included, as RabbitMQ sees them in the AMQP headers table), never on the routing key;
 * a queue's ``max_priority`` clamps the priority a message is stored with in that queue;
 * declaring an existing exchange with another type is refused (AMQP's PRECONDITION_FAILED);
   declaring an existing queue again keeps its first declaration (a changed ``max_priority`` is
@@ -26,9 +28,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from celeriac.errors import TransportError
 from celeriac.protocol.message import Message
@@ -199,22 +201,27 @@ class Topology:
         return True
 
     # -- routing ------------------------------------------------------------------------------
-    def queues_for(self, exchange: str, routing_key: str) -> list[str]:
-        """The declared queues a message published to ``exchange`` with ``routing_key`` reaches."""
+    def queues_for(
+        self, exchange: str, routing_key: str, headers: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """The declared queues a message published to ``exchange`` with ``routing_key`` (and
+        ``headers``, which only a headers exchange reads) reaches."""
         if exchange == DEFAULT_EXCHANGE:
             return [routing_key] if routing_key in self.queues else []
         exchange_type = self.exchanges.get(exchange)
         if exchange_type is None:
             raise unknown_exchange(exchange)
         bindings = self._bindings.get(exchange, {})
-        return [q for q in route(exchange_type, bindings, routing_key) if q in self.queues]
+        queues = route(exchange_type, bindings, routing_key, headers)
+        return [q for q in queues if q in self.queues]
 
     def plan(self, items: Sequence[Outgoing]) -> list[list[Destination]]:
         """Where each item goes, with its priority clamped per queue.
 
         The whole batch is routed before anything is stored, so an unknown exchange anywhere in
         it refuses the batch as a whole instead of leaving half of it published. Routes are
-        memoised per (exchange, key): a batch of 10,000 sends to one queue routes once.
+        memoised per (exchange, key): a batch of 10,000 sends to one queue routes once. Not on a
+        headers exchange, where each message's headers decide (and differ at least by ``id``).
         """
         cache: dict[tuple[str, str], list[str]] = {}
         plans: list[list[Destination]] = []
@@ -222,7 +229,11 @@ class Topology:
             key = (item.exchange, item.routing_key)
             queues = cache.get(key)
             if queues is None:
-                queues = cache[key] = self.queues_for(item.exchange, item.routing_key)
+                if self.exchanges.get(item.exchange) == "headers":
+                    headers = item.message.headers
+                    queues = self.queues_for(item.exchange, item.routing_key, headers)
+                else:
+                    queues = cache[key] = self.queues_for(item.exchange, item.routing_key)
             if not queues:
                 logger.debug(
                     "message %s to exchange %r with key %r reached no queue: dropped",
