@@ -23,7 +23,9 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="celeriac-demo-")
     os.chdir(workdir)
     sys.path.insert(0, str(HERE))
-    from demo_tasks import add, divide, flaky, slow_square
+    from demo_tasks import add, divide, flaky, slow_square, total
+
+    from celeriac import chord
 
     print(f"celeriac demo: broker and results in {workdir}/celeriac.db (SQLite, no server)")
     started = time.perf_counter()
@@ -34,6 +36,9 @@ def main() -> int:
     retried = flaky.delay(2)
     failing = divide.delay(1, 0)
     later = add.apply_async((40, 2), countdown=1)
+    workflow = (
+        add.s(1, 1) | chord((add.s(i) for i in range(100)), total.s()) | add.s(1000)
+    ).delay()
 
     env = {
         **os.environ,
@@ -70,6 +75,10 @@ def main() -> int:
         except ZeroDivisionError as exc:
             print(f"failing task: re-raised {type(exc).__name__}: {exc} (state {failing.state})")
         print(f"countdown task: {later.get(timeout=30)} (ran at least 1 s after it was sent)")
+        print(
+            f"workflow add(1, 1) | chord(add(x, i) for 100 i, total) | add(1000): "
+            f"{workflow.get(timeout=60)}"
+        )
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=30)

@@ -32,3 +32,9 @@ def flaky(self: Task[[int], int], attempts_needed: int) -> str:
 @app.task
 def divide(x: float, y: float) -> float:
     return x / y
+
+
+@app.task
+def total(values: list[int]) -> int:
+    """A chord body: gets the list of its header's results, in order."""
+    return sum(values)
