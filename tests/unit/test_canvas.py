@@ -122,6 +122,10 @@ def test_malformed_signatures_are_refused(app: Celeriac) -> None:
 
 
 # -- building workflows --
+def test_an_empty_group_needs_no_app() -> None:
+    assert group([]).apply_async().get() == []  # nothing to send: Celery returns [] too
+
+
 def test_pipe_builds_one_flat_chain(add: Task[Any, Any]) -> None:
     flow = add.s(1) | add.s(2) | (add.s(3) | add.s(4))
     assert isinstance(flow, chain)

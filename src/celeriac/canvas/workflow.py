@@ -119,7 +119,7 @@ class _Workflow(Signature):
     ) -> ResultHandle:
         work = self._copy()
         assert isinstance(work, _Workflow)
-        if self._app().conf.task_always_eager:
+        if self.app is not None and self.app.conf.task_always_eager:
             return work.apply(args, kwargs)
         return work._send(args, kwargs, **options)
 
