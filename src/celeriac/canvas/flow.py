@@ -9,12 +9,13 @@ of (with the group id in the ``group`` header). When the task ends for good:
 - it failed (or was revoked or rejected): every remaining step of its chain is marked failed with
   the same error, so ``get()`` on the workflow's result raises instead of hanging (Celery 5 does
   the same); a remaining step that was a chord member is counted for that chord;
-- it is a chord member: it is counted with the backend's atomic counter, once per task id however
-  often its message is delivered; the member that completes the count reads the header's results
-  in order and sends the body with them, or fails the body with :class:`ChordError` (and calls the
-  body's ``link_error``) when a member failed.
+- it is a chord member: it is counted by one atomic step of the backend (``join_chord``), once
+  per task id however often its message is delivered; the member that completes the count reads
+  the header's results in order and sends the body with them, or fails the body with
+  :class:`ChordError` (and calls the body's ``link_error``) when a member failed. A "body sent"
+  mark lets a redelivered member finish the job of one that died between counting and sending.
 
-No polling task and no lock: one atomic increment per member decides who sends the body.
+No polling task and no lock held across calls: the backend's atomic step decides who sends.
 """
 
 from __future__ import annotations
