@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -203,3 +204,47 @@ def test_a_rabbitmq_restart_during_3000_persistent_tasks_loses_none(setup: Setup
     assert worker.running
     # aiormq logs the forced close with its own traceback; none may run through celeriac's code
     assert f"{os.sep}celeriac{os.sep}" not in worker.stderr()
+
+
+def test_a_producer_sending_through_a_rabbitmq_restart_loses_nothing(setup: Setup) -> None:
+    """`.delay()` one by one while RabbitMQ stops and starts: the sends that meet the outage are
+    retried by `task_publish_retry_policy` until it is back; every one is confirmed and runs."""
+    count = 300
+    setup.app.config_from_object(
+        {
+            "task_publish_retry_policy": {
+                "max_retries": 200,
+                "interval_start": 0.05,
+                "interval_step": 0.05,
+                "interval_max": 0.2,
+            }
+        }
+    )
+    record = setup.app.tasks["a.record"]
+    record.delay("warm-up")  # connected and declared before the outage
+    stopped = threading.Event()
+
+    def restart() -> None:
+        try:
+            amqp_broker.stop_app()
+            stopped.set()
+            time.sleep(1.0)
+        finally:
+            amqp_broker.start_app()
+
+    restarter = threading.Thread(target=restart)
+    longest = 0.0
+    try:
+        for i in range(count):
+            if i == count // 3:
+                restarter.start()
+                assert stopped.wait(60), "RabbitMQ did not stop"
+            started = time.monotonic()
+            record.delay(str(i))
+            longest = max(longest, time.monotonic() - started)
+    finally:
+        if restarter.ident is not None:
+            restarter.join(90)
+    assert longest > 0.5, "no send met the outage"  # one waited, retrying, for the restart
+    setup.start_worker()
+    setup.wait_for_runs("every task to run", lambda runs: len(set(runs) - {"warm-up"}) == count, 60)
