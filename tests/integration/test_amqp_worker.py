@@ -19,7 +19,7 @@ from pathlib import Path
 import amqp_broker
 import pytest
 from apps.amqp_tasks import MAX_DELIVERIES_ENV, QUEUE_ENV, RUNS_ENV, URL_ENV, build_app
-from worker_harness import INTEGRATION_DIR, WorkerProcess
+from worker_harness import WorkerProcess, child_env
 
 from celeriac import Celeriac
 from celeriac.transports.amqp import AMQPTransport
@@ -39,20 +39,14 @@ class Setup:
         self.app: Celeriac = build_app(amqp_broker.URL, self.queue, str(self.runs), max_deliveries)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(INTEGRATION_DIR), os.environ.get("PYTHONPATH", "")) if p
-        )
-        env.update(
+        return child_env(
             {
                 URL_ENV: amqp_broker.URL,
                 QUEUE_ENV: self.queue,
                 MAX_DELIVERIES_ENV: str(self.max_deliveries),
                 RUNS_ENV: str(self.runs),
-                "PYTHONUNBUFFERED": "1",
             }
         )
-        return env
 
     def start_worker(self) -> WorkerProcess:
         args = [sys.executable, "-m", "celeriac", "-A", "apps.amqp_tasks", "worker"]

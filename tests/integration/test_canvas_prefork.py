@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from apps.canvas_tasks import Boom, runs
 from apps.canvas_worker import PREFIX_ENV, URL_ENV, build_app
-from worker_harness import INTEGRATION_DIR, WorkerProcess
+from worker_harness import WorkerProcess, child_env
 
 from celeriac import ChordError, Signature, chord, group
 from conftest import delete_redis_keys, require_service
@@ -31,11 +31,7 @@ class Setup:
         self.workers: list[WorkerProcess] = []
 
     def start_worker(self) -> WorkerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(INTEGRATION_DIR), os.environ.get("PYTHONPATH", "")) if p
-        )
-        env.update({URL_ENV: self.url, PREFIX_ENV: self.prefix, "PYTHONUNBUFFERED": "1"})
+        env = child_env({URL_ENV: self.url, PREFIX_ENV: self.prefix})
         args = [sys.executable, "-m", "celeriac", "-A", "apps.canvas_worker", "worker"]
         args += ["-P", "prefork", "-c", "2", "-l", "info"]
         worker = WorkerProcess(args, env, self.dir)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 from apps.prefork_tasks import APP_SPEC, DB_ENV, POOL_SPEC, RecordingPool, make_app
+from worker_harness import child_env
 
 from celeriac import (
     Celeriac,
@@ -41,7 +42,6 @@ from celeriac.worker.pools.base import PoolOptions
 from celeriac.worker.pools.prefork import PreforkPool
 
 T = TypeVar("T")
-INTEGRATION_DIR = Path(__file__).resolve().parent
 MB = 2**20
 
 
@@ -269,11 +269,7 @@ class CliWorker:
     """``python -m celeriac ... worker -P prefork`` as a process, its stderr kept line by line."""
 
     def __init__(self, db: Path, cwd: Path, *extra: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(INTEGRATION_DIR), os.environ.get("PYTHONPATH", "")) if p
-        )
-        env[DB_ENV] = str(db)
+        env = child_env({DB_ENV: str(db)})
         args = [sys.executable, "-m", "celeriac", "-A", APP_SPEC, "worker", "-P", "prefork"]
         self.proc = subprocess.Popen(
             [*args, "-c", "2", "-l", "info", *extra],

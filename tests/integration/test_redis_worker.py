@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from apps.redis_tasks import LEASE_ENV, PREFIX_ENV, RUNS_ENV, URL_ENV, build_app
 from redis_server import RedisServer
-from worker_harness import INTEGRATION_DIR, WorkerProcess
+from worker_harness import WorkerProcess, child_env
 
 from celeriac import Celeriac
 from conftest import require_service
@@ -32,20 +32,14 @@ class Setup:
         self.app: Celeriac = build_app(url, self.prefix, lease, str(self.runs))
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(INTEGRATION_DIR), os.environ.get("PYTHONPATH", "")) if p
-        )
-        env.update(
+        return child_env(
             {
                 URL_ENV: self.url,
                 PREFIX_ENV: self.prefix,
                 LEASE_ENV: str(self.lease),
                 RUNS_ENV: str(self.runs),
-                "PYTHONUNBUFFERED": "1",
             }
         )
-        return env
 
     def start_worker(self, *extra: str) -> WorkerProcess:
         args = [

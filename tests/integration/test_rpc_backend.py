@@ -10,7 +10,6 @@ process that proves results reach only the process that sent the task.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import aio_pika
 import pytest
 import redis
 from apps.rpc_tasks import BACKEND_ENV, BROKER_ENV, PREFIX_ENV, QUEUE_ENV, RESULTS, Boom, build_app
-from worker_harness import INTEGRATION_DIR, WorkerProcess
+from worker_harness import WorkerProcess, child_env
 
 from celeriac import Celeriac, chain, chord, group, states
 from celeriac.errors import ImproperlyConfigured, TaskRevokedError, TimeoutError
@@ -229,20 +228,14 @@ class Deployment:
         self.workers: list[WorkerProcess] = []
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(INTEGRATION_DIR), os.environ.get("PYTHONPATH", "")) if p
-        )
-        env.update(
+        return child_env(
             {
                 BROKER_ENV: self.broker,
                 BACKEND_ENV: self.backend,
                 PREFIX_ENV: self.prefix,
                 QUEUE_ENV: self.queue,
-                "PYTHONUNBUFFERED": "1",
             }
         )
-        return env
 
     def start_worker(self, pool: str = "threads") -> WorkerProcess:
         args = [sys.executable, "-m", "celeriac", "-A", "apps.rpc_tasks", "worker"]

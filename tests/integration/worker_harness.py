@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -38,6 +38,18 @@ READY = re.compile(r"\S+ ready: pool=")
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 KILL_TIMEOUT = 5.0
+
+
+def child_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a worker a test starts: no inherited ``CELERIAC_*`` settings, the test
+    apps (``apps.*``) importable, unbuffered output, and the test's own ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(INTEGRATION_DIR), os.environ.get("PYTHONPATH", "")) if p
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
 
 
 class WorkerProcess:
@@ -187,17 +199,9 @@ class Harness:
         return self._app
 
     def env(self, db: Path | str | None = None, **extra: str) -> dict[str, str]:
-        """The environment of a child: no inherited ``CELERIAC_*`` settings, our tasks module
-        importable, the broker file given."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(INTEGRATION_DIR), os.environ.get("PYTHONPATH", "")) if p
-        )
-        env[DB_ENV] = str(db if db is not None else self.db)
-        env[LEASE_ENV] = str(self.lease_seconds)
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(extra)
-        return env
+        """The environment of a child (see :func:`child_env`), the broker file given."""
+        db_path = str(db if db is not None else self.db)
+        return child_env({DB_ENV: db_path, LEASE_ENV: str(self.lease_seconds), **extra})
 
     def celeriac_args(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "celeriac", *args]
