@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 
 from celeriac.errors import BackendError, ImproperlyConfigured
 from celeriac.results.base import Backend
+from celeriac.utils.sqlite_wal import enable_wal
 from celeriac.utils.urls import redact_url
 
 logger = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ class SQLiteBackend(Backend):
             raise BackendError(f"cannot open result database {self.path!r}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            enable_wal(conn, self.busy_timeout / 1000)
             conn.execute("PRAGMA synchronous = NORMAL")
             if not self._schema_ready:
                 with self._lock:

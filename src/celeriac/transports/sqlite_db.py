@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from celeriac.errors import TransportError
+from celeriac.utils.sqlite_wal import enable_wal
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +166,8 @@ class Database:
                 isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
                 check_same_thread=False,  # only so that close() may close it from elsewhere
             )
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = enable_wal(conn, self.busy_timeout / 1000)
+            if mode != "wal":
                 logger.warning("SQLite broker %s runs in %s mode, not WAL", self.path, mode)
             conn.execute(f"PRAGMA busy_timeout={self.busy_timeout}")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
