@@ -19,7 +19,7 @@ from pathlib import Path
 import amqp_broker
 import pytest
 from apps.amqp_tasks import MAX_DELIVERIES_ENV, QUEUE_ENV, RUNS_ENV, URL_ENV, build_app
-from worker_harness import WorkerProcess, child_env
+from worker_harness import WorkerProcess, child_env, wait_for_runs
 
 from celeriac import Celeriac
 from celeriac.transports.amqp import AMQPTransport
@@ -68,12 +68,7 @@ class Setup:
     def wait_for_runs(
         self, condition: str, check: Callable[[list[str]], bool], timeout: float
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while not check(self.runs_seen()):
-            if time.monotonic() > deadline:
-                outputs = "\n".join(w.output() for w in self.workers)
-                raise AssertionError(f"timed out waiting for {condition}\n{outputs}")
-            time.sleep(0.02)
+        wait_for_runs(condition, self.runs_seen, check, timeout, self.workers)
 
     def dead_letters(self) -> list[DeadLetter]:
         transport = AMQPTransport(amqp_broker.URL)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from apps.redis_tasks import LEASE_ENV, PREFIX_ENV, RUNS_ENV, URL_ENV, build_app
 from redis_server import RedisServer
-from worker_harness import WorkerProcess, child_env
+from worker_harness import WorkerProcess, child_env, wait_for_runs
 
 from celeriac import Celeriac
 from conftest import require_service
@@ -70,12 +70,7 @@ class Setup:
     def wait_for_runs(
         self, condition: str, check: Callable[[list[str]], bool], timeout: float
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while not check(self.runs_seen()):
-            if time.monotonic() > deadline:
-                outputs = "\n".join(w.output() for w in self.workers)
-                raise AssertionError(f"timed out waiting for {condition}\n{outputs}")
-            time.sleep(0.02)
+        wait_for_runs(condition, self.runs_seen, check, timeout, self.workers)
 
     def close(self) -> None:
         for worker in self.workers:

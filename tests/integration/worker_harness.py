@@ -52,6 +52,24 @@ def child_env(settings: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def wait_for_runs(
+    condition: str,
+    read: Callable[[], list[str]],
+    check: Callable[[list[str]], bool],
+    timeout: float,
+    workers: Sequence[WorkerProcess],
+) -> None:
+    """Poll the runs a test's tasks record (``read``) until ``check`` holds; past ``timeout``
+    fail with every worker's output. The runs live in a file the workers append to, which
+    offers no event to wait on, hence the short polls."""
+    deadline = time.monotonic() + timeout
+    while not check(read()):
+        if time.monotonic() > deadline:
+            outputs = "\n".join(w.output() for w in workers)
+            raise AssertionError(f"timed out waiting for {condition}\n{outputs}")
+        time.sleep(0.02)
+
+
 class WorkerProcess:
     """One ``python -m celeriac ... worker`` child, with its output collected as it comes."""
 
