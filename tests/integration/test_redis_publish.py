@@ -22,7 +22,7 @@ from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import Outgoing
 from celeriac.transports.redis import RedisTransport
 from celeriac.transports.redis_scripts import CHUNK_COPIES
-from conftest import require_service
+from conftest import delete_redis_keys, require_service
 
 pytestmark = pytest.mark.redis
 
@@ -46,11 +46,7 @@ def prefix() -> Iterator[str]:
     require_service("Redis", 6379)
     name = f"celeriac-it:{uuid.uuid4().hex[:12]}:"
     yield name
-    client = redis.Redis.from_url(URL)
-    keys = list(client.scan_iter(match=f"{name}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_redis_keys(URL, name)
 
 
 def declared(prefix: str, *queues: Queue) -> RedisTransport:

@@ -40,7 +40,7 @@ from celeriac.transports.redis_url import (
     password_of,
 )
 from celeriac.transports.topology import max_deliveries_reason
-from conftest import REQUIRE_SERVICES, require_service
+from conftest import REQUIRE_SERVICES, delete_redis_keys, require_service
 
 pytestmark = pytest.mark.redis
 
@@ -74,11 +74,7 @@ def prefix() -> Iterator[str]:
     require_service("Redis", 6379)
     name = f"celeriac-it:{uuid.uuid4().hex[:12]}:"
     yield name
-    client = redis.Redis.from_url(URL)
-    keys = list(client.scan_iter(match=f"{name}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_redis_keys(URL, name)
 
 
 def blocked_clients(client: redis.Redis) -> int:
