@@ -144,6 +144,66 @@ def test_two_idle_consumers_both_wake_for_a_batch_of_two(prefix: str) -> None:
     run(go())
 
 
+def test_a_get_after_a_short_claim_waits_at_once_instead_of_claiming_first(prefix: str) -> None:
+    """A claim that came back short emptied the queue: the next get() starts in BLPOP (its claim
+    rides behind it), so an idle worker pays one round trip per task, not two."""
+
+    async def go() -> None:
+        consumer = RedisTransport(URL, key_prefix=prefix)
+        await consumer.declare_queue(Queue("q"))
+        probe = redis.Redis.from_url(URL)
+        baseline = blocked_clients(probe)
+        # the first task of an idle worker: woken by the publish (which also takes its token)
+        waiting = asyncio.ensure_future(consumer.get(["q"], 10, timeout=10))
+        await until_blocked(probe, baseline + 1)
+        await asyncio.to_thread(consumer.publish_sync, [out("first")])
+        got = await waiting
+        assert ids(got) == ["first"]  # 1 of 10: short
+        await consumer.ack(got)
+        claims: list[object] = []
+        claim = consumer._claim
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            claims.append(args[3] if len(args) > 3 else kwargs.get("wake"))
+            return await claim(*args, **kwargs)
+
+        consumer._claim = counting  # type: ignore[method-assign]
+        waiting = asyncio.ensure_future(consumer.get(["q"], 10, timeout=10))
+        await until_blocked(probe, baseline + 1)
+        await asyncio.to_thread(consumer.publish_sync, [out("second")])
+        got = await waiting
+        assert ids(got) == ["second"]
+        assert len(claims) == 1 and claims[0] is not None  # one claim, sent behind the BLPOP
+        await consumer.ack(got)
+        probe.close()
+        await consumer.close()
+
+    run(go())
+
+
+def test_a_get_after_a_short_claim_still_wakes_when_a_delay_falls_due(prefix: str) -> None:
+    """The short claim says when the next delayed message is due, and the BLPOP that follows
+    waits no longer than that."""
+
+    async def go() -> None:
+        transport = RedisTransport(URL, key_prefix=prefix)
+        await transport.declare_queue(Queue("q"))
+        due = time.time() + 0.5
+        await transport.publish_batch([out("now"), out("soon", due_at=due)])
+        got = await transport.get(["q"], 10, timeout=5)
+        assert ids(got) == ["now"]
+        await transport.ack(got)
+        started = time.monotonic()
+        got = await transport.get(["q"], 10, timeout=5)
+        assert ids(got) == ["soon"]
+        assert time.time() >= due - 0.01
+        assert time.monotonic() - started < 2.0  # not the whole timeout
+        await transport.ack(got)
+        await transport.close()
+
+    run(go())
+
+
 def test_an_idle_get_uses_almost_no_cpu(prefix: str) -> None:
     async def go() -> None:
         transport = RedisTransport(URL, key_prefix=prefix)

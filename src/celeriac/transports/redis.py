@@ -155,6 +155,9 @@ class RedisTransport(Transport):
         self._declared: dict[str, Callable[[Topology], bool]] = {}
         self._rotation = 0
         self._returning: set[asyncio.Task[None]] = set()
+        #: queues -> event-loop time until which nothing in them falls due, for the queues whose
+        #: last claim came back short (they were empty): see ``get``.
+        self._emptied: dict[tuple[str, ...], float] = {}
 
     def _key(self, queue: str, suffix: str) -> str:
         return f"{self.prefix}q:{queue}:{suffix}"
@@ -509,13 +512,25 @@ class RedisTransport(Transport):
         wanted = list(dict.fromkeys(queues))
         clients = await self._clients()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(timeout, 0.0)
+        now = loop.time()
+        deadline = now + max(timeout, 0.0)
         notify = [self._key(queue, "notify") for queue in wanted]
         wake: tuple[list[str], float] | None = None
+        # The last claim on these queues came back short, so they were empty then: wait for a
+        # publish at once (the claim rides behind the BLPOP) rather than claim first and find
+        # nothing, a round trip that an idle worker's every task used to pay. Anything
+        # published since pushed the notify list, so the BLPOP returns at once for it.
+        empty_until = self._emptied.pop(tuple(wanted), None)
+        if empty_until is not None and empty_until > now and timeout > 0:
+            wait = min(deadline, empty_until) - now
+            wake = (notify, max(1, math.ceil(wait * 1000)) / 1000)
         while True:
             deliveries, next_due, epoch = await self._claim_cancel_safe(
                 clients, wanted, max_count, wake
             )
+            if len(deliveries) < max_count:
+                due = loop.time() + next_due if next_due is not None else math.inf
+                self._emptied[tuple(wanted)] = due
             if deliveries:
                 return deliveries
             if self._declared and epoch != self._epoch:  # Redis lost its data: see _redeclare

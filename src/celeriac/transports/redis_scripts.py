@@ -165,7 +165,8 @@ return n
 
 # ARGV: prefix, lease seconds, max deliveries, max count, start index, queue names...
 # Returns {next_due_in or "", topology epoch or "", then per delivery: queue index, id,
-# delivery count, stored value}.
+# delivery count, stored value}. Fewer than max count claimed means the queues are empty now;
+# next_due_in is then the time until a delayed message or a lease falls due, if any does.
 CLAIM = (
     PRELUDE
     + r"""
@@ -254,7 +255,10 @@ if taken > 0 then
   for _, queue in ipairs(queues) do
     if redis.call('ZCARD', k(queue, 'ready')) > 0 then notify(queue) end
   end
-else
+end
+if taken < max_count then
+  -- every queue gave all it had: say when the next one falls due, so the consumer can wait in
+  -- BLPOP right away instead of claiming again first
   local earliest = nil
   for _, queue in ipairs(queues) do
     for _, suffix in ipairs({'delayed', 'leased'}) do
