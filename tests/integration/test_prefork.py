@@ -246,6 +246,32 @@ def test_terminate_a_running_task_revokes_it(db: Path, tmp_path: Path) -> None:
         assert app.tasks["p.add"].delay(1, 1).get(timeout=10) == 2
 
 
+def test_a_request_waiting_for_a_busy_child_is_not_run_once_revoked(
+    db: Path, tmp_path: Path
+) -> None:
+    """The pool holds the next request in the parent while its only child is busy (it never
+    sits in a child's pipe), so a revoke that arrives meanwhile still stops it."""
+    with prefork(concurrency=1) as (app, pool):
+        release = tmp_path / "release"
+        blocked = app.tasks["p.block"].delay(str(tmp_path / "m"), str(release))
+        read_pid(tmp_path / "m")
+        waiting = app.tasks["p.add"].delay(1, 2)
+        children = pool._children
+        assert children is not None
+        wait_until(
+            lambda: any(w.request.id == waiting.id for w in list(children._waiters)),
+            "the second request to wait in the pool",
+        )
+        app.control.revoke(waiting.id)
+        wait_until(lambda: waiting.id in pool.revoked, "the revoke to reach the worker")
+        release.touch()
+        assert isinstance(blocked.get(timeout=10), int)
+        with pytest.raises(TaskRevokedError):
+            waiting.get(timeout=10)
+        assert waiting.state == states.REVOKED
+        assert app.tasks["p.add"].delay(2, 2).get(timeout=10) == 4
+
+
 def test_resize_grows_and_shrinks(db: Path) -> None:
     with prefork(concurrency=1) as (app, pool):
         (first,) = pool.child_pids()

@@ -29,17 +29,21 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         h.close()
 
 
-@pytest.mark.parametrize("task", ["t.block", "t.late_block"])
+@pytest.mark.parametrize(
+    ("task", "pool"),
+    [("t.block", "threads"), ("t.late_block", "threads"), ("t.block", "prefork")],
+)
 def test_warm_shutdown_finishes_the_running_task_and_returns_the_rest(
-    harness: Harness, task: str
+    harness: Harness, task: str, pool: str
 ) -> None:
     app = harness.app
     runs, release = harness.dir / "runs", harness.dir / "release"
     runs.mkdir()
     blocker = app.send_task(task, (str(runs), str(release)))
     adds = [app.send_task("t.add", (i, 100)) for i in range(6)]
-    # one slot, four messages held: the blocker runs, three adds wait in the worker
-    worker = harness.start_worker("--prefetch-multiplier", "4", concurrency=1)
+    # one slot, four messages held: the blocker runs, three adds wait in the worker (one of
+    # them in the pool's own queue: prefork's waits there for the busy child)
+    worker = harness.start_worker("--prefetch-multiplier", "4", concurrency=1, pool=pool)
     wait_until(lambda: len(files(runs)) == 1, 10, "the blocking task to start")
     assert harness.queue_size() == 3
     worker.send(signal.SIGTERM)

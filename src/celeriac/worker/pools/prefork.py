@@ -12,11 +12,14 @@ message that is already complete (a child writes each message in one write). No 
 per child, so no thread hop per task and nothing to join; a child's exit is seen through its
 sentinel even when it dies mid-write, and anything it sent before dying is read first.
 
-**One task per child, handed only to an idle one.** ``run`` takes a child from an idle queue
-(the consumer never asks for more than ``concurrency`` at once, but a replacement may still be
-starting), sends it the request and awaits a future that exactly one of these resolves: the
-child's ``Done``, the hard time limit, ``terminate``, the child's death, or a cold stop. The
-loser of any race finds the job gone and does nothing, so a task is settled once.
+**One task per child, handed only to an idle one.** ``run`` queues the request for the first
+idle child (``depth`` 2: the consumer hands over up to two requests per child, so under load
+the next one already waits in the parent when a child finishes, and the callback that reads the
+child's ``Done`` sends it at once; see :mod:`~celeriac.worker.pools.supervisor`). A child never
+holds more than the task it runs, so what waits can still be withdrawn or found revoked. Then
+``run`` awaits a future that exactly one of these resolves: the child's ``Done``, the hard time
+limit, ``terminate``, the child's death, or a cold stop. The loser of any race finds the job
+gone and does nothing, so a task is settled once.
 
 **Who stores what.** The child stores its own result (and sends callbacks). When the child cannot
 (killed at the hard limit, terminated, lost), the parent stores FAILURE (``TimeLimitExceeded``,
@@ -39,8 +42,9 @@ import asyncio
 import logging
 import multiprocessing
 import signal
+from collections.abc import Collection
 from multiprocessing.reduction import ForkingPickler
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import states
 from celeriac.context import Request
@@ -73,6 +77,7 @@ class PreforkPool(Pool):
     """Runs each task in one of ``concurrency`` child processes (see the module docstring)."""
 
     name = "prefork"
+    depth: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -100,6 +105,7 @@ class PreforkPool(Pool):
             asyncio.get_running_loop(),
             self.concurrency,
             self._child_config,
+            self.revoked,
         )
         children.fill()
         first = list(children.children)
@@ -163,6 +169,10 @@ class PreforkPool(Pool):
             children.dismiss(child, f"the pool shrinks to {self.concurrency}")
         children.fill()
 
+    def withdraw(self, task_ids: Collection[str]) -> set[str]:
+        """Requests still waiting for a child (none has them) come back (warm shutdown)."""
+        return set() if self._children is None else self._children.withdraw(task_ids)
+
     def child_pids(self) -> list[int]:
         """The pids of the children that take work now (started, not retiring)."""
         if self._children is None:
@@ -184,16 +194,21 @@ class PreforkPool(Pool):
             outcome = Outcome(states.FAILURE, exc=exc, reason=f"cannot pass it to a child: {exc}")
             await asyncio.to_thread(finish, task, request, outcome, self.hostname)
             return outcome
-        child = await children.take(task, request, payload)
-        job = child.job
-        assert job is not None
-        if on_start is not None:
-            on_start()
         loop = asyncio.get_running_loop()
-        if soft:
-            job.timers.append(loop.call_later(soft, self._soft_limit, child, job, soft))
-        if hard:
-            job.timers.append(loop.call_later(hard, self._hard_limit, child, job, hard))
+
+        def sent(child: Child, job: Job) -> None:  # in the supervisor's hand-off callback
+            if on_start is not None:
+                on_start()
+            if soft:
+                job.timers.append(loop.call_later(soft, self._soft_limit, child, job, soft))
+            if hard:
+                job.timers.append(loop.call_later(hard, self._hard_limit, child, job, hard))
+
+        job = await children.take(task, request, payload, sent)
+        if job is None:  # revoked while it waited for a child: it never ran
+            outcome = Outcome(states.REVOKED, exc=TaskRevokedError("revoked"), reason="revoked")
+            await asyncio.to_thread(finish, task, request, outcome, self.hostname)
+            return outcome
         verdict = await job.future
         if isinstance(verdict, Done):
             return await self._from_done(task, request, verdict)
