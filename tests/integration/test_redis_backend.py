@@ -35,11 +35,12 @@ from celeriac.errors import BackendError, ImproperlyConfigured
 from celeriac.results.base import ResultMeta
 from celeriac.results.redis import RedisBackend
 from celeriac.results.registry import create_backend
-from conftest import require_service
+from celeriac.results.result import AsyncResult
+from conftest import delete_redis_keys, require_service
 
 pytestmark = pytest.mark.redis
 
-URL = "redis://127.0.0.1:6379/1"
+URL = "redis://127.0.0.1:6379/15"
 
 
 def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -56,13 +57,7 @@ def prefix() -> Iterator[str]:
     require_service("Redis", 6379)
     value = f"celeriac-it:{uuid.uuid4().hex[:12]}:"
     yield value
-    client = redis.Redis.from_url(URL)
-    try:
-        keys = list(client.scan_iter(match=f"{value}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_redis_keys(URL, value)
 
 
 @pytest.fixture
@@ -241,14 +236,239 @@ def test_round_trips_per_operation(
     assert backend.wait_for(task_id, timeout=10).result == 1
     assert (sent, subscriptions) == (["GET"], [])
     sent.clear()
-    assert backend.wait_for(str(uuid.uuid4()), timeout=0.01).status == states.PENDING
+    assert backend.wait_for(str(uuid.uuid4()), timeout=0.1).status == states.PENDING
     assert (sent, subscriptions) == (["GET", "GET"], [1])  # read, subscribe, read again
     sent.clear()
-    assert backend.wait_for(str(uuid.uuid4()), timeout=0.01).status == states.PENDING
+    assert backend.wait_for(str(uuid.uuid4()), timeout=0.1).status == states.PENDING
     assert (sent, subscriptions) == (["GET", "GET"], [1])  # the thread's connection, reused
+    sent.clear()
+    assert backend.wait_for(task_id, timeout=10).result == 1  # ready: SUBSCRIBE written, unread
+    assert (sent, subscriptions) == (["GET"], [1])
+    sent.clear()
+    assert backend.wait_for(task_id, timeout=0).result == 1  # a look: one GET, nothing written
+    assert (sent, subscriptions, backend._subscribers.subscribed()) == (
+        ["GET"],
+        [1],
+        backend.ready_channel(task_id).encode(),
+    )
 
 
 # -- the thread's reused subscriber connection -----------------------------------------------------
+
+
+def warm(backend: RedisBackend) -> None:
+    """Give this thread its subscriber connection (a thread's first wait opens it after its
+    first GET; every later wait writes its SUBSCRIBE before the GET), with no reply left
+    unread on it: a short wait may time out before its confirmation arrives."""
+    for _ in range(1000):
+        assert backend.wait_for(str(uuid.uuid4()), timeout=0.01).status == states.PENDING
+        held = backend._subscribers._mine()
+        if held is not None and held.pending == 0:
+            return
+    pytest.fail("no wait read its confirmation")
+
+
+def store_later(backend: RedisBackend, meta: ResultMeta, delay: float = 0.05) -> threading.Timer:
+    """Store ``meta`` ``delay`` seconds from now, while the caller waits (join the timer)."""
+    timer = threading.Timer(delay, lambda: backend.store(meta))
+    timer.start()
+    return timer
+
+
+def wire_log(
+    backend: RedisBackend,
+    monkeypatch: pytest.MonkeyPatch,
+    after_get: Callable[[list[str]], None] = lambda log: None,
+) -> list[str]:
+    """What a sync wait does, in order: each command sent on the command client (``GET``),
+    each write on the thread's subscriber connection (``write UNSUBSCRIBE SUBSCRIBE``) and each
+    reply read from it (``read subscribe``). Spies that pass every call through to the real
+    server; the subscriber connections made from here on are watched. ``after_get`` runs after
+    each command's reply, to order a store by the waiter's steps rather than by a timer."""
+    log: list[str] = []
+    client: Any = backend._client  # redis-py leaves execute_command untyped
+    execute = client.execute_command
+    make_connection = backend._sub_pool.make_connection
+
+    def logged_execute(*args: Any, **options: Any) -> Any:
+        log.append(str(args[0]))
+        reply = execute(*args, **options)
+        after_get(log)
+        return reply
+
+    def watched_connection() -> Any:
+        conn: Any = make_connection()
+        send, read = conn.send_packed_command, conn.read_response
+
+        def logged_send(packed: Any, *args: Any, **options: Any) -> Any:
+            chunks = packed if isinstance(packed, list) else [packed]
+            lines = b"".join(bytes(chunk) for chunk in chunks).split(b"\r\n")
+            names = [lines[i + 2].decode() for i, line in enumerate(lines) if line[:1] == b"*"]
+            log.append("write " + " ".join(names))
+            return send(packed, *args, **options)
+
+        def logged_read(*args: Any, **options: Any) -> Any:
+            reply = read(*args, **options)
+            kind = reply[0].decode() if isinstance(reply, list) else repr(reply)
+            log.append(f"read {kind}")
+            return reply
+
+        conn.send_packed_command, conn.read_response = logged_send, logged_read
+        return conn
+
+    monkeypatch.setattr(backend._client, "execute_command", logged_execute)
+    monkeypatch.setattr(backend._sub_pool, "make_connection", watched_connection)
+    return log
+
+
+def test_get_of_a_result_stored_while_it_waits(make_backend: Callable[..., RedisBackend]) -> None:
+    """The normal path, on a thread's first wait (GET, then a new connection) and on later
+    ones (SUBSCRIBE written before the GET): stored ~50 ms after ``get()`` starts."""
+    waiter, writer = make_backend(), make_backend()
+    for value in ("first wait of the thread", "second", "third"):
+        task_id = str(uuid.uuid4())
+        timer = store_later(writer, success(task_id, value))
+        assert AsyncResult[Any](task_id, waiter).get(timeout=10) == value
+        timer.join(10)
+
+
+def store_after_the_second_get(
+    writer: RedisBackend, meta: ResultMeta
+) -> Callable[[list[str]], None]:
+    """An ``after_get`` for :func:`wire_log`: store ``meta`` once the waiter's second GET (the
+    one after its confirmation) has answered, so that the record can only arrive as a message."""
+
+    def hook(log: list[str]) -> None:
+        overlapped = log[:2] == ["write UNSUBSCRIBE SUBSCRIBE", "GET"]  # not a warm-up
+        if overlapped and log[-2:] == ["read subscribe", "GET"] and log.count("GET") == 2:
+            writer.store(meta)
+
+    return hook
+
+
+def test_a_not_ready_get_overlaps_its_subscribe_with_the_first_get(
+    make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round trips of a not-ready ``get()`` on a thread that holds its connection: the
+    SUBSCRIBE is written, the first GET runs while it is on its way, the confirmation is read
+    after it, then the second (and last) GET; the stored record rides on the message."""
+    waiter, writer = make_backend(), make_backend()
+    task_id = str(uuid.uuid4())
+    log = wire_log(
+        waiter, monkeypatch, store_after_the_second_get(writer, success(task_id, "late"))
+    )
+    warm(waiter)
+    assert log[:2] == ["GET", "write SUBSCRIBE"]  # a thread's first wait reads, then connects
+    log.clear()
+    assert AsyncResult[Any](task_id, waiter).get(timeout=10) == "late"
+    assert log == [
+        "write UNSUBSCRIBE SUBSCRIBE",
+        "GET",  # round trip 1, with the subscription on its way: the two overlap
+        "read unsubscribe",
+        "read subscribe",  # the confirmation: only now may the key be read again
+        "GET",  # round trip 2
+        "read message",  # the record itself: no third GET
+    ]
+    log.clear()
+    assert waiter.wait_for(str(uuid.uuid4()), timeout=0.05).status == states.PENDING
+    assert log == [
+        "write UNSUBSCRIBE SUBSCRIBE",
+        "GET",
+        "read unsubscribe",
+        "read subscribe",
+        "GET",
+    ]
+
+
+def test_a_ready_get_leaves_its_confirmation_for_the_next_wait_to_skip(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record ready at the first GET returns without reading anything on the subscriber; the
+    next wait, on another id, skips that confirmation and any message that followed it."""
+    waiter, writer = make_backend(), make_backend()
+    done, later = str(uuid.uuid4()), str(uuid.uuid4())
+    log = wire_log(waiter, monkeypatch, store_after_the_second_get(writer, success(later, "later")))
+    warm(waiter)
+    writer.store(success(done, "done"))
+    log.clear()
+    assert AsyncResult[Any](done, waiter).get(timeout=10) == "done"
+    assert log == ["write UNSUBSCRIBE SUBSCRIBE", "GET"]
+    # still subscribed to `done` (confirmed or not): a hint on it waits, unread, on the socket
+    until(lambda: subscribers(admin, [waiter.ready_channel(done)]) == 1, "the subscription")
+    assert admin.publish(waiter.ready_channel(done), writer._encode(success(later, "bogus"))) == 1
+    log.clear()
+    assert AsyncResult[Any](later, waiter).get(timeout=10) == "later"
+    assert log == [
+        "write UNSUBSCRIBE SUBSCRIBE",
+        "GET",
+        "read unsubscribe",  # the two replies the wait on `done` left behind
+        "read subscribe",
+        "read message",  # the hint on `done`: before this wait's confirmation, dropped
+        "read unsubscribe",
+        "read subscribe",  # this wait's confirmation
+        "GET",
+        "read message",  # the record, stored after that GET
+    ]
+    assert subscribers(admin, [waiter.ready_channel(done)]) == 0
+    with pytest.raises(TimeoutError):  # and a wait that times out still reads as one
+        AsyncResult[Any](str(uuid.uuid4()), waiter).get(timeout=0.05)
+
+
+def test_the_same_id_twice_after_a_ready_get(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis
+) -> None:
+    """Two waits on one channel, the first ready at once: the second's SUBSCRIBE is not
+    preceded by an UNSUBSCRIBE, so two confirmations of the same channel are owed, and only the
+    second one confirms it (a message between the two is dropped, not taken as the result)."""
+    waiter, writer = make_backend(), make_backend()
+    warm(waiter)
+    task_id = str(uuid.uuid4())
+    writer.store(success(task_id, "once"))
+    assert AsyncResult[Any](task_id, waiter).get(timeout=10) == "once"
+    assert AsyncResult[Any](task_id, waiter).get(timeout=10) == "once"  # the same channel again
+    assert waiter.wait_for(task_id, timeout=0).result == "once"
+    # The same again, with a stale hint between the two subscriptions: the record is forgotten,
+    # and an announcement of a ready record (never stored) sits behind the unread confirmation.
+    assert AsyncResult[Any](task_id, waiter).get(timeout=10) == "once"
+    writer.forget(task_id)
+    until(lambda: subscribers(admin, [waiter.ready_channel(task_id)]) == 1, "the subscription")
+    stale = writer._encode(success(task_id, "stale"))
+    assert admin.publish(waiter.ready_channel(task_id), stale) == 1
+    assert waiter.wait_for(task_id, timeout=0.05).status == states.PENDING
+    timer = store_later(writer, success(task_id, "twice"))
+    assert AsyncResult[Any](task_id, waiter).get(timeout=10) == "twice"
+    timer.join(10)
+
+
+def test_a_failed_first_get_raises_without_a_subscriber_retry(
+    make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error of the first GET (the command connection) is the caller's, as before: it is
+    raised as it is, the subscriber is not retried on a new connection but dropped (the wait
+    failed midway), and the next wait opens a new one and works."""
+    waiter, writer = make_backend(), make_backend()
+    warm(waiter)
+    made: list[int] = []
+    make_connection = waiter._sub_pool.make_connection
+
+    def counting_make_connection() -> Any:
+        made.append(1)
+        return make_connection()
+
+    def failing_read(task_id: str) -> bytes | None:
+        raise BackendError(f"read {task_id}: down (test)")
+
+    monkeypatch.setattr(waiter._sub_pool, "make_connection", counting_make_connection)
+    with monkeypatch.context() as patch:
+        patch.setattr(waiter, "_read", failing_read)
+        with pytest.raises(BackendError, match=r"down \(test\)"):
+            waiter.wait_for(str(uuid.uuid4()), timeout=5)
+    assert made == [] and waiter._subscribers.subscribed() is None
+    task_id = str(uuid.uuid4())
+    timer = store_later(writer, success(task_id, "after"))
+    assert AsyncResult[Any](task_id, waiter).get(timeout=10) == "after"
+    timer.join(10)
+    assert made == [1]
 
 
 def test_a_stale_message_on_the_reused_subscriber_is_ignored(
@@ -277,18 +497,21 @@ def test_a_result_stored_before_the_subscription_is_seen(
     make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stored after the first read but before SUBSCRIBE: the read after the confirmation has it
-    (no message will ever come)."""
+    (no message will ever come). On a thread that holds its connection the SUBSCRIBE was
+    already written when the first read ran, so the store may land on either side of it: the
+    result is seen either way."""
     waiter, writer = make_backend(), make_backend()
-    task_id = str(uuid.uuid4())
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
     read = waiter._read
 
-    def read_then_store(key: str) -> bytes | None:
-        data = read(key)
+    def read_then_store(task_id: str) -> bytes | None:
+        data = read(task_id)
         writer.store(success(task_id, "early"))
         return data
 
     monkeypatch.setattr(waiter, "_read", read_then_store)
-    assert waiter.wait_for(task_id, timeout=10).result == "early"
+    assert waiter.wait_for(first, timeout=10).result == "early"  # the thread's first wait
+    assert waiter.wait_for(second, timeout=10).result == "early"  # SUBSCRIBE written first
 
 
 def test_waiting_threads_and_a_forked_child_each_use_their_own_subscriber(
@@ -646,6 +869,29 @@ def test_the_first_wait_after_a_restart_does_not_fail(own_redis: OwnRedis) -> No
         store.start()
         assert backend.wait_for(task_id, timeout=10).result == "woke"
         store.join(10)  # its EXEC reply may still be on the way: close() must not cut it
+    finally:
+        backend.close()
+
+
+def test_a_wait_after_a_restart_and_a_ready_get_does_not_fail(own_redis: OwnRedis) -> None:
+    """After a restart, a ready ``get()`` writes its SUBSCRIBE on the dead connection (the
+    write succeeds, the GET answers, nothing is read): the next wait's write then fails on
+    that socket, and the wait carries on on a new connection instead of raising."""
+    url = f"redis://:{own_redis.password}@127.0.0.1:{own_redis.port}/0"
+    backend = RedisBackend(url, expires=None)
+    try:
+        assert backend.wait_for("a", timeout=0.2).status == states.PENDING  # holds a subscriber
+        backend.store(success("ready", "kept"))
+        own_redis.stop()
+        own_redis.start()
+        assert AsyncResult[Any]("ready", backend).get(timeout=5) == "kept"
+        assert backend.wait_for("b", timeout=0.2).status == states.PENDING
+        assert AsyncResult[Any]("ready", backend).get(timeout=5) == "kept"
+        task_id = str(uuid.uuid4())
+        store = threading.Timer(0.05, lambda: backend.store(success(task_id, "woke")))
+        store.start()
+        assert AsyncResult[Any](task_id, backend).get(timeout=10) == "woke"
+        store.join(10)
     finally:
         backend.close()
 

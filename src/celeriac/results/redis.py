@@ -6,21 +6,25 @@ Layout (``key_prefix`` defaults to ``celeriac:``)::
     {prefix}result-ready:{task_id}   the channel each store PUBLISHes on, in the same MULTI
     {prefix}counter:{key}            incr(): INCRBY + PEXPIRE (or PERSIST) in one MULTI
 
-Waiting never polls. ``wait_for`` first reads the key (a ready result costs one GET and nothing
-else); otherwise it SUBSCRIBEs on a pooled connection, waits for the server's confirmation, and
-only *then* reads the key again: a store that lands after the confirmation is announced to us,
-and one that landed before it is in the value we just read, so no wake-up can fall between the
+Waiting never polls. A sync ``wait_for`` writes its SUBSCRIBE on its thread's own connection
+and, without waiting for the server's confirmation, reads the key on the command connection,
+so the two round trips overlap: a ready result returns at once (its confirmation is left
+unread, and skipped by the thread's next wait). Otherwise it reads the confirmation and only
+*then* reads the key again: a store that lands after the confirmation is announced to us, and
+one that landed before it is in the value we just read, so no wake-up can fall between the
 two. Each message on the channel is a hint, and the key is the truth, so the waiter re-reads the
 key (a forgotten or expired record reads absent; a large result is not copied to every waiter).
 A store publishes on every state change, not only ready ones: ``_write`` sees only bytes, and
 decoding them to spare waiters a wake-up on STARTED would cost more than that one extra GET.
-A sync wait subscribes on its thread's own connection and leaves the subscription in place
-when it returns: the next wait drops it in the same write as its SUBSCRIBE, so no UNSUBSCRIBE
-round trip stands between a result and ``get()`` (see :mod:`celeriac.results.redis_subscriber`,
-which also says why a stale message is never taken for a new wait's). The async twins run the
-protocol on a pooled ``redis.asyncio`` connection, UNSUBSCRIBE on the way out and hand it back;
-one that ends abnormally (an error, a cancellation) is disconnected instead, since its
-subscription state is unknown.
+A thread keeps its connection and leaves the subscription in place when a wait returns: the
+next wait drops it in the same write as its SUBSCRIBE, so no UNSUBSCRIBE round trip stands
+between a result and ``get()``. A thread's first wait reads the key before it opens that
+connection, so reading ready results opens none; ``timeout <= 0`` is one GET and no
+subscription. :mod:`celeriac.results.redis_subscriber` says why a stale message or
+confirmation is never taken for a new wait's, and how a connection the server closed is
+replaced. The async twins run the protocol on a pooled ``redis.asyncio`` connection,
+UNSUBSCRIBE on the way out and hand it back; one that ends abnormally (an error, a
+cancellation) is disconnected instead, since its subscription state is unknown.
 
 URLs and connection options are parsed by :mod:`celeriac.transports.redis_url`, shared with the
 broker: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix:///path.sock?db=N``
@@ -465,27 +469,23 @@ class RedisBackend(Backend):
         return data is not None and self._decode(data).ready
 
     def _wait(self, task_id: str, timeout: float | None) -> bytes | None:
-        """Read; if not ready, subscribe, read again, and re-read on every message."""
-        data = self._read(task_id)
-        if self._is_ready(data) or (timeout is not None and timeout <= 0):
-            return data
+        """Read, with the subscription written meanwhile; if not ready, wait for the
+        confirmation, read again, and re-read on every message (see the module docstring)."""
+        if timeout is not None and timeout <= 0:
+            return self._read(task_id)  # a look, not a wait: no subscription
         deadline = None if timeout is None else time.monotonic() + timeout
+        key = self.result_key(task_id)
         try:
-            return self._subscribe_and_wait(task_id, deadline, data)
+            return self._subscribers.wait(
+                self.ready_channel(task_id),
+                deadline,
+                # the first read retries and raises BackendError itself, like get_meta's
+                lambda: self._read(task_id),
+                lambda: _as_bytes(self._client.get(key)),
+                self._is_ready,
+            )
         except _FAULTS as exc:
             raise self._fault(f"wait for {task_id}", exc) from exc
-
-    def _subscribe_and_wait(
-        self, task_id: str, deadline: float | None, data: bytes | None
-    ) -> bytes | None:
-        key = self.result_key(task_id)
-        return self._subscribers.wait(
-            self.ready_channel(task_id),
-            deadline,
-            lambda: _as_bytes(self._client.get(key)),
-            self._is_ready,
-            data,
-        )
 
     # -- async twins on redis.asyncio -------------------------------------------------------
     def _check_fork(self) -> None:
