@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from celeriac import config
 from celeriac.batch import BatchSender
@@ -39,17 +39,27 @@ from celeriac.results.writer import ResultWriter
 from celeriac.routing import Queue, Route, Router
 from celeriac.task import CORE_OPTIONS, Task, check_send_options
 from celeriac.transports.base import Outgoing, Transport
-from celeriac.transports.registry import create_transport, transport_class
+from celeriac.transports.registry import check_transport_url, create_transport
 from celeriac.utils.urls import redact_url
-from celeriac.worker.components import Component
-from celeriac.worker.consumer import TASK_OPTIONS as RATE_LIMIT_OPTIONS
-from celeriac.worker.pools.base import TASK_OPTIONS as TIME_LIMIT_OPTIONS
-from celeriac.worker.ratelimit import parse_rate
+
+if TYPE_CHECKING:
+    from celeriac.worker.components import Component
 
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: The task options the worker's features declare: time limits (``TASK_OPTIONS`` of
+#: :mod:`celeriac.worker.pools.base`) and ``rate_limit`` (of :mod:`celeriac.worker.consumer`).
+#: A copy, so that building an app and declaring its tasks does not import the worker (a
+#: producer never runs one; ~15 ms of imports); ``tests/unit/test_import_cost.py`` checks that
+#: it equals the originals.
+WORKER_TASK_OPTIONS: dict[str, Any] = {
+    "time_limit": None,
+    "soft_time_limit": None,
+    "rate_limit": None,
+}
 
 
 _ROUTE_KEYS = ("queue", "exchange", "routing_key", "priority")
@@ -125,8 +135,7 @@ class Celeriac:
         #: Task options every task may use: the core ones plus those middleware declares.
         self.task_options: dict[str, Any] = {
             **CORE_OPTIONS,
-            **TIME_LIMIT_OPTIONS,
-            **RATE_LIMIT_OPTIONS,
+            **WORKER_TASK_OPTIONS,
         }
         #: User worker components (classes), started by every worker of this app.
         self.components: list[Callable[[], Component]] = []
@@ -176,8 +185,10 @@ class Celeriac:
             raise ImproperlyConfigured(
                 f"setting 'task_compression': unknown compression {conf.task_compression!r}"
             )
-        transport_class(self._broker_url(conf))
+        check_transport_url(self._broker_url(conf))
         if conf.task_default_rate_limit is not None:
+            from celeriac.worker.ratelimit import parse_rate  # only when a rate limit is set
+
             try:
                 parse_rate(conf.task_default_rate_limit)
             except ImproperlyConfigured as exc:
@@ -330,6 +341,8 @@ class Celeriac:
             )
 
         if options.get("rate_limit") is not None:
+            from celeriac.worker.ratelimit import parse_rate  # only for a rate-limited task
+
             try:
                 parse_rate(options["rate_limit"])
             except ImproperlyConfigured as exc:
@@ -344,6 +357,8 @@ class Celeriac:
 
     def add_component(self, component: type[Component]) -> None:
         """Run ``component`` in every worker of this app; its ``task_options`` become valid."""
+        from celeriac.worker.components import Component  # the worker's, only when extended
+
         if not (isinstance(component, type) and issubclass(component, Component)):
             raise ImproperlyConfigured(f"{component!r} is not a Component subclass")
         self.task_options.update(component.task_options)

@@ -13,7 +13,6 @@ instead of being silently ignored the way Celery ignores unknown keys.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import logging
 import os
@@ -121,6 +120,8 @@ ALIASES: dict[str, str] = {
 
 
 def _suggest(name: str) -> str:
+    import difflib  # only for a name that is not a setting: a mistake, or someone else's variable
+
     close = difflib.get_close_matches(name, SETTING_NAMES, n=1, cutoff=0.75)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -1,25 +1,33 @@
-"""The ``celeriac`` click group: ``-A`` app discovery, logging set-up, and error handling.
+"""The ``celeriac`` command's entry point: logging set-up, the app context, error handling.
 
 A user mistake prints the usage and a one-line reason (exit 2); a configuration or broker error
 prints one line (exit 1); neither prints a traceback.
+
+This module is imported by more than the CLI: every prefork child of a worker started as the
+``celeriac`` script imports it again (``multiprocessing``'s spawn re-runs the parent's main
+script, which imports :func:`main`). So it imports click, the click group and its commands
+(:mod:`celeriac.cli.group`) only when :func:`main` runs, and reads the package version only
+for ``--version``: a child pays for none of them.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-import click
-
-from celeriac.app import Celeriac
-from celeriac.cli.discovery import find_app
 from celeriac.errors import CeleriacError
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.cli.group import cli as cli
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
 
 def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # ~10 ms: --version only
+
     try:
         return version("celeriac")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -30,6 +38,8 @@ def setup_logging(level: str) -> None:
     """The only place celeriac configures logging handlers: library code only logs."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
+        import click  # a CLI caller's mistake: the CLI has imported click already
+
         raise click.BadParameter(f"unknown log level {level!r}", param_hint="-l/--loglevel")
     logging.basicConfig(level=numeric, format=LOG_FORMAT, stream=sys.stderr, force=True)
     # the AMQP client logs each dropped connection with a traceback, again per channel; the
@@ -53,7 +63,11 @@ class AppContext:
     def app(self) -> Celeriac:
         if self._app is None:
             if not self.spec:
+                import click  # a command is running: click is imported already
+
                 raise click.UsageError("this command needs an app: -A module[:attr]")
+            from celeriac.cli.discovery import find_app
+
             app = find_app(self.spec)
             overrides: dict[str, str] = {}
             if self.broker:
@@ -66,31 +80,12 @@ class AppContext:
         return self._app
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_version(), "--version", prog_name="celeriac")
-@click.option("-A", "--app", "spec", metavar="MODULE[:ATTR]", help="The app to use.")
-@click.option("-b", "--broker", help="Broker URL (overrides broker_url).")
-@click.option("--result-backend", help="Result backend URL (overrides result_backend).")
-@click.pass_context
-def cli(
-    ctx: click.Context, spec: str | None, broker: str | None, result_backend: str | None
-) -> None:
-    """celeriac: a distributed task queue."""
-    ctx.obj = AppContext(spec, broker, result_backend)
-
-
-def _register() -> None:
-    from celeriac.cli import call, dlq, purge, result, worker
-
-    for module in (worker, call, result, purge, dlq):
-        cli.add_command(module.command)
-
-
-_register()
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group, turning every known error into one line and an exit code."""
+    import click
+
+    from celeriac.cli.group import cli
+
     try:
         status = cli.main(args=argv, prog_name="celeriac", standalone_mode=False)
     except click.exceptions.Abort:
@@ -105,3 +100,15 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(status if isinstance(status, int) else 0)
+
+
+if not TYPE_CHECKING:  # hidden from type checkers, which would accept any name then
+
+    def __getattr__(name: str) -> Any:
+        """``celeriac.cli.main.cli``, the click group, where it was before it moved to
+        :mod:`celeriac.cli.group` (see the module docstring)."""
+        if name == "cli":
+            from celeriac.cli.group import cli
+
+            return cli
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

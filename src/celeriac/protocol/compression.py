@@ -19,13 +19,15 @@ first byte has 8 (deflate) in its low nibble, and ``0x1f`` does not.
 The header carries the compressor's *content type*; on reading we also accept a name (``zstd``),
 which costs nothing and forgives hand-written messages. Failures raise
 :class:`~celeriac.errors.DecodeError` naming the header, chained to the codec's own error.
+
+**Imported when used.** Every app builds a registry, few compress: the codecs' modules (bz2,
+gzip, lzma, zstandard: ~6 ms together) are imported by the first call that needs them, and
+zstandard's presence is found out the first time ``zstd`` is asked for, not at start-up.
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
+import threading
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ LZMA = "application/x-lzma"
 ZSTD = "application/zstd"
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: The names and the header of the built-in zstd, loaded when one of them is first asked for.
+_ZSTD_KEYS = ("zstd", "zstandard", ZSTD)
 
 Codec = Callable[[bytes], bytes]
 
@@ -65,23 +69,41 @@ class CompressionRegistry:
         self._by_name: dict[str, Compressor] = {}
         self._by_header: dict[str, Compressor] = {}
         self._unavailable: dict[str, Unavailable] = {}
+        #: Whether the built-in zstd is still to be tried (see :meth:`_load_zstd`); cleared
+        #: under the lock once the outcome is recorded, so a thread that sees it cleared finds
+        #: the compressor (or its absence) too.
+        self._zstd_pending = False
+        self._zstd_lock = threading.Lock()
 
     @classmethod
     def with_defaults(cls) -> CompressionRegistry:
-        """zlib/gzip, bz2 and lzma/xz always; zstd when the ``zstandard`` package imports."""
+        """zlib/gzip, bz2 and lzma/xz always; zstd when the ``zstandard`` package imports
+        (tried when first asked for, see the module docstring)."""
         registry = cls()
         registry.register("zlib", _zlib_compress, _zlib_or_gzip_decompress, GZIP, ("gzip",))
-        registry.register("bz2", bz2.compress, bz2.decompress, BZ2, ("bzip2",))
-        registry.register("lzma", lzma.compress, lzma.decompress, LZMA, ("xz",))
-        try:
-            compress, decompress = _zstd_codecs()
-        except ImportError:
-            missing = Unavailable("zstd", ZSTD, 'pip install "celeriac[zstd]"', kind="compression")
-            for key in ("zstd", "zstandard", ZSTD):
-                registry._unavailable[key] = missing
-        else:
-            registry.register("zstd", compress, decompress, ZSTD, ("zstandard",))
+        registry.register("bz2", _bz2_compress, _bz2_decompress, BZ2, ("bzip2",))
+        registry.register("lzma", _lzma_compress, _lzma_decompress, LZMA, ("xz",))
+        registry._zstd_pending = True
         return registry
+
+    def _load_zstd(self) -> None:
+        """Register the built-in zstd, or remember it as unavailable. Runs before anything
+        else can claim its names or header (:meth:`register` calls it first when it would), so
+        the outcome is what registering it in :meth:`with_defaults` would have given."""
+        with self._zstd_lock:
+            if not self._zstd_pending:  # another thread loaded it meanwhile
+                return
+            try:
+                compress, decompress = _zstd_codecs()
+            except ImportError:
+                missing = Unavailable(
+                    "zstd", ZSTD, 'pip install "celeriac[zstd]"', kind="compression"
+                )
+                for key in _ZSTD_KEYS:
+                    self._unavailable[key] = missing
+            else:
+                self._add(Compressor("zstd", ZSTD, compress, decompress), ("zstd", "zstandard"))
+            self._zstd_pending = False
 
     def register(
         self,
@@ -97,14 +119,20 @@ class CompressionRegistry:
             raise ImproperlyConfigured(
                 f"a compressor needs non-empty names and content type: {names!r}, {content_type!r}"
             )
-        compressor = Compressor(name, content_type, compress, decompress)
+        if self._zstd_pending and any(key in _ZSTD_KEYS for key in (*names, content_type)):
+            self._load_zstd()  # the built-in replaced: register it first, so that this one wins
+        self._add(Compressor(name, content_type, compress, decompress), names)
+
+    def _add(self, compressor: Compressor, names: Iterable[str]) -> None:
         for each in names:
             self._by_name[each] = compressor
             self._unavailable.pop(each, None)
-        self._by_header[content_type] = compressor
-        self._unavailable.pop(content_type, None)
+        self._by_header[compressor.content_type] = compressor
+        self._unavailable.pop(compressor.content_type, None)
 
     def __contains__(self, name: object) -> bool:
+        if self._zstd_pending and name in _ZSTD_KEYS:
+            self._load_zstd()
         return name in self._by_name
 
     def header_for(self, name: str) -> str:
@@ -115,6 +143,9 @@ class CompressionRegistry:
         found = self._by_name.get(name)
         if found is not None:
             return found
+        if self._zstd_pending:  # zstd asked for, or an error that lists what is registered
+            self._load_zstd()
+            return self._get(name)
         missing = self._unavailable.get(name)
         if missing is not None:
             raise missing.error()
@@ -130,6 +161,9 @@ class CompressionRegistry:
     def decompress(self, data: bytes, header_value: str) -> bytes:
         """Undo the compression a message's ``compression`` header names."""
         compressor = self._by_header.get(header_value) or self._by_name.get(header_value)
+        if compressor is None and self._zstd_pending:
+            self._load_zstd()
+            return self.decompress(data, header_value)
         if compressor is None:
             missing = self._unavailable.get(header_value)
             if missing is not None:
@@ -154,8 +188,38 @@ def _zlib_compress(data: bytes) -> bytes:
 def _zlib_or_gzip_decompress(data: bytes) -> bytes:
     """kombu's "gzip" is zlib; a real gzip stream is told apart by its magic bytes."""
     if data[:2] == _GZIP_MAGIC:
+        import gzip  # rare: kombu's "gzip" is zlib; see the module docstring
+
         return gzip.decompress(data)
     return zlib.decompress(data)
+
+
+# bz2 and lzma are imported on first use (see the module docstring); after that, the import
+# statement is a dictionary lookup, nothing beside the codec's own work.
+
+
+def _bz2_compress(data: bytes) -> bytes:
+    import bz2
+
+    return bz2.compress(data)
+
+
+def _bz2_decompress(data: bytes) -> bytes:
+    import bz2
+
+    return bz2.decompress(data)
+
+
+def _lzma_compress(data: bytes) -> bytes:
+    import lzma
+
+    return lzma.compress(data)
+
+
+def _lzma_decompress(data: bytes) -> bytes:
+    import lzma
+
+    return lzma.decompress(data)
 
 
 def _zstd_codecs() -> tuple[Codec, Codec]:

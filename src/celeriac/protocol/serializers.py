@@ -28,14 +28,17 @@ msgpack and yaml are optional bundles. When their module is missing they are rem
 :class:`~celeriac.errors.ImproperlyConfigured` naming the ``pip install`` that fixes it. A message
 that *arrives* in such a format raises ``DecodeError`` (chained to that ``ImproperlyConfigured``),
 so it is dead-lettered with the hint and can be replayed once the bundle is installed.
+
+Their modules are imported the first time the registry is asked about them (by name, by content
+type, or for a list of what is registered), not when the registry is built: every app builds
+one, yaml alone takes ~15 ms to import, and most apps never use either.
 """
 
 from __future__ import annotations
 
 import codecs
 import datetime as dt
-import decimal
-import pickle
+import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -136,28 +139,65 @@ class SerializerRegistry:
         self._unavailable_types: dict[str, Unavailable] = {}
         # resolve_accept runs for every decoded message; the accept setting rarely changes.
         self._accept_cache: dict[frozenset[str], frozenset[str]] = {}
+        #: Built-ins not imported yet (see the module docstring): name -> content type, builder.
+        #: An entry leaves only once its outcome is recorded, under the lock, so a thread that
+        #: finds it gone finds the serializer (or its absence) too.
+        self._pending: dict[str, tuple[str, Callable[[], Serializer]]] = {}
+        self._pending_lock = threading.Lock()
 
     @classmethod
     def with_defaults(cls) -> SerializerRegistry:
-        """json, msgpack, yaml and pickle; msgpack and yaml only when their module imports."""
+        """json, msgpack, yaml and pickle; msgpack and yaml only when their module imports
+        (tried when first asked for, see the module docstring)."""
         registry = cls()
         registry.register("json", _json_serializer())
         registry.register("pickle", _pickle_serializer())
-        for name, content_type, build in (
-            ("msgpack", MSGPACK, _msgpack_serializer),
-            ("yaml", YAML, _yaml_serializer),
-        ):
-            try:
-                registry.register(name, build())
-            except ImportError:
-                registry._mark_unavailable(name, content_type, f'pip install "celeriac[{name}]"')
+        registry._pending["msgpack"] = (MSGPACK, _msgpack_serializer)
+        registry._pending["yaml"] = (YAML, _yaml_serializer)
         return registry
+
+    def _load(self, name: str) -> None:
+        """Import the pending built-in ``name``: register it, or remember it as unavailable.
+
+        The outcome is the one an eager registration in :meth:`with_defaults` would have had:
+        a content type registered since then keeps its serializer."""
+        with self._pending_lock:
+            pending = self._pending.get(name)
+            if pending is None:  # another thread loaded it meanwhile
+                return
+            content_type, build = pending
+            try:
+                serializer = build()
+            except ImportError:
+                missing = Unavailable(name, content_type, f'pip install "celeriac[{name}]"')
+                self._unavailable[name] = missing
+                if content_type not in self._by_type:
+                    self._unavailable_types[content_type] = missing
+            else:
+                self._by_name[name] = serializer
+                self._by_type.setdefault(bare_content_type(serializer.content_type), serializer)
+            self._accept_cache.clear()
+            del self._pending[name]
+
+    def _load_type(self, content_type: str) -> None:
+        """Import the pending built-in that reads the bare ``content_type``, if one does."""
+        for name, (pending_type, _) in list(self._pending.items()):
+            if pending_type == content_type:
+                self._load(name)
+
+    def _load_all(self) -> None:
+        """Import every pending built-in: an error message lists all that is registered."""
+        for name in list(self._pending):
+            self._load(name)
 
     def register(self, name: str, serializer: Serializer, aliases: Iterable[str] = ()) -> None:
         """Make ``serializer`` available under ``name`` and ``aliases`` and its content type."""
         names = [name, *aliases]
         if not all(names):
             raise ImproperlyConfigured(f"serializer names must be non-empty: {names!r}")
+        for each in names:  # a built-in replaced: load it first, so that the later one wins
+            if each in self._pending:
+                self._load(each)
         content_type = bare_content_type(serializer.content_type)
         for each in names:
             self._by_name[each] = serializer
@@ -166,13 +206,9 @@ class SerializerRegistry:
         self._unavailable_types.pop(content_type, None)
         self._accept_cache.clear()
 
-    def _mark_unavailable(self, name: str, content_type: str, hint: str) -> None:
-        missing = Unavailable(name, content_type, hint)
-        self._unavailable[name] = missing
-        self._unavailable_types[content_type] = missing
-        self._accept_cache.clear()
-
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name in self._pending:
+            self._load(name)
         return name in self._by_name
 
     def get(self, name: str) -> Serializer:
@@ -180,9 +216,15 @@ class SerializerRegistry:
         found = self._by_name.get(name)
         if found is not None:
             return found
+        if name in self._pending:
+            self._load(name)
+            found = self._by_name.get(name)
+            if found is not None:
+                return found
         missing = self._unavailable.get(name)
         if missing is not None:
             raise missing.error()
+        self._load_all()
         raise ImproperlyConfigured(
             f"unknown serializer {name!r}; registered: {sorted(self._by_name)}"
         )
@@ -196,10 +238,16 @@ class SerializerRegistry:
         found = self._by_type.get(bare)
         if found is not None:
             return found
+        if self._pending:
+            self._load_type(bare)
+            found = self._by_type.get(bare)
+            if found is not None:
+                return found
         missing = self._unavailable_types.get(bare)
         if missing is not None:
             error = missing.error()
             raise DecodeError(str(error)) from error
+        self._load_all()
         raise DecodeError(
             f"no serializer for content type {content_type!r}; known: {sorted(self._by_type)}"
         )
@@ -218,6 +266,8 @@ class SerializerRegistry:
         resolved: set[str] = set()
         unknown: list[str] = []
         for entry in key:
+            if entry in self._pending:
+                self._load(entry)
             if "/" in entry:
                 resolved.add(bare_content_type(entry))
             elif entry in self._by_name:
@@ -227,6 +277,7 @@ class SerializerRegistry:
             else:
                 unknown.append(entry)
         if unknown:
+            self._load_all()
             raise ImproperlyConfigured(
                 f"accept_content names unknown serializers {sorted(unknown)}; "
                 f"registered: {sorted(self._by_name)}"
@@ -303,6 +354,8 @@ def _to_utf8(data: bytes, content_encoding: str, content_type: str) -> bytes:
 
 def _json_default(obj: Any) -> Any:
     """The types orjson lacks that tasks commonly pass: Decimal as str (no float rounding), sets."""
+    import decimal  # imported on the first value orjson cannot encode, not by every process
+
     if isinstance(obj, decimal.Decimal):
         return str(obj)
     if isinstance(obj, set | frozenset):
@@ -334,6 +387,8 @@ def _msgpack_default(obj: Any) -> Any:
     extension: kombu unpacks without a timestamp hook, so a Celery worker would otherwise receive
     ``msgpack.Timestamp`` objects instead of the strings it gets from json.
     """
+    import decimal  # as in _json_default
+
     if isinstance(obj, dt.datetime | dt.date | dt.time):
         return obj.isoformat()
     if isinstance(obj, decimal.Decimal | uuid.UUID):
@@ -380,13 +435,24 @@ def _yaml_serializer() -> Serializer:
 # --- pickle -------------------------------------------------------------------------------------
 
 
+# pickle is registered in every app and used by few: imported by the first call, not at start-up.
+
+
 def _pickle_dumps(obj: Any) -> bytes:
+    import pickle
+
     return pickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+
+
+def _pickle_loads(data: bytes) -> Any:
+    import pickle
+
+    return pickle.loads(data)  # only reached when "pickle" is in the accept list
 
 
 def _pickle_serializer() -> Serializer:
     """Registered so it can be *sent*; reading it still needs ``pickle`` in the accept list."""
-    return Serializer("pickle", PICKLE, "binary", _pickle_dumps, pickle.loads)
+    return Serializer("pickle", PICKLE, "binary", _pickle_dumps, _pickle_loads)
 
 
 __all__ = [
