@@ -152,6 +152,7 @@ def chart(report: dict[str, Any], path: Path) -> str | None:
     metrics = [BY_KEY[key] for key in CHART_METRICS]
     width = 0.8 / len(systems)
     fig, ax = plt.subplots(figsize=(12, 5.5))
+    colors = plt.get_cmap("tab20").colors  # the default cycle has 10: the 11th row repeated the 1st
     for index, (name, entry) in enumerate(systems.items()):
         xs, ys = [], []
         for position, metric in enumerate(metrics):
@@ -159,7 +160,7 @@ def chart(report: dict[str, Any], path: Path) -> str | None:
             if times is not None:
                 xs.append(position + (index - (len(systems) - 1) / 2) * width)
                 ys.append(times)
-        ax.bar(xs, ys, width=width, label=name)
+        ax.bar(xs, ys, width=width, label=name, color=colors[index % len(colors)])
     ax.set_yscale("log")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(metrics)), [m.label for m in metrics])

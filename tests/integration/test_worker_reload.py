@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from worker_harness import WorkerProcess
+from worker_harness import WorkerProcess, wait_until
 
 from celeriac import Celeriac
 
@@ -61,7 +61,13 @@ def test_a_source_change_restarts_the_worker_with_the_new_code(tmp_path: Path) -
         # the same process (exec), ready a second time, now running the new code
         assert producer.send_task("r.version").get(timeout=20) == "v2", worker.output()
         assert worker.pid == pid
-        assert sum("ready: pool=threads" in line for line in worker.stderr_lines) == 2
+        # the consumer takes work before the last components start and "ready" is logged, so
+        # the new code can answer before that line: wait for it rather than expect it already
+        wait_until(
+            lambda: sum("ready: pool=threads" in line for line in worker.stderr_lines) == 2,
+            10,
+            "the restarted worker to log ready",
+        )
     finally:
         worker.stop()
         producer.close()

@@ -1,0 +1,87 @@
+"""The floor of the drain workload on this machine: what every drained task costs with no task
+queue around it, to tell what a worker could reach at best.
+
+(a) two processes, each INCR the counter in a loop: the benchmark's task body alone;
+(b) two processes, each: claim 8 messages with celeriac's own claim script (what a worker with
+    prefetch 8 holds), INCR once per message, ack the 8 with the settle script: the broker's
+    part of a drain plus the task body, with no decoding, no pool and no result bookkeeping.
+
+Run with celeriac's bench venv (built by ``make bench``), against Redis db 10 (flushed):
+``bench/.venvs/celeriac/bin/python bench/floor.py``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+URL = "redis://127.0.0.1:6379/10"
+N = 20_000
+PREFIX = "celeriac:"
+
+
+def incr_only(n: int) -> None:
+    client = redis.Redis.from_url(URL)
+    for _ in range(n):
+        client.incr("floor:counter")
+
+
+def claim_incr_ack(prefix: str) -> None:
+    from celeriac.transports import redis_scripts as lua
+
+    client = redis.Redis.from_url(URL)
+    claim = client.register_script(lua.CLAIM)
+    settle = client.register_script(lua.SETTLE)
+    rotation = 0
+    while True:
+        rotation += 1
+        deliveries = lua.claimed(claim(args=[prefix, 60, 10, 8, rotation, "celery"]), ["celery"])
+        if not deliveries:
+            return
+        for _ in deliveries:
+            client.incr("floor:counter")
+        args: list[Any] = [prefix, "ack", ""]
+        for delivery in deliveries:
+            args += ["celery", *delivery.tag]
+        settle(args=args)
+
+
+def timed(target: Callable[..., None], args: list[tuple[Any, ...]]) -> float:
+    processes = [multiprocessing.Process(target=target, args=a) for a in args]
+    started = time.perf_counter()
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench" / "systems")]
+    os.environ["BENCH_REDIS_URL"] = URL
+    client = redis.Redis.from_url(URL)
+    client.flushdb()
+    seconds = timed(incr_only, [(N // 2,), (N // 2,)])
+    print(f"(a) INCR only, 2 processes: {N / seconds:,.0f}/s")
+    from bench_celeriac_app import app
+
+    client.flushdb()
+    app.send_many([("bench.noop", (), {})] * N)
+    app.close()
+    seconds = timed(claim_incr_ack, [(PREFIX,), (PREFIX,)])
+    done = int(client.get("floor:counter") or 0)
+    assert done == N, f"{done} of {N} messages drained"
+    print(f"(b) claim 8 + INCR each + ack 8, 2 processes: {N / seconds:,.0f}/s")
+    client.flushdb()
+
+
+if __name__ == "__main__":
+    main()
