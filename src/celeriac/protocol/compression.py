@@ -146,6 +146,11 @@ class CompressionRegistry:
         if self._zstd_pending:  # zstd asked for, or an error that lists what is registered
             self._load_zstd()
             return self._get(name)
+        # read again: another thread may have loaded zstd between the two lookups above (a load
+        # fills the tables before it clears the pending flag)
+        found = self._by_name.get(name)
+        if found is not None:
+            return found
         missing = self._unavailable.get(name)
         if missing is not None:
             raise missing.error()
@@ -164,6 +169,8 @@ class CompressionRegistry:
         if compressor is None and self._zstd_pending:
             self._load_zstd()
             return self.decompress(data, header_value)
+        if compressor is None:  # read again, as in _get()
+            compressor = self._by_header.get(header_value) or self._by_name.get(header_value)
         if compressor is None:
             missing = self._unavailable.get(header_value)
             if missing is not None:

@@ -221,10 +221,15 @@ class SerializerRegistry:
             found = self._by_name.get(name)
             if found is not None:
                 return found
+        self._load_all()
+        # read again: another thread may have loaded it (or found it missing) between the
+        # lookups above; each load fills these tables before it leaves the pending one
+        found = self._by_name.get(name)
+        if found is not None:
+            return found
         missing = self._unavailable.get(name)
         if missing is not None:
             raise missing.error()
-        self._load_all()
         raise ImproperlyConfigured(
             f"unknown serializer {name!r}; registered: {sorted(self._by_name)}"
         )
@@ -243,11 +248,14 @@ class SerializerRegistry:
             found = self._by_type.get(bare)
             if found is not None:
                 return found
+        self._load_all()
+        found = self._by_type.get(bare)  # read again, as in get()
+        if found is not None:
+            return found
         missing = self._unavailable_types.get(bare)
         if missing is not None:
             error = missing.error()
             raise DecodeError(str(error)) from error
-        self._load_all()
         raise DecodeError(
             f"no serializer for content type {content_type!r}; known: {sorted(self._by_type)}"
         )
