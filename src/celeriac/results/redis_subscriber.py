@@ -13,7 +13,9 @@ confirmation unread; otherwise the wait reads the confirmation and only then GET
 store that landed between the first GET and the subscription taking effect is announced to
 nobody, so only a GET ordered after the confirmation is sure to see it). A thread's first wait
 still GETs before it opens a connection, so a thread that only ever reads ready results never
-opens one.
+opens one. The next wait first reads, without blocking, what earlier waits left unread; if a
+confirmation is still on its way it GETs first and subscribes only when it must wait, so a loop
+of ready gets leaves at most one confirmation unread, never a growing backlog.
 
 Stale messages: the server answers a connection's commands in order, so everything read before
 the new subscription's confirmation was published before that subscription took effect, and is
@@ -147,12 +149,24 @@ class ThreadSubscribers:
         ``ready`` or ``deadline``. Returns the last record seen."""
         name = channel.encode()
         held = self._mine()
+        if held is not None:
+            try:
+                self._catch_up(held)
+            except _STALE:  # closed by the server since the last wait
+                self._drop(held)
+                held = None
         fresh = held is None
-        if held is None:  # the thread's first wait: a ready record must not open a connection
+        if held is None or held.pending:
+            # The thread's first wait (a ready record must not open a connection), or a ready
+            # wait's confirmation still on its way: GET first, so that a loop of ready gets
+            # never piles up unread replies (each would leave one more to read through later).
             data = first_read()
             if ready(data):
                 return data
-            held = self._subscribe(self._new(), name)
+            if held is None:
+                held = self._subscribe(self._new(), name)
+            else:
+                held, fresh = self._send(held, name)
         else:
             held, fresh = self._send(held, name)
             try:
@@ -211,6 +225,15 @@ class ThreadSubscribers:
             self._drop(held)
             raise
         return held
+
+    @staticmethod
+    def _catch_up(held: _Held) -> None:
+        """Read, without waiting, the replies already here that earlier waits left unread (a
+        ready wait returns before its confirmation): usually all of them, one round trip on."""
+        conn = held.conn
+        while held.pending and conn.can_read(timeout=0):
+            if reply_kind(conn.read_response()) == b"subscribe":
+                held.pending -= 1
 
     @staticmethod
     def _confirm(held: _Held, deadline: float | None) -> bool:
