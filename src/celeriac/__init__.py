@@ -1,14 +1,7 @@
 """celeriac: a distributed task queue for Python, Celery's model built again.
 
 Explicit re-exports only (a test checks ``__all__``); importing celeriac opens no connection.
-
-One name is resolved on first use, :class:`Worker`: the worker package (consumer, pools,
-components) is some 15 ms of imports that a producer, a script or a web process never needs,
-and every process that imports celeriac would pay them. ``from celeriac import Worker`` works
-as before; a test checks that ``import celeriac`` leaves the worker package unimported.
 """
-
-import typing as _typing
 
 from celeriac import signals, states
 from celeriac.app import Celeriac
@@ -39,9 +32,7 @@ from celeriac.results.group import GroupResult
 from celeriac.results.result import AsyncResult, EagerResult
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.task import Task
-
-if _typing.TYPE_CHECKING:
-    from celeriac.worker.worker import Worker
+from celeriac.worker.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -88,18 +79,3 @@ __all__ = [
     "xmap",
     "xstarmap",
 ]
-
-
-if not _typing.TYPE_CHECKING:  # hidden from type checkers, which would accept any name then
-
-    def __getattr__(name: str) -> _typing.Any:
-        """``celeriac.Worker``, imported when first asked for (see the module docstring)."""
-        if name == "Worker":
-            from celeriac.worker.worker import Worker
-
-            globals()["Worker"] = Worker  # the next lookup is an ordinary attribute
-            return Worker
-        raise AttributeError(f"module 'celeriac' has no attribute {name!r}")
-
-    def __dir__() -> list[str]:
-        return sorted(set(globals()) | {"Worker"})
