@@ -93,15 +93,19 @@ def shared(tmp_path: Path) -> Iterator[Setup]:
     client.close()
 
 
-def test_kill_9_during_1000_acks_late_tasks_a_second_worker_finishes_all(shared: Setup) -> None:
-    first = shared.start_worker()
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_kill_9_during_1000_acks_late_tasks_a_second_worker_finishes_all(
+    shared: Setup, pool: str
+) -> None:
+    first = shared.start_worker("-P", pool)  # the last -P wins
+    assert f"ready: pool={pool} " in first.output()
     results = shared.app.send_many([("r.record", (str(i), 0.002), {}) for i in range(1000)])
     shared.wait_for_runs("some tasks to run", lambda runs: len(runs) >= 100, 30)
     os.kill(first.pid, signal.SIGKILL)
     first.wait_exit(10)
     done_by_first = len(shared.runs_seen())
     assert done_by_first < 1000, "the first worker finished everything before it was killed"
-    shared.start_worker()
+    shared.start_worker("-P", pool)
     shared.wait_for_runs("every task to run", lambda runs: len(set(runs)) == 1000, 60)
     assert [r.get(timeout=30) for r in results] == [str(i) for i in range(1000)]
     runs = shared.runs_seen()
