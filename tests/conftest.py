@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,20 @@ def app() -> Iterator[Celeriac]:
     application = memory_app("tests")
     yield application
     application.close()
+
+
+class LoadsOnFirstMiss(dict[str, Any]):
+    """A registry table whose first lookup of ``key`` lets ``load`` run before it answers: the
+    interleaving where another thread finishes loading a lazy built-in (a codec) between two
+    lookups of the same thread."""
+
+    def __init__(self, table: dict[str, Any], key: str, load: Callable[[], None]) -> None:
+        super().__init__(table)
+        self.key, self.load, self.fired = key, load, False
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = super().get(key, default)
+        if key == self.key and not self.fired:
+            self.fired = True
+            self.load()
+        return found

@@ -6,7 +6,6 @@ import base64
 import gzip
 import sys
 import zlib
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from celeriac.errors import DecodeError, ImproperlyConfigured
 from celeriac.protocol.compression import BZ2, GZIP, LZMA, ZSTD, CompressionRegistry
+from conftest import LoadsOnFirstMiss
 
 REGISTRY = CompressionRegistry.with_defaults()
 
@@ -138,27 +138,11 @@ def test_missing_zstandard_names_the_bundle(monkeypatch: pytest.MonkeyPatch) -> 
     assert registry.compress(b"x", "zlib")[0] == GZIP
 
 
-class _LoadsOnFirstMiss(dict[str, object]):
-    """A registry table whose first lookup of ``key`` lets ``load`` run before it answers: the
-    interleaving where another thread finishes loading zstd between two lookups."""
-
-    def __init__(self, table: dict[str, object], key: str, load: Callable[[], None]) -> None:
-        super().__init__(table)
-        self.key, self.load, self.fired = key, load, False
-
-    def get(self, key: str, default: object = None) -> object:
-        found = super().get(key, default)
-        if key == self.key and not self.fired:
-            self.fired = True
-            self.load()
-        return found
-
-
 def test_zstd_loaded_by_another_thread_between_two_lookups_is_found() -> None:
     pytest.importorskip("zstandard")
     registry = CompressionRegistry.with_defaults()
-    table = _LoadsOnFirstMiss(registry._by_name, "zstd", registry._load_zstd)  # type: ignore[arg-type]
-    registry._by_name = table  # type: ignore[assignment]
+    table = LoadsOnFirstMiss(registry._by_name, "zstd", registry._load_zstd)
+    registry._by_name = table
     assert registry.header_for("zstd") == ZSTD
     assert table.fired
 
@@ -166,8 +150,8 @@ def test_zstd_loaded_by_another_thread_between_two_lookups_is_found() -> None:
 def test_a_zstd_header_loaded_by_another_thread_between_two_lookups_is_read() -> None:
     zstandard = pytest.importorskip("zstandard")
     registry = CompressionRegistry.with_defaults()
-    table = _LoadsOnFirstMiss(registry._by_header, ZSTD, registry._load_zstd)  # type: ignore[arg-type]
-    registry._by_header = table  # type: ignore[assignment]
+    table = LoadsOnFirstMiss(registry._by_header, ZSTD, registry._load_zstd)
+    registry._by_header = table
     data = zstandard.ZstdCompressor().compress(b"payload")
     assert registry.decompress(data, ZSTD) == b"payload"
     assert table.fired

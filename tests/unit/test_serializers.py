@@ -7,7 +7,6 @@ import decimal
 import pickle
 import sys
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ from celeriac.protocol.serializers import (
     Serializer,
     SerializerRegistry,
 )
+from conftest import LoadsOnFirstMiss
 
 REGISTRY = SerializerRegistry.with_defaults()
 
@@ -307,25 +307,9 @@ def test_missing_optional_module_names_the_bundle(
     assert registry.dumps([1], "json")[2] == b"[1]"
 
 
-class _LoadsOnFirstMiss(dict[str, Any]):
-    """A registry table whose first lookup of ``key`` lets ``load`` run before it answers: the
-    interleaving where another thread finishes loading a built-in between two lookups."""
-
-    def __init__(self, table: dict[str, Any], key: str, load: Callable[[], None]) -> None:
-        super().__init__(table)
-        self.key, self.load, self.fired = key, load, False
-
-    def get(self, key: str, default: Any = None) -> Any:
-        found = super().get(key, default)
-        if key == self.key and not self.fired:
-            self.fired = True
-            self.load()
-        return found
-
-
 def test_a_built_in_loaded_by_another_thread_between_two_lookups_is_found() -> None:
     registry = SerializerRegistry.with_defaults()
-    table = _LoadsOnFirstMiss(registry._by_name, "msgpack", lambda: registry._load("msgpack"))
+    table = LoadsOnFirstMiss(registry._by_name, "msgpack", lambda: registry._load("msgpack"))
     registry._by_name = table
     assert registry.get("msgpack").name == "msgpack"
     assert table.fired
@@ -335,7 +319,7 @@ def test_a_content_type_loaded_by_another_thread_between_two_lookups_is_found() 
     registry = SerializerRegistry.with_defaults()
     registry._load("yaml")  # msgpack is the last one pending: its load empties the table
     msgpack_type = "application/x-msgpack"
-    table = _LoadsOnFirstMiss(registry._by_type, msgpack_type, lambda: registry._load("msgpack"))
+    table = LoadsOnFirstMiss(registry._by_type, msgpack_type, lambda: registry._load("msgpack"))
     registry._by_type = table
     assert registry.name_for(msgpack_type) == "msgpack"
     assert table.fired
