@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -19,7 +18,7 @@ from pathlib import Path
 import amqp_broker
 import pytest
 from apps.amqp_tasks import MAX_DELIVERIES_ENV, QUEUE_ENV, RUNS_ENV, URL_ENV, build_app
-from worker_harness import WorkerProcess, child_env, wait_for_runs
+from worker_harness import WorkerProcess, child_env, start_cli_worker, wait_for_runs
 
 from celeriac import Celeriac
 from celeriac.transports.amqp import AMQPTransport
@@ -49,11 +48,8 @@ class Setup:
         )
 
     def start_worker(self) -> WorkerProcess:
-        args = [sys.executable, "-m", "celeriac", "-A", "apps.amqp_tasks", "worker"]
-        args += ["-P", "threads", "-c", "2", "-l", "info"]
-        worker = WorkerProcess(args, self.env(), self.dir)
+        worker = start_cli_worker("apps.amqp_tasks", self.env(), self.dir)
         self.workers.append(worker)
-        worker.wait_ready()
         return worker
 
     def runs_seen(self) -> list[str]:

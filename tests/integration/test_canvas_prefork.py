@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from apps.canvas_tasks import Boom, runs
 from apps.canvas_worker import PREFIX_ENV, URL_ENV, build_app
-from worker_harness import WorkerProcess, child_env
+from worker_harness import WorkerProcess, child_env, start_cli_worker
 
 from celeriac import ChordError, Signature, chord, group
 from conftest import delete_redis_keys, require_service
@@ -32,11 +31,8 @@ class Setup:
 
     def start_worker(self) -> WorkerProcess:
         env = child_env({URL_ENV: self.url, PREFIX_ENV: self.prefix})
-        args = [sys.executable, "-m", "celeriac", "-A", "apps.canvas_worker", "worker"]
-        args += ["-P", "prefork", "-c", "2", "-l", "info"]
-        worker = WorkerProcess(args, env, self.dir)
+        worker = start_cli_worker("apps.canvas_worker", env, self.dir, pool="prefork")
         self.workers.append(worker)
-        worker.wait_ready()
         return worker
 
     def close(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from apps.redis_tasks import LEASE_ENV, PREFIX_ENV, RUNS_ENV, URL_ENV, build_app
 from redis_server import RedisServer
-from worker_harness import WorkerProcess, child_env, wait_for_runs
+from worker_harness import WorkerProcess, child_env, start_cli_worker, wait_for_runs
 
 from celeriac import Celeriac
 from conftest import require_service
@@ -41,25 +40,9 @@ class Setup:
             }
         )
 
-    def start_worker(self, *extra: str) -> WorkerProcess:
-        args = [
-            sys.executable,
-            "-m",
-            "celeriac",
-            "-A",
-            "apps.redis_tasks",
-            "worker",
-            "-P",
-            "threads",
-            "-c",
-            "2",
-            "-l",
-            "info",
-            *extra,
-        ]
-        worker = WorkerProcess(args, self.env(), self.dir)
+    def start_worker(self, pool: str = "threads") -> WorkerProcess:
+        worker = start_cli_worker("apps.redis_tasks", self.env(), self.dir, pool=pool)
         self.workers.append(worker)
-        worker.wait_ready()
         return worker
 
     def runs_seen(self) -> list[str]:
@@ -97,7 +80,7 @@ def shared(tmp_path: Path) -> Iterator[Setup]:
 def test_kill_9_during_1000_acks_late_tasks_a_second_worker_finishes_all(
     shared: Setup, pool: str
 ) -> None:
-    first = shared.start_worker("-P", pool)  # the last -P wins
+    first = shared.start_worker(pool)
     assert f"ready: pool={pool} " in first.output()
     results = shared.app.send_many([("r.record", (str(i), 0.002), {}) for i in range(1000)])
     shared.wait_for_runs("some tasks to run", lambda runs: len(runs) >= 100, 30)
@@ -105,7 +88,7 @@ def test_kill_9_during_1000_acks_late_tasks_a_second_worker_finishes_all(
     first.wait_exit(10)
     done_by_first = len(shared.runs_seen())
     assert done_by_first < 1000, "the first worker finished everything before it was killed"
-    shared.start_worker("-P", pool)
+    shared.start_worker(pool)
     shared.wait_for_runs("every task to run", lambda runs: len(set(runs)) == 1000, 60)
     assert [r.get(timeout=30) for r in results] == [str(i) for i in range(1000)]
     runs = shared.runs_seen()

@@ -24,7 +24,7 @@ import aio_pika
 import pytest
 import redis
 from apps.rpc_tasks import BACKEND_ENV, BROKER_ENV, PREFIX_ENV, QUEUE_ENV, RESULTS, Boom, build_app
-from worker_harness import WorkerProcess, child_env
+from worker_harness import WorkerProcess, child_env, start_cli_worker
 
 from celeriac import Celeriac, chain, chord, group, states
 from celeriac.errors import ImproperlyConfigured, TaskRevokedError, TimeoutError
@@ -238,11 +238,9 @@ class Deployment:
         )
 
     def start_worker(self, pool: str = "threads") -> WorkerProcess:
-        args = [sys.executable, "-m", "celeriac", "-A", "apps.rpc_tasks", "worker"]
-        args += ["-P", pool, "-c", "2", "-l", "info", "-Q", self.queue]
-        worker = WorkerProcess(args, self.env(), self.dir)
+        env, cwd = self.env(), self.dir
+        worker = start_cli_worker("apps.rpc_tasks", env, cwd, "-Q", self.queue, pool=pool)
         self.workers.append(worker)
-        worker.wait_ready()
         return worker
 
     def close(self) -> None:

@@ -302,6 +302,27 @@ class Harness:
                 self._app.close()
 
 
+def start_cli_worker(
+    app_spec: str,
+    env: dict[str, str],
+    cwd: Path,
+    *extra: str,
+    pool: str = "threads",
+    concurrency: int = 2,
+) -> WorkerProcess:
+    """``python -m celeriac -A app_spec worker -P pool -c concurrency -l info *extra``, started
+    and waited for until it is consuming; the caller stops it."""
+    args = [sys.executable, "-m", "celeriac", "-A", app_spec, "worker"]
+    args += ["-P", pool, "-c", str(concurrency), "-l", "info", *extra]
+    worker = WorkerProcess(args, env, cwd)
+    try:
+        worker.wait_ready()
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
 def wait_until(
     condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
 ) -> None:

@@ -520,7 +520,8 @@ class RedisTransport(Transport):
         # publish at once (the claim rides behind the BLPOP) rather than claim first and find
         # nothing, a round trip that an idle worker's every task used to pay. Anything
         # published since pushed the notify list, so the BLPOP returns at once for it.
-        empty_until = self._emptied.pop(tuple(wanted), None)
+        key = tuple(wanted)
+        empty_until = self._emptied.pop(key, None)
         if empty_until is not None and empty_until > now and timeout > 0:
             wait = min(deadline, empty_until) - now
             wake = (notify, max(1, math.ceil(wait * 1000)) / 1000)
@@ -530,7 +531,7 @@ class RedisTransport(Transport):
             )
             if len(deliveries) < max_count:
                 due = loop.time() + next_due if next_due is not None else math.inf
-                self._emptied[tuple(wanted)] = due
+                self._emptied[key] = due
             if deliveries:
                 return deliveries
             if self._declared and epoch != self._epoch:  # Redis lost its data: see _redeclare
