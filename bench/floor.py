@@ -35,7 +35,7 @@ def incr_only(n: int) -> None:
 
 
 def claim_incr_ack(prefix: str) -> None:
-    from celeriac.transports import redis_scripts as lua
+    from celeriac.transports.redis import scripts as lua
 
     client = redis.Redis.from_url(URL)
     claim = client.register_script(lua.CLAIM)

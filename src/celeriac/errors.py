@@ -11,6 +11,7 @@ Two branches that never mix: control flow raised *on purpose* by task code to st
     Exception
     └── CeleriacError
         ├── ImproperlyConfigured     a bad setting, task option or URL (names the culprit)
+        │   └── AppNotFound          ``-A module[:attr]`` names no app (says why)
         ├── NotRegistered            a task name that no app knows
         ├── DecodeError              a message or result that cannot be decoded (says why)
         │   └── ContentDisallowed    a content type not in accept_content (pickle, say)
@@ -81,6 +82,10 @@ class CeleriacError(Exception):
 
 class ImproperlyConfigured(CeleriacError):
     """A setting, task option or URL is wrong; the message names which and why."""
+
+
+class AppNotFound(ImproperlyConfigured):
+    """``-A module[:attr]`` does not lead to an app: the module, attribute or app is missing."""
 
 
 class NotRegistered(CeleriacError, KeyError):

@@ -208,7 +208,7 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> EagerResult[R]:
         """Run the task in this process with the worker's semantics (retries, states)."""
-        from celeriac.worker.eager import apply_eager
+        from celeriac.execution.eager import apply_eager
 
         return apply_eager(self, tuple(args or ()), dict(kwargs or {}), options)
 

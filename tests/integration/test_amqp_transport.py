@@ -27,7 +27,7 @@ from celeriac.protocol.codec import Codecs, decode_body
 from celeriac.protocol.message import Message, task_message
 from celeriac.routing import Exchange, Queue
 from celeriac.transports.amqp import AMQPTransport
-from celeriac.transports.amqp_delay import delay_name, ttl_bucket
+from celeriac.transports.amqp.delay import delay_name, ttl_bucket
 from celeriac.transports.base import Delivery, Outgoing
 from conftest import require_service
 

@@ -21,7 +21,7 @@ from celeriac.protocol.message import task_message
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import Outgoing
 from celeriac.transports.redis import RedisTransport
-from celeriac.transports.redis_scripts import CHUNK_COPIES
+from celeriac.transports.redis.scripts import CHUNK_COPIES
 from conftest import delete_redis_keys, require_service
 
 pytestmark = pytest.mark.redis

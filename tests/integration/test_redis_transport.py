@@ -33,7 +33,7 @@ from celeriac.protocol.message import task_message
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import Delivery, Outgoing
 from celeriac.transports.redis import RedisTransport
-from celeriac.transports.redis_url import (
+from celeriac.transports.redis.url import (
     is_sentinel_url,
     parse_redis_url,
     parse_sentinel_url,

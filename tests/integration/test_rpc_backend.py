@@ -30,7 +30,7 @@ from celeriac import Celeriac, chain, chord, group, states
 from celeriac.errors import ImproperlyConfigured, TaskRevokedError, TimeoutError
 from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.results.result import AsyncResult
-from celeriac.results.rpc import CHORD_LIMIT, RPCBackend
+from celeriac.results.rpc.backend import CHORD_LIMIT, RPCBackend
 from conftest import require_service
 
 pytestmark = [pytest.mark.amqp]

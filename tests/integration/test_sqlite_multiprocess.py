@@ -24,9 +24,9 @@ import pytest
 from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.protocol.message import task_message
 from celeriac.routing import Queue
-from celeriac.transports import sqlite_db as schema
 from celeriac.transports.base import Delivery, Outgoing
 from celeriac.transports.sqlite import SQLiteTransport, database_path
+from celeriac.transports.sqlite import db as schema
 
 # A consumer process. argv: db path, mode ("drain" or "lease-and-hang"), go-file, batch size.
 # drain: wait for the go-file, then get/ack until the queue stays empty for a second; print the

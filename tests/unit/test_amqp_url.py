@@ -7,8 +7,8 @@ import ssl
 import pytest
 
 from celeriac.errors import ImproperlyConfigured
-from celeriac.transports.amqp_delay import LONGEST_MS, delay_queue_arguments, ttl_bucket
-from celeriac.transports.amqp_url import parse_amqp_urls
+from celeriac.transports.amqp.delay import LONGEST_MS, delay_queue_arguments, ttl_bucket
+from celeriac.transports.amqp.url import parse_amqp_urls
 
 
 @pytest.mark.parametrize(

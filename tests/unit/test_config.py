@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from celeriac import Celeriac, ImproperlyConfigured, Queue, config
+from celeriac import Celeriac, ImproperlyConfigured, Queue
+from celeriac.app import config
 
 
 def test_defaults_are_the_embedded_sqlite_file(tmp_path: pytest.TempPathFactory) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from celeriac import Celeriac, ImproperlyConfigured
-from celeriac.app import WORKER_TASK_OPTIONS
+from celeriac.app.base import WORKER_TASK_OPTIONS
 from celeriac.protocol import compression, serializers
 from celeriac.protocol.compression import BZ2, Codec, CompressionRegistry
 from celeriac.protocol.serializers import Serializer, SerializerRegistry

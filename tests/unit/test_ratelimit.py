@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from celeriac.errors import ImproperlyConfigured
-from celeriac.worker.ratelimit import RateLimiter, TokenBucket, parse_rate
+from celeriac.utils.rates import parse_rate
+from celeriac.worker.ratelimit import RateLimiter, TokenBucket
 
 
 class FakeClock:

@@ -18,8 +18,8 @@ from celeriac.errors import ImproperlyConfigured
 from celeriac.protocol.message import Message, task_message
 from celeriac.routing import Binding, Exchange, Queue, headers_match, route
 from celeriac.testing import memory_app, worker_thread
-from celeriac.transports import redis_scripts
 from celeriac.transports.base import Outgoing
+from celeriac.transports.redis import scripts as redis_scripts
 from celeriac.transports.sqlite import SQLiteTransport
 from celeriac.transports.topology import QueueInfo, Topology
 

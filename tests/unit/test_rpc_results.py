@@ -16,8 +16,8 @@ from celeriac import Celeriac, chord, group, states
 from celeriac.context import Request, running
 from celeriac.errors import ImproperlyConfigured
 from celeriac.results.base import ResultMeta, exception_to_dict
-from celeriac.results.rpc import CHORD_LIMIT, RPCBackend
-from celeriac.results.rpc_replies import Replies
+from celeriac.results.rpc.backend import CHORD_LIMIT, RPCBackend
+from celeriac.results.rpc.replies import Replies
 from celeriac.testing import memory_app
 
 BROKER = "amqp://guest:secret-pw@127.0.0.1:5672//"

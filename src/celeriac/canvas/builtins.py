@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from celeriac.canvas.signature import Signature
+from celeriac.utils.loops import thread_loop
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
 
 def _run(app: Celeriac, task: Mapping[str, Any], args: tuple[Any, ...]) -> Any:
     """Call the task's function here, as a plain call (no message, no result of its own)."""
-    from celeriac.worker.executor import thread_loop
-
     sig = Signature.from_dict(task, app)
     target = app.get_task(sig.task)
     value = target(*args, *sig.args, **sig.kwargs)

@@ -31,6 +31,7 @@ from celeriac.canvas.signature import Signature
 from celeriac.context import Request
 from celeriac.errors import ChordError
 from celeriac.results.base import ResultMeta, exception_to_dict
+from celeriac.utils.loops import thread_loop
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -230,8 +231,6 @@ def call_errback(
     errback: Signature, request: Request, exc: BaseException | None, traceback: str | None
 ) -> None:
     """Call a ``(request, exc, traceback)`` errback here (an ``async def`` one to its end)."""
-    from celeriac.worker.executor import thread_loop
-
     value = errback(request, exc, traceback)
     if errback.type.is_async:
         thread_loop().run_until_complete(value)

@@ -16,13 +16,12 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from celeriac.errors import CeleriacError
+from celeriac.errors import AppNotFound, CeleriacError
+from celeriac.utils.logs import LOG_FORMAT
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.cli.group import cli as cli
-
-LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
 
 def package_version() -> str:
@@ -62,13 +61,16 @@ class AppContext:
     @property
     def app(self) -> Celeriac:
         if self._app is None:
+            import click  # a command is running: click is imported already
+
             if not self.spec:
-                import click  # a command is running: click is imported already
-
                 raise click.UsageError("this command needs an app: -A module[:attr]")
-            from celeriac.cli.discovery import find_app
+            from celeriac.app.loader import find_app
 
-            app = find_app(self.spec)
+            try:
+                app = find_app(self.spec)
+            except AppNotFound as exc:
+                raise click.BadParameter(str(exc), param_hint="-A") from None
             overrides: dict[str, str] = {}
             if self.broker:
                 overrides["broker_url"] = self.broker

@@ -26,6 +26,7 @@ from celeriac import signals, states
 from celeriac.canvas import flow
 from celeriac.context import Request
 from celeriac.errors import DecodeError, NotRegistered, TaskRevokedError, TransportError
+from celeriac.execution.executor import Outcome
 from celeriac.protocol.codec import decode_body
 from celeriac.protocol.message import parse_time
 from celeriac.results.base import ResultMeta, exception_to_dict
@@ -33,7 +34,6 @@ from celeriac.routing import Queue
 from celeriac.transports.base import Delivery, Transport
 from celeriac.utils.outage import Outage
 from celeriac.worker.acks import AckBatcher
-from celeriac.worker.executor import Outcome
 from celeriac.worker.pools.base import Pool
 from celeriac.worker.ratelimit import RateLimiter
 from celeriac.worker.request import build_request

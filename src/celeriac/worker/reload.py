@@ -31,6 +31,9 @@ __all__ = ["PythonSourceFilter", "Reloader", "app_source_paths"]
 
 logger = logging.getLogger("celeriac.worker.reload")
 
+#: The ``celeriac`` package directory (this file is ``celeriac/worker/reload.py``).
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
 
 # -- what to watch --------------------------------------------------------------------------------
 def _installed_roots() -> list[Path]:
@@ -43,10 +46,7 @@ def _installed_roots() -> list[Path]:
         roots.update(site.getsitepackages())
     with contextlib.suppress(AttributeError):
         roots.add(site.getusersitepackages())
-    import celeriac
-
-    if celeriac.__file__ is not None:
-        roots.add(str(Path(celeriac.__file__).parent))
+    roots.add(str(_PACKAGE_DIR))  # celeriac's own source, even when installed editable
     return [Path(r).resolve() for r in roots if r]
 
 

@@ -33,8 +33,8 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from celeriac.context import Request
+from celeriac.execution.executor import Outcome, arun_request
 from celeriac.worker import timelimits
-from celeriac.worker.executor import Outcome, arun_request
 from celeriac.worker.pools.base import OnStart, Pool, PoolOptions, effective_time_limits
 from celeriac.worker.pools.threads import TaskThreads
 

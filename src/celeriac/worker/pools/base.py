@@ -6,7 +6,7 @@ one waits. A pool enforces time limits (:func:`effective_time_limits`), can stop
 task by id (``terminate``, for ``revoke --terminate``), and can change its size at run time
 (``resize``, for the autoscaler).
 
-Who stores the result: the pool's executor does (:func:`celeriac.worker.executor.run_request`),
+Who stores the result: the pool's executor does (:func:`celeriac.execution.executor.run_request`),
 in the thread or child that ran the task; when that thread or child cannot (a child killed by
 the OS or by a hard time limit), the pool stores the FAILURE itself before returning.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac.context import Request
-from celeriac.worker.executor import Outcome
+from celeriac.execution.executor import Outcome
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

@@ -45,10 +45,12 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from celeriac import signals, states
+from celeriac.app.loader import find_app
 from celeriac.context import Request
 from celeriac.errors import NotRegistered, SoftTimeLimitExceeded
+from celeriac.execution.executor import Outcome, execute, finish
 from celeriac.results.base import exception_to_dict
-from celeriac.worker.executor import Outcome, execute, finish, thread_loop
+from celeriac.utils.loops import thread_loop
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -211,8 +213,6 @@ def _setup_logging(level: int, fmt: str) -> None:
 
 
 def _load_app(config: ChildConfig) -> Celeriac:
-    from celeriac.cli.discovery import find_app
-
     app = find_app(config.app_spec)
     changed = {k: v for k, v in config.settings.items() if getattr(app.conf, k, None) != v}
     if changed:

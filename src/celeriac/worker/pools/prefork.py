@@ -54,8 +54,9 @@ from celeriac.errors import (
     TimeLimitExceeded,
     WorkerLostError,
 )
+from celeriac.execution.executor import Outcome, Settle, finish
 from celeriac.results.base import exception_from_dict
-from celeriac.worker.executor import Outcome, Settle, finish
+from celeriac.utils.logs import LOG_FORMAT
 from celeriac.worker.pools.base import OnStart, Pool, PoolOptions, effective_time_limits
 from celeriac.worker.pools.child import ChildConfig, Done, Run
 from celeriac.worker.pools.supervisor import Child, Job, Killed, Supervisor
@@ -124,8 +125,6 @@ class PreforkPool(Pool):
             raise ImproperlyConfigured(f"a prefork child could not start: {failed[0]}")
 
     def _child_config(self) -> ChildConfig:
-        from celeriac.cli.main import LOG_FORMAT  # the children log like the CLI's worker
-
         return ChildConfig(
             app_spec=str(self.options.app_spec),
             settings={

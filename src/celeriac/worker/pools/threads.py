@@ -1,7 +1,7 @@
 """The ``threads`` and ``solo`` pools: tasks run in threads of this process.
 
 ``async def`` tasks run on each thread's own event loop, created once per thread
-(:func:`~celeriac.worker.executor.thread_loop`). ``solo`` is a single thread: one task at a time,
+(:func:`~celeriac.execution.executor.thread_loop`). ``solo`` is a single thread: one task at a time,
 while the worker's event loop stays free to renew leases and answer signals.
 
 Time limits, and what they can and cannot do here
@@ -47,15 +47,9 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac.context import Request
 from celeriac.errors import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from celeriac.execution.executor import Outcome, afinish, execute_with, finish
+from celeriac.utils.loops import close_thread_loop, thread_loop
 from celeriac.worker import timelimits
-from celeriac.worker.executor import (
-    Outcome,
-    afinish,
-    close_thread_loop,
-    execute_with,
-    finish,
-    thread_loop,
-)
 from celeriac.worker.pools.base import OnStart, Pool, PoolOptions, effective_time_limits
 
 if TYPE_CHECKING:

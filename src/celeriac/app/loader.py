@@ -1,7 +1,8 @@
-"""``-A module[:attr]``: find the app the way Celery users expect, with one clear error if not.
+"""Find an app by name (``-A module[:attr]``) the way Celery users expect, with one clear error.
 
-A prefork child finds its app here too, and a child needs no command line: click (~20 ms to
-import) is imported only to report a mistake, as the CLI's usage error.
+The CLI's ``-A`` and every prefork child (which re-imports the app by name) load it here, so the
+loading lives in the app layer and reports a mistake as :class:`~celeriac.errors.AppNotFound`;
+the CLI turns that into its usage error.
 """
 
 from __future__ import annotations
@@ -9,12 +10,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from celeriac.app import Celeriac
-
-if TYPE_CHECKING:
-    import click
+from celeriac.app.base import Celeriac
+from celeriac.errors import AppNotFound
 
 CANDIDATE_NAMES = ("app", "celeriac", "celery")
 
@@ -32,15 +31,15 @@ def find_app(spec: str) -> Celeriac:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise _bad_app(f"cannot import {module_name!r}: {exc}") from None
+        raise AppNotFound(f"cannot import {module_name!r}: {exc}") from None
     if attr:
         obj: Any = getattr(module, attr, None)
         if obj is None:
-            raise _bad_app(f"{module_name!r} has no attribute {attr!r}")
+            raise AppNotFound(f"{module_name!r} has no attribute {attr!r}")
         if callable(obj) and not isinstance(obj, Celeriac):
             obj = obj()
         if not isinstance(obj, Celeriac):
-            raise _bad_app(f"{spec!r} is not a Celeriac app")
+            raise AppNotFound(f"{spec!r} is not a Celeriac app")
         return obj
     for name in CANDIDATE_NAMES:
         found = getattr(module, name, None)
@@ -50,12 +49,5 @@ def find_app(spec: str) -> Celeriac:
     if len(apps) == 1:
         return next(iter(apps.values()))
     if apps:
-        raise _bad_app(f"{module_name!r} holds several apps; name one as {module_name}:ATTR")
-    raise _bad_app(f"no Celeriac app found in {module_name!r}")
-
-
-def _bad_app(message: str) -> click.BadParameter:
-    """The usage error for a bad ``-A`` (see the module docstring for the late import)."""
-    import click
-
-    return click.BadParameter(message, param_hint="-A")
+        raise AppNotFound(f"{module_name!r} holds several apps; name one as {module_name}:ATTR")
+    raise AppNotFound(f"no Celeriac app found in {module_name!r}")

@@ -20,13 +20,13 @@ A thread keeps its connection and leaves the subscription in place when a wait r
 next wait drops it in the same write as its SUBSCRIBE, so no UNSUBSCRIBE round trip stands
 between a result and ``get()``. A thread's first wait reads the key before it opens that
 connection, so reading ready results opens none; ``timeout <= 0`` is one GET and no
-subscription. :mod:`celeriac.results.redis_subscriber` says why a stale message or
+subscription. :mod:`celeriac.results.redis.subscriber` says why a stale message or
 confirmation is never taken for a new wait's, and how a connection the server closed is
 replaced. The async twins run the protocol on a pooled ``redis.asyncio`` connection,
 UNSUBSCRIBE on the way out and hand it back; one that ends abnormally (an error, a
 cancellation) is disconnected instead, since its subscription state is unknown.
 
-URLs and connection options are parsed by :mod:`celeriac.transports.redis_url`, shared with the
+URLs and connection options are parsed by :mod:`celeriac.transports.redis.url`, shared with the
 broker: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix:///path.sock?db=N``
 and ``redis+sentinel://host:26379[;sentinel://host2:26379][/db]`` with ``master_name``.
 Options (``result_backend_transport_options``, or the URL's query string): ``key_prefix`` (alias
@@ -73,8 +73,8 @@ from redis.retry import Retry
 
 from celeriac.errors import BackendError, ImproperlyConfigured
 from celeriac.results.base import Backend, ResultMeta
-from celeriac.results.redis_subscriber import ThreadSubscribers, published, reply_kind
-from celeriac.transports.redis_url import (
+from celeriac.results.redis.subscriber import ThreadSubscribers, published, reply_kind
+from celeriac.transports.redis.url import (
     SentinelSpec,
     is_sentinel_url,
     parse_redis_url,
@@ -297,7 +297,7 @@ class RedisBackend(Backend):
                 ) from None
         self._client = self.target.sync_client()
         self._sub_pool = self.target.sync_client(subscriber=True).connection_pool
-        # each thread keeps one subscriber connection (see redis_subscriber.py)
+        # each thread keeps one subscriber connection (see subscriber.py)
         self._subscribers = ThreadSubscribers(lambda: self._sub_pool.make_connection())
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._loops_lock = threading.Lock()

@@ -1,6 +1,6 @@
 """RabbitMQ declarations for celeriac's topology: queue arguments, dead-letter queues, checks.
 
-Functions over one :class:`~celeriac.transports.amqp_link.Link`, all on its control channel,
+Functions over one :class:`~celeriac.transports.amqp.link.Link`, all on its control channel,
 where a refused declaration costs nothing but that channel (reopened on next use).
 
 * :func:`queue_arguments`: a queue's own ``arguments``, then ``x-max-priority`` (celeriac's 0-9
@@ -32,7 +32,7 @@ from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
 from celeriac.errors import TransportError
 from celeriac.routing import Binding, Queue
-from celeriac.transports.amqp_link import Link
+from celeriac.transports.amqp.link import Link
 
 logger = logging.getLogger("celeriac.transports.amqp")
 

@@ -19,10 +19,8 @@ from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
-from celeriac.transports import amqp_codec as codec
-from celeriac.transports import amqp_topology as topology
-from celeriac.transports import amqp_wire as wire
-from celeriac.transports.amqp_link import Frame, Link
+from celeriac.transports.amqp import codec, topology, wire
+from celeriac.transports.amqp.link import Frame, Link
 from celeriac.transports.base import DeadLetter, Delivery
 
 if TYPE_CHECKING:

@@ -42,7 +42,7 @@ from aiormq.exceptions import ChannelPreconditionFailed
 from pamqp.commands import Basic
 
 from celeriac.protocol.message import format_time
-from celeriac.transports.amqp_link import Link
+from celeriac.transports.amqp.link import Link
 
 MAX_TTL_MS = 2**32 - 1
 MIN_GRID_MS = 10

@@ -29,7 +29,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from celeriac.transports.amqp_url import AmqpTarget, connect_first
+from celeriac.transports.amqp.url import AmqpTarget, connect_first
 from celeriac.utils.portal import Portal
 
 logger = logging.getLogger("celeriac.results.rpc")

@@ -13,16 +13,17 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from celeriac import config
-from celeriac.batch import BatchSender
+from celeriac.app import config
+from celeriac.app.batch import BatchSender
+from celeriac.app.components import Component
+from celeriac.app.producer import Producer
 from celeriac.canvas.builtins import register_builtins
 from celeriac.canvas.signature import Signature
 from celeriac.context import Request, current_request
 from celeriac.control import Control
 from celeriac.errors import ImproperlyConfigured, NotRegistered
-from celeriac.producer import Producer
 from celeriac.protocol.codec import BodyEncoder, Codecs, encode_body
 from celeriac.protocol.message import (
     Message,
@@ -40,10 +41,8 @@ from celeriac.routing import Queue, Route, Router
 from celeriac.task import CORE_OPTIONS, Task, check_send_options
 from celeriac.transports.base import Outgoing, Transport
 from celeriac.transports.registry import check_transport_url, create_transport
+from celeriac.utils.rates import parse_rate
 from celeriac.utils.urls import redact_url
-
-if TYPE_CHECKING:
-    from celeriac.worker.components import Component
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +186,6 @@ class Celeriac:
             )
         check_transport_url(self._broker_url(conf))
         if conf.task_default_rate_limit is not None:
-            from celeriac.worker.ratelimit import parse_rate  # only when a rate limit is set
-
             try:
                 parse_rate(conf.task_default_rate_limit)
             except ImproperlyConfigured as exc:
@@ -341,8 +338,6 @@ class Celeriac:
             )
 
         if options.get("rate_limit") is not None:
-            from celeriac.worker.ratelimit import parse_rate  # only for a rate-limited task
-
             try:
                 parse_rate(options["rate_limit"])
             except ImproperlyConfigured as exc:
@@ -357,8 +352,6 @@ class Celeriac:
 
     def add_component(self, component: type[Component]) -> None:
         """Run ``component`` in every worker of this app; its ``task_options`` become valid."""
-        from celeriac.worker.components import Component  # the worker's, only when extended
-
         if not (isinstance(component, type) and issubclass(component, Component)):
             raise ImproperlyConfigured(f"{component!r} is not a Component subclass")
         self.task_options.update(component.task_options)

@@ -2,16 +2,16 @@
 
 URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS), ``unix:///path?db=N``
 and ``redis+sentinel://host:26379;sentinel://host2:26379/db`` (see
-:mod:`celeriac.transports.redis_url` for the TLS and sentinel options).
+:mod:`celeriac.transports.redis.url` for the TLS and sentinel options).
 
 Options (``broker_transport_options``): ``lease_seconds`` and ``max_deliveries`` (see
 :mod:`celeriac.transports.base`); ``key_prefix`` (``"celeriac:"``), so several apps or tests may
 share one database; ``retries`` (1): how many times a command is retried at once on a broken
 connection (the first command after a Redis restart meets a dead pooled socket); the connection
-options of :func:`~celeriac.transports.redis_url.parse_redis_url`. Unknown keys are ignored.
+options of :func:`~celeriac.transports.redis.url.parse_redis_url`. Unknown keys are ignored.
 
 **Data and atomicity.** Messages, leases and delays live in sorted sets and hashes per queue,
-laid out in :mod:`celeriac.transports.redis_scripts`; every operation that changes them is one
+laid out in :mod:`celeriac.transports.redis.scripts`; every operation that changes them is one
 Lua script, so a batch is stored, claimed or settled all at once, and time is Redis's own clock.
 
 **Topology** (exchanges, queues, bindings) is stored in Redis as one JSON document with a
@@ -67,10 +67,10 @@ from redis.retry import Retry
 
 from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.transports import redis_scripts as lua
 from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
-from celeriac.transports.redis_url import async_client, password_of, sync_client
-from celeriac.transports.redis_wake import blpop_then_claim
+from celeriac.transports.redis import scripts as lua
+from celeriac.transports.redis.url import async_client, password_of, sync_client
+from celeriac.transports.redis.wake import blpop_then_claim
 from celeriac.transports.topology import Topology
 from celeriac.utils.urls import redact_url
 
@@ -505,7 +505,7 @@ class RedisTransport(Transport):
         Between claims it blocks in ``BLPOP`` on the queues' notify lists, for no longer than
         the time until the next delayed message or lease in these queues falls due, so it never
         polls and still wakes for a countdown that ends while it waits. The claim that follows
-        each ``BLPOP`` is sent with it (:mod:`celeriac.transports.redis_wake`).
+        each ``BLPOP`` is sent with it (:mod:`celeriac.transports.redis.wake`).
         """
         if max_count <= 0 or not queues:
             return []

@@ -21,7 +21,6 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import threading
 import time
 import traceback as tb
 from collections.abc import Callable, Coroutine, Iterator
@@ -43,6 +42,7 @@ from celeriac.errors import (
 )
 from celeriac.protocol.message import parse_time
 from celeriac.results.base import ResultMeta, exception_to_dict
+from celeriac.utils.loops import thread_loop
 
 if TYPE_CHECKING:
     from celeriac.task import Task
@@ -65,18 +65,6 @@ class Outcome:
     traceback: str | None = None
     reason: str | None = None
     runtime: float = 0.0
-
-
-_thread_state = threading.local()
-
-
-def thread_loop() -> asyncio.AbstractEventLoop:
-    """This thread's own event loop for ``async def`` tasks: made once, reused for every task."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_thread_state, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _thread_state.loop = loop
-    return loop
 
 
 def _call(task: Task[Any, Any], request: Request) -> Any:
@@ -467,23 +455,3 @@ async def arun_request(
     outcome = await aexecute(task, request, guard)
     await afinish(task, request, outcome, worker)
     return outcome
-
-
-def close_thread_loop(grace: float = 1.0) -> None:
-    """Close this thread's task loop when the thread retires; tasks left on it (abandoned at a
-    hard limit) are cancelled and get ``grace`` seconds to end. Never raises."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_thread_state, "loop", None)
-    _thread_state.loop = None
-    if loop is None or loop.is_closed():
-        return
-    try:
-        left = asyncio.all_tasks(loop)
-        for pending in left:
-            pending.cancel()
-        if left:
-            loop.run_until_complete(asyncio.wait(left, timeout=grace))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    except BaseException as exc:  # a retiring thread must not die noisily; say why it may leak
-        logger.debug("closing a retiring thread's event loop: %r", exc)
-    finally:
-        loop.close()

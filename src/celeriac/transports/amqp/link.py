@@ -32,7 +32,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
 from celeriac.errors import TransportError
-from celeriac.transports import amqp_wire as wire
+from celeriac.transports.amqp import wire
 
 logger = logging.getLogger("celeriac.transports.amqp")
 

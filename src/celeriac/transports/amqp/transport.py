@@ -1,7 +1,7 @@
 """The RabbitMQ broker (AMQP 0-9-1, on aio-pika/aiormq): RabbitMQ's own exchanges, no emulation.
 
 URLs: ``amqp://user:password@host:5672/vhost``, ``amqps://`` and ``;``-separated failover lists
-(see :mod:`celeriac.transports.amqp_url` for TLS, heartbeat and timeout options).
+(see :mod:`celeriac.transports.amqp.url` for TLS, heartbeat and timeout options).
 
 Options (``broker_transport_options``), besides the connection options: ``max_deliveries``
 (10); ``queue_type`` (``"classic"`` or ``"quorum"``: durable queues are declared as quorum queues,
@@ -27,7 +27,7 @@ it declared before.
 then awaits every confirm together. RabbitMQ does not say how many queues a message reached, so
 a count is 1 for routed and 0 for returned (unroutable). Exchanges named in a batch are checked
 (passive declare, once per connection) before anything is sent, so a batch to a missing exchange
-is refused whole. Delays go to TTL queues (:mod:`celeriac.transports.amqp_delay`); a delayed
+is refused whole. Delays go to TTL queues (:mod:`celeriac.transports.amqp.delay`); a delayed
 message counts 1 once it is in its delay queue. Message layout: :mod:`~.amqp_codec`.
 
 **Consuming.** ``get`` starts a ``basic.consume`` per queue on first use (RabbitMQ round-robins
@@ -68,12 +68,10 @@ from pamqp.commands import Basic
 
 from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.transports import amqp_codec as codec
-from celeriac.transports import amqp_delay as delay
-from celeriac.transports import amqp_topology as topology
-from celeriac.transports.amqp_link import Frame, Link, on_close
-from celeriac.transports.amqp_settle import Settler
-from celeriac.transports.amqp_url import connect_first, parse_amqp_urls
+from celeriac.transports.amqp import codec, delay, topology
+from celeriac.transports.amqp.link import Frame, Link, on_close
+from celeriac.transports.amqp.settle import Settler
+from celeriac.transports.amqp.url import connect_first, parse_amqp_urls
 from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
 
 logger = logging.getLogger("celeriac.transports.amqp")

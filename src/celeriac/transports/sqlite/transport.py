@@ -66,8 +66,8 @@ import orjson
 
 from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.transports import sqlite_db as sql
 from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
+from celeriac.transports.sqlite import db as sql
 from celeriac.transports.topology import (
     QueueInfo,
     Topology,

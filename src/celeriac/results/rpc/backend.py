@@ -18,7 +18,7 @@ Celery's):
    stored result is in the reply queue when ``store_many`` returns (``acks_late`` relies on
    that).
 3. The caller consumes its queue on the backend's own thread and keeps the latest record per
-   task id in memory (:class:`~celeriac.results.rpc_replies.Replies`); ``get()`` waits on a
+   task id in memory (:class:`~celeriac.results.rpc.replies.Replies`); ``get()`` waits on a
    ``threading.Event`` and ``aget()`` on a future of its own loop. Nothing polls, and a sync
    caller (a Django view) pays for no event loop per call.
 
@@ -33,7 +33,7 @@ after that time without a consumer. ``close()`` deletes it at once.
 
 Where it connects: ``rpc://`` (no host) means the app's broker, which must then be AMQP;
 ``rpc://user:password@host:port/vhost`` names a RabbitMQ of its own. URLs, TLS options and
-failover lists (``;``) are parsed by :mod:`celeriac.transports.amqp_url`, shared with the
+failover lists (``;``) are parsed by :mod:`celeriac.transports.amqp.url`, shared with the
 transport; a password never reaches a log or a repr. Options (``result_backend_transport_options``):
 ``reply_queue_expires`` (seconds), ``max_cached_results`` (default 100,000 records kept for
 reading), and the AMQP connection options of ``amqp_url`` (``heartbeat``, ``connect_timeout``,
@@ -72,9 +72,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from celeriac.errors import BackendError, DecodeError, ImproperlyConfigured
 from celeriac.results.base import Backend, ResultMeta
-from celeriac.results.rpc_link import Reply, ReplyLink
-from celeriac.results.rpc_replies import Replies
-from celeriac.transports.amqp_url import AmqpTarget, parse_amqp_urls
+from celeriac.results.rpc.link import Reply, ReplyLink
+from celeriac.results.rpc.replies import Replies
+from celeriac.transports.amqp.url import AmqpTarget, parse_amqp_urls
 from celeriac.utils.urls import redact_url, scheme_of
 
 logger = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.context import Request, current_request
+from celeriac.execution.executor import execute, finish
 from celeriac.protocol.message import new_id
 from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.results.result import EagerResult
-from celeriac.worker.executor import execute, finish
 
 if TYPE_CHECKING:
     from celeriac.task import Task

@@ -1,0 +1,1 @@
+"""Running one task request to one outcome: shared by every worker pool and by ``apply()``."""
