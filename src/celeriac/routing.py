@@ -336,6 +336,20 @@ class Router:
         self.cacheable = self._cacheable
         self._cache: dict[tuple[Any, ...], Route] = {}
 
+    @classmethod
+    def from_settings(cls, conf: Any) -> Router:
+        """The router an app's settings describe (``task_routes``, ``task_queues``,
+        ``task_default_queue``, ``task_create_missing_queues``); a bad one fails naming the
+        setting. ``conf`` is the app's settings object (typed loosely: routing sits below the
+        app's settings module)."""
+        queues = {q.name: q for q in conf.task_queues or ()}
+        return cls(
+            conf.task_routes,
+            queues,
+            conf.task_default_queue,
+            conf.task_create_missing_queues,
+        )
+
     @staticmethod
     def _flatten(routes: RoutesSetting) -> list[Any]:
         if routes is None:

@@ -272,13 +272,7 @@ class Celeriac:
     @property
     def router(self) -> Router:
         if self._router is None:
-            queues = {q.name: q for q in self.conf.task_queues or ()}
-            self._router = Router(
-                self.conf.task_routes,
-                queues,
-                self.conf.task_default_queue,
-                self.conf.task_create_missing_queues,
-            )
+            self._router = Router.from_settings(self.conf)
         return self._router
 
     @property
