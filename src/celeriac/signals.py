@@ -68,6 +68,8 @@ from typing import Any, TypeVar, overload
 __all__ = [
     "Receiver",
     "Signal",
+    "after_task_publish",
+    "before_task_publish",
     "task_failure",
     "task_postrun",
     "task_prerun",
@@ -329,6 +331,35 @@ worker_shutdown = Signal(
 worker_process_init = Signal(
     "worker_process_init",
     doc="Each prefork child, after importing the app, before its first task. sender: None.",
+)
+
+# -- the producer's signals ----------------------------------------------------------------------
+before_task_publish = Signal(
+    "before_task_publish",
+    providing_args=(
+        "body",
+        "exchange",
+        "routing_key",
+        "headers",
+        "properties",
+        "declare",
+        "retry_policy",
+    ),
+    doc=(
+        "In the sending process, just before a task message is published. sender: the task's "
+        "name (str). ``body``: the message body (args, kwargs, embed); ``headers`` and "
+        "``properties``: the message's, which a receiver may change in place; ``declare``: the "
+        "queues declared with the send; ``retry_policy``: the publish retry policy or None."
+    ),
+)
+after_task_publish = Signal(
+    "after_task_publish",
+    providing_args=("body", "exchange", "routing_key", "headers"),
+    doc=(
+        "In the sending process, once a task message was handed to the broker. sender: the "
+        "task's name (str); ``body``, ``exchange``, ``routing_key`` and ``headers`` (id, task, "
+        "...) as published."
+    ),
 )
 
 # -- the tasks' signals -------------------------------------------------------------------------
