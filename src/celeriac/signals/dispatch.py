@@ -1,58 +1,9 @@
-"""Signals: light hooks into the worker's and the tasks' lives, with Celery's names and arguments.
+"""The :class:`Signal` class: receivers connect to a signal, the worker and the app send it.
 
-A receiver is a plain (sync) function that takes keyword arguments and ``**kwargs`` (so that an
-argument added later does not break it)::
-
-    from celeriac.signals import task_prerun
-
-    @task_prerun.connect
-    def started(sender: Task, task_id: str, **kwargs: Any) -> None:
-        log.info("starting %s[%s]", sender.name, task_id)
-
-    @task_failure.connect(sender=fetch)            # only for this task
-    def fetch_failed(sender: Task, exception: BaseException, **kwargs: Any) -> None: ...
-
-Every receiver is also given ``signal`` (the :class:`Signal`) and ``sender``. ``sender=`` at
-connect time filters by identity (``sender is``); a string matches a sender whose ``name`` equals
-it (a task's name), so a receiver can be connected before the task is declared.
-
-When and where each signal is sent (the worker's *main process* runs one asyncio event loop that
-fetches and settles messages; tasks run in the *pool*: a thread of the threads pool, the solo
-thread, or a prefork child process):
-
-==========================  ====================================================================
-``worker_init``             main process, before the worker connects to the broker.
-                            ``sender`` = the :class:`~celeriac.worker.worker.Worker`.
-``worker_ready``            main process, on the event loop, once the worker consumes.
-``worker_shutdown``         main process, after the pool has stopped (warm or cold).
-``worker_process_init``     in each prefork child, after the app is imported, before its first
-                            task. ``sender`` = ``None``. Open per-process resources here
-                            (database connections must not cross a ``fork``).
-``task_prerun``             in the pool, just before the task's body runs.
-``task_postrun``            in the pool, after the body, whatever the outcome (``state``).
-``task_success``            in the pool, when the task returned (``result``).
-``task_failure``            in the pool, when the task raised and will not be retried.
-``task_retry``              in the pool, when the task is to be retried (``reason``).
-``task_revoked``            main process, on the event loop, when a revoked or expired task is
-                            dropped or a running one terminated.
-``task_rejected``           main process, on the event loop, for a message the worker cannot run
-                            (unknown task, undecodable body). ``sender`` = ``None``.
-==========================  ====================================================================
-
-So with prefork, the ``task_*`` signals of a running task fire **in the child**: a receiver
-connected in the parent after the fork never hears them, and state a receiver keeps lives in that
-child. Connect receivers at import time, in the module that declares the tasks or the app.
-
-A receiver runs inline, in the sending thread, on the task's or the event loop's time: it must be
-fast and must not block. Above all, the main-process signals run *on the event loop*, where a
-slow receiver stalls fetching and acking for every task. Hand slow work to a task or a queue.
-
-A receiver that raises is logged (with its traceback) and does not stop the other receivers, the
-task or the worker; :meth:`Signal.send` returns its exception as its result.
-
-Receivers are held by **weak reference** by default, so that connecting an object's method does
-not keep the object alive; a lambda or a function defined inside another function would therefore
-vanish at once: connect those with ``weak=False``.
+The signals themselves, with Celery's names and arguments and where each is sent, are in
+:mod:`celeriac.signals`. This module is the mechanism: weak or strong receivers, filtering by
+sender (by identity, or by name for a string), isolation of a receiver that raises, and a send
+that costs next to nothing when nobody listens (it runs around every task).
 """
 
 from __future__ import annotations
@@ -65,23 +16,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-__all__ = [
-    "Receiver",
-    "Signal",
-    "after_task_publish",
-    "before_task_publish",
-    "task_failure",
-    "task_postrun",
-    "task_prerun",
-    "task_rejected",
-    "task_retry",
-    "task_revoked",
-    "task_success",
-    "worker_init",
-    "worker_process_init",
-    "worker_ready",
-    "worker_shutdown",
-]
+__all__ = ["Receiver", "Signal"]
 
 logger = logging.getLogger("celeriac.signals")
 
@@ -313,103 +248,3 @@ class Signal:
         """Whether a send from ``sender`` (any sender when ``None``) would reach a receiver:
         lets a sender skip building costly arguments that nobody would read."""
         return any(e.alive() and (sender is None or e.matches(sender)) for e in self._entries)
-
-
-# -- the worker's signals -----------------------------------------------------------------------
-worker_init = Signal(
-    "worker_init",
-    doc="Main process, before connecting to the broker. sender: the Worker.",
-)
-worker_ready = Signal(
-    "worker_ready",
-    doc="Main process, on the event loop, once the worker consumes. sender: the Worker.",
-)
-worker_shutdown = Signal(
-    "worker_shutdown",
-    doc="Main process, after the pool stopped (warm or cold). sender: the Worker.",
-)
-worker_process_init = Signal(
-    "worker_process_init",
-    doc="Each prefork child, after importing the app, before its first task. sender: None.",
-)
-
-# -- the producer's signals ----------------------------------------------------------------------
-before_task_publish = Signal(
-    "before_task_publish",
-    providing_args=(
-        "body",
-        "exchange",
-        "routing_key",
-        "headers",
-        "properties",
-        "declare",
-        "retry_policy",
-    ),
-    doc=(
-        "In the sending process, just before a task message is published. sender: the task's "
-        "name (str). ``body``: the message body (args, kwargs, embed); ``headers`` and "
-        "``properties``: the message's, which a receiver may change in place; ``declare``: the "
-        "queues declared with the send; ``retry_policy``: the publish retry policy or None."
-    ),
-)
-after_task_publish = Signal(
-    "after_task_publish",
-    providing_args=("body", "exchange", "routing_key", "headers"),
-    doc=(
-        "In the sending process, once a task message was handed to the broker. sender: the "
-        "task's name (str); ``body``, ``exchange``, ``routing_key`` and ``headers`` (id, task, "
-        "...) as published."
-    ),
-)
-
-# -- the tasks' signals -------------------------------------------------------------------------
-task_prerun = Signal(
-    "task_prerun",
-    providing_args=("task_id", "task", "args", "kwargs"),
-    doc="In the pool, before the task's body. sender: the Task (also given as ``task``).",
-)
-task_postrun = Signal(
-    "task_postrun",
-    providing_args=("task_id", "task", "args", "kwargs", "retval", "state"),
-    doc=(
-        "In the pool, after the task's body whatever its outcome. ``retval``: the return value "
-        "or the exception; ``state``: the outcome's state (SUCCESS, FAILURE, RETRY...)."
-    ),
-)
-task_success = Signal(
-    "task_success",
-    providing_args=("result",),
-    doc="In the pool, when the task returned. sender: the Task; ``result``: its return value.",
-)
-task_failure = Signal(
-    "task_failure",
-    providing_args=("task_id", "exception", "args", "kwargs", "traceback", "einfo"),
-    doc=(
-        "In the pool, when the task raised and will not be retried. ``traceback``: the "
-        "exception's traceback object; ``einfo``: the formatted traceback (str) or None."
-    ),
-)
-task_retry = Signal(
-    "task_retry",
-    providing_args=("request", "reason", "einfo"),
-    doc=(
-        "In the pool, when the task is to be retried. ``request``: the task's Request; "
-        "``reason``: the exception (or Retry) behind it; ``einfo``: formatted traceback or None."
-    ),
-)
-task_revoked = Signal(
-    "task_revoked",
-    providing_args=("request", "terminated", "signum", "expired"),
-    doc=(
-        "Main process, on the event loop, when a revoked or expired task is dropped or a running "
-        "one terminated. ``signum``: the signal used to terminate, or None."
-    ),
-)
-task_rejected = Signal(
-    "task_rejected",
-    providing_args=("message", "exc"),
-    doc=(
-        "Main process, on the event loop, for a message the worker cannot run (unknown task, "
-        "undecodable). sender: None; ``message``: the raw message; ``exc``: why."
-    ),
-)
