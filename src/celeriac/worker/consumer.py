@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,7 @@ from celeriac.worker.acks import AckBatcher
 from celeriac.worker.pools.base import Pool
 from celeriac.worker.ratelimit import RateLimiter
 from celeriac.worker.request import build_request
+from celeriac.worker.slots import Slots
 from celeriac.worker.state import WorkerState
 
 if TYPE_CHECKING:
@@ -49,53 +49,6 @@ FETCH_TIMEOUT = 1.0
 #: The task option rate limits declare: ``rate_limit="10/s"`` (per task type, per worker).
 TASK_OPTIONS: dict[str, Any] = {"rate_limit": None}
 ETA_TOLERANCE = 0.5
-
-
-class Slots:
-    """A resizable counting semaphore: the pool's free places, FIFO, growable by the autoscaler.
-
-    Every message takes and gives back a slot, so this is on the hot path: a free slot is taken
-    without suspending, and a released one is handed straight to the first waiter (its future
-    is resolved with the slot already counted), with no lock and no condition to re-check.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.in_use = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self.in_use < self.size and not self._waiters:
-            self.in_use += 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.in_use -= 1  # handed a slot while being cancelled: pass it on
-                self._hand_over()
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-            raise
-
-    async def release(self) -> None:
-        self.in_use -= 1
-        self._hand_over()
-
-    async def resize(self, size: int) -> None:
-        self.size = size
-        self._hand_over()
-
-    def _hand_over(self) -> None:
-        while self._waiters and self.in_use < self.size:
-            waiter = self._waiters.popleft()
-            if waiter.done():  # cancelled while it waited
-                continue
-            self.in_use += 1
-            waiter.set_result(None)
 
 
 class Consumer:
@@ -117,6 +70,9 @@ class Consumer:
         self.prefetch_multiplier = prefetch_multiplier
         self.hostname = hostname
         self.state = state
+        #: The worker this consumer belongs to, as Celery's ``Consumer.controller`` (set by the
+        #: worker; ``worker_ready`` receivers reach it as ``sender.controller``).
+        self.controller: Any = None
         self.inflight: dict[int, Delivery] = {}
         self.unacked: dict[int, Delivery] = {}
         self.waiting: dict[int, asyncio.Task[None]] = {}
@@ -210,6 +166,7 @@ class Consumer:
             if prepared is None:
                 return
             task, request = prepared
+            signals.task_received.send(self, request=request)
             if not await self._wait_rate(delivery, task):
                 return
             await self.slots.acquire()
@@ -267,6 +224,12 @@ class Consumer:
             self.state.succeeded += 1
         elif outcome.state == states.FAILURE:
             self.state.failed += 1
+        elif outcome.state == states.REVOKED:  # terminated, or revoked while in the pool's queue
+            terminated = outcome.reason == "terminated"
+            signum = getattr(self.pool, "terminate_signal", None) if terminated else None
+            signals.task_revoked.send(
+                task, request=request, terminated=terminated, signum=signum, expired=False
+            )
         if early:
             if outcome.settle != "ack":
                 logger.warning(
@@ -301,9 +264,14 @@ class Consumer:
         for delivery in deliveries:
             self.unacked.pop(id(delivery), None)
 
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+    async def _dead_letter(
+        self, delivery: Delivery, reason: str, exc: DecodeError | None = None
+    ) -> None:
+        """Dead-letter a message no task can run; ``exc``: why it cannot be read (sent as
+        ``task_rejected``; an unknown task sends ``task_unknown`` instead, as in Celery)."""
         logger.error("dead-lettering a message from %r: %s", delivery.queue, reason)
-        signals.task_rejected.send(None, message=delivery, exc=reason)
+        if exc is not None:
+            signals.task_rejected.send(self, message=delivery, exc=exc)
         await self.transport.reject([delivery], reason)
 
     async def _prepare(self, delivery: Delivery) -> tuple[Task[Any, Any], Request] | None:
@@ -311,18 +279,21 @@ class Consumer:
         try:
             message = delivery.decode()
         except DecodeError as exc:
-            await self._dead_letter(delivery, f"undecodable message: {exc.reason}")
+            await self._dead_letter(delivery, f"undecodable message: {exc.reason}", exc)
             return None
         task = self.app.tasks.get(message.task)
         if task is None:
             error = NotRegistered(message.task)
             await self._end_workflow(delivery, states.FAILURE, error, None, store=True)
+            signals.task_unknown.send(
+                self, message=delivery, exc=error, name=message.task, id=message.id
+            )
             await self._dead_letter(delivery, f"unknown task {message.task!r} (id {message.id})")
             return None
         try:
             expires, eta = message.expires, message.eta
         except DecodeError as exc:
-            await self._dead_letter(delivery, f"bad header: {exc.reason}")
+            await self._dead_letter(delivery, f"bad header: {exc.reason}", exc)
             return None
         now = datetime.now(UTC)
         if message.id in self.state.revoked:
@@ -337,7 +308,8 @@ class Consumer:
         try:
             args, kwargs, embed = decode_body(message, accept=self._accept, codecs=self.app.codecs)
         except DecodeError as exc:
-            await self._dead_letter(delivery, f"task {message.task}[{message.id}]: {exc.reason}")
+            reason = f"task {message.task}[{message.id}]: {exc.reason}"
+            await self._dead_letter(delivery, reason, exc)
             return None
         request = build_request(message, delivery, args, kwargs, embed, self.hostname)
         return task, request
@@ -394,6 +366,8 @@ class Consumer:
         request: Request | None = None,
     ) -> None:
         logger.info("Task %s[%s] not run: %s", task.name, task_id, why)
+        if request is None and signals.task_revoked.has_receivers(task):
+            request = self._request_of(delivery)
         signals.task_revoked.send(
             task, request=request, terminated=False, signum=None, expired=why != "revoked"
         )
@@ -426,18 +400,9 @@ class Consumer:
         fails and its chord counts it (see :mod:`celeriac.canvas.flow`), else they would wait
         for ever. ``store``: record ``state`` for the task first (nothing else did)."""
         if request is None:
-            try:
-                message = delivery.decode()
-                args, kwargs, embed = decode_body(
-                    message, accept=self._accept, codecs=self.app.codecs
-                )
-            except DecodeError:
-                return  # nothing to read the workflow from
-            if not (embed.get("chain") or embed.get("chord")):
-                return
-            request = build_request(message, delivery, args, kwargs, embed, self.hostname)
-        if not (request.chain or request.chord):
-            return
+            request = self._request_of(delivery)
+        if request is None or not (request.chain or request.chord):
+            return  # nothing to read the workflow from, or no workflow
         backend = self.app.backend
         if store and backend is not None:
             meta = ResultMeta(
@@ -450,6 +415,17 @@ class Consumer:
             with contextlib.suppress(Exception):  # the join below reads it; logged by flow
                 await backend.astore(meta)
         await asyncio.to_thread(flow.advance, self.app, request, state, None, exc, None)
+
+    def _request_of(self, delivery: Delivery) -> Request | None:
+        """The request of a message settled before its body was read (revoked, expired, an
+        unknown task): for ``task_revoked`` receivers and the message's workflow. ``None`` if
+        its body cannot be read."""
+        try:
+            message = delivery.decode()
+            args, kwargs, embed = decode_body(message, accept=self._accept, codecs=self.app.codecs)
+        except DecodeError:
+            return None
+        return build_request(message, delivery, args, kwargs, embed, self.hostname)
 
     # -- leases and shutdown ----------------------------------------------------------------------
     async def requeue_waiting(self) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from celeriac import signals
 from celeriac.errors import CeleriacError, TransportError
 from celeriac.transports.base import Transport
 from celeriac.utils.urls import redact_url
@@ -145,6 +146,7 @@ class ConsumerStep(Component):
             hostname=worker.hostname,
             state=worker.state,
         )
+        consumer.controller = worker
         worker.consumer = consumer
         worker.fetch_task = asyncio.create_task(consumer.run(), name="celeriac-fetch")
         worker.fetch_task.add_done_callback(worker.fetch_ended)
@@ -159,7 +161,12 @@ class ConsumerStep(Component):
 
 class Heartbeat(Component):
     """Renews the lease of every message the worker holds, so a long ``acks_late`` task is
-    never redelivered to another worker while it runs."""
+    never redelivered to another worker while it runs.
+
+    This is celeriac's heartbeat, so each beat sends Celery's ``heartbeat_sent`` (sender: this
+    component), unless the worker runs ``--without-heartbeat``; the leases are renewed either
+    way, since without that a long task's message would go to another worker.
+    """
 
     name = "heartbeat"
     requires = ("timer", "consumer")
@@ -169,7 +176,12 @@ class Heartbeat(Component):
         interval = worker.app.conf.worker_lease_renewal_interval
         if interval is None:
             interval = worker.transport.lease_seconds / 3
-        worker.timer.every(interval, lambda: renew_leases(worker), "lease-renewal")
+        worker.timer.every(interval, lambda: self.beat(worker), "lease-renewal")
+
+    async def beat(self, worker: Worker) -> None:
+        await renew_leases(worker)
+        if not worker.without_heartbeat:
+            signals.heartbeat_sent.send(self)
 
 
 async def renew_leases(worker: Worker) -> None:

@@ -8,7 +8,12 @@ Shutdown follows Celery's contract:
   ``acks_late`` tasks included, so none is lost) and exit at once.
 
 A component that cannot start (the broker cannot be reached, say) stops the worker with exit
-status 1 and one clear line, not a traceback.
+status 1 and one clear line, not a traceback; so does a pid file that names a running worker.
+
+Celery's worker signals are sent at Celery's moments: ``celeryd_init`` when the worker is created
+(before it reads its settings, so a receiver can change them per node), ``worker_init``, then
+``celeryd_after_setup`` once the queues are chosen, ``worker_ready`` once it consumes,
+``worker_shutting_down`` when a shutdown begins or turns cold, ``worker_shutdown`` at the end.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -26,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
 from celeriac.errors import ImproperlyConfigured
+from celeriac.utils.daemon import Pidfile, PidfileLocked
+from celeriac.utils.nodenames import default_nodename, node_format
 from celeriac.utils.urls import redact_url
 from celeriac.worker.components import Component, in_dependency_order
 from celeriac.worker.consumer import FETCH_TIMEOUT, Consumer
@@ -55,10 +61,12 @@ def builtin_components(worker: Worker) -> list[Component]:
     """The components every worker runs (those not enabled for this worker drop out)."""
     from celeriac.worker.autoscale import AutoscalerStep
     from celeriac.worker.control import ControlStep
+    from celeriac.worker.statedb import StateDBStep
     from celeriac.worker.steps import ReloaderStep
 
     return [
         Timer(),
+        StateDBStep(),
         Connection(),
         PoolStep(),
         ConsumerStep(),
@@ -70,13 +78,19 @@ def builtin_components(worker: Worker) -> list[Component]:
 
 
 class Worker:
-    """One worker process. ``run()`` blocks until shutdown and returns the exit status."""
+    """One worker process. ``run()`` blocks until shutdown and returns the exit status.
+
+    ``hostname`` is the node name (``w1@host``; a name without ``@`` is the host part, as in
+    Celery). ``max_memory_per_child`` is in KiB, as Celery's. ``pidfile`` and ``statedb`` are
+    file names in which ``%n``, ``%h``... name this node (:mod:`celeriac.utils.nodenames`).
+    """
 
     def __init__(
         self,
         app: Celeriac,
         *,
         queues: Sequence[str] | None = None,
+        exclude_queues: Sequence[str] | None = None,
         concurrency: int | None = None,
         pool: str | None = None,
         prefetch_multiplier: int | None = None,
@@ -89,10 +103,25 @@ class Worker:
         autoscale: tuple[int, int] | None = None,
         reload: bool = False,
         app_spec: str | None = None,
+        pidfile: str | None = None,
+        statedb: str | None = None,
+        without_heartbeat: bool = False,
+        send_task_events: bool | None = None,
     ) -> None:
-        conf = app.conf
+        options = {k: v for k, v in locals().items() if k not in ("self", "app")}
         self.app = app
+        self.hostname = default_nodename(hostname)
+        # before any setting is read: a receiver may change them for this node (Celery's hook)
+        signals.celeryd_init.send(self.hostname, instance=self, conf=app.conf, options=options)
+        conf = app.conf
         self.queues = app.queues(queues)
+        if exclude_queues:
+            excluded = set(exclude_queues)
+            self.queues = [q for q in self.queues if q.name not in excluded]
+            if not self.queues:
+                raise ImproperlyConfigured(
+                    f"-X/--exclude-queues {','.join(exclude_queues)} leaves no queue to consume"
+                )
         self.autoscale = autoscale
         if autoscale is not None:
             concurrency = concurrency or autoscale[1]
@@ -105,17 +134,28 @@ class Worker:
                 "it: use -P threads, solo or asyncio with memory://"
             )
         self.prefetch_multiplier = prefetch_multiplier or conf.worker_prefetch_multiplier
-        self.hostname = hostname or f"celeriac@{socket.gethostname()}"
         self.shutdown_timeout = (
             shutdown_timeout if shutdown_timeout is not None else conf.worker_shutdown_timeout
         )
         self.reload = reload
+        memory_kib = max_memory_per_child or conf.worker_max_memory_per_child
         self.pool_options = PoolOptions(
             app_spec=app_spec or find_app_spec(app),
             max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
-            max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child,
+            max_memory_per_child=memory_kib * 1024 if memory_kib else None,
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
+        )
+        self.pidfile = Pidfile(node_format(pidfile, self.hostname)) if pidfile else None
+        statedb = statedb or getattr(conf, "worker_state_db", None)
+        self.statedb = node_format(statedb, self.hostname) if statedb else None
+        #: ``--without-heartbeat``: no ``heartbeat_sent`` (leases are renewed all the same).
+        self.without_heartbeat = without_heartbeat
+        #: ``-E``: Celery's ``worker_send_task_events`` (events are not sent yet).
+        self.send_task_events = bool(
+            send_task_events
+            if send_task_events is not None
+            else getattr(conf, "worker_send_task_events", False)
         )
         self.state = WorkerState()
         #: What the components publish for each other (set while running).
@@ -151,17 +191,22 @@ class Worker:
     def cold(self) -> bool:
         return self._cold is not None and self._cold.is_set()
 
-    def request_stop(self, cold: bool = False) -> None:
-        """Ask for a warm (or cold) shutdown; a second warm request turns cold."""
+    def request_stop(self, cold: bool = False, sig: str | None = None) -> None:
+        """Ask for a warm (or cold) shutdown; a second warm request turns cold. ``sig``: the
+        name of the signal that asked (for ``worker_shutting_down``), None from code."""
         self._signals += 1
         if self._stop is None or self._cold is None:
             return
+        if self._cold.is_set():
+            return  # already leaving as fast as it can
         if cold or self._signals > 1:
             logger.warning("cold shutdown: returning unacked messages to the broker")
             self._cold.set()
         else:
             logger.warning("warm shutdown: finishing running tasks (signal again for cold)")
         self._stop.set()
+        how = "Cold" if self._cold.is_set() else "Warm"
+        signals.worker_shutting_down.send(self.hostname, sig=sig, how=how, exitcode=EXIT_OK)
 
     def request_restart(self) -> None:
         """Stop warm so that the caller starts the worker again (used by ``--reload``)."""
@@ -175,30 +220,42 @@ class Worker:
             loop.call_soon_threadsafe(self.request_stop, cold)
 
     async def run_async(self) -> int:
+        if self.pidfile is not None:
+            try:
+                self.pidfile.acquire()
+            except PidfileLocked as exc:
+                logger.critical("%s", exc)
+                return EXIT_STARTUP_FAILED
         try:
             return await self._run()
         finally:
             self.ready.clear()
+            if self.pidfile is not None:
+                self.pidfile.release()
 
     # -- the life cycle -------------------------------------------------------------------------
     async def _run(self) -> int:
         self._stop, self._cold = asyncio.Event(), asyncio.Event()
         loop = self._loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum, cold in (
+            (signal.SIGTERM, False),
+            (signal.SIGINT, False),
+            (signal.SIGQUIT, True),
+        ):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, self.request_stop)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGQUIT, self.request_stop, True)
+                loop.add_signal_handler(signum, self.request_stop, cold, signum.name)
         candidates = builtin_components(self) + [factory() for factory in self.app.components]
         self.components = in_dependency_order(c for c in candidates if c.enabled(self))
         started: list[Component] = []
         signals.worker_init.send(self)
+        # the queues are chosen, nothing is connected: a receiver may still change self.queues
+        signals.celeryd_after_setup.send(self.hostname, instance=self, conf=self.app.conf)
         try:
             for component in self.components:
                 await component.start(self)
                 started.append(component)
             self._ready()
-            signals.worker_ready.send(self)
+            signals.worker_ready.send(self.consumer)
             await self._stop.wait()
             await self._shutdown()
             return EXIT_OK

@@ -50,6 +50,7 @@ from celeriac.context import Request
 from celeriac.errors import NotRegistered, SoftTimeLimitExceeded
 from celeriac.execution.executor import Outcome, execute, finish
 from celeriac.results.base import exception_to_dict
+from celeriac.utils.logsetup import configure
 from celeriac.utils.loops import thread_loop
 
 if TYPE_CHECKING:
@@ -75,6 +76,10 @@ class ChildConfig(NamedTuple):
     log_format: str
     max_tasks: int | None
     max_memory: int | None
+    #: The worker's log file, abbreviations unexpanded (``%I`` names this child), or None.
+    logfile: str | None = None
+    #: This child's place in the pool, 1..concurrency (``%i`` in a log file name).
+    process_index: int | None = None
 
 
 class Ready(NamedTuple):
@@ -201,15 +206,18 @@ def _watch_parent(lifeline: Connection) -> None:
     threading.Thread(target=watch, name="celeriac-parent-watch", daemon=True).start()
 
 
-def _setup_logging(level: int, fmt: str) -> None:
-    """The child is a process entry point, so it configures its own handler: task logs and
-    outcome lines reach stderr like the parent's, at the parent's level."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
-    root = logging.getLogger("celeriac")
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False
+def _setup_logging(config: ChildConfig) -> None:
+    """The child is a process entry point, so it configures its own logging, as the worker
+    did: task logs and outcome lines reach the worker's stderr or log file (this child's, if its
+    name has ``%i``/``%I``), at the worker's level; ``setup_logging`` receivers the app connects
+    take it over, as in the worker."""
+    configure(
+        config.log_level,
+        config.logfile,
+        nodename=config.hostname,
+        index=config.process_index,
+        fmt=config.log_format,
+    )
 
 
 def _load_app(config: ChildConfig) -> Celeriac:
@@ -271,13 +279,13 @@ def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> N
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _watch_parent(lifeline)
-    _setup_logging(config.log_level, config.log_format)
     try:
         app = _load_app(config)
+        _setup_logging(config)  # after the app: its module connects setup_logging receivers
     except BaseException as exc:  # any import-time failure is reported, not a traceback
         conn.send(StartFailed(f"cannot load the app {config.app_spec!r}: {exc}"))
         sys.exit(EXIT_START_FAILED)
-    signals.worker_process_init.send(None)
+    signals.worker_process_init.send(config.hostname)
     loop = thread_loop()  # the main thread's loop: one per child, reused by every async task
     slot = _Slot(loop)
     loop.set_task_factory(slot.task_factory)
@@ -301,3 +309,5 @@ def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> N
     finally:
         app.close()
         loop.close()
+    # leaving on its own (told to stop, or retiring): Celery's process destructor signal
+    signals.worker_process_shutdown.send(config.hostname, pid=os.getpid(), exitcode=0)

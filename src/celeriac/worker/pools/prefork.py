@@ -46,7 +46,7 @@ from collections.abc import Collection
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac.context import Request
 from celeriac.errors import (
     ImproperlyConfigured,
@@ -56,6 +56,7 @@ from celeriac.errors import (
 )
 from celeriac.execution.executor import Outcome, Settle, finish
 from celeriac.results.base import exception_from_dict
+from celeriac.utils import logsetup
 from celeriac.utils.logs import LOG_FORMAT
 from celeriac.worker.pools.base import OnStart, Pool, PoolOptions, effective_time_limits
 from celeriac.worker.pools.child import ChildConfig, Done, Run
@@ -79,6 +80,9 @@ class PreforkPool(Pool):
 
     name = "prefork"
     depth: ClassVar[int] = 2
+    #: The signal ``terminate`` stops a task with, as ``task_revoked`` reports it (children
+    #: ignore it, so SIGKILL follows ``TERMINATE_GRACE`` later).
+    terminate_signal: ClassVar[int] = signal.SIGTERM
 
     def __init__(
         self,
@@ -89,6 +93,9 @@ class PreforkPool(Pool):
     ) -> None:
         super().__init__(app, concurrency, hostname, options)
         self._children: Supervisor | None = None
+        #: Each child's place in the pool (``%i``), by pid; see :meth:`_next_index`.
+        self._index_of: dict[int, int] = {}
+        self._pending_index: int | None = None
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -125,6 +132,10 @@ class PreforkPool(Pool):
             raise ImproperlyConfigured(f"a prefork child could not start: {failed[0]}")
 
     def _child_config(self) -> ChildConfig:
+        """The next child's configuration; the supervisor asks for it just before it starts
+        each child, so this is also where Celery's ``worker_before_create_process`` is sent."""
+        signals.worker_before_create_process.send(self)
+        setup = logsetup.current()
         return ChildConfig(
             app_spec=str(self.options.app_spec),
             settings={
@@ -133,10 +144,32 @@ class PreforkPool(Pool):
             },
             hostname=self.hostname,
             log_level=logging.getLogger("celeriac").getEffectiveLevel(),
-            log_format=LOG_FORMAT,
+            log_format=setup.format if setup is not None else LOG_FORMAT,
             max_tasks=self.options.max_tasks_per_child,
             max_memory=self.options.max_memory_per_child,
+            logfile=setup.logfile if setup is not None else None,
+            process_index=self._next_index(),
         )
+
+    def _next_index(self) -> int:
+        """The lowest place (1, 2, ...) no live child holds, as Celery numbers its children
+        for ``%i``: a replacement takes the place of the child it replaces.
+
+        The supervisor asks for a configuration, then starts that child and adds it to its
+        set before it asks again; so the one child of the set this pool has no place for yet
+        is the one started with the place handed out last time.
+        """
+        children = self._children
+        live = {c.pid: c for c in children.children if c.state != "gone"} if children else {}
+        if self._pending_index is not None:
+            for pid in live.keys() - self._index_of.keys():
+                self._index_of[pid] = self._pending_index
+                break
+        self._index_of = {pid: i for pid, i in self._index_of.items() if pid in live}
+        taken = set(self._index_of.values())
+        index = next(i for i in range(1, len(taken) + 2) if i not in taken)
+        self._pending_index = index
+        return index
 
     async def stop(self, wait: bool = True) -> None:
         """Warm: each child finishes its task, then exits. Cold: kill them all now. Both join."""

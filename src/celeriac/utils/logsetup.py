@@ -1,0 +1,94 @@
+"""Configuring log handlers: done by the command line and by each prefork child, nowhere else.
+
+Celery's contract, kept: before configuring anything, :data:`~celeriac.signals.setup_logging` is
+sent; if any receiver is connected, celeriac configures no handler at all (the receivers own
+logging, say with ``logging.config.dictConfig``). Otherwise the root logger gets one handler,
+on stderr or on the log file, and :data:`~celeriac.signals.after_setup_logger` then
+:data:`~celeriac.signals.after_setup_task_logger` let receivers add to it.
+
+A log file name may hold the node-name abbreviations (:mod:`celeriac.utils.nodenames`): ``%n``
+and ``%h`` for the node, ``%i``/``%I`` for the process, so ``--logfile=%n%I.log`` writes the worker's
+lines to ``w1.log`` and prefork child 2's to ``w1-2.log``; without ``%i``/``%I`` the worker and its
+children append to the same file. The file is opened in append mode and reopened when it is
+moved away (``WatchedFileHandler``), so logrotate needs no ``copytruncate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+from celeriac import signals
+from celeriac.utils.logs import LOG_FORMAT
+from celeriac.utils.nodenames import node_format
+
+__all__ = ["TASK_LOGGER", "LogSetup", "configure", "current"]
+
+#: The parent of the task loggers (Celery's ``celery.task``).
+TASK_LOGGER = "celeriac.task"
+#: Clients that log each dropped connection again per channel: only their critical lines pass
+#: above DEBUG (the transport already says it once per outage).
+_CHATTY = ("aiormq", "aio_pika")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSetup:
+    """What this process configured; a prefork pool hands it to its children."""
+
+    level: int
+    #: The log file as given, abbreviations unexpanded (each child expands its own ``%i``).
+    logfile: str | None
+    format: str
+    nodename: str | None
+
+
+_current: LogSetup | None = None
+
+
+def current() -> LogSetup | None:
+    """How this process's logging was configured by :func:`configure`, if it was."""
+    return _current
+
+
+def configure(
+    level: int,
+    logfile: str | None = None,
+    *,
+    nodename: str | None = None,
+    index: int | None = None,
+    fmt: str = LOG_FORMAT,
+) -> bool:
+    """Configure this process's logging (see the module docstring). ``logfile``: a file name,
+    expanded for ``nodename`` and the process ``index`` (``None``: the worker itself). Returns
+    False when ``setup_logging`` receivers took it over."""
+    global _current
+    _current = LogSetup(level, logfile, fmt, nodename)
+    path = node_format(logfile, nodename or "", index) if logfile else None
+    arguments = {"loglevel": level, "logfile": path, "format": fmt, "colorize": False}
+    responses = signals.setup_logging.send(None, **arguments)
+    for _, response in responses:
+        if isinstance(response, Exception):  # as Celery: a failing set-up stops the program
+            raise response
+    if responses:
+        return False
+    handler: logging.Handler
+    if path:
+        from logging.handlers import WatchedFileHandler  # only when logging to a file
+
+        handler = WatchedFileHandler(path, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+    if level > logging.DEBUG:
+        for name in _CHATTY:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    signals.after_setup_logger.send(None, logger=root, **arguments)
+    signals.after_setup_task_logger.send(None, logger=logging.getLogger(TASK_LOGGER), **arguments)
+    return True
