@@ -19,7 +19,7 @@ from typing import Any
 from celeriac.errors import DecodeError
 from celeriac.protocol.compression import CompressionRegistry
 from celeriac.protocol.message import Message
-from celeriac.protocol.serializers import EncodeError, SerializerRegistry
+from celeriac.protocol.serializers import EncodeError, SerializerRegistry, encode_with
 
 #: Celery's embed when a task has no canvas links; a partial embed is completed from it.
 DEFAULT_EMBED: Mapping[str, None] = {
@@ -67,7 +67,7 @@ class BodyEncoder:
         "_codecs",
         "_compression",
         "_embed",
-        "_serializer",
+        "_found",
         "compression",
         "content_encoding",
         "content_type",
@@ -83,7 +83,7 @@ class BodyEncoder:
     ) -> None:
         found = codecs.serializers.get(serializer)  # an unknown name fails before any message
         self._codecs = codecs
-        self._serializer = serializer
+        self._found = found
         self._compression = compression
         self._embed = {**DEFAULT_EMBED, **embed} if embed else dict(DEFAULT_EMBED)
         self.content_type = found.content_type
@@ -109,9 +109,7 @@ class BodyEncoder:
             bad_keys = [key for key in kwargs if not isinstance(key, str)]
             if bad_keys:
                 raise EncodeError(f"task kwargs keys must be str, got {bad_keys[:5]!r}")
-        data = self._codecs.serializers.dumps(
-            [list(args), dict(kwargs), self._embed], self._serializer
-        )[2]
+        data = encode_with(self._found, [list(args), dict(kwargs), self._embed])
         if self._compression:
             data = self._codecs.compressors.compress(data, self._compression)[1]
         return data
@@ -146,7 +144,7 @@ def decode_body(
     header = message.headers.get("compression")
     if header:
         data = codecs.compressors.decompress(data, str(header))
-    payload = serializers.loads(data, message.content_type, message.content_encoding, accept)
+    payload = serializers.decode(data, message.content_type, message.content_encoding)
     return _validate(payload)
 
 

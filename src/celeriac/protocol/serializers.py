@@ -13,6 +13,10 @@ yaml        ``application/x-yaml``              ``utf-8``
 pickle      ``application/x-python-serialize``  ``binary``
 ==========  ==================================  ================
 
+json writes ``datetime``, ``date``, ``time``, ``Decimal``, ``UUID`` and ``bytes`` in kombu's
+``{"__type__": ..., "__value__": ...}`` envelopes and reads them back as those types (see
+:mod:`celeriac.protocol.jsontypes`), so they round-trip, to and from Celery too.
+
 Every serializer is registered, pickle included, because *producing* pickle is a choice of the
 sender. What a worker is willing to *read* is decided by the accept list alone (``("json",)`` by
 default), checked before a single byte of the body is looked at: pickle runs code when loaded, so a
@@ -47,6 +51,7 @@ from typing import Any
 import orjson
 
 from celeriac.errors import CeleriacError, ContentDisallowed, DecodeError, ImproperlyConfigured
+from celeriac.protocol import jsontypes
 
 JSON = "application/json"
 MSGPACK = "application/x-msgpack"
@@ -239,6 +244,9 @@ class SerializerRegistry:
         return self._for_type(content_type).name
 
     def _for_type(self, content_type: str) -> Serializer:
+        found = self._by_type.get(content_type)  # already bare, as a sender writes it
+        if found is not None:
+            return found
         bare = bare_content_type(content_type)
         found = self._by_type.get(bare)
         if found is not None:
@@ -300,7 +308,8 @@ class SerializerRegistry:
         Public so that a caller can refuse a message before paying for anything else (the codec
         checks before decompressing, so a disallowed sender cannot make a worker inflate a bomb).
         """
-        if bare_content_type(content_type) not in self.resolve_accept(accept):
+        resolved = self.resolve_accept(accept)
+        if content_type not in resolved and bare_content_type(content_type) not in resolved:
             raise ContentDisallowed(
                 f"refusing content type {content_type!r}: not in accept_content {sorted(accept)!r}"
             )
@@ -308,15 +317,7 @@ class SerializerRegistry:
     def dumps(self, obj: Any, name: str) -> tuple[str, str, bytes]:
         """Serialize ``obj`` with ``name``; returns ``(content_type, content_encoding, data)``."""
         serializer = self.get(name)
-        try:
-            data = serializer.dumps(obj)
-        except EncodeError:
-            raise
-        except Exception as exc:  # any failure of a (possibly user) serializer is an encode error
-            raise EncodeError(
-                f"cannot serialize {type(obj).__name__} with {name!r}: {type(exc).__name__}: {exc}"
-            ) from exc
-        return serializer.content_type, serializer.content_encoding, data
+        return serializer.content_type, serializer.content_encoding, encode_with(serializer, obj)
 
     def loads(
         self,
@@ -330,8 +331,14 @@ class SerializerRegistry:
         ``accept`` holds names or content types (``"json"`` or ``"application/json"``).
         """
         self.ensure_accepted(content_type, accept)
+        return self.decode(data, content_type, content_encoding)
+
+    def decode(self, data: bytes, content_type: str, content_encoding: str) -> Any:
+        """:meth:`loads` without the accept check, for a caller that made it already (the body
+        codec checks before it decompresses; checking twice cost a third of a small body's
+        decoding)."""
         serializer = self._for_type(content_type)
-        if serializer.content_encoding == "utf-8":
+        if serializer.content_encoding == "utf-8" and content_encoding != "utf-8":
             data = _to_utf8(data, content_encoding, content_type)
         try:
             return serializer.loads(data)
@@ -340,6 +347,23 @@ class SerializerRegistry:
                 f"cannot decode {content_type} body ({len(data)} bytes): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+
+
+def encode_with(serializer: Serializer, obj: Any) -> bytes:
+    """``serializer.dumps(obj)``, any failure raised as :class:`EncodeError` naming the type.
+
+    For a caller that looked the serializer up once for many values (the body encoder of a
+    batch); :meth:`SerializerRegistry.dumps` is the lookup and this.
+    """
+    try:
+        return serializer.dumps(obj)
+    except EncodeError:
+        raise
+    except Exception as exc:  # any failure of a (possibly user) serializer is an encode error
+        raise EncodeError(
+            f"cannot serialize {type(obj).__name__} with {serializer.name!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _to_utf8(data: bytes, content_encoding: str, content_type: str) -> bytes:
@@ -360,29 +384,42 @@ def _to_utf8(data: bytes, content_encoding: str, content_type: str) -> bytes:
 # --- json ---------------------------------------------------------------------------------------
 
 
-def _json_default(obj: Any) -> Any:
-    """The types orjson lacks that tasks commonly pass: Decimal as str (no float rounding), sets."""
-    import decimal  # imported on the first value orjson cannot encode, not by every process
-
-    if isinstance(obj, decimal.Decimal):
-        return str(obj)
-    if isinstance(obj, set | frozenset):
-        return list(obj)
-    raise EncodeError(f"json cannot serialize an object of type {type(obj).__qualname__}")
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_DASH, _UNDERSCORE = jsontypes.DASH, jsontypes.UNDERSCORE  # why one byte: see jsontypes.DASH
 
 
 def _json_dumps(obj: Any) -> bytes:
+    """orjson, with kombu's envelopes for the types JSON lacks (see :mod:`.jsontypes`).
+
+    On the hot path, a plain body costs orjson plus one ``memchr`` for a dash.
+    """
     try:
-        return orjson.dumps(obj, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError as exc:  # orjson wraps what the default hook raised; surface ours directly
-        if isinstance(exc.__cause__, EncodeError):
-            raise exc.__cause__ from None
+        data = orjson.dumps(obj, default=jsontypes.encode_special, option=_JSON_OPTIONS)
+        if _DASH in data and jsontypes.may_hold_uuid(data):  # no dash, no UUID: one memchr
+            # orjson wrote some UUID as bare text, maybe: wrap them and write again
+            data = orjson.dumps(
+                jsontypes.wrap_uuids(obj), default=jsontypes.encode_special, option=_JSON_OPTIONS
+            )
+    except TypeError as exc:  # orjson wraps what the default hook raised; surface that text
+        if isinstance(exc.__cause__, TypeError):
+            raise EncodeError(str(exc.__cause__)) from None
         raise EncodeError(f"json cannot serialize {type(obj).__name__}: {exc}") from exc
+    return data
+
+
+def _json_loads(data: bytes) -> Any:
+    value = orjson.loads(data)
+    if type(data) is bytes and _UNDERSCORE not in data:  # no "_", no envelope: one memchr
+        return value
+    if jsontypes.may_hold_envelope(data):
+        return jsontypes.unwrap_envelopes(value)
+    return value
 
 
 def _json_serializer() -> Serializer:
-    """orjson: tuples become lists, non-str dict keys become strings, datetimes ISO-8601 text."""
-    return Serializer("json", JSON, "utf-8", _json_dumps, orjson.loads)
+    """kombu's json, written and read by orjson: tuples become lists, non-str dict keys strings;
+    datetime, date, time, Decimal, UUID and bytes keep their types (kombu's envelopes)."""
+    return Serializer("json", JSON, "utf-8", _json_dumps, _json_loads)
 
 
 # --- msgpack ------------------------------------------------------------------------------------
@@ -391,11 +428,12 @@ def _json_serializer() -> Serializer:
 def _msgpack_default(obj: Any) -> Any:
     """Mirror json's conversions so one task gets the same arguments whatever the serializer.
 
-    Dates and times travel as ISO-8601 strings (as orjson writes them), not as msgpack's timestamp
-    extension: kombu unpacks without a timestamp hook, so a Celery worker would otherwise receive
-    ``msgpack.Timestamp`` objects instead of the strings it gets from json.
+    Dates and times travel as ISO-8601 strings, not as msgpack's timestamp extension: kombu
+    packs without a default hook (a Celery producer cannot send them at all) and unpacks without
+    a timestamp hook, so a Celery worker would otherwise receive ``msgpack.Timestamp`` objects.
+    Unlike json's envelopes, they come back as strings.
     """
-    import decimal  # as in _json_default
+    import decimal  # imported on the first value msgpack cannot pack, not by every process
 
     if isinstance(obj, dt.datetime | dt.date | dt.time):
         return obj.isoformat()
@@ -473,4 +511,5 @@ __all__ = [
     "Serializer",
     "SerializerRegistry",
     "bare_content_type",
+    "encode_with",
 ]
