@@ -121,8 +121,8 @@ TABLE: dict[str, Entry] = {
     "accept_content": used(old="CELERY_ACCEPT_CONTENT"),
     "result_accept_content": used(),
     "enable_utc": soon(BEAT + "; celeriac's own message times are always UTC"),
-    "imports": soon("the worker is being taught to import these at start-up", old="CELERY_IMPORTS"),
-    "include": soon("the worker is being taught to import these at start-up", old="CELERY_INCLUDE"),
+    "imports": used(old="CELERY_IMPORTS"),
+    "include": used(old="CELERY_INCLUDE"),
     "timezone": soon(BEAT, old="CELERY_TIMEZONE"),
     # -- beat -------------------------------------------------------------------------------------
     "beat_enable_remote_control": soon(BEAT, old="CELERYBEAT_ENABLE_REMOTE_CONTROL"),
@@ -520,9 +520,7 @@ TABLE: dict[str, Entry] = {
     "worker_redirect_stdouts": soon(LOGS, old="CELERY_REDIRECT_STDOUTS"),
     "worker_redirect_stdouts_level": soon(LOGS, old="CELERY_REDIRECT_STDOUTS_LEVEL"),
     "worker_send_task_events": soon(EVENTS, old="CELERY_SEND_EVENTS"),
-    "worker_state_db": soon(
-        "being added: revoked task ids kept across worker restarts", old="CELERYD_STATE_DB"
-    ),
+    "worker_state_db": used(old="CELERYD_STATE_DB"),
     "worker_task_log_datefmt": soon(LOGS, old="CELERYD_TASK_LOG_DATEFMT"),
     "worker_task_log_format": soon(LOGS, old="CELERYD_TASK_LOG_FORMAT"),
     "worker_timer": ignored(

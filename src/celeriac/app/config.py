@@ -332,7 +332,9 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX) :].lower()
-        if name in SETTING_NAMES:
+        if name in BEFORE_TYPE:  # a rule that reads Celery's spellings reads the text itself
+            found[name] = validate(name, text.strip())
+        elif name in SETTING_NAMES:
             found[name] = validate(name, parse_env_text(name, _HINTS[name], text))
         elif name in NO_EFFECT_DEFAULTS:
             found[name] = parse_env_text(name, _kept_hint(NO_EFFECT_DEFAULTS[name]), text)
