@@ -416,6 +416,20 @@ def test_old_names_as_keyword_arguments_items_and_attributes() -> None:
     assert "CELERY_ALWAYS_EAGER" in conf and "CELERY_ALWAYS_EAGR" not in conf
 
 
+def test_a_namespaced_name_read_without_the_namespace_is_pointed_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Celery silently ignores CELERY_BROKER_URL read without namespace='CELERY'."""
+    settings = types.SimpleNamespace(CELERY_BROKER_URL="memory://x", CELERY_ALWAYS_EGER=True)
+    with caplog.at_level("WARNING", logger="celeriac.app.config"):
+        assert config.from_object(settings) == {}
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "CELERY_ALWAYS_EGER is not one of Celery's setting names; "
+        "did you mean 'CELERY_ALWAYS_EAGER'?",
+        "CELERY_BROKER_URL is not read: settings named CELERY_<SETTING> need namespace='CELERY'",
+    ]
+
+
 def test_lower_case_old_names_are_not_settings_as_in_celery() -> None:
     with pytest.raises(ImproperlyConfigured, match="unknown setting 'celery_always_eager'"):
         config.validate("celery_always_eager", True)

@@ -152,6 +152,13 @@ def test_table_and_humanize_mask_secrets(conf: config.Settings) -> None:
     assert len(everything) == 211 and everything["broker_pool_limit"] == 10
 
 
+def test_value_set_for_and_without_defaults(conf: config.Settings) -> None:
+    conf.update(CELERY_ALWAYS_EAGER=True, broker_pool_limit=3)
+    assert conf.value_set_for("task_always_eager") and conf.value_set_for("CELERY_ALWAYS_EAGER")
+    assert not conf.value_set_for("task_acks_late") and not conf.value_set_for("nonsense")
+    assert conf.without_defaults() == {"task_always_eager": True, "broker_pool_limit": 3}
+
+
 def test_clear_puts_every_setting_back(conf: config.Settings) -> None:
     conf.update(task_acks_late=True, broker_pool_limit=3, accept_content=["json", "msgpack"])
     conf.clear()

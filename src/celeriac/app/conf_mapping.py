@@ -169,6 +169,15 @@ class SettingsMapping(MutableMapping[str, Any]):
             if not _same(value, defaults[name])
         }
 
+    def without_defaults(self) -> dict[str, Any]:
+        """Celery's name for :meth:`changed`."""
+        return self.changed()
+
+    def value_set_for(self, name: str) -> bool:
+        """Whether ``name`` (any name Celery accepts) was given a value other than its default."""
+        found = self._lookup(name)
+        return found is not None and found in self.changed()
+
     def copy(self) -> SettingsMapping:
         """A detached copy (no listener), as ``conf.copy()`` in Celery."""
         twin = self._fresh()

@@ -269,7 +269,8 @@ def _lookup(name: str) -> str | None:
 def _suggest(name: str) -> str:
     import difflib  # only for a name that is not a setting: a mistake, or someone else's variable
 
-    close = difflib.get_close_matches(name.lower(), ALL_NAMES, n=1, cutoff=0.75)
+    close = difflib.get_close_matches(name, OLD_NAMES, n=1, cutoff=0.75) if name.isupper() else []
+    close = close or difflib.get_close_matches(name.lower(), ALL_NAMES, n=1, cutoff=0.75)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -388,12 +389,23 @@ def from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
             old[OLD_NAMES[key]] = value
         elif prefix is None and key == key.lower():
             current[canonical_name(key)] = value
-        elif key.startswith(("CELERY", "BROKER_")) and _suggest(key):
-            logger.warning("%s is not one of Celery's setting names%s", key, _suggest(key))
+        elif key.startswith(("CELERY", "BROKER_")):
+            _warn_not_a_setting(key)
     if "timezone" not in current and "timezone" not in old and "TIME_ZONE" in _keys(obj):
         old["timezone"] = _get(obj, "TIME_ZONE")
     merged = {**old, **current}
     return {name: validate(name, value) for name, value in merged.items()}
+
+
+def _warn_not_a_setting(key: str) -> None:
+    """An upper-case name that looks meant for celeriac but is not read: say so, since Celery
+    would ignore it silently (a Django ``CELERY_BROKER_URL`` read without the namespace)."""
+    if key.startswith("CELERY_") and key[7:].lower() in _DEFAULTS:
+        logger.warning(
+            "%s is not read: settings named CELERY_<SETTING> need namespace='CELERY'", key
+        )
+    elif _suggest(key):
+        logger.warning("%s is not one of Celery's setting names%s", key, _suggest(key))
 
 
 def _keys(obj: Any) -> Iterable[str]:
