@@ -121,6 +121,16 @@ def test_assign_sets_without_checks_or_listener(conf: config.Settings) -> None:
     assert conf["broker_pool_limit"] == 4 == getattr(conf, "broker_pool_limit")  # noqa: B009
 
 
+def test_assigning_as_dict_replaces_every_value_kept_ones_too(conf: config.Settings) -> None:
+    """How the app writes back the settings it re-derived: nothing of the old ones survives."""
+    conf.update(broker_pool_limit=3, task_acks_late=True)
+    fresh = config.Settings()
+    fresh.update(worker_concurrency=2)
+    conf.assign(fresh.as_dict())
+    assert conf == fresh
+    assert conf.changed() == {"worker_concurrency": 2}
+
+
 def test_apply_is_all_or_nothing(conf: config.Settings) -> None:
     with pytest.raises(ImproperlyConfigured):
         config.apply(conf, {"task_acks_late": True, "task_default_priority": 10})

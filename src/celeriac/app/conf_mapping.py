@@ -151,14 +151,17 @@ class SettingsMapping(MutableMapping[str, Any]):
         return len(self._defaults())
 
     def as_dict(self) -> dict[str, Any]:
-        """Every typed setting, and each setting without effect that was given a value."""
-        values = {
-            name: object.__getattribute__(self, name)
-            for name in self._defaults()
-            if name not in NO_EFFECT_DEFAULTS
+        """Every setting by its current name, the ones without effect included (their default
+        until set), so that ``other.assign(conf.as_dict())`` makes ``other`` equal to ``conf``."""
+        kept = self._kept
+        return {
+            name: (
+                (kept[name] if name in kept else copy.copy(default))
+                if name in NO_EFFECT_DEFAULTS
+                else object.__getattribute__(self, name)
+            )
+            for name, default in self._defaults().items()
         }
-        values.update(self._kept)
-        return values
 
     def changed(self) -> dict[str, Any]:
         """The settings whose value is not their default: what the user set."""
