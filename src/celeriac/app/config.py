@@ -91,7 +91,7 @@ class Settings(SettingsMapping):
     task_queues: list[Any] | None = None  # celeriac's Queue, or kombu's
     task_routes: Any = None
     task_default_queue: str = "celery"
-    task_default_exchange: str = ""
+    task_default_exchange: str = ""  # the AMQP default exchange (Celery: the queue's name)
     task_default_exchange_type: str = "direct"
     task_default_routing_key: str | None = None
     task_default_priority: int | None = None
@@ -116,15 +116,15 @@ class Settings(SettingsMapping):
     task_time_limit: float | None = None
     task_soft_time_limit: float | None = None
     task_default_rate_limit: str | None = None
-    task_default_retry_delay: float = 180.0
-    task_max_retries: int | None = 3
+    task_default_retry_delay: float = 180.0  # celeriac's own (Celery: the task attribute only)
+    task_max_retries: int | None = 3  # celeriac's own (Celery: the task attribute only)
     task_publish_retry: bool = True
     task_publish_retry_policy: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {
             "max_retries": 3,
             "interval_start": 0.0,
             "interval_step": 0.2,
-            "interval_max": 0.2,
+            "interval_max": 0.2,  # Celery: 1
         }
     )
     task_annotations: Any = None
@@ -133,13 +133,13 @@ class Settings(SettingsMapping):
 
     # worker
     worker_concurrency: int | None = None
-    worker_prefetch_multiplier: int = 4
+    worker_prefetch_multiplier: int = 4  # >= 1: Celery's 0 (no limit) is refused
     worker_pool: str = "prefork"
-    worker_shutdown_timeout: float | None = None
+    worker_shutdown_timeout: float | None = None  # celeriac's own
     worker_max_tasks_per_child: int | None = None
     worker_max_memory_per_child: int | None = None  # KiB, as in Celery
-    worker_lease_renewal_interval: float | None = None
-    worker_autoscaler: str | None = None
+    worker_lease_renewal_interval: float | None = None  # celeriac's own
+    worker_autoscaler: str | None = None  # None: celeriac's own (Celery names its class here)
     worker_disable_rate_limits: bool = False
     worker_direct: bool = False
     worker_enable_remote_control: bool = True
@@ -192,7 +192,7 @@ class Settings(SettingsMapping):
     security_digest: str = "sha256"
 
     # time
-    timezone: str = "UTC"
+    timezone: str = "UTC"  # Celery: None, meaning UTC
     enable_utc: bool = True
 
     def __init__(self) -> None:
