@@ -382,6 +382,9 @@ def test_django_namespace_reads_current_and_old_names() -> None:
         CELERY_TASK_ALWAYS_EAGER=True,
         CELERY_TASK_RESULT_EXPIRES=30,  # an old name that carries the prefix
         CELERYD_CONCURRENCY=2,  # an old name without it: Celery reads it too
+        task_acks_late=True,  # a current name without it: so does Celery
+        task_default_queue="plain",  # ... below the namespaced one
+        CELERY_TASK_DEFAULT_QUEUE="namespaced",
         TIME_ZONE="Europe/Paris",  # Django's own: the time zone when none is given
         DEBUG=True,
         INSTALLED_APPS=["x"],
@@ -392,6 +395,8 @@ def test_django_namespace_reads_current_and_old_names() -> None:
         "task_always_eager": True,
         "result_expires": 30.0,
         "worker_concurrency": 2,
+        "task_acks_late": True,
+        "task_default_queue": "namespaced",
         "timezone": "Europe/Paris",
     }
     explicit = types.SimpleNamespace(CELERY_TIMEZONE="Asia/Tokyo", TIME_ZONE="Europe/Paris")

@@ -360,7 +360,8 @@ def from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
     read when it is one of Celery's old names (``CELERY_ALWAYS_EAGER``, ``BROKER_URL``); other
     upper-case names (a Django project's ``DEBUG``) are not settings. Unlike Celery, a
     lower-case name that is no setting fails, naming itself. With ``namespace="CELERY"``
-    (Django style) attributes ``CELERY_<SETTING>`` are read, each of which must be known.
+    (Django style) attributes ``CELERY_<SETTING>`` are read, each of which must be known (and,
+    as Celery does, a setting's old name or plain current name, below a ``CELERY_`` one).
     Where a setting is given by its current and its old name, the current one wins; Django's
     ``TIME_ZONE`` is the time zone when none is given.
     """
@@ -389,6 +390,8 @@ def from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
             old[OLD_NAMES[key]] = value
         elif prefix is None and key == key.lower():
             current[canonical_name(key)] = value
+        elif key in _DEFAULTS:  # a current name without the namespace: Celery reads it too
+            old[key] = value
         elif key.startswith(("CELERY", "BROKER_")):
             _warn_not_a_setting(key)
     if "timezone" not in current and "timezone" not in old and "TIME_ZONE" in _keys(obj):
