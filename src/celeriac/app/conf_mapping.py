@@ -217,6 +217,8 @@ def add_name_properties(cls: type[SettingsMapping], names: Mapping[str, str]) ->
     """Give ``cls`` a property per name (a setting without a slot, or an old name) that reads
     and writes the setting it stands for, validated as any other write."""
     for attribute, name in names.items():
+        if hasattr(cls, attribute):  # a method or a field: the name would hide it
+            raise TypeError(f"{cls.__name__}.{attribute} exists already")
         setattr(cls, attribute, _name_property(name))
 
 
