@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac
+from celeriac import task as task_module
+from celeriac.context import reset_default_app
 from celeriac.testing import memory_app
 
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
@@ -46,6 +48,20 @@ def require_service(name: str, port: int) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{message} (CELERIAC_REQUIRE_SERVICES=1)")
     pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_default_app() -> Iterator[None]:
+    """Each test starts with no default app chosen (``set_default()`` in one test must not
+    decide which app another test's ``AsyncResult(id)`` reads) and ends with the shared tasks
+    it found."""
+    reset_default_app()
+    shared = list(task_module._shared)
+    yield
+    reset_default_app()
+    # a @shared_task declared by a test joins every app created after it: forget it, so that
+    # later tests' apps hold only their own tasks
+    task_module._shared[:] = shared
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from celeriac import signals, states
 from celeriac.app import Celeriac
 from celeriac.canvas.primitives import chain, chord, chunks, group, xmap, xstarmap
 from celeriac.canvas.signature import Signature, maybe_signature, signature
-from celeriac.context import Request, current_request
+from celeriac.context import Request, current_app, current_request, current_task
 from celeriac.errors import (
     CeleriacError,
     ChordError,
@@ -31,7 +31,7 @@ from celeriac.errors import (
 from celeriac.results.group import GroupResult
 from celeriac.results.result import AsyncResult, EagerResult
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.task import Task
+from celeriac.task import Task, shared_task
 from celeriac.worker.worker import Worker
 
 __version__ = "0.1.0"
@@ -70,9 +70,12 @@ __all__ = [
     "chain",
     "chord",
     "chunks",
+    "current_app",
     "current_request",
+    "current_task",
     "group",
     "maybe_signature",
+    "shared_task",
     "signals",
     "signature",
     "states",

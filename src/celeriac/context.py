@@ -1,15 +1,27 @@
-"""The running task's request, held in a context variable (no global app, no thread-locals).
+"""What is current: the running task's request and task, and the default app.
 
-A context variable follows the code that runs a task: a thread of the threads pool, a child
-process, or an ``asyncio`` task of the asyncio pool, each sees its own request. Producers read it
-so that a task sent from inside another task carries ``parent_id`` and ``root_id``.
+The request lives in a context variable: a thread of the threads pool, a child process, or an
+``asyncio`` task of the asyncio pool, each sees its own. Producers read it so that a task sent
+from inside another task carries ``parent_id`` and ``root_id``.
+
+The default app is the one explicit global that Celery's documented API needs (``@shared_task``,
+``AsyncResult(id)`` without an app, ``current_app``): the app created last, unless one was made
+the default with ``app.set_default()``. It is read through :func:`current_app`, a function: no
+proxy object resolves it behind an attribute access.
 """
 
 from __future__ import annotations
 
+import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from celeriac.errors import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from celeriac.app.base import Celeriac
+    from celeriac.task import Task
 
 
 @dataclass(slots=True)
@@ -48,8 +60,28 @@ class Request:
     def redelivered(self) -> bool:
         return self.delivery_count > 1
 
+    def __getattr__(self, name: str) -> Any:
+        """A custom message header (``apply_async(headers={"tenant": "x"})``) reads as
+        ``self.request.tenant``, as in Celery; only names that are not fields get here."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return self.headers[name]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__!r} has no attribute or message header {name!r}"
+            ) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Celery's ``self.request.get(name, default)``: a field or a header, else ``default``."""
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            return default
+
 
 _current_request: ContextVar[Request | None] = ContextVar("celeriac_request", default=None)
+_current_task: ContextVar[Task[Any, Any] | None] = ContextVar("celeriac_task", default=None)
 
 
 def current_request() -> Request | None:
@@ -57,17 +89,79 @@ def current_request() -> Request | None:
     return _current_request.get()
 
 
+def current_task() -> Task[Any, Any] | None:
+    """The task running in this context (Celery's ``current_task``), or ``None`` outside one."""
+    return _current_task.get()
+
+
 class running:
-    """Context manager that makes ``request`` current for the code inside it."""
+    """Context manager that makes ``request`` (and its ``task``) current for the code inside."""
 
-    __slots__ = ("_request", "_token")
+    __slots__ = ("_request", "_task", "_task_token", "_token")
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, task: Task[Any, Any] | None = None) -> None:
         self._request = request
+        self._task = task
 
     def __enter__(self) -> Request:
         self._token = _current_request.set(self._request)
+        self._task_token = _current_task.set(self._task)
         return self._request
 
     def __exit__(self, *exc: object) -> None:
+        _current_task.reset(self._task_token)
         _current_request.reset(self._token)
+
+
+# -- the default app --------------------------------------------------------------------------
+
+_apps: weakref.WeakSet[Celeriac] = weakref.WeakSet()
+_default: weakref.ref[Celeriac] | None = None
+_default_chosen = False
+
+
+def app_created(app: Celeriac, set_as_current: bool = True) -> None:
+    """Called by every new app: it becomes the default (the app created last) unless another
+    was chosen with ``set_default()`` or this one asks not to be (``set_as_current=False``)."""
+    global _default
+    _apps.add(app)
+    if set_as_current and not _default_chosen:
+        _default = weakref.ref(app)
+
+
+def set_default_app(app: Celeriac) -> None:
+    """Make ``app`` the default from now on, whatever apps are created later."""
+    global _default, _default_chosen
+    _apps.add(app)
+    _default, _default_chosen = weakref.ref(app), True
+
+
+def reset_default_app() -> None:
+    """Forget the default app and any ``set_default()`` choice: the next app created becomes the
+    default. For test suites, which make many apps in one process."""
+    global _default, _default_chosen
+    _default, _default_chosen = None, False
+
+
+def live_apps() -> list[Celeriac]:
+    """Every app of this process still in use (``@shared_task`` attaches to each)."""
+    return list(_apps)
+
+
+def default_app() -> Celeriac | None:
+    """The default app (see :func:`current_app`), or ``None`` when no app exists."""
+    return _default() if _default is not None else None
+
+
+def current_app() -> Celeriac:
+    """The default app: the one given to ``app.set_default()``, else the one created last.
+
+    Raises :class:`~celeriac.errors.ImproperlyConfigured` when no app exists yet (Celery would
+    make an empty one here, which then sends to a broker nobody configured).
+    """
+    app = default_app()
+    if app is None:
+        raise ImproperlyConfigured(
+            "no celeriac app exists yet: create one (Celeriac(...)) before using the default app"
+        )
+    return app

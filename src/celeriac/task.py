@@ -7,23 +7,41 @@ rejects ``add.delay("x", y=[])``), and the ``AsyncResult[int]`` it returns gives
 
 Options are declared, not guessed: :data:`CORE_OPTIONS` plus what the app's middleware declares;
 anything else fails when the task is declared, naming the option.
+
+Celery's ways of writing tasks work too: a ``Task`` subclass given as ``base=`` (or the app's
+``task_cls``) lends its class attributes as option defaults (``max_retries = 5``,
+``autoretry_for = (IOError,)``) and its hooks (``before_start``, ``on_success``, ``on_failure``,
+``on_retry``, ``after_return``) to every task built on it; a subclass with a ``run`` method is a
+class-based task (``app.register_task(MyTask())``); ``@shared_task`` declares a task for every app.
 """
 
 from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    NoReturn,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
 
 from celeriac import states
 from celeriac.canvas.signature import Signature, record_child
-from celeriac.context import Request, current_request
+from celeriac.context import Request, current_app, current_request, live_apps
 from celeriac.errors import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Retry
+from celeriac.results.base import ResultMeta
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.app.base import BoundTaskDecorator, TaskDecorator
     from celeriac.canvas.primitives import chunks, xmap, xstarmap
     from celeriac.results.result import AsyncResult, EagerResult
 
@@ -59,7 +77,18 @@ CORE_OPTIONS: dict[str, Any] = {
     "retry_jitter": True,
     "throws": (),
     "typing": True,
+    # accepted for Celery's sake; what they ask is what celeriac does anyway
+    "trail": True,  # a task's children are always recorded
+    "send_events": True,  # events follow the worker's -E / worker_send_task_events
+    "lazy": True,  # registration never connects or finalizes anything
+    "shared": True,  # @app.task tasks belong to their app; @shared_task ones to every app
 }
+
+#: The hooks a Task subclass may override (Celery's), called by the worker around each run.
+HOOKS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+
+#: Option names a Task subclass may set as class attributes (the worker's own included).
+_CLASS_OPTIONS = frozenset(CORE_OPTIONS) | {"time_limit", "soft_time_limit", "rate_limit"}
 
 #: What ``apply_async`` accepts, so a misspelt send option fails loudly too.
 SEND_OPTIONS = frozenset(
@@ -104,20 +133,48 @@ def check_send_options(task_name: str, options: Mapping[str, Any]) -> None:
         )
 
 
+def _class_options(cls: type) -> dict[str, Any]:
+    """The options a Task subclass sets as class attributes, the most derived class winning."""
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is Task or not (isinstance(klass, type) and issubclass(klass, Task)):
+            continue
+        for key, value in vars(klass).items():
+            if key in _CLASS_OPTIONS and not isinstance(value, property):
+                found[key] = value
+    return found
+
+
 class Task(Generic[P, R]):
-    """A registered task. Build it with ``@app.task``; never instantiate it directly."""
+    """A registered task. Build it with ``@app.task`` (or ``@shared_task``); subclass it for a
+    ``base=`` class or a class-based task with a ``run`` method."""
+
+    #: The app of the classes ``app.Task`` makes (their tasks belong to it wherever registered).
+    bound_app: ClassVar[Celeriac | None] = None
 
     def __init__(
         self,
-        app: Celeriac,
-        fn: Callable[..., Any],
-        options: Mapping[str, Any],
+        app: Celeriac | None = None,
+        fn: Callable[..., Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.app = app
+        cls = type(self)
+        options = {**_class_options(cls), **(options or {})}
+        if fn is None:  # a class-based task: its run() takes self, as a bound task's function
+            if cls.run is Task.run:
+                raise ImproperlyConfigured(
+                    f"{cls.__name__}: a class-based task defines run(self, ...)"
+                )
+            fn = cls.run
+            options["bind"] = True
+            default_name = f"{cls.__module__}.{cls.__name__}"
+        else:
+            default_name = f"{fn.__module__}.{fn.__name__}"
+        self._app = app
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
-        self.name: str = options.get("name") or f"{fn.__module__}.{fn.__name__}"
-        self.options = dict(options)
+        self.name: str = options.get("name") or default_name
+        self.options = options
         self.bind: bool = bool(options.get("bind", False))
         self.autoretry_for: tuple[type[BaseException], ...] = tuple(
             options.get("autoretry_for") or ()
@@ -131,12 +188,37 @@ class Task(Generic[P, R]):
         self.retry_jitter: bool = bool(options.get("retry_jitter", True))
         self.retry_kwargs: dict[str, Any] = dict(options.get("retry_kwargs") or {})
         self.typing: bool = bool(options.get("typing", True))
-        self.__doc__ = fn.__doc__
+        self.__doc__ = fn.__doc__ or cls.__doc__
         self.__wrapped__ = fn
         self.__module__ = fn.__module__
         self._signature = inspect.signature(fn)
         self._positional = _positional_range(self._signature, skip=1 if self.bind else 0)
+        #: The hooks this task's class overrides: the worker calls only these.
+        self.hooks = frozenset(h for h in HOOKS if getattr(cls, h) is not getattr(Task, h))
         self._check_types()
+
+    @property
+    def app(self) -> Celeriac:
+        """The app this task belongs to: the one it was declared or registered on, else (for a
+        ``@shared_task`` used directly) the default app."""
+        app = self._app or type(self).bound_app
+        return app if app is not None else current_app()
+
+    @app.setter
+    def app(self, app: Celeriac) -> None:
+        self._app = app
+
+    def bound_to(self, app: Celeriac) -> Task[P, R]:
+        """A copy of this task that belongs to ``app`` (how a shared task joins each app)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy._app = app
+        return copy
+
+    @property
+    def backend(self) -> Any:
+        """The app's result backend (Celery's ``self.backend``)."""
+        return self.app.backend
 
     def _check_types(self) -> None:
         for key in ("autoretry_for", "dont_autoretry_for", "throws"):
@@ -171,6 +253,28 @@ class Task(Generic[P, R]):
         return float(self.option("default_retry_delay", "task_default_retry_delay"))
 
     @property
+    def track_started(self) -> bool:
+        return bool(self.option("track_started", "task_track_started"))
+
+    @property
+    def rate_limit(self) -> Any:
+        return self.option("rate_limit", "task_default_rate_limit")
+
+    @property
+    def time_limit(self) -> float | None:
+        value: float | None = self.option("time_limit", "task_time_limit")
+        return value
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        value: float | None = self.option("soft_time_limit", "task_soft_time_limit")
+        return value
+
+    @property
+    def serializer(self) -> str:
+        return str(self.option("serializer", "task_serializer"))
+
+    @property
     def request(self) -> Request:
         """The current request of this task (inside a bound task: ``self.request``)."""
         request = current_request()
@@ -180,10 +284,83 @@ class Task(Generic[P, R]):
 
     # -- running here ---------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
-        """Run the function here and now, as a plain call (a coroutine for ``async def``)."""
+        """Run the task here and now, as a plain call (a coroutine for ``async def``). A subclass
+        may override it to wrap every run (Celery's pattern), calling ``self.run(...)``."""
+        return self.run(*args, **kwargs)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The task's body: the decorated function (a class-based task defines its own)."""
         if self.bind:
             return self.fn(self, *args, **kwargs)
         return self.fn(*args, **kwargs)
+
+    # -- hooks: override in a subclass (base=, task_cls, class-based tasks) -------------------
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Called by the worker just before the task runs."""
+
+    def on_success(
+        self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Called by the worker after the task succeeded and its result was handed to the store."""
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        """Called by the worker after the task failed (``einfo``: an ``ExceptionInfo``)."""
+
+    def on_retry(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        """Called by the worker when the task is to be retried."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        """Called by the worker after every run, whatever its outcome, after the other hooks."""
+
+    def update_state(
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Store a state of this run now (Celery's ``update_state``): a custom one such as
+        ``PROGRESS`` with ``meta={"done": 3, "total": 10}``, which ``AsyncResult.state`` and
+        ``AsyncResult.info`` read while the task runs. Nothing happens without a backend."""
+        request = self.request
+        backend = self.app.backend
+        if backend is None:
+            return
+        backend.store(
+            ResultMeta(
+                task_id or request.id,
+                state or states.PENDING,
+                meta,
+                name=self.name,
+                retries=request.retries,
+                parent_id=request.parent_id,
+                root_id=request.root_id,
+                group_id=request.group,
+                reply_to=request.reply_to,
+            )
+        )
 
     def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Fail at send time, not in the worker, when the arguments cannot bind (``typing``)."""
@@ -208,7 +385,7 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> EagerResult[R]:
         """Run the task in this process with the worker's semantics (retries, states)."""
-        from celeriac.execution.eager import apply_eager
+        from celeriac.execution.eager import apply_eager  # the executor, only when asked
 
         return apply_eager(self, tuple(args or ()), dict(kwargs or {}), options)
 
@@ -236,6 +413,8 @@ class Task(Generic[P, R]):
         self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
+        if "shadow" not in options:
+            self._shadow(args, kwargs, options)
         result: AsyncResult[R] = self.app.send_task(
             self.name,
             args,
@@ -264,6 +443,8 @@ class Task(Generic[P, R]):
         self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
+        if "shadow" not in options:
+            self._shadow(args, kwargs, options)
         result: AsyncResult[R] = await self.app.asend_task(
             self.name,
             args,
@@ -276,6 +457,16 @@ class Task(Generic[P, R]):
         )
         record_child(result.id)
         return result
+
+    def _shadow(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> None:
+        """Celery's ``shadow_name(args, kwargs, options)`` hook: a display name for this send."""
+        namer = getattr(self, "shadow_name", None)
+        if namer is not None:
+            shadow = namer(args, kwargs, options)
+            if shadow:
+                options["shadow"] = shadow
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments (partial: more can be prepended)."""
@@ -371,18 +562,22 @@ class Task(Generic[P, R]):
     ) -> NoReturn:
         """Schedule this task again (same id, ``retries + 1``) and raise :class:`Retry`.
 
-        Past ``max_retries`` it raises :class:`MaxRetriesExceededError` chained to ``exc``.
+        Past ``max_retries`` it re-raises ``exc`` when one is given (Celery's rule, so
+        ``raise self.retry(exc=exc)`` ends in the task's own error), else raises
+        :class:`MaxRetriesExceededError`.
         The new message waits on the broker for ``countdown`` seconds (default:
         ``default_retry_delay``), never in a worker's memory.
         """
         request = self.request
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc  # Celery's rule: past max_retries, the error that caused the retry
             error = MaxRetriesExceededError(
                 f"{self.name}[{request.id}] retried {request.retries} times (max_retries={limit})"
                 + (f": {exc!r}" if exc is not None else "")
             )
-            raise error from exc
+            raise error
         if eta is None and countdown is None:
             countdown = self.default_retry_delay
         new_args = tuple(request.args if args is None else args)
@@ -420,7 +615,7 @@ class Task(Generic[P, R]):
         """Store RETRY *before* the next attempt is sent: stored after, it could land on top of
         that attempt's SUCCESS (another worker may run it at once), and a chord member would
         then look unfinished to the member that sends the body."""
-        from celeriac.results.base import ResultMeta, exception_to_dict
+        from celeriac.results.base import exception_to_dict
 
         backend = self.app.backend
         keep = (
@@ -449,6 +644,85 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
+
+
+def build_task(
+    app: Celeriac | None,
+    fn: Callable[..., Any],
+    options: Mapping[str, Any],
+    base: type[Task[Any, Any]] | None = None,
+) -> Task[Any, Any]:
+    """The task ``@app.task`` or ``@shared_task`` makes of ``fn``: a plain :class:`Task`, or
+    with a ``base`` class an instance of a subclass of it named after the function (Celery's
+    shape, so ``isinstance(task, base)`` holds and the base's hooks and attributes apply)."""
+    if base is None or base is Task:
+        return Task(app, fn, options)
+    if not (isinstance(base, type) and issubclass(base, Task)):
+        raise ImproperlyConfigured(f"base must be a celeriac Task subclass, not {base!r}")
+    namespace = {
+        "__module__": fn.__module__,
+        "__qualname__": fn.__qualname__,
+        "__doc__": fn.__doc__,
+    }
+    cls: type[Task[Any, Any]] = type(fn.__name__, (base,), namespace)
+    return cls(app, fn, options)
+
+
+#: The ``@shared_task`` tasks of this process, with their options: every app, the ones created
+#: before and after, registers its own copy (see ``Celeriac.attach_shared``).
+_shared: list[tuple[Task[Any, Any], dict[str, Any]]] = []
+
+
+def shared_tasks() -> list[tuple[Task[Any, Any], dict[str, Any]]]:
+    """Every ``@shared_task`` declared so far, with its options (``base`` included)."""
+    return list(_shared)
+
+
+@overload
+def shared_task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+
+@overload
+def shared_task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def shared_task(*, bind: Literal[True], **options: Any) -> BoundTaskDecorator: ...
+
+
+@overload
+def shared_task(*, bind: Literal[False] = ..., **options: Any) -> TaskDecorator: ...
+
+
+def shared_task(*args: Any, **options: Any) -> Any:
+    """Declare a task for every app, without naming one (Celery's ``@shared_task``, for code
+    such as a reusable Django app that cannot import its project's app).
+
+    Each app, whether created before or after, registers its own copy, so a worker runs the task
+    with its own app. The object returned is a real :class:`Task`, not a lazy proxy: sending it
+    (``.delay()``) goes through the default app (the app created last, or ``set_default()``).
+    """
+    if len(args) > 1 or (args and not callable(args[0])):
+        raise TypeError("shared_task takes one function, or keyword options only")
+    known = _CLASS_OPTIONS | {"base"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        # an option a worker component declares is checked by each app when it attaches
+        live = live_apps()
+        if not live or any(set(unknown) - set(app.task_options) for app in live):
+            raise ImproperlyConfigured(
+                f"unknown task option(s) {unknown}; known: {', '.join(sorted(known))}"
+            )
+
+    def decorate(fn: Callable[..., Any]) -> Task[Any, Any]:
+        own = {k: v for k, v in options.items() if k != "base"}
+        task = build_task(None, fn, own, options.get("base"))
+        _shared.append((task, dict(options)))
+        for app in live_apps():
+            app.attach_shared(task, options)
+        return task
+
+    return decorate(args[0]) if args else decorate
 
 
 def unknown_options(given: Iterable[str], known: Iterable[str]) -> list[str]:

@@ -321,7 +321,7 @@ def test_failing_chord_member_fails_the_body_with_chord_error(env: tuple[Celeria
     assert result.state == states.FAILURE  # ...while the body's stored result is a ChordError
     assert isinstance(result.result, ChordError) and "Boom" in str(result.result)
     with pytest.raises(ChordError):  # a handle rebuilt from the id alone knows no parents
-        AsyncResult(result.id, app.backend, app).get(timeout=TIMEOUT)
+        AsyncResult(result.id, app.backend, app=app).get(timeout=TIMEOUT)
     _wait_until(lambda: runs(app, f"{tag}-err") == 1)
     assert runs(app, f"{tag}-err:{result.id}") == 1
     assert runs(app, tag) == 0  # the body never ran
@@ -352,7 +352,7 @@ def test_an_expired_member_or_step_ends_its_workflow(env: tuple[Celeriac, Tasks]
         steps.get(timeout=TIMEOUT)
     unknown = chord([t.add.s(1, 1), Signature("no-such-task", app=app)], t.tsum.s())
     with pytest.raises(ChordError, match="no-such-task"):
-        AsyncResult(unknown.apply_async().id, app.backend, app).get(timeout=TIMEOUT)
+        AsyncResult(unknown.apply_async().id, app.backend, app=app).get(timeout=TIMEOUT)
 
 
 def test_a_body_that_cannot_be_sent_fails_instead_of_hanging(env: tuple[Celeriac, Tasks]) -> None:
@@ -360,7 +360,7 @@ def test_a_body_that_cannot_be_sent_fails_instead_of_hanging(env: tuple[Celeriac
     body = t.tsum.s().set(exchange="no-such-exchange", retry=False)
     result = chord([t.add.s(1, 1)], body).apply_async()
     with pytest.raises(ChordError, match="could not send the chord body"):
-        AsyncResult(result.id, app.backend, app).get(timeout=TIMEOUT)
+        AsyncResult(result.id, app.backend, app=app).get(timeout=TIMEOUT)
 
 
 def test_a_member_redelivered_after_its_worker_died_mid_join_sends_the_body(

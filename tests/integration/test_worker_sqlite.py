@@ -20,7 +20,7 @@ import pytest
 from worker_harness import APP_SPEC, Harness, files, wait_until
 
 from celeriac import states
-from celeriac.errors import MaxRetriesExceededError, TaskRevokedError
+from celeriac.errors import TaskRevokedError
 from celeriac.results.base import ResultMeta
 
 
@@ -119,7 +119,9 @@ def test_autoretry_gives_up_after_max_retries(harness: Harness) -> None:
     harness.start_worker()
     runs = harness.dir / "runs.txt"
     result = harness.app.send_task("t.always_fails", (str(runs),))
-    with pytest.raises(MaxRetriesExceededError, match="ConnectionError"):
+    with pytest.raises(
+        ConnectionError
+    ):  # Celery's rule: the task's own error, once retries are spent
         result.get(timeout=15)
     assert result.state == states.FAILURE
     assert meta_of(harness, result.id).retries == 2

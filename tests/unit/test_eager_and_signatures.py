@@ -41,12 +41,36 @@ def test_apply_failure_keeps_the_original_exception(app: Celeriac) -> None:
 
 
 def test_apply_autoretry_exhausts_max_retries(app: Celeriac) -> None:
+    """Past max_retries an autoretried task fails with its own error, as in Celery."""
+
     @app.task(autoretry_for=(OSError,), max_retries=2, retry_backoff=True)
     def down() -> None:
         raise OSError("down")
 
+    result = down.apply()
+    with pytest.raises(OSError, match="down"):
+        result.get()
+    assert result.state == "FAILURE"
+
+
+def test_retry_with_exc_past_max_retries_reraises_exc(app: Celeriac) -> None:
+    """``raise self.retry(exc=exc)`` past max_retries raises ``exc`` (Celery's rule); without
+    ``exc`` it raises MaxRetriesExceededError."""
+    attempts: list[int] = []
+
+    @app.task(bind=True, max_retries=1)
+    def flaky(self: Task[[], None], give_exc: bool) -> None:
+        attempts.append(self.request.retries)
+        try:
+            raise ConnectionError("db down")
+        except ConnectionError as exc:
+            raise self.retry(exc=exc if give_exc else None, countdown=0) from exc
+
+    with pytest.raises(ConnectionError, match="db down"):
+        flaky.apply((True,)).get()
+    assert attempts == [0, 1]
     with pytest.raises(MaxRetriesExceededError):
-        down.apply().get()
+        flaky.apply((False,)).get()
 
 
 def test_eager_propagates_setting() -> None:

@@ -8,38 +8,29 @@ bad one fails at start-up naming itself.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from celeriac.app import config
-from celeriac.app.batch import BatchSender
+from celeriac.app import config, imports
 from celeriac.app.components import Component
 from celeriac.app.producer import Producer
+from celeriac.app.sending import Sending, SendPlan
 from celeriac.canvas.builtins import register_builtins
-from celeriac.canvas.signature import Signature
-from celeriac.context import Request, current_request
+from celeriac.canvas.signature import Signature, signature
+from celeriac.context import app_created, set_default_app
 from celeriac.control import Control
 from celeriac.errors import ImproperlyConfigured, NotRegistered
-from celeriac.protocol.codec import BodyEncoder, Codecs, encode_body
-from celeriac.protocol.message import (
-    Message,
-    new_id,
-    new_ids,
-    parse_time,
-    safe_repr,
-    task_message,
-)
-from celeriac.protocol.template import MessageTemplate
+from celeriac.protocol.codec import Codecs
 from celeriac.results import result as _result
 from celeriac.results.base import Backend
 from celeriac.results.writer import ResultWriter
-from celeriac.routing import Queue, Route, Router
-from celeriac.task import CORE_OPTIONS, Task, check_send_options
-from celeriac.transports.base import Outgoing, Transport
+from celeriac.routing import Queue, Router
+from celeriac.task import CORE_OPTIONS, build_task, shared_tasks
+from celeriac.task import Task as _Task
+from celeriac.transports.base import Transport
 from celeriac.transports.registry import check_transport_url, create_transport
 from celeriac.utils.rates import parse_rate
 from celeriac.utils.urls import redact_url
@@ -61,32 +52,14 @@ WORKER_TASK_OPTIONS: dict[str, Any] = {
 }
 
 
-_ROUTE_KEYS = ("queue", "exchange", "routing_key", "priority")
-
-
-@dataclass(frozen=True, slots=True)
-class SendPlan:
-    """The argument-independent part of a send (see :meth:`Celeriac.plan`)."""
-
-    route: Route
-    serializer: str
-    compression: str | None
-    embed: dict[str, Any]
-    ignore_result: bool
-    priority: int | None
-    time_limit: tuple[Any, Any]
-    task_expires: Any
-    task: Any = None
-
-
 class TaskDecorator(Protocol):
     """What ``@app.task(...)`` returns: turns a function into a typed task."""
 
     @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> _Task[P, R]: ...
 
     @overload
-    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[P, R], /) -> _Task[P, R]: ...
 
 
 class BoundTaskDecorator(Protocol):
@@ -95,13 +68,13 @@ class BoundTaskDecorator(Protocol):
     @overload
     def __call__(
         self, fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /
-    ) -> Task[P, R]: ...
+    ) -> _Task[P, R]: ...
 
     @overload
-    def __call__(self, fn: Callable[Concatenate[Any, P], R], /) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[Concatenate[Any, P], R], /) -> _Task[P, R]: ...
 
 
-class Celeriac:
+class Celeriac(Sending):
     """A celeriac application.
 
     >>> app = Celeriac("shop")                      # SQLite broker and results in ./celeriac.db
@@ -116,8 +89,22 @@ class Celeriac:
         backend: str | None = None,
         config_source: Any = None,
         namespace: str | None = None,
+        include: Sequence[str] | None = None,
+        task_cls: type[_Task[Any, Any]] | str | None = None,
+        set_as_current: bool = True,
+        autofinalize: bool = True,
+        strict_typing: bool = True,
         **settings: Any,
     ) -> None:
+        """``Celeriac(main, broker=..., backend=..., include=[...], **settings)``, as Celery's.
+
+        ``include`` lists modules imported when a worker starts (with the ``imports`` setting);
+        ``task_cls`` is the default ``base`` of this app's tasks (a class or ``"module:Class"``);
+        ``set_as_current=False`` keeps this app from becoming the default app. ``autofinalize``
+        and ``strict_typing`` are accepted for Celery's sake: nothing here is finalized lazily,
+        and task arguments are always checked against the signature (``typing=False`` per task
+        turns it off).
+        """
         self.main = main
         self.conf = config.Settings()
         self._given: dict[str, Any] = {}
@@ -129,8 +116,15 @@ class Celeriac:
             self._given["broker_url"] = config.validate("broker_url", broker)
         if backend is not None:
             self._given["result_backend"] = config.validate("result_backend", backend)
+        if include is not None:
+            self._given["include"] = config.validate("include", list(include))
+        self.task_cls: type[_Task[Any, Any]] = _task_class(task_cls)
+        self._task_base: type[_Task[Any, Any]] | None = None
+        #: Packages given to autodiscover_tasks (or a callable giving them), imported with the
+        #: ``include`` modules when a worker starts.
+        self._autodiscover: list[tuple[imports.Packages, str | None]] = []
         self.codecs = Codecs.with_defaults()
-        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.tasks: dict[str, _Task[Any, Any]] = {}
         #: Task options every task may use: the core ones plus those middleware declares.
         self.task_options: dict[str, Any] = {
             **CORE_OPTIONS,
@@ -147,14 +141,21 @@ class Celeriac:
         self._producer: Producer | None = None
         self._configure()
         register_builtins(self)
+        for shared, options in shared_tasks():
+            self.attach_shared(shared, options)
+        app_created(self, set_as_current)
 
     # -- settings ---------------------------------------------------------------------------------
     def _configure(self) -> None:
+        """Derive every setting from what was given, environment variables winning, and write
+        them into ``self.conf`` in place (code that holds ``app.conf`` sees the change)."""
         fresh = config.Settings()
         config.apply(fresh, self._given)
         config.apply(fresh, config.from_environ())
         self._validate(fresh)
-        self.conf = fresh
+        self.conf._kept.clear()  # settings without effect that an update removed
+        self.conf.assign(fresh.as_dict())
+        self.conf.listener = self._settings_changed
         self._router = None
         self._plans: dict[str, SendPlan] = {}
         self._backend, self._backend_made = None, False
@@ -193,6 +194,18 @@ class Celeriac:
         for queue in conf.task_queues or ():
             if not isinstance(queue, Queue):
                 raise ImproperlyConfigured(f"setting 'task_queues' holds a non-Queue: {queue!r}")
+
+    def _settings_changed(self, changes: Mapping[str, Any]) -> None:
+        """``app.conf.update(...)``, ``app.conf[name] = v``, ``app.conf.name = v``: the values
+        are validated already; the app re-derives its settings and forgets what it derived
+        from them (router, send plans, backend), all or nothing."""
+        before = self._given
+        self._given = {**before, **changes}
+        try:
+            self._configure()
+        except BaseException:
+            self._given = before
+            raise
 
     def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
         """Read settings from a module, object, dict or ``"dotted.path"``; validates at once."""
@@ -306,10 +319,10 @@ class Celeriac:
 
     # -- tasks ------------------------------------------------------------------------------------
     @overload
-    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> _Task[P, R]: ...
 
     @overload
-    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    def task(self, fn: Callable[P, R], /) -> _Task[P, R]: ...
 
     @overload
     def task(self, *, bind: Literal[True], **options: Any) -> BoundTaskDecorator: ...
@@ -325,6 +338,7 @@ class Celeriac:
         if len(args) > 1 or (args and not callable(args[0])):
             raise TypeError("app.task takes one function, or keyword options only")
         fn: Callable[..., Any] | None = args[0] if args else None
+        base = options.pop("base", None)
         unknown = sorted(set(options) - set(self.task_options))
         if unknown:
             raise ImproperlyConfigured(
@@ -337,12 +351,84 @@ class Celeriac:
             except ImproperlyConfigured as exc:
                 raise ImproperlyConfigured(f"task option 'rate_limit': {exc}") from None
 
-        def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
-            task: Task[Any, Any] = Task(self, func, options)
+        def decorate(func: Callable[..., Any]) -> _Task[Any, Any]:
+            task = build_task(self, func, options, base or self.task_base)
             self.register(task)
             return task
 
         return decorate(fn) if fn is not None else decorate
+
+    @property
+    def Task(self) -> type[_Task[Any, Any]]:
+        """This app's task base class (``task_cls``), bound to this app: subclass it for
+        ``base=`` classes and class-based tasks, whose tasks then belong to this app."""
+        if self._task_base is None:
+            self._task_base = type(
+                "Task", (self.task_cls,), {"bound_app": self, "__module__": __name__}
+            )
+        return self._task_base
+
+    @property
+    def task_base(self) -> type[_Task[Any, Any]] | None:
+        """The ``base`` of tasks declared without one: ``task_cls`` when it is not plain Task."""
+        return None if self.task_cls is _Task else self.task_cls
+
+    def register_task(self, task: _Task[Any, Any] | type[_Task[Any, Any]]) -> _Task[Any, Any]:
+        """Register a task object made elsewhere, such as a class-based task
+        (``app.register_task(MyTask())``; a class is instantiated); returns it."""
+        if isinstance(task, type):
+            task = task()
+        if not isinstance(task, _Task):
+            raise ImproperlyConfigured(f"register_task takes a Task instance, not {task!r}")
+        if task._app is None and type(task).bound_app is None:
+            task.app = self
+        self.register(task)
+        return task
+
+    def attach_shared(self, task: _Task[Any, Any], options: Mapping[str, Any]) -> None:
+        """Register this app's own copy of a ``@shared_task`` (see :func:`shared_task`)."""
+        unknown = sorted(set(options) - set(self.task_options) - {"base"})
+        if unknown:
+            raise ImproperlyConfigured(
+                f"shared task {task.name!r}: unknown task option(s) {unknown}; "
+                f"known: {', '.join(sorted(self.task_options))}"
+            )
+        if "base" not in options and self.task_base is not None:
+            own = build_task(self, task.fn, task.options, self.task_base)
+        else:
+            own = task.bound_to(self)
+        self.tasks[own.name] = own
+
+    def autodiscover_tasks(
+        self,
+        packages: imports.Packages = None,
+        related_name: str | None = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Find the tasks of these packages (``<package>.tasks``), as Celery's: a list of
+        package names, a callable returning them (called at discovery time), or nothing for
+        Django's installed apps. Discovery runs when a worker loads the app (with the
+        ``include`` and ``imports`` modules), or now with ``force=True``."""
+        if force:
+            imports.discover(packages, related_name)
+        else:
+            self._autodiscover.append((packages, related_name))
+
+    def import_default_modules(self) -> None:
+        """Import the modules this app names (``include``, ``imports``) and run the pending
+        ``autodiscover_tasks``: what a worker does before it consumes, in every process."""
+        imports.import_modules(self.conf.imports, "imports")
+        imports.import_modules(self.conf.include, "include")
+        pending, self._autodiscover = self._autodiscover, []
+        for packages, related_name in pending:
+            imports.discover(packages, related_name)
+
+    def set_default(self) -> None:
+        """Make this app the default app (``AsyncResult(id)``, ``@shared_task``, ``current_app()``)
+        from now on, whatever apps are created later."""
+        set_default_app(self)
+
+    set_current = set_default
 
     def add_component(self, component: type[Component]) -> None:
         """Run ``component`` in every worker of this app; its ``task_options`` become valid."""
@@ -358,330 +444,49 @@ class Celeriac:
             self._control = Control(self)
         return self._control
 
-    def register(self, task: Task[Any, Any]) -> None:
+    def register(self, task: _Task[Any, Any]) -> None:
         existing = self.tasks.get(task.name)
         if existing is not None and existing.fn is not task.fn:
             logger.warning("task %r registered twice; the later one wins", task.name)
         self.tasks[task.name] = task
 
-    def get_task(self, name: str) -> Task[Any, Any]:
+    def get_task(self, name: str) -> _Task[Any, Any]:
         try:
             return self.tasks[name]
         except KeyError:
             raise NotRegistered(name) from None
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> _result.AsyncResult[Any]:
-        return _result.AsyncResult(task_id, self.backend, self, task_name)
+        return _result.AsyncResult(task_id, self.backend, task_name, self)
 
-    def signature(self, name: str, args: Sequence[Any] = (), **kwargs: Any) -> Signature:
-        return Signature(name, tuple(args), kwargs, app=self)
-
-    # -- sending ----------------------------------------------------------------------------------
-    def plan(
+    def signature(
         self,
-        name: str,
-        task: Task[Any, Any] | None,
-        options: Mapping[str, Any],
-        args: Sequence[Any] = (),
+        name: str | Signature | Mapping[str, Any],
+        args: Sequence[Any] | None = (),
         kwargs: Mapping[str, Any] | None = None,
-    ) -> SendPlan:
-        """What a send of ``name`` with these options needs that does not depend on its
-        arguments: route, serializer, flags. ``send_many`` computes it once per batch."""
-        task_options = task.options if task is not None else {}
-        route_opts = {k: options.get(k) for k in _ROUTE_KEYS}
-        for key in _ROUTE_KEYS:
-            if route_opts[key] is None and task_options.get(key) is not None:
-                route_opts[key] = task_options[key]
-        route = self.router.route(name, args, kwargs or {}, route_opts)
-        ignore_result = options.get("ignore_result")
-        if ignore_result is None:
-            ignore_result = task.ignore_result if task is not None else self.conf.task_ignore_result
-        priority = route.priority
-        return SendPlan(
-            route=route,
-            serializer=options.get("serializer")
-            or task_options.get("serializer")
-            or self.conf.task_serializer,
-            compression=options.get("compression")
-            or task_options.get("compression")
-            or self.conf.task_compression,
-            embed={
-                "callbacks": _signatures(options.get("link")),
-                "errbacks": _signatures(options.get("link_error")),
-                "chain": _signatures(options.get("chain")),
-                "chord": _signature(options.get("chord")),
-            },
-            ignore_result=bool(ignore_result),
-            priority=priority if priority is not None else self.conf.task_default_priority,
-            time_limit=(
-                options.get("time_limit")
-                or (task.option("time_limit", "task_time_limit") if task else None),
-                options.get("soft_time_limit")
-                or (task.option("soft_time_limit", "task_soft_time_limit") if task else None),
-            ),
-            task_expires=task_options.get("expires"),
-            task=task,
-        )
-
-    def prepare(
-        self,
-        name: str,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        expires: float | datetime | str | None = None,
-        _task: Task[Any, Any] | None = None,
-        _from_retry: bool = False,
-        _plan: SendPlan | None = None,
-        _now: datetime | None = None,
-        **options: Any,
-    ) -> tuple[Outgoing, Queue | None]:
-        """Build the message for one send and where it goes; no I/O."""
-        if _plan is None:
-            check_send_options(name, options)
-        if _plan is None or not self.router.cacheable:
-            # without a cacheable router a callable may look at the arguments: plan each send
-            task = _task if _task is not None else self.tasks.get(name)
-            if not options and self.router.cacheable:
-                # the plain .delay(): its plan depends on the task alone
-                _plan = self._plans.get(name)
-                if _plan is None or _plan.task is not task:
-                    _plan = self._plans[name] = self.plan(name, task, options)
-            else:
-                _plan = self.plan(name, task, options, args or (), kwargs)
-        args = tuple(args or ())
-        kwargs = dict(kwargs or {})
-        now = _now if _now is not None else datetime.now(UTC)
-        shared, due_at = self._shared_fields(
-            name, _plan, options, countdown, eta, expires, now, _from_retry
-        )
-        encoded = encode_body(
-            args,
-            kwargs,
-            _plan.embed,
-            serializer=_plan.serializer,
-            compression=_plan.compression,
-            codecs=self.codecs,
-        )
-        message = task_message(
-            task_id=options.get("task_id") or new_id(),
-            body=encoded.body,
-            content_type=encoded.content_type,
-            content_encoding=encoded.content_encoding,
-            compression=encoded.compression,
-            args_repr=safe_repr(args),
-            kwargs_repr=safe_repr(kwargs),
-            **shared,
-        )
-        route = _plan.route
-        return Outgoing(message, route.exchange, route.routing_key, due_at), route.queue
-
-    def _shared_fields(
-        self,
-        name: str,
-        plan: SendPlan,
-        options: Mapping[str, Any],
-        countdown: float | None,
-        eta: datetime | None,
-        expires: float | datetime | str | None,
-        now: datetime,
-        from_retry: bool,
-    ) -> tuple[dict[str, Any], float | None]:
-        """The :func:`task_message` arguments that do not depend on a send's arguments (all
-        but id, body and reprs), and the due time: what a batch computes once."""
-        if countdown is not None:
-            eta = now + timedelta(seconds=float(countdown))
-        elif eta is not None and eta.tzinfo is None:
-            eta = eta.replace(tzinfo=UTC)
-        if expires is None:
-            expires = plan.task_expires
-        if isinstance(expires, str):  # a retry carries the original message's header on
-            expires = parse_time(expires, "expires")
-        if isinstance(expires, int | float):
-            expires = now + timedelta(seconds=float(expires))
-        elif isinstance(expires, datetime) and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
-        parent = current_request()
-        root_id = options.get("root_id") or (parent.root_id if parent is not None else None)
-        parent_id = options.get("parent_id") or (parent.id if parent is not None else None)
-        if from_retry:
-            root_id, parent_id = options.get("root_id"), options.get("parent_id")
-        reply_to = options.get("reply_to")
-        if reply_to is None and self._replies is not False:
-            reply_to = self._default_reply_to(parent, parent_id, plan)
-        shared = {
-            "task": name,
-            "root_id": root_id,
-            "parent_id": parent_id,
-            "group_id": options.get("group_id"),
-            "eta": eta,
-            "expires": expires if isinstance(expires, datetime) else None,
-            "retries": int(options.get("retries") or 0),
-            "time_limit": plan.time_limit,
-            "ignore_result": plan.ignore_result,
-            "priority": plan.priority,
-            "reply_to": reply_to,
-            "extra_headers": options.get("headers"),
-        }
-        return shared, eta.timestamp() if eta is not None else None
-
-    def _default_reply_to(
-        self, parent: Request | None, parent_id: str | None, plan: SendPlan
-    ) -> str | None:
-        """The ``reply_to`` of a send that names none, with a replying backend (``rpc://``):
-        a send from a running task (a retry, a subtask) inherits that task's ``reply_to``; one
-        the worker makes after a task ran (a chain's next step) gets where its parent's result
-        went; any other gets this process's reply queue. So the results of a whole workflow
-        reach the process that started it. Also lets that backend refuse, up front, what it
-        cannot serve (chords)."""
-        backend = self.backend
-        if backend is None or not backend.replies:
-            self._replies = False
-            return None
-        self._replies = True
-        backend.check_send(plan.embed)
-        if parent is not None and parent.reply_to:
-            return parent.reply_to
-        return backend.reply_to_for(parent_id)
-
-    def send_task(
-        self,
-        name: str,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> _result.AsyncResult[Any]:
-        """Send a task by name (it need not be registered here); returns its result handle."""
-        item, queue = self.prepare(name, args, kwargs, **options)
-        self.producer.send([item], self._queues_to_declare(queue))
-        return _result.AsyncResult(item.message.id, self.backend, self, name)
-
-    async def asend_task(
-        self,
-        name: str,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> _result.AsyncResult[Any]:
-        """The async twin of :meth:`send_task`."""
-        item, queue = self.prepare(name, args, kwargs, **options)
-        await self.producer.asend([item], self._queues_to_declare(queue))
-        return _result.AsyncResult(item.message.id, self.backend, self, name)
-
-    def send_many(
-        self, calls: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]], **options: Any
-    ) -> list[_result.AsyncResult[Any]]:
-        """Send many tasks in one batch publish (the bulk path); same options for all.
-
-        What does not depend on a call's arguments (plan, headers, expiry, parent ids, the
-        envelope around them) is built once per task name (:class:`BatchSender`); per call
-        only the id, the body and the reprs are.
-        """
-        check_send_options("send_many", options)
-        now = datetime.now(UTC)
-        given = options.get("task_id")
-        ids = [given] * len(calls) if given else new_ids(len(calls))
-        senders: dict[str, BatchSender | None] = {}
-        items: list[Outgoing] = []
-        queues = {q.name: q for q in self.conf.task_queues or ()}
-        for (name, args, kwargs), task_id in zip(calls, ids, strict=True):
-            if name in senders:
-                sender = senders[name]
-            else:
-                sender = senders[name] = self._batch_sender(name, options, now)
-                if sender is not None and sender.queue is not None:
-                    queues.setdefault(sender.queue.name, sender.queue)
-            if sender is not None:
-                items.append(sender.outgoing(task_id, args, kwargs))
-                continue
-            item, queue = self.prepare(
-                name, args, kwargs, _now=now, **{**options, "task_id": task_id}
-            )
-            if queue is not None:
-                queues.setdefault(queue.name, queue)
-            items.append(item)
-        self.producer.send(items, list(queues.values()))
-        backend = self.backend
-        return [
-            _result.AsyncResult(task_id, backend, self, name)
-            for task_id, (name, _, _) in zip(ids, calls, strict=True)
-        ]
-
-    def _batch_sender(
-        self, name: str, options: Mapping[str, Any], now: datetime
-    ) -> BatchSender | None:
-        """What sends of ``name`` in one batch share; ``None`` when each must be prepared alone
-        (a callable router may route on the arguments; a header override defeats the template)."""
-        if not self.router.cacheable:
-            return None
-        plan = self.plan(name, self.tasks.get(name), options)
-        shared, due_at = self._shared_fields(
-            name,
-            plan,
-            options,
-            options.get("countdown"),
-            options.get("eta"),
-            options.get("expires"),
-            now,
-            False,
-        )
-        encoder = BodyEncoder(
-            plan.embed, serializer=plan.serializer, compression=plan.compression, codecs=self.codecs
-        )
-
-        def make(task_id: str, args_repr: str, kwargs_repr: str, body: bytes) -> Message:
-            return task_message(
-                task_id=task_id,
-                body=body,
-                content_type=encoder.content_type,
-                content_encoding=encoder.content_encoding,
-                compression=encoder.compression,
-                args_repr=args_repr,
-                kwargs_repr=kwargs_repr,
-                **shared,
-            )
-
-        template = MessageTemplate.of(make)
-        if template is None:
-            return None
-        route = plan.route
-        return BatchSender(
-            encoder, template, route.exchange, route.routing_key, due_at, route.queue
-        )
-
-    def _queues_to_declare(self, routed: Queue | None) -> list[Queue]:
-        """Every queue of ``task_queues`` (so their exchanges and bindings exist before the first
-        publish) and the routed one; the producer declares each once per process."""
-        queues = list(self.conf.task_queues or ())
-        if routed is not None and all(q.name != routed.name for q in queues):
-            queues.append(routed)
-        return queues
+        options: Mapping[str, Any] | None = None,
+        **extra_options: Any,
+    ) -> Signature:
+        """A signature of a task by name, as Celery's: send options as ``options=`` or as
+        keywords (``app.signature("tasks.add", args=(2, 2), countdown=10)``)."""
+        return signature(name, args, kwargs, options, app=self, **extra_options)
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'} broker={redact_url(self.broker_url)}>"
 
 
-def _signature(value: Any) -> dict[str, Any] | None:
-    """A chord body (``chord=`` option) as the dict the message embeds."""
-    items = _signatures(value)
-    return items[0] if items else None
-
-
-def _signatures(value: Any) -> list[dict[str, Any]] | None:
-    """Normalise ``link=`` / ``link_error=``: one signature, a list of them, or dicts."""
+def _task_class(value: type[_Task[Any, Any]] | str | None) -> type[_Task[Any, Any]]:
+    """``task_cls`` as a class: a Task subclass or its ``"module:Class"``/``"module.Class"``."""
     if value is None:
-        return None
-    items = value if isinstance(value, list | tuple) else [value]
-    result: list[dict[str, Any]] = []
-    for item in items:
-        if isinstance(item, Signature):
-            result.append(item.to_dict())
-        elif isinstance(item, Mapping):
-            result.append(Signature.from_dict(item).to_dict())
-        elif isinstance(item, Task):
-            result.append(item.s().to_dict())
-        else:
-            raise ImproperlyConfigured(f"link/link_error takes signatures, not {item!r}")
-    return result
+        return _Task
+    if isinstance(value, str):
+        module_name, sep, attr = value.partition(":")
+        if not sep:
+            module_name, _, attr = value.rpartition(".")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"task_cls {value!r} cannot be imported: {exc}") from None
+    if not (isinstance(value, type) and issubclass(value, _Task)):
+        raise ImproperlyConfigured(f"task_cls must be a celeriac Task subclass, not {value!r}")
+    return value

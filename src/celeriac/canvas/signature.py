@@ -298,17 +298,26 @@ def _plain(value: Any) -> Any:
 
 def signature(
     task: str | Signature | Mapping[str, Any],
-    args: Sequence[Any] = (),
+    args: Sequence[Any] | None = (),
     kwargs: Mapping[str, Any] | None = None,
     options: Mapping[str, Any] | None = None,
     *,
     immutable: bool = False,
     app: Celeriac | None = None,
+    **extra_options: Any,
 ) -> Signature:
-    """Build a signature from a task name (or rebuild one, of any kind, from its dict)."""
+    """Build a signature from a task name (or rebuild one, of any kind, from its dict).
+
+    As in Celery, send options may also come as keywords:
+    ``signature("tasks.add", args=(2, 2), countdown=10)``.
+    """
     if isinstance(task, Signature | Mapping):
-        return Signature.from_dict(task, app)
-    return Signature(task, tuple(args), dict(kwargs or {}), dict(options or {}), immutable, app=app)
+        sig = Signature.from_dict(task, app)
+        if extra_options:
+            sig.options.update(extra_options)
+        return sig
+    merged = {**(options or {}), **extra_options}
+    return Signature(task, tuple(args or ()), dict(kwargs or {}), merged, immutable, app=app)
 
 
 def maybe_signature(value: Any, app: Celeriac | None = None) -> Signature:

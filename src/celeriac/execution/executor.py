@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import os
 import time
 import traceback as tb
 from collections.abc import Callable, Coroutine, Iterator
@@ -40,6 +41,7 @@ from celeriac.errors import (
     TaskRejectedError,
     TaskRevokedError,
 )
+from celeriac.execution import hooks as task_hooks
 from celeriac.protocol.message import parse_time
 from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.utils.loops import thread_loop
@@ -98,9 +100,10 @@ def execute_with(
     expired = _expired(request)
     if expired is not None:
         return expired
-    with running(request):
+    with running(request, task):
         send_prerun(task, request)
         try:
+            _started(task, request)
             value = call(task, request)
         except (Retry, Reject, Ignore, Exception) as exc:
             return classify(task, request, exc, started)
@@ -121,9 +124,10 @@ async def aexecute(
     expired = _expired(request)
     if expired is not None:
         return expired
-    with running(request):
+    with running(request, task):
         send_prerun(task, request)
         try:
+            _started(task, request)
             coro = task(*request.args, **request.kwargs)
             value = await (coro if guard is None else guard.run(coro))
         except (Retry, Reject, Ignore, Exception) as exc:
@@ -136,6 +140,31 @@ async def aexecute(
                 )
             return classify(task, request, exc, started)
     return Outcome(states.SUCCESS, value=value, runtime=time.perf_counter() - started)
+
+
+def _started(task: Task[Any, Any], request: Request) -> None:
+    """What happens as the body starts: STARTED stored when the task tracks it (Celery's
+    ``track_started``, with the worker's pid and hostname as the state's meta), then the task's
+    ``before_start`` hook. Inside the run's ``try``: a hook that raises fails the run."""
+    if not request.is_eager and task.track_started and not task.ignore_result:
+        writer = task.app.result_writer
+        if writer is not None:
+            meta = ResultMeta(
+                request.id,
+                states.STARTED,
+                {"pid": os.getpid(), "hostname": request.hostname},
+                retries=request.retries,
+                parent_id=request.parent_id,
+                root_id=request.root_id,
+                group_id=request.group,
+                reply_to=request.reply_to,
+            )
+            try:
+                writer.submit(meta)
+            except Exception as exc:  # the run matters more than its interim state
+                logger.warning("Task %s[%s]: STARTED not stored: %r", task.name, request.id, exc)
+    if task.hooks:
+        task_hooks.before_start(task, request)
 
 
 def _expired(request: Request) -> Outcome | None:
@@ -248,7 +277,10 @@ def meta_for(
 
 
 def log_outcome(task: Task[Any, Any], request: Request, outcome: Outcome) -> None:
-    """One line per task at INFO; failures at ERROR with their traceback (unless expected)."""
+    """One line per task at INFO; failures at ERROR with their traceback (unless expected).
+    A send's ``shadow`` name, when it has one, stands for the task's name (Celery's)."""
+    if request.headers.get("shadow"):
+        task = _Shown(request.headers["shadow"], task.throws)  # type: ignore[assignment]
     if outcome.state == states.SUCCESS:
         if logger.isEnabledFor(logging.INFO):
             logger.info(
@@ -274,6 +306,32 @@ def log_outcome(task: Task[Any, Any], request: Request, outcome: Outcome) -> Non
         logger.info("Task %s[%s] retry: %s", task.name, request.id, outcome.reason)
     elif outcome.state == states.REJECTED:
         logger.warning("Task %s[%s] rejected: %s", task.name, request.id, outcome.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """The task as a log line names it (its ``shadow`` name)."""
+
+    name: str
+    throws: tuple[type[BaseException], ...]
+
+
+def _callbacks(
+    task: Task[Any, Any], request: Request, outcome: Outcome
+) -> list[tuple[Signature, tuple[Any, ...]]]:
+    """The callbacks this outcome triggers, decoded and frozen (their ids fixed), so that a
+    success's ``link`` callbacks are among its stored ``children`` (Celery's order: callbacks
+    get their ids before the result is stored). One that cannot be decoded is logged and ends
+    the list; the ones before it are still sent."""
+    found: list[tuple[Signature, tuple[Any, ...]]] = []
+    try:
+        for sig, args in _linked(task, request, outcome):
+            if outcome.state == states.SUCCESS:
+                request.children.append(sig.freeze().id)
+            found.append((sig, args))
+    except Exception as exc:
+        logger.error("Task %s[%s]: could not read its callbacks: %s", task.name, request.id, exc)
+    return found
 
 
 def _linked(
@@ -363,16 +421,25 @@ def send_outcome_signals(task: Task[Any, Any], request: Request, outcome: Outcom
 
 
 def _report(
-    task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None
+    task: Task[Any, Any],
+    request: Request,
+    outcome: Outcome,
+    worker: str | None,
 ) -> concurrent.futures.Future[None] | None:
-    """Log, signal and queue the result: what :func:`finish` and :func:`afinish` share. Returns
-    the store to wait for when the task is ``acks_late`` (its ack must follow the store)."""
+    """Log, signal, queue the result and call the task's outcome hooks: what :func:`finish` and
+    :func:`afinish` share. Returns the store to wait for when the task is ``acks_late`` (its
+    ack must follow the store)."""
     log_outcome(task, request, outcome)
     send_outcome_signals(task, request, outcome)
     meta = meta_for(task, request, outcome, worker)
-    if meta is None or task.app.backend is None or request.is_eager:
-        return None
-    stored = _submit(task, request, outcome, meta)
+    stored = None
+    if meta is not None and task.app.backend is not None and not request.is_eager:
+        stored = _submit(task, request, outcome, meta)
+    if task.hooks and outcome.state != IGNORED:
+        with running(request, task):
+            task_hooks.after_outcome(
+                task, request, outcome.state, outcome.value, outcome.exc, outcome.traceback
+            )
     # acks_late: the ack follows the store; a workflow's next move follows it too (a chord
     # join reads the stored results; a chain's later steps must not be stored before this one)
     return stored if task.acks_late or request.chord or request.chain else None
@@ -382,13 +449,14 @@ def finish(
     task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None = None
 ) -> None:
     """Store the outcome and send ``link``/``link_error`` callbacks. Logs, never raises."""
+    callbacks = _callbacks(task, request, outcome)
     stored = _report(task, request, outcome, worker)
     if stored is not None:
         # the message is acked after this returns: the result must be stored by then
         with contextlib.suppress(Exception):  # a failure was logged by the writer
             stored.result()
     try:
-        for sig, args in _linked(task, request, outcome):
+        for sig, args in callbacks:
             sig.apply_async(args, parent_id=request.id, root_id=request.root_id or request.id)
     except Exception as exc:
         logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)
@@ -415,12 +483,13 @@ async def afinish(
     """The async twin of :func:`finish`: waits for the result writer and sends callbacks with
     ``asend_task``, so an event loop running many tasks never blocks on the backend or broker."""
     app = task.app
+    callbacks = _callbacks(task, request, outcome)
     stored = _report(task, request, outcome, worker)
     if stored is not None:
         with contextlib.suppress(Exception):  # a failure was logged by the writer
             await asyncio.wrap_future(stored)
     try:
-        for sig, args in _linked(task, request, outcome):
+        for sig, args in callbacks:
             ids: dict[str, Any] = {
                 "parent_id": request.id,
                 "root_id": request.root_id or request.id,

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from celeriac import states
+from celeriac.context import current_app
 from celeriac.errors import ImproperlyConfigured, TimeoutError
 from celeriac.results.result import AsyncResult
 
@@ -37,9 +38,8 @@ class GroupResult(AsyncResult[list[Any]]):
         app: Celeriac | None = None,
         parent: AsyncResult[Any] | None = None,
     ) -> None:
-        super().__init__(id, app.backend if app is not None else None, app)
+        super().__init__(id, app.backend if app is not None else None, None, app, parent)
         self.results: list[Child] = list(results)
-        self.parent = parent
 
     # -- the members --------------------------------------------------------------------------
     @property
@@ -157,14 +157,17 @@ class GroupResult(AsyncResult[list[Any]]):
     def restore(
         cls, group_id: str, app: Celeriac | None = None, backend: Backend | None = None
     ) -> GroupResult | None:
-        """The group saved under ``group_id``, or ``None`` when nothing was saved."""
+        """The group saved under ``group_id``, or ``None`` when nothing was saved (the default
+        app's backend unless ``app`` or ``backend`` is given, as Celery's)."""
+        if app is None and backend is None:
+            app = current_app()
         store = backend or (app.backend if app is not None else None)
         if store is None:
             raise ImproperlyConfigured("restoring a group needs a result backend")
         ids = store.restore_group(group_id)
         if ids is None:
             return None
-        return cls(group_id, [AsyncResult(i, store, app) for i in ids], app=app)
+        return cls(group_id, [AsyncResult(i, store, app=app) for i in ids], app=app)
 
     def _group_app(self) -> Celeriac:
         if self.app is None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from celeriac import states
-from celeriac.context import current_request
+from celeriac.context import current_request, default_app
 from celeriac.errors import ImproperlyConfigured, TimeoutError
 from celeriac.results.base import Backend, ResultMeta
 
@@ -32,21 +32,33 @@ def _raise_or_return(meta: ResultMeta, propagate: bool) -> Any:
 
 
 class AsyncResult(Generic[R]):
-    """A handle on a task's outcome, by id. Cheap to create; every property asks the backend."""
+    """A handle on a task's outcome, by id. Cheap to create; every property asks the backend.
+
+    Celery's signature: ``AsyncResult(id)`` alone reads through the default app (the app created
+    last, or the one given to ``set_default()``); ``backend=`` and ``app=`` name others.
+    """
 
     def __init__(
         self,
         id: str,
-        backend: Backend | None,
-        app: Celeriac | None = None,
+        backend: Backend | None = None,
         task_name: str | None = None,
+        app: Celeriac | None = None,
+        parent: AsyncResult[Any] | None = None,
+        *,
+        ignored: bool = False,
     ) -> None:
+        if app is None and backend is None:
+            app = default_app()
         self.id = id
-        self.backend = backend
+        self.backend = backend if backend is not None or app is None else app.backend
         self.app = app
         self.task_name = task_name
         #: The result this one follows in a chain (set when a workflow is frozen; not stored).
-        self.parent: AsyncResult[Any] | None = None
+        self.parent: AsyncResult[Any] | None = parent
+        #: Sent with ``ignore_result``: nothing will be stored, so ``get()`` returns None at once
+        #: (Celery's ``ignored``) instead of waiting for ever.
+        self.ignored = ignored
 
     @property
     def task_id(self) -> str:
@@ -56,6 +68,8 @@ class AsyncResult(Generic[R]):
         if self.backend is None:
             raise ImproperlyConfigured(
                 "no result backend is configured: set result_backend to read results"
+                if self.app is not None
+                else "no app to read this result: create a Celeriac app first, or pass backend="
             )
         return self.backend
 
@@ -112,6 +126,8 @@ class AsyncResult(Generic[R]):
                     "never call result.get() within a task: it can deadlock the pool "
                     "(use a chain or callback, or pass disable_sync_subtasks=False)"
                 )
+        if self.ignored:
+            return None  # type: ignore[return-value]
         meta = self._backend().wait_for(self.id, timeout)
         if not meta.ready:
             raise TimeoutError(f"task {self.id} not ready after {timeout}s (state {meta.status})")
@@ -144,6 +160,8 @@ class AsyncResult(Generic[R]):
 
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> R:
         """The async twin of :meth:`get`: waits without blocking the event loop."""
+        if self.ignored:
+            return None  # type: ignore[return-value]
         meta = await self._backend().await_for(self.id, timeout)
         if not meta.ready:
             raise TimeoutError(f"task {self.id} not ready after {timeout}s (state {meta.status})")
@@ -162,7 +180,7 @@ class AsyncResult(Generic[R]):
     def children(self) -> list[AsyncResult[Any]]:
         """The tasks this task sent while it ran (and the next step of its chain), once stored."""
         meta = self._meta()
-        return [AsyncResult(str(c), self.backend, self.app) for c in meta.children or ()]
+        return [AsyncResult(str(c), self.backend, app=self.app) for c in meta.children or ()]
 
     def collect(self) -> Iterator[tuple[AsyncResult[Any], Any]]:
         """``(result, value)`` for this task, then depth first for every task it sent, waiting
@@ -200,7 +218,9 @@ class EagerResult(AsyncResult[R]):
         app: Celeriac | None = None,
         exception: BaseException | None = None,
     ) -> None:
-        super().__init__(meta.task_id, None, app, meta.name)
+        # no backend to read, and no default app to look for: the outcome is here
+        self.id, self.backend, self.app, self.task_name = meta.task_id, None, app, meta.name
+        self.parent, self.ignored = None, False
         self._eager_meta = meta
         self._exception = exception
 
