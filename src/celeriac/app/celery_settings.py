@@ -6,8 +6,9 @@ the name is:
 
 * **in effect** (:func:`used`): a typed field of :class:`celeriac.app.config.Settings` that
   celeriac reads;
-* **not yet** (:func:`soon`): a typed, validated field that nothing reads yet, because the code
-  that will is being written (beat, events, logging...); the row says what is coming;
+* **not yet** (:func:`soon`): a typed, validated field that nothing reads yet (beat, events,
+  signing, parts of logging and routing are still to come), so that the code that will read it
+  can; the row says what happens meanwhile;
 * **no effect** (:func:`ignored`): accepted and kept (``app.conf["broker_pool_limit"]`` reads it
   back, or Celery's default) but meaningless here; the row says why, in words for the user.
 
@@ -73,16 +74,15 @@ def ignored(default: Any, why: str, *, old: str | None = None) -> Entry:
     return Entry(Kind.NO_EFFECT, why, default, old)
 
 
-BEAT = "beat (periodic tasks) is being built and will read it"
-EVENTS = "task and worker events are being built and will read it"
+BEAT = "celeriac has no beat (periodic tasks) yet; it will read this"
+EVENTS = "celeriac sends no task or worker events yet; they will read this"
 CONTROL = (
-    "celeriac's remote control uses its own fanout exchange 'celeriac.control' and "
-    "auto-deleted queues; Celery's pidbox options are read once the Celery-compatible mailbox "
-    "lands"
+    "celeriac's remote control uses its own exchange 'celeriac.control' and auto-deleted "
+    "queues, without these options for now"
 )
-LOGS = "the worker's logging set-up is being extended to read it"
-SIGNING = "message signing (the 'auth' serializer) is being built and will read it"
-ROUTING = "routing is being extended to read it"
+LOGS = "the worker's logging set-up does not read it yet"
+SIGNING = "celeriac does not sign messages yet (Celery's 'auth' serializer); signing will read it"
+ROUTING = "routing does not read it yet"
 NO_POOL = "celeriac keeps one broker connection per process and thread: there is no pool to size"
 TLS = (
     "give TLS in broker_url (amqps://, rediss://) or as broker_transport_options "
@@ -120,7 +120,7 @@ TABLE: dict[str, Entry] = {
     # -- top level --------------------------------------------------------------------------------
     "accept_content": used(old="CELERY_ACCEPT_CONTENT"),
     "result_accept_content": used(),
-    "enable_utc": soon(BEAT + "; celeriac's own message times are always UTC"),
+    "enable_utc": soon(BEAT + "; a naive eta or expires is read as UTC"),
     "imports": used(old="CELERY_IMPORTS"),
     "include": used(old="CELERY_INCLUDE"),
     "timezone": soon(BEAT, old="CELERY_TIMEZONE"),
@@ -264,7 +264,7 @@ TABLE: dict[str, Entry] = {
         old="CELERY_MAX_CACHED_RESULTS",
     ),
     "result_compression": soon(
-        "results are stored uncompressed; compression is being added",
+        "not read yet: results are stored uncompressed",
         old="CELERY_RESULT_COMPRESSION",
     ),
     "result_exchange": ignored(
@@ -302,7 +302,8 @@ TABLE: dict[str, Entry] = {
         old="CELERY_RESULT_CHORD_RETRY_INTERVAL",
     ),
     "result_chord_join_timeout": soon(
-        "being added: the timeout of joining a chord's results",
+        "not read yet: a chord's body is sent once every header result is stored, so its "
+        "join does not wait",
         old="CELERY_RESULT_CHORD_JOIN_TIMEOUT",
     ),
     "result_backend_max_sleep_between_retries_ms": ignored(
@@ -347,14 +348,14 @@ TABLE: dict[str, Entry] = {
     "task_acks_late": used(old="CELERY_ACKS_LATE"),
     "task_acks_on_failure_or_timeout": used(old="CELERY_ACKS_ON_FAILURE_OR_TIMEOUT"),
     "task_acks_on_failure": soon(
-        "being added; task_acks_on_failure_or_timeout decides today", old="CELERY_ACKS_ON_FAILURE"
+        "not read yet: task_acks_on_failure_or_timeout decides", old="CELERY_ACKS_ON_FAILURE"
     ),
     "task_acks_on_timeout": soon(
-        "being added; task_acks_on_failure_or_timeout decides today", old="CELERY_ACKS_ON_TIMEOUT"
+        "not read yet: task_acks_on_failure_or_timeout decides", old="CELERY_ACKS_ON_TIMEOUT"
     ),
     "task_always_eager": used(old="CELERY_ALWAYS_EAGER"),
     "task_annotations": soon(
-        "being added: per-task option overrides by name", old="CELERY_ANNOTATIONS"
+        "not applied yet: give the options to @app.task(...) instead", old="CELERY_ANNOTATIONS"
     ),
     "task_compression": used(old="CELERY_MESSAGE_COMPRESSION"),
     "task_create_missing_queues": used(old="CELERY_CREATE_MISSING_QUEUES"),
@@ -368,11 +369,11 @@ TABLE: dict[str, Entry] = {
         ROUTING, old="CELERY_CREATE_MISSING_QUEUE_EXCHANGE_TYPE"
     ),
     "task_inherit_parent_priority": soon(
-        "being added: a subtask inherits its parent's priority",
+        "not read yet: a subtask does not inherit its parent's priority",
         old="CELERY_INHERIT_PARENT_PRIORITY",
     ),
     "task_default_delivery_mode": soon(
-        "being added; celeriac's RabbitMQ messages are persistent today",
+        "not read yet: messages on RabbitMQ are persistent",
         old="CELERY_DEFAULT_DELIVERY_MODE",
     ),
     "task_default_queue": used(old="CELERY_DEFAULT_QUEUE"),
@@ -397,7 +398,7 @@ TABLE: dict[str, Entry] = {
     "task_publish_retry_policy": used(old="CELERY_TASK_PUBLISH_RETRY_POLICY"),
     "task_queues": used(old="CELERY_QUEUES"),
     "task_queue_max_priority": soon(
-        "being added; celeriac's priorities are 0-9 on every broker",
+        "not read yet: celeriac's priorities are 0-9 on every broker",
         old="CELERY_QUEUE_MAX_PRIORITY",
     ),
     "task_reject_on_worker_lost": used(old="CELERY_REJECT_ON_WORKER_LOST"),
@@ -408,7 +409,7 @@ TABLE: dict[str, Entry] = {
         old="CELERY_RETRY_ON_WORKER_LOST",
     ),
     "task_remote_tracebacks": soon(
-        "being added: a failed task's traceback shown in the caller's exception",
+        "not read yet: the worker's traceback is in AsyncResult.traceback, not in the error raised",
         old="CELERY_REMOTE_TRACEBACKS",
     ),
     "task_repr_maxlevels": ignored(
@@ -434,7 +435,7 @@ TABLE: dict[str, Entry] = {
     "worker_agent": ignored(None, "celeriac has no worker agent plug-in", old="CELERYD_AGENT"),
     "worker_autoscaler": used(old="CELERYD_AUTOSCALER"),
     "worker_cancel_long_running_tasks_on_connection_loss": soon(
-        "being added: cancel running tasks when the broker connection is lost",
+        "not read yet: running tasks are not cancelled when the broker connection is lost",
         old="CELERYD_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS",
     ),
     "worker_soft_shutdown_timeout": ignored(
@@ -454,10 +455,10 @@ TABLE: dict[str, Entry] = {
         old="CELERYD_CONSUMER",
     ),
     "worker_direct": soon(
-        "being added: a queue per worker that app.control can target", old="CELERY_WORKER_DIRECT"
+        "not read yet: workers have no queue of their own", old="CELERY_WORKER_DIRECT"
     ),
     "worker_disable_rate_limits": soon(
-        "being added; rate limits are always applied today", old="CELERY_DISABLE_RATE_LIMITS"
+        "not read yet: rate limits always apply", old="CELERY_DISABLE_RATE_LIMITS"
     ),
     "worker_deduplicate_successful_tasks": ignored(
         False,
@@ -465,7 +466,7 @@ TABLE: dict[str, Entry] = {
         old="CELERYD_DEDUPLICATE_SUCCESSFUL_TASKS",
     ),
     "worker_enable_remote_control": soon(
-        "being added; the worker always listens for remote control today",
+        "not read yet: the worker always listens for remote control",
         old="CELERY_ENABLE_REMOTE_CONTROL",
     ),
     "worker_hijack_root_logger": soon(LOGS, old="CELERYD_HIJACK_ROOT_LOGGER"),
