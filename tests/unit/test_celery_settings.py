@@ -454,7 +454,8 @@ def test_startup_notes_name_each_set_setting_without_effect_and_why() -> None:
     assert notes == [
         "setting 'beat_schedule' is not in effect yet: " + TABLE["beat_schedule"].why,
         "setting 'broker_pool_limit' has no effect: "
-        "celeriac keeps one broker connection per process and thread: there is no pool to size",
+        "celeriac keeps one broker connection per process and thread (or event loop): there is "
+        "no pool to size",
     ]
 
 

@@ -83,10 +83,13 @@ CONTROL = (
 LOGS = "the worker's logging set-up does not read it yet"
 SIGNING = "celeriac does not sign messages yet (Celery's 'auth' serializer); signing will read it"
 ROUTING = "routing does not read it yet"
-NO_POOL = "celeriac keeps one broker connection per process and thread: there is no pool to size"
+NO_POOL = (
+    "celeriac keeps one broker connection per process and thread (or event loop): there is "
+    "no pool to size"
+)
 TLS = (
-    "give TLS in broker_url (amqps://, rediss://) or as broker_transport_options "
-    "{'ssl': {...}} (the same shape)"
+    "give TLS in broker_url (amqps://, rediss://) and its options in broker_transport_options "
+    "(RabbitMQ: 'ssl', in this setting's shape; Redis: ssl_cert_reqs, ssl_ca_certs, ...)"
 )
 PARTS = "write the broker's address in broker_url (scheme://user:password@host:port/vhost)"
 REDIS_OPTION = (
