@@ -1,4 +1,4 @@
-"""The ``celeriac`` click group: ``-A``, ``-b``, ``--result-backend``, ``--version``, commands.
+"""The ``celeriac`` click group: ``-A``, ``-b``, ``--result-backend``, ``--workdir``, ``--version``.
 
 Apart from :mod:`celeriac.cli.main` because of what imports that module: besides the CLI
 itself, every prefork child of a worker started as the ``celeriac`` script (``multiprocessing``'s
@@ -13,14 +13,16 @@ Each command lives in ``celeriac.cli.<name>`` as ``command`` and is imported whe
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
 from celeriac.cli.main import AppContext, package_version
+from celeriac.utils.daemon import DETACHED_ENV
 
 #: Command name -> the module that defines it as ``command``.
 COMMANDS: dict[str, str] = {
-    name: f"celeriac.cli.{name}" for name in ("call", "dlq", "purge", "result", "worker")
+    name: f"celeriac.cli.{name}" for name in ("call", "dlq", "multi", "purge", "result", "worker")
 }
 
 
@@ -61,9 +63,24 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 @click.option("-A", "--app", "spec", metavar="MODULE[:ATTR]", help="The app to use.")
 @click.option("-b", "--broker", help="Broker URL (overrides broker_url).")
 @click.option("--result-backend", help="Result backend URL (overrides result_backend).")
+@click.option(
+    "--workdir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Change to this directory first (the app, relative file names and a detached worker "
+    "are found from there).",
+)
 @click.pass_context
 def cli(
-    ctx: click.Context, spec: str | None, broker: str | None, result_backend: str | None
+    ctx: click.Context,
+    spec: str | None,
+    broker: str | None,
+    result_backend: str | None,
+    workdir: str | None,
 ) -> None:
     """celeriac: a distributed task queue."""
-    ctx.obj = AppContext(spec, broker, result_backend)
+    # A detached worker runs this same command line again from the directory it was detached
+    # in: it is already there, and a relative --workdir would lead it one step further.
+    if workdir and not os.environ.get(DETACHED_ENV):
+        os.chdir(workdir)
+    argv = ctx.obj if isinstance(ctx.obj, list) else None  # main() passes the command line
+    ctx.obj = AppContext(spec, broker, result_backend, argv)

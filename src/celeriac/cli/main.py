@@ -17,7 +17,6 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from celeriac.errors import AppNotFound, CeleriacError
-from celeriac.utils.logs import LOG_FORMAT
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -33,29 +32,42 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def setup_logging(level: str) -> None:
-    """The only place celeriac configures logging handlers: library code only logs."""
+def setup_logging(level: str, logfile: str | None = None, nodename: str | None = None) -> None:
+    """Configure this command's logging (with the worker's prefork children, the only places
+    celeriac does: library code only logs). ``setup_logging`` receivers take it over, as in
+    Celery; ``logfile`` may hold ``%n``, ``%h``, ``%i``... for ``nodename`` (see
+    :mod:`celeriac.utils.logsetup`)."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         import click  # a CLI caller's mistake: the CLI has imported click already
 
         raise click.BadParameter(f"unknown log level {level!r}", param_hint="-l/--loglevel")
-    logging.basicConfig(level=numeric, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    # the AMQP client logs each dropped connection with a traceback, again per channel; the
-    # transport already says it once per outage ("broker unavailable ... is back"), so at
-    # INFO and above only its critical lines pass (at DEBUG, everything does)
-    if numeric > logging.DEBUG:
-        for name in ("aiormq", "aio_pika"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    from celeriac.utils.logsetup import configure  # a prefork child imports this module too
+
+    try:
+        configure(numeric, logfile, nodename=nodename)
+    except (OSError, ValueError) as exc:  # a log file that cannot be opened, a bad %x
+        import click
+
+        raise click.BadParameter(str(exc), param_hint="-f/--logfile") from None
 
 
 class AppContext:
     """What the group passes to its commands: the app spec, found lazily."""
 
-    def __init__(self, spec: str | None, broker: str | None, backend: str | None) -> None:
+    def __init__(
+        self,
+        spec: str | None,
+        broker: str | None,
+        backend: str | None,
+        argv: list[str] | None = None,
+    ) -> None:
         self.spec = spec
         self.broker = broker
         self.backend = backend
+        #: The command line as given (without the program name), when known: what a detached
+        #: worker runs again.
+        self.argv = argv
         self._app: Celeriac | None = None
 
     @property
@@ -88,8 +100,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from celeriac.cli.group import cli
 
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        status = cli.main(args=argv, prog_name="celeriac", standalone_mode=False)
+        # obj: the command line, which the group keeps in its AppContext (see ``cli``)
+        status = cli.main(args=args, prog_name="celeriac", standalone_mode=False, obj=args)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)

@@ -1,67 +1,127 @@
-"""``celeriac -A app worker``: run a worker in this process."""
+"""``celeriac -A app worker``: run a worker in this process, or detached as a daemon.
+
+Celery's worker command line, so that a systemd unit or an init script keeps its ``ExecStart``:
+``-n w1@%h``, ``--pidfile``, ``--logfile`` (``%n``, ``%h``, ``%i``, ``%I`` expanded as Celery
+does), ``-D/--detach``, ``--uid``/``--gid``/``--umask``/``--executable``, ``-S/--statedb``,
+``-E``, ``-O fair``, ``-X``, and the ``--without-*`` flags. Options that name something celeriac
+does differently say so in ``--help``; those that would silently do nothing here (``-B``,
+``-P gevent``) are refused with what to use instead.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from celeriac import signals
 from celeriac.cli.main import AppContext, setup_logging
-from celeriac.errors import ImproperlyConfigured
+from celeriac.cli.worker_options import KiBSize, PoolName, refuse_beat
+from celeriac.errors import CeleriacError, ImproperlyConfigured
+from celeriac.utils.daemon import (
+    DETACHED_ENV,
+    Notifier,
+    Pidfile,
+    detach,
+    drop_privileges,
+    parse_umask,
+    process_alive,
+)
+from celeriac.utils.nodenames import default_nodename, host_format, node_format
 from celeriac.worker.autoscale import parse_autoscale
-from celeriac.worker.pools import POOLS
 from celeriac.worker.worker import Worker
 
-UNITS = {
-    "": 1,
-    "B": 1,
-    "K": 1024,
-    "KB": 1024,
-    "M": 1024**2,
-    "MB": 1024**2,
-    "G": 1024**3,
-    "GB": 1024**3,
-}
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
 
 
-class SizeType(click.ParamType[int]):
-    """A memory size: ``300MB``, ``1.5GB``, ``200000`` (bytes); 1 KB is 1024 bytes."""
-
-    name = "size"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().replace(" ", "")
-        number = text.rstrip("KMGB")
-        unit = text[len(number) :]
-        try:
-            size = int(float(number) * UNITS[unit])
-        except (ValueError, KeyError):
-            self.fail(f"{value!r} is not a size such as 300MB or 1GB", param, ctx)
-        if size <= 0:
-            self.fail(f"{value!r} must be positive", param, ctx)
-        return size
+def _split(value: str | None) -> list[str] | None:
+    return [q.strip() for q in value.split(",") if q.strip()] if value else None
 
 
-SIZE = SizeType()
+def _expand(template: str | None, nodename: str, hint: str) -> str | None:
+    """A file name with its abbreviations expanded for the worker's main process."""
+    if not template:
+        return None
+    try:
+        return node_format(template, nodename)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 @click.command("worker")
+@click.option(
+    "-n",
+    "--hostname",
+    help="Node name, e.g. 'w1@%h'. Expands %h (hostname), %n (its first label), %d (domain). "
+    "A name without '@' is the host part (Celery's rule). Default: celeriac@HOSTNAME.",
+)
 @click.option(
     "-c",
     "--concurrency",
     type=click.IntRange(min=1),
     help="Pool size (default: worker_concurrency, else CPU count).",
 )
-@click.option("-P", "--pool", type=click.Choice(sorted(POOLS)), help="Execution pool.")
+@click.option("-P", "--pool", type=PoolName(), help="Execution pool ('processes' is prefork).")
 @click.option("-Q", "--queues", help="Comma-separated queues to consume (default: all declared).")
-@click.option("-n", "--hostname", help="Worker name (default: celeriac@HOST).")
+@click.option("-X", "--exclude-queues", help="Comma-separated queues not to consume.")
 @click.option("-l", "--loglevel", default="warning", show_default=True, help="Logging level.")
+@click.option(
+    "-f",
+    "--logfile",
+    help="Log to this file instead of stderr (appended to; reopened when logrotate moves it). "
+    "%n %h %d expand to the node's name, host and domain; %i to the process index (0 for the "
+    "worker, N for prefork child N) and %I to '-N' (empty for the worker), so "
+    "--logfile=%n%I.log gives each child its own file. Without them the children append to "
+    "the worker's file.",
+)
+@click.option(
+    "--pidfile",
+    help="Write the worker's pid to this file (%n %h %d expand as in --logfile); refuse to "
+    "start if it names a running process; removed at exit.",
+)
+@click.option(
+    "-D",
+    "--detach",
+    is_flag=True,
+    help="Run in the background as a daemon (double fork, new session, stdin from /dev/null, "
+    "stdout and stderr to --logfile or /dev/null). Returns once the worker consumes (exit 0) "
+    "or failed to start (exit 1, with its error).",
+)
+@click.option("--uid", help="Run as this user (name or id); needs root.")
+@click.option("--gid", help="Run with this group (name or id); needs root.")
+@click.option("--umask", help="File creation mask, e.g. 0o22 (octal with a leading 0).")
+@click.option(
+    "--executable", help="The Python interpreter a detached worker runs (default: this one)."
+)
+@click.option(
+    "-S",
+    "--statedb",
+    help="Keep revoked task ids in this file, so a revoke survives a restart (default: "
+    "worker_state_db; %n %h %d expand as in --logfile). A JSON file written atomically, not "
+    "Celery's shelve: point it at a new path.",
+)
+@click.option(
+    "-E",
+    "--task-events",
+    "--events",
+    "task_events",
+    is_flag=True,
+    default=None,
+    help="Set worker_send_task_events. celeriac sends no task events yet (they are coming); "
+    "the option is accepted so that Celery command lines run.",
+)
+@click.option(
+    "-O",
+    "--optimization",
+    type=click.Choice(["default", "fair"]),
+    help="Accepted for Celery command lines; celeriac always behaves as 'fair': a prefork "
+    "child is only handed a task when it is idle (the next one waits in the worker, not "
+    "behind a long task in a busy child).",
+)
 @click.option(
     "--prefetch-multiplier", type=click.IntRange(min=1), help="Messages held per pool slot."
 )
@@ -87,8 +147,9 @@ SIZE = SizeType()
 )
 @click.option(
     "--max-memory-per-child",
-    type=SIZE,
-    help="Replace a prefork child whose resident memory exceeds this (e.g. 300MB).",
+    type=KiBSize(),
+    help="Replace a prefork child whose resident memory exceeds this after a task: KiB for a "
+    "bare number, as in Celery (200000), or a size such as 300MB or 1GB.",
 )
 @click.option(
     "--autoscale",
@@ -96,49 +157,135 @@ SIZE = SizeType()
     help="Grow the pool up to MAX with the backlog, shrink to MIN when idle.",
 )
 @click.option("--reload", is_flag=True, help="Restart when a source file of the app changes.")
+@click.option(
+    "--without-gossip",
+    is_flag=True,
+    help="Accepted: celeriac workers have no gossip (nothing to turn off).",
+)
+@click.option(
+    "--without-mingle",
+    is_flag=True,
+    help="Accepted: celeriac workers have no mingle, they share no state at start-up.",
+)
+@click.option(
+    "--without-heartbeat",
+    is_flag=True,
+    help="Send no heartbeat_sent signals. The heartbeat that renews the leases of running "
+    "tasks' messages always runs (without it they would go to another worker).",
+)
+@click.option(
+    "-B",
+    "--beat",
+    is_flag=True,
+    expose_value=False,
+    callback=refuse_beat,
+    help="Refused: beat (periodic tasks) is not available yet.",
+)
+@click.option("-s", "--schedule-filename", "--schedule", hidden=True, expose_value=False)
+@click.option("--scheduler", hidden=True, expose_value=False)
 @click.pass_obj
-def command(
-    ctx: AppContext,
-    concurrency: int | None,
-    pool: str | None,
-    queues: str | None,
-    hostname: str | None,
-    loglevel: str,
-    prefetch_multiplier: int | None,
-    shutdown_timeout: float | None,
-    time_limit: float | None,
-    soft_time_limit: float | None,
-    max_tasks_per_child: int | None,
-    max_memory_per_child: int | None,
-    autoscale: str | None,
-    reload: bool,
-) -> int:
+def command(ctx: AppContext, /, **options: Any) -> int:
     """Start a worker: consume the queues, run tasks, store results."""
-    setup_logging(loglevel)
+    daemon = os.environ.pop(DETACHED_ENV, None) is not None
+    notifier = Notifier.from_environ() if daemon else None
     try:
-        limits = parse_autoscale(autoscale) if autoscale else None
+        return _run(ctx, options, daemon, notifier)
+    except (CeleriacError, click.ClickException) as exc:
+        if notifier is not None:  # the command that detached us shows it, then leaves
+            text = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+            notifier.write(f"Error: {text}\n")
+        raise
+    finally:
+        if notifier is not None:
+            notifier.close()
+
+
+def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | None) -> int:
+    try:
+        nodename = host_format(default_nodename(o["hostname"]))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-n/--hostname") from None
+    try:
+        umask = parse_umask(o["umask"]) if o["umask"] else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--umask") from None
+    try:
+        limits = parse_autoscale(o["autoscale"]) if o["autoscale"] else None
     except ImproperlyConfigured as exc:
         raise click.BadParameter(str(exc), param_hint="--autoscale") from None
-    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    logfile = _expand(o["logfile"], nodename, "-f/--logfile")
+    pidfile = _expand(o["pidfile"], nodename, "--pidfile")
+    _expand(o["statedb"], nodename, "-S/--statedb")
+    drop_privileges(o["uid"], o["gid"])  # first: what follows must work as that user
+    if o["detach"] and not daemon:
+        _configure(ctx.app, o)  # a bad -A or setting fails here, on the terminal, not detached
+        _check_files(logfile, pidfile)
+        return detach(
+            ["-m", "celeriac", *(ctx.argv if ctx.argv is not None else sys.argv[1:])],
+            executable=o["executable"] or sys.executable,
+            workdir=os.getcwd(),
+            umask=umask,
+            logfile=logfile,
+        )
+    if umask is not None:
+        os.umask(umask)
+    app = _configure(ctx.app, o)  # before logging: the app connects setup_logging receivers
+    setup_logging(o["loglevel"], o["logfile"], nodename)
+    if notifier is not None:
+        notifier.watch_logging()
+        ready = notifier.ready
+        signals.worker_ready.connect(lambda **_: ready(), weak=False)
     worker = Worker(
-        ctx.app,
-        queues=names,
-        concurrency=concurrency,
-        pool=pool,
-        prefetch_multiplier=prefetch_multiplier,
-        hostname=hostname,
-        shutdown_timeout=shutdown_timeout,
-        time_limit=time_limit,
-        soft_time_limit=soft_time_limit,
-        max_tasks_per_child=max_tasks_per_child,
-        max_memory_per_child=max_memory_per_child,
+        app,
+        queues=_split(o["queues"]),
+        exclude_queues=_split(o["exclude_queues"]),
+        concurrency=o["concurrency"],
+        pool=o["pool"],
+        prefetch_multiplier=o["prefetch_multiplier"],
+        hostname=nodename,
+        shutdown_timeout=o["shutdown_timeout"],
+        time_limit=o["time_limit"],
+        soft_time_limit=o["soft_time_limit"],
+        max_tasks_per_child=o["max_tasks_per_child"],
+        max_memory_per_child=o["max_memory_per_child"],
         app_spec=ctx.spec,
         autoscale=limits,
-        reload=reload,
+        reload=o["reload"],
+        pidfile=o["pidfile"],
+        statedb=o["statedb"],
+        without_heartbeat=o["without_heartbeat"],
+        send_task_events=o["task_events"],
     )
     status = worker.run()
     if worker.restart_requested:
         # A fresh process re-imports the changed modules; exec keeps the pid and the terminal.
         logging.shutdown()
+        if daemon:
+            os.environ[DETACHED_ENV] = "1"  # the same command line: it must not detach again
         os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - re-exec our own command line
     return status
+
+
+def _configure(app: Celeriac, o: dict[str, Any]) -> Celeriac:
+    """The settings the command line gives: ``-E`` is Celery's ``worker_send_task_events``."""
+    if o["task_events"] and hasattr(app.conf, "worker_send_task_events"):
+        app.config_from_object({"worker_send_task_events": True})
+    return app
+
+
+def _check_files(logfile: str | None, pidfile: str | None) -> None:
+    """Before detaching, while errors still reach the terminal: the log file can be written
+    and the pid file names no running worker."""
+    if logfile:
+        try:
+            with open(logfile, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise CeleriacError(f"cannot write the log file {logfile}: {exc}") from None
+    if pidfile:
+        pid = Pidfile(pidfile).read_pid()
+        if pid is not None and process_alive(pid):
+            raise CeleriacError(
+                f"pid file {os.path.abspath(pidfile)} names a running process (pid {pid}): is "
+                "this node already running?"
+            )

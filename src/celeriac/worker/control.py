@@ -3,6 +3,12 @@
 Commands: ``revoke`` (add ids to the revoked set; with ``terminate``, stop them in the pool) and
 ``rate_limit`` (change a task type's limit at run time). The control loop uses a transport of its
 own, so a slow command never delays fetching tasks and the reverse.
+
+The arguments are read under Celery's names, so ``app.control.broadcast("rate_limit",
+arguments={"task_name": "shop.add", "rate_limit": "10/m"})`` and ``broadcast("revoke",
+arguments={"task_id": id})`` work as in Celery, and under celeriac's own (``rate``,
+``task_ids``). A command that cannot apply (an unknown task, a bad rate) is logged as a warning
+and changes nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from celeriac.control import CONTROL_EXCHANGE, CONTROL_TASK
-from celeriac.errors import DecodeError, TransportError
+from celeriac.errors import DecodeError, ImproperlyConfigured, TransportError
 from celeriac.routing import Binding, Queue
 from celeriac.transports.base import Delivery, Transport
 from celeriac.utils.outage import Outage
+from celeriac.utils.rates import parse_rate
 from celeriac.worker.components import Component
 
 if TYPE_CHECKING:
@@ -103,8 +110,14 @@ class ControlStep(Component):
             logger.exception("control command %r failed", command)
 
 
+def _task_ids(arguments: dict[str, Any]) -> list[str]:
+    """``task_ids`` (celeriac's) or ``task_id`` (Celery's): one id or a list of them."""
+    given = arguments.get("task_ids", arguments.get("task_id")) or []
+    return [given] if isinstance(given, str) else [str(i) for i in given]
+
+
 async def revoke(worker: Worker, arguments: dict[str, Any]) -> None:
-    ids = [str(i) for i in arguments.get("task_ids", [])]
+    ids = _task_ids(arguments)
     for task_id in ids:
         worker.state.revoked.add(task_id)
     terminated = []
@@ -120,10 +133,21 @@ async def revoke(worker: Worker, arguments: dict[str, Any]) -> None:
 
 
 async def rate_limit(worker: Worker, arguments: dict[str, Any]) -> None:
-    name, rate = str(arguments.get("task_name")), arguments.get("rate")
+    """Celery's ``rate_limit(task_name, rate_limit)``; ``None``, ``0`` or ``"0"`` removes it."""
+    name = str(arguments.get("task_name"))
+    rate = arguments["rate_limit"] if "rate_limit" in arguments else arguments.get("rate")
     if worker.consumer is None:
         return
-    worker.consumer.set_rate_limit(name, None if rate is None else str(rate))
+    if name not in worker.app.tasks:
+        logger.warning("rate_limit: unknown task %r (this worker has no such task)", name)
+        return
+    text = None if rate is None else str(rate)
+    try:
+        parse_rate(text)
+    except ImproperlyConfigured as exc:
+        logger.warning("rate_limit for %s: %s", name, exc)
+        return
+    worker.consumer.set_rate_limit(name, text)
     logger.info("rate limit of %s set to %s", name, rate)
 
 
