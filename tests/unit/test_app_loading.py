@@ -4,6 +4,7 @@ callable. Each test writes a small project into a temporary directory and loads 
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -147,3 +148,43 @@ def test_bad_specs_name_what_is_wrong(project: tuple[Path, str]) -> None:
         find_app(f"{name}:nope")
     with pytest.raises(AppNotFound, match="cannot import"):
         find_app(f"{name}_absent")
+
+
+def test_autodiscover_without_packages_reads_djangos_installed_apps(
+    project: tuple[Path, str],
+) -> None:
+    """Celery's Django pattern: ``app.autodiscover_tasks()`` finds ``tasks.py`` in every
+    installed app. Run in a fresh interpreter: Django's settings are process-wide."""
+    root, name = project
+    write(root, f"{name}/__init__.py", "")
+    write(root, f"{name}/shop/__init__.py", "")
+    write(
+        root,
+        f"{name}/shop/tasks.py",
+        """
+        from celeriac import shared_task
+
+        @shared_task(name="shop.checkout")
+        def checkout():
+            return "ok"
+        """,
+    )
+    code = textwrap.dedent(
+        f"""
+        import django
+        from django.conf import settings
+        settings.configure(INSTALLED_APPS=["{name}.shop"])
+        django.setup()
+        from celeriac import Celeriac
+        app = Celeriac("dj", broker="memory://dj")
+        app.autodiscover_tasks()
+        assert "shop.checkout" not in app.tasks  # lazy: found when a worker loads the app
+        app.import_default_modules()
+        print(sorted(t for t in app.tasks if t.startswith("shop.")))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['shop.checkout']"
