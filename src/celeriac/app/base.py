@@ -111,7 +111,7 @@ class Celeriac(Sending):
         if config_source is not None:
             self._given.update(config.from_object(config_source, namespace))
         for key, value in settings.items():
-            self._given[key] = config.validate(key, value)
+            self._given[config.canonical_name(key)] = config.validate(key, value)
         if broker is not None:
             self._given["broker_url"] = config.validate("broker_url", broker)
         if backend is not None:
@@ -153,7 +153,6 @@ class Celeriac(Sending):
         config.apply(fresh, self._given)
         config.apply(fresh, config.from_environ())
         self._validate(fresh)
-        self.conf._kept.clear()  # settings without effect that an update removed
         self.conf.assign(fresh.as_dict())
         self.conf.listener = self._settings_changed
         self._router = None
