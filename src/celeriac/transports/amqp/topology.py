@@ -7,7 +7,10 @@ where a refused declaration costs nothing but that channel (reopened on next use
   mean what AMQP's do, so ``max_priority`` maps as is: no level wasted, as each costs RabbitMQ an
   internal queue) or ``x-queue-type: quorum`` (quorum queues in RabbitMQ 3.10 have no priorities,
   so a quorum queue gets none);
-* :func:`declare_queue`: a queue that already exists with other arguments (a Celery worker
+* :func:`declare_queue`: ``exclusive`` as the queue says (an ``auto_delete`` queue that does not
+  say is exclusive: it goes with its connection even if no consumer ever started; a kombu
+  ``Broadcast`` queue is not, as in kombu); a ``no_declare`` queue is not declared at all.
+  A queue that already exists with other arguments (a Celery worker
   declared ``celery`` without priorities, say) is used as it is, with a warning, rather than
   failing every worker that did not declare it first. Celery is not as lenient: a Celery worker
   fails on a queue celeriac declared with priorities, so fleets that mix both set the transport
@@ -41,7 +44,10 @@ DLX = "celeriac.dlx"
 
 def queue_arguments(queue: Queue, queue_type: str, max_priority: int = 9) -> dict[str, Any]:
     """The ``x-`` arguments of ``queue`` under the transport's ``queue_type`` and
-    ``max_priority`` options (``max_priority=0``: no priority queues, as Celery declares them)."""
+    ``max_priority`` options (``max_priority=0``: no priority queues, as Celery declares them).
+
+    The queue's own arguments (kombu's ``queue_arguments``) go as they are: an ``x-max-priority``
+    there (``10`` in Celery's documentation, say) wins over the transport's option."""
     args = dict(queue.arguments)
     quorum = args.get("x-queue-type") == "quorum" or (
         queue_type == "quorum" and queue.durable and not queue.auto_delete
@@ -55,15 +61,16 @@ def queue_arguments(queue: Queue, queue_type: str, max_priority: int = 9) -> dic
 
 
 async def declare_queue(link: Link, queue: Queue, arguments: dict[str, Any]) -> None:
-    """Declare ``queue``; an ``auto_delete`` queue is exclusive too (it goes with its
-    connection even if no consumer ever started, which RabbitMQ's auto-delete alone needs)."""
+    """Declare ``queue`` (nothing for a ``no_declare`` one, assumed to exist)."""
+    if queue.no_declare:
+        return
     channel = await link.channel("control")
     try:
         await channel.queue_declare(
             queue.name,
             durable=queue.durable,
             auto_delete=queue.auto_delete,
-            exclusive=queue.auto_delete,
+            exclusive=bool(queue.exclusive),
             arguments=arguments,
         )
     except ChannelPreconditionFailed as exc:
