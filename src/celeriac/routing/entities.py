@@ -290,6 +290,7 @@ class Broadcast(Queue):
         elif not queue:
             queue = f"bcast.{uuid.uuid4()}"
         options.setdefault("exclusive", False)  # as kombu: auto_delete alone
+        options.setdefault("routing_key", "")  # a fanout exchange reads no key
         super().__init__(
             name=queue,
             exchange=exchange if exchange is not None else Exchange(name, "fanout"),
