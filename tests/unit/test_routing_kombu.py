@@ -179,6 +179,27 @@ def test_broadcast(k: SimpleNamespace) -> None:
     assert router.declarations() == ([], [Exchange("reload", "fanout")])
 
 
+def test_celerys_broadcast_example(k: SimpleNamespace) -> None:
+    """The routing guide's example, word for word: the queue named by the exchange's name."""
+    router = Router.from_settings(
+        SimpleNamespace(
+            task_queues=(k.Broadcast("broadcast_tasks"),),
+            task_routes={
+                "tasks.reload_cache": {"queue": "broadcast_tasks", "exchange": "broadcast_tasks"}
+            },
+            task_default_queue="celery",
+            task_default_exchange="",
+            task_default_routing_key=None,
+            task_create_missing_queues=True,
+        )
+    )
+    [queue] = router.queues
+    route = router.route("tasks.reload_cache")
+    assert (route.exchange, route.queue) == ("broadcast_tasks", queue)
+    assert router.worker_queues() == [queue]
+    assert router.declarations(route.queue) == ([], [Exchange("broadcast_tasks", "fanout")])
+
+
 # --- in settings and routes ----------------------------------------------------------------------
 
 
