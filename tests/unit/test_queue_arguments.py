@@ -16,7 +16,6 @@ from typing import Any
 
 import kombu_standins as kombu
 import pytest
-from conftest import delete_redis_keys, require_service
 
 from celeriac.protocol.message import task_message
 from celeriac.routing import Exchange, Queue, as_queue
@@ -25,6 +24,7 @@ from celeriac.transports.amqp.topology import queue_arguments
 from celeriac.transports.base import Outgoing, Transport
 from celeriac.transports.memory import MemoryTransport
 from celeriac.transports.sqlite import SQLiteTransport
+from conftest import delete_redis_keys, require_service
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 Make = Callable[[], Transport]
