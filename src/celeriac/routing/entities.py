@@ -10,7 +10,6 @@ attribute by attribute.
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from operator import itemgetter
@@ -285,6 +284,8 @@ class Broadcast(Queue):
     ) -> None:
         if not name and exchange is None:
             raise ImproperlyConfigured("Broadcast needs the name of its fanout exchange")
+        import uuid  # here, not at the top: most processes never make a broadcast queue
+
         if unique:
             queue = f"{queue or 'bcast'}.{uuid.uuid4()}"
         elif not queue:

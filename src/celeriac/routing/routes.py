@@ -20,7 +20,6 @@ routing options (``queue``, ``exchange``, ``routing_key``, ``priority``...), a q
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import inspect
 import re
@@ -49,6 +48,8 @@ class MapRouter:
             if isinstance(key, re.Pattern):
                 self.patterns.append((key, value))
             elif isinstance(key, str) and any(c in key for c in "*?["):
+                import fnmatch  # only for glob keys: ~1 ms of import every process would pay
+
                 self.patterns.append((re.compile(fnmatch.translate(key)), value))
             elif isinstance(key, str):
                 self.exact.setdefault(key, value)
