@@ -434,8 +434,8 @@ def test_broadcast_queues_are_unique_routed_by_alias_and_not_declared_by_produce
     assert router.worker_queues() == [Queue("celery"), first]
     queues, exchanges = router.declarations(route.queue)
     assert (queues, exchanges) == ([Queue("celery")], [Exchange("reload", "fanout")])
-    assert router.declarations(Queue("other")) == (
-        [Queue("celery"), Queue("other")],
+    assert router.declarations(Queue("other"), None, Queue("celery"), Queue("more")) == (
+        [Queue("celery"), Queue("other"), Queue("more")],
         [Exchange("reload", "fanout")],
     )
 

@@ -189,19 +189,21 @@ class Router:
             return list(self.queues)
         return [self.queue(self._default_queue)]
 
-    def declarations(self, routed: Queue | None = None) -> tuple[list[Queue], list[Exchange]]:
+    def declarations(self, *routed: Queue | None) -> tuple[list[Queue], list[Exchange]]:
         """What a producer declares before it publishes: every queue of ``task_queues`` and the
-        routed one, but of a broadcast queue only its exchange (the queue is each consumer's
-        own: declared by a producer it would collect a copy of every message for nobody)."""
+        ``routed`` ones (each :attr:`Route.queue` of the sends), but of a broadcast queue only
+        its exchange: the queue is each consumer's own (a producer declaring one would collect a
+        copy of every message for nobody), as Celery does not declare ``Broadcast`` queues."""
         queues: list[Queue] = []
         exchanges: dict[str, Exchange] = {}
-        candidates = list(self.queues)
-        if routed is not None and all(q.name != routed.name for q in candidates):
-            candidates.append(routed)
-        for queue in candidates:
+        seen: set[str] = set()
+        for queue in (*self.queues, *routed):
+            if queue is None or queue.name in seen:
+                continue
+            seen.add(queue.name)
             if not is_broadcast(queue):
                 queues.append(queue)
-            elif not queue.no_declare:
+            else:
                 for exchange in queue.exchanges():
                     exchanges.setdefault(exchange.name, exchange)
         return queues, list(exchanges.values())
