@@ -185,6 +185,14 @@ def wait_exited(pid: int) -> None:
         os.close(fd)
 
 
+def _own_words(ctx: AppContext, words: list[str]) -> list[str]:
+    """multi's words as typed: click drops a ``--``, which multi must see to refuse it."""
+    argv = ctx.argv
+    if argv is None or "--" not in argv or "multi" not in argv:
+        return words
+    return argv[argv.index("multi") + 1 :]
+
+
 @click.command(
     "multi",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
@@ -194,7 +202,7 @@ def wait_exited(pid: int) -> None:
 @click.pass_obj
 def command(ctx: AppContext, /, words: tuple[str, ...]) -> int:
     """Start, stop and restart detached workers (celeriac multi help: the details)."""
-    args = list(words)
+    args = _own_words(ctx, list(words))
     flags = dict.fromkeys(_RESERVED.values(), False)
     for word, name in _RESERVED.items():
         flags[name] = flags[name] or word in args

@@ -230,11 +230,6 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
     if umask is not None:
         os.umask(umask)
     app = _configure(ctx.app, o)  # before logging: the app connects setup_logging receivers
-    setup_logging(o["loglevel"], o["logfile"], nodename)
-    if notifier is not None:
-        notifier.watch_logging()
-        ready = notifier.ready
-        signals.worker_ready.connect(lambda **_: ready(), weak=False)
     worker = Worker(
         app,
         queues=_split(o["queues"]),
@@ -256,6 +251,12 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
         without_heartbeat=o["without_heartbeat"],
         send_task_events=o["task_events"],
     )
+    # after the worker exists, as in Celery: celeryd_init receivers run before logging is set up
+    setup_logging(o["loglevel"], o["logfile"], nodename)
+    if notifier is not None:
+        notifier.watch_logging()
+        ready = notifier.ready
+        signals.worker_ready.connect(lambda **_: ready(), weak=False)
     status = worker.run()
     if worker.restart_requested:
         # A fresh process re-imports the changed modules; exec keeps the pid and the terminal.
