@@ -19,7 +19,7 @@ import pytest
 
 from celeriac.protocol.message import task_message
 from celeriac.routing import Exchange, Queue, as_queue
-from celeriac.transports import topology as emulated
+from celeriac.transports import arguments as emulated
 from celeriac.transports.amqp.topology import queue_arguments
 from celeriac.transports.base import Outgoing, Transport
 from celeriac.transports.memory import MemoryTransport
@@ -112,7 +112,7 @@ def test_other_arguments_are_ignored_and_said_once(
         await transport.publish_batch([sent(str(i), name, 0) for i in range(4)])
         return await transport.size(name)
 
-    with caplog.at_level(logging.DEBUG, logger="celeriac.transports.topology"):
+    with caplog.at_level(logging.DEBUG, logger="celeriac.transports.arguments"):
         assert run(make, use) == 4  # no x-max-length here: nothing dropped
         run(make, use)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -133,7 +133,7 @@ def test_a_queue_with_only_x_max_priority_logs_nothing(
     async def use(transport: Transport) -> None:
         await transport.declare_queue(queue)
 
-    with caplog.at_level(logging.DEBUG, logger="celeriac.transports.topology"):
+    with caplog.at_level(logging.DEBUG, logger="celeriac.transports.arguments"):
         run(make, use)
     assert not [r for r in caplog.records if queue.name in r.getMessage()]
 

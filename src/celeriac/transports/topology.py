@@ -14,13 +14,8 @@ memory means the same thing on SQLite:
   included, as RabbitMQ sees them in the AMQP headers table), never on the routing key;
 * a queue's ``max_priority`` clamps the priority a message is stored with in that queue; its
   ``x-max-priority`` argument (kombu's ``queue_arguments``) sets that range. The other AMQP queue
-  arguments mean nothing here and are ignored, which is logged once per process and queue: as a
-  warning for those that change what a consumer would see on RabbitMQ (``x-message-ttl``,
-  ``x-expires``, ``x-max-length``, ``x-dead-letter-exchange``, ``x-single-active-consumer``...:
-  messages here stay until consumed, and every consumer gets some), at debug level for
-  RabbitMQ's storage choices (``x-queue-type``, ``x-queue-mode``...). They are not refused, so
-  that one set of settings serves RabbitMQ in production and these brokers in tests or
-  development, as kombu's emulated transports ignore them too;
+  arguments mean nothing here: they are ignored and logged (:mod:`celeriac.transports.arguments`
+  says which and why they are not refused);
 * a ``no_declare`` queue is never declared (it, its exchange and bindings are assumed to exist);
 * declaring an existing exchange with another type is refused (AMQP's PRECONDITION_FAILED);
   declaring an existing queue again keeps its first declaration (a changed ``max_priority`` is
@@ -44,6 +39,7 @@ from typing import Any, TypeVar
 from celeriac.errors import TransportError
 from celeriac.protocol.message import Message
 from celeriac.routing import DEFAULT_EXCHANGE, Binding, Exchange, Queue, route
+from celeriac.transports.arguments import report_ignored_arguments
 from celeriac.transports.base import Outgoing
 
 logger = logging.getLogger(__name__)
@@ -52,24 +48,6 @@ T = TypeVar("T")
 
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
-
-#: Queue arguments that are how RabbitMQ stores a queue, not what its consumers see.
-STORAGE_ARGUMENTS: frozenset[str] = frozenset(
-    {
-        "x-queue-type",
-        "x-queue-mode",
-        "x-queue-version",
-        "x-queue-master-locator",
-        "x-queue-leader-locator",
-        "x-quorum-initial-group-size",
-        "x-quorum-target-group-size",
-        "x-max-in-memory-length",
-        "x-max-in-memory-bytes",
-    }
-)
-#: Queue arguments the emulating brokers honour.
-HONOURED_ARGUMENTS: frozenset[str] = frozenset({"x-max-priority"})
-_reported: set[tuple[str, tuple[str, ...]]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,31 +78,6 @@ def message_priority(message: Message) -> int:
     except (TypeError, ValueError):
         return MIN_PRIORITY
     return max(MIN_PRIORITY, min(MAX_PRIORITY, value))
-
-
-def report_ignored_arguments(queue: Queue) -> None:
-    """Log, once per process for each queue and set of arguments, the queue arguments that
-    these brokers ignore (see the module's docstring for why they are not refused)."""
-    ignored = tuple(sorted(set(queue.arguments) - HONOURED_ARGUMENTS))
-    if not ignored or (queue.name, ignored) in _reported:
-        return
-    _reported.add((queue.name, ignored))
-    visible = [name for name in ignored if name not in STORAGE_ARGUMENTS]
-    if visible:
-        logger.warning(
-            "queue %r: argument(s) %s have no effect on this broker, which emulates AMQP and "
-            "honours only x-max-priority: messages stay until consumed, any consumer may take "
-            "them",
-            queue.name,
-            ", ".join(visible),
-        )
-    storage = [name for name in ignored if name in STORAGE_ARGUMENTS]
-    if storage:
-        logger.debug(
-            "queue %r: RabbitMQ storage argument(s) %s do not apply to this broker",
-            queue.name,
-            ", ".join(storage),
-        )
 
 
 def unknown_exchange(name: str) -> TransportError:
@@ -434,6 +387,5 @@ __all__ = [
     "claim_fairly",
     "max_deliveries_reason",
     "message_priority",
-    "report_ignored_arguments",
     "unknown_exchange",
 ]
