@@ -219,3 +219,15 @@ def _saved_ids(path: Path) -> set[str]:
         return {entry[0] for entry in json.loads(path.read_text())["revoked"]}
     except (FileNotFoundError, ValueError, KeyError):
         return set()
+
+
+def test_worker_log_format_shapes_the_worker_and_its_children(harness: Harness) -> None:
+    args = harness.celeriac_args(
+        "-A", "apps.signal_tasks", "worker", "-P", "prefork", "-c", "1", "-l", "info"
+    )
+    env = {**harness.env(), "CELERIAC_WORKER_LOG_FORMAT": "SHAPED %(levelname)s %(message)s"}
+    worker = WorkerProcess(args, env, harness.dir)
+    harness.workers.append(worker)
+    assert worker.wait_ready().startswith("SHAPED INFO ")
+    assert harness.app.send_task("s.log", args=["in-child"]).get(timeout=20) != worker.pid
+    assert worker.wait_for_line("task says in-child", 20).startswith("SHAPED WARNING ")

@@ -96,3 +96,26 @@ def test_a_failing_setup_logging_receiver_stops_the_set_up() -> None:
             logsetup.configure(logging.INFO)
     finally:
         signals.setup_logging.disconnect(broken)
+
+
+def test_worker_log_format_datefmt_and_keeping_the_programs_handlers(tmp_path: Path) -> None:
+    path = tmp_path / "w.log"
+    logsetup.configure(
+        logging.INFO, str(path), fmt="%(asctime)s|%(levelname)s|%(message)s", datefmt="%Y"
+    )
+    logging.getLogger("x").warning("shaped")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    [line] = path.read_text().splitlines()
+    year, level, message = line.split("|")
+    assert len(year) == 4 and year.isdigit() and (level, message) == ("WARNING", "shaped")
+    setup = logsetup.current()
+    assert setup is not None and setup.datefmt == "%Y"  # the prefork children get it too
+
+    mine = logging.StreamHandler()
+    root = logging.getLogger()
+    root.handlers[:] = [mine]
+    assert logsetup.configure(logging.DEBUG, str(tmp_path / "other.log"), hijack=False)
+    assert root.handlers == [mine]  # kept, and no handler of celeriac's beside it
+    assert root.level == logging.DEBUG
+    assert not (tmp_path / "other.log").exists()

@@ -8,6 +8,7 @@ the signals themselves set, with deadlines.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal as posix_signal
 import threading
 import uuid
@@ -304,3 +305,17 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
             return
         done.wait(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_settings_that_do_nothing_here_are_logged_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = memory_app("notes", worker_send_task_events=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="celeriac.worker"), worker_thread(app):
+            pass
+    finally:
+        app.close()
+    notes = [r for r in caplog.records if "worker_send_task_events" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].levelno == logging.WARNING
+    assert "is not in effect yet" in notes[0].getMessage()

@@ -20,6 +20,7 @@ from celeriac.errors import AppNotFound, CeleriacError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.app.config import Settings
     from celeriac.cli.group import cli as cli
 
 
@@ -32,11 +33,17 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def setup_logging(level: str, logfile: str | None = None, nodename: str | None = None) -> None:
+def setup_logging(
+    level: str,
+    logfile: str | None = None,
+    nodename: str | None = None,
+    conf: Settings | None = None,
+) -> None:
     """Configure this command's logging (with the worker's prefork children, the only places
     celeriac does: library code only logs). ``setup_logging`` receivers take it over, as in
-    Celery; ``logfile`` may hold ``%n``, ``%h``, ``%i``... for ``nodename`` (see
-    :mod:`celeriac.utils.logsetup`)."""
+    Celery; ``logfile`` may hold ``%n``, ``%h``, ``%i``... for ``nodename``; ``conf``: the app's
+    settings, for ``worker_log_format``, ``worker_log_datefmt`` and ``worker_hijack_root_logger``
+    (see :mod:`celeriac.utils.logsetup`)."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         import click  # a CLI caller's mistake: the CLI has imported click already
@@ -44,8 +51,15 @@ def setup_logging(level: str, logfile: str | None = None, nodename: str | None =
         raise click.BadParameter(f"unknown log level {level!r}", param_hint="-l/--loglevel")
     from celeriac.utils.logsetup import configure  # a prefork child imports this module too
 
+    shape: dict[str, Any] = {}
+    if conf is not None:
+        shape = {
+            "fmt": conf.worker_log_format,
+            "datefmt": conf.worker_log_datefmt,
+            "hijack": conf.worker_hijack_root_logger,
+        }
     try:
-        configure(numeric, logfile, nodename=nodename)
+        configure(numeric, logfile, nodename=nodename, **shape)
     except (OSError, ValueError) as exc:  # a log file that cannot be opened, a bad %x
         import click
 

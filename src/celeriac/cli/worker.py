@@ -252,7 +252,7 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
         send_task_events=o["task_events"],
     )
     # after the worker exists, as in Celery: celeryd_init receivers run before logging is set up
-    setup_logging(o["loglevel"], o["logfile"], nodename)
+    setup_logging(o["loglevel"], o["logfile"], nodename, app.conf)
     if notifier is not None:
         notifier.watch_logging()
         ready = notifier.ready
@@ -269,7 +269,7 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
 
 def _configure(app: Celeriac, o: dict[str, Any]) -> Celeriac:
     """The settings the command line gives: ``-E`` is Celery's ``worker_send_task_events``."""
-    if o["task_events"] and hasattr(app.conf, "worker_send_task_events"):
+    if o["task_events"]:
         app.config_from_object({"worker_send_task_events": True})
     return app
 

@@ -6,11 +6,15 @@ logging, say with ``logging.config.dictConfig``). Otherwise the root logger gets
 on stderr or on the log file, and :data:`~celeriac.signals.after_setup_logger` then
 :data:`~celeriac.signals.after_setup_task_logger` let receivers add to it.
 
-A log file name may hold the node-name abbreviations (:mod:`celeriac.utils.nodenames`): ``%n``
-and ``%h`` for the node, ``%i``/``%I`` for the process, so ``--logfile=%n%I.log`` writes the worker's
-lines to ``w1.log`` and prefork child 2's to ``w1-2.log``; without ``%i``/``%I`` the worker and its
-children append to the same file. The file is opened in append mode and reopened when it is
-moved away (``WatchedFileHandler``), so logrotate needs no ``copytruncate``.
+The worker's settings shape it as in Celery: ``worker_log_format`` and ``worker_log_datefmt``
+the lines, ``worker_hijack_root_logger=False`` keeps the handlers a program put on the root logger
+(celeriac then adds none of its own, only sets the level).
+
+A log file name may hold the node-name abbreviations (:mod:`celeriac.utils.nodenames`):
+``%n`` and ``%h`` for the node, ``%i``/``%I`` for the process, so ``--logfile=%n%I.log`` writes
+the worker's lines to ``w1.log`` and prefork child 2's to ``w1-2.log``; without ``%i``/``%I``
+the worker and its children append to the same file. The file is opened in append mode and
+reopened when it is moved away (``WatchedFileHandler``), so logrotate needs no ``copytruncate``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class LogSetup:
     logfile: str | None
     format: str
     nodename: str | None
+    datefmt: str | None = None
 
 
 _current: LogSetup | None = None
@@ -58,12 +63,14 @@ def configure(
     nodename: str | None = None,
     index: int | None = None,
     fmt: str = LOG_FORMAT,
+    datefmt: str | None = None,
+    hijack: bool = True,
 ) -> bool:
     """Configure this process's logging (see the module docstring). ``logfile``: a file name,
     expanded for ``nodename`` and the process ``index`` (``None``: the worker itself). Returns
     False when ``setup_logging`` receivers took it over."""
     global _current
-    _current = LogSetup(level, logfile, fmt, nodename)
+    _current = LogSetup(level, logfile, fmt, nodename, datefmt)
     path = node_format(logfile, nodename or "", index) if logfile else None
     arguments = {"loglevel": level, "logfile": path, "format": fmt, "colorize": False}
     responses = signals.setup_logging.send(None, **arguments)
@@ -72,19 +79,21 @@ def configure(
             raise response
     if responses:
         return False
-    handler: logging.Handler
-    if path:
-        from logging.handlers import WatchedFileHandler  # only when logging to a file
-
-        handler = WatchedFileHandler(path, encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger()
-    for old in root.handlers[:]:
-        root.removeHandler(old)
-        old.close()
-    root.addHandler(handler)
+    if hijack:
+        for old in root.handlers[:]:
+            root.removeHandler(old)
+            old.close()
+    if not root.handlers:  # unless the program's own handlers were kept (no hijack)
+        handler: logging.Handler
+        if path:
+            from logging.handlers import WatchedFileHandler  # only when logging to a file
+
+            handler = WatchedFileHandler(path, encoding="utf-8")
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(fmt, datefmt))
+        root.addHandler(handler)
     root.setLevel(level)
     if level > logging.DEBUG:
         for name in _CHATTY:

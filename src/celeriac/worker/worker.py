@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
+from celeriac.app.config import startup_notes
 from celeriac.errors import ImproperlyConfigured
 from celeriac.utils.daemon import Pidfile, PidfileLocked
 from celeriac.utils.nodenames import default_nodename, node_format
@@ -147,15 +148,13 @@ class Worker:
             soft_time_limit=soft_time_limit,
         )
         self.pidfile = Pidfile(node_format(pidfile, self.hostname)) if pidfile else None
-        statedb = statedb or getattr(conf, "worker_state_db", None)
+        statedb = statedb or conf.worker_state_db
         self.statedb = node_format(statedb, self.hostname) if statedb else None
         #: ``--without-heartbeat``: no ``heartbeat_sent`` (leases are renewed all the same).
         self.without_heartbeat = without_heartbeat
         #: ``-E``: Celery's ``worker_send_task_events`` (events are not sent yet).
-        self.send_task_events = bool(
-            send_task_events
-            if send_task_events is not None
-            else getattr(conf, "worker_send_task_events", False)
+        self.send_task_events = (
+            send_task_events if send_task_events is not None else conf.worker_send_task_events
         )
         self.state = WorkerState()
         #: What the components publish for each other (set while running).
@@ -248,6 +247,8 @@ class Worker:
         self.components = in_dependency_order(c for c in candidates if c.enabled(self))
         started: list[Component] = []
         signals.worker_init.send(self)
+        for note in startup_notes(self.app.conf):  # settings given that do nothing here
+            logger.warning("%s", note)
         # the queues are chosen, nothing is connected: a receiver may still change self.queues
         signals.celeryd_after_setup.send(self.hostname, instance=self, conf=self.app.conf)
         try:

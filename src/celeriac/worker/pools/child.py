@@ -80,6 +80,8 @@ class ChildConfig(NamedTuple):
     logfile: str | None = None
     #: This child's place in the pool, 1..concurrency (``%i`` in a log file name).
     process_index: int | None = None
+    #: ``worker_log_datefmt``, as the worker formats its lines.
+    log_datefmt: str | None = None
 
 
 class Ready(NamedTuple):
@@ -217,6 +219,7 @@ def _setup_logging(config: ChildConfig) -> None:
         nodename=config.hostname,
         index=config.process_index,
         fmt=config.log_format,
+        datefmt=config.log_datefmt,
     )
 
 

@@ -149,6 +149,7 @@ class PreforkPool(Pool):
             max_memory=self.options.max_memory_per_child,
             logfile=setup.logfile if setup is not None else None,
             process_index=self._next_index(),
+            log_datefmt=setup.datefmt if setup is not None else None,
         )
 
     def _next_index(self) -> int:
