@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "rediss": "celeriac.results.redis:RedisBackend",
     "unix": "celeriac.results.redis:RedisBackend",
     "redis+sentinel": "celeriac.results.redis:RedisBackend",
+    "sentinel": "celeriac.results.redis:RedisBackend",  # Celery's spelling of redis+sentinel
     "rpc": "celeriac.results.rpc:RPCBackend",
 }
 

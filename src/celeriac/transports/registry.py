@@ -27,8 +27,10 @@ BUILTIN: dict[str, str] = {
     "rediss": "celeriac.transports.redis:RedisTransport",
     "unix": "celeriac.transports.redis:RedisTransport",
     "redis+sentinel": "celeriac.transports.redis:RedisTransport",
+    "sentinel": "celeriac.transports.redis:RedisTransport",  # kombu's spelling of redis+sentinel
     "amqp": "celeriac.transports.amqp:AMQPTransport",
     "amqps": "celeriac.transports.amqp:AMQPTransport",
+    "pyamqp": "celeriac.transports.amqp:AMQPTransport",  # kombu's name for its amqp:// client
 }
 
 #: The optional packages each built-in module imports, in the order it imports them, so that

@@ -5,6 +5,7 @@ Accepted forms (Celery's, so a Celery user's ``broker_url`` keeps working)::
     amqp://user:password@host:port/vhost     vhost percent-encoded; "" or "/" means the vhost "/"
     amqp://user:password@host:port//         (Celery's spelling of the default vhost)
     amqps://...                               TLS, see the options below
+    pyamqp://...                              kombu's name for amqp:// (its py-amqp client)
     amqp://host-a;amqp://host-b               failover: tried in turn, with backoff
 
 Options come from the URL's query and from the mapping passed in (``broker_transport_options``),
@@ -50,11 +51,16 @@ from aio_pika.abc import AbstractConnection
 from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.utils.urls import redact_url
 
-__all__ = ["AmqpTarget", "connect_first", "parse_amqp_urls"]
+__all__ = ["AMQP_SCHEMES", "AmqpTarget", "connect_first", "parse_amqp_urls"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
+#: Other spellings of a scheme, as kombu accepts them: ``pyamqp://`` picks its py-amqp client,
+#: which is its default for ``amqp://`` anyway, so it means the same broker and the same wire.
+SCHEME_ALIASES = {"pyamqp": "amqp"}
+#: Every scheme this module parses (``rpc://`` checks a broker URL against it).
+AMQP_SCHEMES = frozenset(DEFAULT_PORTS) | frozenset(SCHEME_ALIASES)
 DEFAULT_HEARTBEAT = 60
 DEFAULT_CONNECT_TIMEOUT = 10.0
 MAX_BACKOFF = 10.0
@@ -212,8 +218,11 @@ def _parse_one(url: str, options: Mapping[str, Any]) -> AmqpTarget:
     except ValueError as exc:
         raise ImproperlyConfigured(f"{safe!r} is not a valid AMQP URL: {exc}") from None
     scheme = parts.scheme.lower()
+    scheme = SCHEME_ALIASES.get(scheme, scheme)
     if scheme not in DEFAULT_PORTS:
-        raise ImproperlyConfigured(f"not an AMQP URL: {safe!r} (use amqp:// or amqps://)")
+        raise ImproperlyConfigured(
+            f"not an AMQP URL: {safe!r} (use amqp://, amqps:// or pyamqp://)"
+        )
     merged: dict[str, Any] = {**dict(parse_qsl(parts.query)), **options}
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     vhost = unquote(path) if path not in ("", "/") else "/"

@@ -6,6 +6,7 @@ Accepted forms (Celery's, so a Celery user's settings keep working)::
     rediss://...       TLS; options ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile
     unix:///path/to/redis.sock?db=N[&password=...]
     redis+sentinel://[:password@]host:26379[;sentinel://host2:26379...][/db]  (master_name)
+    sentinel://[:password@]host:26379[;sentinel://host2:26379...][/db]        (kombu's spelling)
 
 Options come from the URL's query and from ``broker_transport_options`` (or the backend's
 options); the latter win, so a password or a certificate path need not be written in a URL that
@@ -48,13 +49,22 @@ class SentinelSpec:
 
     ``connection_kwargs`` go to the master's connections (db, password, TLS, timeouts);
     ``sentinel_kwargs`` to the connections to the sentinels themselves (only the socket
-    timeouts, and a ``sentinel_password`` if given, as redis-py does).
+    timeouts, and a ``sentinel_password`` if given, as redis-py does, overlaid by kombu's
+    ``sentinel_kwargs`` option). ``min_other_sentinels`` is redis-py's (and kombu's) quorum check
+    on the master a sentinel reports.
     """
 
     sentinels: list[tuple[str, int]]
     master_name: str
     connection_kwargs: dict[str, Any] = field(repr=False)
     sentinel_kwargs: dict[str, Any] = field(repr=False)
+    min_other_sentinels: int = 0
+
+    @property
+    def display(self) -> str:
+        """Which master from which sentinels, for a message (no credentials in it)."""
+        hosts = ", ".join(f"{host}:{port}" for host, port in self.sentinels)
+        return f"master {self.master_name!r} from the sentinels {hosts}"
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -202,17 +212,97 @@ def parse_sentinel_url(url: str, options: Mapping[str, Any] | None = None) -> Se
             "{'master_name': ...} (or ?master_name=)"
         )
     sentinel_password = opts.pop("sentinel_password", None) or query.pop("sentinel_password", None)
+    extra_sentinel = opts.pop("sentinel_kwargs", None) or {}
+    if not isinstance(extra_sentinel, Mapping):
+        raise ImproperlyConfigured(
+            f"{redact_url(url)!r}: option 'sentinel_kwargs' must be a mapping of connection "
+            f"options for the sentinels, not {type(extra_sentinel).__name__}"
+        )
+    min_others = opts.pop("min_other_sentinels", None) or query.pop("min_other_sentinels", None)
     kwargs.setdefault("db", 0)
     kwargs.update(_options(url, query, opts))
     sentinel_kwargs = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
     if sentinel_password:
         sentinel_kwargs["password"] = str(sentinel_password)
-    return SentinelSpec(sentinels, str(master_name), kwargs, sentinel_kwargs)
+    sentinel_kwargs.update(extra_sentinel)
+    return SentinelSpec(
+        sentinels,
+        str(master_name),
+        kwargs,
+        sentinel_kwargs,
+        int(_number(url, "min_other_sentinels", min_others or 0)),
+    )
+
+
+def _number(url: str, name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        raise ImproperlyConfigured(f"{redact_url(url)!r}: {name} must be a number >= 0")
+    return number
 
 
 def is_sentinel_url(url: str) -> bool:
     """True for ``redis+sentinel://`` (and Celery's ``sentinel://``) URLs."""
     return url.split("://", 1)[0].lower() in ("redis+sentinel", "sentinel")
+
+
+def _no_master(spec: SentinelSpec, exc: Exception) -> str:
+    """redis-py's "no master" error, readable: its own text repeats each sentinel's client
+    ``repr`` (a screenful per sentinel); ours names the master and the sentinels' addresses."""
+    if "Error" in str(exc):  # redis-py lists the connection errors of the sentinels that failed
+        why = "sentinels unreachable, or none monitors it"
+    else:
+        why = "the sentinels answered but know no healthy master by that name"
+    return f"no {spec.display} ({why})"
+
+
+def sentinel_manager(spec: SentinelSpec, *, asynchronous: bool = False) -> Any:
+    """A redis-py ``Sentinel`` (``redis.asyncio``'s if ``asynchronous``) for ``spec``.
+
+    Two differences from a bare one: its "no master" error says which master and which
+    sentinels in one line, and a sentinel that does not answer is retried once at once, not
+    with redis-py's default backoff (3 retries over ~7 s, per sentinel, per lookup): the next
+    sentinel in the list is the fallback, and a lookup that outlasts the worker's
+    ``broker_connection_timeout`` would fail as a bare timeout instead of saying why.
+    """
+    import redis.asyncio.retry as async_retry
+    import redis.asyncio.sentinel as async_sentinel
+    import redis.retry as sync_retry
+    import redis.sentinel as sync_sentinel
+    from redis.backoff import NoBackoff
+
+    module: Any = async_sentinel if asynchronous else sync_sentinel
+    retry: Any = (async_retry if asynchronous else sync_retry).Retry(NoBackoff(), 1)
+    base: Any = module.Sentinel
+    not_found: type[Exception] = module.MasterNotFoundError  # each module has its own
+    options = {"retry": retry, **spec.sentinel_kwargs}
+
+    if asynchronous:
+
+        class AsyncSentinel(base):  # type: ignore[misc]
+            async def discover_master(self, service_name: str) -> Any:
+                try:
+                    return await super().discover_master(service_name)
+                except not_found as exc:
+                    raise not_found(_no_master(spec, exc)) from None
+
+        return AsyncSentinel(
+            spec.sentinels, min_other_sentinels=spec.min_other_sentinels, sentinel_kwargs=options
+        )
+
+    class SyncSentinel(base):  # type: ignore[misc]
+        def discover_master(self, service_name: str) -> Any:
+            try:
+                return super().discover_master(service_name)
+            except not_found as exc:
+                raise not_found(_no_master(spec, exc)) from None
+
+    return SyncSentinel(
+        spec.sentinels, min_other_sentinels=spec.min_other_sentinels, sentinel_kwargs=options
+    )
 
 
 def sync_client(url: str, options: Mapping[str, Any] | None = None, **extra: Any) -> Any:
@@ -221,14 +311,10 @@ def sync_client(url: str, options: Mapping[str, Any] | None = None, **extra: Any
     ``extra`` overrides the parsed arguments (the broker passes its retry policy and timeouts).
     """
     import redis
-    from redis.sentinel import Sentinel as _Sentinel
-
-    Sentinel: Any = _Sentinel  # redis-py leaves it untyped
 
     if is_sentinel_url(url):
         spec = parse_sentinel_url(url, options)
-        sentinel = Sentinel(spec.sentinels, sentinel_kwargs=spec.sentinel_kwargs)
-        return sentinel.master_for(
+        return sentinel_manager(spec).master_for(
             spec.master_name, redis_class=redis.Redis, **{**spec.connection_kwargs, **extra}
         )
     return redis.Redis(**{**parse_redis_url(url, options), **extra})
@@ -237,14 +323,10 @@ def sync_client(url: str, options: Mapping[str, Any] | None = None, **extra: Any
 def async_client(url: str, options: Mapping[str, Any] | None = None, **extra: Any) -> Any:
     """A ``redis.asyncio.Redis`` for ``url``, bound to the event loop that first uses it."""
     import redis.asyncio as aioredis
-    from redis.asyncio.sentinel import Sentinel as _Sentinel
-
-    Sentinel: Any = _Sentinel  # redis-py leaves it untyped
 
     if is_sentinel_url(url):
         spec = parse_sentinel_url(url, options)
-        sentinel = Sentinel(spec.sentinels, sentinel_kwargs=spec.sentinel_kwargs)
-        return sentinel.master_for(
+        return sentinel_manager(spec, asynchronous=True).master_for(
             spec.master_name, redis_class=aioredis.Redis, **{**spec.connection_kwargs, **extra}
         )
     return aioredis.Redis(**{**parse_redis_url(url, options), **extra})
@@ -266,5 +348,6 @@ __all__ = [
     "parse_redis_url",
     "parse_sentinel_url",
     "password_of",
+    "sentinel_manager",
     "sync_client",
 ]
