@@ -1,10 +1,11 @@
-"""``rpc://`` against the real RabbitMQ: the caller-side contract, then real worker processes.
+"""``rpc://`` against the real RabbitMQ and Redis: the caller-side contract, then real workers.
 
 The backend tests pair two backends, each with its own connection: ``caller`` (its reply queue)
 and ``worker`` (publishes records carrying that queue as ``reply_to``), as the two processes of
-a deployment would. The end-to-end tests run a real worker process on a Redis broker with
-results over ``rpc://`` (the results path is the same whatever the broker), and one in another
-process that proves results reach only the process that sent the task.
+a deployment would; each runs with replies over RabbitMQ and over Redis (a reply list). The
+end-to-end tests run a real worker process: on a Redis broker with results over ``rpc://`` on
+the RabbitMQ, on RabbitMQ with ``rpc://`` over it, and on Redis with ``rpc://`` over Redis; and
+one in another process that proves results reach only the process that sent the task.
 """
 
 from __future__ import annotations
@@ -19,38 +20,69 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
 import redis
 from apps.rpc_tasks import BACKEND_ENV, BROKER_ENV, PREFIX_ENV, QUEUE_ENV, RESULTS, Boom, build_app
-from worker_harness import WorkerProcess, child_env, start_cli_worker
+from worker_harness import WorkerProcess, child_env, start_cli_worker, wait_until
 
 from celeriac import Celeriac, chain, chord, group, states
 from celeriac.errors import ImproperlyConfigured, TaskRevokedError, TimeoutError
 from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.results.result import AsyncResult
 from celeriac.results.rpc.backend import CHORD_LIMIT, RPCBackend
-from conftest import require_service
+from celeriac.results.rpc.redis_link import reply_key
+from conftest import delete_redis_keys, require_service
 
-pytestmark = [pytest.mark.amqp]
+pytestmark = [pytest.mark.amqp, pytest.mark.redis]
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+PYAMQP = "pyamqp://guest:guest@127.0.0.1:5672//"
 REDIS_BROKER = "redis://127.0.0.1:6379/13"
 
 
+def _redis_options(prefix: str) -> dict[str, object]:
+    return {"key_prefix": prefix}
+
+
+@pytest.fixture(params=["amqp", "redis"])
+def via(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which server the replies of ``caller`` and ``worker`` travel over; for Redis, the key
+    prefix of this test (its keys are deleted after it)."""
+    if request.param == "amqp":
+        require_service("RabbitMQ", 5672)
+        yield "amqp"
+        return
+    require_service("Redis", 6379)
+    prefix = f"rpc-itest-{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    delete_redis_keys(REDIS_BROKER, prefix)
+
+
+def rpc_backend(via: str, *, own_server: bool = False, **options: Any) -> RPCBackend:
+    """An rpc backend whose replies go over ``via``: the RabbitMQ (as the broker, or named in
+    the URL with ``own_server``), or the Redis broker under the prefix ``via``."""
+    if via == "amqp":
+        if own_server:
+            return RPCBackend("rpc://guest:guest@127.0.0.1:5672//", **options)
+        return RPCBackend("rpc://", broker_url=AMQP, **options)
+    return RPCBackend(
+        "rpc://", broker_url=REDIS_BROKER, broker_options=_redis_options(via), **options
+    )
+
+
 @pytest.fixture
-def caller() -> Iterator[RPCBackend]:
-    require_service("RabbitMQ", 5672)
-    backend = RPCBackend("rpc://", broker_url=AMQP)
+def caller(via: str) -> Iterator[RPCBackend]:
+    backend = rpc_backend(via)
     yield backend
     backend.close()
 
 
 @pytest.fixture
-def worker() -> Iterator[RPCBackend]:
-    require_service("RabbitMQ", 5672)
-    backend = RPCBackend("rpc://guest:guest@127.0.0.1:5672//")
+def worker(via: str) -> Iterator[RPCBackend]:
+    backend = rpc_backend(via, own_server=True)
     yield backend
     backend.close()
 
@@ -84,13 +116,14 @@ def test_a_wait_wakes_on_a_store_from_another_thread(
     assert 0.15 < time.monotonic() - started < 5
 
 
-def test_a_store_from_another_process(caller: RPCBackend) -> None:
+def test_a_store_from_another_process(caller: RPCBackend, via: str) -> None:
     task_id = tid()
+    broker, options = (AMQP, {}) if via == "amqp" else (REDIS_BROKER, _redis_options(via))
     script = textwrap.dedent(
         f"""
         from celeriac.results.base import ResultMeta
         from celeriac.results.rpc import RPCBackend
-        backend = RPCBackend("rpc://", broker_url={AMQP!r})
+        backend = RPCBackend("rpc://", broker_url={broker!r}, broker_options={options!r})
         backend.store(ResultMeta({task_id!r}, "STARTED", reply_to={caller.reply_to!r}))
         backend.store(ResultMeta({task_id!r}, "SUCCESS", [1, 2], reply_to={caller.reply_to!r}))
         backend.close()
@@ -162,10 +195,11 @@ def test_async_twins(caller: RPCBackend, worker: RPCBackend) -> None:
     asyncio.run(main())
 
 
-def test_the_reply_queue_survives_a_connection_the_broker_drops(worker: RPCBackend) -> None:
+def test_the_reply_queue_survives_a_connection_the_broker_drops() -> None:
     require_service("RabbitMQ", 5672)
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("needs rabbitmqctl to close one connection from the broker's side")
+    worker = rpc_backend("amqp", own_server=True)
     name = f"rpc-itest-{uuid.uuid4().hex[:8]}"
     caller = RPCBackend("rpc://", broker_url=AMQP, connection_name=name)
     try:
@@ -192,11 +226,23 @@ def test_the_reply_queue_survives_a_connection_the_broker_drops(worker: RPCBacke
         assert caller.reply_to == reply_to  # the same queue, consumed again
     finally:
         caller.close()
+        worker.close()
 
 
-def test_close_deletes_the_reply_queue(caller: RPCBackend) -> None:
+def test_close_deletes_the_reply_queue(caller: RPCBackend, via: str) -> None:
     name = caller.reply_to
+    reader = getattr(caller._link, "_reader", None)  # the Redis link's reader thread
     caller.close()
+    if via != "amqp":
+        assert reader is not None and not reader.is_alive()
+        client = redis.Redis.from_url(REDIS_BROKER)
+        try:
+            assert client.exists(reply_key(_redis_options(via), name)) == 0
+            readers = [c for c in client.client_list() if c["name"] == f"celeriac-rpc:{name}"]
+        finally:
+            client.close()
+        assert readers == []  # the reader closed its connection
+        return
 
     async def exists() -> bool:
         connection = await aio_pika.connect(AMQP)
@@ -213,14 +259,59 @@ def test_close_deletes_the_reply_queue(caller: RPCBackend) -> None:
     assert not asyncio.run(exists())
 
 
+# -- over Redis: the reply list ------------------------------------------------------------------
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    require_service("Redis", 6379)
+    prefix = f"rpc-itest-{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    delete_redis_keys(REDIS_BROKER, prefix)
+
+
+def test_replies_nobody_reads_expire(redis_prefix: str) -> None:
+    """A caller that died leaves its replies behind for ``reply_queue_expires`` at most."""
+    worker = rpc_backend(redis_prefix, reply_queue_expires=7)
+    client = redis.Redis.from_url(REDIS_BROKER)
+    try:
+        gone = "celeriac.reply.gone"
+        worker.store_many([ResultMeta(tid(), states.SUCCESS, n, reply_to=gone) for n in range(3)])
+        key = reply_key(_redis_options(redis_prefix), gone)
+        assert client.llen(key) == 3
+        assert 0 < client.ttl(key) <= 7
+    finally:
+        client.close()
+        worker.close()
+
+
+def test_the_reader_survives_a_connection_redis_drops(redis_prefix: str) -> None:
+    caller, worker = rpc_backend(redis_prefix), rpc_backend(redis_prefix)
+    client = redis.Redis.from_url(REDIS_BROKER)
+    try:
+        reply_to = caller.reply_to  # starts the reader
+        name = f"celeriac-rpc:{reply_to}"
+        wait_until(lambda: any(c["name"] == name for c in client.client_list()), 5, "the reader")
+        (reader,) = [c for c in client.client_list() if c["name"] == name]
+        assert client.client_kill_filter(_id=reader["id"]) == 1
+        task_id = tid()
+        # sent while the reader may be away: it waits in the list
+        worker.store(ResultMeta(task_id, states.SUCCESS, "after", reply_to=reply_to))
+        assert caller.wait_for(task_id, 15).result == "after"
+        assert caller.reply_to == reply_to
+        assert any(c["name"] == name for c in client.client_list())  # reconnected
+    finally:
+        client.close()
+        worker.close()
+        caller.close()
+
+
 # -- real workers ------------------------------------------------------------------------------
 class Deployment:
     """A worker process and the test's own app: a Redis broker with ``rpc://`` results on the
-    RabbitMQ, or RabbitMQ as broker with ``rpc://`` (replies over the broker's connection)."""
+    RabbitMQ, or ``rpc://`` over the broker (RabbitMQ or Redis)."""
 
-    def __init__(self, tmp_path: Path, broker: str) -> None:
+    def __init__(self, tmp_path: Path, broker: str, backend: str = "rpc://") -> None:
         self.broker = broker
-        self.backend = RESULTS if broker == REDIS_BROKER else "rpc://"
+        self.backend = backend
         self.prefix = f"rpc-itest-{uuid.uuid4().hex[:8]}:"
         self.queue = f"rpc-itest-{uuid.uuid4().hex[:8]}"
         self.dir = tmp_path
@@ -247,16 +338,10 @@ class Deployment:
         for worker in self.workers:
             worker.stop()
         self.app.close()
-        if self.broker == AMQP:
+        if self.broker in (AMQP, PYAMQP):
             asyncio.run(_delete_queue(self.queue))
             return
-        client = redis.Redis.from_url(REDIS_BROKER)
-        try:  # this test's keys on the shared Redis
-            keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        delete_redis_keys(REDIS_BROKER, self.prefix)  # this test's keys on the shared Redis
 
 
 async def _delete_queue(name: str) -> None:
@@ -270,12 +355,21 @@ async def _delete_queue(name: str) -> None:
         await connection.close()
 
 
-@pytest.fixture(params=["redis-broker", "amqp-broker"])
+DEPLOYMENTS = {
+    "redis-broker": (REDIS_BROKER, RESULTS),  # results on a RabbitMQ named in the URL
+    "amqp-broker": (AMQP, "rpc://"),  # replies over the broker: RabbitMQ
+    "redis-rpc": (REDIS_BROKER, "rpc://"),  # replies over the broker: Redis lists
+}
+
+
+@pytest.fixture(params=sorted(DEPLOYMENTS))
 def deployment(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deployment]:
-    require_service("RabbitMQ", 5672)
-    if request.param == "redis-broker":
+    broker, backend = DEPLOYMENTS[request.param]
+    if broker == REDIS_BROKER:
         require_service("Redis", 6379)
-    made = Deployment(tmp_path, REDIS_BROKER if request.param == "redis-broker" else AMQP)
+    if broker == AMQP or backend == RESULTS:
+        require_service("RabbitMQ", 5672)
+    made = Deployment(tmp_path, broker, backend)
     yield made
     made.close()
 
@@ -342,3 +436,14 @@ def test_another_process_does_not_see_the_result(deployment: Deployment) -> None
         check=True,
     )
     assert out.stdout.strip() == "TIMEOUT PENDING"
+
+
+def test_a_real_task_through_pyamqp(tmp_path: Path) -> None:
+    """kombu's ``pyamqp://`` spelling of a RabbitMQ URL, for the broker and (through it) rpc://."""
+    require_service("RabbitMQ", 5672)
+    made = Deployment(tmp_path, PYAMQP)
+    try:
+        made.start_worker()
+        assert made.app.tasks["rpc.add"].delay(40, 2).get(timeout=20) == 42
+    finally:
+        made.close()

@@ -136,11 +136,18 @@ def test_rpc_url_without_host_uses_the_amqp_broker_and_hides_its_password() -> N
     assert tuned._targets[0].heartbeat == 7 and tuned._targets[0].host == "127.0.0.1"
 
 
-def test_rpc_needs_an_amqp_broker_or_a_server_of_its_own() -> None:
-    with pytest.raises(ImproperlyConfigured, match="must be RabbitMQ"):
-        RPCBackend("rpc://", broker_url="redis://:pw@127.0.0.1:6379/0")
+def test_rpc_needs_a_rabbitmq_or_redis_broker_or_a_server_of_its_own() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"must be RabbitMQ .* or Redis") as caught:
+        RPCBackend("rpc://", broker_url="sqlite:///x.db")
+    assert "sqlite:///x.db" in str(caught.value)
     with pytest.raises(ImproperlyConfigured, match="unknown rpc:// option"):
         backend(prefetch=3)
+    with pytest.raises(ImproperlyConfigured, match=r"do not apply: \['heartbeat'\]"):
+        RPCBackend("rpc://", broker_url="redis://127.0.0.1:6379/0", heartbeat=5)
+    with pytest.raises(ImproperlyConfigured, match="database"):
+        RPCBackend("rpc://", broker_url="redis://127.0.0.1:6379/x")
+    over_pyamqp = RPCBackend("rpc://", broker_url="pyamqp://guest:pw-3@127.0.0.1:5672//")
+    assert over_pyamqp._targets[0].scheme == "amqp" and "pw-3" not in repr(over_pyamqp)
 
 
 def test_replies_are_decoded_into_the_table() -> None:
@@ -253,8 +260,9 @@ def test_a_chord_fails_at_send_time_with_the_limit_and_sends_nothing() -> None:
 
 def test_the_app_builds_rpc_from_its_broker_or_the_url() -> None:
     over_redis = Celeriac("x", broker="redis://:pw@127.0.0.1:6379/0", backend="rpc://")
-    with pytest.raises(ImproperlyConfigured, match="must be RabbitMQ"):
-        over_redis.backend  # noqa: B018 - built on first use
+    assert isinstance(over_redis.backend, RPCBackend)
+    assert over_redis.backend._targets == []  # replies over the Redis broker
+    assert repr(over_redis.backend) == "<RPCBackend redis://:***@127.0.0.1:6379/0>"
     own = Celeriac("x", broker="redis://127.0.0.1:6379/0", backend="rpc://guest:guest@rabbit//")
     assert isinstance(own.backend, RPCBackend)
     assert own.backend._targets[0].host == "rabbit"

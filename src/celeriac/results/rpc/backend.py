@@ -1,7 +1,7 @@
-"""``rpc://``: results sent back to the caller as AMQP messages, never stored.
+"""``rpc://``: results sent back to the caller as messages, never stored.
 
-How a result travels (Celery's semantics, and its message layout, so that either side may be
-Celery's):
+How a result travels (Celery's semantics and, over RabbitMQ, its message layout, so that either
+side may be Celery's; over Redis, see :mod:`.redis_link`):
 
 1. The first send of a process whose backend is ``rpc://`` declares that process's reply queue,
    ``celeriac.reply.<uuid>``, and starts consuming it (one round trip, once). Every task the
@@ -31,13 +31,15 @@ after a dropped connection this backend re-declares the *same* queue and consume
 replies published meanwhile wait there; once the process is gone RabbitMQ deletes the queue
 after that time without a consumer. ``close()`` deletes it at once.
 
-Where it connects: ``rpc://`` (no host) means the app's broker, which must then be AMQP;
+Where it connects (:mod:`.route`): ``rpc://`` (no host) means the app's broker, RabbitMQ or
+Redis (over Redis, each reply queue is a Redis list: :mod:`.redis_link`);
 ``rpc://user:password@host:port/vhost`` names a RabbitMQ of its own. URLs, TLS options and
-failover lists (``;``) are parsed by :mod:`celeriac.transports.amqp.url`, shared with the
-transport; a password never reaches a log or a repr. Options (``result_backend_transport_options``):
-``reply_queue_expires`` (seconds), ``max_cached_results`` (default 100,000 records kept for
-reading), and the AMQP connection options of ``amqp_url`` (``heartbeat``, ``connect_timeout``,
-``ssl``...). An unknown option fails at construction, named.
+failover lists (``;``) are parsed by the broker's own URL module, shared with the transport; a
+password never reaches a log or a repr. Options (``result_backend_transport_options``):
+``reply_queue_expires`` (seconds; over Redis, how long a reply list outlives its last reply),
+``max_cached_results`` (default 100,000 records kept for reading), and, over RabbitMQ, the AMQP
+connection options of ``amqp_url`` (``heartbeat``, ``connect_timeout``, ``ssl``...). An unknown
+option fails at construction, named.
 
 Limits (what cannot hold when results are messages to one process):
 
@@ -45,10 +47,9 @@ Limits (what cannot hold when results are messages to one process):
   process (or after a restart) stays PENDING and times out;
 * the caller keeps replies in memory only: records older than ``result_expires`` or past
   ``max_cached_results`` are dropped (they read PENDING again);
-* a record that does not carry its task's ``reply_to`` has nowhere to go and is not sent: today
-  the interim RETRY state (stored by ``Task.retry``) and REVOKED/expired records (stored by the
-  consumer) are such records, so a caller sees the final state of a retried task but waits
-  until its timeout for one revoked before it ran;
+* a record that does not carry its task's ``reply_to`` has nowhere to go and is not sent (the
+  worker's records carry it: results, retries, and revoked or expired tasks it never ran; a
+  record stored by hand without one is dropped, logged at debug level);
 * chords need a store that every worker shares (a counter of finished members, the members'
   results): a chord is refused at send time with :data:`CHORD_LIMIT`, and ``join_chord`` and
   ``incr`` raise it too. A group works: its members' results come to the caller, and its
@@ -58,24 +59,20 @@ Limits (what cannot hold when results are messages to one process):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
 from celeriac.errors import BackendError, DecodeError, ImproperlyConfigured
 from celeriac.results.base import Backend, ResultMeta
-from celeriac.results.rpc.link import Reply, ReplyLink
 from celeriac.results.rpc.replies import Replies
-from celeriac.transports.amqp.url import AmqpTarget, parse_amqp_urls
-from celeriac.utils.urls import redact_url, scheme_of
+from celeriac.results.rpc.route import AMQP_OPTIONS, Link, Reply, route_for
 
 logger = logging.getLogger(__name__)
 
@@ -88,50 +85,12 @@ CHORD_LIMIT = (
     "can read: use redis:// or sqlite:// results for chords"
 )
 
-#: The AMQP connection options ``amqp_url`` understands; the rest of the options are ours.
-_AMQP_OPTIONS = {
-    "heartbeat",
-    "connect_timeout",
-    "connection_timeout",
-    "ssl",
-    "ssl_options",
-    "ca_certs",
-    "certfile",
-    "keyfile",
-    "cert_reqs",
-    "server_hostname",
-    "login",
-    "password",
-    "connection_name",
-}
 _OWN_OPTIONS = {"reply_queue_expires", "max_cached_results"}
 DEFAULT_QUEUE_EXPIRES = 300.0
 #: Task ids whose reply queue a worker remembers for the sends that follow them.
 MAX_REMEMBERED = 100_000
 #: Groups whose member ids this process keeps for ``GroupResult.restore``.
 MAX_GROUPS = 10_000
-#: How long a store waits for the broker before it fails (a BackendError the writer logs).
-PUBLISH_TIMEOUT = 30.0
-
-
-def _targets(
-    url: str, broker_url: str | None, broker_options: Mapping[str, Any], own: Mapping[str, Any]
-) -> list[AmqpTarget]:
-    """Where replies travel: the URL's own server, or the app's (AMQP) broker for ``rpc://``."""
-    parts = [part.strip() for part in url.split(";") if part.strip()]
-    rests = [part.split("://", 1)[1] if "://" in part else part for part in parts]
-    if any(urlsplit("amqp://" + rest).netloc for rest in rests):
-        return parse_amqp_urls(";".join("amqp://" + rest for rest in rests), own)
-    query = dict(parse_qsl(urlsplit("amqp://" + rests[0]).query)) if rests else {}
-    own = {**query, **own}
-    if broker_url is None or scheme_of(broker_url.split(";", 1)[0]) not in ("amqp", "amqps"):
-        where = redact_url(broker_url) if broker_url else "not set"
-        raise ImproperlyConfigured(
-            f"result_backend 'rpc://' sends results over the broker, which must be RabbitMQ "
-            f"(amqp://), but broker_url is {where}; use an amqp:// broker, or name a RabbitMQ "
-            f"in the backend URL (rpc://user:password@host:5672/vhost)"
-        )
-    return parse_amqp_urls(broker_url, {**broker_options, **own})
 
 
 def _has_chord(value: Any, depth: int = 0) -> bool:
@@ -165,12 +124,14 @@ class RPCBackend(Backend):
         **kwargs: Any,
     ) -> None:
         super().__init__(url, **kwargs)
-        unknown = sorted(set(self.options) - _AMQP_OPTIONS - _OWN_OPTIONS)
+        unknown = sorted(set(self.options) - AMQP_OPTIONS - _OWN_OPTIONS)
         if unknown:
-            known = ", ".join(sorted(_AMQP_OPTIONS | _OWN_OPTIONS))
+            known = ", ".join(sorted(AMQP_OPTIONS | _OWN_OPTIONS))
             raise ImproperlyConfigured(f"unknown rpc:// option(s) {unknown}; known: {known}")
-        amqp = {k: v for k, v in self.options.items() if k in _AMQP_OPTIONS}
-        self._targets = _targets(url, broker_url, broker_options or {}, amqp)
+        amqp = {k: v for k, v in self.options.items() if k in AMQP_OPTIONS}
+        self._route = route_for(url, broker_url, broker_options or {}, amqp)
+        #: The AMQP targets when replies go over RabbitMQ; empty over Redis.
+        self._targets = self._route.targets
         try:
             self._queue_expires = float(
                 self.options.get("reply_queue_expires", DEFAULT_QUEUE_EXPIRES)
@@ -188,16 +149,13 @@ class RPCBackend(Backend):
         #: task id -> the queue its result was sent to, for the sends that follow it
         self._sent_to: OrderedDict[str, str] = OrderedDict()
 
-    def _new_link(self) -> ReplyLink:
-        return ReplyLink(
-            self._targets,
-            f"celeriac.reply.{uuid.uuid4().hex}",
-            self._queue_expires,
-            self._on_reply,
+    def _new_link(self) -> Link:
+        return self._route.link(
+            f"celeriac.reply.{uuid.uuid4().hex}", self._queue_expires, self._on_reply
         )
 
     def __repr__(self) -> str:
-        return f"<RPCBackend {self._targets[0].display}>"
+        return f"<RPCBackend {self._link.display}>"
 
     # -- fork and loop ------------------------------------------------------------------------
     def _check_fork(self) -> None:
@@ -210,15 +168,14 @@ class RPCBackend(Backend):
                     self._reply_queue = None
                     self._replies.clear()
 
-    def _call(self, coro: Coroutine[Any, Any, T], action: str) -> T:
+    def _call(self, call: Callable[[], T], action: str) -> T:
         self._check_fork()
         try:
-            return self._link.portal.call(coro, PUBLISH_TIMEOUT)
+            return call()
         except (BackendError, ImproperlyConfigured):
             raise
         except Exception as exc:
-            where = self._targets[0].display
-            raise BackendError(f"rpc results on {where}: {action}: {exc}") from exc
+            raise BackendError(f"rpc results on {self._link.display}: {action}: {exc}") from exc
 
     # -- the caller's side ----------------------------------------------------------------------
     @property
@@ -230,7 +187,7 @@ class RPCBackend(Backend):
         if name is None:
             with self._lock:
                 if self._reply_queue is None:
-                    self._call(self._link.start_consuming(), "declaring the reply queue")
+                    self._call(self._link.start, "opening the reply queue")
                     self._reply_queue = self._link.queue_name
                 name = self._reply_queue
         return name
@@ -313,19 +270,19 @@ class RPCBackend(Backend):
     def store_many(self, metas: list[ResultMeta]) -> None:
         items = self._outgoing(metas)
         if items:
-            self._call(self._link.publish(items), f"sending {len(items)} results")
+            link = self._link
+            self._call(lambda: link.send(items), f"sending {len(items)} results")
 
     async def astore(self, meta: ResultMeta) -> None:
         items = self._outgoing([meta])
         if not items:
             return
         self._check_fork()
-        future = asyncio.run_coroutine_threadsafe(self._link.publish(items), self._link.portal.loop)
         try:
-            await asyncio.wait_for(asyncio.wrap_future(future), PUBLISH_TIMEOUT)
+            await self._link.asend(items)
         except Exception as exc:
             raise BackendError(
-                f"rpc results on {self._targets[0].display}: sending a result: {exc}"
+                f"rpc results on {self._link.display}: sending a result: {exc}"
             ) from exc
 
     # -- the store API, as far as replies can serve it ----------------------------------------

@@ -1,4 +1,4 @@
-"""The AMQP side of ``rpc://``: one connection per process, its reply consumer and publisher.
+"""``rpc://`` over RabbitMQ: one connection per process, its reply consumer and publisher.
 
 Everything here runs on the link's own :class:`~celeriac.utils.portal.Portal` thread (aio-pika
 objects belong to the loop that made them); :class:`~celeriac.results.rpc.RPCBackend` calls in
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
@@ -29,18 +29,17 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
+from celeriac.results.rpc.route import OnReply, Reply
 from celeriac.transports.amqp.url import AmqpTarget, connect_first
 from celeriac.utils.portal import Portal
 
 logger = logging.getLogger("celeriac.results.rpc")
 
-__all__ = ["Reply", "ReplyLink"]
-
-#: ``(routing_key, correlation_id, content_type, content_encoding, body)``
-Reply = tuple[str, str, str, str, bytes]
-OnReply = Callable[[bytes, str | None, str | None], None]
+__all__ = ["ReplyLink"]
 
 RECONNECT_MAX = 10.0
+#: How long a call from another thread waits for the link's loop (a declaration, a publish).
+CALL_TIMEOUT = 30.0
 
 
 class ReplyLink:
@@ -55,6 +54,7 @@ class ReplyLink:
     ) -> None:
         self.portal = Portal("celeriac-rpc")
         self.queue_name = queue_name
+        self.display = targets[0].display
         self._targets = list(targets)
         self._queue_expires = queue_expires
         self._on_reply = on_reply
@@ -175,6 +175,17 @@ class ReplyLink:
                 if current is None or current.is_closed:
                     self._connection = None
                 # else only the channel failed: leave the connection (and its consumer) alone
+
+    # -- the calls of the backend, from any thread (see route.Link) --------------------------------
+    def start(self) -> None:
+        self.portal.call(self.start_consuming(), CALL_TIMEOUT)
+
+    def send(self, replies: Sequence[Reply]) -> None:
+        self.portal.call(self.publish(replies), CALL_TIMEOUT)
+
+    async def asend(self, replies: Sequence[Reply]) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.publish(replies), self.portal.loop)
+        await asyncio.wait_for(asyncio.wrap_future(future), CALL_TIMEOUT)
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _aclose(self) -> None:
