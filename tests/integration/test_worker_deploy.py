@@ -231,3 +231,19 @@ def test_worker_log_format_shapes_the_worker_and_its_children(harness: Harness) 
     assert worker.wait_ready().startswith("SHAPED INFO ")
     assert harness.app.send_task("s.log", args=["in-child"]).get(timeout=20) != worker.pid
     assert worker.wait_for_line("task says in-child", 20).startswith("SHAPED WARNING ")
+
+
+def test_detach_with_a_relative_workdir(harness: Harness, daemons: Daemons) -> None:
+    """The daemon runs the same command line from the directory it moved to: a relative
+    --workdir must not lead it one step further."""
+    sub = harness.dir / "sub"
+    sub.mkdir()
+    daemons.track(sub / "w.pid")
+    done = harness.run_cli(
+        "--workdir", "sub", "-A", APP_SPEC, "worker", "-D", "-P", "threads", "-c", "1",
+        "--pidfile", "w.pid", "--logfile", "w.log",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pid = daemons.pid(sub / "w.pid")
+    assert os.readlink(f"/proc/{pid}/cwd") == str(sub)
+    assert (sub / "w.log").exists()

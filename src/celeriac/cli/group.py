@@ -65,7 +65,7 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 @click.option("--result-backend", help="Result backend URL (overrides result_backend).")
 @click.option(
     "--workdir",
-    type=click.Path(exists=True, file_okay=False),
+    type=click.Path(file_okay=False),
     help="Change to this directory first (the app, relative file names and a detached worker "
     "are found from there).",
 )
@@ -81,6 +81,9 @@ def cli(
     # A detached worker runs this same command line again from the directory it was detached
     # in: it is already there, and a relative --workdir would lead it one step further.
     if workdir and not os.environ.get(DETACHED_ENV):
-        os.chdir(workdir)
+        try:
+            os.chdir(workdir)
+        except OSError as exc:
+            raise click.BadParameter(f"{workdir}: {exc.strerror}", param_hint="--workdir") from None
     argv = ctx.obj if isinstance(ctx.obj, list) else None  # main() passes the command line
     ctx.obj = AppContext(spec, broker, result_backend, argv)
