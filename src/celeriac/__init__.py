@@ -30,7 +30,7 @@ from celeriac.errors import (
 )
 from celeriac.results.group import GroupResult
 from celeriac.results.result import AsyncResult, EagerResult
-from celeriac.routing import Binding, Exchange, Queue
+from celeriac.routing import Binding, Broadcast, Exchange, Queue
 from celeriac.task import Task, shared_task
 from celeriac.worker.worker import Worker
 
@@ -39,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncResult",
     "Binding",
+    "Broadcast",
     "Celeriac",
     "CeleriacError",
     "ChordError",

@@ -27,11 +27,6 @@ from apps.routing_tasks import (
 )
 
 URL = "redis://127.0.0.1:6379/14"
-NEEDS_THE_APP = (
-    "needs the app to read task_queues through Router.from_settings (kombu objects as they "
-    "are) and to declare what Router.declarations() says: see the routing report of issue 13"
-)
-
 pytestmark = pytest.mark.redis
 
 
@@ -136,7 +131,6 @@ def test_a_broadcast_task_runs_once_on_each_worker(make_setup: Callable[[str], S
     assert len({queue for _, queue, *_ in bound}) >= 2  # a queue of its own per worker
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_THE_APP)
 def test_a_producer_declares_the_broadcast_exchange_but_no_queue_of_its_own(
     make_setup: Callable[[str], Setup],
 ) -> None:
@@ -153,7 +147,7 @@ def test_a_producer_declares_the_broadcast_exchange_but_no_queue_of_its_own(
     "mode",
     [
         "converted",
-        pytest.param("as-is", marks=pytest.mark.xfail(strict=True, reason=NEEDS_THE_APP)),
+        "as-is",
     ],
 )
 def test_a_kombu_queue_with_x_max_priority_3_on_a_real_worker(

@@ -66,7 +66,7 @@ def test_the_copy_is_what_lint_imports_reads(tmp_path: Path) -> None:
     [
         # a transport reaching for the worker: the lower module, then the higher one
         (
-            "routing.py",
+            "routing/__init__.py",
             "from celeriac.worker import state",
             "celeriac.routing -> celeriac.worker.state",
         ),

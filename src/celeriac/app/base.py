@@ -190,9 +190,7 @@ class Celeriac(Sending):
                 parse_rate(conf.task_default_rate_limit)
             except ImproperlyConfigured as exc:
                 raise ImproperlyConfigured(f"setting 'task_default_rate_limit': {exc}") from None
-        for queue in conf.task_queues or ():
-            if not isinstance(queue, Queue):
-                raise ImproperlyConfigured(f"setting 'task_queues' holds a non-Queue: {queue!r}")
+        Router.from_settings(conf)  # every routing setting, each failure naming its setting
 
     def _settings_changed(self, changes: Mapping[str, Any]) -> None:
         """``app.conf.update(...)``, ``app.conf[name] = v``, ``app.conf.name = v``: the values
@@ -296,13 +294,9 @@ class Celeriac(Sending):
         return self._producer
 
     def queues(self, names: Sequence[str] | None = None) -> list[Queue]:
-        """The queues a worker consumes: ``names`` (``-Q``), else every declared queue, else the
-        default queue."""
-        if names:
-            return [self.router.queue(n) for n in names]
-        if self.conf.task_queues:
-            return list(self.conf.task_queues)
-        return [self.router.queue(self.conf.task_default_queue)]
+        """The queues a worker consumes: ``names`` (``-Q``, names or aliases), else every
+        declared queue, else the default queue."""
+        return self.router.worker_queues(names)
 
     def close(self) -> None:
         """Close connections this app opened in this process."""

@@ -82,7 +82,6 @@ CONTROL = (
 )
 LOGS = "the worker's logging set-up does not read it yet"
 SIGNING = "celeriac does not sign messages yet (Celery's 'auth' serializer); signing will read it"
-ROUTING = "routing does not read it yet"
 NO_POOL = (
     "celeriac keeps one broker connection per process and thread (or event loop): there is "
     "no pool to size"
@@ -368,8 +367,8 @@ TABLE: dict[str, Entry] = {
         "queue_arguments={'x-queue-type': 'quorum'}",
         old="CELERY_CREATE_MISSING_QUEUE_TYPE",
     ),
-    "task_create_missing_queue_exchange_type": soon(
-        ROUTING, old="CELERY_CREATE_MISSING_QUEUE_EXCHANGE_TYPE"
+    "task_create_missing_queue_exchange_type": used(
+        old="CELERY_CREATE_MISSING_QUEUE_EXCHANGE_TYPE"
     ),
     "task_inherit_parent_priority": soon(
         "not read yet: a subtask does not inherit its parent's priority",
@@ -386,9 +385,9 @@ TABLE: dict[str, Entry] = {
         "queue_arguments={'x-queue-type': 'quorum'}",
         old="CELERY_DEFAULT_QUEUE_TYPE",
     ),
-    "task_default_exchange": soon(ROUTING, old="CELERY_DEFAULT_EXCHANGE"),
-    "task_default_exchange_type": soon(ROUTING, old="CELERY_DEFAULT_EXCHANGE_TYPE"),
-    "task_default_routing_key": soon(ROUTING, old="CELERY_DEFAULT_ROUTING_KEY"),
+    "task_default_exchange": used(old="CELERY_DEFAULT_EXCHANGE"),
+    "task_default_exchange_type": used(old="CELERY_DEFAULT_EXCHANGE_TYPE"),
+    "task_default_routing_key": used(old="CELERY_DEFAULT_ROUTING_KEY"),
     "task_default_rate_limit": used(old="CELERY_DEFAULT_RATE_LIMIT"),
     "task_default_priority": used(old="CELERY_DEFAULT_PRIORITY"),
     "task_eager_propagates": used(old="CELERY_EAGER_PROPAGATES_EXCEPTIONS"),
@@ -400,10 +399,7 @@ TABLE: dict[str, Entry] = {
     "task_publish_retry": used(old="CELERY_TASK_PUBLISH_RETRY"),
     "task_publish_retry_policy": used(old="CELERY_TASK_PUBLISH_RETRY_POLICY"),
     "task_queues": used(old="CELERY_QUEUES"),
-    "task_queue_max_priority": soon(
-        "not read yet: celeriac's priorities are 0-9 on every broker",
-        old="CELERY_QUEUE_MAX_PRIORITY",
-    ),
+    "task_queue_max_priority": used(old="CELERY_QUEUE_MAX_PRIORITY"),
     "task_reject_on_worker_lost": used(old="CELERY_REJECT_ON_WORKER_LOST"),
     "task_retry_on_worker_lost": ignored(
         False,
@@ -472,12 +468,12 @@ TABLE: dict[str, Entry] = {
         "not read yet: the worker always listens for remote control",
         old="CELERY_ENABLE_REMOTE_CONTROL",
     ),
-    "worker_hijack_root_logger": soon(LOGS, old="CELERYD_HIJACK_ROOT_LOGGER"),
+    "worker_hijack_root_logger": used(old="CELERYD_HIJACK_ROOT_LOGGER"),
     "worker_log_color": ignored(
         None, "celeriac's log lines are not coloured", old="CELERYD_LOG_COLOR"
     ),
-    "worker_log_datefmt": soon(LOGS, old="CELERYD_LOG_DATEFMT"),
-    "worker_log_format": soon(LOGS, old="CELERYD_LOG_FORMAT"),
+    "worker_log_datefmt": used(old="CELERYD_LOG_DATEFMT"),
+    "worker_log_format": used(old="CELERYD_LOG_FORMAT"),
     "worker_lost_wait": ignored(
         10.0,
         "celeriac learns at once that a prefork child died: its pipe closes",

@@ -88,7 +88,7 @@ class Settings(SettingsMapping):
     task_compression: str | None = None
 
     # routing
-    task_queues: list[Any] | None = None  # celeriac's Queue, or kombu's
+    task_queues: Any = None  # celeriac's or kombu's queues, or Celery's dict form (routing reads)
     task_routes: Any = None
     task_default_queue: str = "celery"
     task_default_exchange: str = ""  # the AMQP default exchange (Celery: the queue's name)

@@ -124,14 +124,24 @@ class Producer:
             self._loop_declared[loop] = set()
         return transport
 
-    async def asend(self, items: Sequence[Outgoing], queues: Iterable[Queue] = ()) -> list[int]:
-        """Publish from async code, on a transport bound to the running loop."""
+    async def asend(
+        self,
+        items: Sequence[Outgoing],
+        queues: Iterable[Queue] = (),
+        exchanges: Iterable[Exchange] = (),
+    ) -> list[int]:
+        """Publish from async code, on a transport bound to the running loop; declares the
+        exchanges and queues not yet declared on that loop first."""
         transport = await self._loop_transport()
         declared = self._loop_declared[asyncio.get_running_loop()]
         max_retries, start, step, cap = self._policy()
         attempt = 0
         while True:
             try:
+                for exchange in exchanges:
+                    if f"exchange:{exchange.name}" not in declared:
+                        await transport.declare_exchange(exchange)
+                        declared.add(f"exchange:{exchange.name}")
                 for queue in queues:
                     if queue.name not in declared:
                         await transport.declare_queue(queue)

@@ -94,7 +94,7 @@ class Sending:
         for key in _ROUTE_KEYS:
             if route_opts[key] is None and task_options.get(key) is not None:
                 route_opts[key] = task_options[key]
-        route = self.router.route(name, args, kwargs or {}, route_opts)
+        route = self.router.route(name, args, kwargs or {}, route_opts, task=task)
         ignore_result = options.get("ignore_result")
         if ignore_result is None:
             ignore_result = task.ignore_result if task is not None else self.conf.task_ignore_result
@@ -257,11 +257,11 @@ class Sending:
     ) -> _result.AsyncResult[Any]:
         """Send a task by name (it need not be registered here); returns its result handle."""
         item, queue = self.prepare(name, args, kwargs, **options)
-        declare = self._queues_to_declare(queue)
+        declare, exchanges = self.router.declarations(queue)
         watched = publish_signals_connected()
         if watched:
             self._before_publish([(item, args, kwargs)], declare)
-        self.producer.send([item], declare)
+        self.producer.send([item], declare, exchanges)
         if watched:
             self._after_publish([item])
         return self._result_of(item, name)
@@ -307,11 +307,11 @@ class Sending:
     ) -> _result.AsyncResult[Any]:
         """The async twin of :meth:`send_task`."""
         item, queue = self.prepare(name, args, kwargs, **options)
-        declare = self._queues_to_declare(queue)
+        declare, exchanges = self.router.declarations(queue)
         watched = publish_signals_connected()
         if watched:
             self._before_publish([(item, args, kwargs)], declare)
-        await self.producer.asend([item], declare)
+        await self.producer.asend([item], declare, exchanges)
         if watched:
             self._after_publish([item])
         return self._result_of(item, name)
@@ -341,7 +341,7 @@ class Sending:
         ids = [given] * len(calls) if given else new_ids(len(calls))
         senders: dict[str, BatchSender | None] = {}
         items: list[Outgoing] = []
-        queues = {q.name: q for q in self.conf.task_queues or ()}
+        routed: dict[str, Queue] = {}
         watched = publish_signals_connected()
         for (name, args, kwargs), task_id in zip(calls, ids, strict=True):
             if watched:  # each message its own headers, for receivers that change them
@@ -351,7 +351,7 @@ class Sending:
             else:
                 sender = senders[name] = self._batch_sender(name, options, now)
                 if sender is not None and sender.queue is not None:
-                    queues.setdefault(sender.queue.name, sender.queue)
+                    routed.setdefault(sender.queue.name, sender.queue)
             if sender is not None:
                 items.append(sender.outgoing(task_id, args, kwargs))
                 continue
@@ -359,9 +359,9 @@ class Sending:
                 name, args, kwargs, _now=now, **{**options, "task_id": task_id}
             )
             if queue is not None:
-                queues.setdefault(queue.name, queue)
+                routed.setdefault(queue.name, queue)
             items.append(item)
-        declare = list(queues.values())
+        declare, exchanges = self.router.declarations(*routed.values())
         if watched:
             self._before_publish(
                 [
@@ -370,7 +370,7 @@ class Sending:
                 ],
                 declare,
             )
-        self.producer.send(items, declare)
+        self.producer.send(items, declare, exchanges)
         if watched:
             self._after_publish(items)
         backend, app = self.backend, self._as_app()
@@ -421,13 +421,6 @@ class Sending:
             encoder, template, route.exchange, route.routing_key, due_at, route.queue
         )
 
-    def _queues_to_declare(self, routed: Queue | None) -> list[Queue]:
-        """Every queue of ``task_queues`` (so their exchanges and bindings exist before the first
-        publish) and the routed one; the producer declares each once per process."""
-        queues = list(self.conf.task_queues or ())
-        if routed is not None and all(q.name != routed.name for q in queues):
-            queues.append(routed)
-        return queues
 
 
 def _headers(options: Mapping[str, Any]) -> Mapping[str, Any] | None:

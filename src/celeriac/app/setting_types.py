@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from celeriac.errors import ImproperlyConfigured
+from celeriac.routing.foreign import queues_setting
 
 ENV_PREFIX = "CELERIAC_"
 
@@ -161,14 +162,11 @@ def _time_zone(name: str, value: str) -> str:
     return value
 
 
-def _queues(name: str, value: list[Any] | None) -> list[Any] | None:
-    """Queue objects: celeriac's own, or kombu's (recognised by their ``name``: routing reads
-    the rest, so a kombu ``Queue`` in a Celery config module passes without importing kombu)."""
-    for queue in value or ():
-        if not isinstance(getattr(queue, "name", None), str) or isinstance(queue, str):
-            raise ImproperlyConfigured(
-                f"setting {name!r} holds a non-Queue: {queue!r} (use Queue('name', ...))"
-            )
+def _queues(name: str, value: Any) -> Any:
+    """Celery's forms of ``task_queues``: celeriac's or kombu's queues (kombu's read by their
+    attributes, so a Celery config module passes without importing kombu) in a list, tuple or
+    set, or ``{name: queue-or-options}``; checked by routing, kept as given."""
+    queues_setting(value, name)
     return value
 
 

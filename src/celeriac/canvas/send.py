@@ -28,7 +28,7 @@ def send_each(
 ) -> None:
     """Send plain task signatures (no workflows) with ``args`` prepended, in one publish."""
     items: list[Outgoing] = []
-    queues: dict[str, Queue] = {q.name: q for q in app.conf.task_queues or ()}
+    routed: dict[str, Queue] = {}
     for sig in sigs:
         call = sig.clone(args, kwargs, **options)
         send_options = {k: v for k, v in call.options.items() if k != "chord_size"}
@@ -39,8 +39,9 @@ def send_each(
         item, queue = app.prepare(call.task, call.args, call.kwargs, **send_options)
         items.append(item)
         if queue is not None:
-            queues.setdefault(queue.name, queue)
+            routed.setdefault(queue.name, queue)
     if items:
-        app.producer.send(items, list(queues.values()))
+        queues, exchanges = app.router.declarations(*routed.values())
+        app.producer.send(items, queues, exchanges)
     for item in items:
         record_child(item.message.id)

@@ -243,7 +243,7 @@ class AMQPTransport(Transport):
 
         async def declare(link: Link) -> None:
             await topology.declare_queue(link, queue, self.queue_arguments(queue))
-            if queue.durable and not queue.auto_delete:
+            if queue.durable and not queue.auto_delete and not queue.no_declare:
                 await topology.declare_dead_letters(link, queue.name, quorum)
             for binding in queue.all_bindings():
                 await topology.bind_queue(link, binding)
