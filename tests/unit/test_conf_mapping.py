@@ -83,7 +83,7 @@ def test_attribute_assignment_validates(conf: config.Settings) -> None:
     assert conf.task_routes is route
     conf.beat_schedule = {"every-minute": {"task": "t.tick", "schedule": 60.0}}
     assert conf.beat_schedule["every-minute"]["task"] == "t.tick"
-    conf.task_queues = (Queue("a"), Queue("b"))  # type: ignore[assignment]  # a tuple, as in Celery
+    conf.task_queues = (Queue("a"), Queue("b"))  # a tuple, as in Celery
     assert [q.name for q in conf.task_queues or ()] == ["a", "b"]
     with pytest.raises(ImproperlyConfigured, match="'beat_schedule' must be dict"):
         conf.beat_schedule = ["every-minute"]  # type: ignore[assignment]
