@@ -36,7 +36,7 @@ from celeriac.worker.acks import AckBatcher
 from celeriac.worker.pools.base import Pool
 from celeriac.worker.ratelimit import RateLimiter
 from celeriac.worker.request import build_request
-from celeriac.worker.slots import Slots
+from celeriac.worker.slots import Slots as Slots  # re-exported: its home before
 from celeriac.worker.state import WorkerState
 
 if TYPE_CHECKING:
