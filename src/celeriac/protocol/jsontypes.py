@@ -167,7 +167,7 @@ def encode_special(obj: Any) -> Any:
                 return _envelope("bytes", obj.decode("utf-8"))
             except UnicodeDecodeError:
                 return _envelope("base64", base64.b64encode(obj).decode("ascii"))
-        for kind, candidate in _encoders.items():
+        for kind, candidate in tuple(_encoders.items()):  # register_type may run meanwhile
             if isinstance(obj, kind):
                 found = candidate
                 break
