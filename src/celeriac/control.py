@@ -57,15 +57,25 @@ class Control:
     def revoke(
         self,
         task_id: str | Sequence[str],
-        terminate: bool = False,
         destination: Sequence[str] | None = None,
+        terminate: bool = False,
+        signal: str | int = "SIGTERM",
+        **kwargs: Any,
     ) -> None:
-        """Do not run these tasks; with ``terminate``, also stop them if they are running."""
+        """Do not run these tasks; with ``terminate``, also stop them if they are running (a
+        prefork child gets ``signal``). Celery's argument order: ``destination`` second."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        self.broadcast("revoke", {"task_ids": ids, "terminate": terminate}, destination)
+        arguments = {"task_ids": ids, "terminate": terminate, "signal": signal, **kwargs}
+        self.broadcast("revoke", arguments, destination)
 
     def rate_limit(
-        self, task_name: str, rate: str | None, destination: Sequence[str] | None = None
+        self,
+        task_name: str,
+        rate_limit: str | float | None,
+        destination: Sequence[str] | None = None,
+        **kwargs: Any,
     ) -> None:
-        """Change a task type's rate limit (``"10/s"``; ``None`` removes it) on workers now."""
-        self.broadcast("rate_limit", {"task_name": task_name, "rate": rate}, destination)
+        """Change a task type's rate limit (``"10/s"``; ``None`` removes it) on workers now,
+        with Celery's argument names."""
+        arguments = {"task_name": task_name, "rate_limit": rate_limit, **kwargs}
+        self.broadcast("rate_limit", arguments, destination)

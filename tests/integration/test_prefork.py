@@ -220,7 +220,7 @@ def test_max_tasks_per_child_replaces_children_without_losing_tasks(db: Path) ->
 
 def test_max_memory_per_child_replaces_a_leaking_child(db: Path) -> None:
     limit = 256 * MB
-    with prefork(concurrency=1, max_memory_per_child=limit) as (app, _):
+    with prefork(concurrency=1, max_memory_per_child=limit // 1024) as (app, _):  # KiB
         results = [app.tasks["p.leak"].delay(50) for _ in range(10)]
         runs = [r.get(timeout=30) for r in results]
     pids = [pid for pid, _ in runs]

@@ -267,7 +267,7 @@ def test_celery_signals_are_defined_with_their_arguments() -> None:
         "retval",
         "state",
     }
-    assert signals.task_success.providing_args == {"result"}
+    assert signals.task_success.providing_args == {"result", "runtime"}
     assert signals.task_failure.providing_args == {
         "task_id",
         "exception",

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
+from celeriac import signals
 from celeriac.app import config, imports
 from celeriac.app.components import Component
 from celeriac.app.producer import Producer
@@ -410,6 +411,7 @@ class Celeriac(Sending):
     def import_default_modules(self) -> None:
         """Import the modules this app names (``include``, ``imports``) and run the pending
         ``autodiscover_tasks``: what a worker does before it consumes, in every process."""
+        signals.import_modules.send(self)
         imports.import_modules(self.conf.imports, "imports")
         imports.import_modules(self.conf.include, "include")
         pending, self._autodiscover = self._autodiscover, []

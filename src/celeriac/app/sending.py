@@ -422,7 +422,6 @@ class Sending:
         )
 
 
-
 def _headers(options: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The message headers a send adds: ``headers=`` (visible on the worker as
     ``self.request.<name>``) and ``shadow=`` (the name logs and monitors show)."""

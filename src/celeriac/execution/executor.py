@@ -395,7 +395,7 @@ def send_prerun(task: Task[Any, Any], request: Request) -> None:
 def send_outcome_signals(task: Task[Any, Any], request: Request, outcome: Outcome) -> None:
     """task_success / task_failure / task_retry, then task_postrun, in the running thread."""
     if outcome.state == states.SUCCESS:
-        signals.task_success.send(task, result=outcome.value)
+        signals.task_success.send(task, result=outcome.value, runtime=outcome.runtime)
     elif outcome.state == states.FAILURE:
         exc = outcome.exc
         signals.task_failure.send(
@@ -405,10 +405,15 @@ def send_outcome_signals(task: Task[Any, Any], request: Request, outcome: Outcom
             args=request.args,
             kwargs=request.kwargs,
             traceback=exc.__traceback__ if exc is not None else None,
-            einfo=outcome.traceback,
+            einfo=task_hooks.einfo_of(exc, outcome.traceback),
         )
     elif outcome.state == states.RETRY:
-        signals.task_retry.send(task, request=request, reason=outcome.exc, einfo=outcome.traceback)
+        signals.task_retry.send(
+            task,
+            request=request,
+            reason=outcome.exc,
+            einfo=task_hooks.einfo_of(outcome.exc, outcome.traceback),
+        )
     signals.task_postrun.send(
         task,
         task_id=request.id,

@@ -35,6 +35,8 @@ pool, the solo thread, or a prefork child process.
                                     ``retry_policy``.
 ``after_task_publish``              the sending process, once it was published. sender: the task's
                                     name; ``body``, ``exchange``, ``routing_key``, ``headers``.
+``import_modules``                  a loading app, before it imports its ``include``/``imports``
+                                    modules and runs ``autodiscover_tasks``. sender: the app.
 **the worker (main process)**
 ``celeryd_init``                    when the worker is created, before it reads its settings.
                                     sender: the node name (``w1@host``); ``instance``: the
@@ -87,7 +89,7 @@ pool, the solo thread, or a prefork child process.
                                     ``task_id``, ``task``, ``args``, ``kwargs``.
 ``task_postrun``                    after the body, whatever the outcome; also ``retval``,
                                     ``state``.
-``task_success``                    the task returned. ``result``.
+``task_success``                    the task returned. ``result``, ``runtime`` (seconds).
 ``task_failure``                    the task raised and will not be retried. ``task_id``,
                                     ``exception``, ``args``, ``kwargs``, ``traceback``, ``einfo``.
 ``task_retry``                      the task is to be retried. ``request``, ``reason``, ``einfo``.
@@ -104,7 +106,6 @@ pool, the solo thread, or a prefork child process.
                                     ``colorize``.
 ``after_setup_task_logger``         then for the task logger (``celeriac.task``). Same arguments.
 **defined, never sent**
-``import_modules``                  celeriac has no ``imports``/``include`` modules to import.
 ``user_preload_options``            celeriac's command line takes no user preload options.
 ``beat_init``,                      there is no beat yet.
 ``beat_embedded_init``
@@ -279,7 +280,11 @@ worker_process_shutdown = Signal(
 )
 import_modules = Signal(
     "import_modules",
-    doc="Defined for Celery's code; never sent: celeriac has no imports/include to import.",
+    doc=(
+        "When the app imports the modules it names (``include``, ``imports``, "
+        "``autodiscover_tasks``), before it imports them: as a worker loads the app, in every "
+        "process. sender: the app."
+    ),
 )
 
 # -- messages -----------------------------------------------------------------------------------
@@ -335,8 +340,11 @@ task_postrun = Signal(
 )
 task_success = Signal(
     "task_success",
-    providing_args=("result",),
-    doc="In the pool, when the task returned. sender: the Task; ``result``: its return value.",
+    providing_args=("result", "runtime"),
+    doc=(
+        "In the pool, when the task returned. sender: the Task; ``result``: its return value; "
+        "``runtime``: seconds it ran."
+    ),
 )
 task_failure = Signal(
     "task_failure",
