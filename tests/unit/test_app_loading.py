@@ -15,6 +15,7 @@ import pytest
 
 from celeriac.app.loader import find_app
 from celeriac.errors import AppNotFound, ImproperlyConfigured
+from celeriac.testing import memory_app, worker_thread
 
 
 @pytest.fixture
@@ -188,3 +189,24 @@ def test_autodiscover_without_packages_reads_djangos_installed_apps(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['shop.checkout']"
+
+
+def test_a_worker_made_in_code_imports_the_include_modules(project: tuple[Path, str]) -> None:
+    root, name = project
+    write(root, f"{name}/__init__.py", "")
+    write(
+        root,
+        f"{name}/jobs.py",
+        """
+        from celeriac import shared_task
+
+        @shared_task(name="jobs.triple")
+        def triple(x):
+            return 3 * x
+        """,
+    )
+    app = memory_app("in-code", include=[f"{name}.jobs"])
+    assert "jobs.triple" not in app.tasks
+    with worker_thread(app):
+        assert app.send_task("jobs.triple", (5,)).get(timeout=10) == 15
+    assert "jobs.triple" in app.tasks

@@ -243,6 +243,9 @@ class Worker:
         ):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self.request_stop, cold, signum.name)
+        # the tasks of the modules the app names (a worker made in code, not by -A, has not
+        # imported them yet; loading twice imports nothing twice)
+        self.app.import_default_modules()
         candidates = builtin_components(self) + [factory() for factory in self.app.components]
         self.components = in_dependency_order(c for c in candidates if c.enabled(self))
         started: list[Component] = []
