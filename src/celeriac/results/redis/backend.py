@@ -62,7 +62,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import redis
 import redis.asyncio as aioredis
-import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -79,6 +78,7 @@ from celeriac.transports.redis.url import (
     is_sentinel_url,
     parse_redis_url,
     parse_sentinel_url,
+    sentinel_manager,
 )
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,8 @@ _CONNECTION_OPTIONS = {
     "ssl_check_hostname",
     "master_name",
     "sentinel_password",
+    "sentinel_kwargs",
+    "min_other_sentinels",
 }
 
 #: Waits hold one connection each for as long as they wait, so they draw from a pool of their
@@ -152,8 +154,7 @@ class _Target:
         extra: dict[str, Any] = {"protocol": 2, "retry": Retry(NoBackoff(), 0)}
         if self.sentinel is not None:
             spec = self.sentinel
-            manager: Any = redis.sentinel.Sentinel
-            sentinels = manager(spec.sentinels, sentinel_kwargs=spec.sentinel_kwargs)
+            sentinels = sentinel_manager(spec)  # one quick retry per sentinel, a clear error
             if subscriber:
                 extra["max_connections"] = SUBSCRIBER_POOL_SIZE
             client: redis.Redis = sentinels.master_for(
@@ -182,8 +183,7 @@ class _Target:
         extra: dict[str, Any] = {"protocol": 2, "retry": AsyncRetry(NoBackoff(), 0)}
         if self.sentinel is not None:
             spec = self.sentinel
-            manager: Any = aiosentinel.Sentinel
-            sentinels = manager(spec.sentinels, sentinel_kwargs=spec.sentinel_kwargs)
+            sentinels = sentinel_manager(spec, asynchronous=True)
             if subscriber:
                 extra["max_connections"] = SUBSCRIBER_POOL_SIZE
             client: aioredis.Redis = sentinels.master_for(

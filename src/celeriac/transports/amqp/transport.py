@@ -83,7 +83,7 @@ Declare = Callable[[Link], Awaitable[None]]
 class AMQPTransport(Transport):
     """The RabbitMQ broker (see the module docstring for semantics and options)."""
 
-    schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps")
+    schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp")
 
     def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672//", **options: Any) -> None:
         super().__init__(url, **options)

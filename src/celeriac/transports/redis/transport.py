@@ -124,7 +124,7 @@ Steps = Generator[_Step, Any, T]
 class RedisTransport(Transport):
     """The Redis broker (see the module docstring for semantics and options)."""
 
-    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+sentinel")
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+sentinel", "sentinel")
     native_sync_publish: ClassVar[bool] = True
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> None:
