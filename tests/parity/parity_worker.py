@@ -33,7 +33,7 @@ from conftest import delete_redis_keys, require_service  # noqa: E402
 __all__ = ["NODE", "QUEUES", "TIMEOUT", "Events", "WorkerProcess", "running_worker"]
 
 #: Every queue the project's tasks are sent to in the suite ("Routing Tasks": ``-Q a,b``).
-QUEUES = "celery,hipri,lopri,priority.high,feed_tasks,videos,images,media"
+QUEUES = "celery,hipri,lopri,priority.high,feed_tasks,videos,images,media,broadcast_tasks"
 #: The node name, as Celery's docs write it (``-n parity@%h``).
 NODE = "parity@%h"
 #: Long enough for a loaded CI machine; every wait ends as soon as its event comes.
@@ -41,9 +41,12 @@ TIMEOUT = 20.0
 
 
 @contextmanager
-def running_worker(cwd: Path, *extra: str, pool: str = "prefork") -> Iterator[WorkerProcess]:
+def running_worker(
+    cwd: Path, *extra: str, pool: str = "prefork", node: str = NODE, clean: bool = True
+) -> Iterator[WorkerProcess]:
     """A worker for the project (Celery's default pool unless told), stopped on exit; the
-    run's Redis keys are deleted after it."""
+    run's Redis keys are deleted after it unless ``clean`` is false (a second worker that
+    leaves before the module's first)."""
     require_service("Redis", 6379)
     env = child_env(
         {
@@ -53,14 +56,15 @@ def running_worker(cwd: Path, *extra: str, pool: str = "prefork") -> Iterator[Wo
         }
     )
     worker = start_cli_worker(
-        "proj", env, cwd, "-n", NODE, "-Q", QUEUES, *extra, pool=pool, concurrency=2
+        "proj", env, cwd, "-n", node, "-Q", QUEUES, *extra, pool=pool, concurrency=2
     )
     try:
         yield worker
     finally:
         worker.stop()
-        app.close()
-        delete_redis_keys(REDIS_URL, PREFIX)
+        if clean:
+            app.close()
+            delete_redis_keys(REDIS_URL, PREFIX)
 
 
 class Events:
@@ -72,19 +76,25 @@ class Events:
     def wait(self, key: str, kind: str, timeout: float = TIMEOUT, **match: Any) -> dict[str, Any]:
         """The first record of ``kind`` about ``key`` (holding the items of ``match``), waiting
         for it if it has not come yet."""
-        found = self._find(key, kind, match)
-        client = events.client()
-        while found is None:
-            popped = client.blpop([events.events_key(key)], timeout=timeout)
-            if popped is None:
-                raise AssertionError(
-                    f"no {kind!r} record about {key} within {timeout}s; "
-                    f"seen: {self.seen.get(key, [])}"
-                )
-            _, raw = cast("tuple[bytes, bytes]", popped)
-            self.seen.setdefault(key, []).append(json.loads(raw))
-            found = self._find(key, kind, match)
+        while (found := self._find(key, kind, match)) is None:
+            self._pop(key, timeout, f"no {kind!r} record about {key}")
         return found
+
+    def wait_many(
+        self, key: str, kind: str, count: int, timeout: float = TIMEOUT
+    ) -> list[dict[str, Any]]:
+        """The first ``count`` records of ``kind`` about ``key``, waiting for them."""
+        while len(found := [r for r in self.seen.get(key, []) if r["kind"] == kind]) < count:
+            self._pop(key, timeout, f"{len(found)} of {count} {kind!r} records about {key}")
+        return found[:count]
+
+    def _pop(self, key: str, timeout: float, failure: str) -> None:
+        """Wait for the next record about ``key``; fail with ``failure`` after ``timeout``."""
+        popped = events.client().blpop([events.events_key(key)], timeout=timeout)
+        if popped is None:
+            raise AssertionError(f"{failure} within {timeout}s; seen: {self.seen.get(key, [])}")
+        _, raw = cast("tuple[bytes, bytes]", popped)
+        self.seen.setdefault(key, []).append(json.loads(raw))
 
     def kinds(self, key: str) -> list[str]:
         """The kinds recorded about ``key`` so far, in order (without waiting)."""

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +34,7 @@ from proj.tasks import (
     import_feed,
     other_task,
     raising_task,
+    reload_cache,
     video_compress,
     where,
 )
@@ -222,6 +225,16 @@ def test_manual_routing_through_a_topic_exchange() -> None:
     assert import_feed.delay(url).get(timeout=TIMEOUT) == [url, "feed_tasks"]
     res = import_feed.apply_async(args=[url], queue="feed_tasks", routing_key="feed.import")
     assert res.get(timeout=TIMEOUT) == [url, "feed_tasks"]
+
+
+def test_broadcast(seen: Events, tmp_path: Path) -> None:
+    """ "Broadcast": ``task_queues = (Broadcast('broadcast_tasks'),)`` and a route to it: each
+    worker consuming it gets a copy (here the module's worker and a second one)."""
+    with running_worker(tmp_path, node="second@%h", clean=False):
+        key = uuid.uuid4().hex
+        reload_cache.delay(key)
+        runs = seen.wait_many(key, "reload_cache", 2)
+    assert sorted(r["hostname"].split("@")[0] for r in runs) == ["parity", "second"]
 
 
 def test_router_function(routes: None) -> None:

@@ -62,6 +62,9 @@ def test_signatures_by_name_and_by_task() -> None:
     assert add.s(2, 2).set(countdown=1).options == {"countdown": 1}
     bound = signature("proj.tasks.add", args=(2, 2), app=app)
     assert bound.delay().get(timeout=TIMEOUT) == 4
+    by_app = app.signature("proj.tasks.add", args=(2, 2), countdown=0.1)
+    assert by_app.options == {"countdown": 0.1}
+    assert by_app.delay().get(timeout=TIMEOUT) == 4
 
 
 @pytest.mark.xfail(

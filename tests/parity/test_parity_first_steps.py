@@ -44,13 +44,16 @@ def test_the_worker_finds_proj_celery_with_A_proj_and_imports_include() -> None:
 
 
 def test_first_steps_keeping_results() -> None:
-    """first-steps-with-celery, "Keeping Results"."""
+    """first-steps-with-celery, "Keeping Results" (and the warning of the Tasks guide's
+    "Result Backends": call ``get()`` or ``forget()`` on every result)."""
     result = add.delay(4, 4)
     assert result.get(timeout=TIMEOUT) == 8
     assert result.ready()
     assert result.get(propagate=False) == 8
+    assert result.result == 8
     assert result.traceback is None
     result.forget()
+    assert result.state == "PENDING"
 
 
 def test_first_steps_configuration_from_a_module() -> None:
@@ -95,6 +98,8 @@ def test_next_steps_errors_propagate() -> None:
     assert res.failed() is True
     assert res.successful() is False
     assert res.state == "FAILURE"
+    assert isinstance(res.result, TypeError)
+    assert "TypeError" in (res.traceback or "")
 
 
 def test_next_steps_pending_is_the_state_of_an_unknown_id() -> None:

@@ -40,6 +40,7 @@ from proj.tasks import (
     add_logged,
     dump_context,
     hello,
+    limited,
     long_running,
     mytask,
     named_add,
@@ -127,6 +128,13 @@ def test_names() -> None:
     assert add.name == "proj.tasks.add"
     assert named_add.delay(1, 2).get(timeout=TIMEOUT) == 3
     assert app.tasks["sum-of-two-numbers"] is named_add
+
+
+def test_rate_limit_spaces_the_starts() -> None:
+    """ "List of Options", ``Task.rate_limit``: "Tasks will be evenly distributed over the
+    specified time frame": four tasks at ``'10/s'`` start over at least 0.3 s."""
+    starts = sorted(group(limited.s(i) for i in range(4))().get(timeout=TIMEOUT))
+    assert starts[-1] - starts[0] >= 0.29
 
 
 def test_argument_checking() -> None:

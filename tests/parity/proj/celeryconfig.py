@@ -14,7 +14,7 @@ import os
 import re
 import uuid
 
-from celeriac import Exchange, Queue
+from celeriac import Broadcast, Exchange, Queue
 
 REDIS_URL = os.environ.get("PARITY_REDIS_URL", "redis://127.0.0.1:6379/11")
 PREFIX = os.environ.get("PARITY_PREFIX") or f"parity-{uuid.uuid4().hex[:10]}:"
@@ -38,10 +38,12 @@ task_queues = (
     Queue("feed_tasks", Exchange("feeds", type="topic"), routing_key="feed.#"),
     Queue("videos", Exchange("media", type="direct"), routing_key="media.video"),
     Queue("images", Exchange("media", type="direct"), routing_key="media.image"),
+    Broadcast("broadcast_tasks"),
 )
 task_routes = (
     [
         ("proj.tasks.import_feed", {"queue": "feed_tasks", "routing_key": "feed.import"}),
+        ("proj.tasks.reload_cache", {"queue": "broadcast_tasks", "exchange": "broadcast_tasks"}),
         ("proj.tasks.hipri_*", {"queue": "hipri"}),
         (re.compile(r"proj\.tasks\.(video|image)_.*"), {"queue": "media"}),
     ],

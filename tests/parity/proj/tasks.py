@@ -162,6 +162,12 @@ def add_logged(x: int, y: int) -> int:
     return x + y
 
 
+@app.task(rate_limit="10/s")
+def limited(i: int) -> float:
+    """ "List of Options", Task.rate_limit: at most ten starts a second on a worker."""
+    return time.time()
+
+
 @app.task(name="sum-of-two-numbers")
 def named_add(x: int, y: int) -> int:
     return x + y
@@ -223,6 +229,12 @@ def import_feed(self: Task[[str], Any], url: str) -> Any:
 def video_compress(self: Task[[str], Any], name: str) -> Any:
     """Routed by the regular expression ``proj\\.tasks\\.(video|image)_.*``."""
     return [name, self.request.delivery_info.get("queue")]
+
+
+@app.task(bind=True, ignore_result=True)
+def reload_cache(self: Task[[str], None], key: str) -> None:
+    """Routed to the ``Broadcast("broadcast_tasks")`` queue: every worker runs it."""
+    events.record(key, "reload_cache", hostname=self.request.hostname)
 
 
 @app.task(bind=True)
