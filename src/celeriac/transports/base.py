@@ -57,6 +57,13 @@ class Outgoing:
     routing_key: str
     due_at: float | None = None
     wire: bytes | None = field(default=None, repr=False, compare=False)
+    #: Publish this message only if no message with the same key was published in the last
+    #: ``dedup_ttl`` seconds; the broker checks and records the key in the same atomic step as
+    #: the publish (beat sends each slot with ``"<entry>@<slot>"``, so two beats that both think
+    #: they lead cannot double a run). Transports whose :attr:`Transport.deduplicates` is False
+    #: (AMQP) publish it regardless.
+    dedup_key: str | None = None
+    dedup_ttl: float = 86400.0
 
     def envelope(self) -> bytes:
         """The message in kombu's JSON envelope (raises DecodeError if headers are not JSON)."""
@@ -112,6 +119,8 @@ class Transport(abc.ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     #: True when publish_sync is native (no event loop involved).
     native_sync_publish: ClassVar[bool] = False
+    #: Whether :attr:`Outgoing.dedup_key` is honoured (see there).
+    deduplicates: ClassVar[bool] = False
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url
