@@ -122,6 +122,21 @@ def test_get_task_logger_names_the_task(worker: WorkerProcess) -> None:
     worker.wait_for_line(re.escape(f"proj.tasks.add_logged[{res.id}]: Adding 2 + 3"))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="print() in a task goes to the worker's stdout, not to its log "
+    "(worker_redirect_stdouts is not in effect yet)",
+)
+def test_print_is_redirected_to_the_log(worker: WorkerProcess) -> None:
+    """ "Logging": "You can also use print(), as anything written to standard out/-err will be
+    redirected to the logging system" (``dump_context`` prints its request)."""
+    res = dump_context.delay(2, 3)
+    res.get(timeout=TIMEOUT)
+    line = f"Executing task id {res.id}"
+    wait_until(lambda: line in worker.output(), TIMEOUT, "the printed line")
+    assert line in worker.stderr()
+
+
 def test_names() -> None:
     """ "Names": an explicit ``name=`` and the generated ``module.function`` name."""
     assert named_add.name == "sum-of-two-numbers"
