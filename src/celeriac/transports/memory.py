@@ -20,6 +20,16 @@ message visible again; requeueing sets it to now plus the delay. Visible message
 ordered by (priority descending, visibility time, id); the others in a heap ordered by time.
 Heap items carry a generation number, so a moved or settled message leaves a stale item behind
 that is skipped when reached instead of being searched for.
+
+**Deduplication** (:attr:`~celeriac.transports.base.Outgoing.dedup_key`): a keyed item is
+stored only if its key was not recorded in the last ``dedup_ttl`` seconds, checked and recorded
+under the broker's lock in the same critical section as the store, so two threads racing one key
+store it once. A dropped item counts 0 (it reached no queue through this call); an unroutable
+keyed item records nothing. Expired keys leave through a heap ordered by expiry, popped as
+keyed publishes pass: an item without a key costs one attribute test.
+
+Upper layers may keep state of their own per broker (beat's store does) with
+:func:`shared_state`, so that :func:`reset_memory_brokers` forgets it too.
 """
 
 from __future__ import annotations
@@ -30,9 +40,9 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
@@ -40,6 +50,8 @@ from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
 from celeriac.transports.topology import Topology, Waiters, claim_fairly, max_deliveries_reason
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -116,6 +128,27 @@ class _QueueState:
         heapq.heapify(self.hidden)
 
 
+class _SeenKeys:
+    """The dedup keys recorded and until when; expired ones leave through a heap by expiry."""
+
+    def __init__(self) -> None:
+        self.until: dict[str, float] = {}
+        self.expiries: list[tuple[float, str]] = []
+
+    def record(self, key: str, ttl: float, now: float) -> bool:
+        """Record ``key`` for ``ttl`` seconds unless it is recorded now; whether it was."""
+        while self.expiries and self.expiries[0][0] <= now:
+            at, old = heapq.heappop(self.expiries)
+            if self.until.get(old) == at:
+                del self.until[old]
+        if self.until.get(key, 0.0) > now:
+            return False
+        if ttl > 0:
+            self.until[key] = now + ttl
+            heapq.heappush(self.expiries, (now + ttl, key))
+        return True
+
+
 class _Broker:
     """The shared state behind every MemoryTransport of one URL."""
 
@@ -127,6 +160,8 @@ class _Broker:
         self.waiters = Waiters()
         self.ids = itertools.count(1)
         self.tokens = itertools.count(1)
+        self.seen = _SeenKeys()
+        self.shared: dict[str, Any] = {}
 
 
 _BROKERS: dict[str, _Broker] = {}
@@ -140,6 +175,17 @@ def _broker_for(url: str) -> _Broker:
         if broker is None:
             broker = _BROKERS[key] = _Broker()
         return broker
+
+
+def shared_state(url: str, name: str, factory: Callable[[], T]) -> T:
+    """The object ``name`` kept with the memory broker of ``url``, made by ``factory`` on first
+    use: state an upper layer shares between the instances of one broker URL in this process
+    (beat's store), forgotten with the broker by :func:`reset_memory_brokers`."""
+    broker = _broker_for(url)
+    with broker.lock:
+        if name not in broker.shared:
+            broker.shared[name] = factory()
+        return broker.shared[name]  # type: ignore[no-any-return]
 
 
 def reset_memory_brokers() -> None:
@@ -156,6 +202,7 @@ class MemoryTransport(Transport):
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
     native_sync_publish: ClassVar[bool] = True
+    deduplicates: ClassVar[bool] = True
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
         super().__init__(url, **options)
@@ -201,7 +248,9 @@ class MemoryTransport(Transport):
         return self.publish_sync(items)
 
     def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
-        """Store the batch under the lock and wake waiting consumers; no event loop needed."""
+        """Store the batch under the lock and wake waiting consumers; no event loop needed.
+
+        A keyed item whose key is recorded counts 0 (see the module docstring)."""
         payloads = [item.message.to_wire() for item in items]  # may raise before any change
         now = time.time()
         counts: list[int] = []
@@ -209,6 +258,10 @@ class MemoryTransport(Transport):
         with broker.lock:
             plans = broker.topology.plan(items)
             for item, payload, plan in zip(items, payloads, plans, strict=True):
+                key = item.dedup_key
+                if key is not None and plan and not broker.seen.record(key, item.dedup_ttl, now):
+                    counts.append(0)
+                    continue
                 due_at = now if item.due_at is None or item.due_at < now else item.due_at
                 for dest in plan:
                     entry = _Entry(
@@ -409,4 +462,4 @@ class MemoryTransport(Transport):
             return letters[::-1][:limit] if limit > 0 else []
 
 
-__all__ = ["MemoryTransport", "reset_memory_brokers"]
+__all__ = ["MemoryTransport", "reset_memory_brokers", "shared_state"]

@@ -26,13 +26,17 @@ Layout, for a queue ``Q`` under prefix ``P``:
 * ``P topology`` (JSON), ``P topology:version`` (a random token set on every change) and
   ``P topology:epoch`` (a random token set once, when the topology is first stored: a new
   epoch means Redis lost its data, and every instance declares again what it declared);
-  ``P seq``, one counter for message ids and ready order (both need only to grow).
+  ``P seq``, one counter for message ids and ready order (both need only to grow);
+* ``P dedup:K``      a publish's dedup key ``K`` (``Outgoing.dedup_key``), set with
+  ``NX PX dedup_ttl`` by the publish script that stores the message;
+* ``P sent:T``       a batch chunk's idempotency token (see ``PUBLISH``), for 10 minutes.
 
 Floats go back to Python as strings: Redis truncates Lua numbers to integers in replies.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -111,10 +115,14 @@ end
 """
 
 # ARGV: prefix, expected topology version, token or "", n, then n x (queue, due_at or "",
-# header + payload). Returns -1 when the topology changed since the client routed the batch
-# (it reloads and routes again), else n. A token (a batch chunk's first and last message ids)
-# makes the call idempotent for 10 minutes: a chunk sent again after its reply was lost (a
-# dropped connection, a producer retry) is not stored twice.
+# header + payload), then (only when some items carry a dedup key) d and d x (the item's
+# ordinal in the call, its first copy, its number of copies, key, ttl in ms). Returns -1 when
+# the topology changed since the client routed the batch (it reloads and routes again), else
+# n; or, when keyed items were dropped, {n, their ordinals...}. A token (a batch chunk's first
+# and last message ids) makes the call idempotent for 10 minutes: a chunk sent again after its
+# reply was lost (a dropped connection, a producer retry) is not stored twice. A keyed item is
+# stored only if ``SET dedup:<key> NX PX ttl`` succeeds, in this same call, so no crash can
+# separate the record from the store and two producers racing one key store it once.
 PUBLISH = (
     PRELUDE
     + r"""
@@ -126,30 +134,46 @@ if ARGV[3] ~= '' and not redis.call('SET', prefix .. 'sent:' .. ARGV[3], '1', 'N
 then
   return n
 end
+local skip, dropped = nil, nil
+local records = 5 + n * 3
+if ARGV[records] then
+  skip, dropped = {}, {n}
+  for j = 0, tonumber(ARGV[records]) - 1 do
+    local r = records + 1 + j * 5
+    if not redis.call('SET', prefix .. 'dedup:' .. ARGV[r + 3], '1', 'NX', 'PX', ARGV[r + 4])
+    then
+      dropped[#dropped + 1] = ARGV[r]
+      local first = tonumber(ARGV[r + 1])
+      for c = first, first + tonumber(ARGV[r + 2]) - 1 do skip[c] = true end
+    end
+  end
+end
 local last_id = redis.call('INCRBY', prefix .. 'seq', n)
 local t = now()
 local per_queue = {}
 local order = {}
 for i = 0, n - 1 do
-  local base = 5 + i * 3
-  local queue = ARGV[base]
-  local q = per_queue[queue]
-  if not q then
-    q = {data = {}, ready = {}, delayed = {}}
-    per_queue[queue] = q
-    order[#order + 1] = queue
-  end
-  local id = last_id - n + 1 + i
-  q.data[#q.data + 1] = id
-  local data = ARGV[base + 2]
-  q.data[#q.data + 1] = data
-  local due = ARGV[base + 1]
-  if due ~= '' and tonumber(due) > t then
-    q.delayed[#q.delayed + 1] = due
-    q.delayed[#q.delayed + 1] = id
-  else
-    q.ready[#q.ready + 1] = (9 - (tonumber(string.sub(data, 1, 1)) or 0)) * SPAN + id
-    q.ready[#q.ready + 1] = id
+  if skip == nil or not skip[i] then
+    local base = 5 + i * 3
+    local queue = ARGV[base]
+    local q = per_queue[queue]
+    if not q then
+      q = {data = {}, ready = {}, delayed = {}}
+      per_queue[queue] = q
+      order[#order + 1] = queue
+    end
+    local id = last_id - n + 1 + i
+    q.data[#q.data + 1] = id
+    local data = ARGV[base + 2]
+    q.data[#q.data + 1] = data
+    local due = ARGV[base + 1]
+    if due ~= '' and tonumber(due) > t then
+      q.delayed[#q.delayed + 1] = due
+      q.delayed[#q.delayed + 1] = id
+    else
+      q.ready[#q.ready + 1] = (9 - (tonumber(string.sub(data, 1, 1)) or 0)) * SPAN + id
+      q.ready[#q.ready + 1] = id
+    end
   end
 end
 for _, queue in ipairs(order) do
@@ -159,6 +183,7 @@ for _, queue in ipairs(order) do
   if #q.delayed > 0 then redis.call('ZADD', k(queue, 'delayed'), unpack(q.delayed)) end
   notify(queue)
 end
+if dropped and #dropped > 1 then return dropped end
 return n
 """
 )
@@ -435,6 +460,13 @@ def decode_topology(
     return StoredTopology((version or b"").decode(), topology, (epoch or b"").decode())
 
 
+def dropped_items(reply: Any) -> tuple[int, list[int]]:
+    """A PUBLISH reply as ``(n or -1, the ordinals in the call of the keyed items dropped)``."""
+    if isinstance(reply, list):
+        return int(reply[0]), [int(ordinal) for ordinal in reply[1:]]
+    return int(reply), []
+
+
 def publish_chunks(
     prefix: str,
     version: str,
@@ -466,6 +498,7 @@ def _chunks(
 ) -> Iterator[tuple[list[int], tuple[Any, ...]]]:
     indexes: list[int] = []
     copies: list[Any] = []
+    dedup: list[Any] = []  # the keyed items' records (see PUBLISH); empty for a plain chunk
     count = size = 0
     # a batch has few (priority, exchange, routing key) triples: one value header for each
     headers: dict[tuple[int, str, str], bytes] = {}
@@ -475,15 +508,20 @@ def _chunks(
         if len(items) > 1:  # a batch: its chunks are idempotent (see PUBLISH)
             first, last = items[indexes[0]].message.id, items[indexes[-1]].message.id
             token = f"{first}:{last}:{count}"
+        if dedup:
+            return (prefix, version, token, count, *copies, len(dedup) // 5, *dedup)
         return (prefix, version, token, count, *copies)
 
     for index, plan in zip(pending, plans, strict=True):
         if indexes and (count + len(plan) > CHUNK_COPIES or size > CHUNK_BYTES):
             yield indexes, call()
-            indexes, copies, count, size = [], [], 0, 0
+            indexes, copies, dedup, count, size = [], [], [], 0, 0
         indexes.append(index)
         item = items[index]
         payload = payloads[index]
+        if item.dedup_key is not None and plan and item.dedup_ttl > 0:
+            ttl_ms = max(1, math.ceil(item.dedup_ttl * 1000))
+            dedup += (len(indexes) - 1, count, len(plan), item.dedup_key, ttl_ms)
         due = "" if item.due_at is None else repr(float(item.due_at))
         for dest in plan:
             key = (dest.priority, item.exchange, item.routing_key)
@@ -552,6 +590,7 @@ __all__ = [
     "claimed",
     "dead_letter",
     "decode_topology",
+    "dropped_items",
     "encode_topology",
     "publish_chunks",
     "split_value",

@@ -13,6 +13,9 @@ options of :func:`~celeriac.transports.redis.url.parse_redis_url`. Unknown keys 
 **Data and atomicity.** Messages, leases and delays live in sorted sets and hashes per queue,
 laid out in :mod:`celeriac.transports.redis.scripts`; every operation that changes them is one
 Lua script, so a batch is stored, claimed or settled all at once, and time is Redis's own clock.
+A keyed publish (:attr:`~celeriac.transports.base.Outgoing.dedup_key`) sets ``dedup:<key>``
+with ``NX PX`` in the same script call that stores the message, or drops the item, which then
+counts 0 (it reached no queue through this call); items without a key add no argument.
 
 **Topology** (exchanges, queues, bindings) is stored in Redis as one JSON document with a
 version token, so every process sees the same. Declarations are compare-and-set against that
@@ -78,6 +81,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Where the broker's keys live unless ``key_prefix`` says otherwise (beat's store shares it).
+DEFAULT_KEY_PREFIX = "celeriac:"
 _PUBLISH_ATTEMPTS = 3  # route with the cached topology, then reload at most twice
 _CAS_ATTEMPTS = 20
 _BLOCK_GRACE = 5.0  # a BLPOP that outlives its own timeout by this much means a dead link
@@ -126,10 +131,11 @@ class RedisTransport(Transport):
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+sentinel", "sentinel")
     native_sync_publish: ClassVar[bool] = True
+    deduplicates: ClassVar[bool] = True
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> None:
         super().__init__(url, **options)
-        self.prefix = str(options.get("key_prefix", "celeriac:"))
+        self.prefix = str(options.get("key_prefix", DEFAULT_KEY_PREFIX))
         try:
             retries = int(options.get("retries", 1))
         except (TypeError, ValueError) as exc:
@@ -462,11 +468,14 @@ class RedisTransport(Transport):
             replies = yield _Step("publish", calls=_noting(built, chunks))
             pending = []
             for indexes, reply in zip(chunks, replies, strict=True):
-                if reply < 0:  # routed under an old topology: route again
+                stored, dropped = lua.dropped_items(reply)
+                if stored < 0:  # routed under an old topology: route again
                     pending += indexes
                     continue
                 for index in indexes:
                     counts[index] = len(plan_of[index])
+                for ordinal in dropped:  # a keyed item whose key was recorded: it counts 0
+                    counts[indexes[ordinal]] = 0
             if not pending:
                 return counts
             self._topology = None
@@ -682,7 +691,7 @@ class RedisTransport(Transport):
         return [lua.dead_letter(queue, bytes(entry)) for entry in entries]
 
 
-__all__ = ["RedisTransport"]
+__all__ = ["DEFAULT_KEY_PREFIX", "RedisTransport"]
 
 
 def _noting(chunks: Iterable[tuple[list[int], T]], noted: list[list[int]]) -> Iterator[T]:

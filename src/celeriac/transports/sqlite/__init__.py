@@ -4,6 +4,6 @@
 migrations and the connection set-up.
 """
 
-from celeriac.transports.sqlite.transport import SQLiteTransport, database_path
+from celeriac.transports.sqlite.transport import SQLiteTransport, database_path, open_database
 
-__all__ = ["SQLiteTransport", "database_path"]
+__all__ = ["SQLiteTransport", "database_path", "open_database"]

@@ -56,6 +56,9 @@ SCHEMA = (
     " queue TEXT NOT NULL, payload BLOB NOT NULL, reason TEXT NOT NULL,"
     " delivery_count INTEGER NOT NULL, failed_at REAL NOT NULL, message_id INTEGER)",
     "CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, id)",
+    # dedup keys (Outgoing.dedup_key) recorded by publishes, until they expire
+    "CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at)",
 )
 INIT_META = "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)"
 GET_META = "SELECT value FROM meta WHERE key = ?"
@@ -73,6 +76,16 @@ DELETE_QUEUE_MESSAGES = "DELETE FROM messages WHERE queue = ?"
 INSERT_MESSAGE = (
     "INSERT INTO messages (queue, priority, due_at, payload, exchange, routing_key,"
     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# Record a key unless it is recorded and not expired: returns a row only when it recorded.
+RECORD_DEDUP = (
+    "INSERT INTO dedup (key, expires_at) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE"
+    " SET expires_at = excluded.expires_at WHERE dedup.expires_at <= ?3 RETURNING 1"
+)
+# Expired keys go a bounded number at a time (an index range), so no publish pays for a backlog.
+PURGE_DEDUP = (
+    "DELETE FROM dedup WHERE key IN"
+    " (SELECT key FROM dedup WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
 )
 # "priority IN (...)" turns one range scan into ten index seeks bounded by due_at, and keeps
 # the index's order, so no sort: checked with EXPLAIN QUERY PLAN in the contract tests.

@@ -9,6 +9,12 @@ Options (``broker_transport_options``): ``lease_seconds`` and ``max_deliveries``
 ``synchronous`` (``NORMAL`` by default; ``FULL`` or ``EXTRA`` for power-loss durability) and
 ``poll_interval`` (the longest pause between looks for other processes' messages, 0.05 s).
 
+**Deduplication.** A keyed publish (:attr:`~celeriac.transports.base.Outgoing.dedup_key`) is
+checked against the ``dedup`` table and recorded in it in the publish's own transaction, so a
+crash cannot separate the two and two processes racing one key store it once; a dropped item
+counts 0. Each keyed publish also purges a bounded number of expired keys; a batch without
+keys runs no dedup statement at all.
+
 **What survives what.** The database runs in WAL mode. Once ``publish`` (or ``ack``...) returns,
 its transaction is committed to the WAL file, so it survives the process being killed (even
 ``kill -9``) and any number of restarts. With ``synchronous=NORMAL`` the WAL is not fsynced at
@@ -69,6 +75,7 @@ from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
 from celeriac.transports.sqlite import db as sql
 from celeriac.transports.topology import (
+    Destination,
     QueueInfo,
     Topology,
     Waiters,
@@ -105,6 +112,25 @@ def database_path(url: str) -> Path:
     return Path(os.path.abspath(name))
 
 
+def open_database(url: str, options: Mapping[str, Any]) -> sql.Database:
+    """The broker database of ``url`` with the connection options of ``broker_transport_options``
+    (``busy_timeout``, ``synchronous``) checked, each bad one named: the transport's, and that
+    of anything else keeping state in the broker's file (beat's store). Nothing is opened yet."""
+    path = database_path(url)
+    try:
+        busy_timeout = int(options.get("busy_timeout", 5000))
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"broker_transport_options 'busy_timeout': {exc}") from exc
+    if busy_timeout < 0:
+        raise ImproperlyConfigured("broker_transport_options 'busy_timeout' must be >= 0")
+    synchronous = str(options.get("synchronous", "NORMAL")).upper()
+    if synchronous not in _SYNCHRONOUS:
+        raise ImproperlyConfigured(
+            f"broker_transport_options 'synchronous' must be one of {sorted(_SYNCHRONOUS)}"
+        )
+    return sql.Database(path, busy_timeout, synchronous)
+
+
 @dataclass(frozen=True, slots=True)
 class _Look:
     """What one look at the queues found (run on the transport's SQL thread)."""
@@ -123,25 +149,20 @@ class SQLiteTransport(Transport):
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
     native_sync_publish: ClassVar[bool] = True
+    deduplicates: ClassVar[bool] = True
 
     def __init__(self, url: str = "sqlite://", **options: Any) -> None:
         super().__init__(url, **options)
-        self.path = database_path(url)
+        self._db = open_database(url, options)
+        self.path = self._db.path
+        self.busy_timeout = self._db.busy_timeout
+        self.synchronous = self._db.synchronous
         try:
-            self.busy_timeout = int(options.get("busy_timeout", 5000))
             self.poll_interval = float(options.get("poll_interval", 0.05))
         except (TypeError, ValueError) as exc:
-            raise ImproperlyConfigured(f"broker_transport_options: {exc}") from exc
-        self.synchronous = str(options.get("synchronous", "NORMAL")).upper()
-        if self.synchronous not in _SYNCHRONOUS:
-            raise ImproperlyConfigured(
-                f"broker_transport_options 'synchronous' must be one of {sorted(_SYNCHRONOUS)}"
-            )
-        if self.busy_timeout < 0 or self.poll_interval <= 0:
-            raise ImproperlyConfigured(
-                "broker_transport_options 'busy_timeout' must be >= 0 and 'poll_interval' > 0"
-            )
-        self._db = sql.Database(self.path, self.busy_timeout, self.synchronous)
+            raise ImproperlyConfigured(f"broker_transport_options 'poll_interval': {exc}") from exc
+        if self.poll_interval <= 0:
+            raise ImproperlyConfigured("broker_transport_options 'poll_interval' must be > 0")
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._waiters = Waiters()
@@ -255,11 +276,19 @@ class SQLiteTransport(Transport):
         return await self._run(self.publish_sync, items)
 
     def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
-        """Publish in one transaction on the calling thread's connection; no event loop."""
+        """Publish in one transaction on the calling thread's connection; no event loop.
+
+        Keyed items (:attr:`Outgoing.dedup_key`) are checked and their keys recorded in the same
+        transaction as the insert: one whose key is recorded and unexpired is dropped and counts
+        0 (it reached no queue through this call); an unroutable one records nothing.
+        """
         payloads = [item.message.to_wire() for item in items]
+        keyed = [i for i, item in enumerate(items) if item.dedup_key is not None]
         now = time.time()
         with self._db.write() as conn:
             plans = self._load_topology(conn).plan(items)
+            if keyed:
+                plans = self._deduplicate(conn, items, keyed, plans, now)
             rows = [
                 (
                     dest.queue,
@@ -277,6 +306,27 @@ class SQLiteTransport(Transport):
         if rows:
             self._waiters.notify_all()
         return [len(plan) for plan in plans]
+
+    @staticmethod
+    def _deduplicate(
+        conn: sqlite3.Connection,
+        items: Sequence[Outgoing],
+        keyed: list[int],
+        plans: list[list[Destination]],
+        now: float,
+    ) -> list[list[Destination]]:
+        """The plans with the keyed items whose key is recorded emptied, recording the others'
+        (inside the publish transaction); expired keys are purged a bounded number at a time."""
+        conn.execute(sql.PURGE_DEDUP, (now, max(1000, 2 * len(keyed))))
+        plans = list(plans)
+        for index in keyed:
+            item = items[index]
+            if not plans[index] or item.dedup_ttl <= 0:
+                continue
+            until = now + item.dedup_ttl
+            if conn.execute(sql.RECORD_DEDUP, (item.dedup_key, until, now)).fetchone() is None:
+                plans[index] = []
+        return plans
 
     # -- consuming ----------------------------------------------------------------------------
     async def get(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
@@ -487,4 +537,4 @@ class SQLiteTransport(Transport):
         return [DeadLetter(*row) for row in rows]
 
 
-__all__ = ["SQLiteTransport", "database_path"]
+__all__ = ["SQLiteTransport", "database_path", "open_database"]
