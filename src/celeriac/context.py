@@ -60,6 +60,23 @@ class Request:
     def redelivered(self) -> bool:
         return self.delivery_count > 1
 
+    @property
+    def called_directly(self) -> bool:
+        """True when the task was called as a plain function (``add(2, 2)``), not run by a
+        worker or ``apply()`` (Celery's ``request.called_directly``)."""
+        return not self.id
+
+    @property
+    def origin(self) -> str | None:
+        """Who sent the message (``gen<pid>@<host>``), from its ``origin`` header."""
+        value: str | None = self.headers.get("origin")
+        return value
+
+    @property
+    def utc(self) -> bool:
+        """Times in the message are UTC (always, in protocol v2)."""
+        return True
+
     def __getattr__(self, name: str) -> Any:
         """A custom message header (``apply_async(headers={"tenant": "x"})``) reads as
         ``self.request.tenant``, as in Celery; only names that are not fields get here."""

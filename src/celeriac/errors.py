@@ -11,16 +11,20 @@ Two branches that never mix: control flow raised *on purpose* by task code to st
     Exception
     └── CeleriacError
         ├── ImproperlyConfigured     a bad setting, task option or URL (names the culprit)
-        │   └── AppNotFound          ``-A module[:attr]`` names no app (says why)
+        │   ├── AppNotFound          ``-A module[:attr]`` names no app (says why)
+        │   └── QueueNotFound        a route names a queue that task_queues lacks
         ├── NotRegistered            a task name that no app knows
-        ├── DecodeError              a message or result that cannot be decoded (says why)
+        ├── DecodeError              a message or result that cannot be decoded (says why;
+        │   │                        also named InvalidTaskError, as in Celery)
         │   └── ContentDisallowed    a content type not in accept_content (pickle, say)
         ├── TransportError           the broker cannot be reached or refused an operation
+        │                            (also named OperationalError, as in Celery/kombu)
         ├── BackendError             the result backend failed
         ├── TimeoutError             AsyncResult.get() waited longer than its timeout
         ├── TaskError                raised *inside* tasks by the worker
         │   ├── MaxRetriesExceededError
         │   ├── TaskRevokedError
+        │   │   └── Terminated       a revoke with terminate=True stopped it while it ran
         │   ├── TaskRejectedError
         │   ├── TimeLimitExceeded
         │   ├── SoftTimeLimitExceeded
@@ -88,6 +92,14 @@ class AppNotFound(ImproperlyConfigured):
     """``-A module[:attr]`` does not lead to an app: the module, attribute or app is missing."""
 
 
+class QueueNotFound(ImproperlyConfigured, KeyError):
+    """A route names a queue that ``task_queues`` lacks, and ``task_create_missing_queues`` is
+    off (Celery's ``QueueNotFound``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class NotRegistered(CeleriacError, KeyError):
     """No task of that name is registered with the app."""
 
@@ -131,6 +143,10 @@ class TaskRevokedError(TaskError):
     """The task was revoked (or expired) before it ran."""
 
 
+class Terminated(TaskRevokedError):
+    """A revoke with ``terminate=True`` stopped the task while it ran (Celery's ``Terminated``)."""
+
+
 class TaskRejectedError(TaskError):
     """The task refused its message with ``Reject`` (the reason is the message)."""
 
@@ -164,15 +180,24 @@ class RemoteError(CeleriacError):
         return (self.__class__, (self.exc_type, self.exc_module, self.exc_message))
 
 
+#: Celery's and kombu's names for the same errors.
+OperationalError = TransportError
+InvalidTaskError = DecodeError
+
 __all__ = [
+    "AppNotFound",
     "BackendError",
     "CeleriacError",
+    "ChordError",
     "ContentDisallowed",
     "DecodeError",
     "Ignore",
     "ImproperlyConfigured",
+    "InvalidTaskError",
     "MaxRetriesExceededError",
     "NotRegistered",
+    "OperationalError",
+    "QueueNotFound",
     "Reject",
     "RemoteError",
     "Retry",
@@ -181,6 +206,7 @@ __all__ = [
     "TaskError",
     "TaskRejectedError",
     "TaskRevokedError",
+    "Terminated",
     "TimeLimitExceeded",
     "TimeoutError",
     "TransportError",

@@ -15,6 +15,8 @@ SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 REVOKED = "REVOKED"
 REJECTED = "REJECTED"
+#: Celery's state for a run that raised ``Ignore``: never stored (nothing is recorded for it).
+IGNORED = "IGNORED"
 
 ALL_STATES = frozenset({PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, REJECTED})
 READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED, REJECTED})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import types
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import (
@@ -36,7 +37,13 @@ from typing import (
 from celeriac import states
 from celeriac.canvas.signature import Signature, record_child
 from celeriac.context import Request, current_app, current_request, live_apps
-from celeriac.errors import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Retry
+from celeriac.errors import (
+    Ignore,
+    ImproperlyConfigured,
+    MaxRetriesExceededError,
+    Retry,
+    TransportError,
+)
 from celeriac.results.base import ResultMeta
 
 if TYPE_CHECKING:
@@ -115,6 +122,8 @@ SEND_OPTIONS = frozenset(
         "soft_time_limit",
         "reply_to",
         "shadow",
+        "argsrepr",
+        "kwargsrepr",
         "retry",
         "retry_policy",
         # a workflow's place, set by the canvas (see celeriac.canvas.flow)
@@ -149,8 +158,16 @@ class Task(Generic[P, R]):
     """A registered task. Build it with ``@app.task`` (or ``@shared_task``); subclass it for a
     ``base=`` class or a class-based task with a ``run`` method."""
 
+    #: Celery's names for the errors a task meets, as attributes of every task.
+    MaxRetriesExceededError = MaxRetriesExceededError
+    OperationalError = TransportError
+
     #: The app of the classes ``app.Task`` makes (their tasks belong to it wherever registered).
     bound_app: ClassVar[Celeriac | None] = None
+    #: Until ``__init__`` ran (a class-based task whose own ``__init__`` does not call it is set
+    #: up when registered): no app of its own, no hooks.
+    _app: Celeriac | None = None
+    hooks: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -168,6 +185,8 @@ class Task(Generic[P, R]):
             fn = cls.run
             options["bind"] = True
             default_name = f"{cls.__module__}.{cls.__name__}"
+        elif app is not None:
+            default_name = app.gen_task_name(fn.__name__, fn.__module__)
         else:
             default_name = f"{fn.__module__}.{fn.__name__}"
         self._app = app
@@ -176,6 +195,19 @@ class Task(Generic[P, R]):
         self.name: str = options.get("name") or default_name
         self.options = options
         self.bind: bool = bool(options.get("bind", False))
+        self._read_options()
+        self.__doc__ = fn.__doc__ or cls.__doc__
+        self.__wrapped__ = fn
+        self.__module__ = fn.__module__
+        self._signature = inspect.signature(fn)
+        self._positional = _positional_range(self._signature, skip=1 if self.bind else 0)
+        #: The hooks this task's class overrides: the worker calls only these.
+        self.hooks = frozenset(h for h in HOOKS if getattr(cls, h) is not getattr(Task, h))
+        self._check_types()
+
+    def _read_options(self) -> None:
+        """The attributes the executor reads on every run, from :attr:`options`."""
+        options = self.options
         self.autoretry_for: tuple[type[BaseException], ...] = tuple(
             options.get("autoretry_for") or ()
         )
@@ -188,13 +220,26 @@ class Task(Generic[P, R]):
         self.retry_jitter: bool = bool(options.get("retry_jitter", True))
         self.retry_kwargs: dict[str, Any] = dict(options.get("retry_kwargs") or {})
         self.typing: bool = bool(options.get("typing", True))
-        self.__doc__ = fn.__doc__ or cls.__doc__
-        self.__wrapped__ = fn
-        self.__module__ = fn.__module__
-        self._signature = inspect.signature(fn)
-        self._positional = _positional_range(self._signature, skip=1 if self.bind else 0)
-        #: The hooks this task's class overrides: the worker calls only these.
-        self.hooks = frozenset(h for h in HOOKS if getattr(cls, h) is not getattr(Task, h))
+
+    def annotate(self, values: Mapping[str, Any]) -> None:
+        """Apply a ``task_annotations`` entry, as Celery does: task options (``rate_limit``,
+        ``acks_late``...) change the options; a function becomes a method of this task
+        (``{"on_failure": my_on_failure}``, called with the task first); ``"@name"`` wraps the
+        method ``name`` with ``around(original)``; anything else is set as an attribute."""
+        for key, value in values.items():
+            if key in _CLASS_OPTIONS and key not in ("name", "bind"):
+                self.options[key] = value
+                continue
+            if key.startswith("@"):
+                key = key[1:]
+                original = getattr(type(self), key)
+                value = value(getattr(original, "__wrapped__", original))
+            if isinstance(value, types.FunctionType):
+                value = types.MethodType(value, self)
+            setattr(self, key, value)
+            if key in HOOKS:
+                self.hooks = self.hooks | {key}
+        self._read_options()
         self._check_types()
 
     @property
@@ -478,11 +523,24 @@ class Task(Generic[P, R]):
 
     def signature(
         self,
-        args: Sequence[Any] = (),
+        args: Sequence[Any] | None = (),
         kwargs: Mapping[str, Any] | None = None,
+        *,
+        immutable: bool = False,
         **options: Any,
     ) -> Signature:
-        return Signature(self.name, tuple(args), dict(kwargs or {}), options, app=self.app)
+        """A signature of this task with send options (``countdown``, ``queue``...);
+        ``immutable=True`` as ``si()``."""
+        return Signature(
+            self.name,
+            tuple(args or ()),
+            dict(kwargs or {}),
+            options,
+            immutable=immutable,
+            app=self.app,
+        )
+
+    subtask = signature
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return self.app.AsyncResult(task_id, task_name=self.name)
@@ -569,6 +627,8 @@ class Task(Generic[P, R]):
         ``default_retry_delay``), never in a worker's memory.
         """
         request = self.request
+        if request.called_directly:  # add(2, 2) called as a function: nothing to send again
+            raise exc if exc is not None else Retry("the task was called directly")
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and request.retries >= limit:
             if exc is not None:

@@ -118,11 +118,6 @@ def test_task_prerun_postrun_success(seen: Events) -> None:
     assert postrun["retval"] == "'a ok'"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="task_success is sent after the task's request is no longer current: "
-    "sender.request.id reads ''",
-)
 def test_task_success_sender_request(seen: Events) -> None:
     """``task_success``: "Sender is the task object executed"; as in Celery, its request is
     still the current one, so a receiver reads ``sender.request.id``."""
@@ -194,11 +189,6 @@ def test_revoke(worker: WorkerProcess) -> None:
         assert result.state == "REVOKED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a revoked task stays PENDING until its message comes; Celery 5.6+ stores REVOKED "
-    "when the worker gets the revoke",
-)
 def test_revoke_stores_revoked_at_once(worker: WorkerProcess) -> None:
     """ "Revoking tasks", changed in 5.6: "the result backend is now immediately updated to
     reflect the REVOKED status" (a task with an ETA no longer stays PENDING)."""

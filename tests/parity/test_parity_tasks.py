@@ -90,9 +90,6 @@ def test_bound_task_reads_its_request(worker: WorkerProcess) -> None:
     assert got["delivery_info"]["redelivered"] is False
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Request has no called_directly, origin or utc (Celery's Context has)"
-)
 def test_request_called_directly_origin_and_utc() -> None:
     """ "Task Request": ``called_directly``, ``origin`` (the sender's node name) and ``utc``."""
     got = request_extras.delay().get(timeout=TIMEOUT)
@@ -122,11 +119,6 @@ def test_get_task_logger_names_the_task(worker: WorkerProcess) -> None:
     worker.wait_for_line(re.escape(f"proj.tasks.add_logged[{res.id}]: Adding 2 + 3"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="print() in a task goes to the worker's stdout, not to its log "
-    "(worker_redirect_stdouts is not in effect yet)",
-)
 def test_print_is_redirected_to_the_log(worker: WorkerProcess) -> None:
     """ "Logging": "You can also use print(), as anything written to standard out/-err will be
     redirected to the logging system" (``dump_context`` prints its request)."""
@@ -162,7 +154,6 @@ def test_argument_checking() -> None:
         res.get(timeout=TIMEOUT)
 
 
-@pytest.mark.xfail(strict=True, reason="apply_async/set() refuse argsrepr and kwargsrepr")
 def test_hiding_sensitive_information_in_arguments() -> None:
     """ "Hiding sensitive information in arguments": ``argsrepr=`` and ``kwargsrepr=``."""
     sent: list[dict[str, Any]] = []
@@ -244,7 +235,6 @@ def test_custom_state_progress_and_info() -> None:
     assert res.get(timeout=TIMEOUT) == "hello world: 10"
 
 
-@pytest.mark.xfail(strict=True, reason="Request has no called_directly")
 def test_custom_states_upload_files() -> None:
     """ "Custom states": the guide's ``upload_files``, which asks
     ``self.request.called_directly`` before each ``update_state``; called directly too."""
@@ -285,7 +275,6 @@ def test_ignore_after_storing_the_result_by_hand() -> None:
     assert res.get(timeout=TIMEOUT) == ["ann: first", "ann: second"]
 
 
-@pytest.mark.xfail(strict=True, reason="Request has no called_directly")
 def test_ignore_after_storing_the_result_by_hand_as_documented() -> None:
     """The guide's ``get_tweets``, which tests ``self.request.called_directly``."""
     res = get_tweets.delay("ann")
@@ -324,11 +313,6 @@ def test_handlers_run_in_celerys_order(seen: Events) -> None:
     assert seen.kinds(failed.id) == ["before_start", "on_failure", "after_return"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after_return is called after a retry too (status RETRY); Celery skips it for "
-    "RETRY, IGNORED and REJECTED",
-)
 def test_handlers_around_a_retry(seen: Events) -> None:
     """ "Handlers": a retried run calls on_retry, and after_return only after the final run
     (Celery's trace: ``if state not in IGNORE_STATES: task_after_return(...)``)."""

@@ -115,8 +115,7 @@ def test_malformed_signatures_are_refused(app: Celeriac) -> None:
         Signature.from_dict({"task": "t", "args": "abc"})
     with pytest.raises(ImproperlyConfigured, match="expected a signature"):
         maybe_signature(42)
-    with pytest.raises(ImproperlyConfigured, match="bound to no app"):
-        Signature("unbound").delay()
+    Signature("unbound").delay()  # no app given: the default app (the fixture's) sends it
     with pytest.raises(ImproperlyConfigured, match="n must be at least 1"):
         chunks(Signature("t", app=app), [(1,)], 0)
 

@@ -109,8 +109,15 @@ def test_signature_roundtrip_and_partial_application(app: Celeriac) -> None:
     assert repr(add.s(1, y=2)) == f"{add.name}(1, y=2)"
 
 
-def test_signature_without_app_says_how_to_bind() -> None:
+def test_signature_without_app_uses_the_default_app_or_says_how_to_bind() -> None:
     with pytest.raises(ImproperlyConfigured, match="bound to no app"):
-        signature("x.y", (1,)).delay()
+        signature("x.y", (1,)).delay()  # no app exists in this test (conftest resets it)
+    app = Celeriac("default", broker="memory://sig-default", task_always_eager=True)
+
+    @app.task(name="x.y")
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert signature("x.y", (21,)).delay().get() == 42  # Celery's: the default app
     with pytest.raises(ImproperlyConfigured, match="not a signature"):
         Signature.from_dict({"args": []})

@@ -374,6 +374,9 @@ class Celeriac(Sending):
             task = task()
         if not isinstance(task, _Task):
             raise ImproperlyConfigured(f"register_task takes a Task instance, not {task!r}")
+        if "options" not in vars(task):  # its __init__ did not call Task.__init__ (Celery's
+            # tasks need none): set the task up now, keeping what its own __init__ set
+            _Task.__init__(task, self)
         if task._app is None and type(task).bound_app is None:
             task.app = self
         self.register(task)
@@ -392,6 +395,34 @@ class Celeriac(Sending):
         else:
             own = task.bound_to(self)
         self.tasks[own.name] = own
+
+    def _annotate(self, task: _Task[Any, Any]) -> None:
+        """Apply ``task_annotations`` (Celery's forms: ``{"name": {...}, "*": {...}}``, an object
+        with ``annotate(task)``, a dotted path to one, or a list of these) to ``task``."""
+        setting = self.conf.task_annotations
+        if not setting:
+            return
+        for annotation in setting if isinstance(setting, list | tuple) else [setting]:
+            if isinstance(annotation, str):
+                annotation = _import_path(annotation, "task_annotations")
+                if isinstance(annotation, type):
+                    annotation = annotation()
+            if isinstance(annotation, Mapping):
+                for key in ("*", task.name):
+                    if key in annotation:
+                        task.annotate(annotation[key])
+            else:
+                values = annotation.annotate(task)
+                if values:
+                    task.annotate(values)
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """The name of a task declared without ``name=`` (override it in a subclass, as in
+        Celery): ``module.function``, with the app's ``main`` for a task declared in the
+        ``__main__`` script, so that a worker importing that script by its module name finds it."""
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
 
     def autodiscover_tasks(
         self,
@@ -417,6 +448,9 @@ class Celeriac(Sending):
         pending, self._autodiscover = self._autodiscover, []
         for packages, related_name in pending:
             imports.discover(packages, related_name)
+        if self.conf.task_annotations:  # set after some tasks were declared: apply to all now
+            for task in self.tasks.values():
+                self._annotate(task)
 
     def set_default(self) -> None:
         """Make this app the default app (``AsyncResult(id)``, ``@shared_task``, ``current_app()``)
@@ -440,6 +474,7 @@ class Celeriac(Sending):
         return self._control
 
     def register(self, task: _Task[Any, Any]) -> None:
+        self._annotate(task)
         existing = self.tasks.get(task.name)
         if existing is not None and existing.fn is not task.fn:
             logger.warning("task %r registered twice; the later one wins", task.name)
@@ -470,18 +505,23 @@ class Celeriac(Sending):
         return f"<Celeriac {self.main or '__main__'} broker={redact_url(self.broker_url)}>"
 
 
+def _import_path(path: str, what: str) -> Any:
+    """The object ``"module:attr"`` or ``"module.attr"`` names; a failure names ``what``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{what} {path!r} cannot be imported: {exc}") from None
+
+
 def _task_class(value: type[_Task[Any, Any]] | str | None) -> type[_Task[Any, Any]]:
     """``task_cls`` as a class: a Task subclass or its ``"module:Class"``/``"module.Class"``."""
     if value is None:
         return _Task
     if isinstance(value, str):
-        module_name, sep, attr = value.partition(":")
-        if not sep:
-            module_name, _, attr = value.rpartition(".")
-        try:
-            value = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ImproperlyConfigured(f"task_cls {value!r} cannot be imported: {exc}") from None
+        value = _import_path(value, "task_cls")
     if not (isinstance(value, type) and issubclass(value, _Task)):
         raise ImproperlyConfigured(f"task_cls must be a celeriac Task subclass, not {value!r}")
     return value

@@ -125,7 +125,7 @@ TABLE: dict[str, Entry] = {
     "enable_utc": soon(BEAT + "; a naive eta or expires is read as UTC"),
     "imports": used(old="CELERY_IMPORTS"),
     "include": used(old="CELERY_INCLUDE"),
-    "timezone": soon(BEAT, old="CELERY_TIMEZONE"),
+    "timezone": used(old="CELERY_TIMEZONE"),
     # -- beat -------------------------------------------------------------------------------------
     "beat_enable_remote_control": soon(BEAT, old="CELERYBEAT_ENABLE_REMOTE_CONTROL"),
     "beat_remote_control_max_tick_age": soon(BEAT, old="CELERYBEAT_REMOTE_CONTROL_MAX_TICK_AGE"),
@@ -356,9 +356,7 @@ TABLE: dict[str, Entry] = {
         "not read yet: task_acks_on_failure_or_timeout decides", old="CELERY_ACKS_ON_TIMEOUT"
     ),
     "task_always_eager": used(old="CELERY_ALWAYS_EAGER"),
-    "task_annotations": soon(
-        "not applied yet: give the options to @app.task(...) instead", old="CELERY_ANNOTATIONS"
-    ),
+    "task_annotations": used(old="CELERY_ANNOTATIONS"),
     "task_compression": used(old="CELERY_MESSAGE_COMPRESSION"),
     "task_create_missing_queues": used(old="CELERY_CREATE_MISSING_QUEUES"),
     "task_create_missing_queue_type": ignored(
@@ -517,8 +515,8 @@ TABLE: dict[str, Entry] = {
         "for the least",
         old="CELERYD_DISABLE_PREFETCH",
     ),
-    "worker_redirect_stdouts": soon(LOGS, old="CELERY_REDIRECT_STDOUTS"),
-    "worker_redirect_stdouts_level": soon(LOGS, old="CELERY_REDIRECT_STDOUTS_LEVEL"),
+    "worker_redirect_stdouts": used(old="CELERY_REDIRECT_STDOUTS"),
+    "worker_redirect_stdouts_level": used(old="CELERY_REDIRECT_STDOUTS_LEVEL"),
     "worker_send_task_events": soon(EVENTS, old="CELERY_SEND_EVENTS"),
     "worker_state_db": used(old="CELERYD_STATE_DB"),
     "worker_task_log_datefmt": soon(LOGS, old="CELERYD_TASK_LOG_DATEFMT"),

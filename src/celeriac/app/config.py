@@ -15,6 +15,8 @@ the setting that was probably meant) instead of being silently ignored the way C
 unknown keys.
 """
 
+import __future__
+
 import dataclasses
 import importlib
 import logging
@@ -353,15 +355,27 @@ def _kept_hint(default: Any) -> Any:
     return str | None
 
 
+#: The first words of setting names: a lower-case name in a config module that starts with one of
+#: these is meant as a setting (a typo of one fails); any other name is the module's own helper.
+_SETTING_WORDS = frozenset(name.split("_", 1)[0] for name in _DEFAULTS)
+
+
+def _looks_like_a_setting(name: str) -> bool:
+    return name in _DEFAULTS or name.split("_", 1)[0] in _SETTING_WORDS or bool(_suggest(name))
+
+
 def from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
     """The settings an object or module holds (``"pkg.module"`` or ``"pkg.module:attr"`` too).
 
-    As in Celery, every lower-case public attribute is a setting, and an upper-case one is
-    read when it is one of Celery's old names (``CELERY_ALWAYS_EAGER``, ``BROKER_URL``); other
-    upper-case names (a Django project's ``DEBUG``) are not settings. Unlike Celery, a
-    lower-case name that is no setting fails, naming itself. With ``namespace="CELERY"``
-    (Django style) attributes ``CELERY_<SETTING>`` are read, each of which must be known (and,
-    as Celery does, a setting's old name or plain current name, below a ``CELERY_`` one).
+    As in Celery, lower-case public attributes are settings, and an upper-case one is read when
+    it is one of Celery's old names (``CELERY_ALWAYS_EAGER``, ``BROKER_URL``); other upper-case
+    names (a Django project's ``DEBUG``) are not settings. Unlike Celery, a lower-case name that
+    looks like a setting (it starts as settings do: ``broker_``, ``task_``, ``worker_``..., or is
+    close to one) but is none fails, naming itself; a module's other names (imports, helpers such
+    as ``media_exchange = Exchange(...)``) are skipped. In a dict, every key must be a setting.
+    With ``namespace="CELERY"`` (Django style) attributes ``CELERY_<SETTING>`` are read, each
+    of which must be known (and, as Celery does, a setting's old name or plain current name,
+    below a ``CELERY_`` one).
     Where a setting is given by its current and its old name, the current one wins; Django's
     ``TIME_ZONE`` is the time zone when none is given.
     """
@@ -376,8 +390,8 @@ def from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
     for key, value in items:
         if not isinstance(key, str) or key.startswith("_"):
             continue
-        if isinstance(value, types.ModuleType | type | types.FunctionType):
-            continue
+        if isinstance(value, types.ModuleType | type | types.FunctionType | __future__._Feature):
+            continue  # imports, classes, helpers, `from __future__ import annotations`
         if prefix is not None and key.startswith(prefix):
             name = key[len(prefix) :].lower()
             if name in _DEFAULTS:
@@ -389,6 +403,8 @@ def from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
         elif key in OLD_NAMES:
             old[OLD_NAMES[key]] = value
         elif prefix is None and key == key.lower():
+            if not isinstance(obj, Mapping) and not _looks_like_a_setting(key):
+                continue  # a config module's own helper (``media_exchange = Exchange(...)``)
             current[canonical_name(key)] = value
         elif key in _DEFAULTS:  # a current name without the namespace: Celery reads it too
             old[key] = value

@@ -71,8 +71,8 @@ def django_app_packages() -> list[str]:
     ``autodiscover_tasks()``); empty when Django is not in use."""
     if "django" not in sys.modules:
         return []
-    from django.apps import apps  # type: ignore[import-not-found,unused-ignore]
-    from django.conf import settings  # type: ignore[import-not-found,unused-ignore]
+    from django.apps import apps  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    from django.conf import settings  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     if not settings.configured:
         return []

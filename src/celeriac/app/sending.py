@@ -114,7 +114,9 @@ class Sending:
                 "chord": _signature(options.get("chord")),
             },
             ignore_result=bool(ignore_result),
-            priority=priority if priority is not None else self.conf.task_default_priority,
+            priority=_priority(
+                priority if priority is not None else self.conf.task_default_priority
+            ),
             time_limit=(
                 options.get("time_limit")
                 or (task.option("time_limit", "task_time_limit") if task else None),
@@ -173,8 +175,8 @@ class Sending:
             content_type=encoded.content_type,
             content_encoding=encoded.content_encoding,
             compression=encoded.compression,
-            args_repr=safe_repr(args),
-            kwargs_repr=safe_repr(kwargs),
+            args_repr=options.get("argsrepr") or safe_repr(args),
+            kwargs_repr=options.get("kwargsrepr") or safe_repr(kwargs),
             **shared,
         )
         route = _plan.route
@@ -384,7 +386,7 @@ class Sending:
     ) -> BatchSender | None:
         """What sends of ``name`` in one batch share; ``None`` when each must be prepared alone
         (a callable router may route on the arguments; a header override defeats the template)."""
-        if not self.router.cacheable:
+        if not self.router.cacheable or "argsrepr" in options or "kwargsrepr" in options:
             return None
         plan = self.plan(name, self.tasks.get(name), options)
         shared, due_at = self._shared_fields(
@@ -420,6 +422,16 @@ class Sending:
         return BatchSender(
             encoder, template, route.exchange, route.routing_key, due_at, route.queue
         )
+
+
+def _priority(value: Any) -> int | None:
+    """A send's priority within 0-9 (celeriac's range on every broker): a larger one, as Celery
+    users write for RabbitMQ's 0-255, is 9; a negative one is 0. Not a number: refused."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ImproperlyConfigured(f"priority must be a number from 0 to 9, not {value!r}")
+    return max(0, min(9, int(value)))
 
 
 def _headers(options: Mapping[str, Any]) -> Mapping[str, Any] | None:

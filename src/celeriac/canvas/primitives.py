@@ -193,6 +193,16 @@ class group(_TaskList):
     ) -> GroupResult:
         return _group_result(super().apply_async(args, kwargs, **options))
 
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
+        """Spread the tasks' starts: the first gets ``countdown=start``, each next one ``step``
+        more, up to ``stop`` (then the rest keep ``stop``), as Celery's ``skew``."""
+        countdown = start
+        for task in self.flatten():
+            task.set(countdown=countdown)
+            if stop is None or countdown + step <= stop:
+                countdown += step
+        return self
+
     def link(self, callback: Signature | Mapping[str, Any]) -> Signature:
         """A group's callback is linked to each of its tasks (use a chord for one call)."""
         sig = maybe_signature(callback, self.app)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from celeriac.context import current_request
+from celeriac.context import current_request, default_app
 from celeriac.errors import ImproperlyConfigured
 from celeriac.protocol.message import new_id
 
@@ -216,11 +216,18 @@ class Signature:
 
     # -- sending --------------------------------------------------------------------------------
     def _app(self) -> Celeriac:
-        if self.app is None:
+        """The app it was made with, else the default app (as Celery's ``signature(name)``)."""
+        app = self.app if self.app is not None else default_app()
+        if app is None:
             raise ImproperlyConfigured(
-                f"signature {self.task!r} is bound to no app: build it with task.s() or bind(app)"
+                f"signature {self.task!r} is bound to no app and no app exists: create one, or "
+                f"build it with task.s() or bind(app)"
             )
-        return self.app
+        return app
+
+    def __invert__(self) -> Any:
+        """``~sig``: send it and wait for its result (Celery's shortcut, for the shell)."""
+        return self.apply_async().get()
 
     def apply_async(
         self,

@@ -53,10 +53,14 @@ def setup_logging(
 
     shape: dict[str, Any] = {}
     if conf is not None:
+        redirect = None
+        if conf.worker_redirect_stdouts:
+            redirect = logging.getLevelName(conf.worker_redirect_stdouts_level.upper())
         shape = {
             "fmt": conf.worker_log_format,
             "datefmt": conf.worker_log_datefmt,
             "hijack": conf.worker_hijack_root_logger,
+            "redirect_level": redirect if isinstance(redirect, int) else None,
         }
     try:
         configure(numeric, logfile, nodename=nodename, **shape)

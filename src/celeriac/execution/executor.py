@@ -40,6 +40,7 @@ from celeriac.errors import (
     Retry,
     TaskRejectedError,
     TaskRevokedError,
+    Terminated,
 )
 from celeriac.execution import hooks as task_hooks
 from celeriac.protocol.message import parse_time
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
-IGNORED = "IGNORED"
+IGNORED = states.IGNORED
 Settle = Literal["ack", "requeue", "reject"]
 
 
@@ -134,7 +135,7 @@ async def aexecute(
             if guard is not None and guard.terminated:
                 return Outcome(
                     states.REVOKED,
-                    exc=TaskRevokedError("terminated"),
+                    exc=Terminated("terminated"),
                     reason="terminated",
                     runtime=time.perf_counter() - started,
                 )
@@ -435,13 +436,13 @@ def _report(
     :func:`afinish` share. Returns the store to wait for when the task is ``acks_late`` (its
     ack must follow the store)."""
     log_outcome(task, request, outcome)
-    send_outcome_signals(task, request, outcome)
     meta = meta_for(task, request, outcome, worker)
     stored = None
     if meta is not None and task.app.backend is not None and not request.is_eager:
         stored = _submit(task, request, outcome, meta)
-    if task.hooks and outcome.state != IGNORED:
-        with running(request, task):
+    with running(request, task):  # receivers and hooks read self.request, as in Celery
+        send_outcome_signals(task, request, outcome)
+        if task.hooks and outcome.state != IGNORED:
             task_hooks.after_outcome(
                 task, request, outcome.state, outcome.value, outcome.exc, outcome.traceback
             )

@@ -1,8 +1,9 @@
 """The task class hooks Celery users override, called by the worker around each run.
 
 ``before_start`` runs just before the task body; after it, exactly one of ``on_success``,
-``on_failure`` and ``on_retry`` and then ``after_return``, once the outcome was handed to the
-result store (as Celery calls them), in the thread or process that ran the task. A hook that
+``on_failure`` and ``on_retry``, then ``after_return`` (not after a retry or a rejection, as in
+Celery), once the outcome was handed to the result store, in the thread or process that ran
+the task, with the task's request current. A hook that
 raises is logged and does not change the outcome: the task's result is already decided.
 
 Only the hooks a task's class overrides are called (``Task.hooks`` lists them), so a plain task
@@ -78,7 +79,7 @@ def after_outcome(
             _safely(task, request, "on_retry", exc, request.id, args, kwargs, einfo)
     elif state == states.FAILURE and exc is not None and "on_failure" in hooks:
         _safely(task, request, "on_failure", exc, request.id, args, kwargs, einfo)
-    if "after_return" in hooks:
+    if "after_return" in hooks and state not in (states.RETRY, states.REJECTED):
         retval = value if state == states.SUCCESS else exc
         _safely(task, request, "after_return", state, retval, request.id, args, kwargs, einfo)
 

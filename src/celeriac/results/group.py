@@ -8,7 +8,7 @@ Waiting shares one deadline across the members, and ``get()`` returns the values
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from celeriac import states
@@ -98,15 +98,20 @@ class GroupResult(AsyncResult[list[Any]]):
         timeout: float | None = None,
         propagate: bool = True,
         disable_sync_subtasks: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        interval: float = 0.1,
     ) -> list[Any]:
         """The members' values in order, waiting at most ``timeout`` seconds for all of them;
-        the first failure (in order) is re-raised unless ``propagate=False``."""
+        the first failure (in order) is re-raised unless ``propagate=False``. ``on_message`` sees
+        each member's states, as in Celery."""
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []
         for result in self.results:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                values.append(result.get(left, propagate, disable_sync_subtasks))
+                values.append(
+                    result.get(left, propagate, disable_sync_subtasks, on_message, interval)
+                )
             except TimeoutError:
                 raise TimeoutError(
                     f"group {self.id} not ready after {timeout}s "

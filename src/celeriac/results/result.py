@@ -8,7 +8,8 @@ is loaded in this process.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from celeriac import states
@@ -113,11 +114,17 @@ class AsyncResult(Generic[R]):
         timeout: float | None = None,
         propagate: bool = True,
         disable_sync_subtasks: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        interval: float = 0.1,
     ) -> R:
         """Wait for the outcome; re-raise the task's exception unless ``propagate=False``.
 
         Raises :class:`~celeriac.errors.TimeoutError` after ``timeout`` seconds. Inside a task this
         refuses to wait (the classic deadlock of a pool waiting on itself) unless told otherwise.
+        ``on_message`` (Celery's) is called with each new state the task stores while it is
+        waited on (``update_state`` progress, then the outcome), as a dict with ``task_id``,
+        ``status``, ``result``, ``traceback``...; the states are read every ``interval`` seconds
+        and the outcome as soon as it is stored.
         """
         if disable_sync_subtasks and current_request() is not None:
             request = current_request()
@@ -128,7 +135,10 @@ class AsyncResult(Generic[R]):
                 )
         if self.ignored:
             return None  # type: ignore[return-value]
-        meta = self._backend().wait_for(self.id, timeout)
+        if on_message is not None:
+            meta = self._watch(timeout, on_message, interval)
+        else:
+            meta = self._backend().wait_for(self.id, timeout)
         if not meta.ready:
             raise TimeoutError(f"task {self.id} not ready after {timeout}s (state {meta.status})")
         if propagate and meta.status in states.PROPAGATE_STATES and self.parent is not None:
@@ -137,6 +147,28 @@ class AsyncResult(Generic[R]):
                 raise cause
         value: R = _raise_or_return(meta, propagate)
         return value
+
+    def _watch(
+        self, timeout: float | None, on_message: Callable[[dict[str, Any]], Any], interval: float
+    ) -> ResultMeta:
+        """Wait for the outcome, telling ``on_message`` of every state seen on the way."""
+        backend = self._backend()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: tuple[str, Any] | None = None
+        while True:
+            meta = backend.get_meta(self.id)
+            if (meta.status, meta.result) != seen and meta.status != states.PENDING:
+                seen = (meta.status, meta.result)
+                on_message(meta.to_dict())
+            left = None if deadline is None else deadline - time.monotonic()
+            if meta.ready or (left is not None and left <= 0):
+                return meta
+            # wakes at once when the outcome is stored; progress is read each interval
+            wait = interval if left is None else min(interval, left)
+            meta = backend.wait_for(self.id, wait)
+            if meta.ready and (meta.status, meta.result) != seen:
+                on_message(meta.to_dict())
+                return meta
 
     def _parent_error(self) -> BaseException | None:
         """The error of the earliest failed result this one follows (Celery's ``get()`` raises
@@ -181,6 +213,21 @@ class AsyncResult(Generic[R]):
         """The tasks this task sent while it ran (and the next step of its chain), once stored."""
         meta = self._meta()
         return [AsyncResult(str(c), self.backend, app=self.app) for c in meta.children or ()]
+
+    @property
+    def graph(self) -> dict[AsyncResult[Any], list[AsyncResult[Any]]]:
+        """This result and every result that follows it (the tasks it sent, the rest of its
+        chain), each mapped to its children, in breadth-first order; read from the stored
+        results, without waiting (Celery's ``DependencyGraph`` iterates the same nodes)."""
+        graph: dict[AsyncResult[Any], list[AsyncResult[Any]]] = {}
+        todo = [self]
+        while todo:
+            node = todo.pop(0)
+            if node in graph:
+                continue
+            graph[node] = node.children
+            todo.extend(graph[node])
+        return graph
 
     def collect(self) -> Iterator[tuple[AsyncResult[Any], Any]]:
         """``(result, value)`` for this task, then depth first for every task it sent, waiting
@@ -232,7 +279,11 @@ class EagerResult(AsyncResult[R]):
         timeout: float | None = None,
         propagate: bool = True,
         disable_sync_subtasks: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        interval: float = 0.1,
     ) -> R:
+        if on_message is not None:
+            on_message(self._eager_meta.to_dict())
         if self._exception is not None and self._eager_meta.status in states.PROPAGATE_STATES:
             if propagate:
                 raise self._exception

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from celeriac.errors import ImproperlyConfigured
+from celeriac.errors import ImproperlyConfigured, QueueNotFound
 from celeriac.routing.entities import (
     DEFAULT_EXCHANGE,
     EXCHANGE_TYPES,
@@ -170,7 +170,7 @@ class Router:
             # no task_queues at all: the default queue is what they are, as in Celery
             queue = self._with_defaults(Queue(name))
         elif not self._create_missing:
-            raise ImproperlyConfigured(
+            raise QueueNotFound(
                 f"queue {name!r} is not in task_queues and task_create_missing_queues is off"
             )
         elif self._missing_exchange_type is not None:

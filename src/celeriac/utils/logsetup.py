@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TextIO
 
 from celeriac import signals
 from celeriac.utils.logs import LOG_FORMAT
 from celeriac.utils.nodenames import node_format
 
-__all__ = ["TASK_LOGGER", "LogSetup", "configure", "current"]
+__all__ = ["TASK_LOGGER", "LogSetup", "LoggingProxy", "configure", "current", "redirect_stdouts"]
 
 #: The parent of the task loggers (Celery's ``celery.task``).
 TASK_LOGGER = "celeriac.task"
@@ -46,6 +49,8 @@ class LogSetup:
     format: str
     nodename: str | None
     datefmt: str | None = None
+    #: ``worker_redirect_stdouts``: the level ``print()`` output is logged at, or None.
+    redirect_level: int | None = None
 
 
 _current: LogSetup | None = None
@@ -65,12 +70,13 @@ def configure(
     fmt: str = LOG_FORMAT,
     datefmt: str | None = None,
     hijack: bool = True,
+    redirect_level: int | None = None,
 ) -> bool:
     """Configure this process's logging (see the module docstring). ``logfile``: a file name,
     expanded for ``nodename`` and the process ``index`` (``None``: the worker itself). Returns
     False when ``setup_logging`` receivers took it over."""
     global _current
-    _current = LogSetup(level, logfile, fmt, nodename, datefmt)
+    _current = LogSetup(level, logfile, fmt, nodename, datefmt, redirect_level)
     path = node_format(logfile, nodename or "", index) if logfile else None
     arguments = {"loglevel": level, "logfile": path, "format": fmt, "colorize": False}
     responses = signals.setup_logging.send(None, **arguments)
@@ -100,4 +106,60 @@ def configure(
             logging.getLogger(name).setLevel(logging.CRITICAL)
     signals.after_setup_logger.send(None, logger=root, **arguments)
     signals.after_setup_task_logger.send(None, logger=logging.getLogger(TASK_LOGGER), **arguments)
+    if redirect_level is not None:
+        redirect_stdouts(redirect_level)
     return True
+
+
+class LoggingProxy:
+    """A file that writes to a logger, line by line: ``sys.stdout`` and ``sys.stderr`` of a
+    worker with ``worker_redirect_stdouts`` (Celery's default), so a task's ``print()`` reaches
+    the worker's log with its time and process. A write made while logging (a handler that
+    itself writes to the redirected stream) goes to the original stream instead of looping."""
+
+    def __init__(self, logger: logging.Logger, level: int, original: TextIO) -> None:
+        self.logger, self.level, self.original = logger, level, original
+        self._buffer = ""
+        self._inside = threading.local()
+
+    def write(self, text: str) -> int:
+        if getattr(self._inside, "active", False):
+            return self.original.write(text)
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        self._inside.active = True
+        try:
+            for line in lines:
+                if line.strip():
+                    self.logger.log(self.level, "%s", line.rstrip())
+        finally:
+            self._inside.active = False
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._buffer.strip():
+            self.write("\n")
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self.original.encoding
+
+
+def redirect_stdouts(level: int) -> None:
+    """Send ``print()`` and other writes to ``sys.stdout``/``sys.stderr`` to the log (the
+    handlers keep the streams they were made with, so their own output is unaffected)."""
+    logger = logging.getLogger("celeriac.redirected")
+    if not isinstance(sys.stdout, LoggingProxy):
+        sys.stdout = LoggingProxy(logger, level, sys.stdout)
+    if not isinstance(sys.stderr, LoggingProxy):
+        sys.stderr = LoggingProxy(logger, level, sys.stderr)

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from celeriac import states
 from celeriac.control import CONTROL_EXCHANGE, CONTROL_TASK
-from celeriac.errors import DecodeError, ImproperlyConfigured, TransportError
+from celeriac.errors import DecodeError, ImproperlyConfigured, TaskRevokedError, TransportError
+from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.routing import Binding, Queue
 from celeriac.transports.base import Delivery, Transport
 from celeriac.utils.outage import Outage
@@ -130,6 +132,26 @@ async def revoke(worker: Worker, arguments: dict[str, Any]) -> None:
         ", ".join(ids),
         f" (terminated {', '.join(terminated)})" if terminated else "",
     )
+    waiting = [i for i in ids if i not in worker.state.active]
+    if waiting:
+        await asyncio.to_thread(_store_revoked, worker, waiting)
+
+
+def _store_revoked(worker: Worker, task_ids: list[str]) -> None:
+    """REVOKED is stored when the revoke arrives (as Celery 5.6+ does), for the tasks not
+    running here and not finished: ``AsyncResult.state`` says REVOKED at once, even for a task
+    whose message waits for its countdown. A running task gets its state when it stops."""
+    backend = worker.app.backend
+    if backend is None:
+        return
+    for task_id in task_ids:
+        try:
+            if backend.get_meta(task_id).ready:
+                continue  # finished already (or revoked by another worker)
+            error = TaskRevokedError("revoked")
+            backend.store(ResultMeta(task_id, states.REVOKED, exception_to_dict(error)))
+        except Exception as exc:  # the revoke itself holds: the message is not run
+            logger.warning("revoke of %s: its REVOKED state was not stored: %s", task_id, exc)
 
 
 async def rate_limit(worker: Worker, arguments: dict[str, Any]) -> None:

@@ -28,7 +28,12 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from celeriac.errors import SoftTimeLimitExceeded, TaskError, TaskRevokedError, TimeLimitExceeded
+from celeriac.errors import (
+    SoftTimeLimitExceeded,
+    TaskError,
+    Terminated,
+    TimeLimitExceeded,
+)
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -168,7 +173,7 @@ class CoroutineGuard:
             raise
         if self._terminated:
             abandon(inner)
-            raise TaskRevokedError("terminated")
+            raise Terminated("terminated")
         if not inner.done():
             assert self.hard is not None
             inner.cancel(hard_message(self.hard))

@@ -82,6 +82,8 @@ class ChildConfig(NamedTuple):
     process_index: int | None = None
     #: ``worker_log_datefmt``, as the worker formats its lines.
     log_datefmt: str | None = None
+    #: ``worker_redirect_stdouts``: the level a task's ``print()`` is logged at, or None.
+    redirect_level: int | None = None
 
 
 class Ready(NamedTuple):
@@ -220,6 +222,7 @@ def _setup_logging(config: ChildConfig) -> None:
         index=config.process_index,
         fmt=config.log_format,
         datefmt=config.log_datefmt,
+        redirect_level=config.redirect_level,
     )
 
 

@@ -51,6 +51,7 @@ from celeriac.context import Request
 from celeriac.errors import (
     ImproperlyConfigured,
     TaskRevokedError,
+    Terminated,
     TimeLimitExceeded,
     WorkerLostError,
 )
@@ -150,6 +151,7 @@ class PreforkPool(Pool):
             logfile=setup.logfile if setup is not None else None,
             process_index=self._next_index(),
             log_datefmt=setup.datefmt if setup is not None else None,
+            redirect_level=setup.redirect_level if setup is not None else None,
         )
 
     def _next_index(self) -> int:
@@ -262,9 +264,7 @@ class PreforkPool(Pool):
     async def _from_killed(self, task: Task[Any, Any], request: Request, killed: Killed) -> Outcome:
         if killed.kind == "terminated":
             logger.info("Task %s[%s] terminated", task.name, request.id)
-            outcome = Outcome(
-                states.REVOKED, exc=TaskRevokedError("terminated"), reason="terminated"
-            )
+            outcome = Outcome(states.REVOKED, exc=Terminated("terminated"), reason="terminated")
         elif killed.kind == "time_limit":
             keep = task.option("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout")
             outcome = Outcome(
