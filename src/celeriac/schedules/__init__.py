@@ -10,7 +10,8 @@ the first instant the schedule fires at strictly after the aware datetime ``dt``
 refused). Wall-clock fields (a crontab's hours and minutes, a relative interval's rounding) are
 read in a zone chosen explicitly, in this order: the schedule's own ``tz`` (``crontab(...,
 tz="Europe/London")``, or ``s.with_tz(zone)``), else the ``default_tz`` the caller passes (beat
-passes the app's ``timezone`` setting), else UTC. The result is aware, in that zone.
+passes the app's ``timezone`` setting), else UTC. The result is aware and in UTC, so that
+results compare and subtract as instants (``.astimezone(zone)`` shows one in local time).
 
 Daylight saving, defined here once (in :func:`celeriac.schedules.zones.resolve_wall`) and
 tested over whole years in several zones:
@@ -51,10 +52,11 @@ from datetime import timedelta
 from typing import Any
 
 from celeriac.schedules.base import BaseSchedule, schedstate
-from celeriac.schedules.cronspec import FIELDS, CronField, Cronspec, ScheduleError, parse_field
-from celeriac.schedules.crontab import crontab
+from celeriac.schedules.cron import crontab
+from celeriac.schedules.cronspec import FIELDS, CronField, Cronspec, parse_field
+from celeriac.schedules.errors import ScheduleError
 from celeriac.schedules.interval import humanize_seconds, schedule
-from celeriac.schedules.solar import EVENTS, solar
+from celeriac.schedules.sunevents import EVENTS, solar
 
 __all__ = [
     "EVENTS",

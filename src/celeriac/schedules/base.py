@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, ClassVar, NamedTuple, Self
 from zoneinfo import ZoneInfo
 
-from celeriac.schedules.cronspec import ScheduleError
+from celeriac.schedules.errors import ScheduleError
 from celeriac.schedules.zones import ZoneLike, require_aware, to_zone, zone_name
 
 __all__ = ["BaseSchedule", "schedstate"]
@@ -66,15 +66,17 @@ class BaseSchedule(ABC):
         ``dt`` must be aware (a naive one is refused: its instant would depend on a guess). The
         zone the schedule reads wall-clock times in is its own ``tz`` if it has one, else
         ``default_tz`` (pass the app's ``timezone`` setting), else UTC. The result is aware, in
-        that zone, and strictly after ``dt``.
+        UTC, and strictly after ``dt``: UTC so that it can be compared and subtracted safely (two
+        datetimes of one ZoneInfo subtract by wall clock, and one in a repeated hour never
+        equals a datetime of another zone); ``.astimezone(zone)`` shows it in local time.
         """
         require_aware(dt, f"{type(self).__name__}.next_after")
         zone = self.zone(default_tz)
         # In UTC from here on: two datetimes with the same tzinfo compare by wall clock and
         # ignore ``fold``, so the two passes of a repeated hour would compare equal.
         dt = dt.astimezone(UTC)
-        result = self._next(dt, zone)
-        if not result.astimezone(UTC) > dt:  # a broken schedule must not make the scheduler spin
+        result = self._next(dt, zone).astimezone(UTC)
+        if not result > dt:  # a broken schedule must not make the scheduler spin
             raise RuntimeError(f"{self!r}.next_after({dt.isoformat()}) gave {result.isoformat()}")
         return result
 

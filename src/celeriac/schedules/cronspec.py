@@ -22,20 +22,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from celeriac.errors import ImproperlyConfigured
+from celeriac.schedules.errors import ScheduleError
 
 __all__ = ["FIELDS", "CronField", "Cronspec", "ScheduleError", "parse_field", "spec_text"]
 
 #: What a crontab field accepts: an int, a string expression, or an iterable of ints.
 Cronspec = int | str | Iterable[int]
-
-
-class ScheduleError(ImproperlyConfigured, ValueError):
-    """A schedule declared wrong: the message names the field and the value.
-
-    Also a ``ValueError``, which is what Celery raises for most bad crontab patterns, so code
-    written for Celery that catches ``ValueError`` still catches it.
-    """
 
 
 _DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
@@ -84,7 +76,7 @@ FIELDS = {
     "month_of_year": CronField("month_of_year", 1, 12, _MONTHS),
 }
 
-_PART = re.compile(r"^(?P<base>[^/]*)(?:/(?P<step>.*))?$")
+_PART = re.compile(r"^(?P<base>[^/]*)(?:/(?P<step>[^/]*))?$")
 _RANGE = re.compile(r"^(?P<first>[^-]+)-(?P<last>[^-]+)$")
 
 

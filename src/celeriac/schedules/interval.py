@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from celeriac.schedules.base import BaseSchedule
-from celeriac.schedules.cronspec import ScheduleError
+from celeriac.schedules.errors import ScheduleError
 from celeriac.schedules.zones import ZoneLike, floor_wall, resolve_wall
 
 __all__ = ["humanize_seconds", "schedule"]

@@ -4,10 +4,10 @@ The equations are NOAA's solar calculator's (Meeus's low-precision theory): the 
 and the equation of time from the Julian century, good to a few seconds of time for the years
 1800-2100. An event is then found the way an almanac defines it: solar noon is the transit (the
 sun on the observer's meridian, hour angle 0); a rising is the crossing of the event's altitude
-upwards between the anti-transit (hour angle 180) and the transit, a setting the crossing
-downwards between the transit and the next anti-transit. Each crossing is bisected to a fraction
-of a second on the true altitude curve, so the declination's drift within the day is included and
-polar days and nights need no special case: on a day with no crossing there is no event.
+upwards, a setting downwards, each looked for in the two halves of a solar day (anti-transit to
+transit, transit to anti-transit: hour angle 180 to 0 to 180). Each crossing is bisected to a
+fraction of a second on the true altitude curve, so the declination's drift within the day is
+included and polar days and nights need no special case: a day with no crossing has no event.
 
 Altitudes are of the sun's centre without atmospheric refraction, as Celery's ``ephem`` set-up
 computes them (pressure 0): -0.8333 degrees for sunrise and sunset (the upper limb 34 arc-minutes
@@ -79,30 +79,42 @@ def _meridian(estimate: float, lon: float, target: float) -> float:
     return ts
 
 
-def _crossing(start: float, end: float, lat: float, lon: float, target: float) -> float | None:
-    """The instant in [start, end] where the altitude crosses ``target``, if it does once."""
+def _crossing(
+    start: float, end: float, lat: float, lon: float, target: float, upwards: bool
+) -> float | None:
+    """The instant in [start, end] where the altitude crosses ``target`` upwards (or downwards),
+    if its ends are on either side of it that way."""
     low, high = altitude(start, lat, lon) - target, altitude(end, lat, lon) - target
-    if (low < 0) == (high < 0):
-        return None
-    rising = low < 0
-    while end - start > 0.25:
-        middle = (start + end) / 2
-        below = altitude(middle, lat, lon) < target
-        if below == rising:
-            start = middle
-        else:
-            end = middle
-    return (start + end) / 2
+    if (low < 0 <= high) if upwards else (high < 0 <= low):
+        while end - start > 0.25:
+            middle = (start + end) / 2
+            if (altitude(middle, lat, lon) < target) == upwards:
+                start = middle
+            else:
+                end = middle
+        return (start + end) / 2
+    return None
 
 
-def _event_on(day: int, kind: str, target: float, lat: float, lon: float) -> float | None:
-    """The event of solar day ``day`` (days since 1970-01-01 whose transit is near its noon)."""
+def _events_on(day: int, kind: str, target: float, lat: float, lon: float) -> list[float]:
+    """The events of solar day ``day`` (days since 1970-01-01), from the anti-transit before its
+    transit (near that day's noon) to the next one, in order.
+
+    A rising is looked for in both halves of the day, not only before the transit: near a pole
+    the sun's daily circle is so flat that the slow change of its declination decides when the
+    sun crosses an altitude, which may then be either side of the transit.
+    """
     transit = _meridian(day * _DAY + _DAY / 2 - lon * 240.0, lon, 0.0)
     if kind == "transit":
-        return transit
-    if kind == "rising":
-        return _crossing(_meridian(transit - _DAY / 2, lon, 180.0), transit, lat, lon, target)
-    return _crossing(transit, _meridian(transit + _DAY / 2, lon, 180.0), lat, lon, target)
+        return [transit]
+    before = _meridian(transit - _DAY / 2, lon, 180.0)
+    after = _meridian(transit + _DAY / 2, lon, 180.0)
+    upwards = kind == "rising"
+    found = (
+        _crossing(before, transit, lat, lon, target, upwards),
+        _crossing(transit, after, lat, lon, target, upwards),
+    )
+    return [moment for moment in found if moment is not None]
 
 
 def event_after(ts: float, kind: str, target: float, lat: float, lon: float) -> int:
@@ -116,7 +128,7 @@ def event_after(ts: float, kind: str, target: float, lat: float, lon: float) -> 
     """
     day = math.floor((ts + lon * 240.0) / _DAY) - 1
     for offset in range(740):
-        found = _event_on(day + offset, kind, target, lat, lon)
-        if found is not None and round(found) > ts:
-            return round(found)
+        for found in _events_on(day + offset, kind, target, lat, lon):
+            if round(found) > ts:
+                return round(found)
     raise RuntimeError(f"no {kind} at altitude {target} for lat {lat} lon {lon} within two years")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from celeriac.errors import ImproperlyConfigured
+from celeriac.schedules.errors import ScheduleError
 
 __all__ = ["ZoneLike", "floor_wall", "require_aware", "resolve_wall", "to_zone", "zone_name"]
 
@@ -37,8 +37,8 @@ def to_zone(value: ZoneLike, what: str) -> ZoneInfo:
         try:
             return ZoneInfo(value.strip())
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ImproperlyConfigured(f"{what}: {value!r} is not a known time zone") from exc
-    raise ImproperlyConfigured(
+            raise ScheduleError(f"{what}: {value!r} is not a known time zone") from exc
+    raise ScheduleError(
         f"{what}: {value!r} is not a time zone: give an IANA name such as 'Europe/London' "
         "or a zoneinfo.ZoneInfo"
     )

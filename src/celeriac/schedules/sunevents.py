@@ -15,7 +15,7 @@ from datetime import datetime, tzinfo
 from typing import Any, Self
 
 from celeriac.schedules.base import BaseSchedule
-from celeriac.schedules.cronspec import ScheduleError
+from celeriac.schedules.errors import ScheduleError
 from celeriac.schedules.sun import event_after
 from celeriac.schedules.zones import ZoneLike
 

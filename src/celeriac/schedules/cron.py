@@ -21,7 +21,8 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from celeriac.schedules.base import BaseSchedule
-from celeriac.schedules.cronspec import FIELDS, Cronspec, ScheduleError, parse_field, spec_text
+from celeriac.schedules.cronspec import FIELDS, Cronspec, parse_field, spec_text
+from celeriac.schedules.errors import ScheduleError
 from celeriac.schedules.zones import ZoneLike, resolve_wall
 
 __all__ = ["crontab"]
@@ -37,11 +38,11 @@ class crontab(BaseSchedule):
 
     def __init__(
         self,
-        minute: Cronspec = "*",
-        hour: Cronspec = "*",
-        day_of_week: Cronspec = "*",
-        day_of_month: Cronspec = "*",
-        month_of_year: Cronspec = "*",
+        minute: Cronspec | None = "*",
+        hour: Cronspec | None = "*",
+        day_of_week: Cronspec | None = "*",
+        day_of_month: Cronspec | None = "*",
+        month_of_year: Cronspec | None = "*",
         tz: ZoneLike | None = None,
         nowfun: Callable[[], datetime] | None = None,
         app: Any = None,
