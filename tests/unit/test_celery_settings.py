@@ -446,13 +446,13 @@ def test_startup_notes_name_each_set_setting_without_effect_and_why() -> None:
     assert config.startup_notes(conf) == []
     conf.update(
         broker_pool_limit=20,  # no effect
-        beat_schedule={"t": {"task": "t", "schedule": 1.0}},  # not in effect yet
+        beat_sync_every=5,  # not read by celeriac's beat
         task_acks_late=True,  # in effect: no note
         worker_pool_putlocks=True,  # no effect, but set to Celery's default: not a change
     )
     notes = config.startup_notes(conf)
     assert notes == [
-        "setting 'beat_schedule' is not in effect yet: " + TABLE["beat_schedule"].why,
+        "setting 'beat_sync_every' is not in effect yet: " + TABLE["beat_sync_every"].why,
         "setting 'broker_pool_limit' has no effect: "
         "celeriac keeps one broker connection per process and thread (or event loop): there is "
         "no pool to size",

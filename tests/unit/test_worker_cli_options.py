@@ -65,8 +65,6 @@ def test_pools_by_celerys_names() -> None:
     ("extra", "needle"),
     [
         (["-P", "gevent"], "celeriac has no gevent pool: use -P asyncio"),
-        (["-B"], "beat (periodic tasks) is not available yet"),
-        (["--beat", "-s", "/tmp/schedule"], "beat (periodic tasks) is not available yet"),
         (["-n", "w1@%q"], "unknown abbreviation %q"),
         (["--pidfile", "%z.pid"], "unknown abbreviation %z"),
         (["--umask", "0999"], "--umask"),

@@ -19,6 +19,7 @@ from celeriac.app import config, imports
 from celeriac.app.components import Component
 from celeriac.app.producer import Producer
 from celeriac.app.sending import Sending, SendPlan
+from celeriac.beat.api import BeatAPI
 from celeriac.canvas.builtins import register_builtins
 from celeriac.canvas.signature import Signature, signature
 from celeriac.context import app_created, set_default_app
@@ -29,6 +30,7 @@ from celeriac.results import result as _result
 from celeriac.results.base import Backend
 from celeriac.results.writer import ResultWriter
 from celeriac.routing import Queue, Router
+from celeriac.signals import Signal
 from celeriac.task import CORE_OPTIONS, build_task, shared_tasks
 from celeriac.task import Task as _Task
 from celeriac.transports.base import Transport
@@ -140,6 +142,13 @@ class Celeriac(Sending):
         self._backend_made = False
         self._router: Router | None = None
         self._producer: Producer | None = None
+        #: Celery's app signals: ``@app.on_after_configure.connect`` is where Celery's docs
+        #: declare periodic tasks. Sent (once) when a worker or a beat loads the app.
+        self.on_configure = Signal("on_configure")
+        self.on_after_configure = Signal("on_after_configure", providing_args=("source",))
+        self.on_after_finalize = Signal("on_after_finalize")
+        self._finalized = False
+        self._beat: BeatAPI | None = None
         self._configure()
         register_builtins(self)
         for shared, options in shared_tasks():
@@ -396,6 +405,46 @@ class Celeriac(Sending):
             own = task.bound_to(self)
         self.tasks[own.name] = own
 
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Signature | _Task[Any, Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **opts: Any,
+    ) -> str:
+        """Celery's ``add_periodic_task``: an entry of ``beat_schedule`` for ``sig`` (a signature
+        or a task) on ``schedule``; ``opts`` are send options, or beat's own entry keys
+        (``catch_up``, ``misfire_grace``, ``overlap``, ``jitter``, ``expires``, ``paused``).
+        Returns the entry's name (``name``, else the signature's repr)."""
+        from celeriac.beat.entry import POLICY_KEYS, from_declaration  # only when declaring
+
+        if isinstance(sig, _Task):
+            sig = sig.s()
+        sig = sig.clone(tuple(args), dict(kwargs or {}))
+        key = name or repr(sig)
+        # ``expires`` stays a send option, as Celery puts it (the same thing: the slot is sent)
+        policy = {k: opts.pop(k) for k in list(opts) if k in POLICY_KEYS and k != "expires"}
+        spec = {
+            "task": sig.task,
+            "schedule": schedule,
+            "args": tuple(sig.args),
+            "kwargs": dict(sig.kwargs),
+            "options": {**sig.options, **opts},
+            **policy,
+        }
+        from_declaration(key, spec)  # a mistake fails here, naming the entry
+        self.conf.update(beat_schedule={**(self.conf.beat_schedule or {}), key: spec})
+        return key
+
+    @property
+    def beat(self) -> BeatAPI:
+        """The entries of this app's beats, changed at run time (see :mod:`celeriac.beat.api`)."""
+        if self._beat is None:
+            self._beat = BeatAPI(self)
+        return self._beat
+
     def _annotate(self, task: _Task[Any, Any]) -> None:
         """Apply ``task_annotations`` (Celery's forms: ``{"name": {...}, "*": {...}}``, an object
         with ``annotate(task)``, a dotted path to one, or a list of these) to ``task``."""
@@ -442,6 +491,11 @@ class Celeriac(Sending):
     def import_default_modules(self) -> None:
         """Import the modules this app names (``include``, ``imports``) and run the pending
         ``autodiscover_tasks``: what a worker does before it consumes, in every process."""
+        first = not self._finalized
+        if first:
+            self._finalized = True
+            self.on_configure.send(self)
+            self.on_after_configure.send(self, source=self.conf)
         signals.import_modules.send(self)
         imports.import_modules(self.conf.imports, "imports")
         imports.import_modules(self.conf.include, "include")
@@ -451,6 +505,8 @@ class Celeriac(Sending):
         if self.conf.task_annotations:  # set after some tasks were declared: apply to all now
             for task in self.tasks.values():
                 self._annotate(task)
+        if first:  # the modules are in: the app is complete
+            self.on_after_finalize.send(self)
 
     def set_default(self) -> None:
         """Make this app the default app (``AsyncResult(id)``, ``@shared_task``, ``current_app()``)

@@ -74,7 +74,10 @@ def ignored(default: Any, why: str, *, old: str | None = None) -> Entry:
     return Entry(Kind.NO_EFFECT, why, default, old)
 
 
-BEAT = "celeriac has no beat (periodic tasks) yet; it will read this"
+BEAT = (
+    "celeriac's beat keeps its state in the broker's store, wakes when a slot, its lease or a "
+    "change needs it, and is changed with 'celeriac beat add|pause|...'; it does not read this"
+)
 EVENTS = "celeriac sends no task or worker events yet; they will read this"
 CONTROL = (
     "celeriac's remote control uses its own exchange 'celeriac.control' and auto-deleted "
@@ -122,7 +125,7 @@ TABLE: dict[str, Entry] = {
     # -- top level --------------------------------------------------------------------------------
     "accept_content": used(old="CELERY_ACCEPT_CONTENT"),
     "result_accept_content": used(),
-    "enable_utc": soon(BEAT + "; a naive eta or expires is read as UTC"),
+    "enable_utc": soon("not read: a naive eta or expires is read as UTC"),
     "imports": used(old="CELERY_IMPORTS"),
     "include": used(old="CELERY_INCLUDE"),
     "timezone": used(old="CELERY_TIMEZONE"),
@@ -130,11 +133,14 @@ TABLE: dict[str, Entry] = {
     "beat_enable_remote_control": soon(BEAT, old="CELERYBEAT_ENABLE_REMOTE_CONTROL"),
     "beat_remote_control_max_tick_age": soon(BEAT, old="CELERYBEAT_REMOTE_CONTROL_MAX_TICK_AGE"),
     "beat_max_loop_interval": soon(BEAT, old="CELERYBEAT_MAX_LOOP_INTERVAL"),
-    "beat_schedule": soon(BEAT, old="CELERYBEAT_SCHEDULE"),
+    "beat_schedule": used(old="CELERYBEAT_SCHEDULE"),
     "beat_scheduler": soon(BEAT, old="CELERYBEAT_SCHEDULER"),
     "beat_schedule_filename": soon(BEAT, old="CELERYBEAT_SCHEDULE_FILENAME"),
     "beat_sync_every": soon(BEAT, old="CELERYBEAT_SYNC_EVERY"),
-    "beat_cron_starting_deadline": soon(BEAT, old="CELERYBEAT_CRON_STARTING_DEADLINE"),
+    "beat_cron_starting_deadline": soon(
+        "not read: give each entry its misfire_grace (seconds a slot may be late)",
+        old="CELERYBEAT_CRON_STARTING_DEADLINE",
+    ),
     # -- broker -----------------------------------------------------------------------------------
     "broker_url": used(),
     "broker_read_url": ignored(None, "celeriac sends and consumes through broker_url"),

@@ -22,7 +22,8 @@ from celeriac.utils.daemon import DETACHED_ENV
 
 #: Command name -> the module that defines it as ``command``.
 COMMANDS: dict[str, str] = {
-    name: f"celeriac.cli.{name}" for name in ("call", "dlq", "multi", "purge", "result", "worker")
+    name: f"celeriac.cli.{name}"
+    for name in ("beat", "call", "dlq", "multi", "purge", "result", "worker")
 }
 
 

@@ -4,8 +4,8 @@ Celery's worker command line, so that a systemd unit or an init script keeps its
 ``-n w1@%h``, ``--pidfile``, ``--logfile`` (``%n``, ``%h``, ``%i``, ``%I`` expanded as Celery
 does), ``-D/--detach``, ``--uid``/``--gid``/``--umask``/``--executable``, ``-S/--statedb``,
 ``-E``, ``-O fair``, ``-X``, and the ``--without-*`` flags. Options that name something celeriac
-does differently say so in ``--help``; those that would silently do nothing here (``-B``,
-``-P gevent``) are refused with what to use instead.
+does differently say so in ``--help``; those that would silently do nothing here
+(``-P gevent``) are refused with what to use instead. ``-B`` embeds a beat.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import click
 
 from celeriac import signals
 from celeriac.cli.main import AppContext, setup_logging
-from celeriac.cli.worker_options import KiBSize, PoolName, refuse_beat
+from celeriac.cli.worker_options import KiBSize, PoolName
 from celeriac.errors import CeleriacError, ImproperlyConfigured
 from celeriac.utils.daemon import (
     DETACHED_ENV,
@@ -177,9 +177,8 @@ def _expand(template: str | None, nodename: str, hint: str) -> str | None:
     "-B",
     "--beat",
     is_flag=True,
-    expose_value=False,
-    callback=refuse_beat,
-    help="Refused: beat (periodic tasks) is not available yet.",
+    help="Run a beat (periodic tasks) inside this worker. Safe on every worker of a fleet: "
+    "the beats elect one leader through the broker, and each slot fires once.",
 )
 @click.option("-s", "--schedule-filename", "--schedule", hidden=True, expose_value=False)
 @click.option("--scheduler", hidden=True, expose_value=False)
@@ -246,6 +245,7 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
         app_spec=ctx.spec,
         autoscale=limits,
         reload=o["reload"],
+        beat=o["beat"],
         pidfile=o["pidfile"],
         statedb=o["statedb"],
         without_heartbeat=o["without_heartbeat"],

@@ -79,14 +79,3 @@ class PoolName(click.ParamType[str]):
         return self.fail(
             f"{name!r} is not a pool: choose from {', '.join(sorted(POOLS))}", param, ctx
         )
-
-
-def refuse_beat(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    """``-B``: there is no beat to embed yet; say so rather than run without periodic tasks."""
-    if value:
-        raise click.UsageError(
-            "-B/--beat: beat (periodic tasks) is not available yet in celeriac; this worker "
-            "would run none of them. Start the worker without -B.",
-            ctx,
-        )
-    return value

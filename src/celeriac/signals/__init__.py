@@ -105,10 +105,16 @@ pool, the solo thread, or a prefork child process.
                                     ``logger``, ``loglevel``, ``logfile``, ``format``,
                                     ``colorize``.
 ``after_setup_task_logger``         then for the task logger (``celeriac.task``). Same arguments.
+**beat**
+``beat_init``                       a beat starts (``celeriac beat`` or in a worker). sender: the
+                                    :class:`~celeriac.beat.scheduler.Beat`.
+``beat_embedded_init``              a worker started with ``-B`` starts its beat. sender: the Beat.
+``beat_missed``                     (celeriac's) slots of an entry were not fired: passed while no
+                                    beat led (``catch_up``, ``misfire_grace``) or the last run was
+                                    unfinished (``overlap="skip"``). sender: the Beat; ``entry``:
+                                    its name; ``slots``: the datetimes given up.
 **defined, never sent**
 ``user_preload_options``            celeriac's command line takes no user preload options.
-``beat_init``,                      there is no beat yet.
-``beat_embedded_init``
 ``eventlet_pool_*``                 there is no eventlet pool (``-P asyncio`` runs ``async def``
                                     tasks, ``-P threads`` I/O-bound ones); gevent has no signals.
 ``task_sent``                       deprecated in Celery: use ``after_task_publish``.
@@ -142,6 +148,7 @@ __all__ = [
     "after_task_publish",
     "beat_embedded_init",
     "beat_init",
+    "beat_missed",
     "before_task_publish",
     "celeryd_after_setup",
     "celeryd_init",
@@ -394,8 +401,18 @@ user_preload_options = Signal(
     providing_args=("app", "options"),
     doc="Never sent: celeriac's command line takes no user preload options.",
 )
-beat_init = Signal("beat_init", doc="Never sent: there is no beat yet.")
-beat_embedded_init = Signal("beat_embedded_init", doc="Never sent: there is no beat yet.")
+beat_init = Signal("beat_init", doc="A beat starts. sender: the Beat.")
+beat_embedded_init = Signal(
+    "beat_embedded_init", doc="A worker's embedded beat (-B) starts. sender: the Beat."
+)
+beat_missed = Signal(
+    "beat_missed",
+    providing_args=("entry", "slots"),
+    doc=(
+        "Slots of a beat entry were given up (catch_up, misfire_grace, overlap). sender: the "
+        "Beat; ``entry``: the entry's name; ``slots``: the datetimes not fired."
+    ),
+)
 eventlet_pool_started = Signal(
     "eventlet_pool_started", doc="Never sent: no eventlet pool (use -P asyncio or threads)."
 )

@@ -61,6 +61,7 @@ EXIT_STARTUP_FAILED = 1
 def builtin_components(worker: Worker) -> list[Component]:
     """The components every worker runs (those not enabled for this worker drop out)."""
     from celeriac.worker.autoscale import AutoscalerStep
+    from celeriac.worker.beat_step import BeatStep
     from celeriac.worker.control import ControlStep
     from celeriac.worker.statedb import StateDBStep
     from celeriac.worker.steps import ReloaderStep
@@ -75,6 +76,7 @@ def builtin_components(worker: Worker) -> list[Component]:
         ControlStep(),
         AutoscalerStep(),
         ReloaderStep(),
+        BeatStep(),
     ]
 
 
@@ -108,6 +110,7 @@ class Worker:
         statedb: str | None = None,
         without_heartbeat: bool = False,
         send_task_events: bool | None = None,
+        beat: bool = False,
     ) -> None:
         options = {k: v for k, v in locals().items() if k not in ("self", "app")}
         self.app = app
@@ -139,6 +142,8 @@ class Worker:
             shutdown_timeout if shutdown_timeout is not None else conf.worker_shutdown_timeout
         )
         self.reload = reload
+        #: ``-B``: a beat runs inside this worker (see :mod:`celeriac.worker.beat_step`).
+        self.embed_beat = beat
         memory_kib = max_memory_per_child or conf.worker_max_memory_per_child
         self.pool_options = PoolOptions(
             app_spec=app_spec or find_app_spec(app),
