@@ -26,11 +26,14 @@ tested over whole years in several zones:
   the repeated hour fires nothing, so an every-15-minutes entry is quiet for that second hour.
 - **A daily entry fires exactly once on every local day**, never zero, never twice, whatever its
   time: this follows from the two rules above, wherever the zone puts its transitions (at 02:00,
-  at midnight as Sao Paulo did, by 30 minutes as Lord Howe Island does). The only exception is a
-  day that does not exist at all (Samoa skipped 30 December 2011): its firing moves to the first
-  instant after it.
+  at midnight as Sao Paulo did, by 30 minutes as Lord Howe Island does). The exceptions are days
+  the clocks skip into: a day that does not exist at all (Samoa skipped 30 December 2011), or a
+  gap that runs past midnight; a firing in such a gap moves to the first instant after it, on
+  the next day.
 - **Intervals are absolute time**: ``schedule(3600)`` fires 3600 s after the last run whatever
-  the clocks do; ``next_after(dt)`` is ``dt + run_every`` in elapsed time.
+  the clocks do; ``next_after(dt)`` is ``dt + run_every`` in elapsed time. With Celery's
+  ``relative=True`` the run is cut to the clock's whole hour (or day, minute): both passes of a
+  repeated hour are whole hours; a day is a local midnight, by the rules above.
 - **Solar events are instants** and need no zone.
 
 Each schedule also has a stable, hashable description for a store: ``to_dict()`` (JSON-able,
