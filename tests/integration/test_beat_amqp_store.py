@@ -263,16 +263,25 @@ def test_entries_put_by_a_non_leader_reach_the_leader_and_the_writer_sees_them_a
     run(main)
 
 
-def test_changes_wait_for_a_leader_and_apply_when_one_leads(beats: Beats) -> None:
+def test_changes_wait_for_a_leader_visible_to_all_and_apply_when_one_leads(
+    beats: Beats,
+) -> None:
     async def main() -> None:
         writer, reader = beats.store(), beats.store()
         await writer.open()
         await reader.open()
         await writer.put_entries({"nightly": ENTRY})
-        assert await writer.entries() == {"nightly": ENTRY}
-        assert await reader.entries() == {}  # nobody has applied it yet
-        assert await reader.lead("reader", 10) is True
-        assert await reader.entries() == {"nightly": ENTRY}
+        await writer.record_runs({"nightly": 1000.0})
+        # nobody leads: the commands wait in their queue, and every reader sees them there
+        assert await writer.entries() == await reader.entries() == {"nightly": ENTRY}
+        assert await reader.runs() == {"nightly": 1000.0}
+        version = await reader.version()
+        assert amqp_broker.queue_table()[f"{beats.prefix}.commands"]["messages"] == "2"
+        assert await reader.lead("reader", 10) is True  # applies them, then acks them
+        assert amqp_broker.queue_table()[f"{beats.prefix}.commands"]["messages"] == "0"
+        assert await reader.entries() == await writer.entries() == {"nightly": ENTRY}
+        assert await reader.runs() == {"nightly": 1000.0}
+        assert await reader.version() == await writer.version() == version
         await writer.close()
         await reader.close()
 

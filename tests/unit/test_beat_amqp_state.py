@@ -41,14 +41,15 @@ def test_delete_removes_entries_and_their_runs_and_runs_never_move_back() -> Non
     assert state.version == version + 1
 
 
-def test_a_senders_pending_commands_overlay_the_snapshot_without_changing_it() -> None:
+def test_a_view_applies_waiting_and_own_commands_once_without_changing_the_snapshot() -> None:
     state = Snapshot()
     state.apply(Command.put("leader", 1, {"a": ENTRY}))
-    pending = [Command.put("me", 1, {"b": ENTRY}), Command.delete("me", 2, ["a"])]
-    view = state.overlay(pending)
-    assert set(view.entries) == {"b"}
-    assert view.version == state.version + 2
-    assert set(state.entries) == {"a"}  # the snapshot itself is untouched
+    mine = [Command.put("me", 1, {"b": ENTRY}), Command.delete("me", 2, ["a"])]
+    waiting = [Command.put("other", 1, {"c": ENTRY}), mine[0]]  # my first is in the queue too
+    view = state.view(waiting, mine)
+    assert set(view.entries) == {"b", "c"}
+    assert view.version == state.version + 3  # three distinct changes, mine[0] counted once
+    assert set(state.entries) == {"a"} and state.done("me") == 0  # the snapshot is untouched
 
 
 def test_the_sender_table_keeps_the_most_recent_senders() -> None:

@@ -207,9 +207,20 @@ class Taken:
             await self.channel.basic_ack(self.last, multiple=True)
 
     async def give_back(self) -> None:
-        """Return every command taken to the queue (the snapshot write failed)."""
+        """Return every command taken to the queue (the snapshot write failed). Best effort:
+        when the channel is broken too, closing it (as the store then does) returns them."""
         if self.channel is not None and self.last is not None and not self.channel.is_closed:
-            await self.channel.basic_nack(self.last, multiple=True, requeue=True)
+            with contextlib.suppress(Exception):
+                await self.channel.basic_nack(self.last, multiple=True, requeue=True)
+
+
+async def peek_commands(link: Link, queue: str) -> list[Command]:
+    """The commands waiting for a leader (up to :data:`DRAIN_LIMIT`), left in their queue: taken
+    with ``basic.get`` and all given back with one ``basic.nack`` (``multiple``, ``requeue``),
+    which puts them back in their places, so the order the leader applies is unchanged."""
+    taken = await take_commands(link, queue)
+    await taken.give_back()
+    return taken.commands
 
 
 async def take_commands(link: Link, queue: str) -> Taken:
@@ -242,6 +253,7 @@ __all__ = [
     "Taken",
     "declare",
     "peek",
+    "peek_commands",
     "properties",
     "publish",
     "take_commands",

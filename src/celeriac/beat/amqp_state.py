@@ -150,7 +150,7 @@ class Snapshot:
         return True
 
     def change(self, command: Command) -> None:
-        """The change itself (no de-duplication): also how a sender overlays its pending ones."""
+        """The change itself (no de-duplication)."""
         if command.op == "put":
             self.entries.update(command.entries)  # readers get copies (AmqpBeatStore.entries)
             self.version += 1
@@ -166,18 +166,21 @@ class Snapshot:
         """The leader's own run records (applied directly; they never move back)."""
         _merge_runs(self.runs, runs)
 
-    def overlay(self, pending: Iterable[Command]) -> Snapshot:
-        """A copy with ``pending`` (a sender's commands not applied yet) applied on top."""
+    def view(self, *commands: Iterable[Command]) -> Snapshot:
+        """A copy with ``commands`` applied in order, each once (by sender and sequence number):
+        what a store that does not lead shows, the snapshot plus the commands still waiting
+        for a leader plus its own not yet in the snapshot."""
         view = Snapshot(
             serial=self.serial,
             version=self.version,
             entries=dict(self.entries),
             runs=dict(self.runs),
-            applied=self.applied,
+            applied={sender: list(record) for sender, record in self.applied.items()},
             leader=self.leader,
         )
-        for command in pending:
-            view.change(command)
+        for batch in commands:
+            for command in batch:
+                view.apply(command)
         return view
 
     def encode(self) -> tuple[bytes, str]:

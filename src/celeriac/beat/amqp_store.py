@@ -3,25 +3,18 @@
 RabbitMQ has no keys to compare-and-set, so the store is built from what it does guarantee:
 a single active consumer per queue, a queue that keeps only its newest message, FIFO order, and
 messages that go back to their queue when the channel holding them closes. Four durable classic
-queues under a prefix ``P`` (``celeriac.beat``; one vhost is one app's namespace, as its
-``celery`` queue is), declared with the arguments listed in :mod:`.amqp_queues`.
+queues under a prefix ``P`` (``celeriac.beat``, or the ``beat_queue_prefix`` transport option;
+one vhost is one app's namespace, as its ``celery`` queue is), declared with the arguments
+listed in :mod:`.amqp_queues`.
 
 **Leadership** (:mod:`.amqp_leader`): every beat consumes ``P.leader``
 (``x-single-active-consumer``) with prefetch 1 and never acks; the beat a token was delivered
-to leads. :meth:`AmqpBeatStore.lead` proves it still holds the token with one round trip (so a
-``True`` from a connection RabbitMQ has closed is impossible) and keeps a spare token ready.
-The ``ttl`` becomes the connection's heartbeat, ``max(1, ttl/3)`` s, so how fast the token
-moves is RabbitMQ's business:
-
-* a clean :meth:`~AmqpBeatStore.resign` or ``close`` closes the channel: the next beat has the
-  token within a round trip;
-* a killed leader (``kill -9``, a crash): the kernel closes its TCP connection at once and
-  RabbitMQ hands the token on at once (measured: tens of milliseconds);
-* a frozen leader (``SIGSTOP``, a VM pause, a blocked event loop) or a lost network: RabbitMQ
-  closes the connection after about three heartbeats without a frame (so within ``ttl``;
-  measured 8.4 s for the default 10 s lease), then hands the token on. When the frozen beat
-  wakes, its next ``lead()`` fails its round trip and answers ``False``; its snapshot writes
-  fail too (they use the same connection).
+to leads. :meth:`AmqpBeatStore.lead` decides with round trips, never a wait: one proves the
+channel holding the token still lives (so a ``True`` from a connection RabbitMQ has closed is
+impossible), and when no token is anywhere in sight it publishes one and looks again. A leader
+that does not renew within ``ttl`` gives the token up; a dead one loses it when its connection
+closes: at once when killed, after about 0.6 ``ttl`` when frozen (the ``ttl`` sets the
+connection's heartbeat), within a round trip on resign (measured: :mod:`.amqp_leader`).
 
 RabbitMQ has one active consumer at a time, so two beats never hold a token at once *as the
 broker sees it*. What remains is a frozen leader that wakes after its token has moved: until
@@ -30,13 +23,14 @@ unlike the Redis and SQLite brokers, has no deduplication of slot ids to drop su
 send. The window is the time from its waking to its next ``lead()`` (one scheduler tick).
 
 **State** is one snapshot (:class:`~.amqp_state.Snapshot`: entries, runs, version) written
-only by the leader, as one persistent JSON message (zlib above 64 KiB), with publisher
-confirms, to two last-value queues (``x-max-length: 1``, ``x-overflow: drop-head``): ``P.state``,
-read only by a beat at the moment it becomes leader, and ``P.view``, peeked at by everyone else.
-A peek takes the message with ``basic.get`` and returns it at once, so for a round trip the
-queue looks empty to another reader; with a queue of its own, the new leader never mistakes a
-peeked snapshot for no state at all. (A reader that finds ``P.view`` empty waits on a consumer
-up to half a second for a peeked snapshot to come back.) The leader keeps the state in memory.
+only by the leader, as one persistent JSON message (zlib above 64 KiB: 10,000 entries take
+150 KB), with publisher confirms, to two last-value queues (``x-max-length: 1``,
+``x-overflow: drop-head``): ``P.state``, read only by a beat at the moment it becomes leader,
+and ``P.view``, peeked at by everyone else. A peek takes the message with ``basic.get`` and
+gives it back at once, so for a round trip the queue looks empty to another reader; with a
+queue of its own, a new leader never mistakes a peeked snapshot for no state at all (a reader
+that finds ``P.view`` empty waits on a consumer, up to 0.2 s, for it to come back). The leader
+keeps the state in memory and writes it after every change.
 
 **Changes** go through ``P.commands``: :meth:`~AmqpBeatStore.put_entries` and
 :meth:`~AmqpBeatStore.delete_entries` publish a command (the leader's own too, so that all
@@ -47,20 +41,25 @@ twice (the leader died between the write and the ack) is applied once. ``record_
 leader writes the snapshot directly; elsewhere it is a command too. A run record never moves
 back.
 
-**Consistency.** Writes are serialised by the leader and applied in queue order; they are
-durable once the call returns (confirmed). A store that is not the leader reads the last
-snapshot with its *own* pending commands applied on top (read-your-writes for that process);
-other processes see a change once the leader has applied it, at its next poll (the scheduler
-polls ``version()``). With no leader running, commands wait in their queue and apply when a
-beat next leads; until then only their sender sees them. If the state queues were purged, the
-next leader starts empty (code-declared entries are synced again; runs restart from scratch).
+**Consistency.** Changes are applied in the commands queue's order (each store's own in the
+order it made them) and are durable once the call returns (confirmed). A store that does not
+lead reads the last snapshot, plus the commands still waiting in ``P.commands`` (peeked: taken
+and given back in place), plus its own commands not yet in the snapshot. So every store sees a
+change as soon as the call that made it returns, with or without a leader running; with no
+leader the commands wait and apply when a beat next leads. Two short windows remain: while the
+leader applies a batch (taken, not yet written: a few milliseconds), and while another reader
+peeks at the same queue (a round trip), a reader may not see a change of another process that
+it saw a moment before. The version follows what a store sees, so it changes whenever its
+entries do. If the state queues were purged, the next leader starts empty (code-declared
+entries are synced again; runs restart from scratch).
 
 Connections: one per store, with the broker URL's credentials, TLS and failover
 (:func:`~celeriac.transports.amqp.url.connect_first`); errors are
 :class:`~celeriac.errors.TransportError` without the password. ``lead()`` answers ``False``
 while RabbitMQ is unreachable (logged once per outage); the other methods raise. A store
 belongs to the event loop that opened it. Build one with ``AmqpBeatStore(url, options)`` or
-:func:`open_store` from an app; then ``await store.open()``.
+:func:`open_store` from an app; then ``await store.open()``. :meth:`AmqpBeatStore.wait_lead`
+(not in the contract) lets a standby wait for the token instead of polling for it.
 """
 
 from __future__ import annotations
@@ -76,7 +75,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from celeriac.beat import amqp_queues
-from celeriac.beat.amqp_leader import Leadership, heartbeat_for
+from celeriac.beat.amqp_leader import Expiry, Leadership, heartbeat_for
 from celeriac.beat.amqp_queues import BeatQueues
 from celeriac.beat.amqp_state import Command, Snapshot
 from celeriac.beat.store import BeatStore
@@ -95,16 +94,18 @@ DEFAULT_PREFIX = "celeriac.beat"
 #: The lease the connection's heartbeat is set for until ``lead()`` names one (issue 14's
 #: default), so a store that leads with the default never reconnects to change it.
 DEFAULT_LEASE = 10.0
-#: How long a reader waits for a snapshot that another reader is peeking at (see the module).
-VIEW_WAIT = 0.5
+#: How long a reader that finds no snapshot waits for one another reader may be peeking at
+#: (returned within a round trip, so this only bounds the wait for a state never written).
+VIEW_WAIT = 0.2
 
 
 class AmqpBeatStore(BeatStore):
     """:class:`~celeriac.beat.store.BeatStore` on RabbitMQ (see the module docstring).
 
     ``options`` are the app's ``broker_transport_options`` (TLS, ``login``, ``connect_timeout``;
-    ``confirm_timeout`` and ``connect_attempts`` as the transport reads them); ``prefix`` names
-    the queues. A bad URL or option fails here, naming it.
+    ``confirm_timeout`` and ``connect_attempts`` as the transport reads them;
+    ``beat_queue_prefix``, the queues' prefix, when ``prefix`` is not given: two apps sharing a
+    vhost keep their beats apart with it). A bad URL or option fails here, naming it.
     """
 
     def __init__(
@@ -112,10 +113,11 @@ class AmqpBeatStore(BeatStore):
         url: str,
         options: Mapping[str, Any] | None = None,
         *,
-        prefix: str = DEFAULT_PREFIX,
+        prefix: str | None = None,
         lease: float = DEFAULT_LEASE,
     ) -> None:
         options = dict(options or {})
+        prefix = prefix or str(options.get("beat_queue_prefix") or DEFAULT_PREFIX)
         self.url = url
         self.targets = parse_amqp_urls(url, options)
         self.timeout = _option(options, "confirm_timeout", 30.0, float)
@@ -128,12 +130,15 @@ class AmqpBeatStore(BeatStore):
         self._leadership = Leadership(self.queues.leader, self.timeout)
         self._link: Link | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one operation at a time on the connection
+        self._send_lock = asyncio.Lock()  # commands numbered and sent in one order
         self._state: Snapshot | None = None  # the leader's copy; None when not leading
         self._node = ""
         self._seq = 0
         self._pending: list[Command] = []  # sent by this store, not yet in a snapshot seen
         self._outage = Outage("RabbitMQ (beat leader election)", logger)
+        self._expiry = Expiry(self._expire)
+        self._lapse: asyncio.Task[None] | None = None
 
     # -- connection ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -148,6 +153,10 @@ class AmqpBeatStore(BeatStore):
                     await self._leadership.resign(link)
                 await link.close(timeout=2.0)
             self._lost_lead()
+            self._leadership.forget()
+        if self._lapse is not None:
+            self._lapse.cancel()
+            self._lapse = None
 
     async def _connect(self, heartbeat: int | None = None) -> Link:
         """The live link of this loop; a new one (queues declared) when there is none, it
@@ -173,13 +182,16 @@ class AmqpBeatStore(BeatStore):
         """Forget the link (closing it if it is this loop's): the token goes with it."""
         link, self._link = self._link, None
         self._lost_lead()
+        self._leadership.forget()
         if link is not None and self._loop is asyncio.get_running_loop():
             await link.close(timeout=1.0)
 
     def _lost_lead(self) -> None:
+        """This store does not lead (any more): drop the leader's copy and the expiry timer.
+        (The token itself is known to be gone: :meth:`Leadership.holds` said so.)"""
         if self._state is not None:
             logger.info("beat: %s no longer leads", self._node or "this node")
-        self._leadership.forget()
+        self._expiry.cancel()
         self._state = None
 
     @asynccontextmanager
@@ -199,14 +211,35 @@ class AmqpBeatStore(BeatStore):
 
     # -- the lease ----------------------------------------------------------------------------
     async def lead(self, node: str, ttl: float) -> bool:
+        asked = asyncio.get_running_loop().time()  # the lease runs from the call, as on Redis
         try:
             async with self._guard("electing the leader"):
                 leading = await self._lead(node, ttl)
+                if leading:
+                    self._expiry.renew(asked, ttl)
         except TransportError as exc:
             self._outage.failed(exc, "electing the beat leader")
             return False
         self._outage.ok()
         return leading
+
+    def _expire(self) -> None:
+        """The lease ran out unrenewed: a leader whose connection lives but whose scheduler is
+        stuck must not keep it (a dead or frozen one loses it with its connection instead)."""
+        self._lapse = asyncio.get_running_loop().create_task(self._lapsed())
+
+    async def _lapsed(self) -> None:
+        async with self._lock:
+            link = self._link
+            if link is None or not self._expiry.due() or not self._leadership.holds(link):
+                return  # renewed while this waited for the lock, or already gone
+            logger.warning("beat: %s did not renew its lease in time; giving it up", self._node)
+            self._state = None
+            try:
+                await self._leadership.resign(link)
+            except Exception as exc:  # a broken link has given the token back already
+                logger.debug("beat: giving the lease up: %s", exc)
+                await self._drop()
 
     async def _lead(self, node: str, ttl: float) -> bool:
         link = await self._connect(heartbeat_for(ttl))
@@ -255,7 +288,14 @@ class AmqpBeatStore(BeatStore):
         write it (so both queues hold the same snapshot, naming this leader)."""
         state = await amqp_queues.peek(link, self.queues.state)
         if state is None:
-            state = await amqp_queues.peek(link, self.queues.view, VIEW_WAIT)
+            state = await amqp_queues.peek(link, self.queues.view)
+        if state is None:
+            # Still nothing: either no beat has ever written (a fresh vhost), or the previous
+            # leader died while it held the P.state message, and RabbitMQ, which handed the
+            # token on, has not put that message back yet (queues settle a closed channel's
+            # messages independently). Wait on a consumer for it, briefly, before starting
+            # empty: an empty snapshot written now would push the returning one out.
+            state = await amqp_queues.peek(link, self.queues.state, VIEW_WAIT)
         fresh = state is None
         self._state = state or Snapshot()
         logger.info(
@@ -299,18 +339,20 @@ class AmqpBeatStore(BeatStore):
     # -- entries and runs ---------------------------------------------------------------------
     async def _view(self, doing: str) -> Snapshot:
         """What this store sees: the leader's state (after applying what waits), or the last
-        snapshot with this store's pending commands on top."""
+        snapshot with the commands waiting for a leader and this store's own on top."""
         async with self._guard(doing):
             link = await self._connect()
+            waiting: list[Command] = []
             if self._state is not None and self._leadership.holds(link):
                 await self._apply_commands(link)
                 base = self._state
             else:
                 self._lost_lead()
                 base = await amqp_queues.peek(link, self.queues.view, VIEW_WAIT) or Snapshot()
+                waiting = await amqp_queues.peek_commands(link, self.queues.commands)
             done = base.done(self.sender)
             self._pending = [c for c in self._pending if c.seq > done]
-            return base.overlay(self._pending)
+            return base.view(waiting, self._pending)
 
     async def version(self) -> int:
         return (await self._view("reading the version")).version
@@ -348,26 +390,32 @@ class AmqpBeatStore(BeatStore):
         await self._send(lambda seq: Command.record(self.sender, seq, runs), "recording runs")
 
     async def _send(self, make: Callable[[int], Command], doing: str) -> None:
-        """Publish one command (confirmed; retried once on a new connection with the same
-        sequence number, which the leader de-duplicates); the leader applies it at once."""
-        async with self._lock:
+        """Publish one command (confirmed); the leader applies it at once.
+
+        Sends are serialised (numbering and publishing under one lock): the leader skips a
+        sequence number at or below the last it applied, so a later command overtaking an
+        earlier one would lose the earlier. A failed publish is retried once on a new
+        connection with the same number (the leader de-duplicates a copy that did land); a
+        :class:`TransportError` after that means the change may or may not be applied.
+        """
+        async with self._send_lock:
             self._seq += 1
             command = make(self._seq)
             body = command.encode()  # a value that is not JSON fails here, before sending
             self._pending.append(command)
-        for attempt in (1, 2):
-            try:
-                async with self._guard(doing):
-                    link = await self._connect()
-                    item = (self.queues.commands, body, "command", "utf-8")
-                    await amqp_queues.publish(link, [item], self.timeout)
-                    if self._state is not None and self._leadership.holds(link):
-                        await self._apply_commands(link)
-                return
-            except TransportError:
-                if attempt == 2:
-                    self._pending = [c for c in self._pending if c is not command]
-                    raise
+            for attempt in (1, 2):
+                try:
+                    async with self._guard(doing):
+                        link = await self._connect()
+                        item = (self.queues.commands, body, "command", "utf-8")
+                        await amqp_queues.publish(link, [item], self.timeout)
+                        if self._state is not None and self._leadership.holds(link):
+                            await self._apply_commands(link)
+                    return
+                except TransportError:
+                    if attempt == 2:
+                        self._pending = [c for c in self._pending if c is not command]
+                        raise
 
 
 def _option(options: Mapping[str, Any], name: str, default: T, kind: Callable[[Any], T]) -> T:
@@ -380,9 +428,9 @@ def _option(options: Mapping[str, Any], name: str, default: T, kind: Callable[[A
         ) from None
 
 
-def open_store(app: Celeriac, *, prefix: str = DEFAULT_PREFIX) -> AmqpBeatStore:
+def open_store(app: Celeriac) -> AmqpBeatStore:
     """The store on ``app``'s RabbitMQ broker (not yet opened: ``await store.open()``)."""
-    return AmqpBeatStore(app.broker_url, app.conf.broker_transport_options, prefix=prefix)
+    return AmqpBeatStore(app.broker_url, app.conf.broker_transport_options)
 
 
 __all__ = ["DEFAULT_PREFIX", "AmqpBeatStore", "open_store"]
