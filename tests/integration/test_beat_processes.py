@@ -230,3 +230,25 @@ def test_run_now_sends_once_outside_the_schedule(fleet: Fleet) -> None:
     assert "sent manual" in out
     fleet.wait("the manual run", "m", 1)
     assert ("m", "manual") in fleet.lines()  # sent outside the schedule: no slot header
+
+
+def test_every_worker_of_a_fleet_may_embed_a_beat(tmp_path: Path) -> None:
+    """``worker -B`` on both workers of a fleet (SQLite): one embedded beat leads, every slot
+    runs once."""
+    fleet = Fleet(tmp_path, f"sqlite:///{tmp_path / 'beat.db'}", {})
+    try:
+        workers = [
+            fleet.start("worker", "-B", "-P", "threads", "-Q", fleet.queue, "-l", "info", "-n", n)
+            for n in ("w1@%h", "w2@%h")
+        ]
+        for worker in workers:
+            worker.wait_ready()
+        leader_of(workers)
+        fleet.wait("ticks", "tick", 6)
+        for worker in workers:
+            worker.send(signal.SIGTERM)
+            assert worker.wait_exit(15) == 0
+        counts = Counter(s for t, s in fleet.lines() if t == "tick")
+        assert all(n == 1 for n in counts.values()), counts
+    finally:
+        fleet.close()

@@ -272,3 +272,47 @@ def test_run_time_changes_reach_the_leader(app: Celeriac) -> None:
     assert beat.fired == 4
     with pytest.raises(ImproperlyConfigured, match="no entry named 'every2'"):
         app.beat.pause("every2")
+
+
+def test_overlap_skip_waits_for_the_last_run_to_finish(app: Celeriac) -> None:
+    from celeriac.results.base import ResultMeta
+
+    app.conf.beat_schedule = {"slow": {"task": "t.slow", "schedule": 1.0, "overlap": "skip"}}
+    clock = Clock()
+    beat = Beat(app, node="one", clock=clock)
+    run_beats([beat], clock, until=1.1)  # slot 1 sent; nothing runs it: it stays unfinished
+    assert beat.fired == 1
+    run_beats([beat], clock, until=3.1)  # slots 2 and 3 skipped
+    assert beat.fired == 1
+    assert app.backend is not None
+    app.backend.store(ResultMeta(slots.slot_task_id("slow", at(1)), "SUCCESS", None))
+    run_beats([beat], clock, until=4.1)  # slot 1's run finished: slot 4 goes
+    assert beat.fired == 2
+
+
+def test_jitter_and_expires_shape_each_firing(app: Celeriac) -> None:
+    app.conf.beat_schedule = {
+        "spread": {"task": "t.spread", "schedule": 60.0, "jitter": 30, "expires": 45}
+    }
+    seen: list[tuple[dict[str, Any], datetime]] = []
+
+    def capture(sender: Any = None, headers: Any = None, **kw: Any) -> None:
+        seen.append((dict(headers), datetime.now(UTC)))
+
+    signals.before_task_publish.connect(capture, weak=False)
+    try:
+        clock = Clock()
+        beat = Beat(app, node="one", clock=clock)
+        run_beats([beat], clock, until=181, step=1.0)
+    finally:
+        signals.before_task_publish.disconnect(capture)
+    assert len(seen) == 3
+    delays = []
+    for minute, (headers, sent_at) in enumerate(seen, start=1):
+        slot = at(60 * minute)
+        assert headers["beat_slot"] == slot.isoformat()
+        assert headers["expires"] == (slot + timedelta(seconds=45)).isoformat()
+        eta = datetime.fromisoformat(headers["eta"])  # the jitter: a broker-side delay
+        delays.append((eta - sent_at).total_seconds())
+    assert all(-0.1 <= d <= 30.1 for d in delays), delays
+    assert len(set(delays)) == 3  # drawn for each firing
