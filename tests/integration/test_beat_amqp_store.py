@@ -15,6 +15,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -163,6 +164,86 @@ def test_two_stores_contend_one_leads_and_resign_hands_over_at_once(beats: Beats
     assert int(amqp_broker.queue_table()[f"{beats.prefix}.leader"]["messages"]) <= 3
 
 
+def test_six_stores_in_six_threads_asking_at_once_exactly_one_leads(beats: Beats) -> None:
+    """No store waits to decide: each answers from round trips, and exactly one says True."""
+    gun = threading.Barrier(6)
+    results: dict[str, bool] = {}
+    errors: list[BaseException] = []
+
+    def beat(node: str) -> None:
+        async def main() -> None:
+            store = beats.store()
+            await store.open()
+            try:
+                gun.wait(10)
+                results[node] = await store.lead(node, 60)
+                gun.wait(10)  # nobody closes (and so resigns) before all have answered
+            finally:
+                await store.close()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=beat, args=(f"n{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert len(results) == 6
+    assert sum(results.values()) == 1
+
+
+def test_a_lease_not_renewed_within_its_ttl_is_given_up(beats: Beats) -> None:
+    ttl = 0.5
+
+    async def main() -> None:
+        a, b = beats.store(), beats.store()
+        await a.open()
+        await b.open()
+        asked = time.monotonic()
+        assert await a.lead("a", ttl) is True
+        assert await b.lead("b", ttl) is False
+        # a's connection lives, but it does not ask again: its lease ends with the ttl
+        assert await b.wait_lead("b", ttl, timeout=5) is True
+        elapsed = time.monotonic() - asked
+        print(f"unrenewed lease of {ttl} s given up after {elapsed:.2f} s")
+        assert ttl - 0.05 <= elapsed < ttl + 1.0
+        assert await a.lead("a", ttl) is False
+        await a.close()
+        await b.close()
+
+    run(main)
+
+
+def test_a_standby_that_stopped_asking_is_not_handed_the_token(beats: Beats) -> None:
+    """``quiet`` asked once and then never again; its connection lives. RabbitMQ would hand it
+    the token next (it subscribed first), and it would sit on it: it leaves the queue instead
+    once its ttl passes without a ``lead()``, so the token goes to the beat still asking."""
+    ttl = 0.6
+
+    async def main() -> None:
+        leader, quiet, asking = beats.store(), beats.store(), beats.store()
+        for store in (leader, quiet, asking):
+            await store.open()
+        assert await leader.lead("leader", ttl) is True
+        assert await quiet.lead("quiet", ttl) is False
+        assert await asking.lead("asking", ttl) is False
+        end = time.monotonic() + 2 * ttl
+        while time.monotonic() < end:  # two beats renewing at a third of the lease
+            assert await leader.lead("leader", ttl) is True
+            assert await asking.lead("asking", ttl) is False
+            await asyncio.sleep(ttl / 3)
+        await leader.resign("leader")
+        assert await asking.wait_lead("asking", ttl, timeout=5) is True
+        for store in (leader, quiet, asking):
+            await store.close()
+
+    run(main)
+
+
 def test_the_broker_closing_the_leaders_connection_hands_over(beats: Beats) -> None:
     name = f"{beats.prefix}-a"
 
@@ -172,10 +253,10 @@ def test_the_broker_closing_the_leaders_connection_hands_over(beats: Beats) -> N
         await b.open()
         assert await a.lead("a", 10) is True
         assert await b.lead("b", 10) is False
-        started = time.monotonic()
         await asyncio.to_thread(close_connection_named, name)
+        closed = time.monotonic()  # rabbitmqctl has returned: the connection is closed
         assert await b.wait_lead("b", 10, timeout=10) is True
-        print(f"connection closed -> new leader: {time.monotonic() - started:.2f} s")
+        print(f"connection closed -> new leader: {(time.monotonic() - closed) * 1000:.1f} ms")
         assert await a.lead("a", 10) is False  # its round trip fails; it rejoins as a standby
         assert await a.lead("a", 10) is False
         assert await b.lead("b", 10) is True

@@ -137,12 +137,26 @@ class Leadership:
             self._take(link)
         return self.holds(link)
 
+    def subscribed(self, link: Link) -> bool:
+        """Whether this store is among the queue's consumers (no I/O)."""
+        link.consume_generation()
+        return self.queue in link.consumers
+
     async def resign(self, link: Link) -> None:
-        """Close the channel holding the token: RabbitMQ cancels this consumer and puts the
-        token back in one step, so the next consumer gets it at once."""
+        """Close the consuming channel: RabbitMQ cancels this consumer and puts a token it
+        held back in one step, so the next consumer gets it at once. Also how a standby that
+        stopped asking leaves the queue (else the token could be delivered to it and stay)."""
         token, self._token = self._token, None
-        if token is not None and not link.broken and not token.channel.is_closed:
-            await token.channel.close()
+        if link.broken:
+            return
+        if token is not None:
+            channel = token.channel
+        elif self.subscribed(link):
+            channel = await link.channel("consume")
+        else:
+            return
+        if not channel.is_closed:
+            await channel.close()
         link.consume_generation()  # forget the closed channel's consumer
 
     def forget(self) -> None:
@@ -151,9 +165,10 @@ class Leadership:
 
 
 class Expiry:
-    """A held lease's deadline on the event loop: ``ttl`` after the ``lead()`` call that last
-    renewed it (the lease runs from the call, as on Redis), ``lapse`` is called, which gives
-    the token up under the store's lock if :meth:`due` still says so then."""
+    """The deadline of a store's last ``lead()`` call: ``ttl`` after it (the lease runs from the
+    call, as on Redis), ``lapse`` is called, which under the store's lock gives up the token
+    (a leader that stopped renewing) or leaves the queue (a standby that stopped asking) if
+    :meth:`due` still says so then."""
 
     def __init__(self, lapse: Callable[[], object]) -> None:
         self._lapse = lapse

@@ -154,6 +154,7 @@ class AmqpBeatStore(BeatStore):
                 await link.close(timeout=2.0)
             self._lost_lead()
             self._leadership.forget()
+            self._expiry.cancel()
         if self._lapse is not None:
             self._lapse.cancel()
             self._lapse = None
@@ -183,15 +184,15 @@ class AmqpBeatStore(BeatStore):
         link, self._link = self._link, None
         self._lost_lead()
         self._leadership.forget()
+        self._expiry.cancel()
         if link is not None and self._loop is asyncio.get_running_loop():
             await link.close(timeout=1.0)
 
     def _lost_lead(self) -> None:
-        """This store does not lead (any more): drop the leader's copy and the expiry timer.
-        (The token itself is known to be gone: :meth:`Leadership.holds` said so.)"""
+        """This store does not lead (any more): drop the leader's copy. (The token itself is
+        known to be gone: :meth:`Leadership.holds` said so, or it is being given up.)"""
         if self._state is not None:
             logger.info("beat: %s no longer leads", self._node or "this node")
-        self._expiry.cancel()
         self._state = None
 
     @asynccontextmanager
@@ -215,8 +216,7 @@ class AmqpBeatStore(BeatStore):
         try:
             async with self._guard("electing the leader"):
                 leading = await self._lead(node, ttl)
-                if leading:
-                    self._expiry.renew(asked, ttl)
+                self._expiry.renew(asked, ttl)
         except TransportError as exc:
             self._outage.failed(exc, "electing the beat leader")
             return False
@@ -224,17 +224,24 @@ class AmqpBeatStore(BeatStore):
         return leading
 
     def _expire(self) -> None:
-        """The lease ran out unrenewed: a leader whose connection lives but whose scheduler is
-        stuck must not keep it (a dead or frozen one loses it with its connection instead)."""
+        """No ``lead()`` within ``ttl``: a leader whose connection lives but whose scheduler is
+        stuck must not keep the lease (a dead or frozen one loses it with its connection), and
+        a standby that stopped asking must not stay subscribed, or RabbitMQ could hand it the
+        token to sit on."""
         self._lapse = asyncio.get_running_loop().create_task(self._lapsed())
 
     async def _lapsed(self) -> None:
         async with self._lock:
             link = self._link
-            if link is None or not self._expiry.due() or not self._leadership.holds(link):
-                return  # renewed while this waited for the lock, or already gone
-            logger.warning("beat: %s did not renew its lease in time; giving it up", self._node)
-            self._state = None
+            if link is None or not self._expiry.due():
+                return  # asked again while this waited for the lock, or already gone
+            if self._leadership.holds(link):
+                logger.warning("beat: %s did not renew its lease in time; giving it up", self._node)
+            elif self._leadership.subscribed(link):
+                logger.debug("beat: no lead() within the lease; leaving the leader queue")
+            else:
+                return
+            self._lost_lead()
             try:
                 await self._leadership.resign(link)
             except Exception as exc:  # a broken link has given the token back already
@@ -272,7 +279,8 @@ class AmqpBeatStore(BeatStore):
             if link is None:  # RabbitMQ unreachable: lead() retries on its own schedule
                 await asyncio.sleep(min(remaining, 1.0))
                 continue
-            await self._leadership.wait(link, remaining)
+            # ask again within the lease, or this store would leave the queue (see _expire)
+            await self._leadership.wait(link, min(remaining, ttl / 2))
 
     async def resign(self, node: str) -> None:
         async with self._guard("resigning"):
