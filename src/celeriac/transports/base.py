@@ -108,6 +108,38 @@ class DeadLetter:
     failed_at: float
 
 
+class Listener(abc.ABC):
+    """What :meth:`Transport.listen` returns: the messages published to an exchange from now
+    on that match its patterns, for as long as it is open.
+
+    Bounded: a listener that falls behind by more than its ``buffer`` loses the oldest messages
+    and counts them in :attr:`dropped` (events are a stream, not a queue). Open it with
+    ``async with`` or :meth:`open`; close it and nothing of it stays in the broker.
+    """
+
+    dropped: int = 0
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Start receiving (messages published before this returns may be missed)."""
+
+    @abc.abstractmethod
+    async def get(self, timeout: float | None = None) -> Message | None:
+        """The next message, waiting up to ``timeout`` seconds (None: no limit); None if none
+        came."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop receiving and release what the listener holds in the broker."""
+
+    async def __aenter__(self) -> Listener:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 class Transport(abc.ABC):
     """The broker contract. Subclasses register a URL scheme in :mod:`celeriac.transports.registry`.
 
@@ -199,6 +231,23 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def extend(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> None:
         """Renew the leases of deliveries still held (``seconds`` defaults to lease_seconds)."""
+
+    # -- transient fan-out (events, remote-control requests) --------------------------------
+    async def publish_transient(
+        self, exchange: Exchange, routing_key: str, messages: Sequence[Message]
+    ) -> None:
+        """Publish to whoever :meth:`listen` s to ``exchange`` now (fanout: every listener; topic:
+        those whose pattern matches ``routing_key``). Kept nowhere for a listener that is not
+        there: an event or a control request sent while no one listens is gone, never queued
+        where nobody will read it. Not persistent, not confirmed."""
+        raise NotImplementedError(f"{type(self).__name__} has no transient fan-out")
+
+    def listen(
+        self, exchange: Exchange, patterns: Sequence[str] = ("#",), *, buffer: int = 10_000
+    ) -> Listener:
+        """A :class:`Listener` for ``exchange`` (a topic exchange matches ``patterns`` as AMQP
+        does: ``*`` one word, ``#`` any; a fanout exchange ignores them)."""
+        raise NotImplementedError(f"{type(self).__name__} has no transient fan-out")
 
     # -- inspection -------------------------------------------------------------------------
     @abc.abstractmethod
