@@ -397,26 +397,65 @@ def test_runs_and_entries_survive_a_restart_of_the_store(beats: Beats) -> None:
     run(main)
 
 
+async def publish_raw(prefix: str, *commands: Command) -> None:
+    """Commands as a sender would publish them, in this order (bypassing a store)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_broker.URL)
+    async with connection:
+        channel = await connection.channel()
+        for command in commands:
+            await channel.default_exchange.publish(
+                aio_pika.Message(command.encode(), delivery_mode=2), f"{prefix}.commands"
+            )
+
+
 def test_a_command_delivered_twice_is_applied_once(beats: Beats) -> None:
     """A sender's retry after a lost confirm (same sequence number) changes nothing twice."""
-    import aio_pika
 
     async def main() -> None:
         leader = beats.store()
         await leader.open()
         assert await leader.lead("leader", 10) is True
         before = await leader.version()
-        once = Command.put("retrying-sender", 1, {"a": ENTRY}).encode()
-        stale = Command.put("retrying-sender", 1, {"a": {"task": "never"}}).encode()
-        connection = await aio_pika.connect(amqp_broker.URL)
-        async with connection:
-            channel = await connection.channel()
-            for body in (once, once, stale):
-                await channel.default_exchange.publish(
-                    aio_pika.Message(body), routing_key=f"{beats.prefix}.commands"
-                )
+        once = Command.put("retrying-sender", 1, {"a": ENTRY})
+        stale = Command.put("retrying-sender", 1, {"a": {"task": "never"}})
+        await publish_raw(beats.prefix, once, once, stale)
         assert await leader.entries() == {"a": ENTRY}
         assert await leader.version() == before + 1
+        await leader.close()
+
+    run(main)
+
+
+def test_a_senders_commands_apply_in_its_order_even_when_one_comes_back_late(
+    beats: Beats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Number 3 seen before 2 (2 was out of the queue, held by a reader or a dead leader)
+    waits for 2; a number that never comes is given up on after GAP_WAIT."""
+    from celeriac.beat import amqp_commands
+
+    monkeypatch.setattr(amqp_commands, "GAP_WAIT", 0.5)
+    first = Command.put("s", 1, {"a": {**ENTRY, "args": [1]}})
+    second = Command.put("s", 2, {"a": {**ENTRY, "args": [2]}})
+    third = Command.put("s", 3, {"a": {**ENTRY, "args": [3]}, "b": ENTRY})
+    fifth = Command.put("s", 5, {"c": ENTRY})
+
+    async def main() -> None:
+        leader = beats.store()
+        await leader.open()
+        assert await leader.lead("leader", 10) is True
+        await publish_raw(beats.prefix, first)
+        assert (await leader.entries())["a"]["args"] == [1]
+        await publish_raw(beats.prefix, third)
+        assert (await leader.entries())["a"]["args"] == [1]  # 3 waits for 2
+        await publish_raw(beats.prefix, second)
+        entries = await leader.entries()
+        assert entries["a"]["args"] == [3] and "b" in entries  # 2 then 3, not 3 then 2
+        await publish_raw(beats.prefix, fifth)  # 4 never comes
+        assert "c" not in await leader.entries()
+        await asyncio.sleep(0.6)  # GAP_WAIT, patched to 0.5 s
+        assert "c" in await leader.entries()
         await leader.close()
 
     run(main)
@@ -444,6 +483,21 @@ def test_the_queues_carry_the_arguments_the_design_needs(beats: Beats) -> None:
         assert table[name]["type"] == "classic"
         assert '{"x-queue-type","classic"}' in table[name]["arguments"]
     assert table[f"{prefix}.commands"]["messages"] == "0"  # applied and acked
+    # every message is persistent: the state and the tokens survive a broker restart
+    out = amqp_broker.rabbitmqctl(
+        "list_queues",
+        "-q",
+        "-p",
+        amqp_broker.VHOST,
+        "--no-table-headers",
+        "name",
+        "messages",
+        "messages_persistent",
+    )
+    counts = {line.split("\t")[0]: line.split("\t")[1:] for line in out.splitlines()}
+    for name in (f"{prefix}.state", f"{prefix}.view", f"{prefix}.leader"):
+        messages, persistent = counts[name]
+        assert int(messages) >= 1 and persistent == messages
 
 
 def test_a_queue_declared_otherwise_and_a_bad_option_fail_at_start_naming_them(

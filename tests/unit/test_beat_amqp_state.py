@@ -26,6 +26,15 @@ def test_a_command_delivered_twice_is_applied_once() -> None:
     assert state.done("s1") == 2 and state.done("nobody") == 0
 
 
+def test_admit_tells_next_repeat_and_early_in_each_senders_order() -> None:
+    state = Snapshot()
+    assert state.admit(Command.put("new", 7, {})) == "next"  # an unknown sender has no order
+    state.apply(Command.put("s", 1, {"a": ENTRY}))
+    assert state.admit(Command.put("s", 1, {})) == "repeat"
+    assert state.admit(Command.put("s", 2, {})) == "next"
+    assert state.admit(Command.put("s", 3, {})) == "early"  # 2 is still out of the queue
+
+
 def test_delete_removes_entries_and_their_runs_and_runs_never_move_back() -> None:
     state = Snapshot()
     state.apply(Command.put("s", 1, {"a": ENTRY, "b": ENTRY}))

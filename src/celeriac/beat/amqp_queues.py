@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from celeriac.beat.amqp_state import JSON, Command, Snapshot, newest
+from celeriac.beat.amqp_state import JSON, Snapshot, newest
 from celeriac.errors import DecodeError, TransportError
 from celeriac.protocol.message import Message
 from celeriac.transports.amqp.codec import properties_for
@@ -46,8 +46,6 @@ LAST_VALUE_ARGUMENTS: dict[str, Any] = {**CLASSIC, "x-max-length": 1, "x-overflo
 COMMANDS_ARGUMENTS: dict[str, Any] = dict(CLASSIC)
 #: Snapshots taken from a queue in one peek at most (it holds one, two during a write).
 PEEK_LIMIT = 8
-#: Commands the leader applies per snapshot write at most (the rest wait for the next poll).
-DRAIN_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -191,70 +189,20 @@ async def _await_held(link: Link, queue: str, wait: float) -> Snapshot | None:
     return newest(s for s in map(_decode, arrived) if s is not None)
 
 
-@dataclass
-class Taken:
-    """Commands taken from the queue and not yet settled, with the channel they came on (a tag
-    means something only on its own channel; if that channel closed, RabbitMQ has already
-    put them back)."""
-
-    commands: list[Command]
-    channel: AbstractChannel | None = None
-    last: int | None = None
-
-    async def ack(self) -> None:
-        """Ack every command taken (one ``basic.ack`` with ``multiple``)."""
-        if self.channel is not None and self.last is not None and not self.channel.is_closed:
-            await self.channel.basic_ack(self.last, multiple=True)
-
-    async def give_back(self) -> None:
-        """Return every command taken to the queue (the snapshot write failed). Best effort:
-        when the channel is broken too, closing it (as the store then does) returns them."""
-        if self.channel is not None and self.last is not None and not self.channel.is_closed:
-            with contextlib.suppress(Exception):
-                await self.channel.basic_nack(self.last, multiple=True, requeue=True)
-
-
-async def peek_commands(link: Link, queue: str) -> list[Command]:
-    """The commands waiting for a leader (up to :data:`DRAIN_LIMIT`), left in their queue: taken
-    with ``basic.get`` and all given back with one ``basic.nack`` (``multiple``, ``requeue``),
-    which puts them back in their places, so the order the leader applies is unchanged."""
-    taken = await take_commands(link, queue)
-    await taken.give_back()
-    return taken.commands
-
-
-async def take_commands(link: Link, queue: str) -> Taken:
-    """Up to :data:`DRAIN_LIMIT` waiting commands, unacked, to be acked all at once after the
-    snapshot that includes them is confirmed.
-
-    An unreadable command is logged and skipped (it is acked with the others): it can never be
-    applied, and left in the queue it would come back at every leader's poll.
-    """
+async def consumers(link: Link, queue: str) -> int:
+    """How many consumers ``queue`` has (a passive declare)."""
     control = await link.channel("control")
-    taken = Taken([], control)
-    for _ in range(DRAIN_LIMIT):
-        raw = await control.basic_get(queue, no_ack=False)
-        if raw.delivery_tag is None:
-            break
-        taken.last = raw.delivery_tag
-        try:
-            taken.commands.append(Command.decode(raw.body))
-        except DecodeError as exc:
-            logger.error("beat: dropping an unreadable command: %s", exc)
-        if not raw.message_count:
-            break
-    return taken
+    ok = await control.queue_declare(queue, passive=True)
+    return ok.consumer_count or 0
 
 
 __all__ = [
     "LAST_VALUE_ARGUMENTS",
     "LEADER_ARGUMENTS",
     "BeatQueues",
-    "Taken",
+    "consumers",
     "declare",
     "peek",
-    "peek_commands",
     "properties",
     "publish",
-    "take_commands",
 ]

@@ -137,6 +137,15 @@ class Snapshot:
         record = self.applied.get(sender)
         return record[0] if record else 0
 
+    def admit(self, command: Command) -> Literal["next", "repeat", "early"]:
+        """Where ``command`` stands in its sender's order: the next one to apply, a repeat of
+        one applied, or early (one before it has not been applied yet). A sender this
+        snapshot does not know (new, or forgotten) has no order to keep: its command is next."""
+        record = self.applied.get(command.sender)
+        if record is None or command.seq == record[0] + 1:
+            return "next"
+        return "repeat" if command.seq <= record[0] else "early"
+
     def apply(self, command: Command) -> bool:
         """Apply ``command`` unless it is a repeat; whether it was new."""
         if command.seq <= self.done(command.sender):

@@ -32,26 +32,27 @@ queue of its own, a new leader never mistakes a peeked snapshot for no state at 
 that finds ``P.view`` empty waits on a consumer, up to 0.2 s, for it to come back). The leader
 keeps the state in memory and writes it after every change.
 
-**Changes** go through ``P.commands``: :meth:`~AmqpBeatStore.put_entries` and
-:meth:`~AmqpBeatStore.delete_entries` publish a command (the leader's own too, so that all
+**Changes** go through ``P.commands`` (:mod:`.amqp_commands`): :meth:`~AmqpBeatStore.put_entries`
+and :meth:`~AmqpBeatStore.delete_entries` publish a command (the leader's own too, so that all
 changes apply in one order: the queue's); the leader takes the waiting commands at each
 ``lead()``, ``version()``, ``entries()`` and ``runs()``, applies them, writes the snapshot, and
-only then acks them. Each command carries its sender and a sequence number, so one delivered
-twice (the leader died between the write and the ack) is applied once. ``record_runs`` on the
+only then acks them. Each command carries its sender and a sequence number: one delivered twice
+(the leader died between the write and the ack) is applied once, and one seen before an earlier
+one of its sender (that one was briefly out of the queue) waits for it. ``record_runs`` on the
 leader writes the snapshot directly; elsewhere it is a command too. A run record never moves
 back.
 
-**Consistency.** Changes are applied in the commands queue's order (each store's own in the
-order it made them) and are durable once the call returns (confirmed). A store that does not
-lead reads the last snapshot, plus the commands still waiting in ``P.commands`` (peeked: taken
-and given back in place), plus its own commands not yet in the snapshot. So every store sees a
-change as soon as the call that made it returns, with or without a leader running; with no
-leader the commands wait and apply when a beat next leads. Two short windows remain: while the
-leader applies a batch (taken, not yet written: a few milliseconds), and while another reader
-peeks at the same queue (a round trip), a reader may not see a change of another process that
-it saw a moment before. The version follows what a store sees, so it changes whenever its
-entries do. If the state queues were purged, the next leader starts empty (code-declared
-entries are synced again; runs restart from scratch).
+**Consistency.** Changes are durable once the call returns (confirmed) and apply in the queue's
+order, each sender's in the order it made them. A store that does not lead reads the last
+snapshot plus its own commands not in it yet (read-your-writes), and, while no beat is
+subscribed to ``P.leader``, the commands waiting in ``P.commands`` too (peeked: taken and given
+back in place), so with no beat running every store sees a change as soon as the call that made
+it returns, and the first beat to lead applies it. While beats run, the others' changes reach a
+reader when the leader applies them: at its next poll (the scheduler polls ``version()`` every
+second). For a few milliseconds while the leader applies a batch, or while another reader peeks
+at the snapshot, a reader may see the state as it was a moment before. The version follows what
+a store sees, so it changes whenever its entries do. If the state queues were purged, the next
+leader starts empty (code-declared entries are synced again; runs restart from scratch).
 
 Connections: one per store, with the broker URL's credentials, TLS and failover
 (:func:`~celeriac.transports.amqp.url.connect_first`); errors are
@@ -75,6 +76,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from celeriac.beat import amqp_queues
+from celeriac.beat.amqp_commands import Inbox, peek_commands
 from celeriac.beat.amqp_leader import Expiry, Leadership, heartbeat_for
 from celeriac.beat.amqp_queues import BeatQueues
 from celeriac.beat.amqp_state import Command, Snapshot
@@ -128,6 +130,7 @@ class AmqpBeatStore(BeatStore):
         self.sender = uuid.uuid4().hex
         self._heartbeat = heartbeat_for(lease)
         self._leadership = Leadership(self.queues.leader, self.timeout)
+        self._inbox = Inbox(self.queues.commands)
         self._link: Link | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()  # one operation at a time on the connection
@@ -154,6 +157,7 @@ class AmqpBeatStore(BeatStore):
                 await link.close(timeout=2.0)
             self._lost_lead()
             self._leadership.forget()
+            self._inbox.forget()
             self._expiry.cancel()
         if self._lapse is not None:
             self._lapse.cancel()
@@ -184,6 +188,7 @@ class AmqpBeatStore(BeatStore):
         link, self._link = self._link, None
         self._lost_lead()
         self._leadership.forget()
+        self._inbox.forget()
         self._expiry.cancel()
         if link is not None and self._loop is asyncio.get_running_loop():
             await link.close(timeout=1.0)
@@ -194,6 +199,11 @@ class AmqpBeatStore(BeatStore):
         if self._state is not None:
             logger.info("beat: %s no longer leads", self._node or "this node")
         self._state = None
+
+    async def _step_down(self) -> None:
+        """:meth:`_lost_lead` on a live link: the commands held unapplied go back too."""
+        self._lost_lead()
+        await self._inbox.give_back()
 
     @asynccontextmanager
     async def _guard(self, doing: str) -> AsyncIterator[None]:
@@ -241,8 +251,8 @@ class AmqpBeatStore(BeatStore):
                 logger.debug("beat: no lead() within the lease; leaving the leader queue")
             else:
                 return
-            self._lost_lead()
             try:
+                await self._step_down()
                 await self._leadership.resign(link)
             except Exception as exc:  # a broken link has given the token back already
                 logger.debug("beat: giving the lease up: %s", exc)
@@ -252,7 +262,7 @@ class AmqpBeatStore(BeatStore):
         link = await self._connect(heartbeat_for(ttl))
         leading = await self._leadership.check(link)
         if not leading:
-            self._lost_lead()
+            await self._step_down()
         elif self._state is None:
             self._node = node
             await self._take_over(link)
@@ -286,10 +296,9 @@ class AmqpBeatStore(BeatStore):
         async with self._guard("resigning"):
             link = self._link
             if link is not None and node == self._node and self._leadership.holds(link):
+                await self._step_down()
                 await self._leadership.resign(link)
-                self._state = None
                 logger.info("beat: %s resigned", node)
-            self._lost_lead()
 
     async def _take_over(self, link: Link) -> None:
         """Load the state (``P.state``; ``P.view`` if that is empty), apply what waits, and
@@ -319,15 +328,11 @@ class AmqpBeatStore(BeatStore):
         """The leader applies the waiting commands, writes the snapshot, then acks them."""
         state = self._state
         assert state is not None
-        taken = await amqp_queues.take_commands(link, self.queues.commands)
-        changed = [command for command in taken.commands if state.apply(command)]
-        try:
-            if changed or write:
-                await self._write(link)
-        except BaseException:
-            await taken.give_back()
-            raise
-        await taken.ack()
+        await self._inbox.take(link)
+        settled, changed = self._inbox.apply(state)
+        if changed or write:
+            await self._write(link)  # if this fails, the link is dropped: all goes back
+        await self._inbox.ack(settled)
 
     async def _write(self, link: Link) -> None:
         state = self._state
@@ -355,11 +360,13 @@ class AmqpBeatStore(BeatStore):
                 await self._apply_commands(link)
                 base = self._state
             else:
-                self._lost_lead()
+                await self._step_down()
                 base = await amqp_queues.peek(link, self.queues.view, VIEW_WAIT) or Snapshot()
-                waiting = await amqp_queues.peek_commands(link, self.queues.commands)
-            done = base.done(self.sender)
-            self._pending = [c for c in self._pending if c.seq > done]
+                if not await amqp_queues.consumers(link, self.queues.leader):
+                    # no beat will apply them soon: show them (a leader's are left alone, so
+                    # that it sees each sender's commands in order)
+                    waiting = await peek_commands(link, self.queues.commands)
+            self._pending = [c for c in self._pending if c.seq > base.done(c.sender)]
             return base.view(waiting, self._pending)
 
     async def version(self) -> int:
@@ -423,6 +430,9 @@ class AmqpBeatStore(BeatStore):
                 except TransportError:
                     if attempt == 2:
                         self._pending = [c for c in self._pending if c is not command]
+                        # it may or may not have landed: number what follows as a new sender,
+                        # so the leader never waits for this number (see amqp_commands)
+                        self.sender, self._seq = uuid.uuid4().hex, 0
                         raise
 
 
