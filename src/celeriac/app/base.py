@@ -319,6 +319,9 @@ class Celeriac(Sending):
         if self._backend is not None:
             self._backend.close()
         self._backend, self._backend_made = None, False
+        if self._beat is not None:
+            self._beat.close()
+            self._beat = None
 
     # -- tasks ------------------------------------------------------------------------------------
     @overload
