@@ -26,7 +26,7 @@ from celeriac.protocol.codec import BodyEncoder, encode_body
 from celeriac.protocol.message import Message, new_id, new_ids, parse_time, safe_repr, task_message
 from celeriac.protocol.template import MessageTemplate
 from celeriac.results import result as _result
-from celeriac.routing import Queue, Route
+from celeriac.routing import Exchange, Queue, Route
 from celeriac.task import Task, check_send_options
 from celeriac.transports.base import Outgoing
 
@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from celeriac.routing import Router
 
 _ROUTE_KEYS = ("queue", "exchange", "routing_key", "priority")
+
+#: One message to publish: ``(outgoing, its routed queue, args, kwargs)`` (the last two for
+#: the publish signals).
+Send = tuple[Outgoing, "Queue | None", Sequence[Any] | None, Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,13 +263,7 @@ class Sending:
     ) -> _result.AsyncResult[Any]:
         """Send a task by name (it need not be registered here); returns its result handle."""
         item, queue = self.prepare(name, args, kwargs, **options)
-        declare, exchanges = self.router.declarations(queue)
-        watched = publish_signals_connected()
-        if watched:
-            self._before_publish([(item, args, kwargs)], declare)
-        self.producer.send([item], declare, exchanges)
-        if watched:
-            self._after_publish([item])
+        self.publish([(item, queue, args, kwargs)])
         return self._result_of(item, name)
 
     def _before_publish(
@@ -309,31 +307,36 @@ class Sending:
     ) -> _result.AsyncResult[Any]:
         """The async twin of :meth:`send_task`."""
         item, queue = self.prepare(name, args, kwargs, **options)
-        declare, exchanges = self.router.declarations(queue)
-        watched = publish_signals_connected()
-        if watched:
-            self._before_publish([(item, args, kwargs)], declare)
-        await self.producer.asend([item], declare, exchanges)
-        if watched:
-            self._after_publish([item])
+        await self.apublish([(item, queue, args, kwargs)])
         return self._result_of(item, name)
 
-    async def apublish(
-        self,
-        sends: Sequence[tuple[Outgoing, Queue | None, Sequence[Any], Mapping[str, Any]]],
-    ) -> None:
-        """Publish messages built by :meth:`prepare` in one batch, on the running loop: each
-        ``(outgoing, routed queue, args, kwargs)``; what the queues and exchanges need is declared
-        first, and the publish signals are sent around it. Beat sends a due minute this way."""
+    def publish(self, sends: Sequence[Send]) -> None:
+        """Publish messages built by :meth:`prepare` in one batch: each ``(outgoing, routed
+        queue, args, kwargs)``; what their queues and exchanges need is declared first, and the
+        publish signals are sent around it when someone listens."""
+        items, declare, exchanges, watched = self._publishing(sends)
+        self.producer.send(items, declare, exchanges)
+        if watched:
+            self._after_publish(items)
+
+    async def apublish(self, sends: Sequence[Send]) -> None:
+        """The async twin of :meth:`publish`, on the running loop (beat sends a due minute so)."""
+        items, declare, exchanges, watched = self._publishing(sends)
+        await self.producer.asend(items, declare, exchanges)
+        if watched:
+            self._after_publish(items)
+
+    def _publishing(
+        self, sends: Sequence[Send]
+    ) -> tuple[list[Outgoing], list[Queue], list[Exchange], bool]:
+        """What :meth:`publish` and :meth:`apublish` do before the publish itself."""
         routed = {queue.name: queue for _, queue, _, _ in sends if queue is not None}
         declare, exchanges = self.router.declarations(*routed.values())
         items = [item for item, _, _, _ in sends]
         watched = publish_signals_connected()
         if watched:
             self._before_publish([(item, args, kwargs) for item, _, args, kwargs in sends], declare)
-        await self.producer.asend(items, declare, exchanges)
-        if watched:
-            self._after_publish(items)
+        return items, declare, exchanges, watched
 
     def _result_of(self, item: Outgoing, name: str) -> _result.AsyncResult[Any]:
         """The handle on a sent task; ``ignored`` when the message asks for no result."""
@@ -359,8 +362,7 @@ class Sending:
         given = options.get("task_id")
         ids = [given] * len(calls) if given else new_ids(len(calls))
         senders: dict[str, BatchSender | None] = {}
-        items: list[Outgoing] = []
-        routed: dict[str, Queue] = {}
+        sends: list[Send] = []
         watched = publish_signals_connected()
         for (name, args, kwargs), task_id in zip(calls, ids, strict=True):
             if watched:  # each message its own headers, for receivers that change them
@@ -369,29 +371,14 @@ class Sending:
                 sender = senders[name]
             else:
                 sender = senders[name] = self._batch_sender(name, options, now)
-                if sender is not None and sender.queue is not None:
-                    routed.setdefault(sender.queue.name, sender.queue)
             if sender is not None:
-                items.append(sender.outgoing(task_id, args, kwargs))
+                sends.append((sender.outgoing(task_id, args, kwargs), sender.queue, args, kwargs))
                 continue
             item, queue = self.prepare(
                 name, args, kwargs, _now=now, **{**options, "task_id": task_id}
             )
-            if queue is not None:
-                routed.setdefault(queue.name, queue)
-            items.append(item)
-        declare, exchanges = self.router.declarations(*routed.values())
-        if watched:
-            self._before_publish(
-                [
-                    (item, args, kwargs)
-                    for item, (_, args, kwargs) in zip(items, calls, strict=True)
-                ],
-                declare,
-            )
-        self.producer.send(items, declare, exchanges)
-        if watched:
-            self._after_publish(items)
+            sends.append((item, queue, args, kwargs))
+        self.publish(sends)
         backend, app = self.backend, self._as_app()
         return [
             _result.AsyncResult(task_id, backend, name, app)
