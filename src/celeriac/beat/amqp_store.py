@@ -30,7 +30,7 @@ and ``P.view``, peeked at by everyone else. A peek takes the message with ``basi
 gives it back at once, so for a round trip the queue looks empty to another reader; with a
 queue of its own, a new leader never mistakes a peeked snapshot for no state at all (a reader
 that finds ``P.view`` empty waits on a consumer, up to 0.2 s, for it to come back). The leader
-keeps the state in memory and writes it after every change.
+keeps the state in memory and writes it after every change (:mod:`.amqp_ledger`).
 
 **Changes** go through ``P.commands`` (:mod:`.amqp_commands`): :meth:`~AmqpBeatStore.put_entries`
 and :meth:`~AmqpBeatStore.delete_entries` publish a command (the leader's own too, so that all
@@ -76,8 +76,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from celeriac.beat import amqp_queues
-from celeriac.beat.amqp_commands import Inbox, peek_commands
+from celeriac.beat.amqp_commands import peek_commands
 from celeriac.beat.amqp_leader import Expiry, Leadership, heartbeat_for
+from celeriac.beat.amqp_ledger import SETTLE_WAIT, Ledger
 from celeriac.beat.amqp_queues import BeatQueues
 from celeriac.beat.amqp_state import Command, Snapshot
 from celeriac.beat.store import BeatStore
@@ -96,9 +97,6 @@ DEFAULT_PREFIX = "celeriac.beat"
 #: The lease the connection's heartbeat is set for until ``lead()`` names one (issue 14's
 #: default), so a store that leads with the default never reconnects to change it.
 DEFAULT_LEASE = 10.0
-#: How long a reader that finds no snapshot waits for one another reader may be peeking at
-#: (returned within a round trip, so this only bounds the wait for a state never written).
-VIEW_WAIT = 0.2
 
 
 class AmqpBeatStore(BeatStore):
@@ -130,13 +128,11 @@ class AmqpBeatStore(BeatStore):
         self.sender = uuid.uuid4().hex
         self._heartbeat = heartbeat_for(lease)
         self._leadership = Leadership(self.queues.leader, self.timeout)
-        self._inbox = Inbox(self.queues.commands)
+        self._ledger = Ledger(self.queues, self.timeout)
         self._link: Link | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()  # one operation at a time on the connection
         self._send_lock = asyncio.Lock()  # commands numbered and sent in one order
-        self._state: Snapshot | None = None  # the leader's copy; None when not leading
-        self._node = ""
         self._seq = 0
         self._pending: list[Command] = []  # sent by this store, not yet in a snapshot seen
         self._outage = Outage("RabbitMQ (beat leader election)", logger)
@@ -155,9 +151,8 @@ class AmqpBeatStore(BeatStore):
                 if self._leadership.holds(link):
                     await self._leadership.resign(link)
                 await link.close(timeout=2.0)
-            self._lost_lead()
+            self._ledger.forget()
             self._leadership.forget()
-            self._inbox.forget()
             self._expiry.cancel()
         if self._lapse is not None:
             self._lapse.cancel()
@@ -186,24 +181,11 @@ class AmqpBeatStore(BeatStore):
     async def _drop(self) -> None:
         """Forget the link (closing it if it is this loop's): the token goes with it."""
         link, self._link = self._link, None
-        self._lost_lead()
+        self._ledger.forget()
         self._leadership.forget()
-        self._inbox.forget()
         self._expiry.cancel()
         if link is not None and self._loop is asyncio.get_running_loop():
             await link.close(timeout=1.0)
-
-    def _lost_lead(self) -> None:
-        """This store does not lead (any more): drop the leader's copy. (The token itself is
-        known to be gone: :meth:`Leadership.holds` said so, or it is being given up.)"""
-        if self._state is not None:
-            logger.info("beat: %s no longer leads", self._node or "this node")
-        self._state = None
-
-    async def _step_down(self) -> None:
-        """:meth:`_lost_lead` on a live link: the commands held unapplied go back too."""
-        self._lost_lead()
-        await self._inbox.give_back()
 
     @asynccontextmanager
     async def _guard(self, doing: str) -> AsyncIterator[None]:
@@ -246,13 +228,15 @@ class AmqpBeatStore(BeatStore):
             if link is None or not self._expiry.due():
                 return  # asked again while this waited for the lock, or already gone
             if self._leadership.holds(link):
-                logger.warning("beat: %s did not renew its lease in time; giving it up", self._node)
+                logger.warning(
+                    "beat: %s did not renew its lease in time; giving it up", self._ledger.node
+                )
             elif self._leadership.subscribed(link):
                 logger.debug("beat: no lead() within the lease; leaving the leader queue")
             else:
                 return
             try:
-                await self._step_down()
+                await self._ledger.step_down()
                 await self._leadership.resign(link)
             except Exception as exc:  # a broken link has given the token back already
                 logger.debug("beat: giving the lease up: %s", exc)
@@ -262,12 +246,11 @@ class AmqpBeatStore(BeatStore):
         link = await self._connect(heartbeat_for(ttl))
         leading = await self._leadership.check(link)
         if not leading:
-            await self._step_down()
-        elif self._state is None:
-            self._node = node
-            await self._take_over(link)
+            await self._ledger.step_down()
+        elif self._ledger.state is None:
+            await self._ledger.take_over(link, node)
         else:
-            await self._apply_commands(link)
+            await self._ledger.apply_commands(link)
         return leading
 
     async def wait_lead(self, node: str, ttl: float, timeout: float) -> bool:
@@ -295,59 +278,10 @@ class AmqpBeatStore(BeatStore):
     async def resign(self, node: str) -> None:
         async with self._guard("resigning"):
             link = self._link
-            if link is not None and node == self._node and self._leadership.holds(link):
-                await self._step_down()
+            if link is not None and node == self._ledger.node and self._leadership.holds(link):
+                await self._ledger.step_down()
                 await self._leadership.resign(link)
                 logger.info("beat: %s resigned", node)
-
-    async def _take_over(self, link: Link) -> None:
-        """Load the state (``P.state``; ``P.view`` if that is empty), apply what waits, and
-        write it (so both queues hold the same snapshot, naming this leader)."""
-        state = await amqp_queues.peek(link, self.queues.state)
-        if state is None:
-            state = await amqp_queues.peek(link, self.queues.view)
-        if state is None:
-            # Still nothing: either no beat has ever written (a fresh vhost), or the previous
-            # leader died while it held the P.state message, and RabbitMQ, which handed the
-            # token on, has not put that message back yet (queues settle a closed channel's
-            # messages independently). Wait on a consumer for it, briefly, before starting
-            # empty: an empty snapshot written now would push the returning one out.
-            state = await amqp_queues.peek(link, self.queues.state, VIEW_WAIT)
-        fresh = state is None
-        self._state = state or Snapshot()
-        logger.info(
-            "beat: %s leads (state version %d, %d entries%s)",
-            self._node,
-            self._state.version,
-            len(self._state.entries),
-            ", none stored yet" if fresh else "",
-        )
-        await self._apply_commands(link, write=True)
-
-    async def _apply_commands(self, link: Link, write: bool = False) -> None:
-        """The leader applies the waiting commands, writes the snapshot, then acks them."""
-        state = self._state
-        assert state is not None
-        await self._inbox.take(link)
-        settled, changed = self._inbox.apply(state)
-        if changed or write:
-            await self._write(link)  # if this fails, the link is dropped: all goes back
-        await self._inbox.ack(settled)
-
-    async def _write(self, link: Link) -> None:
-        state = self._state
-        assert state is not None
-        state.serial += 1
-        state.leader = self._node
-        body, encoding = state.encode()
-        await amqp_queues.publish(
-            link,
-            [
-                (self.queues.state, body, "snapshot", encoding),
-                (self.queues.view, body, "snapshot", encoding),
-            ],
-            self.timeout,
-        )
 
     # -- entries and runs ---------------------------------------------------------------------
     async def _view(self, doing: str) -> Snapshot:
@@ -356,12 +290,12 @@ class AmqpBeatStore(BeatStore):
         async with self._guard(doing):
             link = await self._connect()
             waiting: list[Command] = []
-            if self._state is not None and self._leadership.holds(link):
-                await self._apply_commands(link)
-                base = self._state
+            if self._ledger.state is not None and self._leadership.holds(link):
+                await self._ledger.apply_commands(link)
+                base = self._ledger.state
             else:
-                await self._step_down()
-                base = await amqp_queues.peek(link, self.queues.view, VIEW_WAIT) or Snapshot()
+                await self._ledger.step_down()
+                base = await amqp_queues.peek(link, self.queues.view, SETTLE_WAIT) or Snapshot()
                 if not await amqp_queues.consumers(link, self.queues.leader):
                     # no beat will apply them soon: show them (a leader's are left alone, so
                     # that it sees each sender's commands in order)
@@ -396,9 +330,8 @@ class AmqpBeatStore(BeatStore):
         try:
             async with self._guard("recording runs"):
                 link = await self._connect()
-                if self._state is not None and self._leadership.holds(link):
-                    self._state.record_runs(runs)
-                    await self._write(link)
+                if self._ledger.state is not None and self._leadership.holds(link):
+                    await self._ledger.record_runs(link, runs)
                     return
         except TransportError as exc:  # no longer the leader: the next one applies them
             logger.warning("beat: recording runs as the leader failed (%s); sent instead", exc)
@@ -424,8 +357,8 @@ class AmqpBeatStore(BeatStore):
                         link = await self._connect()
                         item = (self.queues.commands, body, "command", "utf-8")
                         await amqp_queues.publish(link, [item], self.timeout)
-                        if self._state is not None and self._leadership.holds(link):
-                            await self._apply_commands(link)
+                        if self._ledger.state is not None and self._leadership.holds(link):
+                            await self._ledger.apply_commands(link)
                     return
                 except TransportError:
                     if attempt == 2:
