@@ -38,6 +38,7 @@ from celeriac.beat.entry import Entry, from_declaration
 from celeriac.beat.registry import open_store
 from celeriac.beat.store import BeatStore
 from celeriac.schedules.zones import to_zone
+from celeriac.transports.registry import transport_class
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celeriac
@@ -78,6 +79,10 @@ class Beat:
         self.poll = poll
         self.clock = clock
         self.tz = to_zone(app.conf.timezone or "UTC", "timezone")
+        #: Whether the broker drops a second send of a slot (Redis, SQLite, memory); where it
+        #: cannot (RabbitMQ), the lease is checked again right before each publish, so a leader
+        #: that was frozen past its lease learns it before it sends, not after.
+        self._broker_dedups = transport_class(app.broker_url).deduplicates
         self.leading = False
         self.entries: dict[str, Entry] = {}
         self.runs: dict[str, float] = {}
@@ -203,6 +208,13 @@ class Beat:
                 handled[name] = plan.last.timestamp()
             if plan.next_due is not None:
                 self._push(name, plan.next_due.timestamp())
+        if firings and not self._broker_dedups:
+            self.leading = await self.store.lead(self.node, self.lease)
+            if not self.leading:
+                logger.warning("beat: %s lost the lead before sending; the leader sends", self.node)
+                self._heap.clear()
+                self._due.clear()
+                return
         if firings:
             await self._publish(firings)
         if handled:

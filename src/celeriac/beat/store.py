@@ -12,8 +12,9 @@ any beat can take over from a dead leader. One :class:`BeatStore` per broker kin
 The contract (every method is a coroutine; all of them may be called from any beat):
 
 * :meth:`lead` takes or keeps the leader's lease for ``ttl`` seconds; ``True`` while this node
-  holds it. Renewing before the lease runs out keeps it; a dead leader's lease expires and
-  another beat's next :meth:`lead` gets it. A store may grant two nodes the lease at once only
+  holds it. Renewing before the lease runs out keeps it; a dead leader's lease moves to another
+  beat's next :meth:`lead` within ``ttl`` (at its expiry on Redis and SQLite; at once on
+  RabbitMQ, which sees the dead connection). A store may grant two nodes the lease at once only
   for as long as a paused leader has not noticed its expiry: the broker's slot deduplication
   (:attr:`celeriac.transports.base.Outgoing.dedup_key`) keeps that from doubling a firing on
   the brokers that have it.
@@ -21,7 +22,11 @@ The contract (every method is a coroutine; all of them may be called from any be
 * :meth:`entries` / :meth:`put_entries` / :meth:`delete_entries`: the entries as plain dicts
   (:meth:`celeriac.beat.entry.Entry.to_dict`), written by anyone (``celeriac beat add``).
 * :meth:`runs` / :meth:`record_runs`: per entry, the UNIX timestamp of the last slot fired (or
-  given up); written by the leader after each batch.
+  given up); written by the leader after each batch. A record never moves back (a late write
+  of an older slot by a paused former leader changes nothing).
+
+A change made by a beat that does not lead reaches the others when the leader next polls (about
+a second); an empty put or delete leaves the version as it is.
 """
 
 from __future__ import annotations
