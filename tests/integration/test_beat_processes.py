@@ -226,6 +226,14 @@ def test_run_now_sends_once_outside_the_schedule(fleet: Fleet) -> None:
     beat = fleet.beat()
     beat.wait_for_line(LEADS, timeout=15)
     fleet.cli("add", "manual", "beat.tick", "--cron", "0 3 1 1 *", "--kwargs", '{"tag": "m"}')
+    # on RabbitMQ another process sees an entry once the leader has applied the change
+    wait_for_runs(
+        "the entry to be visible",
+        lambda: fleet.cli("list").splitlines(),
+        lambda lines: any(line.startswith("manual ") for line in lines),
+        10,
+        fleet.processes,
+    )
     out = fleet.cli("run-now", "manual")
     assert "sent manual" in out
     fleet.wait("the manual run", "m", 1)
