@@ -32,6 +32,7 @@ from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.routing import Queue
 from celeriac.transports.base import Delivery, Transport
 from celeriac.utils.outage import Outage
+from celeriac.worker import task_events
 from celeriac.worker.acks import AckBatcher
 from celeriac.worker.pools.base import Pool
 from celeriac.worker.ratelimit import RateLimiter
@@ -41,6 +42,7 @@ from celeriac.worker.state import WorkerState
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.events.dispatcher import EventDispatcher
     from celeriac.task import Task
 
 logger = logging.getLogger("celeriac.worker")
@@ -94,6 +96,9 @@ class Consumer:
         #: One log line per broker outage, whichever operation hit it first.
         self.outage = Outage("broker", logger)
         self.acks = AckBatcher(transport, self.outage)
+        #: The worker's event dispatcher while its events component runs (``task-*`` events
+        #: are sent through it when task events are on: :mod:`celeriac.worker.task_events`).
+        self.events: EventDispatcher | None = None
 
     @property
     def window(self) -> int:
@@ -167,6 +172,8 @@ class Consumer:
                 return
             task, request = prepared
             signals.task_received.send(self, request=request)
+            if self.events is not None:
+                task_events.received(self.events, request)
             if not await self._wait_rate(delivery, task):
                 return
             await self.slots.acquire()
@@ -208,6 +215,8 @@ class Consumer:
             self.state.active[request.id] = request
             if early and self.unacked.pop(key, None) is not None:  # not returned meanwhile
                 self.acks.ack_soon(delivery)
+            if self.events is not None:
+                task_events.started(self.events, request.id)
 
         handler = asyncio.current_task()
         assert handler is not None
@@ -230,6 +239,9 @@ class Consumer:
             signals.task_revoked.send(
                 task, request=request, terminated=terminated, signum=signum, expired=False
             )
+        if self.events is not None:
+            signum = getattr(self.pool, "terminate_signal", None)
+            task_events.finished(self.events, request.id, outcome, signum)
         if early:
             if outcome.settle != "ack":
                 logger.warning(
@@ -284,6 +296,8 @@ class Consumer:
         task = self.app.tasks.get(message.task)
         if task is None:
             error = NotRegistered(message.task)
+            if self.events is not None:
+                task_events.unknown(self.events, message.id, message.task)
             await self._end_workflow(delivery, states.FAILURE, error, None, store=True)
             signals.task_unknown.send(
                 self, message=delivery, exc=error, name=message.task, id=message.id
@@ -366,6 +380,8 @@ class Consumer:
         request: Request | None = None,
     ) -> None:
         logger.info("Task %s[%s] not run: %s", task.name, task_id, why)
+        if self.events is not None:
+            task_events.revoked(self.events, task_id, expired=why != "revoked")
         if request is None and signals.task_revoked.has_receivers(task):
             request = self._request_of(delivery)
         signals.task_revoked.send(

@@ -63,6 +63,7 @@ def builtin_components(worker: Worker) -> list[Component]:
     from celeriac.worker.autoscale import AutoscalerStep
     from celeriac.worker.beat_step import BeatStep
     from celeriac.worker.control import ControlStep
+    from celeriac.worker.events_step import EventsStep
     from celeriac.worker.statedb import StateDBStep
     from celeriac.worker.steps import ReloaderStep
 
@@ -73,6 +74,7 @@ def builtin_components(worker: Worker) -> list[Component]:
         PoolStep(),
         ConsumerStep(),
         Heartbeat(),
+        EventsStep(),
         ControlStep(),
         AutoscalerStep(),
         ReloaderStep(),
