@@ -28,6 +28,12 @@ store it once. A dropped item counts 0 (it reached no queue through this call); 
 keyed item records nothing. Expired keys leave through a heap ordered by expiry, popped as
 keyed publishes pass: an item without a key costs one attribute test.
 
+**Transient fan-out** (events, remote-control requests): each broker has a
+:class:`~celeriac.transports.transient.LocalHub` of the listeners open on it; a publish hands
+its envelopes to those whose exchange and patterns take the routing key, each into its own
+bounded inbox (the oldest dropped and counted past ``buffer``), from any thread to a listener on
+any loop. Nothing is kept for a listener that is not there.
+
 Upper layers may keep state of their own per broker (beat's store does) with
 :func:`shared_state`, so that :func:`reset_memory_brokers` forgets it too.
 """
@@ -46,8 +52,9 @@ from typing import Any, ClassVar, TypeVar
 
 from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
+from celeriac.transports.base import DeadLetter, Delivery, Listener, Outgoing, Transport
 from celeriac.transports.topology import Topology, Waiters, claim_fairly, max_deliveries_reason
+from celeriac.transports.transient import DEFAULT_BUFFER, LocalHub, LocalListener
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +169,7 @@ class _Broker:
         self.tokens = itertools.count(1)
         self.seen = _SeenKeys()
         self.shared: dict[str, Any] = {}
+        self.hub = LocalHub()
 
 
 _BROKERS: dict[str, _Broker] = {}
@@ -209,12 +217,17 @@ class MemoryTransport(Transport):
         self._broker = _broker_for(url)
         self._auto_delete: set[str] = set()
         self._rotation = 0
+        self._listeners: list[LocalListener] = []
 
     async def close(self) -> None:
-        """Delete the auto-delete queues this instance declared (their consumer is gone)."""
+        """Delete the auto-delete queues this instance declared (their consumer is gone) and
+        close the listeners it made."""
         for name in sorted(self._auto_delete):
             await self.delete_queue(name)
         self._auto_delete.clear()
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            await listener.close()
 
     # -- topology -----------------------------------------------------------------------------
     async def declare_exchange(self, exchange: Exchange) -> None:
@@ -295,6 +308,24 @@ class MemoryTransport(Transport):
             state.entries[entry.id] = entry
             state.place(entry, now)
         broker.waiters.notify_all()
+
+    # -- transient fan-out --------------------------------------------------------------------
+    async def publish_transient(
+        self, exchange: Exchange, routing_key: str, messages: Sequence[Message]
+    ) -> None:
+        self._broker.hub.publish(exchange.name, routing_key, messages)
+
+    def listen(
+        self, exchange: Exchange, patterns: Sequence[str] = ("#",), *, buffer: int = DEFAULT_BUFFER
+    ) -> Listener:
+        listener = LocalListener(self._broker.hub, exchange, patterns, buffer)
+        self._listeners = [x for x in self._listeners if not x.inbox.closed]
+        self._listeners.append(listener)
+        return listener
+
+    def transient_listeners(self, exchange: str) -> int:
+        """How many listeners are open on ``exchange`` in this broker (for tests and tools)."""
+        return self._broker.hub.listening(exchange)
 
     # -- consuming ----------------------------------------------------------------------------
     async def get(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:

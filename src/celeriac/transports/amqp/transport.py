@@ -12,7 +12,11 @@ Celery does, so Celery workers can share them); ``confirm_publish`` (True; False
 waiting for the broker, as Celery does by default: several times the sync send rate, but a
 message lost in a broker crash goes unnoticed, and every count is 1); ``connect_attempts``
 (1 round over the URLs per call: the worker's fetch loop and the producer's retry policy do the
-retrying). ``lease_seconds`` does not apply.
+retrying); ``transient_retention`` (60 s: the ``x-message-ttl`` of a listener's queue).
+``lease_seconds`` does not apply.
+
+**Transient fan-out** (events, control requests) uses exchanges of the caller's type and an
+exclusive, auto-delete queue per listener: :mod:`celeriac.transports.amqp.transient`.
 
 **Topology.** Exchanges, queues and bindings are declared on RabbitMQ (headers exchanges are
 RabbitMQ's own, bound with the bindings' arguments); queues are durable unless they say
@@ -67,12 +71,14 @@ from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 from pamqp.commands import Basic
 
 from celeriac.errors import ImproperlyConfigured, TransportError
+from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.transports.amqp import codec, delay, topology
+from celeriac.transports.amqp import codec, delay, topology, transient
 from celeriac.transports.amqp.link import Frame, Link, on_close
 from celeriac.transports.amqp.settle import Settler
 from celeriac.transports.amqp.url import connect_first, parse_amqp_urls
-from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
+from celeriac.transports.base import DeadLetter, Delivery, Listener, Outgoing, Transport
+from celeriac.transports.transient import DEFAULT_BUFFER
 
 logger = logging.getLogger("celeriac.transports.amqp")
 
@@ -106,8 +112,12 @@ class AMQPTransport(Transport):
                 "no",
                 "off",
             )
+            self.transient_retention = float(options.get("transient_retention", 60.0))
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"broker_transport_options: {exc}") from None
+        if self.transient_retention <= 0:
+            raise ImproperlyConfigured("broker_transport_options 'transient_retention' must be > 0")
+        self._listeners: set[transient.AMQPListener] = set()
         self._lock = threading.Lock()
         self._links: dict[asyncio.AbstractEventLoop, Link] = {}
         self._opening: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
@@ -198,6 +208,9 @@ class AMQPTransport(Transport):
         await self.link()
 
     async def close(self) -> None:
+        for listener in list(self._listeners):
+            with contextlib.suppress(Exception):
+                await listener.close()
         loop = asyncio.get_running_loop()
         with self._lock:
             link = self._links.pop(loop, None)
@@ -349,6 +362,25 @@ class AMQPTransport(Transport):
             portal = self._portal
         result: list[int] = portal.call(self.publish_batch(items))
         return result
+
+    # -- transient fan-out --------------------------------------------------------------------
+    async def publish_transient(
+        self, exchange: Exchange, routing_key: str, messages: Sequence[Message]
+    ) -> None:
+        if messages:
+            await transient.publish(self, exchange, routing_key, messages)
+
+    def listen(
+        self, exchange: Exchange, patterns: Sequence[str] = ("#",), *, buffer: int = DEFAULT_BUFFER
+    ) -> Listener:
+        return transient.AMQPListener(self, exchange, patterns, buffer)
+
+    def opened(self, listener: transient.AMQPListener) -> None:
+        """A listener of this instance opened (it is closed with the transport)."""
+        self._listeners.add(listener)
+
+    def closed(self, listener: transient.AMQPListener) -> None:
+        self._listeners.discard(listener)
 
     # -- consuming ----------------------------------------------------------------------------
     async def get(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:

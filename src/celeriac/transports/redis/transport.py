@@ -8,7 +8,10 @@ Options (``broker_transport_options``): ``lease_seconds`` and ``max_deliveries``
 :mod:`celeriac.transports.base`); ``key_prefix`` (``"celeriac:"``), so several apps or tests may
 share one database; ``retries`` (1): how many times a command is retried at once on a broken
 connection (the first command after a Redis restart meets a dead pooled socket); the connection
-options of :func:`~celeriac.transports.redis.url.parse_redis_url`. Unknown keys are ignored.
+options of :func:`~celeriac.transports.redis.url.parse_redis_url`; ``fanout_prefix`` and
+``global_keyprefix``, kombu's, for the channel names of transient fan-out (events, control
+requests: PUBLISH/PSUBSCRIBE, nothing stored; see :mod:`celeriac.transports.redis.fanout`).
+Unknown keys are ignored.
 
 **Data and atomicity.** Messages, leases and delays live in sorted sets and hashes per queue,
 laid out in :mod:`celeriac.transports.redis.scripts`; every operation that changes them is one
@@ -69,12 +72,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from celeriac.errors import ImproperlyConfigured, TransportError
+from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
+from celeriac.transports.base import DeadLetter, Delivery, Listener, Outgoing, Transport
+from celeriac.transports.redis import fanout
 from celeriac.transports.redis import scripts as lua
-from celeriac.transports.redis.url import async_client, password_of, sync_client
+from celeriac.transports.redis.url import async_client, database_of, password_of, sync_client
 from celeriac.transports.redis.wake import blpop_then_claim
 from celeriac.transports.topology import Topology
+from celeriac.transports.transient import DEFAULT_BUFFER
 from celeriac.utils.urls import redact_url
 
 logger = logging.getLogger(__name__)
@@ -148,6 +154,13 @@ class RedisTransport(Transport):
         self._retries = max(retries, 0)
         # parsing now makes a bad URL fail at start-up rather than at the first publish
         self._password = password_of(url, connection)
+        db = database_of(url, connection)
+        global_prefix = str(options.get("global_keyprefix") or "")
+        #: kombu's fanout channel names (see :mod:`celeriac.transports.redis.fanout`).
+        self.channels = fanout.Channels(
+            global_prefix + fanout.fanout_prefix(options.get("fanout_prefix", True), db)
+        )
+        self._listeners: set[fanout.RedisListener] = set()
         self._lock = threading.Lock()
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
         self._sync: tuple[Any, dict[str, Any]] | None = None
@@ -229,13 +242,28 @@ class RedisTransport(Transport):
                 f"Redis broker {redact_url(self.url)}: {action} failed: {reason}"
             ) from exc
 
+    def errors(self, action: str) -> contextlib.AbstractContextManager[None]:
+        """redis-py's errors as TransportError (for the modules beside this one)."""
+        return self._errors(action)
+
+    def subscriber_client(self) -> Any:
+        """A new ``redis.asyncio`` client for one subscriber connection: no read timeout (it
+        waits for messages; the listener probes a silent one itself), and RESP2, in which a
+        published message is a plain reply (RESP3 makes it a push that ``read_response`` hides).
+        """
+        return async_client(self.url, self._connection, socket_timeout=None, protocol=2)
+
     async def connect(self) -> None:
         with self._errors("connect"):
             clients = await self._clients()
             await clients.client.ping()
 
     async def close(self) -> None:
-        """Delete this instance's auto-delete queues, give back abandoned claims, disconnect."""
+        """Close this instance's listeners, delete its auto-delete queues, give back abandoned
+        claims, disconnect."""
+        for listener in list(self._listeners):
+            with contextlib.suppress(Exception):
+                await listener.close()
         for name in sorted(self._auto_delete):
             try:
                 await self.delete_queue(name)
@@ -506,6 +534,31 @@ class RedisTransport(Transport):
             stored = b"%d\0\0%s\0%s" % (priority, queue.encode(), payload)
             if scripts["publish"](args=[self.prefix, version, "", 1, queue, "", stored]) < 0:
                 raise TransportError("the topology changed meanwhile; try again")
+
+    # -- transient fan-out --------------------------------------------------------------------
+    async def publish_transient(
+        self, exchange: Exchange, routing_key: str, messages: Sequence[Message]
+    ) -> None:
+        """PUBLISH each message on the exchange's channel (kombu's name), pipelined."""
+        if not messages:
+            return
+        wires = fanout.envelopes(exchange.name, routing_key, messages)  # may raise: nothing sent
+        channel = self.channels.publish(exchange.name, routing_key)
+        with self._errors("publish_transient"):
+            clients = await self._clients()
+            await fanout.publish(clients.client, channel, wires)
+
+    def listen(
+        self, exchange: Exchange, patterns: Sequence[str] = ("#",), *, buffer: int = DEFAULT_BUFFER
+    ) -> Listener:
+        return fanout.RedisListener(self, exchange, patterns, buffer)
+
+    def opened(self, listener: fanout.RedisListener) -> None:
+        """A listener of this instance opened (it is closed with the transport)."""
+        self._listeners.add(listener)
+
+    def closed(self, listener: fanout.RedisListener) -> None:
+        self._listeners.discard(listener)
 
     # -- consuming ----------------------------------------------------------------------------
     async def get(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:

@@ -341,9 +341,18 @@ def password_of(url: str, options: Mapping[str, Any] | None = None) -> str | Non
     return str(found) if found else None
 
 
+def database_of(url: str, options: Mapping[str, Any] | None = None) -> int:
+    """The database number a client for ``url`` selects (kombu puts it in fanout channel names,
+    since Redis pub/sub channels are shared by every database of a server)."""
+    if is_sentinel_url(url):
+        return int(parse_sentinel_url(url, options).connection_kwargs.get("db", 0))
+    return int(parse_redis_url(url, options).get("db", 0))
+
+
 __all__ = [
     "SentinelSpec",
     "async_client",
+    "database_of",
     "is_sentinel_url",
     "parse_redis_url",
     "parse_sentinel_url",

@@ -59,6 +59,14 @@ SCHEMA = (
     # dedup keys (Outgoing.dedup_key) recorded by publishes, until they expire
     "CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at)",
+    # transient fan-out (events, control requests): see celeriac.transports.sqlite.transient
+    "CREATE TABLE IF NOT EXISTS transient (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " exchange TEXT NOT NULL, routing_key TEXT NOT NULL, envelope BLOB NOT NULL,"
+    " created_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS listeners (id TEXT PRIMARY KEY, exchange TEXT NOT NULL,"
+    " exchange_type TEXT NOT NULL, patterns TEXT NOT NULL, pid INTEGER NOT NULL,"
+    " heartbeat_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS listeners_exchange ON listeners (exchange, heartbeat_at)",
 )
 INIT_META = "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)"
 GET_META = "SELECT value FROM meta WHERE key = ?"

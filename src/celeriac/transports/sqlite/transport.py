@@ -7,7 +7,12 @@ parent directory is created if missing; the schema is created idempotently on fi
 Options (``broker_transport_options``): ``lease_seconds`` and ``max_deliveries`` (see
 :mod:`celeriac.transports.base`), ``busy_timeout`` (ms a writer waits for the lock, 5000),
 ``synchronous`` (``NORMAL`` by default; ``FULL`` or ``EXTRA`` for power-loss durability) and
-``poll_interval`` (the longest pause between looks for other processes' messages, 0.05 s).
+``poll_interval`` (the longest pause between looks for other processes' messages, 0.05 s) and
+``transient_retention`` (how long a transient message is kept for listeners to read, 60 s).
+
+**Transient fan-out** (events, control requests) goes through two tables of the same file, a
+log written only while someone listens and the listeners' rows: see
+:mod:`celeriac.transports.sqlite.transient`.
 
 **Deduplication.** A keyed publish (:attr:`~celeriac.transports.base.Outgoing.dedup_key`) is
 checked against the ``dedup`` table and recorded in it in the publish's own transaction, so a
@@ -71,9 +76,11 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 
 from celeriac.errors import ImproperlyConfigured, TransportError
+from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.transports.base import DeadLetter, Delivery, Outgoing, Transport
+from celeriac.transports.base import DeadLetter, Delivery, Listener, Outgoing, Transport
 from celeriac.transports.sqlite import db as sql
+from celeriac.transports.sqlite import transient
 from celeriac.transports.topology import (
     Destination,
     QueueInfo,
@@ -82,6 +89,7 @@ from celeriac.transports.topology import (
     claim_fairly,
     max_deliveries_reason,
 )
+from celeriac.transports.transient import DEFAULT_BUFFER
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +171,16 @@ class SQLiteTransport(Transport):
             raise ImproperlyConfigured(f"broker_transport_options 'poll_interval': {exc}") from exc
         if self.poll_interval <= 0:
             raise ImproperlyConfigured("broker_transport_options 'poll_interval' must be > 0")
+        try:
+            self.transient_retention = float(options.get("transient_retention", 60.0))
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(
+                f"broker_transport_options 'transient_retention': {exc}"
+            ) from exc
+        if self.transient_retention <= 0:
+            raise ImproperlyConfigured("broker_transport_options 'transient_retention' must be > 0")
+        self._listeners: set[transient.SQLiteListener] = set()
+        self._transient_waiters = Waiters()
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._waiters = Waiters()
@@ -172,6 +190,15 @@ class SQLiteTransport(Transport):
         # the polling back-off outlives one get(): a worker calling get(timeout=1) in a loop on
         # an idle queue stays at poll_interval instead of ramping up from 1 ms every second
         self._pause = _MIN_POLL
+
+    @property
+    def database(self) -> sql.Database:
+        """The broker's database (for the modules that keep state in its file)."""
+        return self._db
+
+    async def run_sql(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on this transport's SQL thread (for the modules beside it)."""
+        return await self._run(fn, *args)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on this transport's SQL thread."""
@@ -187,7 +214,9 @@ class SQLiteTransport(Transport):
         await self._run(self._db.conn)
 
     async def close(self) -> None:
-        """Delete this instance's auto-delete queues, then close the thread and connections."""
+        """Close this instance's listeners, delete its auto-delete queues, then close the thread
+        and connections."""
+        await transient.close_all(sorted(self._listeners, key=lambda x: x.id))
         for name in sorted(self._auto_delete):
             await self.delete_queue(name)
         self._auto_delete.clear()
@@ -327,6 +356,28 @@ class SQLiteTransport(Transport):
             if conn.execute(sql.RECORD_DEDUP, (item.dedup_key, until, now)).fetchone() is None:
                 plans[index] = []
         return plans
+
+    # -- transient fan-out --------------------------------------------------------------------
+    async def publish_transient(
+        self, exchange: Exchange, routing_key: str, messages: Sequence[Message]
+    ) -> None:
+        if not messages:
+            return
+        written = await self._run(transient.publish, self, exchange.name, routing_key, messages)
+        if written:
+            self._transient_waiters.notify_all()
+
+    def listen(
+        self, exchange: Exchange, patterns: Sequence[str] = ("#",), *, buffer: int = DEFAULT_BUFFER
+    ) -> Listener:
+        return transient.SQLiteListener(self, self._transient_waiters, exchange, patterns, buffer)
+
+    def opened(self, listener: transient.SQLiteListener) -> None:
+        """A listener of this instance opened (it is closed with the transport)."""
+        self._listeners.add(listener)
+
+    def closed(self, listener: transient.SQLiteListener) -> None:
+        self._listeners.discard(listener)
 
     # -- consuming ----------------------------------------------------------------------------
     async def get(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
