@@ -80,8 +80,9 @@ BEAT = (
 )
 EVENTS = "celeriac sends no task or worker events yet; they will read this"
 CONTROL = (
-    "celeriac's remote control uses its own exchange 'celeriac.control' and auto-deleted "
-    "queues, without these options for now"
+    "celeriac's workers listen for remote control without a queue of their own (nothing is "
+    "kept for a worker that is gone) and callers' reply queues go with their connection: "
+    "there is no queue to set this on"
 )
 LOGS = "the worker's logging set-up does not read it yet"
 SIGNING = "celeriac does not sign messages yet (Celery's 'auth' serializer); signing will read it"
@@ -217,7 +218,7 @@ TABLE: dict[str, Entry] = {
     "control_queue_expires": soon(CONTROL),
     "control_queue_exclusive": soon(CONTROL),
     "control_queue_durable": soon(CONTROL),
-    "control_exchange": soon(CONTROL),
+    "control_exchange": used(),
     # -- more result backends celeriac does not have ----------------------------------------------
     "couchbase_backend_settings": ignored(
         None, no_backend("Couchbase"), old="CELERY_COUCHBASE_BACKEND_SETTINGS"
@@ -468,10 +469,7 @@ TABLE: dict[str, Entry] = {
         "not supported: a redelivered task runs again without asking the result backend",
         old="CELERYD_DEDUPLICATE_SUCCESSFUL_TASKS",
     ),
-    "worker_enable_remote_control": soon(
-        "not read yet: the worker always listens for remote control",
-        old="CELERY_ENABLE_REMOTE_CONTROL",
-    ),
+    "worker_enable_remote_control": used(old="CELERY_ENABLE_REMOTE_CONTROL"),
     "worker_hijack_root_logger": used(old="CELERYD_HIJACK_ROOT_LOGGER"),
     "worker_log_color": ignored(
         None, "celeriac's log lines are not coloured", old="CELERYD_LOG_COLOR"
@@ -542,6 +540,7 @@ TABLE: dict[str, Entry] = {
     ),
     "worker_shutdown_timeout": used(own=True),
     "worker_lease_renewal_interval": used(own=True),
+    "worker_revoke_expires": used(own=True),
 }
 
 #: Celery's pre-4.0 upper-case names to the current ones (``CELERY_ALWAYS_EAGER`` ->

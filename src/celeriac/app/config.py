@@ -148,6 +148,7 @@ class Settings(SettingsMapping):
     worker_cancel_long_running_tasks_on_connection_loss: bool = False
     worker_send_task_events: bool = False
     worker_state_db: str | None = None
+    worker_revoke_expires: float = 10_800.0  # celeriac's own (Celery: an environment variable)
     imports: list[str] = dataclasses.field(default_factory=list)
     include: list[str] = dataclasses.field(default_factory=list)
 

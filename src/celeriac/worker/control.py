@@ -1,14 +1,23 @@
-"""Remote control, the worker's side: a queue of its own on the control exchange.
+"""The worker's mailbox: remote-control requests in Celery's pidbox layout, answered.
 
-Commands: ``revoke`` (add ids to the revoked set; with ``terminate``, stop them in the pool) and
-``rate_limit`` (change a task type's limit at run time). The control loop uses a transport of its
-own, so a slow command never delays fetching tasks and the reverse.
+The worker listens to the fanout exchange ``celery.pidbox`` (``<control_exchange>.pidbox``)
+through :meth:`~celeriac.transports.base.Transport.listen`: transient, so nothing waits for a
+worker that is not there (no per-node queue left behind by a worker killed with ``-9``). Each
+request addressed to this node (:meth:`~celeriac.control.pidbox.ControlRequest.addressed_to`)
+runs as its own asyncio task on the worker's loop, so a slow command (a revoke that writes to
+the result backend) never delays another, and a ``ping`` is answered while the pool is busy:
+the loop only fetches and settles, tasks run in threads, children or awaiting coroutines. A
+reply goes to the caller's queue through ``reply.celery.pidbox`` (:mod:`celeriac.control.pidbox`).
 
-The arguments are read under Celery's names, so ``app.control.broadcast("rate_limit",
-arguments={"task_name": "shop.add", "rate_limit": "10/m"})`` and ``broadcast("revoke",
-arguments={"task_id": id})`` work as in Celery, and under celeriac's own (``rate``,
-``task_ids``). A command that cannot apply (an unknown task, a bad rate) is logged as a warning
-and changes nothing.
+The mailbox has its own broker connection, so a slow command never delays fetching tasks, and
+the reverse. When it starts listening it reads the revokes kept on the broker once more
+(:func:`~celeriac.worker.statedb.load_revokes`): those made while the worker was starting, after
+the first read and before it listened, are not missed.
+
+Revokes of a whole workflow (``by="root_id"``/``"parent_id"``): a message arriving later whose
+root or parent is revoked is flagged revoked by its id when the consumer receives it
+(``task_received``), so the checks that follow (the consumer's before a slot, each pool's before
+it starts a task) stop it.
 """
 
 from __future__ import annotations
@@ -16,25 +25,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from celeriac import states
-from celeriac.control import CONTROL_EXCHANGE, CONTROL_TASK
-from celeriac.errors import DecodeError, ImproperlyConfigured, TaskRevokedError, TransportError
-from celeriac.results.base import ResultMeta, exception_to_dict
-from celeriac.routing import Binding, Queue
-from celeriac.transports.base import Delivery, Transport
+from celeriac import signals
+from celeriac.context import Request
+from celeriac.control.pidbox import Clock, ControlRequest, LamportClock, Mailbox, reply_message
+from celeriac.errors import DecodeError
+from celeriac.routing import Exchange
+from celeriac.transports.base import Listener, Outgoing, Transport
 from celeriac.utils.outage import Outage
-from celeriac.utils.rates import parse_rate
+from celeriac.worker import commands_control
+from celeriac.worker.commands import HANDLERS, NO_REPLY, Context, nok
 from celeriac.worker.components import Component
+from celeriac.worker.events_step import events_step
+from celeriac.worker.statedb import load_revokes
 
 if TYPE_CHECKING:
     from celeriac.worker.worker import Worker
 
 logger = logging.getLogger("celeriac.worker")
+
+#: Requests a slow mailbox may fall behind by before the oldest are dropped.
+LISTEN_BUFFER = 1000
+#: Seconds between two tries to listen again after the broker was lost.
+RETRY = 1.0
+#: Seconds a warm stop gives the commands still running to send their replies.
+STOP_GRACE = 2.0
+
+assert commands_control  # imported for its commands (they register themselves)
 
 
 class ControlStep(Component):
@@ -43,134 +61,135 @@ class ControlStep(Component):
 
     def __init__(self) -> None:
         self.transport: Transport | None = None
-        self.queue: Queue | None = None
+        self.listener: Listener | None = None
+        self.mailbox = Mailbox()
+        self.clock: Clock = LamportClock()
         self._task: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._declared: set[str] = set()
+        self._worker: Worker | None = None
+
+    def enabled(self, worker: Worker) -> bool:
+        return bool(worker.app.conf.worker_enable_remote_control)
 
     async def start(self, worker: Worker) -> None:
+        self._worker = worker
+        self.mailbox = Mailbox(worker.app.conf.control_exchange)
+        events = events_step(worker)
+        if events is not None and events.dispatcher is not None:
+            self.clock = events.dispatcher.clock  # one clock for events and control, as Celery's
         transport = worker.app.create_transport()
         await transport.connect()
-        name = f"celeriac.control.{worker.hostname}.{os.getpid()}"
-        queue = Queue(
-            name,
-            durable=False,
-            auto_delete=True,
-            bindings=(Binding(CONTROL_EXCHANGE.name, name, ""),),
-        )
-        await transport.declare_exchange(CONTROL_EXCHANGE)
-        await transport.declare_queue(queue)
-        self.transport, self.queue = transport, queue
+        self.transport = transport
+        self.listener = await self._listen(transport)
+        await load_revokes(worker, "once listening")
+        signals.task_received.connect(self._on_received, sender=worker.consumer)
         self._task = asyncio.create_task(self._loop(worker), name="celeriac-control")
 
+    async def _listen(self, transport: Transport) -> Listener:
+        listener = transport.listen(self.mailbox.exchange, buffer=LISTEN_BUFFER)
+        await listener.open()
+        return listener
+
     async def stop(self, worker: Worker) -> None:
+        signals.task_received.disconnect(self._on_received, sender=worker.consumer)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._handlers and not worker.cold:
+            await asyncio.wait(set(self._handlers), timeout=STOP_GRACE)
+        for handler in list(self._handlers):
+            handler.cancel()
+        if self.listener is not None:
+            with contextlib.suppress(Exception):
+                await self.listener.close()
         if self.transport is not None:
             with contextlib.suppress(Exception):
                 await self.transport.close()
 
+    # -- receiving ------------------------------------------------------------------------------
     async def _loop(self, worker: Worker) -> None:
-        assert self.transport is not None and self.queue is not None
+        assert self.transport is not None
         # the broker's outage is the consumer's too: one line for both, not one per second
         consumer = worker.consumer
-        outage = consumer.outage if consumer is not None else Outage("control queue", logger)
+        outage = consumer.outage if consumer is not None else Outage("control", logger)
         while True:
             try:
-                deliveries = await self.transport.get([self.queue.name], 10, 1.0)
-            except TransportError as exc:
-                outage.failed(exc, "reading remote-control commands")
-                await asyncio.sleep(1.0)
+                if self.listener is None:
+                    self.listener = await self._listen(self.transport)
+                    await load_revokes(worker, "after the broker came back")
+                message = await self.listener.get(timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                outage.failed(exc, "listening for remote control")
+                listener, self.listener = self.listener, None
+                if listener is not None:
+                    with contextlib.suppress(Exception):
+                        await listener.close()
+                await asyncio.sleep(RETRY)
+                continue
+            if message is None:  # no timeout given: the listener ended (its connection went)
+                listener, self.listener = self.listener, None
+                if listener is not None:
+                    with contextlib.suppress(Exception):
+                        await listener.close()
+                await asyncio.sleep(RETRY)
                 continue
             outage.ok()
-            for delivery in deliveries:
-                await self._handle(worker, delivery)
-            if deliveries:
-                await self.transport.ack(deliveries)
+            try:
+                request = ControlRequest.from_message(message)
+            except DecodeError as exc:
+                logger.warning("ignoring a malformed control request: %s", exc)
+                continue
+            self.clock.adjust(request.clock)
+            if not request.addressed_to(worker.hostname):
+                continue
+            handler = asyncio.create_task(self._answer(worker, request))
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
 
-    async def _handle(self, worker: Worker, delivery: Delivery) -> None:
-        try:
-            message = delivery.decode()
-            if message.task != CONTROL_TASK:
-                raise DecodeError(f"not a control message: {message.task!r}")
-            payload = orjson.loads(message.body)
-            command = str(message.headers.get("command", ""))
-            arguments: dict[str, Any] = payload.get("arguments") or {}
-            destination = payload.get("destination")
-        except (DecodeError, orjson.JSONDecodeError, AttributeError) as exc:
-            logger.warning("ignoring a malformed control message: %s", exc)
-            return
-        if destination and worker.hostname not in destination:
-            return
-        handler = HANDLERS.get(command)
+    async def _answer(self, worker: Worker, request: ControlRequest) -> None:
+        ctx = Context(self.clock)
+        handler = HANDLERS.get(request.method)
+        result: Any
         if handler is None:
-            logger.warning("unknown control command %r", command)
+            logger.warning("unknown control command %r", request.method)
+            result = nok(f"unknown command {request.method!r}")
+        else:
+            try:
+                result = await handler(worker, dict(request.arguments), ctx)
+            except Exception as exc:
+                logger.exception("control command %r failed", request.method)
+                result = nok(repr(exc))
+        if request.wants_reply and result is not NO_REPLY:
+            await self._reply(worker, request, result)
+        for action in ctx.after_reply:
+            action()
+
+    async def _reply(self, worker: Worker, request: ControlRequest, result: Any) -> None:
+        transport, reply_to = self.transport, request.reply_to
+        if transport is None or reply_to is None:
             return
+        exchange = str(reply_to.get("exchange") or self.mailbox.reply_exchange.name)
+        routing_key = str(reply_to["routing_key"])
+        message = reply_message(worker.hostname, result, request.ticket, self.clock.forward())
         try:
-            await handler(worker, arguments)
-        except Exception:
-            logger.exception("control command %r failed", command)
+            if exchange not in self._declared:  # RabbitMQ refuses a publish to no exchange
+                await transport.declare_exchange(Exchange(exchange, "direct", durable=False))
+                self._declared.add(exchange)
+            await transport.publish(Outgoing(message, exchange, routing_key))
+        except Exception as exc:  # the caller goes without this reply; the worker goes on
+            logger.warning("could not reply to %r: %s", request.method, exc)
 
-
-def _task_ids(arguments: dict[str, Any]) -> list[str]:
-    """``task_ids`` (celeriac's) or ``task_id`` (Celery's): one id or a list of them."""
-    given = arguments.get("task_ids", arguments.get("task_id")) or []
-    return [given] if isinstance(given, str) else [str(i) for i in given]
-
-
-async def revoke(worker: Worker, arguments: dict[str, Any]) -> None:
-    ids = _task_ids(arguments)
-    for task_id in ids:
-        worker.state.revoked.add(task_id)
-    terminated = []
-    if arguments.get("terminate") and worker.pool is not None:
-        for task_id in ids:
-            if task_id in worker.state.active and await worker.pool.terminate(task_id):
-                terminated.append(task_id)
-    logger.info(
-        "revoked %s%s",
-        ", ".join(ids),
-        f" (terminated {', '.join(terminated)})" if terminated else "",
-    )
-    waiting = [i for i in ids if i not in worker.state.active]
-    if waiting:
-        await asyncio.to_thread(_store_revoked, worker, waiting)
-
-
-def _store_revoked(worker: Worker, task_ids: list[str]) -> None:
-    """REVOKED is stored when the revoke arrives (as Celery 5.6+ does), for the tasks not
-    running here and not finished: ``AsyncResult.state`` says REVOKED at once, even for a task
-    whose message waits for its countdown. A running task gets its state when it stops."""
-    backend = worker.app.backend
-    if backend is None:
-        return
-    for task_id in task_ids:
-        try:
-            if backend.get_meta(task_id).ready:
-                continue  # finished already (or revoked by another worker)
-            error = TaskRevokedError("revoked")
-            backend.store(ResultMeta(task_id, states.REVOKED, exception_to_dict(error)))
-        except Exception as exc:  # the revoke itself holds: the message is not run
-            logger.warning("revoke of %s: its REVOKED state was not stored: %s", task_id, exc)
-
-
-async def rate_limit(worker: Worker, arguments: dict[str, Any]) -> None:
-    """Celery's ``rate_limit(task_name, rate_limit)``; ``None``, ``0`` or ``"0"`` removes it."""
-    name = str(arguments.get("task_name"))
-    rate = arguments["rate_limit"] if "rate_limit" in arguments else arguments.get("rate")
-    if worker.consumer is None:
-        return
-    if name not in worker.app.tasks:
-        logger.warning("rate_limit: unknown task %r (this worker has no such task)", name)
-        return
-    text = None if rate is None else str(rate)
-    try:
-        parse_rate(text)
-    except ImproperlyConfigured as exc:
-        logger.warning("rate_limit for %s: %s", name, exc)
-        return
-    worker.consumer.set_rate_limit(name, text)
-    logger.info("rate limit of %s set to %s", name, rate)
-
-
-HANDLERS = {"revoke": revoke, "rate_limit": rate_limit}
+    # -- revokes of workflows -------------------------------------------------------------------
+    def _on_received(self, sender: Any = None, request: Request | None = None, **_: Any) -> None:
+        worker = self._worker
+        if worker is None or request is None:
+            return
+        revoked = worker.state.revoked
+        if request.id not in revoked and revoked.is_revoked(
+            request.id, request.root_id, request.parent_id
+        ):
+            revoked.add(request.id)
