@@ -115,13 +115,21 @@ class EventDispatcher:
         """Send what is buffered, wait up to ``timeout`` seconds for it to be published, stop."""
         self.flush()
         if self._sender is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout)
+            await self.wait_sent(timeout)
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
             self._sender = None
         self.enabled = False
+
+    async def wait_sent(self, timeout: float | None = None) -> bool:
+        """Wait until every message handed to the sender was published (or given up); False
+        if that took longer than ``timeout`` seconds. Buffered events are not flushed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def refresh(self) -> None:
         self.utcoffset = utcoffset()

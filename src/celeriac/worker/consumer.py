@@ -81,6 +81,9 @@ class Consumer:
         #: Handed to the pool, not started by a thread or child yet: key -> (task id, handler).
         self.dispatched: dict[int, tuple[str, asyncio.Task[None]]] = {}
         self.handlers: set[asyncio.Task[None]] = set()
+        #: Task ids whose run here has not been reported yet, with deliveries of the same id
+        #: waiting for that (see :meth:`_after_earlier_run`).
+        self._earlier_runs: dict[str, asyncio.Event] = {}
         self.slots = Slots(pool.concurrency * pool.depth)
         self._room = asyncio.Event()
         self._stopping = False
@@ -171,6 +174,8 @@ class Consumer:
             if prepared is None:
                 return
             task, request = prepared
+            if request.id in self.state.active:
+                await self._after_earlier_run(request.id)
             signals.task_received.send(self, request=request)
             if self.events is not None:
                 task_events.received(self.events, request)
@@ -226,6 +231,9 @@ class Consumer:
         finally:
             self.dispatched.pop(key, None)
             self.state.active.pop(request.id, None)
+            earlier = self._earlier_runs.pop(request.id, None)
+            if earlier is not None:  # resumes after this run's outcome is reported below
+                earlier.set()
         if early and self.unacked.pop(key, None) is not None:
             self.acks.ack_soon(delivery)  # settled without starting (it could not be handed over)
         self.state.processed += 1
@@ -327,6 +335,19 @@ class Consumer:
             return None
         request = build_request(message, delivery, args, kwargs, embed, self.hostname)
         return task, request
+
+    async def _after_earlier_run(self, task_id: str) -> None:
+        """Wait until this worker has reported the run of ``task_id`` it is still finishing.
+
+        A task that retries with no countdown sends its next message before its own run has
+        ended; without this wait the next run could start, and even end, before the first is
+        reported, so its ``task-retried`` event (and the RETRY stored by the first run's pool
+        slot) would come after the next run's events and result.
+        """
+        earlier = self._earlier_runs.get(task_id)
+        if earlier is None:
+            earlier = self._earlier_runs[task_id] = asyncio.Event()
+        await earlier.wait()
 
     def set_rate_limit(self, name: str, rate: str | None) -> None:
         """Change a task type's rate limit now (the ``rate_limit`` control command)."""
