@@ -114,8 +114,10 @@ def from_envelope(data: bytes | str) -> Message:
         raise DecodeError(f"envelope is not valid JSON: {exc}") from exc
     if not isinstance(found, dict):
         raise DecodeError("envelope is not a JSON object")
-    headers = found.get("headers") or {}
-    properties = found.get("properties") or {}
+    headers = found.get("headers")
+    properties = found.get("properties")
+    headers = {} if headers is None else headers
+    properties = {} if properties is None else properties
     raw_body = found.get("body")
     if not isinstance(headers, dict) or not isinstance(properties, dict):
         raise DecodeError("envelope headers or properties are not objects")

@@ -63,6 +63,8 @@ class Link:
         self.closing = False
         self.lost = False
         self.keeper: Any = None  # the async generator that closes this link with its loop
+        #: The channel transient publishes last went out on (see amqp.transient.publish).
+        self.transient_channel: AbstractChannel | None = None
 
     @property
     def broken(self) -> bool:

@@ -3,7 +3,9 @@
 Celery's layout, so that Celery's tools and celeriac's workers hear each other (``celeryev`` is a
 durable topic exchange, ``celery.pidbox`` a transient fanout one: the exchange is declared with
 the type and durability the caller gives, and one that exists otherwise is used as it is, with
-a warning, rather than failing with ``PRECONDITION_FAILED``).
+a warning, rather than failing with ``PRECONDITION_FAILED``). Publishers declare an exchange once
+per publish channel (RabbitMQ closes the channel over a publish to an exchange deleted since, and
+the next publish, on a new channel, declares again); listeners declare it each time they bind.
 
 **Publishing**: ``basic.publish`` with ``delivery_mode`` 1, not mandatory, not confirmed, on a
 channel of its own (the task channel's publisher confirms count every publish on it), a batch in
@@ -50,11 +52,11 @@ logger = logging.getLogger("celeriac.transports.amqp")
 _PROPERTIES = ("correlation_id", "priority", "reply_to")
 
 
-async def declare_exchange(link: Link, exchange: Exchange) -> None:
-    """Declare ``exchange`` once per connection, as given; an existing one of another type or
-    durability is used as it is (warned of)."""
+async def declare_exchange(link: Link, exchange: Exchange, *, cached: bool = True) -> None:
+    """Declare ``exchange`` as given (once per publish channel when ``cached``); an existing one
+    of another type or durability is used as it is (warned of)."""
     key = f"transient:{exchange.name}"
-    if key in link.declared or not exchange.name:
+    if not exchange.name or (cached and key in link.declared):
         return
     channel = await link.channel("control")
     try:
@@ -101,8 +103,14 @@ async def publish(
     ]
     link = await transport.link()
     with transport.errors(f"publishing to {exchange.name!r}"):
-        await declare_exchange(link, exchange)
         channel = await link.channel("transient")  # no publisher confirms on this one
+        if channel is not link.transient_channel:
+            # new, or reopened: RabbitMQ closes it over a publish to an exchange deleted since
+            # it was declared, so declare them all again
+            for key in [k for k in link.declared if k.startswith("transient:")]:
+                del link.declared[key]
+            link.transient_channel = channel
+        await declare_exchange(link, exchange)
         await wire.publish(channel, frames, confirm=False)
 
 
@@ -147,7 +155,7 @@ class AMQPListener(InboxListener[DeliveredMessage]):
         self.transport.opened(self)
 
     async def _subscribe(self, link: Link) -> None:
-        await declare_exchange(link, self.exchange)
+        await declare_exchange(link, self.exchange, cached=False)  # it may be gone since
         wrapper = link.connection.channel(publisher_confirms=False, on_return_raises=False)
         await wrapper.initialize()
         try:

@@ -21,11 +21,12 @@ through too broadly (``<base>/tasks``) is filtered on arrival with AMQP's topic 
 routing key read back from the channel. A fanout listener takes ``<base>`` and ``<base>/*``:
 everything published to its exchange, whatever the key.
 
-The connection is read by a task of the listener's event loop into its bounded inbox (the
-oldest dropped and counted past ``buffer``). A silent connection is probed with ``PING`` every
-:data:`PROBE` seconds; a broken one is reopened with back-off (0.1 s doubling to 5 s) and
-subscribed again, messages published meanwhile being lost, as they are for any listener that
-is not there.
+The connection (named ``celeriac-listener-<hex>`` in ``CLIENT LIST``) is read by a task of the
+listener's event loop into its bounded inbox (the oldest dropped and counted past ``buffer``). A
+silent connection is probed with ``PING`` every :data:`PROBE` seconds; a broken one is reopened
+with back-off (0.1 s doubling to 5 s) and subscribed again, messages published meanwhile being
+lost, as they are for any listener that is not there. It speaks RESP2, where a published message
+is a plain reply.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +151,8 @@ class RedisListener(InboxListener[bytes]):
         super().__init__(exchange, patterns, buffer)
         self.transport = transport
         self.globs = transport.channels.globs(exchange, self.patterns)
+        #: The connection's name in ``CLIENT LIST``, to tell listeners apart on the server.
+        self.client_name = f"celeriac-listener-{uuid.uuid4().hex[:12]}"
         self._client: Any = None
         self._conn: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -157,7 +161,7 @@ class RedisListener(InboxListener[bytes]):
     async def open(self) -> None:
         if self._reader is not None:
             return
-        self._client = self.transport.subscriber_client()
+        self._client = self.transport.subscriber_client(self.client_name)
         with self.transport.errors("subscribing"):
             try:
                 self._conn = await self._subscribe()

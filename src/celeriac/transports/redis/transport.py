@@ -246,12 +246,14 @@ class RedisTransport(Transport):
         """redis-py's errors as TransportError (for the modules beside this one)."""
         return self._errors(action)
 
-    def subscriber_client(self) -> Any:
+    def subscriber_client(self, client_name: str) -> Any:
         """A new ``redis.asyncio`` client for one subscriber connection: no read timeout (it
         waits for messages; the listener probes a silent one itself), and RESP2, in which a
         published message is a plain reply (RESP3 makes it a push that ``read_response`` hides).
         """
-        return async_client(self.url, self._connection, socket_timeout=None, protocol=2)
+        return async_client(
+            self.url, self._connection, socket_timeout=None, protocol=2, client_name=client_name
+        )
 
     async def connect(self) -> None:
         with self._errors("connect"):
