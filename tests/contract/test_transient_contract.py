@@ -261,17 +261,41 @@ async def test_topic_patterns_match_as_in_amqp(
 
 
 @run_async
+async def test_a_direct_exchange_reaches_the_listeners_of_its_key(
+    transport: Transport, names: Callable[[str], str]
+) -> None:
+    """Remote-control replies: each client listens to its own key."""
+    replies = Exchange(names("reply"), "direct", durable=False)
+    async with (
+        transport.listen(replies, ("client-a",)) as first,
+        transport.listen(replies, ("client-b",)) as second,
+        transport.listen(replies, ("client-a", "client-b")) as both,
+    ):
+        await transport.publish_transient(replies, "client-a", [message("m0"), message("m1")])
+        await transport.publish_transient(replies, "client-b", [message("m2")])
+        await transport.publish_transient(replies, "client-c", [message("nobody's")])
+        await transport.publish_transient(replies, "client-a", [message("fence-a")])
+        await transport.publish_transient(replies, "client-b", [message("fence-b")])
+        assert await until_fence(first, "fence-a") == ["m0", "m1"]
+        assert await until_fence(second, "fence-b") == ["m2"]
+        assert await until_fence(both, "fence-b") == ["m0", "m1", "m2", "fence-a"]
+
+
+@run_async
 async def test_what_nobody_hears_is_gone(
     broker: str, transport: Transport, names: Callable[[str], str]
 ) -> None:
-    celeryev = Exchange(names("celeryev"), "topic")
-    await transport.publish_transient(celeryev, "task.sent", [message("early"), message("early")])
-    # nothing was kept anywhere for a listener that was not there
-    assert await LEFTOVERS[broker](transport, celeryev.name) == []
-    async with transport.listen(celeryev, ("#",)) as late:
-        assert await late.get(timeout=0.05) is None
-        await transport.publish_transient(celeryev, "task.sent", [message("after")])
-        assert label_of(await late.get(timeout=10)) == "after"
+    for exchange, key in (
+        (Exchange(names("ev"), "topic"), "task.sent"),
+        (Exchange(names("rp"), "direct", False), "c1"),
+    ):
+        await transport.publish_transient(exchange, key, [message("early"), message("early")])
+        # nothing was kept anywhere for a listener that was not there
+        assert await LEFTOVERS[broker](transport, exchange.name) == []
+        async with transport.listen(exchange, (key,)) as late:
+            assert await late.get(timeout=0.05) is None
+            await transport.publish_transient(exchange, key, [message("after")])
+            assert label_of(await late.get(timeout=10)) == "after"
 
 
 @run_async
@@ -298,16 +322,21 @@ async def test_closing_a_listener_leaves_nothing(
 ) -> None:
     transport = make_transport()
     leftovers = LEFTOVERS[broker]
-    for exchange in (Exchange(names("ev"), "topic"), Exchange(names("box"), "fanout", False)):
-        listener = transport.listen(exchange, ("#",))
+    exchanges = [
+        (Exchange(names("ev"), "topic"), "worker.heartbeat"),
+        (Exchange(names("box"), "fanout", False), ""),
+        (Exchange(names("reply"), "direct", False), "client-a"),
+    ]
+    for exchange, key in exchanges:
+        listener = transport.listen(exchange, (key if exchange.type == "direct" else "#",))
         await listener.open()
-        await transport.publish_transient(exchange, "worker.heartbeat", [message("heard")])
+        await transport.publish_transient(exchange, key, [message("heard")])
         assert await receive(listener, 1) == ["heard"]
         assert await leftovers(transport, exchange.name) != []  # the check sees an open one
         await listener.close()
         assert await listener.get(timeout=None) is None  # closed: at once, never blocks
         assert await leftovers(transport, exchange.name) == []
-        await transport.publish_transient(exchange, "worker.heartbeat", [message("unheard")])
+        await transport.publish_transient(exchange, key, [message("unheard")])
         assert await leftovers(transport, exchange.name) == []
     # closing the transport closes what it opened
     last = Exchange(names("last"), "fanout", False)
@@ -679,6 +708,73 @@ async def test_celerys_broadcasts_and_events_reach_a_celeriac_listener(
             assert event.properties["delivery_info"]["routing_key"] == "worker.heartbeat"
     finally:
         await transport.close()  # celeryev and celery.pidbox stay: Celery's names, shared
+
+
+_KOMBU_REPLIER = """
+import json, sys
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+url, name, ours, theirs = sys.argv[1:5]
+exchange = Exchange(name, "direct", durable=False)
+got = []
+with Connection(url) as conn:
+    # as Celery's client declares its reply queue: <oid>.reply.celery.pidbox, bound with <oid>
+    queue = Queue(f"{theirs}.{name}", exchange, routing_key=theirs, durable=False, auto_delete=True)
+    with Consumer(conn, [queue], callbacks=[lambda body, m: got.append([body, m.headers])],
+                  accept=["json"], no_ack=True):
+        print("ready", flush=True)
+        conn.drain_events(timeout=20)
+    # as a Celery worker replies: to the exchange, with the asker's key
+    Producer(conn).publish({"celery@test": {"ok": "pong"}}, exchange=exchange, routing_key=ours,
+                           headers={"ticket": "t1"}, serializer="json")
+    queue.bind(conn.default_channel).delete()
+print(json.dumps(got), flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "broker_name",
+    [pytest.param("redis", marks=pytest.mark.redis), pytest.param("amqp", marks=pytest.mark.amqp)],
+)
+@run_async
+async def test_replies_cross_between_kombu_and_celeriac_on_a_direct_exchange(
+    broker_name: str, tmp_path: Path
+) -> None:
+    """kombu 5.7 (Celery's) on one end of ``reply.celery.pidbox``-style routing, celeriac on the
+    other: Redis lists and binding sets, RabbitMQ's own direct exchange."""
+    if not CELERY_PYTHON.exists():
+        pytest.skip(f"no Celery install at {CELERY_PYTHON}")
+    transport = TRANSPORTS[broker_name].make(tmp_path, "kombu", {})
+    url = REDIS_URL if broker_name == "redis" else AMQP_URL
+    replies = Exchange(f"tx-{uuid.uuid4().hex[:10]}-reply", "direct", durable=False)
+    ours, theirs = uuid.uuid4().hex, uuid.uuid4().hex
+    child = subprocess.Popen(
+        [str(CELERY_PYTHON), "-c", _KOMBU_REPLIER, url, replies.name, ours, theirs],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        async with transport.listen(replies, (ours,)) as listener:
+            assert await asyncio.to_thread(_line_of, child, 30.0) == "ready"
+            request = Message(headers={"ticket": "t0"}, body=orjson.dumps({"method": "ping"}))
+            await transport.publish_transient(replies, theirs, [request])
+            reply = await listener.get(timeout=20)
+            assert reply is not None, "kombu's reply never came"
+            assert orjson.loads(reply.body) == {"celery@test": {"ok": "pong"}}
+            assert reply.headers["ticket"] == "t1"
+        out, err = await asyncio.to_thread(child.communicate, timeout=30)
+        assert child.returncode == 0, err[-2000:]
+        assert json.loads(out.strip().splitlines()[-1]) == [[{"method": "ping"}, {"ticket": "t0"}]]
+        if broker_name == "redis":
+            assert await _redis_leftovers(transport, replies.name) == []
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+        await transport.close()
+        if broker_name == "amqp":
+            _delete_amqp_exchanges([replies.name])
 
 
 async def _first(listener: Listener, wanted: Callable[[Message], bool]) -> Message:

@@ -13,6 +13,9 @@ celeriac's own ``key_prefix`` does not apply: it names stored keys, and this sto
 (:func:`celeriac.transports.transient.envelope`). Redis hands it to the subscribers connected
 now; with none it is gone, and no key is ever written.
 
+A *direct* exchange is the exception: kombu routes it through lists, and so does
+:mod:`celeriac.transports.redis.direct`.
+
 **A listener** is one subscriber connection of its own. Its patterns become the fewest Redis
 globs that cover them: a topic pattern's literal words up to its first wildcard, then ``*``
 (``task.*`` and ``task.#`` are both ``<base>/task*``), each glob escaped; globs that another

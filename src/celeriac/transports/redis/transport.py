@@ -9,9 +9,11 @@ Options (``broker_transport_options``): ``lease_seconds`` and ``max_deliveries``
 share one database; ``retries`` (1): how many times a command is retried at once on a broken
 connection (the first command after a Redis restart meets a dead pooled socket); the connection
 options of :func:`~celeriac.transports.redis.url.parse_redis_url`; ``fanout_prefix`` and
-``global_keyprefix``, kombu's, for the channel names of transient fan-out (events, control
-requests: PUBLISH/PSUBSCRIBE, nothing stored; see :mod:`celeriac.transports.redis.fanout`).
-Unknown keys are ignored.
+``global_keyprefix``, kombu's, for the names of transient fan-out (events, control requests:
+PUBLISH/PSUBSCRIBE, nothing stored, see :mod:`celeriac.transports.redis.fanout`; to a direct
+exchange, such as remote-control replies, kombu's lists, see
+:mod:`celeriac.transports.redis.direct`), and ``transient_retention`` (60 s: how long such a
+list outlives its last message). Unknown keys are ignored.
 
 **Data and atomicity.** Messages, leases and delays live in sorted sets and hashes per queue,
 laid out in :mod:`celeriac.transports.redis.scripts`; every operation that changes them is one
@@ -75,7 +77,7 @@ from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import DeadLetter, Delivery, Listener, Outgoing, Transport
-from celeriac.transports.redis import fanout
+from celeriac.transports.redis import direct, fanout
 from celeriac.transports.redis import scripts as lua
 from celeriac.transports.redis.url import async_client, database_of, password_of, sync_client
 from celeriac.transports.redis.wake import blpop_then_claim
@@ -99,6 +101,7 @@ _SCRIPTS = {
     "size": lua.SIZE,
     "purge": lua.PURGE,
     "change": lua.CHANGE_TOPOLOGY,
+    "push_direct": direct.PUSH,
 }
 
 
@@ -155,12 +158,21 @@ class RedisTransport(Transport):
         # parsing now makes a bad URL fail at start-up rather than at the first publish
         self._password = password_of(url, connection)
         db = database_of(url, connection)
-        global_prefix = str(options.get("global_keyprefix") or "")
+        #: kombu's prefix of the keys and channels of transient fan-out (not ``key_prefix``).
+        self.global_keyprefix = str(options.get("global_keyprefix") or "")
         #: kombu's fanout channel names (see :mod:`celeriac.transports.redis.fanout`).
         self.channels = fanout.Channels(
-            global_prefix + fanout.fanout_prefix(options.get("fanout_prefix", True), db)
+            self.global_keyprefix + fanout.fanout_prefix(options.get("fanout_prefix", True), db)
         )
-        self._listeners: set[fanout.RedisListener] = set()
+        try:
+            self.transient_retention = float(options.get("transient_retention", 60.0))
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(
+                f"broker_transport_options 'transient_retention': {exc}"
+            ) from None
+        if self.transient_retention <= 0:
+            raise ImproperlyConfigured("broker_transport_options 'transient_retention' must be > 0")
+        self._listeners: set[fanout.RedisListener | direct.DirectListener] = set()
         self._lock = threading.Lock()
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
         self._sync: tuple[Any, dict[str, Any]] | None = None
@@ -541,25 +553,39 @@ class RedisTransport(Transport):
     async def publish_transient(
         self, exchange: Exchange, routing_key: str, messages: Sequence[Message]
     ) -> None:
-        """PUBLISH each message on the exchange's channel (kombu's name), pipelined."""
+        """PUBLISH each message on the exchange's channel (kombu's name), pipelined; to a direct
+        exchange, LPUSH it onto the lists bound with the key, as kombu does."""
         if not messages:
             return
         wires = fanout.envelopes(exchange.name, routing_key, messages)  # may raise: nothing sent
-        channel = self.channels.publish(exchange.name, routing_key)
         with self._errors("publish_transient"):
             clients = await self._clients()
-            await fanout.publish(clients.client, channel, wires)
+            if exchange.type == "direct":
+                await direct.publish(
+                    clients.client,
+                    clients.scripts["push_direct"],
+                    self.global_keyprefix,
+                    exchange.name,
+                    routing_key,
+                    wires,
+                    self.transient_retention,
+                )
+            else:
+                channel = self.channels.publish(exchange.name, routing_key)
+                await fanout.publish(clients.client, channel, wires)
 
     def listen(
         self, exchange: Exchange, patterns: Sequence[str] = ("#",), *, buffer: int = DEFAULT_BUFFER
     ) -> Listener:
+        if exchange.type == "direct":
+            return direct.DirectListener(self, exchange, patterns, buffer)
         return fanout.RedisListener(self, exchange, patterns, buffer)
 
-    def opened(self, listener: fanout.RedisListener) -> None:
+    def opened(self, listener: fanout.RedisListener | direct.DirectListener) -> None:
         """A listener of this instance opened (it is closed with the transport)."""
         self._listeners.add(listener)
 
-    def closed(self, listener: fanout.RedisListener) -> None:
+    def closed(self, listener: fanout.RedisListener | direct.DirectListener) -> None:
         self._listeners.discard(listener)
 
     # -- consuming ----------------------------------------------------------------------------
