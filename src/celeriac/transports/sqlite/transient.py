@@ -57,6 +57,7 @@ EXPIRY = 30.0
 _MIN_POLL = 0.001
 _READ_ROWS = 1000  # rows per read: a listener far behind catches up in bounded steps
 _PURGE_ROWS = 5000  # expired rows deleted per publish at most
+_READ_PATIENCE = 5.0  # seconds of failed reads before a warning
 
 LIVE_LISTENERS = (
     "SELECT exchange_type, patterns FROM listeners WHERE exchange = ? AND heartbeat_at > ?"
@@ -161,8 +162,14 @@ class SQLiteListener(InboxListener[bytes]):
         if self._pump is not None:
             return
         self._cursor = await self.transport.run_sql(self._register)
+        try:
+            with self.transport.database.errors():
+                conn = self._connect()
+        except BaseException:
+            await self.transport.run_sql(self._unregister)
+            raise
         self._loop = asyncio.get_running_loop()
-        self._pump = self._loop.create_task(self._read_loop())
+        self._pump = self._loop.create_task(self._read_loop(conn))
         self._beat = self._loop.create_task(self._beat_loop())
         self.transport.opened(self)
 
@@ -205,10 +212,11 @@ class SQLiteListener(InboxListener[bytes]):
         self._cursor = int(rows[-1][0]) if full else high
         return [bytes(env) for _, key, env in rows if self.accepts(key)], full
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, conn: sqlite3.Connection) -> None:
         waiter = self._waiters.register()
-        pause, seen, failing = _MIN_POLL, -1, False
-        conn = self._connect()
+        pause, seen = _MIN_POLL, -1
+        failing_since: float | None = None  # a moment's "busy" is routine; a long one is not
+        warned = False
         try:
             while True:
                 waiter.clear()
@@ -221,11 +229,15 @@ class SQLiteListener(InboxListener[bytes]):
                         if found:
                             self.inbox.put_many(found)
                             pause = _MIN_POLL
-                    failing = False
+                    if warned:
+                        logger.warning("listener on %s reads again", self.transport)
+                    failing_since, warned = None, False
                 except sqlite3.Error as exc:  # busy (a checkpoint) or gone: look again later
-                    if not failing:
+                    now = time.monotonic()
+                    failing_since = now if failing_since is None else failing_since
+                    if not warned and now - failing_since >= _READ_PATIENCE:
                         logger.warning("listener on %s cannot read: %s", self.transport, exc)
-                    failing = True
+                        warned = True
                 if full:
                     await asyncio.sleep(0)  # let the reader take some before reading on
                     continue
