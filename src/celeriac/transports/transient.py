@@ -32,7 +32,10 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import itertools
 import logging
+import os
+import secrets
 import threading
 import uuid
 from collections import deque
@@ -81,6 +84,26 @@ def check_listen(exchange: Exchange, patterns: Sequence[str], buffer: int) -> tu
 
 
 # -- the envelope -------------------------------------------------------------------------------
+class _Tags:
+    """Delivery tags shaped as kombu's (a UUID's text), unique without a ``uuid4()`` each: a
+    random prefix per process (drawn again in a forked child) and a counter. A tag only has to
+    be unique; the envelope of every event pays for it, so it is made cheap."""
+
+    def __init__(self) -> None:
+        self._draw()
+        os.register_at_fork(after_in_child=self._draw)
+
+    def _draw(self) -> None:
+        self._prefix = str(uuid.uuid4())[:24]
+        self._counter = itertools.count(secrets.randbelow(1 << 40))
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_tags = _Tags()
+
+
 def envelope(message: Message, exchange: str, routing_key: str) -> bytes:
     """``message`` in kombu's JSON envelope as published to ``exchange`` with ``routing_key``
     (raises :class:`~celeriac.errors.DecodeError` if its headers are not JSON)."""
@@ -88,7 +111,7 @@ def envelope(message: Message, exchange: str, routing_key: str) -> bytes:
         **message.properties,
         "body_encoding": "base64",
         "delivery_info": {"exchange": exchange, "routing_key": routing_key},
-        "delivery_tag": str(uuid.uuid4()),
+        "delivery_tag": _tags.next(),
     }
     data = {
         "body": base64.b64encode(message.body).decode("ascii"),

@@ -9,9 +9,10 @@ transport options ``fanout_prefix`` (False: none, a string: that, formatted with
 to ``/0.celeryev/worker.heartbeat``, where Flower's ``PSUBSCRIBE /0.celeryev/*`` finds them.
 celeriac's own ``key_prefix`` does not apply: it names stored keys, and this stores none.
 
-**Publishing** is one pipelined ``PUBLISH`` per message, each in kombu's JSON envelope
-(:func:`celeriac.transports.transient.envelope`). Redis hands it to the subscribers connected
-now; with none it is gone, and no key is ever written.
+**Publishing** is one ``PUBLISH`` per message, each in kombu's JSON envelope
+(:func:`celeriac.transports.transient.envelope`), a batch's sent by one script call per
+thousand. Redis hands it to the subscribers connected now; with none it is gone, and no key is
+ever written.
 
 A *direct* exchange is the exception: kombu routes it through lists, and so does
 :mod:`celeriac.transports.redis.direct`.
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 #: Seconds of silence after which a subscriber connection is probed with PING; no answer within
 #: as long again and it is taken for dead.
 PROBE = 15.0
-_PIPELINE = 2000  # PUBLISH commands per pipeline round trip
+_CHUNK = 1000  # envelopes per script call
 _GLOB_SPECIAL = frozenset("\\*?[]")
 
 
@@ -132,13 +133,21 @@ class Channels:
         return None
 
 
-async def publish(client: Any, channel: str, wires: Sequence[bytes]) -> None:
-    """PUBLISH each envelope to ``channel``, pipelined."""
-    for start in range(0, len(wires), _PIPELINE):
-        pipe = client.pipeline(transaction=False)
-        for wire in wires[start : start + _PIPELINE]:
-            pipe.publish(channel, wire)
-        await pipe.execute()
+#: ARGV: channel, envelopes... -> how many deliveries (subscribers times messages).
+PUBLISH_ALL = """
+local heard = 0
+for i = 2, #ARGV do
+  heard = heard + redis.call('PUBLISH', ARGV[1], ARGV[i])
+end
+return heard
+"""
+
+
+async def publish(script: Any, channel: str, wires: Sequence[bytes]) -> None:
+    """PUBLISH each envelope to ``channel``: one script call per chunk, so a batch costs a
+    round trip per :data:`_CHUNK` messages rather than a command each."""
+    for start in range(0, len(wires), _CHUNK):
+        await script(args=[channel, *wires[start : start + _CHUNK]])
 
 
 class RedisListener(InboxListener[bytes]):

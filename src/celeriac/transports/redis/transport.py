@@ -102,6 +102,7 @@ _SCRIPTS = {
     "purge": lua.PURGE,
     "change": lua.CHANGE_TOPOLOGY,
     "push_direct": direct.PUSH,
+    "publish_fanout": fanout.PUBLISH_ALL,
 }
 
 
@@ -553,7 +554,7 @@ class RedisTransport(Transport):
     async def publish_transient(
         self, exchange: Exchange, routing_key: str, messages: Sequence[Message]
     ) -> None:
-        """PUBLISH each message on the exchange's channel (kombu's name), pipelined; to a direct
+        """PUBLISH each message on the exchange's channel (kombu's name); to a direct
         exchange, LPUSH it onto the lists bound with the key, as kombu does."""
         if not messages:
             return
@@ -572,7 +573,7 @@ class RedisTransport(Transport):
                 )
             else:
                 channel = self.channels.publish(exchange.name, routing_key)
-                await fanout.publish(clients.client, channel, wires)
+                await fanout.publish(clients.scripts["publish_fanout"], channel, wires)
 
     def listen(
         self, exchange: Exchange, patterns: Sequence[str] = ("#",), *, buffer: int = DEFAULT_BUFFER
