@@ -23,7 +23,19 @@ from celeriac.utils.daemon import DETACHED_ENV
 #: Command name -> the module that defines it as ``command``.
 COMMANDS: dict[str, str] = {
     name: f"celeriac.cli.{name}"
-    for name in ("beat", "call", "dlq", "events", "multi", "purge", "result", "worker")
+    for name in (
+        "beat",
+        "call",
+        "control",
+        "dlq",
+        "events",
+        "inspect",
+        "multi",
+        "purge",
+        "result",
+        "status",
+        "worker",
+    )
 }
 
 

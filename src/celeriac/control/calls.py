@@ -9,6 +9,7 @@ not ours and is dropped. A cast (no reply wanted) is the publish alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -38,9 +39,12 @@ async def call(
     limit: int | None,
     callback: ReplyCallback | None = None,
     clock: LamportClock | None = None,
+    cleanup: set[asyncio.Task[None]] | None = None,
 ) -> list[dict[str, Any]] | None:
     """Send ``request``; with ``reply``, the replies (``[{node: result}, ...]``) in arrival
-    order, else None."""
+    order, else None. ``cleanup``: delete the reply queue in a task kept there, after the
+    replies are returned (the caller gets them a round trip or two sooner), instead of
+    before."""
     clock = clock or LamportClock()
     if not reply:
         request = replace(request, clock=clock.forward())
@@ -79,8 +83,17 @@ async def call(
                 await transport.ack(held)
         return replies
     finally:
-        with contextlib.suppress(Exception):
-            await transport.delete_queue(queue.name)
+        if cleanup is None:
+            await _delete(transport, queue.name)
+        else:
+            task = asyncio.get_running_loop().create_task(_delete(transport, queue.name))
+            cleanup.add(task)
+            task.add_done_callback(cleanup.discard)
+
+
+async def _delete(transport: Transport, name: str) -> None:
+    with contextlib.suppress(Exception):
+        await transport.delete_queue(name)
 
 
 def _accept(delivery: Delivery, ticket: str, clock: LamportClock) -> dict[str, Any] | None:

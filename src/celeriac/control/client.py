@@ -55,6 +55,8 @@ class Control:
         self._store_opened = False
         self._lock = threading.Lock()
         self._turn: asyncio.Lock | None = None
+        #: Reply queues being deleted after their call returned.
+        self._cleanup: set[asyncio.Task[None]] = set()
 
     @property
     def mailbox(self) -> Mailbox:
@@ -92,6 +94,8 @@ class Control:
         store, self._store, self._store_opened = self._store, None, False
 
         async def release() -> None:
+            if self._cleanup:
+                await asyncio.wait(set(self._cleanup), timeout=5)
             if transport is not None:
                 await transport.close()
             if store is not None:
@@ -147,6 +151,7 @@ class Control:
                 limit=limit,
                 callback=callback,
                 clock=self.clock,
+                cleanup=self._cleanup,
             )
 
         return self._run(send())

@@ -41,8 +41,8 @@ class CommandInfo:
     signature: str = ""
     #: Shown by ``--list`` (``hello`` and ``election`` are for workers among themselves).
     visible: bool = True
-    #: Whether the worker answers it (``shutdown`` answers, unlike Celery's; casts still work).
-    replies: bool = True
+    #: How many of ``args`` must be given (those written ``<name>`` in the signature).
+    required: int = 0
 
 
 def _info(name: str, kind: Kind, help: str, **more: Any) -> tuple[str, CommandInfo]:
@@ -102,6 +102,7 @@ COMMANDS: dict[str, CommandInfo] = dict(
             "control",
             "Terminate task by task id (or list of ids).",
             args=(("signal", str),),
+            required=1,
             variadic="task_id",
             signature="<signal> [id1 [id2 [... [idN]]]]",
         ),
@@ -110,6 +111,7 @@ COMMANDS: dict[str, CommandInfo] = dict(
             "control",
             "Tell worker(s) to modify the rate limit for a task by type.",
             args=(("task_name", str), ("rate_limit", str)),
+            required=2,
             signature="<task_name> <rate_limit (e.g., 5/s | 5/m | 5/h)>",
         ),
         _info(
@@ -117,6 +119,7 @@ COMMANDS: dict[str, CommandInfo] = dict(
             "control",
             "Tell worker(s) to modify the time limit for task by type.",
             args=(("task_name", str), ("soft", float), ("hard", float)),
+            required=2,
             signature="<task_name> <soft_secs> [hard_secs]",
         ),
         _info(
@@ -145,6 +148,7 @@ COMMANDS: dict[str, CommandInfo] = dict(
             "control",
             "Tell worker(s) to consume from task queue by name.",
             args=(("queue", str), ("exchange", str), ("exchange_type", str), ("routing_key", str)),
+            required=1,
             signature="<queue> [exchange [type [routing_key]]]",
         ),
         _info(
@@ -152,6 +156,7 @@ COMMANDS: dict[str, CommandInfo] = dict(
             "control",
             "Tell worker(s) to stop consuming from task queue by name.",
             args=(("queue", str),),
+            required=1,
             signature="<queue>",
         ),
         _info("enable_events", "control", "Tell worker(s) to send task-related events."),
@@ -185,6 +190,8 @@ def compile_arguments(info: CommandInfo, args: list[str]) -> dict[str, Any]:
     does not convert."""
     arguments: dict[str, Any] = {}
     rest = list(args)
+    if len(rest) < info.required:
+        raise ValueError(f"command {info.name!r} takes arguments: {info.signature}")
     for name, convert in info.args:
         if not rest:
             break

@@ -1,5 +1,7 @@
 """Revokes on RabbitMQ: an append-only stream, ``celeriac.revokes``, read whole at start-up.
 
+(The transport option ``revokes_stream`` names another, for apps sharing a vhost.)
+
 RabbitMQ has no keys to look up, and a queue hands each message to one consumer; but a *stream*
 (``x-queue-type: stream``, RabbitMQ 3.9+) is a log that any number of consumers read from an
 offset without taking anything from it, and that trims itself by age. That is what revokes
@@ -66,6 +68,7 @@ def stream_arguments(expires: float) -> dict[str, Any]:
 class AmqpRevokeStore(RevokeStore):
     def __init__(self, url: str, options: dict[str, Any], expires: float = DEFAULT_EXPIRES) -> None:
         self.targets = parse_amqp_urls(url, options)  # a bad URL fails here, named
+        self.queue = str(options.get("revokes_stream") or QUEUE)
         self.arguments = stream_arguments(expires)
         self._link: Link | None = None
         self._lock = asyncio.Lock()
@@ -88,11 +91,13 @@ class AmqpRevokeStore(RevokeStore):
     async def _declare(self, link: Link) -> None:
         channel = await link.channel("control")
         try:
-            await channel.queue_declare(QUEUE, durable=True, arguments=self.arguments)
+            await channel.queue_declare(self.queue, durable=True, arguments=self.arguments)
         except Exception as exc:  # declared before with another age: use it as it is
-            logger.info("revokes stream %s: declared already with other arguments (%s)", QUEUE, exc)
+            logger.info(
+                "revokes stream %s: declared already with other arguments (%s)", self.queue, exc
+            )
             channel = await link.channel("control")
-            await channel.queue_declare(QUEUE, passive=True)
+            await channel.queue_declare(self.queue, passive=True)
 
     async def open(self) -> None:
         async with self._lock, self._errors("connecting"):
@@ -121,7 +126,7 @@ class AmqpRevokeStore(RevokeStore):
         channel = await link.channel("publish")
         message = Message(headers={}, body=orjson.dumps(document), properties={})
         await channel.basic_publish(
-            message.body, exchange="", routing_key=QUEUE, properties=properties_for(message)
+            message.body, exchange="", routing_key=self.queue, properties=properties_for(message)
         )
 
     async def add(self, revokes: Sequence[Revoke]) -> None:
@@ -158,7 +163,7 @@ class AmqpRevokeStore(RevokeStore):
         try:
             await channel.basic_qos(prefetch_count=PREFETCH)
             ok = await channel.basic_consume(
-                QUEUE, on_message, no_ack=False, arguments={"x-stream-offset": "first"}
+                self.queue, on_message, no_ack=False, arguments={"x-stream-offset": "first"}
             )
             try:
                 await asyncio.wait_for(reached.wait(), READ_TIMEOUT)

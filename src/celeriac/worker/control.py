@@ -13,11 +13,6 @@ The mailbox has its own broker connection, so a slow command never delays fetchi
 the reverse. When it starts listening it reads the revokes kept on the broker once more
 (:func:`~celeriac.worker.statedb.load_revokes`): those made while the worker was starting, after
 the first read and before it listened, are not missed.
-
-Revokes of a whole workflow (``by="root_id"``/``"parent_id"``): a message arriving later whose
-root or parent is revoked is flagged revoked by its id when the consumer receives it
-(``task_received``), so the checks that follow (the consumer's before a slot, each pool's before
-it starts a task) stop it.
 """
 
 from __future__ import annotations
@@ -27,8 +22,6 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from celeriac import signals
-from celeriac.context import Request
 from celeriac.control.pidbox import Clock, ControlRequest, LamportClock, Mailbox, reply_message
 from celeriac.errors import DecodeError
 from celeriac.routing import Exchange
@@ -67,13 +60,11 @@ class ControlStep(Component):
         self._task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._declared: set[str] = set()
-        self._worker: Worker | None = None
 
     def enabled(self, worker: Worker) -> bool:
         return bool(worker.app.conf.worker_enable_remote_control)
 
     async def start(self, worker: Worker) -> None:
-        self._worker = worker
         self.mailbox = Mailbox(worker.app.conf.control_exchange)
         events = events_step(worker)
         if events is not None and events.dispatcher is not None:
@@ -83,7 +74,6 @@ class ControlStep(Component):
         self.transport = transport
         self.listener = await self._listen(transport)
         await load_revokes(worker, "once listening")
-        signals.task_received.connect(self._on_received, sender=worker.consumer)
         self._task = asyncio.create_task(self._loop(worker), name="celeriac-control")
 
     async def _listen(self, transport: Transport) -> Listener:
@@ -92,7 +82,6 @@ class ControlStep(Component):
         return listener
 
     async def stop(self, worker: Worker) -> None:
-        signals.task_received.disconnect(self._on_received, sender=worker.consumer)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -182,14 +171,3 @@ class ControlStep(Component):
             await transport.publish(Outgoing(message, exchange, routing_key))
         except Exception as exc:  # the caller goes without this reply; the worker goes on
             logger.warning("could not reply to %r: %s", request.method, exc)
-
-    # -- revokes of workflows -------------------------------------------------------------------
-    def _on_received(self, sender: Any = None, request: Request | None = None, **_: Any) -> None:
-        worker = self._worker
-        if worker is None or request is None:
-            return
-        revoked = worker.state.revoked
-        if request.id not in revoked and revoked.is_revoked(
-            request.id, request.root_id, request.parent_id
-        ):
-            revoked.add(request.id)

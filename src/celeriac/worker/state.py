@@ -92,16 +92,17 @@ class RevokedSet:
             return True
         if not self._workflows:
             return False
-        return (root_id is not None and ("root_id", root_id) in items) or (
-            parent_id is not None and ("parent_id", parent_id) in items
+        return (
+            ("root_id", root_id or task_id) in items  # a root task is its own workflow's root
+            or (parent_id is not None and ("parent_id", parent_id) in items)
         )
 
     def why(self, task_id: str, root_id: str | None, parent_id: str | None) -> str | None:
         """``"revoked"``, ``"its workflow <root> was revoked"``... or None."""
         if task_id in self._items:
             return "revoked"
-        if root_id is not None and ("root_id", root_id) in self._items:
-            return f"its workflow (root {root_id}) was revoked"
+        if ("root_id", root_id or task_id) in self._items:
+            return f"its workflow (root {root_id or task_id}) was revoked"
         if parent_id is not None and ("parent_id", parent_id) in self._items:
             return f"the tasks of {parent_id} were revoked"
         return None
