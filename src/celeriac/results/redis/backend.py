@@ -72,6 +72,7 @@ from redis.retry import Retry
 
 from celeriac.errors import BackendError, ImproperlyConfigured
 from celeriac.results.base import Backend, ResultMeta
+from celeriac.results.redis.celery_format import CELERY_LAYOUT, NATIVE_LAYOUT
 from celeriac.results.redis.subscriber import ThreadSubscribers, published, reply_kind
 from celeriac.transports.redis.url import (
     SentinelSpec,
@@ -91,7 +92,13 @@ DEFAULT_KEY_PREFIX = "celeriac:"
 #: Applied only where neither the URL nor the options say otherwise.
 _DEFAULTS: dict[str, Any] = {"socket_timeout": 30.0, "socket_connect_timeout": 5.0}
 #: Options this backend reads itself; the rest are redis_url's connection options.
-_OWN_OPTIONS = {"key_prefix", "global_keyprefix", "max_connections"}
+_OWN_OPTIONS = {
+    "key_prefix",
+    "global_keyprefix",
+    "max_connections",
+    "layout",
+    "result_chord_ordered",
+}
 _CONNECTION_OPTIONS = {
     "db",
     "username",
@@ -227,6 +234,22 @@ def _target(url: str, options: Mapping[str, Any]) -> _Target:
     return _Target(display, kwargs, spec)
 
 
+def _layout_of(url: str, options: Mapping[str, Any]) -> str:
+    """The ``layout`` option (or the URL query's), checked: ``celeriac`` (the default) or
+    ``celery``."""
+    value = options.get("layout")
+    if value is None:
+        value = dict(parse_qsl(urlsplit(url.split(";", 1)[0]).query)).get("layout")
+    if value is None:
+        return NATIVE_LAYOUT
+    if value not in (NATIVE_LAYOUT, CELERY_LAYOUT):
+        raise ImproperlyConfigured(
+            f"result_backend_transport_options: layout must be {NATIVE_LAYOUT!r} (the default) "
+            f"or {CELERY_LAYOUT!r} (Celery's keys and records), not {value!r}"
+        )
+    return str(value)
+
+
 def _raise_if_cancelling() -> None:
     """Raise CancelledError if this task was cancelled but the cancellation got lost.
 
@@ -266,6 +289,16 @@ class RedisBackend(Backend):
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+sentinel", "sentinel")
 
+    def __new__(cls, url: str = "redis://localhost:6379/0", **kwargs: Any) -> RedisBackend:
+        """``layout="celery"`` (an option, or the URL's query) makes a
+        :class:`~celeriac.results.redis.celery_backend.CeleryLayoutBackend`: the registry and
+        the app keep naming one class per scheme, and the option alone picks the layout."""
+        if cls is RedisBackend and _layout_of(url, kwargs) == CELERY_LAYOUT:
+            from celeriac.results.redis.celery_backend import CeleryLayoutBackend
+
+            cls = CeleryLayoutBackend
+        return super().__new__(cls)
+
     def __init__(self, url: str = "redis://localhost:6379/0", **kwargs: Any) -> None:
         base = {
             name: kwargs.pop(name)
@@ -285,8 +318,10 @@ class RedisBackend(Backend):
             )
         own = {k: v for k, v in query.items() if k in _OWN_OPTIONS}
         own.update({k: kwargs.pop(k) for k in _OWN_OPTIONS if k in kwargs})
+        self.layout = _layout_of(url, own)
         prefix = own.get("key_prefix") or own.get("global_keyprefix")
-        self.key_prefix = str(prefix) if prefix else DEFAULT_KEY_PREFIX
+        self.key_prefix = self._key_prefix(str(prefix) if prefix else None)
+        self._configure_layout(own)
         self.target = _target(url, kwargs)
         if own.get("max_connections") is not None:
             try:
@@ -302,6 +337,18 @@ class RedisBackend(Backend):
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._loops_lock = threading.Lock()
         self._pid = os.getpid()
+
+    def _key_prefix(self, given: str | None) -> str:
+        """The key prefix in effect: the one given, verbatim, else ``celeriac:``."""
+        return given if given else DEFAULT_KEY_PREFIX
+
+    def _configure_layout(self, options: Mapping[str, Any]) -> None:
+        """Read the options only a layout understands; the native one has none."""
+        if "result_chord_ordered" in options:
+            raise ImproperlyConfigured(
+                "result_backend_transport_options: result_chord_ordered applies only with "
+                f"layout={CELERY_LAYOUT!r} (Celery's chord keys)"
+            )
 
     def __repr__(self) -> str:
         # Built from the parsed target, not the URL: a password may hide in a query string.
