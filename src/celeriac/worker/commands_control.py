@@ -92,7 +92,7 @@ async def revoke(worker: Worker, arguments: dict[str, Any], ctx: Context) -> Any
         if waiting:
             await asyncio.to_thread(_store_revoked, worker, waiting)
     what = _set_text(ids) if by == "id" else f"of {by} {_set_text(ids)}"
-    logger.info("tasks %s flagged as revoked", what)
+    logger.info("revoked %s%s", ", ".join(ids), f" (the tasks of that {by})" if by != "id" else "")
     if not terminate:
         return ok(f"tasks {what} flagged as revoked")
     running = [i for i in targets if i in active]
@@ -164,7 +164,7 @@ async def rate_limit(worker: Worker, arguments: dict[str, Any], ctx: Context) ->
     if text is None:
         logger.info("rate limits disabled for tasks of type %s", name)
         return ok("rate limit disabled successfully")
-    logger.info("new rate limit for tasks of type %s: %s", name, text)
+    logger.info("rate limit of %s set to %s", name, text)
     return ok("new rate limit set successfully")
 
 
