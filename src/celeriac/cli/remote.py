@@ -123,7 +123,7 @@ def say(node: str, reply: Any, show_body: bool = True) -> None:
     status, body = pretty(reply)
     click.echo(f"-> {node}: {status}")
     if show_body and body:
-        click.echo(_indent(body) if not body.startswith(" ") else body)
+        click.echo(_indent(body))
 
 
 def say_replies(by_node: dict[str, Any], show_body: bool = True) -> None:
