@@ -1,11 +1,17 @@
 """The event dispatcher: Celery's events, sent from one event loop (a worker's), cheaply.
 
-Sending an event costs the caller a dict and an append: task events are buffered and go out as
-one message per batch (a JSON list, routing key ``task.multi``) when 24 are buffered or on the
-next turn of the loop, whichever comes first, as Celery's dispatcher does; other events go out
-one per message under their own routing key (``worker.heartbeat``). One sender task publishes
-in order with :meth:`Transport.publish_transient`, so a listener sees each sender's events in
-the order they were sent, and nothing is ever queued for a listener that is not there.
+Sending an event costs the caller a dict and an append. Task events are buffered: each 24 make
+one message (a JSON list, routing key ``task.multi``, as Celery batches them), and ``linger``
+seconds (5 ms) after the first event of a batch, every message made meanwhile goes out in one
+publish call, the last batch partly full. Other events (``worker.heartbeat``) go out at once,
+one per message under their own routing key. Celery flushes on the next tick of its event
+loop; an asyncio loop turns so often that flushing on its next turn made batches of two or
+three events and about one publish per task, where one call every few milliseconds carries
+them all: events cost a worker per publish call far more than per event.
+
+One sender task publishes in order with :meth:`Transport.publish_transient`, so a listener sees
+each sender's events in the order they were sent, and nothing is ever queued for a listener
+that is not there.
 
 Bounded: when the broker is slower than the events (or down), at most ``max_pending`` messages
 wait here; past that the oldest are dropped and counted in :attr:`EventDispatcher.dropped`.
@@ -41,6 +47,8 @@ logger = logging.getLogger("celeriac.events")
 
 #: Celery's ``buffer_limit``: a batch goes out once this many task events are buffered.
 BUFFER_LIMIT = 24
+#: Seconds a batch waits for more events at most (see the module docstring).
+LINGER = 0.005
 #: Messages waiting for the broker before the oldest are dropped.
 MAX_PENDING = 1_000
 #: Messages of one routing key handed to one ``publish_transient`` call.
@@ -69,6 +77,7 @@ class EventDispatcher:
         clock: LamportClock | None = None,
         buffer_groups: Iterable[str] = ("task",),
         buffer_limit: int = BUFFER_LIMIT,
+        linger: float = LINGER,
         max_pending: int = MAX_PENDING,
     ) -> None:
         self.transport = transport
@@ -78,6 +87,7 @@ class EventDispatcher:
         self.clock = clock or LamportClock()
         self.buffer_groups = frozenset(buffer_groups)
         self.buffer_limit = buffer_limit
+        self.linger = linger
         self.max_pending = max_pending
         self.pid = os.getpid()
         #: Hours west of UTC; refreshed by :meth:`refresh` (the heartbeat calls it), so a change
@@ -85,12 +95,14 @@ class EventDispatcher:
         self.utcoffset = utcoffset()
         #: False when the transport has no transient fan-out (then nothing is sent).
         self.enabled = supports_events(transport)
-        #: Events sent, messages published, events dropped (broker slow or down).
+        #: Events sent, messages and publish calls they took, events dropped (broker slow or
+        #: down).
         self.events_sent = 0
         self.messages_sent = 0
+        self.publishes = 0
         self.dropped = 0
         self._buffers: dict[str, list[Event]] = {}
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
         self._pending: deque[tuple[str, Message, int]] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -173,27 +185,40 @@ class EventDispatcher:
             if buffer is None:
                 buffer = self._buffers[group] = []
             buffer.append(event)
-            if len(buffer) >= self.buffer_limit:
-                self._flush_group(group)
-            elif not self._flush_scheduled and self._loop is not None:
-                self._flush_scheduled = True
-                self._loop.call_soon(self.flush)
+            if len(buffer) >= self.buffer_limit:  # a full batch waits for the others' timer
+                self._flush_group(group, wake=False)
+            if self._flush_handle is None and self._loop is not None:
+                self._flush_handle = (
+                    self._loop.call_later(self.linger, self.flush)
+                    if self.linger > 0
+                    else self._loop.call_soon(self.flush)
+                )
         else:
             self._enqueue(routing_key(type_), event_message(self.hostname, event), 1)
 
     def flush(self) -> None:
         """Hand every buffered batch to the sender now."""
-        self._flush_scheduled = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         for group, buffer in self._buffers.items():
             if buffer:
-                self._flush_group(group, buffer)
+                self._flush_group(group, buffer, wake=False)
+        if self._pending:
+            self._wake.set()
 
-    def _flush_group(self, group: str, buffer: list[Event] | None = None) -> None:
+    def _flush_group(
+        self, group: str, buffer: list[Event] | None = None, wake: bool = True
+    ) -> None:
         events = self._buffers[group] if buffer is None else buffer
         self._buffers[group] = []
-        self._enqueue(group + MULTI_SUFFIX, event_message(self.hostname, events), len(events))
+        message = event_message(self.hostname, events)
+        self._enqueue(group + MULTI_SUFFIX, message, len(events), wake)
 
-    def _enqueue(self, key: str, message: Message, count: int) -> None:
+    def _enqueue(self, key: str, message: Message, count: int, wake: bool = True) -> None:
+        """Hand a message to the sender; it publishes at once when woken (worker events, a
+        flush), else with the next flush, so that one publish call carries every batch made
+        meanwhile: the cost of events is per call far more than per event."""
         if self._sender is None:
             self.dropped += count  # not started, or closed: nobody would publish it
             return
@@ -201,31 +226,37 @@ class EventDispatcher:
         while len(self._pending) > self.max_pending:
             self.dropped += self._pending.popleft()[2]
         self._idle.clear()
-        self._wake.set()
+        if wake or len(self._pending) >= PUBLISH_CHUNK:
+            self._wake.set()
 
     async def _send_loop(self) -> None:
         pending = self._pending
         while True:
             if not pending:
                 self._idle.set()
-                await self._wake.wait()
-                self._wake.clear()
-                continue
-            key, message, count = pending.popleft()
-            messages = [message]
-            while pending and pending[0][0] == key and len(messages) < PUBLISH_CHUNK:
-                _, more, more_count = pending.popleft()
-                messages.append(more)
-                count += more_count
-            try:
-                await self.transport.publish_transient(self.exchange, key, messages)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._outage.failed(exc, "publishing events (dropped)")
-                self.dropped += count
-                await asyncio.sleep(0.5)  # a broker that is down is not asked 1,000 times/s
-                continue
-            self._outage.ok()
-            self.events_sent += count
-            self.messages_sent += len(messages)
+            await self._wake.wait()
+            self._wake.clear()
+            while pending:
+                await self._publish_some(pending)
+
+    async def _publish_some(self, pending: deque[tuple[str, Message, int]]) -> None:
+        """Publish the oldest messages of one routing key in one call (up to PUBLISH_CHUNK)."""
+        key, message, count = pending.popleft()
+        messages = [message]
+        while pending and pending[0][0] == key and len(messages) < PUBLISH_CHUNK:
+            _, more, more_count = pending.popleft()
+            messages.append(more)
+            count += more_count
+        try:
+            await self.transport.publish_transient(self.exchange, key, messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._outage.failed(exc, "publishing events (dropped)")
+            self.dropped += count
+            await asyncio.sleep(0.5)  # a broker that is down is not asked 1,000 times/s
+            return
+        self._outage.ok()
+        self.events_sent += count
+        self.messages_sent += len(messages)
+        self.publishes += 1

@@ -86,6 +86,13 @@ class EventsStep(Component):
         self._send("worker-offline", dispatcher)
         try:
             await dispatcher.close(timeout=0.5 if worker.cold else 2.0)
+            logger.info(
+                "events: %d sent in %d messages (%d publish calls), %d dropped",
+                dispatcher.events_sent,
+                dispatcher.messages_sent,
+                dispatcher.publishes,
+                dispatcher.dropped,
+            )
         finally:
             with contextlib.suppress(Exception):
                 await dispatcher.transport.close()
