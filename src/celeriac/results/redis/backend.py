@@ -34,7 +34,10 @@ Options (``result_backend_transport_options``, or the URL's query string): ``key
 ``socket_connect_timeout`` (default 5 s), ``socket_keepalive``, ``health_check_interval``,
 ``client_name``, ``username``, ``password``, ``db``, the TLS options ``ssl_cert_reqs``,
 ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``, and for sentinels
-``master_name`` and ``sentinel_password``. An unknown option fails at construction, named.
+``master_name`` and ``sentinel_password``; ``layout``: ``"celeriac"`` (this layout, the default) or
+``"celery"``, Celery's keys and records so that Celery and celeriac processes share results
+(:mod:`celeriac.results.redis.celery_backend`, which also reads Celery's
+``result_chord_ordered``). An unknown option, or value, fails at construction, named.
 
 Faults: every Redis or socket error becomes :class:`~celeriac.errors.BackendError` naming the
 server (never the password) and the action. Idempotent operations (store, read, forget) retry
@@ -452,10 +455,14 @@ class RedisBackend(Backend):
     def _delete(self, task_id: str) -> None:
         self._call(f"forget {task_id}", lambda: self._client.delete(self.result_key(task_id)))
 
-    def join_chord(self, group_id: str, member_id: str) -> tuple[bool, int]:
+    def join_chord(
+        self, group_id: str, member_id: str, *, index: int | None = None
+    ) -> tuple[bool, int]:
         """SADD and SCARD in one MULTI: a member is counted once however often it reports, and
         membership and count change together (a worker killed between two commands cannot
-        leave a member marked but uncounted)."""
+        leave a member marked but uncounted). ``index`` (the member's place in the header) is
+        accepted for the Celery layout's sake and not needed here: the body reads the header's
+        results through the saved group."""
         key, ttl = self.counter_key(f"chord-members:{group_id}"), _ttl_ms(self._expires_at())
 
         def op() -> tuple[int, int]:
