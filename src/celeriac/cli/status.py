@@ -26,7 +26,11 @@ from celeriac.cli.remote import json_text, no_reply, nodes_online, remote_option
 from celeriac.control import flatten_reply
 
 
-@click.command("status")
+@click.command(
+    "status",
+    epilog="As a liveness probe (exit 0 while the worker answers, busy or not): "
+    "celeriac -A proj status -d celery@$HOSTNAME -t 5",
+)
 @remote_options
 @click.pass_obj
 def command(ctx: AppContext, timeout: float, destination: list[str] | None, as_json: bool) -> int:

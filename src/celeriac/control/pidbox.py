@@ -12,12 +12,11 @@ Kept exactly as kombu lays it out, so that Celery's own ``celery inspect``/``cel
   ``matcher`` (``glob``, the default, or ``pcre``), or when neither is given;
 * a **reply** goes to the direct exchange ``reply.<namespace>.pidbox`` with the routing key the
   request named (the caller's *oid*), headers ``{"ticket", "clock"}`` and the JSON body
-  ``{"<node name>": result}``. The caller declared the queue ``<oid>.reply.<namespace>.pidbox``
-  bound with its oid before it sent the request, and deletes it once it has what it waited for.
+  ``{"<node name>": result}``, transient; the caller listens on that exchange with its oid from
+  before it sends the request until it has what it waited for (:mod:`.calls`).
 
-A reply read back from a broker comes in one of two shapes: a kombu envelope (what the
-emulating brokers store: base64 body, headers beside it) or, on RabbitMQ, the raw body (the
-headers stay in the AMQP frame): :func:`read_reply` takes both.
+:func:`read_reply` reads a reply from a received message, or from raw bytes in either shape a
+broker may hand over (a kombu envelope, or the bare body with the headers kept elsewhere).
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ import orjson
 
 from celeriac.errors import DecodeError
 from celeriac.protocol.message import Message
-from celeriac.routing import Exchange, Queue
+from celeriac.routing import Exchange
 
 JSON = "application/json"
 #: ``delivery_mode`` 1: Celery publishes replies (and we, requests) non-persistent.
@@ -98,18 +97,6 @@ class Mailbox:
     @property
     def reply_exchange(self) -> Exchange:
         return Exchange(f"reply.{self.namespace}.pidbox", "direct", durable=False)
-
-    def reply_queue(self, oid: str) -> Queue:
-        """The caller's own queue for the replies to one call (deleted after it): exclusive
-        to its connection on RabbitMQ, so it goes with a caller that dies."""
-        exchange = self.reply_exchange
-        return Queue(
-            f"{oid}.{exchange.name}",
-            exchange=exchange,
-            routing_key=oid,
-            durable=False,
-            auto_delete=True,
-        )
 
 
 def new_oid() -> str:

@@ -7,7 +7,8 @@ request addressed to this node (:meth:`~celeriac.control.pidbox.ControlRequest.a
 runs as its own asyncio task on the worker's loop, so a slow command (a revoke that writes to
 the result backend) never delays another, and a ``ping`` is answered while the pool is busy:
 the loop only fetches and settles, tasks run in threads, children or awaiting coroutines. A
-reply goes to the caller's queue through ``reply.celery.pidbox`` (:mod:`celeriac.control.pidbox`).
+reply goes, transient, to the caller through the direct exchange ``reply.celery.pidbox`` with its
+oid as routing key (:mod:`celeriac.control.calls`).
 
 The mailbox has its own broker connection, so a slow command never delays fetching tasks, and
 the reverse. When it starts listening it reads the revokes kept on the broker once more
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac.control.pidbox import Clock, ControlRequest, LamportClock, Mailbox, reply_message
 from celeriac.errors import DecodeError
 from celeriac.routing import Exchange
-from celeriac.transports.base import Listener, Outgoing, Transport
+from celeriac.transports.base import Listener, Transport
 from celeriac.utils.outage import Outage
 from celeriac.worker import commands_control
 from celeriac.worker.commands import HANDLERS, NO_REPLY, Context, nok
@@ -59,7 +60,6 @@ class ControlStep(Component):
         self.clock: Clock = LamportClock()
         self._task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._declared: set[str] = set()
 
     def enabled(self, worker: Worker) -> bool:
         return bool(worker.app.conf.worker_enable_remote_control)
@@ -165,9 +165,7 @@ class ControlStep(Component):
         routing_key = str(reply_to["routing_key"])
         message = reply_message(worker.hostname, result, request.ticket, self.clock.forward())
         try:
-            if exchange not in self._declared:  # RabbitMQ refuses a publish to no exchange
-                await transport.declare_exchange(Exchange(exchange, "direct", durable=False))
-                self._declared.add(exchange)
-            await transport.publish(Outgoing(message, exchange, routing_key))
+            target = Exchange(exchange, "direct", durable=False)
+            await transport.publish_transient(target, routing_key, [message])
         except Exception as exc:  # the caller goes without this reply; the worker goes on
             logger.warning("could not reply to %r: %s", request.method, exc)
