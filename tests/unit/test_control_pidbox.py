@@ -3,7 +3,6 @@ and the worker share, and the revoked set's workflow revokes: pure code, no brok
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from dataclasses import replace
@@ -86,28 +85,18 @@ def test_a_malformed_request_is_a_decode_error(body: bytes, reason: str) -> None
         ControlRequest.from_message(replace(message, body=body))
 
 
-def test_a_reply_is_read_from_an_envelope_or_a_bare_body() -> None:
+def test_a_reply_carries_the_node_its_ticket_and_clock() -> None:
     message = reply_message("w1@h", {"ok": "pong"}, "tk", 9)
     assert message.headers == {"ticket": "tk", "clock": 9}
     assert orjson.loads(message.body) == {"w1@h": {"ok": "pong"}}
-    from_message = read_reply(b"", message)
-    assert (from_message.body, from_message.ticket, from_message.clock) == (
-        {"w1@h": {"ok": "pong"}},
-        "tk",
-        9,
-    )
-    envelope = {  # as kombu stores it on its virtual transports (a Celery worker's reply)
-        "body": base64.b64encode(b'{"w2@h": {"ok": "pong"}}').decode(),
-        "content-type": "application/json",
-        "headers": {"ticket": "other", "clock": 3},
-        "properties": {"body_encoding": "base64"},
-    }
-    from_envelope = read_reply(json.dumps(envelope).encode())
-    assert (from_envelope.body, from_envelope.ticket) == ({"w2@h": {"ok": "pong"}}, "other")
-    bare = read_reply(b'{"w3@h": [1, 2]}')  # RabbitMQ: the body alone, headers in the frame
-    assert (bare.body, bare.ticket) == ({"w3@h": [1, 2]}, None)
-    with pytest.raises(DecodeError):
-        read_reply(b"[1]")
+    reply = read_reply(message)
+    assert (reply.body, reply.ticket, reply.clock) == ({"w1@h": {"ok": "pong"}}, "tk", 9)
+    bare = read_reply(replace(message, headers={}))  # a client that sent no ticket
+    assert (bare.ticket, bare.clock) == (None, None)
+    with pytest.raises(DecodeError, match="object of node names"):
+        read_reply(replace(message, body=b"[1]"))
+    with pytest.raises(DecodeError, match="only JSON"):
+        read_reply(replace(message, content_type="application/x-yaml"))
 
 
 def test_a_reply_of_objects_json_cannot_hold_still_goes() -> None:

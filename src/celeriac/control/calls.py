@@ -101,7 +101,7 @@ async def _close(listener: Listener) -> None:
 def _accept(message: Message, ticket: str, clock: LamportClock) -> dict[str, Any] | None:
     """The body of a reply to this call, or None (unreadable, or another call's)."""
     try:
-        reply = read_reply(b"", message)
+        reply = read_reply(message)
     except DecodeError as exc:
         logger.warning("ignoring an unreadable control reply: %s", exc)
         return None

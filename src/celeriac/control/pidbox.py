@@ -14,15 +14,10 @@ Kept exactly as kombu lays it out, so that Celery's own ``celery inspect``/``cel
   request named (the caller's *oid*), headers ``{"ticket", "clock"}`` and the JSON body
   ``{"<node name>": result}``, transient; the caller listens on that exchange with its oid from
   before it sends the request until it has what it waited for (:mod:`.calls`).
-
-:func:`read_reply` reads a reply from a received message, or from raw bytes in either shape a
-broker may hand over (a kombu envelope, or the bare body with the headers kept elsewhere).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fnmatch
 import re
 import threading
@@ -203,51 +198,25 @@ def reply_message(nodename: str, result: Any, ticket: str | None, clock: int) ->
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One reply as read back: ``{nodename: result}``, and its ticket when the broker kept the
-    headers apart from the body (None on RabbitMQ, where the body comes alone)."""
+    """One reply as read back: ``{nodename: result}``, its ticket and its clock."""
 
     body: dict[str, Any]
     ticket: str | None = None
     clock: int | None = None
 
 
-def read_reply(payload: bytes, message: Message | None = None) -> Reply:
-    """Parse a reply from a delivery: ``message`` when the transport could decode one, else
-    the raw ``payload`` (a kombu envelope, or the bare JSON body). DecodeError when it is
-    neither, or not an object of node names."""
-    if message is not None:
-        body = _json_body(message.body, message.content_type, "reply")
-        headers: Mapping[str, Any] = message.headers
-    else:
-        try:
-            outer = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError(f"a control reply is not JSON: {exc}") from None
-        if isinstance(outer, dict) and isinstance(outer.get("body"), str) and "headers" in outer:
-            body = _json_body(_envelope_body(outer), JSON, "reply")
-            headers = outer.get("headers") or {}
-        else:
-            body, headers = outer, {}
+def read_reply(message: Message) -> Reply:
+    """The reply in a received ``message``; DecodeError when it is not an object of node
+    names in JSON."""
+    body = _json_body(message.body, message.content_type, "reply")
     if not isinstance(body, dict):
         raise DecodeError("a control reply must be an object of node names")
-    ticket = headers.get("ticket") if isinstance(headers, Mapping) else None
-    clock = headers.get("clock") if isinstance(headers, Mapping) else None
+    ticket, clock = message.headers.get("ticket"), message.headers.get("clock")
     return Reply(
         body,
         str(ticket) if ticket is not None else None,
         clock if isinstance(clock, int) else None,
     )
-
-
-def _envelope_body(envelope: Mapping[str, Any]) -> bytes:
-    raw = str(envelope["body"])
-    properties = envelope.get("properties") or {}
-    if isinstance(properties, Mapping) and properties.get("body_encoding", "base64") != "base64":
-        return raw.encode("utf-8")
-    try:
-        return base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise DecodeError(f"a control reply's body is not base64: {exc}") from None
 
 
 def _json_body(body: bytes, content_type: str, what: str) -> Any:
