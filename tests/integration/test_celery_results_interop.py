@@ -45,7 +45,12 @@ from celery import Celery  # type: ignore[import-untyped]  # noqa: E402
 from celery import chord as celery_chord  # noqa: E402
 from celery.result import GroupResult as CeleryGroupResult  # type: ignore[import-untyped]  # noqa: E402
 
-pytestmark = [pytest.mark.redis, pytest.mark.amqp]
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.amqp,
+    # Celery's own Redis backend calls redis-py's deprecated setex
+    pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning"),
+]
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
