@@ -42,6 +42,12 @@ What the native layout gives that this one does not:
   index the caller passes, else its members sort after the indexed ones;
 * keys a celeriac worker completes are cleaned when :meth:`CeleryLayoutBackend.finish_chord` is
   called after the body is sent, as Celery cleans them; otherwise they expire.
+
+Where the two fleets' states differ: celeriac stores REJECTED (a ready state here, with
+``TaskRejectedError``), which Celery counts as unready (it stores nothing for a rejected task),
+so a Celery client's ``get()`` keeps waiting on it as it would on Celery's own. Every record and
+chord key lives ``result_expires``; Celery 5.7's ``result_failure_expires`` and
+``result_chord_expires``, and ``result_compression``, are not read.
 """
 
 from __future__ import annotations
