@@ -49,7 +49,8 @@ class Chords:
         self.app.conf.task_always_eager = True
         self.bodies: list[list[Any]] = []
 
-        @self.app.task(name="chords.body", shared=False)  # shared: every later app gets it
+        # not shared: a shared task would join every Celery app made after this one
+        @self.app.task(name="chords.body", shared=False)  # type: ignore[untyped-decorator]
         def body(parts: list[Any]) -> None:
             self.bodies.append(parts)
 
