@@ -254,8 +254,8 @@ OLD_TO_NEW = {
     "CASSANDRA_SERVERS": "cassandra_servers",
 }
 
-#: Read by code already, but without effect yet: the worker takes -E, events are not sent yet.
-READ_BUT_NOT_YET = {"worker_send_task_events"}
+#: Read by code already, but without effect yet (none now: events made -E real).
+READ_BUT_NOT_YET: set[str] = set()
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "celeriac"
 #: The settings modules themselves do not count as reading a setting.
@@ -275,6 +275,7 @@ def test_the_table_has_exactly_celerys_names_plus_celeriacs_own() -> None:
         "task_max_retries",
         "worker_shutdown_timeout",
         "worker_lease_renewal_interval",
+        "worker_revoke_expires",
     }
 
 

@@ -322,6 +322,9 @@ class Celeriac(Sending):
         if self._beat is not None:
             self._beat.close()
             self._beat = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
 
     # -- tasks ------------------------------------------------------------------------------------
     @overload

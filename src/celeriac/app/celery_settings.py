@@ -241,7 +241,7 @@ TABLE: dict[str, Entry] = {
     "event_queue_exclusive": soon(EVENTS, old="CELERY_EVENT_QUEUE_EXCLUSIVE"),
     "event_queue_durable": soon(EVENTS, old="CELERY_EVENT_QUEUE_DURABLE"),
     "event_serializer": soon(EVENTS, old="CELERY_EVENT_SERIALIZER"),
-    "event_exchange": soon(EVENTS, old="CELERY_EVENT_EXCHANGE"),
+    "event_exchange": used(old="CELERY_EVENT_EXCHANGE"),
     # -- Redis result backend: celeriac's takes its options elsewhere -----------------------------
     "redis_backend_use_ssl": ignored(
         None,
@@ -521,7 +521,7 @@ TABLE: dict[str, Entry] = {
     ),
     "worker_redirect_stdouts": used(old="CELERY_REDIRECT_STDOUTS"),
     "worker_redirect_stdouts_level": used(old="CELERY_REDIRECT_STDOUTS_LEVEL"),
-    "worker_send_task_events": soon(EVENTS, old="CELERY_SEND_EVENTS"),
+    "worker_send_task_events": used(old="CELERY_SEND_EVENTS"),
     "worker_state_db": used(old="CELERYD_STATE_DB"),
     "worker_task_log_datefmt": soon(LOGS, old="CELERYD_TASK_LOG_DATEFMT"),
     "worker_task_log_format": soon(LOGS, old="CELERYD_TASK_LOG_FORMAT"),
