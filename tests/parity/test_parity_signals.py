@@ -6,8 +6,8 @@ worker and in each prefork child); they report what they were given (see ``proj/
 The publishing signals run in the sending process, so these tests connect their receivers
 themselves, as the guide does, and disconnect them after.
 
-Not covered, as celeriac has none yet: ``app.control.inspect()``, ``ping``, replies
-(``reply=True``), ``time_limit``/``add_consumer`` control commands, ``celery inspect/control``.
+Remote control with replies (``inspect()``, ``ping``, ``reply=True``) is tested against real
+workers in tests/integration/test_remote_control.py.
 """
 
 from __future__ import annotations
