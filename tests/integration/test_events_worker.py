@@ -11,26 +11,20 @@ message carrying the ``hostname`` header. SQLite, Redis and RabbitMQ run real wo
 
 from __future__ import annotations
 
-import json
 import signal
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from apps.events_tasks import BROKER_ENV, OPTIONS_ENV, QUEUE_ENV, build_app
+from apps.events_tasks import build_app
 from event_collector import Collector, Event
-from worker_harness import WorkerProcess, child_env, start_cli_worker
+from events_brokers import Broker, open_broker
+from worker_harness import WorkerProcess, start_cli_worker
 
-import amqp_broker
 from celeriac import Celeriac
 from celeriac.testing import worker_thread
-from conftest import delete_redis_keys, require_service
-
-REDIS_URL = "redis://127.0.0.1:6379/13"
 
 #: Celery's fields per event type (celery-wire.md section 5), envelope included.
 ENVELOPE = {"hostname", "utcoffset", "pid", "clock", "timestamp", "type"}
@@ -50,47 +44,10 @@ TASK_FIELDS = {
 }  # fmt: skip
 
 
-@dataclass
-class Broker:
-    """One broker as the tests use it: its URL, options, a queue of the test's own."""
-
-    name: str
-    url: str
-    options: dict[str, Any] = field(default_factory=dict)
-    queue: str = field(default_factory=lambda: f"ev-{uuid.uuid4().hex[:8]}")
-    cleanup: Callable[[], None] = lambda: None
-
-    def app(self) -> Celeriac:
-        return build_app(self.url, self.options, self.queue)
-
-    def env(self) -> dict[str, str]:
-        return child_env(
-            {
-                BROKER_ENV: self.url,
-                OPTIONS_ENV: json.dumps(self.options),
-                QUEUE_ENV: self.queue,
-            }
-        )
-
-
 @pytest.fixture
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    name = request.param
-    if name == "sqlite":
-        yield Broker(name, f"sqlite:///{tmp_path / 'broker.db'}")
-        return
-    if name == "redis":
-        require_service("Redis", 6379)
-        prefix = f"itest-ev-{uuid.uuid4().hex[:8]}:"
-        found = Broker(name, REDIS_URL, {"key_prefix": prefix})
+    with open_broker(request.param, tmp_path) as found:
         yield found
-        delete_redis_keys(REDIS_URL, prefix)
-        return
-    require_service("RabbitMQ", 5672)
-    amqp_broker.ensure_vhost()
-    found = Broker(name, amqp_broker.URL)
-    yield found
-    amqp_broker.delete(queues=[found.queue, f"{found.queue}.dlq"])
 
 
 def send_one_of_each(app: Celeriac) -> dict[str, str]:
