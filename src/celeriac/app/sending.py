@@ -12,6 +12,7 @@ the app's settings, router, backend, producer and task registry.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from celeriac.app.base import Celeriac
     from celeriac.app.config import Settings
     from celeriac.app.producer import Producer
+    from celeriac.events.sent import SentEventPublisher
     from celeriac.protocol.codec import Codecs
     from celeriac.results.base import Backend
     from celeriac.routing import Router
@@ -62,6 +64,9 @@ class SendPlan:
 
 class Sending:
     """Sending tasks: a mixin of the app (see the module docstring)."""
+
+    #: Publishes ``task-sent`` events when ``task_send_sent_event`` is on (made on first use).
+    _sent_events: SentEventPublisher | None = None
 
     if TYPE_CHECKING:  # what the app provides
         conf: Settings
@@ -318,6 +323,8 @@ class Sending:
         self.producer.send(items, declare, exchanges)
         if watched:
             self._after_publish(items)
+        if self.conf.task_send_sent_event:
+            self._sent_publisher().publish(_sent(sends))
 
     async def apublish(self, sends: Sequence[Send]) -> None:
         """The async twin of :meth:`publish`, on the running loop (beat sends a due minute so)."""
@@ -325,6 +332,25 @@ class Sending:
         await self.producer.asend(items, declare, exchanges)
         if watched:
             self._after_publish(items)
+        if self.conf.task_send_sent_event:
+            await self._sent_publisher().apublish(_sent(sends))
+
+    def _sent_publisher(self) -> SentEventPublisher:
+        """This process's ``task-sent`` publisher (a forked child makes its own)."""
+        publisher = self._sent_events
+        if publisher is None or publisher.pid != os.getpid():
+            from celeriac.events.sent import SentEventPublisher  # only with the setting on
+
+            app = self._as_app()
+            publisher = SentEventPublisher(app.create_transport, self.conf.event_exchange)
+            self._sent_events = publisher
+        return publisher
+
+    def close_sent_events(self) -> None:
+        """Close the ``task-sent`` publisher, if one was made (the app's ``close`` calls it)."""
+        publisher, self._sent_events = self._sent_events, None
+        if publisher is not None and publisher.pid == os.getpid():
+            publisher.close()
 
     def _publishing(
         self, sends: Sequence[Send]
@@ -426,6 +452,11 @@ class Sending:
         return BatchSender(
             encoder, template, route.exchange, route.routing_key, due_at, route.queue
         )
+
+
+def _sent(sends: Sequence[Send]) -> list[tuple[Outgoing, str | None]]:
+    """Each message and the name of the queue it was routed to (for ``task-sent``)."""
+    return [(item, queue.name if queue is not None else None) for item, queue, _, _ in sends]
 
 
 def _priority(value: Any) -> int | None:
