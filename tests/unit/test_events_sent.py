@@ -40,7 +40,7 @@ async def collect(app: Celeriac, send: Any, expect: int) -> list[tuple[str, Any]
     """``(routing key, body)`` of the ``expect`` messages that ``send()`` makes."""
     transport = app.create_transport()
     await transport.connect()
-    got = []
+    got: list[tuple[str, Any]] = []
     try:
         async with transport.listen(event_exchange(), ["task.#"]) as listener:
             await send()
