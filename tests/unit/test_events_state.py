@@ -7,6 +7,7 @@ the receiver's ``event_from_message`` as a received one would.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -275,3 +276,23 @@ def test_a_rate_meter_forgets_what_is_older_than_its_window() -> None:
         meter.add("k", NOW + second, count=2)
     assert meter.rate("k", NOW + 19.5) == pytest.approx(2.0)
     assert meter.rates(NOW + 40) == {}
+
+
+def test_the_receiver_wakes_the_workers_once_it_listens_and_survives_a_failed_wakeup() -> None:
+    transport = memory_app("wake").create_transport()
+    listening: list[int] = []
+
+    async def wakeup() -> None:
+        listening.append(transport.transient_listeners("celeryev"))  # type: ignore[attr-defined]
+
+    async def failing() -> None:
+        raise ConnectionError("no control exchange")
+
+    async def main() -> None:
+        async with EventReceiver(transport, wakeup=wakeup):
+            pass
+        async with EventReceiver(transport, wakeup=failing) as receiver:
+            assert await receiver.next(0.01) is None
+
+    asyncio.run(main())
+    assert listening == [1]  # called once, with the listener already open

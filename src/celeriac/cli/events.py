@@ -10,6 +10,7 @@ either way); Ctrl-C ends it too. Workers send ``task-*`` events only with ``-E``
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 
@@ -31,8 +32,14 @@ def _app(ctx: AppContext) -> Celeriac:
 
 
 def _receiver(app: Celeriac) -> EventReceiver:
+    """A receiver that, once listening, asks every worker for a heartbeat (as Celery's
+    ``celery events`` does), so the workers show at once."""
+
+    async def wakeup() -> None:
+        await asyncio.to_thread(app.control.heartbeat)
+
     transport = app.create_transport()
-    return EventReceiver(transport, exchange=app.conf.event_exchange)
+    return EventReceiver(transport, exchange=app.conf.event_exchange, wakeup=wakeup)
 
 
 @click.command("events")

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from celeriac.errors import DecodeError
@@ -51,7 +51,9 @@ class EventReceiver:
 
     ``patterns`` select routing keys as AMQP topics do (``task.#``, ``worker.*``; the default
     ``#`` is every event); ``buffer`` bounds what waits here unread (past it the oldest are
-    dropped and counted in :attr:`dropped`).
+    dropped and counted in :attr:`dropped`). ``wakeup`` is awaited once listening: Celery's
+    receivers ask every worker for a heartbeat then (the ``heartbeat`` control command), so that
+    workers show up at once rather than at their next beat; a wakeup that fails is only logged.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class EventReceiver:
         clock: LamportClock | None = None,
         localize: bool = True,
         buffer: int = 10_000,
+        wakeup: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.transport = transport
         self.handlers = dict(handlers or {})
@@ -72,6 +75,7 @@ class EventReceiver:
         self.clock = clock or LamportClock()
         self.localize = localize
         self.buffer = buffer
+        self.wakeup = wakeup
         #: Messages that were not events (counted, logged at DEBUG).
         self.malformed = 0
         self._listener: Listener | None = None
@@ -90,6 +94,11 @@ class EventReceiver:
             await self.transport.close()
             raise
         self._listener = listener
+        if self.wakeup is not None:
+            try:
+                await self.wakeup()
+            except Exception as exc:  # the events come anyway, at the workers' next beat
+                logger.warning("could not ask the workers for a heartbeat: %s", exc)
 
     async def close(self) -> None:
         """Stop listening and release the connection: nothing of this receiver stays."""
