@@ -351,13 +351,6 @@ def test_a_failed_member_fails_the_body_for_both_clients(setup: Setup, header_on
         setup.celery.AsyncResult(result.id).get(timeout=5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=celery.exceptions.TimeoutError,
-    reason="celeriac's chord join (canvas/flow.py) reads a chord's size only from the body's "
-    "chord_size, which Celery's client does not send: it must ask the backend (chord_size), "
-    "pass the member's group_index and call finish_chord (see the issue 16 results report)",
-)
 def test_a_chord_celery_sent_completes_on_a_celeriac_worker(setup: Setup) -> None:
     setup.start_celeriac_worker()
     members = [setup.celery_sig("interop.add", i, i, queue=setup.celeriac_queue) for i in range(3)]

@@ -73,7 +73,8 @@ def advance(
             for data in reversed(request.chain):
                 fail(app, Signature.from_dict(data, app), error, traceback, errbacks=False)
         if request.chord and request.group:
-            join(app, request.group, request.id, request.chord, request.root_id)
+            index = request.headers.get("group_index")
+            join(app, request.group, request.id, request.chord, request.root_id, index)
     except Exception as error:
         logger.error(
             "Task %s[%s]: could not move its workflow on: %r", request.task, request.id, error
@@ -103,7 +104,14 @@ def _send_next(app: Celeriac, request: Request, value: Any) -> None:
             fail(app, Signature.from_dict(data, app), error, None, errbacks=False)
 
 
-def join(app: Celeriac, group_id: str, member_id: str, body_data: Any, root_id: str | None) -> None:
+def join(
+    app: Celeriac,
+    group_id: str,
+    member_id: str,
+    body_data: Any,
+    root_id: str | None,
+    index: int | None = None,
+) -> None:
     """Count ``member_id`` in chord ``group_id``; the member that completes it sends the body.
 
     The body is sent at least once and, but for a crash between its publish and the mark that
@@ -115,8 +123,10 @@ def join(app: Celeriac, group_id: str, member_id: str, body_data: Any, root_id: 
         logger.error("chord %s: no result backend, so its body can never run", group_id)
         return
     body = Signature.from_dict(body_data, app)
+    added, count = backend.join_chord(group_id, member_id, index=index)
     size = body.options.get("chord_size")
-    added, count = backend.join_chord(group_id, member_id)
+    if size is None:  # a chord a Celery client sent keeps its size in the backend only
+        size = backend.chord_size(group_id)
     if size is None or count != int(size):
         return
     sent_key = f"chord-sent:{group_id}"
@@ -128,6 +138,7 @@ def join(app: Celeriac, group_id: str, member_id: str, body_data: Any, root_id: 
         logger.error("chord %s: could not send its body: %r", group_id, exc)
         fail(app, body, ChordError(f"could not send the chord body: {exc!r}"), None, errbacks=True)
     backend.incr(sent_key)
+    backend.finish_chord(group_id)
 
 
 def _send_body(
@@ -135,11 +146,12 @@ def _send_body(
 ) -> None:
     """Read the header's results in order and send the body with them, or fail the body."""
     ids = backend.restore_group(group_id)
-    if ids is None:
+    # a Celery client saves no group record for a plain header: its members' entries say it all
+    metas = backend.get_many(ids) if ids is not None else backend.chord_results(group_id)
+    if metas is None:
         error = ChordError(f"chord {group_id}: its group record is gone (expired?)")
         fail(app, body, error, None, errbacks=True)
         return
-    metas = backend.get_many(ids)
     for meta in metas:
         if meta.status == states.SUCCESS:
             continue
@@ -207,7 +219,7 @@ def _fail_task(
     body = sig.options.get("chord")
     group_id = sig.options.get("group_id")
     if body and group_id:
-        join(app, str(group_id), task_id, body, None)
+        join(app, str(group_id), task_id, body, None, sig.options.get("group_index"))
 
 
 def takes_request(errback: Signature) -> bool:

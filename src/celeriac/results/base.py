@@ -306,7 +306,9 @@ class Backend(abc.ABC):
     def delete_group(self, group_id: str) -> None:
         self._delete(self._group_key(group_id))
 
-    def join_chord(self, group_id: str, member_id: str) -> tuple[bool, int]:
+    def join_chord(
+        self, group_id: str, member_id: str, *, index: int | None = None
+    ) -> tuple[bool, int]:
         """Count ``member_id`` as finished in chord ``group_id``; returns whether it was counted
         now (False for a redelivered or re-run member already counted) and how many distinct
         members are counted. The member counted now that makes the count reach the chord's
@@ -319,6 +321,21 @@ class Backend(abc.ABC):
         expires_at = self._expires_at()
         added = self._incr(f"chord-member:{group_id}:{member_id}", 1, expires_at) == 1
         return added, self._incr(f"chord-count:{group_id}", int(added), expires_at)
+
+    def chord_size(self, group_id: str) -> int | None:
+        """The size chord ``group_id`` completes at, when the backend keeps it (Celery's layout
+        does, for chords a Celery client sent: their body does not carry ``chord_size``)."""
+        return None
+
+    def chord_results(self, group_id: str) -> list[ResultMeta] | None:
+        """The header's results as the backend recorded them at each join, in header order,
+        when it keeps them (Celery's layout); ``None`` otherwise."""
+        return None
+
+    def finish_chord(self, group_id: str) -> bool:
+        """Called once the body is sent: drop what the backend kept for the join (Celery's
+        layout cleans its chord keys as Celery's worker does). True if anything was dropped."""
+        return False
 
     def get_many(self, task_ids: Sequence[str]) -> list[ResultMeta]:
         """The records of several tasks, in order (backends with a multi-get override this)."""

@@ -116,7 +116,9 @@ class MemoryBackend(Backend):
         with self._store.cond:
             self._store.records.pop(task_id, None)
 
-    def join_chord(self, group_id: str, member_id: str) -> tuple[bool, int]:
+    def join_chord(
+        self, group_id: str, member_id: str, *, index: int | None = None
+    ) -> tuple[bool, int]:
         """Both counters move under the store's (re-entrant) lock: one atomic step."""
         with self._store.cond:
             return super().join_chord(group_id, member_id)

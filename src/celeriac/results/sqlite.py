@@ -301,7 +301,9 @@ class SQLiteBackend(Backend):
     def _delete(self, task_id: str) -> None:
         self._execute("DELETE FROM celeriac_results WHERE task_id = ?", (task_id,))
 
-    def join_chord(self, group_id: str, member_id: str) -> tuple[bool, int]:
+    def join_chord(
+        self, group_id: str, member_id: str, *, index: int | None = None
+    ) -> tuple[bool, int]:
         """Mark the member and count it in one transaction: a process killed half-way leaves
         neither, so the member's redelivered message counts it."""
         expires_at, now = self._expires_at(), time.time()

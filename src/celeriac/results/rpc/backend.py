@@ -299,7 +299,9 @@ class RPCBackend(Backend):
     def _incr(self, key: str, amount: int, expires_at: float | None) -> int:
         raise NotImplementedError(CHORD_LIMIT)
 
-    def join_chord(self, group_id: str, member_id: str) -> tuple[bool, int]:
+    def join_chord(
+        self, group_id: str, member_id: str, *, index: int | None = None
+    ) -> tuple[bool, int]:
         raise NotImplementedError(CHORD_LIMIT)
 
     def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:
