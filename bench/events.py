@@ -132,6 +132,36 @@ def one_run(arm: str, log: Path) -> dict[str, Any]:
         app.close()
 
 
+async def publish_rate(events: int = 200_000) -> dict[str, float]:
+    """The dispatcher alone on Redis: ``events`` task events sent as fast as the loop can,
+    batched as a worker batches them; events per second and CPU per event (this process)."""
+    from celeriac.events import EventDispatcher
+
+    app = Celeriac("bench_events", broker=URL, backend="disabled")
+    app.conf.broker_transport_options = {"key_prefix": f"bench-events-{uuid.uuid4().hex[:8]}:"}
+    transport = app.create_transport()
+    await transport.connect()
+    dispatcher = EventDispatcher(transport, "bench@publish", max_pending=100_000)
+    dispatcher.start()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for n in range(events):
+        dispatcher.send("task-succeeded", uuid="0" * 36, result="None", runtime=0.001)
+        if n % 1000 == 999:
+            await asyncio.sleep(0)  # a worker's loop turns between tasks
+    await dispatcher.close(timeout=60)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await transport.close()
+    app.close()
+    return {
+        "events": dispatcher.events_sent,
+        "dropped": dispatcher.dropped,
+        "messages": dispatcher.messages_sent,
+        "publish_calls": dispatcher.publishes,
+        "events_per_s": dispatcher.events_sent / wall,
+        "cpu_us_per_event": 1e6 * cpu / events,
+    }
+
+
 def main() -> dict[str, Any]:
     log = HERE / "results" / "logs" / "events-worker.log"
     runs = []
@@ -157,6 +187,7 @@ def main() -> dict[str, Any]:
         }
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "publish": asyncio.run(publish_rate()),
         "tasks": N,
         "repeats": REPEATS,
         "worker": "prefork -c 2, Redis, bench.noop (one INCR)",
@@ -169,6 +200,12 @@ if __name__ == "__main__":
     result = main()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    publish = result["publish"]
+    print(
+        f"dispatcher alone: {publish['events_per_s']:,.0f} events/s published, "
+        f"{publish['cpu_us_per_event']:.2f} us CPU per event, {publish['messages']:,} messages "
+        f"in {publish['publish_calls']:,} calls, {publish['dropped']} dropped"
+    )
     off = result["median"]["off"]
     for arm in ARMS:
         m = result["median"][arm]
