@@ -34,12 +34,18 @@ def test_enable_and_disable_events_switch_task_events_at_run_time(app: Celeriac)
     try:
         with worker_thread(app, hostname=name) as worker:
             step = events_step(worker)
-            assert step is not None and not step.task_events
+            assert step is not None
+
+            def task_events() -> bool:  # read afresh each time (a property of the running step)
+                assert step is not None
+                return step.task_events
+
+            assert not task_events()
             quiet = app.send_task("t.add", (1, 1))
             assert quiet.get(timeout=5) == 2
 
             assert app.control.enable_events(destination=[name], reply=True, timeout=5)
-            assert step.task_events
+            assert task_events()
             loud = app.send_task("t.add", (2, 2))
             assert loud.get(timeout=5) == 4
             collector.wait_for(
@@ -50,7 +56,7 @@ def test_enable_and_disable_events_switch_task_events_at_run_time(app: Celeriac)
             )
 
             app.control.disable_events(destination=[name], reply=True, timeout=5)
-            assert not step.task_events
+            assert not task_events()
             again = app.send_task("t.add", (3, 3))
             assert again.get(timeout=5) == 6
 
