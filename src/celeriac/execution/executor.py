@@ -68,6 +68,9 @@ class Outcome:
     traceback: str | None = None
     reason: str | None = None
     runtime: float = 0.0
+    #: ``repr(value)`` made where the task ran, when ``value`` itself stayed there (a prefork
+    #: child hands its parent the repr for the ``task-succeeded`` event, not the value).
+    result_repr: str | None = None
 
 
 def _call(task: Task[Any, Any], request: Request) -> Any:

@@ -84,7 +84,9 @@ def finished(
         events.send(
             "task-succeeded",
             uuid=task_id,
-            result=safe_repr(outcome.value),
+            result=(
+                outcome.result_repr if outcome.result_repr is not None else safe_repr(outcome.value)
+            ),
             runtime=outcome.runtime,
         )
     elif state == states.FAILURE:
