@@ -84,7 +84,6 @@ def _clean_redis(where: Where) -> None:
 def _amqp(tmp_path: Path, name: str) -> Where:
     require_service("RabbitMQ", 5672)
     from amqp_broker import URL, ensure_vhost  # tests/amqp_broker.py
-
     from celeriac.beat.amqp_store import AmqpBeatStore
 
     ensure_vhost()
@@ -93,7 +92,6 @@ def _amqp(tmp_path: Path, name: str) -> Where:
 
 def _clean_amqp(where: Where) -> None:
     from amqp_broker import delete
-
     from celeriac.beat.amqp_queues import BeatQueues
 
     delete(BeatQueues(where.options["beat_queue_prefix"]).arguments())

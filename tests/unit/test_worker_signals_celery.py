@@ -310,12 +310,12 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 def test_settings_that_do_nothing_here_are_logged_at_start(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = memory_app("notes", worker_send_task_events=True)
+    app = memory_app("notes", event_serializer="msgpack")
     try:
         with caplog.at_level(logging.WARNING, logger="celeriac.worker"), worker_thread(app):
             pass
     finally:
         app.close()
-    notes = [r for r in caplog.records if "worker_send_task_events" in r.getMessage()]
+    notes = [r for r in caplog.records if "event_serializer" in r.getMessage()]
     assert len(notes) == 1 and notes[0].levelno == logging.WARNING
     assert "is not in effect yet" in notes[0].getMessage()

@@ -325,6 +325,7 @@ class Celeriac(Sending):
         if self._control is not None:
             self._control.close()
             self._control = None
+        self.close_sent_events()
 
     # -- tasks ------------------------------------------------------------------------------------
     @overload

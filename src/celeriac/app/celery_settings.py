@@ -78,7 +78,10 @@ BEAT = (
     "celeriac's beat keeps its state in the broker's store, wakes when a slot, its lease or a "
     "change needs it, and is changed with 'celeriac beat add|pause|...'; it does not read this"
 )
-EVENTS = "celeriac sends no task or worker events yet; they will read this"
+EVENTS = (
+    "an events listener's queue is made by the broker's transient fan-out (on RabbitMQ an "
+    "exclusive queue with a 60 s message TTL and a length limit), not from this setting"
+)
 CONTROL = (
     "celeriac's workers listen for remote control without a queue of their own (nothing is "
     "kept for a worker that is gone) and callers' reply queues go with their connection: "
@@ -240,7 +243,10 @@ TABLE: dict[str, Entry] = {
     "event_queue_prefix": soon(EVENTS, old="CELERY_EVENT_QUEUE_PREFIX"),
     "event_queue_exclusive": soon(EVENTS, old="CELERY_EVENT_QUEUE_EXCLUSIVE"),
     "event_queue_durable": soon(EVENTS, old="CELERY_EVENT_QUEUE_DURABLE"),
-    "event_serializer": soon(EVENTS, old="CELERY_EVENT_SERIALIZER"),
+    "event_serializer": soon(
+        "not read: events are JSON, as Celery's default (and what Flower reads)",
+        old="CELERY_EVENT_SERIALIZER",
+    ),
     "event_exchange": used(old="CELERY_EVENT_EXCHANGE"),
     # -- Redis result backend: celeriac's takes its options elsewhere -----------------------------
     "redis_backend_use_ssl": ignored(
@@ -422,7 +428,7 @@ TABLE: dict[str, Entry] = {
         old="CELERY_REPR_MAXLEVELS",
     ),
     "task_routes": used(old="CELERY_ROUTES"),
-    "task_send_sent_event": soon(EVENTS, old="CELERY_SEND_TASK_SENT_EVENT"),
+    "task_send_sent_event": used(old="CELERY_SEND_TASK_SENT_EVENT"),
     "task_serializer": used(old="CELERY_TASK_SERIALIZER"),
     "task_soft_time_limit": used(old="CELERYD_TASK_SOFT_TIME_LIMIT"),
     "task_time_limit": used(old="CELERYD_TASK_TIME_LIMIT"),

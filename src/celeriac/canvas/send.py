@@ -15,8 +15,6 @@ from celeriac.canvas.signature import Signature, record_child
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.routing import Queue
-    from celeriac.transports.base import Outgoing
 
 
 def send_each(
@@ -26,9 +24,9 @@ def send_each(
     kwargs: Mapping[str, Any] | None,
     options: Mapping[str, Any],
 ) -> None:
-    """Send plain task signatures (no workflows) with ``args`` prepended, in one publish."""
-    items: list[Outgoing] = []
-    routed: dict[str, Queue] = {}
+    """Send plain task signatures (no workflows) with ``args`` prepended, in one publish (the
+    app's publish path: declarations, publish signals and task-sent events as for any send)."""
+    sends = []
     for sig in sigs:
         call = sig.clone(args, kwargs, **options)
         send_options = {k: v for k, v in call.options.items() if k != "chord_size"}
@@ -37,11 +35,8 @@ def send_each(
             headers = send_options.get("headers") or {}
             send_options["headers"] = {**headers, "group_index": index}
         item, queue = app.prepare(call.task, call.args, call.kwargs, **send_options)
-        items.append(item)
-        if queue is not None:
-            routed.setdefault(queue.name, queue)
-    if items:
-        queues, exchanges = app.router.declarations(*routed.values())
-        app.producer.send(items, queues, exchanges)
-    for item in items:
+        sends.append((item, queue, call.args, call.kwargs))
+    if sends:
+        app.publish(sends)
+    for item, _, _, _ in sends:
         record_child(item.message.id)

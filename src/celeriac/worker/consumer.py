@@ -318,7 +318,10 @@ class Consumer:
             await self._dead_letter(delivery, f"bad header: {exc.reason}", exc)
             return None
         now = datetime.now(UTC)
-        if message.id in self.state.revoked:
+        headers = message.headers
+        if self.state.revoked.is_revoked(
+            message.id, headers.get("root_id"), headers.get("parent_id")
+        ):
             await self._revoke(delivery, task, message.id, "revoked")
             return None
         if expires is not None and expires <= now:
@@ -384,7 +387,7 @@ class Consumer:
 
     def _not_runnable(self, request: Request) -> str | None:
         """Why a request that passed the pre-checks must not run now, if it must not."""
-        if request.id in self.state.revoked:
+        if self.state.revoked.is_revoked(request.id, request.root_id, request.parent_id):
             return "revoked"
         if request.expires:
             expires = parse_time(request.expires, "expires")

@@ -5,10 +5,9 @@ The broker keeps every revoke made with ``app.control.revoke`` until it expires
 first message, and hears later ones on the control exchange (:mod:`celeriac.worker.control`,
 which reads the store once more when it listens, for the revokes made in between).
 
-Revokes of a whole workflow (``by="root_id"``/``"parent_id"``): a message whose root or parent
-is revoked is flagged revoked by its own id when the consumer receives it (``task_received``),
-so the checks that follow (the consumer's before a slot, each pool's before it starts a task)
-stop it. The step listens from before the consumer fetches.
+Revokes of a whole workflow (``by="root_id"``/``"parent_id"``) are kept beside those by id;
+the consumer asks :meth:`~celeriac.worker.state.Revoked.is_revoked` with a message's id, root
+and parent when it receives it and again before it gives it a slot.
 
 ``--statedb``: Celery's ``worker_state_db`` keeps revoked ids in a ``shelve``; celeriac writes
 a small JSON document instead (readable, portable, no pickle to load at start-up)::
@@ -36,8 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from celeriac import signals
-from celeriac.context import Request
 from celeriac.control.revokes import open_revoke_store, revoke_expires
 from celeriac.errors import CeleriacError, ImproperlyConfigured
 from celeriac.worker.components import Component
@@ -140,10 +137,8 @@ class StateDBStep(Component):
     def __init__(self) -> None:
         self.path: str | None = None
         self._saved = -1
-        self._worker: Worker | None = None
 
     async def start(self, worker: Worker) -> None:
-        self._worker = worker
         revoked = worker.state.revoked
         try:
             revoked.expires = revoke_expires(worker.app)
@@ -159,7 +154,6 @@ class StateDBStep(Component):
             self._saved = revoked.changes
             logger.info("state file %s: %d revoked ids loaded", self.path, loaded)
             worker.timer.every(SAVE_INTERVAL, lambda: self.flush(worker), "statedb")
-        signals.task_received.connect(self._on_received)
         store = open_revoke_store(worker.app)
         if store is None:
             logger.info("this broker keeps no revokes: only those heard from now on are honoured")
@@ -177,19 +171,7 @@ class StateDBStep(Component):
         await asyncio.to_thread(save, self.path, entries)
         self._saved = changes
 
-    def _on_received(self, sender: Any = None, request: Request | None = None, **_: Any) -> None:
-        """Flag a task of a revoked workflow by its id (see the module docstring)."""
-        worker = self._worker
-        if worker is None or request is None or sender is not worker.consumer:
-            return
-        revoked = worker.state.revoked
-        if request.id not in revoked and revoked.is_revoked(
-            request.id, request.root_id, request.parent_id
-        ):
-            revoked.add(request.id)
-
     async def stop(self, worker: Worker) -> None:
-        signals.task_received.disconnect(self._on_received)
         try:
             await self.flush(worker)
         except StateDBError as exc:

@@ -49,6 +49,7 @@ from celeriac.app.loader import find_app
 from celeriac.context import Request
 from celeriac.errors import NotRegistered, SoftTimeLimitExceeded
 from celeriac.execution.executor import Outcome, execute, finish
+from celeriac.protocol.message import safe_repr
 from celeriac.results.base import exception_to_dict
 from celeriac.utils.logsetup import configure
 from celeriac.utils.loops import thread_loop
@@ -118,6 +119,10 @@ class Done(NamedTuple):
     stored: bool
     #: Why this child leaves after this task, or ``None`` when it stays.
     retire: str | None
+    #: The result's repr (a SUCCESS) and the traceback (a failure), for the parent's task events:
+    #: the value itself stays here.
+    result_repr: str | None = None
+    traceback: str | None = None
 
 
 class _Slot:
@@ -262,6 +267,8 @@ def _run_one(app: Celeriac, slot: _Slot, message: Run, hostname: str) -> Done:
         exception_to_dict(outcome.exc) if outcome.exc is not None else None,
         stored=True,
         retire=None,
+        result_repr=safe_repr(outcome.value) if outcome.state == states.SUCCESS else None,
+        traceback=outcome.traceback,
     )
 
 

@@ -256,6 +256,8 @@ class PreforkPool(Pool):
             exc=exception_from_dict(done.exc) if done.exc is not None else None,
             reason=done.reason,
             runtime=done.runtime,
+            traceback=done.traceback,
+            result_repr=done.result_repr,
         )
         if not done.stored:
             await asyncio.to_thread(finish, task, request, outcome, self.hostname)
