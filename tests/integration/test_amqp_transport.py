@@ -18,9 +18,9 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-import amqp_broker
 import pytest
 
+import amqp_broker
 from celeriac import Celeriac
 from celeriac.errors import TransportError
 from celeriac.protocol.codec import Codecs, decode_body

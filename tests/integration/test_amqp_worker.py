@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import amqp_broker
 import pytest
 from apps.amqp_tasks import MAX_DELIVERIES_ENV, QUEUE_ENV, RUNS_ENV, URL_ENV, build_app
 from worker_harness import WorkerProcess, child_env, start_cli_worker, wait_for_runs
 
+import amqp_broker
 from celeriac import Celeriac
 from celeriac.transports.amqp import AMQPTransport
 from celeriac.transports.base import DeadLetter

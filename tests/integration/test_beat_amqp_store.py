@@ -21,9 +21,9 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-import amqp_broker
 import pytest
 
+import amqp_broker
 from celeriac.beat.amqp_queues import BeatQueues
 from celeriac.beat.amqp_state import Command
 from celeriac.beat.amqp_store import AmqpBeatStore

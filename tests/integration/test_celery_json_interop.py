@@ -4,7 +4,7 @@ JSON has no dates, decimals, UUIDs or bytes; kombu sends them in ``{"__type__", 
 envelopes. Both directions run through real processes and the real broker: a Celery client
 sends to a celeriac worker and reads the result, and a celeriac client sends to a Celery worker
 and reads the result. Each worker reports the types it received, and the caller compares the
-values it gets back. Needs the reference install of Celery 5.7 in /tmp/celeryref.
+values it gets back. Celery 5.7 is a test dependency.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import decimal
 import json
 import signal
 import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -30,7 +31,8 @@ from conftest import require_service
 
 pytestmark = [pytest.mark.amqp]
 
-CELERY_BIN = Path("/tmp/celeryref/bin")
+#: Celery 5.7 is a test dependency: its command runs from this venv.
+CELERY = [sys.executable, "-m", "celery"]
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 
 #: Every type kombu wraps; the last three travel as keyword arguments.
@@ -57,8 +59,6 @@ VALUES = [
 @pytest.fixture
 def queue() -> Iterator[str]:
     require_service("RabbitMQ", 5672)
-    if not (CELERY_BIN / "python").exists():
-        pytest.skip("the reference Celery install (/tmp/celeryref) is not here")
     name = f"interop-itest-{uuid.uuid4().hex[:8]}"
     yield name
     asyncio.run(_delete_queues(name, f"{name}.dlq"))
@@ -96,7 +96,7 @@ def test_a_celery_client_sends_typed_arguments_to_a_celeriac_worker(
     worker = start_cli_worker("apps.interop_tasks", child_env({QUEUE_ENV: queue}), tmp_path)
     try:
         done = subprocess.run(
-            [str(CELERY_BIN / "python"), "-c", client],
+            [sys.executable, "-c", client],
             capture_output=True,
             text=True,
             timeout=60,
@@ -124,7 +124,7 @@ def test_a_celeriac_client_sends_typed_arguments_to_a_celery_worker(
     queue: str, tmp_path: Path
 ) -> None:
     (tmp_path / "celery_side.py").write_text(CELERY_WORKER_APP.format(broker=BROKER, queue=queue))
-    args = [str(CELERY_BIN / "celery"), "-A", "celery_side", "worker", "-P", "solo"]
+    args = [*CELERY, "-A", "celery_side", "worker", "-P", "solo"]
     args += ["--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "info"]
     worker = WorkerProcess(args, child_env({}), tmp_path)
     app = build_app(queue)

@@ -4,13 +4,14 @@ Celery's own ``celery events --dump`` prints a celeriac worker's events (its hea
 task's received, started and succeeded, with name, args and result), and Celery's ``State``
 folds them into a SUCCESS task on a live worker; celeriac's receiver and ``State`` read a Celery
 worker's events (``worker-online``, its ``task.multi`` batches) just as well. Needs the reference
-install of Celery 5.7 in /tmp/celeryref; every process a test starts is stopped by it.
+Celery 5.7 (a test dependency); every process a test starts is stopped by it.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -26,14 +27,13 @@ from celeriac.events import State
 
 pytestmark = [pytest.mark.amqp]
 
-CELERY_BIN = Path("/tmp/celeryref/bin")
+#: Celery 5.7 is a test dependency: its command runs from this venv.
+CELERY = [sys.executable, "-m", "celery"]
 TIMEOUT = 20.0
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not (CELERY_BIN / "python").exists():
-        pytest.skip("the reference Celery 5.7 install (/tmp/celeryref) is missing")
     with open_broker("amqp", tmp_path) as found:
         yield found
 
@@ -50,7 +50,7 @@ def test_celery_events_dump_prints_a_celeriac_workers_events(
 ) -> None:
     hostname = f"ev{uuid.uuid4().hex[:6]}@itest"
     dump = WorkerProcess(
-        [str(CELERY_BIN / "celery"), "-b", broker.url, "events", "--dump"],
+        [*CELERY, "-b", broker.url, "events", "--dump"],
         celery_env(),
         tmp_path,
     )
@@ -120,7 +120,7 @@ def test_celerys_state_folds_a_celeriac_workers_events(broker: Broker, tmp_path:
     script = tmp_path / "celery_state.py"
     script.write_text(CELERY_STATE)
     task_id = str(uuid.uuid4())
-    argv = [str(CELERY_BIN / "python"), str(script), broker.url, task_id, hostname]
+    argv = [sys.executable, str(script), broker.url, task_id, hostname]
     watcher = WorkerProcess(argv, celery_env(), tmp_path)
     worker: WorkerProcess | None = None
     app = broker.app()
@@ -167,7 +167,7 @@ def test_celeriacs_receiver_and_state_read_a_celery_workers_events(
     hostname = f"cw{uuid.uuid4().hex[:6]}@itest"
     app = broker.app()
     collector = Collector(app.create_transport())
-    argv = [str(CELERY_BIN / "celery"), "-A", "capp", "worker", "-E", "-P", "solo"]
+    argv = [*CELERY, "-A", "capp", "worker", "-E", "-P", "solo"]
     argv += ["-n", hostname, "-l", "info", "--without-mingle", "--without-gossip"]
     celery = WorkerProcess(argv, celery_env(), tmp_path)
     try:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import amqp_broker
 import pytest
 
+import amqp_broker
 from celeriac.routing import Queue, as_queue
 from celeriac.transports.amqp import AMQPTransport
 from conftest import require_service

@@ -17,10 +17,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import amqp_broker
 import pytest
 from tls_proxy import Pki, TlsProxy, make_pki
 
+import amqp_broker
 from celeriac import Celeriac
 from celeriac.errors import BackendError, TransportError
 from celeriac.results.redis import RedisBackend
