@@ -7,13 +7,13 @@ busy worker is not taken for a dead one. A Kubernetes probe of the worker in its
 
     livenessProbe:
       exec:
-        command: ["celeriac", "-A", "proj", "status", "-d", "celery@$(HOSTNAME)", "-t", "5"]
+        command: ["celeriac", "-A", "proj", "status", "-d", "celeriac@$(HOSTNAME)", "-t", "5"]
       initialDelaySeconds: 30
       periodSeconds: 60
       timeoutSeconds: 15
       failureThreshold: 3
 
-(``celery@$(HOSTNAME)`` is the default node name of a worker started without ``-n``; with a
+(``celeriac@$(HOSTNAME)`` is the default node name of a worker started without ``-n``; with a
 destination the probe returns as soon as that worker answered.)
 """
 
@@ -29,7 +29,7 @@ from celeriac.control import flatten_reply
 @click.command(
     "status",
     epilog="As a liveness probe (exit 0 while the worker answers, busy or not): "
-    "celeriac -A proj status -d celery@$HOSTNAME -t 5",
+    "celeriac -A proj status -d celeriac@$HOSTNAME -t 5",
 )
 @remote_options
 @click.pass_obj

@@ -111,8 +111,8 @@ def _expand(template: str | None, nodename: str, hint: str) -> str | None:
     "task_events",
     is_flag=True,
     default=None,
-    help="Set worker_send_task_events. celeriac sends no task events yet (they are coming); "
-    "the option is accepted so that Celery command lines run.",
+    help="Send task events (worker_send_task_events): task-received, -started, -succeeded... "
+    "in Celery's format; worker events are always sent.",
 )
 @click.option(
     "-O",

@@ -159,7 +159,7 @@ class Worker:
         self.statedb = node_format(statedb, self.hostname) if statedb else None
         #: ``--without-heartbeat``: no ``heartbeat_sent`` (leases are renewed all the same).
         self.without_heartbeat = without_heartbeat
-        #: ``-E``: Celery's ``worker_send_task_events`` (events are not sent yet).
+        #: ``-E``: Celery's ``worker_send_task_events`` (task events; worker events always go).
         self.send_task_events = (
             send_task_events if send_task_events is not None else conf.worker_send_task_events
         )
