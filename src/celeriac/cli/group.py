@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
         "beat",
         "call",
         "control",
+        "dashboard",
         "dlq",
         "events",
         "inspect",
