@@ -109,7 +109,7 @@ class Actions:
             result = self.app.send_task(str(row["name"]), tuple(args), kwargs)
         except Exception as exc:
             return Outcome(False, f"sending failed: {exc}")
-        return Outcome(True, f"sent again as {result.id}", f"/tasks/{result.id}")
+        return Outcome(True, f"sent again as {result.id}")
 
     def revoke(self, actor: Actor, task_id: str, terminate: bool, signal: str) -> Outcome:
         try:

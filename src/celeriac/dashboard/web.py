@@ -12,6 +12,7 @@ query string. ``/healthz`` is open (a liveness probe); ``/metrics`` is open only
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,8 @@ from celeriac.dashboard.auth import OPERATOR, Auth, Session
 from celeriac.dashboard.runtime import Dashboard
 from celeriac.dashboard.security import SecurityHeaders, client_of
 
+#: A task id an outcome names (a retry, a beat entry run now): the flash links to it.
+SENT_AS = re.compile(r"sent (?:again )?as ([0-9a-f-]{36})")
 SESSION_COOKIE = "celeriac_session"
 LOGIN_COOKIE = "celeriac_login"
 MAX_FORM = 1 << 20
@@ -76,6 +79,8 @@ class Web:
             entry = self.dashboard.store.audit_entry(int(done))
             if entry is not None and time.time() - entry["at"] < 600:
                 context["flash"] = dict(entry)
+                sent = SENT_AS.search(entry["outcome"])
+                context["flash_task"] = sent.group(1) if sent else None
         html = self.env.get_template(name).render(**context)
         return HTMLResponse(html, status)
 
