@@ -238,7 +238,7 @@ def test_dead_letters_are_grouped_requeued_and_deleted(cluster: Cluster) -> None
     wait_until(lambda: len(harness.dead_letters()) == before + 1, WAIT, "the dead letter")
     page = cluster.operator.get("/dead-letters", params={"queue": "celery"}).text
     assert sent.id in page and 'id="reason-groups"' in page
-    fingerprint = re.search(rf'value="([0-9a-f]{{20}})"[^>]*>\s*</td>\s*<td>t.nope', page)
+    fingerprint = re.search(r'value="([0-9a-f]{20})"[^>]*>\s*</td>\s*<td>t.nope', page)
     assert fingerprint is not None, page
 
     requeued = cluster.act(
