@@ -19,8 +19,8 @@ import pytest
 # the shared integration helpers (worker_harness) live beside this package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from conftest import REQUIRE_SERVICES, require_service  # noqa: E402
-from interop.fleet import Fleet  # noqa: E402
+from conftest import REQUIRE_SERVICES, require_service
+from interop.fleet import Fleet
 
 
 def require_package(name: str) -> None:

@@ -59,7 +59,9 @@ class Fleet:
         """Create the session's vhost (the services were checked by the caller)."""
         amqp_broker.rabbitmqctl("add_vhost", self.names.vhost)
         self._vhost = True
-        amqp_broker.rabbitmqctl("set_permissions", "-p", self.names.vhost, "guest", ".*", ".*", ".*")
+        amqp_broker.rabbitmqctl(
+            "set_permissions", "-p", self.names.vhost, "guest", ".*", ".*", ".*"
+        )
 
     # -- clients --------------------------------------------------------------------------
     @property

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 #: How long ``fleet.block`` waits for its release file at most (a test that forgets to release
 #: still ends).
@@ -38,13 +39,15 @@ def record(runs: str, kind: str, request: Any, name: str, note: Any = None) -> N
 
 def register(app: Any, kind: str, runs: str) -> None:
     """Declare the fleet's tasks on ``app`` (a Celery or a celeriac app), as ``kind``."""
+    # Celery's decorator is untyped: seen as one that keeps each function's type
+    task = cast(Callable[..., Callable[[Callable[..., Any]], Any]], app.task)
 
-    @app.task(name="fleet.add", bind=True)
+    @task(name="fleet.add", bind=True)
     def add(self: Any, x: int, y: int) -> int:
         record(runs, kind, self.request, "fleet.add", [x, y])
         return x + y
 
-    @app.task(name="fleet.describe", bind=True)
+    @task(name="fleet.describe", bind=True)
     def describe(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """What arrived and how: the caller checks arguments, priority, eta and timing."""
         request = self.request
@@ -58,7 +61,7 @@ def register(app: Any, kind: str, runs: str) -> None:
             "priority": (request.delivery_info or {}).get("priority"),
         }
 
-    @app.task(name="fleet.flaky", bind=True, max_retries=5)
+    @task(name="fleet.flaky", bind=True, max_retries=5)
     def flaky(self: Any, times: int) -> dict[str, Any]:
         """Fails ``times`` times, retrying each time, then succeeds."""
         record(runs, kind, self.request, "fleet.flaky")
@@ -66,36 +69,36 @@ def register(app: Any, kind: str, runs: str) -> None:
             raise self.retry(countdown=0.05)
         return {"retries": self.request.retries, "by": kind}
 
-    @app.task(name="fleet.give_up", bind=True, max_retries=1)
+    @task(name="fleet.give_up", bind=True, max_retries=1)
     def give_up(self: Any, text: str) -> None:
         """Retries once, then its ``exc`` is raised: the caller's ``get()`` raises it."""
         record(runs, kind, self.request, "fleet.give_up")
         raise self.retry(exc=KeyError(text), countdown=0.05)
 
-    @app.task(name="fleet.fail", bind=True)
+    @task(name="fleet.fail", bind=True)
     def fail(self: Any, text: str) -> None:
         record(runs, kind, self.request, "fleet.fail")
         raise ValueError(text, 42)
 
-    @app.task(name="fleet.on_error", bind=True)
+    @task(name="fleet.on_error", bind=True)
     def on_error(self: Any, failed_id: str) -> str:
         """An errback in Celery's one-argument form: it gets the failed task's id."""
         record(runs, kind, self.request, "fleet.on_error", failed_id)
         return failed_id
 
-    @app.task(name="fleet.tick", bind=True)
+    @task(name="fleet.tick", bind=True)
     def tick(self: Any, n: int) -> int:
         """The drain's task: nothing but its record."""
         record(runs, kind, self.request, "fleet.tick", n)
         return n
 
-    @app.task(name="fleet.paced", bind=True)
+    @task(name="fleet.paced", bind=True)
     def paced(self: Any) -> float:
         """Rate-limited at run time by remote control (no other test uses it)."""
         record(runs, kind, self.request, "fleet.paced")
         return time.time()
 
-    @app.task(name="fleet.block", bind=True)
+    @task(name="fleet.block", bind=True)
     def block(self: Any, release: str) -> str:
         """Holds its slot until ``release`` exists (bounded): a worker made busy on purpose."""
         record(runs, kind, self.request, "fleet.block")

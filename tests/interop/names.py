@@ -8,6 +8,7 @@ prefix of the results and the queues all derive from it. Workers read it from th
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -83,8 +84,10 @@ class Names:
     def task_queues(self) -> list[Any]:
         """kombu's queues, as Celery's routing guide lists them (each with its direct exchange
         and routing key named after it); celeriac reads the same objects."""
-        from kombu import Exchange, Queue
-
+        # ``from kombu import Exchange, Queue`` in a Celery project; typed loosely here because
+        # kombu's own annotations are partial (mypy strict would flag every call)
+        kombu: Any = importlib.import_module("kombu")
+        Exchange, Queue = kombu.Exchange, kombu.Queue
         plain = [self.celeriac_queue, self.celery_queue, self.mixed_queue]
         queues = [Queue(name, Exchange(name), routing_key=name) for name in plain]
         prio = self.priority_queue

@@ -92,7 +92,9 @@ def test_a_failure_raises_its_type_with_its_traceback(way: Direction) -> None:
 
 
 def test_chains_on_one_side_and_across_the_fleet(fleet: Fleet, way: Direction) -> None:
-    here = way.chain(way.sig("fleet.add", 1, 2), way.sig("fleet.add", 10), way.sig("fleet.add", 100))
+    here = way.chain(
+        way.sig("fleet.add", 1, 2), way.sig("fleet.add", 10), way.sig("fleet.add", 100)
+    )
     result = here.apply_async()
     assert result.get(timeout=WAIT) == 113
     assert result.parent.get(timeout=WAIT) == 13
@@ -135,9 +137,7 @@ def test_a_task_expired_before_it_runs_is_revoked(fleet: Fleet, way: Direction) 
     release = fleet.root / f"release-{uuid.uuid4().hex}"
     blockers = [way.sig("fleet.block", str(release)).delay() for _ in range(2)]
     try:
-        wait_until(
-            lambda: all(ran(fleet, b.id) for b in blockers), WAIT, "both slots to be busy"
-        )
+        wait_until(lambda: all(ran(fleet, b.id) for b in blockers), WAIT, "both slots to be busy")
         expires = datetime.now(UTC) + timedelta(seconds=1.0)
         doomed = way.task("fleet.describe").apply_async(
             ("too late",), queue=way.queue, expires=expires
@@ -196,6 +196,6 @@ def test_priority_orders_the_waiting_tasks(
     assert {outcomes[r.id]["priority"] for r in low} == {1}
     # at most one low one was already held by the worker when the nines arrived
     held = 1 if labels[0] == "low0" else 0
-    assert labels[held:] == [f"high{i}" for i in range(4)] + [
-        f"low{i}" for i in range(held, 4)
-    ], labels
+    assert labels[held:] == [f"high{i}" for i in range(4)] + [f"low{i}" for i in range(held, 4)], (
+        labels
+    )
