@@ -35,11 +35,11 @@ MAX_PENDING_BATCHES = 4
 _DETAIL = {"task-failed": "exception", "task-retried": "exception", "task-rejected": "requeue"}
 
 
-def task_row(task: Task, updated: float, first_seen: float) -> tuple[Any, ...]:
+def task_row(
+    task: Task, updated: float, first_seen: float, queue_name: str | None = None
+) -> tuple[Any, ...]:
     """The ``tasks`` row of ``task`` (column order of :data:`~.store.TASK_COLUMNS`)."""
-    info = task.__dict__
     worker = task.worker.hostname if task.worker is not None else None
-    queue_name = info.get("queue") or info.get("routing_key")
     return (
         task.uuid,
         task.name,
@@ -234,7 +234,7 @@ class Ingest:
         now = time.time()
         batch, self.batch = self.batch, Batch()
         for uuid, (task, at) in self._touched.items():
-            batch.tasks[uuid] = task_row(task, at, now)
+            batch.tasks[uuid] = task_row(task, at, now, self._queue(task, task.name or ""))
         self._touched = {}
         self._writer.batches.put(batch)
 

@@ -172,12 +172,14 @@ class HistoryStore:
         max_age: float = 7 * 86400.0,
         max_tasks: int = 100_000,
         max_events: int | None = None,
+        prune_every: float = PRUNE_EVERY,
     ) -> None:
         self.path = str(path)
         self.max_age = max_age
         self.max_tasks = max_tasks
         #: Timeline rows kept at most (ten per task by default).
         self.max_events = max_events if max_events is not None else max_tasks * 10
+        self.prune_every = prune_every
         self._local = threading.local()
         self._next_prune = 0.0
         self._connections: list[sqlite3.Connection] = []
@@ -246,7 +248,7 @@ class HistoryStore:
                     )
         at = time.time() if now is None else now
         if at >= self._next_prune:
-            self._next_prune = at + PRUNE_EVERY
+            self._next_prune = at + self.prune_every
             self.prune(at)
 
     def prune(self, now: float | None = None) -> int:
@@ -256,16 +258,17 @@ class HistoryStore:
         at = time.time() if now is None else now
         cutoff = at - self.max_age
         with self.transaction() as conn:
-            gone = conn.execute("DELETE FROM tasks WHERE updated < ?", (cutoff,)).rowcount
-            count = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+            old = conn.execute("SELECT id FROM tasks WHERE updated < ?", (cutoff,)).fetchall()
+            count = conn.execute("SELECT count(*) FROM tasks").fetchone()[0] - len(old)
             if count > self.max_tasks:
-                gone += conn.execute(
-                    "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks ORDER BY updated LIMIT ?)",
-                    (count - self.max_tasks,),
-                ).rowcount
-            oldest = conn.execute("SELECT min(updated) FROM tasks").fetchone()[0]
-            floor = cutoff if oldest is None else max(cutoff, float(oldest) - 60.0)
-            conn.execute("DELETE FROM task_events WHERE timestamp < ?", (floor,))
+                old += conn.execute(
+                    "SELECT id FROM tasks WHERE updated >= ? ORDER BY updated LIMIT ?",
+                    (cutoff, count - self.max_tasks),
+                ).fetchall()
+            conn.executemany("DELETE FROM tasks WHERE id = ?", old)
+            conn.executemany("DELETE FROM task_events WHERE task_id = ?", old)
+            gone = len(old)
+            conn.execute("DELETE FROM task_events WHERE timestamp < ?", (cutoff,))
             events = conn.execute("SELECT count(*) FROM task_events").fetchone()[0]
             if events > self.max_events:
                 conn.execute(
