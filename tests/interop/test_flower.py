@@ -27,8 +27,9 @@ WAIT = 20.0
 
 
 @pytest.fixture(scope="module")
-def flower(fleet: Fleet) -> Iterator[Flower]:
-    require_package("flower")
+def flower(request: pytest.FixtureRequest) -> Iterator[Flower]:
+    require_package("flower")  # before the fleet starts for nothing
+    fleet: Fleet = request.getfixturevalue("fleet")
     made = Flower(fleet)
     try:
         made.wait_ready()
@@ -123,6 +124,42 @@ def test_flower_shows_tasks_live_with_states_results_and_tracebacks(
     # the Celery worker of the same fleet, in the same Flower
     theirs = tasks["fleet.add"].apply_async((1, 1), queue=fleet.names.celery_queue)
     assert wait_state(flower, theirs.id, "SUCCESS")["worker"] == fleet.names.celery_node
+
+
+#: What Flower shows of a task that must not depend on the kind of worker that ran it.
+PARITY = ("name", "state", "args", "kwargs", "result", "exception", "retries")
+
+
+def test_flower_shows_the_same_for_either_kind_of_worker(fleet: Fleet, flower: Flower) -> None:
+    """One success, one failure and one task that retries once then succeeds, on each kind of
+    worker: Flower's records agree field for field (the result names its worker, so that word
+    is set aside), tracebacks included."""
+    sends = {
+        "ok": ("fleet.add", (2, 3), "SUCCESS"),
+        "bad": ("fleet.fail", ("bad",), "FAILURE"),
+        "flaky": ("fleet.flaky", (1,), "SUCCESS"),
+    }
+    queues = {"celeriac": fleet.names.celeriac_queue, "celery": fleet.names.celery_queue}
+    sent = {
+        (kind, key): fleet.celery.tasks[name].apply_async(args, queue=queue).id
+        for kind, queue in queues.items()
+        for key, (name, args, _) in sends.items()
+    }
+    seen = {
+        (kind, key): wait_state(flower, task_id, sends[key][2])
+        for (kind, key), task_id in sent.items()
+    }
+
+    def shown(kind: str, key: str) -> dict[str, Any]:
+        info = seen[kind, key]
+        return {f: str(info[f]).replace(kind, "<kind>") for f in PARITY}
+
+    for key in sends:
+        assert shown("celeriac", key) == shown("celery", key), key
+        assert seen["celeriac", key]["worker"] == fleet.names.celeriac_node
+    last_lines = {kind: seen[kind, "bad"]["traceback"].strip().splitlines()[-1] for kind in queues}
+    assert last_lines == dict.fromkeys(queues, "ValueError: ('bad', 42)")
+    assert seen["celeriac", "flaky"]["exception"] == "None"  # a bare self.retry(), as Celery
 
 
 def test_flower_revokes_a_task_the_celeriac_worker_holds(fleet: Fleet, flower: Flower) -> None:

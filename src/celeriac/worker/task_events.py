@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
+from celeriac.errors import Retry
 from celeriac.protocol.message import safe_repr
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def finished(
     elif state == states.FAILURE:
         events.send("task-failed", uuid=task_id, **_error(outcome))
     elif state == states.RETRY:
-        events.send("task-retried", uuid=task_id, **_error(outcome))
+        events.send("task-retried", uuid=task_id, **_retry(outcome))
     elif state == states.REVOKED:
         terminated = outcome.reason == "terminated"
         expired = bool(outcome.reason and outcome.reason.startswith("expired"))
@@ -109,3 +110,13 @@ def finished(
 
 def _error(outcome: Outcome) -> dict[str, Any]:
     return {"exception": safe_repr(outcome.exc), "traceback": outcome.traceback or ""}
+
+
+def _retry(outcome: Outcome) -> dict[str, Any]:
+    """Celery's ``task-retried`` names the exception the retry was for (``exc=``), so a bare
+    ``self.retry()`` shows ``None`` in Flower, as a Celery worker's does, not the ``Retry``."""
+    exc = outcome.exc
+    return {
+        "exception": safe_repr(exc.exc if isinstance(exc, Retry) else exc),
+        "traceback": outcome.traceback or "",
+    }
