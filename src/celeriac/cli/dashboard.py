@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import sys
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -150,7 +151,16 @@ def command(
             f"warning: listening on {host} without --secure-cookies: serve it behind HTTPS",
             err=True,
         )
-    server = uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, leaving with status 0 after SIGTERM or SIGINT (a stop asked for
+        is no failure: uvicorn raises the signal again once it has shut down)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    server = Server(
         uvicorn.Config(
             create_app(dashboard, auth),
             host=host,
