@@ -3,9 +3,10 @@
 ``celery -A proj inspect ping|active|stats|registered`` and ``celery -A proj control
 revoke|rate_limit|pool_grow`` run as subprocesses (the commands a team keeps using during a
 migration) and get the celeriac worker's replies, printed as Celery prints its own workers';
-what each control command asked for is then checked on the worker itself. The replies' shapes
-on every broker and pool are tested in tests/integration/test_remote_control.py; here the
-client is Celery's.
+what each control command asked for is then checked on the worker itself. A Celery worker
+joining the fleet learns the celeriac worker's revokes through Celery's start-up handshake
+(mingle). The replies' shapes on every broker and pool are tested in
+tests/integration/test_remote_control.py; here the client is Celery's.
 """
 
 from __future__ import annotations
@@ -139,3 +140,18 @@ def test_celery_control_revoke_rate_limit_pool_grow(fleet: Fleet) -> None:
     unlimited = celery.control.rate_limit("fleet.paced", None, destination=[node], reply=True)
     assert unlimited == [{node: {"ok": "rate limit disabled successfully"}}]
     assert time.monotonic() - started < 5
+
+
+def test_a_celery_worker_joining_learns_the_celeriac_workers_revokes(fleet: Fleet) -> None:
+    """Celery's start-up handshake (mingle: ``hello`` to every node) gets the celeriac worker's
+    answer, and the new Celery worker takes over its revokes."""
+    names = fleet.names
+    doomed = str(uuid.uuid4())
+    told = fleet.celeriac.control.revoke(doomed, destination=[names.celeriac_node], reply=True)
+    assert told == [{names.celeriac_node: {"ok": f"tasks {{'{doomed}'}} flagged as revoked"}}]
+    node = f"joining-{uuid.uuid4().hex[:4]}@{names.tag}"
+    joining = fleet.start_celery_worker(node, [names.celery_queue], concurrency=1)
+    with fleet.stopping(joining):
+        joining.wait_for_line(r"mingle: sync complete")  # only celeriac knew of the revoke
+        revoked = fleet.celery.control.inspect(destination=[node], timeout=5).revoked() or {}
+        assert doomed in revoked.get(node, []), revoked
