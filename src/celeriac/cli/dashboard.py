@@ -17,7 +17,6 @@ import ipaddress
 import logging
 import sys
 from pathlib import Path
-from types import FrameType
 
 import click
 
@@ -108,12 +107,10 @@ def command(
     if hash_password:
         return _hash_password()
     try:
-        import uvicorn
-
         from celeriac.dashboard.auth import Auth
         from celeriac.dashboard.config import DashboardConfig
-        from celeriac.dashboard.routes import create_app
         from celeriac.dashboard.runtime import Dashboard
+        from celeriac.dashboard.server import serve
     except ImportError as exc:
         raise click.ClickException(
             f"the dashboard needs its bundle ({exc.name} is missing):"
@@ -152,26 +149,6 @@ def command(
             err=True,
         )
 
-    class Server(uvicorn.Server):
-        """uvicorn's server, leaving with status 0 after SIGTERM or SIGINT (a stop asked for
-        is no failure: uvicorn raises the signal again once it has shut down)."""
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    server = Server(
-        uvicorn.Config(
-            create_app(dashboard, auth),
-            host=host,
-            port=port,
-            log_level=loglevel.lower() if loglevel.lower() != "warn" else "warning",
-            access_log=loglevel.lower() == "debug",
-            timeout_graceful_shutdown=3,
-            server_header=False,
-        )
-    )
-    server.run()
-    if not server.started:
+    if not serve(dashboard, auth, loglevel):
         raise click.ClickException(f"could not listen on {host}:{port}")
     return 0
