@@ -12,8 +12,8 @@ from pathlib import Path
 from dashboard_support import OPERATOR_TOKEN, VIEWER_TOKEN, Harness
 from worker_harness import APP_SPEC, WorkerProcess
 
-#: What uvicorn logs once the app's start-up (the dashboard's) is done.
-STARTED = "Application startup complete"
+#: What uvicorn logs once it listens (after the app's start-up, the dashboard's, is done).
+STARTED = "Uvicorn running on"
 
 
 def free_port() -> int:
