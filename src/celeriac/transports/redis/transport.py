@@ -65,7 +65,7 @@ import math
 import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import redis
@@ -79,6 +79,7 @@ from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import DeadLetter, Delivery, Listener, Outgoing, Transport
 from celeriac.transports.redis import direct, fanout
 from celeriac.transports.redis import scripts as lua
+from celeriac.transports.redis.kombu_layout import KOMBU_LAYOUT, NATIVE_LAYOUT, layout_of
 from celeriac.transports.redis.url import async_client, database_of, password_of, sync_client
 from celeriac.transports.redis.wake import blpop_then_claim
 from celeriac.transports.topology import Topology
@@ -114,6 +115,9 @@ class _LoopClients:
     blocking: Any
     scripts: dict[str, Any]
     keeper: AsyncGenerator[None, None] | None = None
+    #: What a subclass keeps per loop (kombu's layout: its wake-up tracker), each closed with
+    #: the loop through its ``aclose()``.
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,21 @@ class RedisTransport(Transport):
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+sentinel", "sentinel")
     native_sync_publish: ClassVar[bool] = True
     deduplicates: ClassVar[bool] = True
+    #: The Lua scripts each client registers, by name (a layout has its own).
+    SCRIPTS: ClassVar[dict[str, str]] = _SCRIPTS
+    #: ``"celeriac"`` (this layout) or ``"kombu"`` (kombu's: see ``kombu_transport``).
+    layout: ClassVar[str] = NATIVE_LAYOUT
+
+    def __new__(cls, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> RedisTransport:
+        """``broker_transport_options={"layout": "kombu"}`` makes a
+        :class:`~celeriac.transports.redis.kombu_transport.KombuRedisTransport`: the registry
+        keeps one class per scheme, and the option alone picks the layout (as the Redis result
+        backend's ``layout`` does)."""
+        if cls is RedisTransport and layout_of(options) == KOMBU_LAYOUT:
+            from celeriac.transports.redis.kombu_transport import KombuRedisTransport
+
+            cls = KombuRedisTransport
+        return super().__new__(cls)
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> None:
         super().__init__(url, **options)
@@ -210,7 +229,7 @@ class RedisTransport(Transport):
         retry = AsyncRetry(NoBackoff(), self._retries)
         client = async_client(self.url, self._connection, retry=retry)
         blocking = async_client(self.url, self._connection, socket_timeout=None)
-        scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        scripts = {name: client.register_script(src) for name, src in self.SCRIPTS.items()}
         held = _LoopClients(client, blocking, scripts)
         with self._lock:
             for old in [other for other in self._loops if other.is_closed()]:
@@ -229,6 +248,9 @@ class RedisTransport(Transport):
             with self._lock:
                 if self._loops.get(loop) is held:
                     del self._loops[loop]
+            for extra in list(held.extras.values()):
+                with contextlib.suppress(Exception):
+                    await extra.aclose()
             for client in (held.client, held.blocking):
                 with contextlib.suppress(Exception):
                     await client.aclose()
@@ -238,7 +260,7 @@ class RedisTransport(Transport):
             if self._sync is None:
                 retry = Retry(NoBackoff(), self._retries)
                 client = sync_client(self.url, self._connection, retry=retry)
-                scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+                scripts = {name: client.register_script(src) for name, src in self.SCRIPTS.items()}
                 self._sync = (client, scripts)
             return self._sync
 
@@ -667,7 +689,7 @@ class RedisTransport(Transport):
             # the wait ended (or failed) by itself: nothing is left blocked
             logger.debug("no BLPOP to unblock: %r", exc)
 
-    def _give_back(self, task: asyncio.Future[tuple[list[Delivery], float | None, str]]) -> None:
+    def _give_back(self, task: asyncio.Future[tuple[list[Delivery], float | None, Any]]) -> None:
         """Requeue what a cancelled get() claimed, so it need not wait for its lease to end."""
         if task.cancelled() or task.exception() is not None:
             return
