@@ -283,3 +283,22 @@ def test_a_killed_workers_unacked_messages_come_back(
     assert {task_id for task_id, _ in runs} == set(sent)
     assert all(who == rescuer and n == 1 for (_, who), n in runs.items()), runs
     wait_until(lambda: fleet.redis.hlen(f"{fleet.prefix}unacked") == 0, 10, "the rescuer's acks")
+
+
+# -- remote control, unchanged by the layout ---------------------------------------------------
+def test_each_side_pings_the_others_worker(fleet: Fleet) -> None:
+    """Control requests and replies travel on kombu's channels and lists in both layouts: a
+    Celery client's ping reaches a celeriac worker in kombu's layout, and the other way round."""
+    fleet.start_celeriac_worker()
+    fleet.start_celery_worker()
+
+    def celery_heard() -> bool:
+        replies = fleet.celery.control.ping(timeout=1.0)
+        return any(name.startswith("celeriac@") for reply in replies for name in reply)
+
+    def celeriac_heard() -> bool:
+        replies = fleet.app.control.ping(timeout=1.0)
+        return any(name.startswith("celery-") for reply in replies for name in reply)
+
+    wait_until(celery_heard, 20, "a Celery ping answered by the celeriac worker")
+    wait_until(celeriac_heard, 20, "a celeriac ping answered by the Celery worker")

@@ -49,8 +49,7 @@ COUNT_PROPERTY = "x-delivery-count"
 #: ``celeriac-due:<list>:<tag>``, restored to ``<list>`` as they are when due.
 DUE_PREFIX = "celeriac-due:"
 TAG_LENGTH = 36  # a uuid4's text: every tag this layout makes is one
-#: Bytes whose presence in an outgoing envelope means it must be rebuilt, not extended.
-_STALE = (b'"delivery_tag"', b'"delivery_info"', COUNT_PROPERTY.encode(), b'"redelivered"')
+_COUNT = COUNT_PROPERTY.encode()
 
 
 def layout_of(options: Mapping[str, Any]) -> str:
@@ -106,7 +105,7 @@ class KombuOptions:
 
 def _steps(value: Any) -> tuple[int, ...]:
     try:
-        steps = tuple(int(step) for step in value)
+        steps = () if isinstance(value, str | bytes) else tuple(int(step) for step in value)
     except (TypeError, ValueError):
         steps = ()
     if not steps or steps[0] != 0 or list(steps) != sorted(set(steps)) or steps[-1] > 9:
@@ -237,7 +236,13 @@ def publish_envelope(payload: bytes, info: bytes, tag: str) -> bytes:
     braces; an envelope that already carries delivery fields (a message taken from a queue and
     sent again) is rebuilt instead, its old tag, marks and count dropped.
     """
-    if payload.endswith(b"}}") and not any(mark in payload for mark in _STALE):
+    if (
+        payload.endswith(b"}}")
+        and b'"delivery_tag"' not in payload
+        and b'"delivery_info"' not in payload
+        and b"redelivered" not in payload
+        and _COUNT not in payload
+    ):
         return b'%b,"delivery_info":%b,"delivery_tag":"%b"}}' % (payload[:-2], info, tag.encode())
     envelope = orjson.loads(payload)
     headers = envelope.get("headers")
@@ -288,7 +293,7 @@ def envelope_priority(envelope: Mapping[str, Any]) -> int:
         value = int(properties["priority"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError):
         return 0
-    return max(0, min(9, value))
+    return 0 if value < 0 else 9 if value > 9 else value
 
 
 def due_field(list_name: str, tag: str) -> str:

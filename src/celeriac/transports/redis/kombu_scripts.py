@@ -47,8 +47,10 @@ end
 """
 
 # ARGV: own prefix, global prefix, visibility timeout, token or "", fanout channel prefix,
-# unacked, unacked_index, n, then n x (exchange, routing key, list suffix, due or "", tag,
-# envelope), then optionally d and d x (item ordinal, dedup key, ttl ms).
+# unacked, unacked_index, r, r x (exchange, routing key, list suffix): the batch's routes,
+# n, n x (head, envelope) where head is the item's route number (from 1), or
+# "<route>:<due>:<tag>" for an item with a due time, then optionally d and
+# d x (item ordinal, dedup key, ttl ms).
 # Returns the number of queues each item reached (subscribers, for a fanout exchange), or
 # {-1, exchange} when an item names an exchange nobody declared (nothing is stored then).
 PUBLISH = (
@@ -56,7 +58,9 @@ PUBLISH = (
     + r"""
 local own, glob, vt = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local unacked, index = ARGV[6], ARGV[7]
-local n = tonumber(ARGV[8])
+local nr = tonumber(ARGV[8])
+local first = 10 + nr * 3  -- the first item's head
+local n = tonumber(ARGV[9 + nr * 3])
 local sent = nil
 if ARGV[4] ~= '' then
   sent = own .. 'sent:' .. ARGV[4]
@@ -132,13 +136,15 @@ local function route(ex, rk)
   return routes[id]
 end
 local plan = {}
-for i = 0, n - 1 do
-  local b = 9 + i * 6
-  plan[i] = route(ARGV[b], ARGV[b + 1])
-  if not plan[i] then return {-1, ARGV[b]} end
+for j = 1, nr do
+  local b = 9 + (j - 1) * 3
+  local found = route(ARGV[b], ARGV[b + 1])
+  if not found then return {-1, ARGV[b]} end
+  plan[j] = {kind = found.kind, queues = found.queues, exchange = ARGV[b], key = ARGV[b + 1],
+             suffix = ARGV[b + 2]}
 end
 local skip = {}
-local r = 9 + n * 6
+local r = first + n * 2
 if ARGV[r] then
   for j = 0, tonumber(ARGV[r]) - 1 do
     local at = r + 1 + j * 3
@@ -150,20 +156,25 @@ end
 local t = now()
 local counts, pushes, order, fields, scores = {}, {}, {}, {}, {}
 for i = 0, n - 1 do
-  local b = 9 + i * 6
-  local ex, rk, suffix, due, tag, env =
-    ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-  local route_ = plan[i]
+  local head, env = ARGV[first + i * 2], ARGV[first + i * 2 + 1]
+  local due, tag = '', ''
+  local colon = string.find(head, ':', 1, true)
+  if colon then
+    local second = string.find(head, ':', colon + 1, true)
+    due, tag = string.sub(head, colon + 1, second - 1), string.sub(head, second + 1)
+    head = string.sub(head, 1, colon - 1)
+  end
+  local route_ = plan[tonumber(head)]
   if skip[i] then
     counts[i + 1] = 0
   elseif route_.kind == 'fanout' and due == '' then
-    local channel = ARGV[5] .. ex
-    if rk ~= '' then channel = channel .. '/' .. rk end
+    local channel = ARGV[5] .. route_.exchange
+    if route_.key ~= '' then channel = channel .. '/' .. route_.key end
     counts[i + 1] = redis.call('PUBLISH', channel, env)
   else
     local later = due ~= '' and tonumber(due) > t
     for _, queue in ipairs(route_.queues) do
-      local list = queue .. suffix
+      local list = queue .. route_.suffix
       if later then
         local field = DUE .. list .. ':' .. tag
         fields[#fields + 1] = field

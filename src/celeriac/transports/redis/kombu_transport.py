@@ -72,6 +72,7 @@ from celeriac.transports.redis import direct, fanout, kombu_restore
 from celeriac.transports.redis import kombu_scripts as ks
 from celeriac.transports.redis import kombu_topology as topology
 from celeriac.transports.redis.kombu_layout import (
+    COUNT_PROPERTY,
     DUE_PREFIX,
     KOMBU_LAYOUT,
     SEP,
@@ -95,6 +96,7 @@ logger = logging.getLogger(__name__)
 
 #: One tag source per process (see :class:`~celeriac.transports.redis.kombu_layout.Tags`).
 TAGS = Tags()
+COUNT_BYTES = COUNT_PROPERTY.encode()
 
 
 class KombuRedisTransport(RedisTransport):
@@ -193,47 +195,66 @@ class KombuRedisTransport(RedisTransport):
     def _publish_calls(self, items: Sequence[Outgoing]) -> list[tuple[Any, ...]]:
         """The publish script's argument lists, a thousand messages (or 4 MB) each; every
         envelope is made first, so a bad one refuses the batch before anything is sent."""
+        routes: dict[tuple[str, str, str], int] = {}  # (exchange, key, list suffix) -> number
         infos: dict[tuple[str, str], bytes] = {}
-        rows: list[tuple[Any, ...]] = []
+        suffixes: dict[int, str] = {}
+        rows: list[tuple[tuple[str, str, str], str, bytes]] = []
         for item in items:
-            if "\0" in item.exchange:
-                raise TransportError("exchange names may not contain NUL characters")
-            info = infos.get((item.exchange, item.routing_key))
+            exchange, key = item.exchange, item.routing_key
+            info = infos.get((exchange, key))
             if info is None:
-                info = infos[(item.exchange, item.routing_key)] = delivery_info(
-                    item.exchange, item.routing_key
-                )
+                if "\0" in exchange:
+                    raise TransportError("exchange names may not contain NUL characters")
+                info = infos[(exchange, key)] = delivery_info(exchange, key)
+            priority = message_priority(item.message)
+            suffix = suffixes.get(priority)
+            if suffix is None:
+                suffix = suffixes[priority] = self.names.suffix(priority)
             tag = TAGS.next()
             envelope = publish_envelope(item.envelope(), info, tag)
-            due = "" if item.due_at is None else repr(float(item.due_at))
-            suffix = self.names.suffix(message_priority(item.message))
-            rows.append((item.exchange, item.routing_key, suffix, due, tag, envelope))
+            due = "" if item.due_at is None else f":{float(item.due_at)!r}:{tag}"
+            rows.append(((exchange, key, suffix), due, envelope))
         calls: list[tuple[Any, ...]] = []
         start = 0
         while start < len(rows):
             end, size = start, 0
             while end < len(rows) and end - start < CHUNK_COPIES and size <= CHUNK_BYTES:
-                size += len(rows[end][5])
+                size += len(rows[end][2])
                 end += 1
-            calls.append(self._publish_call(items, rows, start, end))
+            calls.append(self._publish_call(items, rows, start, end, routes))
             start = end
         return calls
 
     def _publish_call(
-        self, items: Sequence[Outgoing], rows: list[tuple[Any, ...]], start: int, end: int
+        self,
+        items: Sequence[Outgoing],
+        rows: list[tuple[tuple[str, str, str], str, bytes]],
+        start: int,
+        end: int,
+        routes: dict[tuple[str, str, str], int],
     ) -> tuple[Any, ...]:
         token = ""
         if len(items) > 1:  # a batch: its chunks are idempotent (see the PUBLISH script)
             token = f"{items[start].message.id}:{items[end - 1].message.id}:{end - start}"
-        names = self.names
-        args: list[Any] = [names.own, names.glob, self.lease_seconds, token]
-        args += (self.channels.prefix, names.unacked, names.unacked_index, end - start)
+        routes.clear()
+        heads: list[Any] = []
         dedup: list[Any] = []
         for ordinal, at in enumerate(range(start, end)):
-            args += rows[at]
+            route, due, envelope = rows[at]
+            number = routes.get(route)
+            if number is None:
+                number = routes[route] = len(routes) + 1
+            heads += (f"{number}{due}", envelope)
             item = items[at]
             if item.dedup_key is not None and item.dedup_ttl > 0:
                 dedup += (ordinal, item.dedup_key, max(1, math.ceil(item.dedup_ttl * 1000)))
+        names = self.names
+        args: list[Any] = [names.own, names.glob, self.lease_seconds, token]
+        args += (self.channels.prefix, names.unacked, names.unacked_index, len(routes))
+        for route in routes:
+            args += route
+        args.append(end - start)
+        args += heads
         if dedup:
             args += (len(dedup) // 3, *dedup)
         return tuple(args)
@@ -383,7 +404,9 @@ class KombuRedisTransport(RedisTransport):
             data["exchange"] = str(info.get("exchange") or "")
             data["routing_key"] = str(info.get("routing_key") or queue)
         data["priority"] = envelope_priority(envelope)
-        count = previous_deliveries(envelope) + 1
+        count = 1
+        if b"redelivered" in payload or COUNT_BYTES in payload:  # else never restored
+            count = previous_deliveries(envelope) + 1
         return Delivery(tag, queue, payload, count, data, _message=message)
 
     # -- settling -----------------------------------------------------------------------------
