@@ -1,9 +1,10 @@
 """The celeriac side of the fleet: the Celery project of :mod:`.celery_side`, moved by changing
 its imports, plus the settings a fleet shared with Celery needs.
 
-Those settings: queues declared as Celery declares them (the transport option ``max_priority``
-0; the priority queue carries its own ``x-max-priority``), results in Celery's Redis layout
-(``result_backend_transport_options={"layout": "celery"}``).
+Those settings: on RabbitMQ, queues declared as Celery declares them (the transport option
+``max_priority`` 0; the priority queue carries its own ``x-max-priority``); on Redis, kombu's
+key layout (``broker_transport_options={"layout": "kombu"}``); results in Celery's Redis
+layout (``result_backend_transport_options={"layout": "celery"}``).
 ``celeriac -A interop.celeriac_side worker`` imports this module, which builds :data:`app`
 from the session's names in the environment.
 """
@@ -22,7 +23,7 @@ def build_app(names: Names) -> Celeriac:
         "celeriac_side",
         broker=names.broker,
         backend=names.results,
-        broker_transport_options={"max_priority": 0},
+        broker_transport_options=names.celeriac_transport_options(),
         result_backend_transport_options={"layout": "celery", "global_keyprefix": names.prefix},
         result_extended=True,
         task_queues=names.task_queues(),

@@ -22,6 +22,7 @@ def build_app(names: Names, *, current: bool = True) -> Any:
     app.conf.update(
         task_queues=names.task_queues(),
         task_default_queue=names.mixed_queue,
+        broker_transport_options=names.celery_transport_options(),
         result_backend_transport_options={"global_keyprefix": names.prefix},
         result_extended=True,
         broker_connection_retry_on_startup=True,

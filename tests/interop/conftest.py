@@ -1,7 +1,7 @@
-"""The mixed fleet as a session fixture: one vhost, one Celery 5.7 worker and one celeriac worker
-(prefork, two children each, task events on), both consuming the ``mixed`` queue and each its
-own; started once (both at once) because every test here needs them, and stopped at the end
-with everything they left on the brokers.
+"""The mixed fleet as a session fixture, once per broker (RabbitMQ, then Redis in kombu's layout):
+one Celery 5.7 worker and one celeriac worker (prefork, two children each, task events on),
+both consuming the ``mixed`` queue and each its own; started once (both at once) because every
+test here needs them, and stopped at the end with everything they left on the broker.
 
 Celery, kombu and Flower are test dependencies: a missing one fails the tests under
 ``CELERIAC_REQUIRE_SERVICES=1`` (as CI runs) and skips them otherwise, as a missing server does.
@@ -34,13 +34,20 @@ def require_package(name: str) -> None:
         pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+BROKERS = ["amqp", "redis"]
+
+
+@pytest.fixture(scope="session", params=BROKERS)
+def fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    kind: str = request.param
     for package in ("celery", "kombu"):
         require_package(package)
-    require_service("RabbitMQ", 5672)
+    if kind == "amqp":
+        require_service("RabbitMQ", 5672)
     require_service("Redis", 6379)
-    made = Fleet(tmp_path_factory.mktemp("fleet"))
+    made = Fleet(tmp_path_factory.mktemp(f"fleet-{kind}"), kind)
     try:
         made.open()
         names = made.names

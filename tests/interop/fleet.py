@@ -1,7 +1,7 @@
-"""One session's mixed fleet: its RabbitMQ vhost and Redis prefix, the Celery and celeriac workers
-it starts, a client app of each kind, Celery's command line; :meth:`Fleet.close` always leaves
-nothing behind (workers stopped, the vhost deleted with every queue, exchange and stream in it,
-the results' keys deleted).
+"""One session's mixed fleet on one broker: its place there (a RabbitMQ vhost, or a Redis key
+prefix), the Celery and celeriac workers it starts, a client app of each kind, Celery's command
+line; :meth:`Fleet.close` always leaves nothing behind (workers stopped, the vhost deleted with
+every queue, exchange and stream in it, every Redis key under the prefix deleted).
 
 Workers are :class:`worker_harness.WorkerProcess` children (output read as it comes, waits on
 lines with deadlines); a Celery worker only differs in the line that says it is ready.
@@ -10,6 +10,7 @@ lines with deadlines); a Celery worker only differs in the line that says it is 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -25,11 +26,26 @@ from worker_harness import READY_TIMEOUT, WorkerProcess, child_env
 import amqp_broker
 from celeriac import Celeriac
 from conftest import delete_redis_keys
-from interop.names import Names
+from interop.names import REDIS_BROKER, Names
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
+#: kombu's Redis priority lists of a queue: the queue's own name, then ``\x06\x16<step>``.
+PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 CELERY_APP = "interop.celery_side"
 CELERIAC_APP = "interop.celeriac_side"
+
+
+def redis_queue_counts(prefix: str, queue: str) -> tuple[int, int]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_BROKER)
+    try:
+        ready = sum(int(client.llen(f"{prefix}{queue}{s}")) for s in PRIORITY_SUFFIXES)
+        records = client.hvals(f"{prefix}unacked")
+    finally:
+        client.close()
+    unacked = sum(1 for raw in records if json.loads(raw)[2] == queue)
+    return ready, unacked
 
 
 class CeleryWorkerProcess(WorkerProcess):
@@ -44,24 +60,42 @@ class CeleryWorkerProcess(WorkerProcess):
 class Fleet:
     """The session's names, workers and clients (see the module's docstring)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, kind: str = "amqp") -> None:
         runs = root / "runs"
         runs.mkdir(parents=True)
         self.root = root
         self.runs = runs
-        self.names = Names(uuid.uuid4().hex[:8], str(runs))
+        self.names = Names(uuid.uuid4().hex[:8], str(runs), kind)
         self.workers: list[WorkerProcess] = []
         self._celery: Any = None
         self._celeriac: Celeriac | None = None
         self._vhost = False
 
     def open(self) -> None:
-        """Create the session's vhost (the services were checked by the caller)."""
+        """Create the session's vhost on RabbitMQ (the services were checked by the caller);
+        on Redis the prefix is all there is."""
+        if self.names.kind != "amqp":
+            return
         amqp_broker.rabbitmqctl("add_vhost", self.names.vhost)
         self._vhost = True
         amqp_broker.rabbitmqctl(
             "set_permissions", "-p", self.names.vhost, "guest", ".*", ".*", ".*"
         )
+
+    def queue_counts(self, queue: str) -> tuple[int, int]:
+        """``(ready, unacknowledged)`` messages of ``queue``, as the broker counts them (on
+        Redis: its four priority lists, and kombu's ``unacked`` records routed to it)."""
+        if self.names.kind == "redis":
+            return redis_queue_counts(self.names.prefix, queue)
+        out = amqp_broker.rabbitmqctl(
+            "list_queues", "-q", "-p", self.names.vhost, "--no-table-headers",
+            "name", "messages_ready", "messages_unacknowledged",
+        )  # fmt: skip
+        for line in out.splitlines():
+            name, ready, unacked = line.split("\t")
+            if name == queue:
+                return int(ready), int(unacked)
+        raise AssertionError(f"no queue {queue!r} in {out!r}")
 
     # -- clients --------------------------------------------------------------------------
     @property

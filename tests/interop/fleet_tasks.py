@@ -40,7 +40,12 @@ def record(runs: str, kind: str, request: Any, name: str, note: Any = None) -> N
 def register(app: Any, kind: str, runs: str) -> None:
     """Declare the fleet's tasks on ``app`` (a Celery or a celeriac app), as ``kind``."""
     # Celery's decorator is untyped: seen as one that keeps each function's type
-    task = cast(Callable[..., Callable[[Callable[..., Any]], Any]], app.task)
+    declare = cast(Callable[..., Callable[[Callable[..., Any]], Any]], app.task)
+    # Celery shares every decorated task with the apps made later (one per broker here)
+    private = {"shared": False} if kind == "celery" else {}
+
+    def task(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+        return declare(**options, **private)
 
     @task(name="fleet.add", bind=True)
     def add(self: Any, x: int, y: int) -> int:

@@ -1,9 +1,11 @@
 """Where one session's fleet lives, shared by the test process and every worker it starts.
 
-The test process picks a tag; the broker (a RabbitMQ vhost of the session's own, so Celery's
-default names, ``celery.pidbox`` and ``celeryev`` included, meet nobody else's), the Redis key
-prefix of the results and the queues all derive from it. Workers read it from the environment
-(:func:`Names.from_env`), so both kinds of worker are built from the same facts.
+The test process picks a broker and a tag; the place on the broker and the Redis key prefix of
+the results derive from the tag, so that Celery's default names (``celery.pidbox``,
+``celeryev``, the queues) meet nobody else's: on RabbitMQ a vhost of the session's own, on
+Redis kombu's ``global_keyprefix`` (on every key and channel, in kombu's layout). Workers read
+it from the environment (:func:`Names.from_env`), so both kinds of worker are built from the
+same facts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import Any
 
 TAG_ENV = "INTEROP_TAG"
 RUNS_ENV = "INTEROP_RUNS"
+BROKER_ENV = "INTEROP_BROKER"
 RESULTS = "redis://127.0.0.1:6379/10"
+#: The Redis broker: the results' database (every key under the session's prefix).
+REDIS_BROKER = RESULTS
 #: The priority levels of the priority queue, as Celery's documentation declares it.
 PRIORITY_LEVELS = 10
 
@@ -24,22 +29,51 @@ PRIORITY_LEVELS = 10
 class Names:
     tag: str
     runs: str
+    #: ``amqp`` or ``redis``.
+    kind: str = "amqp"
 
     @classmethod
     def from_env(cls) -> Names:
-        return cls(os.environ[TAG_ENV], os.environ[RUNS_ENV])
+        return cls(os.environ[TAG_ENV], os.environ[RUNS_ENV], os.environ[BROKER_ENV])
 
     def env(self) -> dict[str, str]:
-        return {TAG_ENV: self.tag, RUNS_ENV: self.runs}
+        return {TAG_ENV: self.tag, RUNS_ENV: self.runs, BROKER_ENV: self.kind}
 
     @property
     def vhost(self) -> str:
+        """The RabbitMQ vhost (``amqp`` only)."""
         return f"celeriac-interop-{self.tag}"
 
     @property
     def broker(self) -> str:
-        """The same URL for both kinds of app (``amqp://``: Celery's py-amqp, celeriac's own)."""
+        """The same URL for both kinds of app."""
+        if self.kind == "redis":
+            return REDIS_BROKER
         return f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
+
+    def celery_transport_options(self) -> dict[str, Any]:
+        """Celery's ``broker_transport_options``: the key prefix on Redis."""
+        return {"global_keyprefix": self.prefix} if self.kind == "redis" else {}
+
+    def celeriac_transport_options(self) -> dict[str, Any]:
+        """celeriac's, for a fleet shared with Celery: kombu's layout and prefix on Redis;
+        queues declared as Celery declares them on RabbitMQ (no priorities unless the queue
+        asks, as the priority queue does)."""
+        if self.kind == "redis":
+            # key_prefix too: celeriac's revokes (control/revokes_redis) are named by it alone,
+            # without global_keyprefix, and would be shared by every fleet of the database
+            return {
+                "layout": "kombu",
+                "global_keyprefix": self.prefix,
+                "key_prefix": f"{self.prefix}celeriac:",
+            }
+        return {"max_priority": 0}
+
+    @property
+    def priorities(self) -> tuple[int, int]:
+        """``(urgent, lax)``: served first, served last. kombu's Redis serves the lower number
+        first (0 before 9), AMQP the higher."""
+        return (0, 9) if self.kind == "redis" else (9, 1)
 
     @property
     def prefix(self) -> str:

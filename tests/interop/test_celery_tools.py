@@ -1,4 +1,4 @@
-"""Issue 16, point 3, on RabbitMQ: Celery 5.7's own command line sees the celeriac worker.
+"""Issue 16, point 3, on both brokers: Celery 5.7's own command line sees the celeriac worker.
 
 ``celery -A proj inspect ping|active|stats|registered`` and ``celery -A proj control
 revoke|rate_limit|pool_grow`` run as subprocesses (the commands a team keeps using during a
@@ -85,8 +85,9 @@ def test_celery_inspect_ping_active_stats_registered(fleet: Fleet) -> None:
     assert isinstance(reply, dict)
     assert set(reply) >= STATS_KEYS, STATS_KEYS - set(reply)
     assert isinstance(reply["clock"], str) and isinstance(reply["total"], dict)
-    assert reply["broker"]["transport"] == "amqp"
-    assert reply["broker"]["virtual_host"] == fleet.names.vhost
+    assert reply["broker"]["transport"] == fleet.names.kind
+    vhost = {"amqp": fleet.names.vhost, "redis": "10"}[fleet.names.kind]
+    assert reply["broker"]["virtual_host"] == vhost
     assert reply["pool"]["max-concurrency"] == 2 and len(reply["pool"]["processes"]) == 2
     assert reply["total"].get("fleet.block", 0) >= 1
 
@@ -153,5 +154,8 @@ def test_a_celery_worker_joining_learns_the_celeriac_workers_revokes(fleet: Flee
     joining = fleet.start_celery_worker(node, [names.celery_queue], concurrency=1)
     with fleet.stopping(joining):
         joining.wait_for_line(r"mingle: sync complete")  # only celeriac knew of the revoke
-        revoked = fleet.celery.control.inspect(destination=[node], timeout=5).revoked() or {}
+        control = fleet.celery.control
+        # "ready" is logged a moment before its mailbox listens (on Redis, a PUBLISH to nobody)
+        wait_until(lambda: bool(control.ping([node], timeout=1)), WAIT, "its mailbox")
+        revoked = control.inspect(destination=[node], timeout=5).revoked() or {}
         assert doomed in revoked.get(node, []), revoked

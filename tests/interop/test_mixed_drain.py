@@ -8,7 +8,7 @@ is printed for the record.
 
 What pausing itself must guarantee (while no worker consumes a queue, its messages wait on the
 broker, none held by a worker) is a test of its own, a strict xfail until celeriac's
-``cancel_consumer`` stops its RabbitMQ consumer.
+``cancel_consumer`` stops consuming at once (its waiting fetch, its RabbitMQ consumer).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from worker_harness import wait_until
 
-import amqp_broker
 from interop.fleet import Fleet
 from interop.runs import Run, read_runs
 
@@ -33,23 +32,11 @@ DRAIN_TIMEOUT = 90.0
 #: Found by :func:`test_a_paused_queue_is_left_whole_on_the_broker` (the fix is for the owners
 #: of the worker's control commands and the RabbitMQ transport: see the issue 16 interop report).
 CANCEL_KEEPS_CONSUMING = (
-    "celeriac's cancel_consumer only drops the queue from the consumer's list: on RabbitMQ its "
-    "basic.consume stays, up to QoS (8) messages are pushed into the link's buffer and held "
-    "unacked where no worker runs them, and a get already waiting may still take one"
+    "celeriac's cancel_consumer only drops the queue from the consumer's list: the fetch "
+    "already waiting (up to 1 s) still takes from it (every broker), and on RabbitMQ the "
+    "basic.consume stays, so up to QoS (8) messages are pushed into the link's buffer and held "
+    "unacked where no worker runs them"
 )
-
-
-def queue_counts(fleet: Fleet, queue: str) -> tuple[int, int]:
-    """``(ready, unacknowledged)`` messages of ``queue``, as RabbitMQ counts them."""
-    out = amqp_broker.rabbitmqctl(
-        "list_queues", "-q", "-p", fleet.names.vhost, "--no-table-headers",
-        "name", "messages_ready", "messages_unacknowledged",
-    )  # fmt: skip
-    for line in out.splitlines():
-        name, ready, unacked = line.split("\t")
-        if name == queue:
-            return int(ready), int(unacked)
-    raise AssertionError(f"no queue {queue!r} in {out!r}")
 
 
 def merged(replies: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -86,9 +73,14 @@ def wait_ran(fleet: Fleet, ids: set[str]) -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, reason=CANCEL_KEEPS_CONSUMING)
-def test_a_paused_queue_is_left_whole_on_the_broker(fleet: Fleet) -> None:
-    """While no worker consumes a queue, what is sent to it waits there: none held, none run."""
+def test_a_paused_queue_is_left_whole_on_the_broker(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """While no worker consumes a queue, what is sent to it waits there: none held, none run.
+    (On Redis celeriac's fault is a race: it shows unless the worker's waiting fetch ends in
+    the milliseconds between the reply and the first send, so this strict xfail can pass by
+    luck there, about once in a few hundred runs.)"""
+    request.applymarker(pytest.mark.xfail(strict=True, reason=CANCEL_KEEPS_CONSUMING))
     queue = fleet.names.mixed_queue
     tick = fleet.celery.tasks["fleet.tick"]
     sent: set[str] = set()
@@ -96,7 +88,7 @@ def test_a_paused_queue_is_left_whole_on_the_broker(fleet: Fleet) -> None:
         with paused(fleet, queue):
             sent = {tick.apply_async((n,), queue=queue, ignore_result=True).id for n in range(50)}
             assert {run.id for run in read_runs(fleet.runs)} & sent == set()
-            assert queue_counts(fleet, queue) == (50, 0)
+            assert fleet.queue_counts(queue) == (50, 0)
     finally:
         wait_ran(fleet, sent)  # nothing left for the next test
 
@@ -118,8 +110,8 @@ def test_both_kinds_drain_one_queue_none_lost_none_twice(fleet: Fleet) -> None:
     sent = {r.id for r in [*by_celery, *by_celeriac]}
     assert len(sent) == TASKS
     wait_ran(fleet, sent)
-    # a task may run before its early ack reaches RabbitMQ: settled soon after, then checked
-    wait_until(lambda: queue_counts(fleet, queue) == (0, 0), 10, "every ack to land")
+    # a task may run before its early ack reaches the broker: settled soon after, then checked
+    wait_until(lambda: fleet.queue_counts(queue) == (0, 0), 10, "every ack to land")
     runs = [run for run in read_runs(fleet.runs) if run.id not in before]
     per_id = Counter(run.id for run in runs)
     assert set(per_id) == sent
