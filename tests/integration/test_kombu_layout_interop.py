@@ -15,15 +15,17 @@ test-only dependency) and Redis.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -32,11 +34,14 @@ from worker_harness import WorkerProcess, child_env, start_cli_worker, wait_unti
 
 from celeriac import Celeriac
 from celeriac.errors import TaskRevokedError
+from celeriac.transports.base import Transport
 from conftest import delete_redis_keys, require_service
 
 celery = pytest.importorskip("celery", reason="celery[redis]==5.7.0 is a test-only dependency")
 from celery import Celery  # type: ignore[import-untyped]  # noqa: E402
 from celery.exceptions import TaskRevokedError as CeleryRevoked  # type: ignore[import-untyped]  # noqa: E402
+
+T = TypeVar("T")
 
 pytestmark = [
     pytest.mark.redis,
@@ -92,6 +97,18 @@ class Fleet:
         worker = start_cli_worker("apps.kombu_tasks", env, self.tmp, concurrency=concurrency)
         self.workers.append(worker)
         return worker
+
+    def with_transport(self, use: Callable[[Transport], Awaitable[T]]) -> T:
+        """``use(transport)`` on a fresh transport of the celeriac app, closed afterwards."""
+
+        async def run() -> T:
+            transport = self.app.create_transport()
+            try:
+                return await use(transport)
+            finally:
+                await transport.close()
+
+        return asyncio.run(run())
 
     def runs(self, what: str = "runs") -> list[tuple[str, str]]:
         """``(task id, celery or celeriac)`` of every recorded run, in order."""
@@ -161,7 +178,15 @@ def test_celery_client_tasks_run_on_a_celeriac_worker(fleet: Fleet) -> None:
     )
     retried = celery_app.send_task("kl.flaky")
     failed = celery_app.send_task("kl.boom", args=("no",))
+    unknown = celery_app.send_task("kl.nobody")
 
+    # the countdown message the worker took before it was due waits on the broker, as a
+    # record of kombu's unacked under celeriac's delayed field, not in the worker's memory
+    def waiting_on_the_broker() -> bool:
+        fields = fleet.redis.hkeys(f"{fleet.prefix}unacked")
+        return any(bytes(f).startswith(b"celeriac-due:") for f in fields)  # type: ignore[union-attr]
+
+    wait_until(waiting_on_the_broker, 5, "the countdown message back on the broker, delayed")
     got = plain.get(timeout=10)
     assert got["args"] == [1, "a"] and got["kwargs"] == {"k": [1, 2]}
     assert (got["by"], got["priority"], got["retries"]) == ("celeriac", 5, 0)
@@ -182,6 +207,9 @@ def test_celery_client_tasks_run_on_a_celeriac_worker(fleet: Fleet) -> None:
         assert runs[(result.id, "celeriac")] == 1
     assert (expired.id, "celeriac") not in runs
     assert all(who == "celeriac" for _, who in runs)
+    # a task nobody here knows is dead-lettered, intact, in celeriac's list (kombu has none)
+    [letter] = fleet.with_transport(lambda t: t.dead_letters(fleet.queue))
+    assert unknown.id.encode() in letter.payload and "unknown task" in letter.reason
 
 
 # -- celeriac clients, Celery workers ---------------------------------------------------------

@@ -143,14 +143,14 @@ for j = 1, nr do
   plan[j] = {kind = found.kind, queues = found.queues, exchange = ARGV[b], key = ARGV[b + 1],
              suffix = ARGV[b + 2]}
 end
-local skip = {}
+-- keyed items: stored only if their key is not recorded, which they record once they reach
+-- a queue (or a subscriber); an item that reaches nothing records nothing
+local keyed = {}
 local r = first + n * 2
 if ARGV[r] then
   for j = 0, tonumber(ARGV[r]) - 1 do
     local at = r + 1 + j * 3
-    if not redis.call('SET', own .. 'dedup:' .. ARGV[at + 1], '1', 'NX', 'PX', ARGV[at + 2]) then
-      skip[tonumber(ARGV[at])] = true
-    end
+    keyed[tonumber(ARGV[at])] = {own .. 'dedup:' .. ARGV[at + 1], ARGV[at + 2]}
   end
 end
 local t = now()
@@ -165,7 +165,8 @@ for i = 0, n - 1 do
     head = string.sub(head, 1, colon - 1)
   end
   local route_ = plan[tonumber(head)]
-  if skip[i] then
+  local key = keyed[i]
+  if key and redis.call('EXISTS', key[1]) == 1 then
     counts[i + 1] = 0
   elseif route_.kind == 'fanout' and due == '' then
     local channel = ARGV[5] .. route_.exchange
@@ -189,6 +190,7 @@ for i = 0, n - 1 do
     end
     counts[i + 1] = #route_.queues
   end
+  if key and counts[i + 1] > 0 then redis.call('SET', key[1], '1', 'PX', key[2]) end
 end
 for _, list in ipairs(order) do batched('LPUSH', glob .. list, pushes[list], 1) end
 if #fields > 0 then

@@ -1,7 +1,8 @@
 """A client for state that layers above the broker keep on the broker's own Redis (beat's store).
 
 Such state must live where the broker's keys live (same server, same ``key_prefix``, same
-credentials), and reach it the way the broker does; and only the Redis packages may import
+credentials; in kombu's layout under ``global_keyprefix`` too, as the broker's own keys there),
+and reach it the way the broker does; and only the Redis packages may import
 redis-py (an import contract). So this is the one door: :class:`SharedRedis` takes the broker URL
 and ``broker_transport_options`` as the transport does, names keys under its prefix, registers
 Lua scripts (reloaded by redis-py after a restart), and turns every redis-py error into a
@@ -22,12 +23,21 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from celeriac.errors import ImproperlyConfigured, TransportError
+from celeriac.transports.redis.kombu_layout import KOMBU_LAYOUT, layout_of
 from celeriac.transports.redis.transport import DEFAULT_KEY_PREFIX
 from celeriac.transports.redis.url import async_client, password_of
 from celeriac.utils.urls import redact_url
 
 #: ``broker_transport_options`` keys that are the broker's, not connection options.
-_NOT_CONNECTION = ("key_prefix", "retries", "lease_seconds", "max_deliveries")
+_NOT_CONNECTION = (
+    "key_prefix",
+    "retries",
+    "lease_seconds",
+    "max_deliveries",
+    "layout",
+    "global_keyprefix",
+    "visibility_timeout",
+)
 
 
 class SharedRedis:
@@ -37,6 +47,8 @@ class SharedRedis:
         options = dict(options or {})
         self.url = url
         self.prefix = str(options.get("key_prefix", DEFAULT_KEY_PREFIX))
+        if layout_of(options) == KOMBU_LAYOUT:  # celeriac's own keys, as the broker's there
+            self.prefix = str(options.get("global_keyprefix") or "") + self.prefix
         try:
             self._retries = max(int(options.get("retries", 1)), 0)
         except (TypeError, ValueError) as exc:
