@@ -183,8 +183,8 @@ def test_celery_client_tasks_run_on_a_celeriac_worker(fleet: Fleet) -> None:
     # the countdown message the worker took before it was due waits on the broker, as a
     # record of kombu's unacked under celeriac's delayed field, not in the worker's memory
     def waiting_on_the_broker() -> bool:
-        fields = fleet.redis.hkeys(f"{fleet.prefix}unacked")
-        return any(bytes(f).startswith(b"celeriac-due:") for f in fields)  # type: ignore[union-attr]
+        fields: list[bytes] = fleet.redis.hkeys(f"{fleet.prefix}unacked")  # type: ignore[assignment]
+        return any(field.startswith(b"celeriac-due:") for field in fields)
 
     wait_until(waiting_on_the_broker, 5, "the countdown message back on the broker, delayed")
     got = plain.get(timeout=10)
