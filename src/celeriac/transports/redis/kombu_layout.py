@@ -36,7 +36,9 @@ from typing import Any
 
 import orjson
 
-from celeriac.errors import ImproperlyConfigured
+from celeriac.errors import DecodeError, ImproperlyConfigured
+from celeriac.protocol.message import Message
+from celeriac.transports.base import Delivery
 
 NATIVE_LAYOUT = "celeriac"
 KOMBU_LAYOUT = "kombu"
@@ -296,6 +298,40 @@ def envelope_priority(envelope: Mapping[str, Any]) -> int:
     return 0 if value < 0 else 9 if value > 9 else value
 
 
+def claimed(tag: str, queue: str, raw: Any) -> Delivery:
+    """The delivery of a message the claim took from ``queue`` under ``tag``: its count,
+    exchange, routing key and priority read from the envelope (decoded once, here, as the
+    consumer would decode it anyway; a payload that is not a JSON object is marked
+    ``poison``, as the claim script judged it: it is in celeriac's poison hash, not in
+    kombu's records)."""
+    payload = bytes(raw)
+    data: dict[str, Any] = {"exchange": "", "routing_key": queue, "priority": 0}
+    if payload[:1] != b"{" or payload[-1:] != b"}":
+        data["poison"] = True
+        return Delivery(tag, queue, payload, 1, data)
+    message: Message | None = None
+    try:
+        message = Message.from_wire(payload)
+        envelope: Any = {"headers": message.headers, "properties": message.properties}
+    except DecodeError:
+        try:
+            envelope = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            envelope = {}
+    if not isinstance(envelope, dict):
+        envelope = {}
+    properties = envelope.get("properties")
+    info = properties.get("delivery_info") if isinstance(properties, dict) else None
+    if isinstance(info, dict):
+        data["exchange"] = str(info.get("exchange") or "")
+        data["routing_key"] = str(info.get("routing_key") or queue)
+    data["priority"] = envelope_priority(envelope)
+    count = 1
+    if b"redelivered" in payload or _COUNT in payload:  # else it was never restored
+        count = previous_deliveries(envelope) + 1
+    return Delivery(tag, queue, payload, count, data, _message=message)
+
+
 def due_field(list_name: str, tag: str) -> str:
     """The ``unacked`` field of a delayed message for ``list_name`` (without the prefix)."""
     return f"{DUE_PREFIX}{list_name}:{tag}"
@@ -326,6 +362,7 @@ __all__ = [
     "KombuNames",
     "KombuOptions",
     "Tags",
+    "claimed",
     "delivery_info",
     "due_field",
     "due_list",

@@ -57,46 +57,38 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import orjson
-
 from celeriac.errors import DecodeError, TransportError
-from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.arguments import report_ignored_arguments
 from celeriac.transports.base import DeadLetter, Delivery, Outgoing
-from celeriac.transports.redis import direct, fanout, kombu_restore
+from celeriac.transports.redis import direct, fanout, kombu_publish, kombu_restore
 from celeriac.transports.redis import kombu_scripts as ks
 from celeriac.transports.redis import kombu_topology as topology
+from celeriac.transports.redis.kombu_bridge import Bridges
 from celeriac.transports.redis.kombu_layout import (
-    COUNT_PROPERTY,
     DUE_PREFIX,
     KOMBU_LAYOUT,
     SEP,
     KombuNames,
     KombuOptions,
     Tags,
-    delivery_info,
+    claimed,
     due_field,
     envelope_priority,
-    previous_deliveries,
-    publish_envelope,
     restored_envelope,
 )
 from celeriac.transports.redis.kombu_wake import ListWatch
-from celeriac.transports.redis.scripts import CHUNK_BYTES, CHUNK_COPIES, dead_letter
+from celeriac.transports.redis.scripts import dead_letter
 from celeriac.transports.redis.transport import RedisTransport, _LoopClients
-from celeriac.transports.topology import max_deliveries_reason, message_priority
-from celeriac.transports.transient import DEFAULT_BUFFER
+from celeriac.transports.topology import max_deliveries_reason
 
 logger = logging.getLogger(__name__)
 
 #: One tag source per process (see :class:`~celeriac.transports.redis.kombu_layout.Tags`).
 TAGS = Tags()
-COUNT_BYTES = COUNT_PROPERTY.encode()
 
 
 class KombuRedisTransport(RedisTransport):
@@ -119,10 +111,8 @@ class KombuRedisTransport(RedisTransport):
         self.lease_seconds = self.kombu.visibility_timeout
         self.names = KombuNames.of(self.global_keyprefix, self.prefix, self.kombu)
         self._suffixes = [f"{SEP}{step}" if step else "" for step in self.kombu.steps]
-        #: queue -> the fanout exchanges this process bound it to (kombu keeps that in memory
-        #: too): a get() on it subscribes to them (see :meth:`_bridge`).
-        self._fanout_bound: dict[str, set[str]] = {}
-        self._bridges: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: the subscriptions that feed the queues bound to fanout exchanges, while consumed
+        self._bridges = Bridges(self)
 
     def _watch(self, clients: _LoopClients) -> ListWatch:
         watch = clients.extras.get("watch")
@@ -132,15 +122,7 @@ class KombuRedisTransport(RedisTransport):
 
     async def close(self) -> None:
         """Stop the fanout subscriptions (their listeners close with the base's), then close."""
-        loop = asyncio.get_running_loop()
-        bridges, self._bridges = list(self._bridges.values()), {}
-        for task in bridges:
-            owner = task.get_loop()
-            if owner is loop:
-                task.cancel()
-            elif not owner.is_closed():
-                owner.call_soon_threadsafe(task.cancel)
-        await asyncio.gather(*(t for t in bridges if t.get_loop() is loop), return_exceptions=True)
+        await self._bridges.stop()
         await super().close()
 
     # -- topology -----------------------------------------------------------------------------
@@ -171,13 +153,13 @@ class KombuRedisTransport(RedisTransport):
                 kind = await topology.exchange_kind(clients.client, self.names, binding.exchange)
             await topology.bind(clients.client, self.names, binding, kind)
         if kind == "fanout":
-            self._fanout_bound.setdefault(binding.queue, set()).add(binding.exchange)
+            self._bridges.bound.setdefault(binding.queue, set()).add(binding.exchange)
 
     async def unbind(self, binding: Binding) -> None:
         with self._errors("unbind"):
             clients = await self._clients()
             await topology.unbind(clients.client, self.names, binding)
-        self._fanout_bound.get(binding.queue, set()).discard(binding.exchange)
+        self._bridges.bound.get(binding.queue, set()).discard(binding.exchange)
 
     async def delete_queue(self, name: str) -> None:
         """Unbind the queue everywhere, delete its lists and delayed messages (records of
@@ -187,97 +169,16 @@ class KombuRedisTransport(RedisTransport):
             await topology.unbind_everywhere(clients.client, self.names, name)
             await self._waiting(clients, "purge", name)
         self._auto_delete.discard(name)
-        self._fanout_bound.pop(name, None)
-        for key in [key for key in self._bridges if key[0] == name]:
-            self._bridges.pop(key).cancel()
+        self._bridges.forget(name)
 
     # -- producing ----------------------------------------------------------------------------
-    def _publish_calls(self, items: Sequence[Outgoing]) -> list[tuple[Any, ...]]:
-        """The publish script's argument lists, a thousand messages (or 4 MB) each; every
-        envelope is made first, so a bad one refuses the batch before anything is sent."""
-        routes: dict[tuple[str, str, str], int] = {}  # (exchange, key, list suffix) -> number
-        infos: dict[tuple[str, str], bytes] = {}
-        suffixes: dict[int, str] = {}
-        rows: list[tuple[tuple[str, str, str], str, bytes]] = []
-        for item in items:
-            exchange, key = item.exchange, item.routing_key
-            info = infos.get((exchange, key))
-            if info is None:
-                if "\0" in exchange:
-                    raise TransportError("exchange names may not contain NUL characters")
-                info = infos[(exchange, key)] = delivery_info(exchange, key)
-            priority = message_priority(item.message)
-            suffix = suffixes.get(priority)
-            if suffix is None:
-                suffix = suffixes[priority] = self.names.suffix(priority)
-            tag = TAGS.next()
-            envelope = publish_envelope(item.envelope(), info, tag)
-            due = "" if item.due_at is None else f":{float(item.due_at)!r}:{tag}"
-            rows.append(((exchange, key, suffix), due, envelope))
-        calls: list[tuple[Any, ...]] = []
-        start = 0
-        while start < len(rows):
-            end, size = start, 0
-            while end < len(rows) and end - start < CHUNK_COPIES and size <= CHUNK_BYTES:
-                size += len(rows[end][2])
-                end += 1
-            calls.append(self._publish_call(items, rows, start, end, routes))
-            start = end
-        return calls
-
-    def _publish_call(
-        self,
-        items: Sequence[Outgoing],
-        rows: list[tuple[tuple[str, str, str], str, bytes]],
-        start: int,
-        end: int,
-        routes: dict[tuple[str, str, str], int],
-    ) -> tuple[Any, ...]:
-        token = ""
-        if len(items) > 1:  # a batch: its chunks are idempotent (see the PUBLISH script)
-            token = f"{items[start].message.id}:{items[end - 1].message.id}:{end - start}"
-        routes.clear()
-        heads: list[Any] = []
-        dedup: list[Any] = []
-        for ordinal, at in enumerate(range(start, end)):
-            route, due, envelope = rows[at]
-            number = routes.get(route)
-            if number is None:
-                number = routes[route] = len(routes) + 1
-            heads += (f"{number}{due}", envelope)
-            item = items[at]
-            if item.dedup_key is not None and item.dedup_ttl > 0:
-                dedup += (ordinal, item.dedup_key, max(1, math.ceil(item.dedup_ttl * 1000)))
-        names = self.names
-        args: list[Any] = [names.own, names.glob, self.lease_seconds, token]
-        args += (self.channels.prefix, names.unacked, names.unacked_index, len(routes))
-        for route in routes:
-            args += route
-        args.append(end - start)
-        args += heads
-        if dedup:
-            args += (len(dedup) // 3, *dedup)
-        return tuple(args)
-
-    @staticmethod
-    def _counts(replies: Sequence[Any]) -> list[int]:
-        counts: list[int] = []
-        for reply in replies:
-            if reply and reply[0] == -1:
-                name = bytes(reply[1]).decode(errors="replace")
-                raise TransportError(
-                    f"exchange {name!r} is not declared: declare it (or a queue bound to it) first"
-                )
-            counts += (int(count) for count in reply)
-        return counts
-
     async def publish_batch(self, items: Sequence[Outgoing]) -> list[int]:
         if not items:
             return []
         calls = self._publish_calls(items)
         with self._errors("publish"):
             script = (await self._clients()).scripts["publish"]
-            return self._counts([await script(args=args) for args in calls])
+            return kombu_publish.counts([await script(args=args) for args in calls])
 
     def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
         """Publish on the blocking client of this process: one round trip, no event loop."""
@@ -286,7 +187,12 @@ class KombuRedisTransport(RedisTransport):
         calls = self._publish_calls(items)
         client, scripts = self._sync_clients()
         with self._errors("publish"):
-            return self._counts(self._evalsha_sync(client, scripts["publish"], calls))
+            return kombu_publish.counts(self._evalsha_sync(client, scripts["publish"], calls))
+
+    def _publish_calls(self, items: Sequence[Outgoing]) -> list[tuple[Any, ...]]:
+        return kombu_publish.publish_calls(
+            items, self.names, self.channels.prefix, self.lease_seconds, TAGS
+        )
 
     def put_raw(self, queue: str, payload: bytes, priority: int = 0) -> None:
         """Push raw bytes onto a queue's list, as a foreign producer could: for tests of
@@ -303,7 +209,7 @@ class KombuRedisTransport(RedisTransport):
             return []
         wanted = list(dict.fromkeys(queues))
         clients = await self._clients()
-        await self._bridge(wanted)
+        await self._bridges.start(wanted)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         keys = [key for queue in wanted for key in self.names.lists(queue)]
@@ -349,7 +255,7 @@ class KombuRedisTransport(RedisTransport):
         expired = reply[2 : 2 + 2 * int(reply[1])]
         flat = reply[2 + len(expired) :]
         deliveries = [
-            self._delivery(bytes(flat[at + 1]).decode(), queues[int(flat[at]) - 1], flat[at + 2])
+            claimed(bytes(flat[at + 1]).decode(), queues[int(flat[at]) - 1], flat[at + 2])
             for at in range(0, len(flat), 3)
         ]
         if expired:
@@ -378,36 +284,6 @@ class KombuRedisTransport(RedisTransport):
             entry = kombu_restore.dead_entry(reason, done, _id_of(d), d.payload)
             records.append((d.tag, self.names.dlq(d.queue), entry))
         await self._settle_records("reject", 0, records)
-
-    def _delivery(self, tag: str, queue: str, raw: Any) -> Delivery:
-        """A claimed message; its count, exchange, key and priority read from the envelope
-        (decoded once here, as the consumer would anyway)."""
-        payload = bytes(raw)
-        data: dict[str, Any] = {"exchange": "", "routing_key": queue, "priority": 0}
-        if payload[:1] != b"{" or payload[-1:] != b"}":
-            data["poison"] = True  # as the claim script judged it: not in kombu's records
-            return Delivery(tag, queue, payload, 1, data)
-        message: Message | None = None
-        try:
-            message = Message.from_wire(payload)
-            envelope: Any = {"headers": message.headers, "properties": message.properties}
-        except DecodeError:
-            try:
-                envelope = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                envelope = {}
-        if not isinstance(envelope, dict):
-            envelope = {}
-        properties = envelope.get("properties")
-        info = properties.get("delivery_info") if isinstance(properties, dict) else None
-        if isinstance(info, dict):
-            data["exchange"] = str(info.get("exchange") or "")
-            data["routing_key"] = str(info.get("routing_key") or queue)
-        data["priority"] = envelope_priority(envelope)
-        count = 1
-        if b"redelivered" in payload or COUNT_BYTES in payload:  # else never restored
-            count = previous_deliveries(envelope) + 1
-        return Delivery(tag, queue, payload, count, data, _message=message)
 
     # -- settling -----------------------------------------------------------------------------
     async def _settle_records(
@@ -503,39 +379,9 @@ class KombuRedisTransport(RedisTransport):
             entries = await clients.client.lrange(self.names.dlq(queue), 0, limit - 1)
         return [dead_letter(queue, bytes(entry)) for entry in entries]
 
-    # -- fanout queues --------------------------------------------------------------------------
-    async def _bridge(self, queues: Sequence[str]) -> None:
-        """Subscribe each consumed queue bound to a fanout exchange to that exchange's channel,
-        and push what arrives onto the queue's list (kombu's consumer reads such a queue from
-        its subscription; here the claim then takes it as any other message)."""
-        for queue in queues:
-            for exchange in sorted(self._fanout_bound.get(queue, ())):
-                if (queue, exchange) in self._bridges:
-                    continue
-                listener = fanout.RedisListener(
-                    self, Exchange(exchange, "fanout"), ["#"], DEFAULT_BUFFER
-                )
-                await listener.open()
-                pump = asyncio.get_running_loop().create_task(self._pump(listener, queue))
-                self._bridges[(queue, exchange)] = pump
-
-    async def _pump(self, listener: fanout.RedisListener, queue: str) -> None:
-        try:
-            while True:
-                first = await listener.inbox.get(None)
-                if first is None:
-                    return
-                batch = [first]
-                while (more := listener.inbox.take()) is not None:
-                    batch.append(more)
-                try:
-                    with self._errors("fanout delivery"):
-                        clients = await self._clients()
-                        await clients.client.lpush(self.names.glob + queue, *batch)
-                except TransportError as exc:
-                    logger.warning("lost %d fanout messages for %r: %s", len(batch), queue, exc)
-        finally:
-            await listener.close()
+    async def command_client(self) -> Any:
+        """This loop's command client (for the modules beside this one)."""
+        return (await self._clients()).client
 
 
 def _id_of(delivery: Delivery) -> str:
