@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -71,6 +71,14 @@ class Fleet:
         self.celery.conf.result_backend_transport_options = {"global_keyprefix": self.prefix}
         self.celery.conf.task_default_queue = self.queue
         self.redis = redis.Redis.from_url(BROKER)
+
+    def celery_task(self, name: str) -> Any:
+        """The Celery client's task object named ``name`` (its body is never run here)."""
+
+        def body(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("runs on a worker only")
+
+        return self.celery.task(name=name, shared=False)(body)
 
     def start_celery_worker(self, name: str = "celery") -> WorkerProcess:
         """``celery -A kl_celery_side worker -P solo`` on :attr:`queue`, ready."""
@@ -165,20 +173,22 @@ def test_celery_priorities_are_served_as_kombu_serves_them(fleet: Fleet) -> None
 
 
 def test_celery_client_tasks_run_on_a_celeriac_worker(fleet: Fleet) -> None:
+    """Celery's ``delay``/``apply_async`` on the client's own task objects (the worker's code
+    is celeriac's), every option a Celery project uses."""
     fleet.start_celeriac_worker()
-    celery_app = fleet.celery
-    started = time.time()
-    plain = celery_app.send_task("kl.describe", args=(1, "a"), kwargs={"k": [1, 2]}, priority=5)
-    countdown = celery_app.send_task("kl.describe", args=("later",), countdown=1.5)
-    eta = datetime.now(UTC) + timedelta(seconds=1)
-    at_eta = celery_app.send_task("kl.describe", args=("eta",), eta=eta)
-    expires = celery_app.send_task("kl.describe", args=("fresh",), expires=60)
-    expired = celery_app.send_task(
-        "kl.describe", args=("stale",), expires=datetime.now(UTC) - timedelta(seconds=1)
+    describe, flaky, boom, nobody = (
+        fleet.celery_task(name) for name in ("kl.describe", "kl.flaky", "kl.boom", "kl.nobody")
     )
-    retried = celery_app.send_task("kl.flaky")
-    failed = celery_app.send_task("kl.boom", args=("no",))
-    unknown = celery_app.send_task("kl.nobody")
+    started = time.time()
+    plain = describe.apply_async((1, "a"), {"k": [1, 2]}, priority=5)
+    countdown = describe.apply_async(("later",), countdown=1.5)
+    eta = datetime.now(UTC) + timedelta(seconds=1)
+    at_eta = describe.apply_async(("eta",), eta=eta)
+    expires = describe.apply_async(("fresh",), expires=60)
+    expired = describe.apply_async(("stale",), expires=datetime.now(UTC) - timedelta(seconds=1))
+    retried = flaky.delay()
+    failed = boom.delay("no")
+    unknown = nobody.delay()
 
     # the countdown message the worker took before it was due waits on the broker, as a
     # record of kombu's unacked under celeriac's delayed field, not in the worker's memory
@@ -215,15 +225,13 @@ def test_celery_client_tasks_run_on_a_celeriac_worker(fleet: Fleet) -> None:
 # -- celeriac clients, Celery workers ---------------------------------------------------------
 def test_celeriac_client_tasks_run_on_a_celery_worker(fleet: Fleet) -> None:
     fleet.start_celery_worker()
-    app = fleet.app
+    describe, flaky, boom = (fleet.app.tasks[n] for n in ("kl.describe", "kl.flaky", "kl.boom"))
     started = time.time()
-    plain = app.send_task("kl.describe", args=(1, "a"), kwargs={"k": [1, 2]}, priority=5)
-    countdown = app.send_task("kl.describe", args=("later",), countdown=1)
-    expired = app.send_task(
-        "kl.describe", args=("stale",), expires=datetime.now(UTC) - timedelta(seconds=1)
-    )
-    retried = app.send_task("kl.flaky")
-    failed = app.send_task("kl.boom", args=("no",))
+    plain = describe.apply_async((1, "a"), {"k": [1, 2]}, priority=5)
+    countdown = describe.apply_async(("later",), countdown=1)
+    expired = describe.apply_async(("stale",), expires=datetime.now(UTC) - timedelta(seconds=1))
+    retried = flaky.delay()
+    failed = boom.delay("no")
 
     got = plain.get(timeout=10)
     assert got["args"] == [1, "a"] and got["kwargs"] == {"k": [1, 2]}
