@@ -71,6 +71,8 @@ class ListWatch:
         self._retry_at = 0.0
         self._pause = 0.0
         self._unsupported = False
+        #: The names of the two connections in ``CLIENT LIST`` (subscriber, tracking).
+        self.client_names: tuple[str, str] = ("", "")
 
     async def wait(self, keys: Sequence[str], timeout: float) -> bool:
         """Return when one of ``keys`` may have changed (True) or after ``timeout`` (False)."""
@@ -139,7 +141,8 @@ class ListWatch:
 
     async def _connect(self) -> None:
         name = uuid.uuid4().hex[:12]
-        self._sub_client = self._transport.subscriber_client(f"celeriac-watch-{name}")
+        self.client_names = (f"celeriac-watch-{name}", f"celeriac-track-{name}")
+        self._sub_client = self._transport.subscriber_client(self.client_names[0])
         self._sub_conn = await self._sub_client.connection_pool.get_connection()
         await self._sub_conn.send_command("CLIENT", "ID")
         ident = await self._sub_conn.read_response(timeout=PROBE)
@@ -147,7 +150,7 @@ class ListWatch:
         confirmed = await self._sub_conn.read_response(timeout=PROBE)
         if not confirmed or confirmed[0] != b"subscribe":
             raise redis.ConnectionError(f"no confirmation of SUBSCRIBE {CHANNEL}")
-        self._track_client = self._transport.subscriber_client(f"celeriac-track-{name}")
+        self._track_client = self._transport.subscriber_client(self.client_names[1])
         self._track_conn = await self._track_client.connection_pool.get_connection()
         await self._track_conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", ident)
         await self._track_conn.read_response(timeout=PROBE)
