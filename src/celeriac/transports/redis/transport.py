@@ -15,6 +15,11 @@ exchange, such as remote-control replies, kombu's lists, see
 :mod:`celeriac.transports.redis.direct`), and ``transient_retention`` (60 s: how long such a
 list outlives its last message). Unknown keys are ignored.
 
+``layout`` picks the key layout: ``"celeriac"`` (this one, the default) or ``"kombu"``, kombu's
+own lists and records, so that Celery 5.7 workers and clients share the queues
+(:mod:`celeriac.transports.redis.kombu_transport`, which says what holds there and what
+differs); an unknown value fails at start-up, naming the option.
+
 **Data and atomicity.** Messages, leases and delays live in sorted sets and hashes per queue,
 laid out in :mod:`celeriac.transports.redis.scripts`; every operation that changes them is one
 Lua script, so a batch is stored, claimed or settled all at once, and time is Redis's own clock.
