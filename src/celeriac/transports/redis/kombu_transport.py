@@ -219,9 +219,9 @@ class KombuRedisTransport(RedisTransport):
             )
             if deliveries:
                 return deliveries
-            remaining = deadline - loop.time()
             if restored:
-                continue  # a dead consumer's messages went back: claim them
+                continue  # a dead consumer's messages went back: claim them, first in line
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
             wait = remaining if next_due is None else min(remaining, next_due + 0.001)
@@ -229,7 +229,7 @@ class KombuRedisTransport(RedisTransport):
 
     async def _take_cancel_safe(
         self, clients: _LoopClients, queues: list[str], max_count: int
-    ) -> tuple[list[Delivery], float | None, bool]:
+    ) -> tuple[list[Delivery], float | None, int]:
         """Run one take to its end even if the caller is cancelled, then give back its haul."""
         task = asyncio.ensure_future(self._take(clients, queues, max_count))
         try:
@@ -240,9 +240,10 @@ class KombuRedisTransport(RedisTransport):
 
     async def _take(
         self, clients: _LoopClients, queues: list[str], max_count: int
-    ) -> tuple[list[Delivery], float | None, bool]:
+    ) -> tuple[list[Delivery], float | None, int]:
         """One claim script call; then restore the expired records it found and dead-letter
-        what was delivered too often (errors there are logged: the claim stands)."""
+        what was delivered too often (errors there are logged: the claim stands). Returns the
+        deliveries, when to look again, and how many records were restored."""
         self._rotation += 1
         head, first = TAGS.reserve(max_count)
         names = self.names
@@ -258,13 +259,15 @@ class KombuRedisTransport(RedisTransport):
             claimed(bytes(flat[at + 1]).decode(), queues[int(flat[at]) - 1], flat[at + 2])
             for at in range(0, len(flat), 3)
         ]
+        restored = 0
         if expired:
             try:
-                await kombu_restore.restore(
+                restored = await kombu_restore.restore(
                     clients.client, clients.scripts["restore"], names, self.lease_seconds, expired
                 )
-            except Exception as exc:  # the next claim finds them again
+            except Exception as exc:  # a claim in a second finds them again
                 logger.warning("could not restore expired messages: %s", exc)
+                next_due = 1.0
         over = [d for d in deliveries if d.delivery_count > self.max_deliveries]
         if over:
             try:
@@ -272,7 +275,7 @@ class KombuRedisTransport(RedisTransport):
                 deliveries = [d for d in deliveries if d.delivery_count <= self.max_deliveries]
             except TransportError as exc:
                 logger.warning("could not dead-letter %d messages: %s", len(over), exc)
-        return deliveries, next_due, bool(expired)
+        return deliveries, next_due, restored
 
     async def _dead_letter_overdelivered(self, over: Sequence[Delivery]) -> None:
         """Dead-letter messages taken once more after ``max_deliveries`` deliveries (recorded
