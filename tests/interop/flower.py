@@ -1,5 +1,5 @@
-"""A real Flower 2 for the interop tests: ``celery -A interop.celery_side flower`` on a free
-loopback port, its HTTP API open without authentication (``FLOWER_UNAUTHENTICATED_API``, as
+"""A real Flower 2 for the interop tests: ``celery -A interop.celery_side --broker URL flower`` on
+a free loopback port, its HTTP API open without authentication (``FLOWER_UNAUTHENTICATED_API``, as
 Flower 2 requires for an API without auth), read and driven with the standard library's HTTP
 client. The process is a :class:`worker_harness.WorkerProcess` (its output kept for failures);
 :meth:`Flower.close` always stops it.
@@ -35,7 +35,8 @@ class Flower:
     def __init__(self, fleet: Fleet) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "celery", "-A", CELERY_APP, "flower"]
+        args = [sys.executable, "-m", "celery", "-A", CELERY_APP, "--broker", fleet.names.broker]
+        args.append("flower")
         args += [f"--port={self.port}", "--address=127.0.0.1", "--inspect_timeout=2000"]
         env = fleet.env(FLOWER_UNAUTHENTICATED_API="true")
         self.process = WorkerProcess(args, env, fleet.root)

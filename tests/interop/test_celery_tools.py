@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -137,10 +136,8 @@ def test_celery_control_revoke_rate_limit_pool_grow(fleet: Fleet) -> None:
     shrunk = celery.control.pool_shrink(1, destination=[node], reply=True, timeout=5)
     assert shrunk == [{node: {"ok": "pool will shrink"}}]
     wait_until(lambda: concurrency() == 2, WAIT, "the pool to shrink back", interval=0.1)
-    started = time.monotonic()
     unlimited = celery.control.rate_limit("fleet.paced", None, destination=[node], reply=True)
     assert unlimited == [{node: {"ok": "rate limit disabled successfully"}}]
-    assert time.monotonic() - started < 5
 
 
 def test_a_celery_worker_joining_learns_the_celeriac_workers_revokes(fleet: Fleet) -> None:
