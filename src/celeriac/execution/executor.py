@@ -190,6 +190,7 @@ def classify(task: Task[Any, Any], request: Request, exc: BaseException, started
             states.RETRY,
             exc=exc.exc or exc,
             reason=str(exc),
+            traceback="".join(tb.format_exception(exc)),  # task-retried carries it, as Celery's
             runtime=time.perf_counter() - started,
         )
     if isinstance(exc, Reject):
