@@ -110,7 +110,7 @@ def test_help_says_what_celeriac_does_differently(capsys: pytest.CaptureFixture[
         "The heartbeat that renews the leases",
         "KiB for a bare number",
         "%I to '-N'",
-        "celeriac sends no task events yet",
+        "in Celery's format; worker events are always sent",
     ):
         assert needle in text
 
