@@ -54,6 +54,14 @@ WORKER_TASK_OPTIONS: dict[str, Any] = {
     "rate_limit": None,
 }
 
+#: Fixups, as Celery calls them: ``"module:function"`` paths, each called as ``fixup(app, source)``
+#: when an app is created (``source`` is its ``config_source``) and again whenever it reads
+#: settings from an object (``app.config_from_object(source)``). One that applies installs itself
+#: and returns an object the app keeps for its lifetime (its signal receivers live that long);
+#: one that does not returns ``None``. A string, not an import: the integrations sit above the app.
+#: Django's applies when ``DJANGO_SETTINGS_MODULE`` is set or the settings come from Django's.
+BUILTIN_FIXUPS: tuple[str, ...] = ("celeriac.contrib.django.fixup:fixup",)
+
 
 class TaskDecorator(Protocol):
     """What ``@app.task(...)`` returns: turns a function into a typed task."""
@@ -97,6 +105,7 @@ class Celeriac(Sending):
         set_as_current: bool = True,
         autofinalize: bool = True,
         strict_typing: bool = True,
+        fixups: Sequence[str] | None = None,
         **settings: Any,
     ) -> None:
         """``Celeriac(main, broker=..., backend=..., include=[...], **settings)``, as Celery's.
@@ -106,7 +115,7 @@ class Celeriac(Sending):
         ``set_as_current=False`` keeps this app from becoming the default app. ``autofinalize``
         and ``strict_typing`` are accepted for Celery's sake: nothing here is finalized lazily,
         and task arguments are always checked against the signature (``typing=False`` per task
-        turns it off).
+        turns it off). ``fixups`` replaces :data:`BUILTIN_FIXUPS` (``fixups=[]``: none).
         """
         self.main = main
         self.conf = config.Settings()
@@ -150,6 +159,10 @@ class Celeriac(Sending):
         self._finalized = False
         self._beat: BeatAPI | None = None
         self._configure()
+        self.fixups: list[str] = list(BUILTIN_FIXUPS if fixups is None else fixups)
+        #: The fixups that applied, by path (see :data:`BUILTIN_FIXUPS`).
+        self.installed_fixups: dict[str, Any] = {}
+        self._apply_fixups(config_source)  # before the tasks: a fixup may change task_cls
         register_builtins(self)
         for shared, options in shared_tasks():
             self.attach_shared(shared, options)
@@ -218,6 +231,15 @@ class Celeriac(Sending):
         """Read settings from a module, object, dict or ``"dotted.path"``; validates at once."""
         self._given.update(config.from_object(obj, namespace))
         self._configure()
+        self._apply_fixups(obj)
+
+    def _apply_fixups(self, source: Any) -> None:
+        """Give each fixup not installed yet its chance, with where the settings came from."""
+        for path in self.fixups:
+            if path not in self.installed_fixups:
+                installed = _import_path(path, "fixup")(self, source)
+                if installed is not None:
+                    self.installed_fixups[path] = installed
 
     @staticmethod
     def _broker_url(conf: config.Settings) -> str:

@@ -382,16 +382,18 @@ def from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
     """
     if isinstance(obj, str):
         obj = _import_object(obj)
-    items: Iterable[tuple[str, Any]] = (
-        obj.items() if isinstance(obj, Mapping) else ((k, getattr(obj, k)) for k in dir(obj))
-    )
     current: dict[str, Any] = {}
     old: dict[str, Any] = {}
     prefix = f"{namespace}_" if namespace else None
-    for key, value in items:
-        if not isinstance(key, str) or key.startswith("_"):
+    for key in list(_keys(obj)):
+        if not isinstance(key, str) or key.startswith("_") or not _may_be_setting(key, prefix):
             continue
-        if isinstance(value, types.ModuleType | type | types.FunctionType | __future__._Feature):
+        # read only now: an object's other attributes may be costly or raise when read (Django's
+        # settings refuse to give an empty SECRET_KEY, and hide the lower-case names dir() lists)
+        value = obj[key] if isinstance(obj, Mapping) else getattr(obj, key, _ABSENT)
+        if value is _ABSENT or isinstance(
+            value, types.ModuleType | type | types.FunctionType | __future__._Feature
+        ):
             continue  # imports, classes, helpers, `from __future__ import annotations`
         if prefix is not None and key.startswith(prefix):
             name = key[len(prefix) :].lower()
@@ -415,6 +417,21 @@ def from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
         old["timezone"] = _get(obj, "TIME_ZONE")
     merged = {**old, **current}
     return {name: validate(name, value) for name, value in merged.items()}
+
+
+#: What ``from_object`` reads for an attribute that ``dir()`` lists but ``getattr`` refuses.
+_ABSENT = object()
+
+
+def _may_be_setting(key: str, prefix: str | None) -> bool:
+    """Whether ``from_object`` reads ``key`` at all: a name in the namespace, one of Celery's
+    old names, a lower-case name, or an upper-case one that looks meant for Celery (to warn)."""
+    return (
+        (prefix is not None and key.startswith(prefix))
+        or key in OLD_NAMES
+        or key == key.lower()
+        or key.startswith(("CELERY", "BROKER_"))
+    )
 
 
 def _warn_not_a_setting(key: str) -> None:
