@@ -18,6 +18,27 @@ from celeriac.testing import memory_app
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
 
 
+# Directories whose modules share one session-scoped fixture (a Celery fleet, a Flower): run by
+# one xdist worker, so the fixture is built once, not once per worker.
+ONE_WORKER_DIRECTORIES = ("interop",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (``make unit``), each module's tests stay on one
+    worker: module-scoped fixtures (a worker process, a dashboard) are built once, and tests of a
+    module that share broker names never run at the same time. Runs before xdist's own hook,
+    which turns the group into the node id's ``@group`` suffix."""
+    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") != "loadgroup":
+        return
+    root = config.rootpath / "tests"
+    for item in items:
+        relative = item.path.relative_to(root) if item.path.is_relative_to(root) else item.path
+        parts = relative.parts
+        group = parts[0] if parts and parts[0] in ONE_WORKER_DIRECTORIES else str(relative)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def service_answers(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):
