@@ -53,7 +53,7 @@ def django_app(namespace: str = "CELERIAC", **settings: Any) -> Celeriac:
     app = Celeriac("djtests")
     app.config_from_object("django.conf:settings", namespace=namespace)
     url = f"memory://{uuid.uuid4().hex}"
-    app.conf.update(broker_url=url, result_backend=url, **settings)
+    app.conf.update({"broker_url": url, "result_backend": url, **settings})
     app.set_default()
     return app
 

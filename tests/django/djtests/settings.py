@@ -80,13 +80,10 @@ if postgres:
         "USER": "postgres",
         "HOST": "127.0.0.1",
         "PORT": 5432,
-        "TEST": {"NAME": f"test_celeriac_dj_{os.getpid()}"},
+        "TEST": {"NAME": f"test_celeriac_dj_{os.getpid()}", "DEPENDENCIES": []},
     }
 
 # celeriac's settings, read with namespace="CELERIAC" (each test's app gets a broker of its own)
 CELERIAC_BROKER_URL = "memory://djtests"
 CELERIAC_RESULT_BACKEND = "memory://djtests"
 CELERIAC_TASK_DEFAULT_QUEUE = "dj"
-# and Celery's names, read with namespace="CELERY"
-CELERY_BROKER_URL = "memory://djtests-celery"
-CELERY_TASK_DEFAULT_QUEUE = "dj-celery"

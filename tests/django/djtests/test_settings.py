@@ -26,7 +26,11 @@ def test_the_celeriac_namespace_reads_celeriac_names() -> None:
     app.close()
 
 
-def test_the_celery_namespace_reads_celerys_names_so_a_project_switches_by_an_import() -> None:
+def test_the_celery_namespace_reads_celerys_names_so_a_project_switches_by_an_import(
+    settings: Settings,
+) -> None:
+    settings.CELERY_BROKER_URL = "memory://djtests-celery"
+    settings.CELERY_TASK_DEFAULT_QUEUE = "dj-celery"
     app = Celeriac("djtests")
     app.config_from_object("django.conf:settings", namespace="CELERY")
     assert app.conf.broker_url == "memory://djtests-celery"
@@ -52,8 +56,9 @@ def test_a_misspelt_setting_fails_naming_itself_and_the_likely_one(
 
 
 def test_a_celery_name_under_the_celeriac_namespace_is_not_read_and_says_so(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, settings: Settings
 ) -> None:
+    settings.CELERY_TASK_DEFAULT_QUEUE = "dj-celery"
     with caplog.at_level(logging.WARNING):
         app = django_app("CELERIAC")
     assert app.conf.task_default_queue == "dj"

@@ -41,3 +41,18 @@ def backend_pid(alias: str) -> int:
         cursor.execute("SELECT pg_backend_pid()")
         pid: int = cursor.fetchone()[0]
     return pid
+
+
+@shared_task(name="shop.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@shared_task(name="shop.total")
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@shared_task(name="shop.refuse")
+def refuse(why: str) -> None:
+    raise ValueError(why)
