@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac, TaskRevokedError, chain, states
+from celeriac.protocol.keys import generate_key_pem
 from celeriac.testing import memory_app, worker_thread
 
 WAIT = 10.0
@@ -32,7 +33,9 @@ FLOWER_STATS_KEYS = {
 
 @pytest.fixture
 def ops() -> Iterator[Celeriac]:
-    app = memory_app(f"ops-{uuid.uuid4().hex[:8]}", security_key="not-to-be-seen")
+    # a real private key (so its requests and replies are signed), never shown by inspect conf
+    key, _ = generate_key_pem()
+    app = memory_app(f"ops-{uuid.uuid4().hex[:8]}", security_key=key.decode())
     yield app
     app.control.close()
     app.close()

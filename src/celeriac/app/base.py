@@ -18,6 +18,7 @@ from celeriac import signals
 from celeriac.app import config, imports
 from celeriac.app.components import Component
 from celeriac.app.producer import Producer
+from celeriac.app.security import Security, load_security
 from celeriac.app.sending import Sending, SendPlan
 from celeriac.beat.api import BeatAPI
 from celeriac.canvas.builtins import register_builtins
@@ -184,6 +185,20 @@ class Celeriac(Sending):
         #: Whether sends carry a default ``reply_to`` (an ``rpc://`` backend); ``None`` until
         #: the first send finds out, so that a send to a store reads one attribute for it.
         self._replies: bool | None = None
+        self._security: Security | None = None
+        self._security_loaded = False
+
+    @property
+    def security(self) -> Security | None:
+        """Who signs what this app sends and whom it trusts (:mod:`celeriac.app.security`);
+        None when no ``security_*`` setting asks for signed messages. Loaded on first use
+        (a worker asks at start-up, so a bad key fails there, naming the setting)."""
+        if not self._security_loaded:
+            with self._lock:
+                if not self._security_loaded:
+                    self._security = load_security(self.conf)
+                    self._security_loaded = True
+        return self._security
 
     def _validate(self, conf: config.Settings) -> None:
         """Check what can be checked without I/O: serializer names, schemes, queues."""

@@ -88,7 +88,10 @@ CONTROL = (
     "there is no queue to set this on"
 )
 LOGS = "the worker's logging set-up does not read it yet"
-SIGNING = "celeriac does not sign messages yet (Celery's 'auth' serializer); signing will read it"
+SIGNING = (
+    "celeriac signs with Ed25519, whose hash is part of the algorithm (SHA-512): there is no "
+    "digest to choose"
+)
 NO_POOL = (
     "celeriac keeps one broker connection per process and thread (or event loop): there is "
     "no pool to size"
@@ -342,11 +345,11 @@ TABLE: dict[str, Entry] = {
         True, ELASTIC, old="CELERY_ELASTICSEARCH_SAVE_META_AS_TEXT"
     ),
     # -- message signing --------------------------------------------------------------------------
-    "security_certificate": soon(SIGNING, old="CELERY_SECURITY_CERTIFICATE"),
-    "security_cert_store": soon(SIGNING, old="CELERY_SECURITY_CERT_STORE"),
-    "security_key": soon(SIGNING, old="CELERY_SECURITY_KEY"),
-    "security_key_password": soon(SIGNING, old="CELERY_SECURITY_KEY_PASSWORD"),
-    "security_digest": soon(SIGNING, old="CELERY_SECURITY_DIGEST"),
+    "security_certificate": used(old="CELERY_SECURITY_CERTIFICATE"),
+    "security_cert_store": used(old="CELERY_SECURITY_CERT_STORE"),
+    "security_key": used(old="CELERY_SECURITY_KEY"),
+    "security_key_password": used(old="CELERY_SECURITY_KEY_PASSWORD"),
+    "security_digest": ignored("sha256", SIGNING, old="CELERY_SECURITY_DIGEST"),
     # -- SQLAlchemy result backend ----------------------------------------------------------------
     "database_url": ignored(None, DATABASE, old="CELERY_RESULT_DBURI"),
     "database_engine_options": ignored(

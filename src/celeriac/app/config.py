@@ -188,11 +188,12 @@ class Settings(SettingsMapping):
     beat_cron_starting_deadline: int | None = None
 
     # message signing
+    # message signing (the auth bundle; celeriac.app.security): the private key that signs what
+    # this process sends, the public keys trusted to sign what it runs
     security_key: str | None = None
     security_key_password: bytes | str | None = None
     security_certificate: str | None = None
-    security_cert_store: str | None = None
-    security_digest: str = "sha256"
+    security_cert_store: str | list[str] | None = None
 
     # time
     timezone: str = "UTC"  # Celery: None, meaning UTC

@@ -10,6 +10,7 @@ publish that fails with a broker error is retried by ``task_publish_retry_policy
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -100,6 +101,15 @@ class Producer:
         self._declared.update(q.name for q in missing)
         self._declared.update(f"exchange:{e.name}" for e in new_exchanges)
 
+    def _signed(self, items: Sequence[Outgoing]) -> Sequence[Outgoing]:
+        """``items`` signed when the app signs (``security_key``): each message gains its
+        signature header, and its envelope is built again from the signed message."""
+        security = self.app.security
+        if security is None or security.signer is None:
+            return items
+        sign = security.signer.sign
+        return [dataclasses.replace(i, message=sign(i.message), wire=None) for i in items]
+
     def send(
         self,
         items: Sequence[Outgoing],
@@ -107,6 +117,7 @@ class Producer:
         exchanges: Iterable[Exchange] = (),
     ) -> list[int]:
         """Publish from sync code: declares first (once), then one batch publish."""
+        items = self._signed(items)
         self.declare(queues, exchanges)
         transport = self._sync_transport()
         if transport.native_sync_publish:
@@ -132,6 +143,7 @@ class Producer:
     ) -> list[int]:
         """Publish from async code, on a transport bound to the running loop; declares the
         exchanges and queues not yet declared on that loop first."""
+        items = self._signed(items)
         transport = await self._loop_transport()
         declared = self._loop_declared[asyncio.get_running_loop()]
         max_retries, start, step, cap = self._policy()

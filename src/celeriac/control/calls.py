@@ -22,12 +22,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celeriac.control.pidbox import ControlRequest, LamportClock, Mailbox, new_oid, read_reply
+from celeriac.control.sealing import reply_is_trusted, seal_request
 from celeriac.errors import DecodeError
 from celeriac.protocol.message import Message
 from celeriac.transports.base import Listener, Transport
+
+if TYPE_CHECKING:
+    from celeriac.protocol.signing import Signer, Verifier
 
 logger = logging.getLogger("celeriac.control")
 
@@ -47,14 +51,19 @@ async def call(
     callback: ReplyCallback | None = None,
     clock: LamportClock | None = None,
     cleanup: set[asyncio.Task[None]] | None = None,
+    signer: Signer | None = None,
+    verifier: Verifier | None = None,
 ) -> list[dict[str, Any]] | None:
     """Send ``request``; with ``reply``, the replies (``[{node: result}, ...]``) in arrival
     order, else None. ``cleanup``: stop listening in a task kept there, after the replies are
-    returned (the caller gets them a round trip or two sooner), instead of before."""
+    returned (the caller gets them a round trip or two sooner), instead of before. ``signer``
+    signs the request, ``verifier`` drops replies not signed by a trusted key
+    (:mod:`celeriac.control.sealing`)."""
     clock = clock or LamportClock()
     if not reply:
         request = replace(request, clock=clock.forward())
-        await transport.publish_transient(mailbox.exchange, "", [request.to_message()])
+        cast = seal_request(request.to_message(), signer)
+        await transport.publish_transient(mailbox.exchange, "", [cast])
         return None
     oid, ticket = new_oid(), str(uuid.uuid4())
     listener = transport.listen(mailbox.reply_exchange, [oid], buffer=BUFFER)
@@ -67,7 +76,8 @@ async def call(
             clock=clock.forward(),
         )
         started = time.monotonic()
-        await transport.publish_transient(mailbox.exchange, "", [request.to_message()])
+        sealed = seal_request(request.to_message(), signer)
+        await transport.publish_transient(mailbox.exchange, "", [sealed])
         replies: list[dict[str, Any]] = []
         deadline = started + max(0.0, timeout)
         while limit is None or len(replies) < limit:
@@ -77,6 +87,8 @@ async def call(
             message = await listener.get(remaining)
             if message is None:
                 break
+            if not reply_is_trusted(message, verifier):
+                continue
             body = _accept(message, ticket, clock)
             if body is None:
                 continue

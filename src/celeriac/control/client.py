@@ -141,6 +141,8 @@ class Control:
             matcher=matcher if pattern and matcher else None,
         )
 
+        security = self.app.security
+
         async def send() -> Replies:
             return await call(
                 await self._connected(),
@@ -152,6 +154,8 @@ class Control:
                 callback=callback,
                 clock=self.clock,
                 cleanup=self._cleanup,
+                signer=security.signer if security else None,
+                verifier=security.verifier if security else None,
             )
 
         return self._run(send())

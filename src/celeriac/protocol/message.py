@@ -25,6 +25,8 @@ import orjson
 from celeriac.errors import DecodeError
 
 PROTOCOL_VERSION = 2
+#: The header of a signed message (:mod:`celeriac.protocol.signing`).
+SIGNATURE_HEADER = "celeriac-signature"
 ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 
 

@@ -24,6 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from celeriac.control.pidbox import Clock, ControlRequest, LamportClock, Mailbox, reply_message
+from celeriac.control.sealing import RequestGuard, seal_reply
 from celeriac.errors import DecodeError
 from celeriac.routing import Exchange
 from celeriac.transports.base import Listener, Transport
@@ -35,6 +36,7 @@ from celeriac.worker.events_step import events_step
 from celeriac.worker.statedb import load_revokes
 
 if TYPE_CHECKING:
+    from celeriac.protocol.signing import Signer
     from celeriac.worker.worker import Worker
 
 logger = logging.getLogger("celeriac.worker")
@@ -60,6 +62,8 @@ class ControlStep(Component):
         self.clock: Clock = LamportClock()
         self._task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        #: Signs replies when the app signs (set when listening starts).
+        self.signer: Signer | None = None
 
     def enabled(self, worker: Worker) -> bool:
         return bool(worker.app.conf.worker_enable_remote_control)
@@ -103,6 +107,9 @@ class ControlStep(Component):
         # the broker's outage is the consumer's too: one line for both, not one per second
         consumer = worker.consumer
         outage = consumer.outage if consumer is not None else Outage("control", logger)
+        security = worker.app.security
+        guard = RequestGuard(security.verifier) if security and security.verifier else None
+        self.signer = security.signer if security else None
         while True:
             try:
                 if self.listener is None:
@@ -128,9 +135,11 @@ class ControlStep(Component):
                 continue
             outage.ok()
             try:
+                if guard is not None:
+                    guard.check(message)
                 request = ControlRequest.from_message(message)
             except DecodeError as exc:
-                logger.warning("ignoring a malformed control request: %s", exc)
+                logger.warning("ignoring a control request: %s", exc.reason)
                 continue
             self.clock.adjust(request.clock)
             if not request.addressed_to(worker.hostname):
@@ -164,6 +173,7 @@ class ControlStep(Component):
         exchange = str(reply_to.get("exchange") or self.mailbox.reply_exchange.name)
         routing_key = str(reply_to["routing_key"])
         message = reply_message(worker.hostname, result, request.ticket, self.clock.forward())
+        message = seal_reply(message, self.signer)
         try:
             target = Exchange(exchange, "direct", durable=False)
             await transport.publish_transient(target, routing_key, [message])
