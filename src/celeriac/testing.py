@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from celeriac import signals
 from celeriac.app import Celeriac
 from celeriac.errors import CeleriacError
@@ -174,10 +176,11 @@ def worker_process(
 
     The child imports the app by name (``app_spec``, ``module:attr``; found when ``app`` is a
     module-level object of an importable module) on this process's ``sys.path``, and is given
-    this app's broker and backend URLs (``CELERIAC_BROKER_URL``, ``CELERIAC_RESULT_BACKEND``),
-    so both ends meet even when the test changed them after import; other settings are what
-    the module sets. The broker must reach across processes (SQLite, Redis, RabbitMQ): the
-    in-memory one cannot. Returns once the worker consumes; stops it warm on exit.
+    this app's broker and backend URLs and transport options (``CELERIAC_BROKER_URL``,
+    ``CELERIAC_RESULT_BACKEND``, ``CELERIAC_BROKER_TRANSPORT_OPTIONS``...), so both ends meet
+    even when the test changed them after import; other settings are what the module sets.
+    The broker must reach across processes (SQLite, Redis, RabbitMQ): the in-memory one
+    cannot. Returns once the worker consumes; stops it warm on exit.
     """
     if app.broker_url.startswith("memory:"):
         raise CeleriacError(
@@ -195,6 +198,16 @@ def worker_process(
     child_env["PYTHONUNBUFFERED"] = "1"
     child_env["CELERIAC_BROKER_URL"] = app.broker_url
     child_env["CELERIAC_RESULT_BACKEND"] = app.result_backend_url or "disabled"
+    for name in ("broker_transport_options", "result_backend_transport_options"):
+        options = getattr(app.conf, name)
+        if options:  # a key prefix, a layout: the child must use the same keys
+            try:
+                child_env[f"CELERIAC_{name.upper()}"] = orjson.dumps(options).decode()
+            except TypeError as exc:
+                raise CeleriacError(
+                    f"{name} cannot be given to a worker process (not JSON: {exc}): "
+                    "set them in the app's module instead"
+                ) from None
     command = [sys.executable, "-m", "celeriac", "-A", spec, "worker", "-l", "info"]
     command += ["-P", pool, "-c", str(concurrency)]
     command += ["-n", hostname or f"test-{uuid.uuid4().hex[:8]}@%h"]

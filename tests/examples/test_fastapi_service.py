@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,19 +18,40 @@ from fastapi_service.tasks import app
 
 from celeriac.errors import TransportError
 from celeriac.testing import WorkerProcess, worker_process
+from conftest import delete_redis_keys, require_service
 
 #: What the example's README tells a user to run (from examples/).
 APP_SPEC = "fastapi_service.tasks"
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
-    """The example's app pointed at a SQLite file of this test's own (broker and results)."""
-    url = f"sqlite:///{tmp_path}/broker.db"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The example's app pointed at a broker and result store of this test's own: a SQLite
+    file, or Redis under a key prefix of its own (Redis results are awaited natively)."""
     app.close()
-    app.conf.update(broker_url=url, result_backend=url)
-    yield url
-    app.close()
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/broker.db"
+        app.conf.update(broker_url=url, result_backend=url)
+        yield url
+        app.close()
+        return
+    require_service("Redis", 6379)
+    options = {"key_prefix": f"fastapi-example-{uuid.uuid4().hex[:12]}:"}
+    app.conf.update(
+        broker_url=REDIS_URL,
+        result_backend=REDIS_URL,
+        broker_transport_options=options,
+        result_backend_transport_options=options,
+    )
+    try:
+        yield REDIS_URL
+    finally:
+        app.close()
+        delete_redis_keys(REDIS_URL, options["key_prefix"])
+        app.conf.update(broker_transport_options={}, result_backend_transport_options={})
 
 
 def start_worker() -> contextlib.AbstractContextManager[WorkerProcess]:
