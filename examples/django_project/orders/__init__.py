@@ -1,0 +1,1 @@
+"""Orders: a model, tasks that read it, and views that send them after the commit."""
