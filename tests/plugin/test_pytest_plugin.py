@@ -111,9 +111,16 @@ def test_config_marker_and_worker_options_shape_the_app_and_worker(
             assert celeriac_app.conf.task_default_queue == "urgent"
             assert celeriac_app.conf.result_expires == 60
             assert [q.name for q in celeriac_worker.queues] == ["urgent"]
+
+
+        @pytest.mark.celeriac("urgent")
+        def test_marker_takes_keywords(celeriac_app):
+            pass
         """
     )
-    run_user_tests("--strict-markers").assert_outcomes(passed=2)
+    result = run_user_tests("--strict-markers")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*@pytest.mark.celeriac takes settings as keywords only*"])
 
 
 def test_sent_tasks_records_what_the_test_sent(

@@ -77,7 +77,7 @@ def celeriac_app(
     marker = request.node.get_closest_marker("celeriac")
     if marker is not None:
         if marker.args:
-            raise pytest.UsageError("@pytest.mark.celeriac takes settings as keywords only")
+            pytest.fail("@pytest.mark.celeriac takes settings as keywords only", pytrace=False)
         settings.update(marker.kwargs)
     app = Celeriac("celeriac_tests", **settings)
     yield app
