@@ -24,6 +24,32 @@ These fixtures give each test a real app, broker and worker, cheap enough for ev
     ``assert sent_tasks.called_with("proj.add", args=(2, 2))``, ``sent_tasks.count(add)``,
     ``sent_tasks.clear()``.
 
+A test with a worker in a thread::
+
+    def test_add(celeriac_app, celeriac_worker, sent_tasks):
+        @celeriac_app.task
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        assert add.delay(2, 2).get(timeout=10) == 4
+        assert sent_tasks.called_with(add, args=(2, 2))
+
+Your project's own app, with a worker process, from a ``conftest.py``::
+
+    @pytest.fixture
+    def celeriac_app(tmp_path):
+        from proj.celery import app
+
+        url = f"sqlite:///{tmp_path}/broker.db"
+        app.conf.update(broker_url=url, result_backend=url)
+        yield app
+        app.close()
+
+    def test_add(celeriac_worker_process):
+        from proj.celery import add
+
+        assert add.delay(2, 2).get(timeout=10) == 4
+
 The plugin is registered by celeriac's ``pytest11`` entry point (``-p no:celeriac`` turns it off).
 Every name starts with ``celeriac_`` (or is ``sent_tasks``) so that it does not shadow a project's
 own fixtures.
