@@ -4,6 +4,7 @@ requests are fresh and never replayed."""
 from __future__ import annotations
 
 import datetime
+import struct
 import time
 from pathlib import Path
 
@@ -249,3 +250,16 @@ def test_replies_are_read_only_when_signed_by_a_trusted_key(
     assert not reply_is_trusted(reply, verifier)
     assert reply_is_trusted(seal_reply(reply, signer), verifier)
     assert seal_reply(reply, None) is reply
+
+
+def test_a_float_header_read_back_in_single_precision_still_verifies(
+    signer: Signer, verifier: Verifier
+) -> None:
+    """RabbitMQ's client (pamqp) writes float headers as float32: 0.1 comes back as
+    0.10000000149011612. The signature holds; a real change of the value does not."""
+    signed = signer.sign(_message().with_headers(timelimit=[0.1, 30.25], weight=1e300))
+    as_read = signed.with_headers(timelimit=[struct.unpack("<f", struct.pack("<f", 0.1))[0], 30.25])
+    assert as_read.headers["timelimit"][0] != 0.1
+    assert verifier.verify(as_read) == signer.kid
+    with pytest.raises(SignatureError):
+        verifier.verify(signed.with_headers(timelimit=[0.2, 30.25]))

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
         "dlq",
         "events",
         "inspect",
+        "keys",
         "multi",
         "purge",
         "result",

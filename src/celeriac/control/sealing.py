@@ -1,7 +1,7 @@
 """Signed remote control: requests and replies signed, stale or replayed requests refused.
 
 With signing on (``security_key``/``security_cert_store``, see :mod:`celeriac.app.security`), a
-caller signs each request with a ``signed_at`` header (its clock, in UNIX seconds) among the
+caller signs each request with a ``signed_at`` header (its clock, in whole UNIX seconds) among the
 signed headers, and a worker that trusts a key ring obeys a request only when its signature is
 good, its ``signed_at`` is within :data:`MAX_AGE` of the worker's clock, and the same signature
 was not seen in that window: anyone who can publish to the broker can no longer revoke, shut
@@ -15,6 +15,7 @@ the rest of the control layer, imports nothing from ``cryptography``.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -38,7 +39,10 @@ def seal_request(message: Message, signer: Signer | None) -> Message:
     """``message`` stamped with ``signed_at`` and signed, when this process signs."""
     if signer is None:
         return message
-    return signer.sign(message.with_headers(signed_at=time.time()))
+    # whole seconds: an int crosses every broker exactly (RabbitMQ's client sends floats in
+    # single precision, 128 s apart at today's times)
+    # and a nonce, so two like requests in one second are two requests, not a replay
+    return signer.sign(message.with_headers(signed_at=int(time.time()), nonce=secrets.token_hex(8)))
 
 
 def seal_reply(message: Message, signer: Signer | None) -> Message:

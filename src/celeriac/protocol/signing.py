@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,6 +44,7 @@ _VERSION = b"celeriac-signed-message/1"
 #: Headers that brokers add or change in transit: never signed, never compared.
 _TRANSIT_HEADERS = frozenset({SIGNATURE_HEADER, "redelivered", "x-delivery-count"})
 _TRANSIT_PREFIXES = ("x-celeriac-", "x-death", "x-first-death", "x-last-death")
+_FLOAT32 = struct.Struct("<f")
 
 
 class SignatureError(DecodeError):
@@ -57,10 +59,26 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 def _signed_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        name: value
+        name: _canonical(value)
         for name, value in headers.items()
         if name not in _TRANSIT_HEADERS and not name.startswith(_TRANSIT_PREFIXES)
     }
+
+
+def _canonical(value: Any) -> Any:
+    """A header value as every broker hands it back. RabbitMQ's client library (pamqp) writes
+    a float header in single precision, so floats are signed at that precision: rounded to the
+    nearest float32 on both sides, the producer's value and the one a worker reads agree."""
+    if isinstance(value, float):
+        try:
+            return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+        except (OverflowError, struct.error):
+            return value
+    if isinstance(value, Mapping):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return value
 
 
 def _field(data: bytes) -> bytes:
