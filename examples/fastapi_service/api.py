@@ -26,11 +26,12 @@ MAX_WAIT = 30.0
 async def open_producer() -> None:
     """Connect this loop's producer and declare the app's queues: the first send is then one
     publish, and a broker that cannot be reached fails here, at start-up."""
-    await app.producer.asend([], queues=app.queues())
+    await app.producer.aopen(app.queues())
 
 
 async def close_producer() -> None:
-    """Close the app's connections (producer, result backend) once no request is left."""
+    """Close this loop's producer, then the app's other connections (the result backend)."""
+    await app.producer.aclose()
     await asyncio.to_thread(app.close)
 
 

@@ -167,6 +167,19 @@ class Producer:
                 await asyncio.sleep(delay)
                 attempt += 1
 
+    async def aopen(self, queues: Iterable[Queue] = ()) -> None:
+        """Connect this loop's transport and declare ``queues`` (an async web app's start-up:
+        a broker that cannot be reached fails there, and the first send is one publish)."""
+        await self.asend([], queues=queues)
+
+    async def aclose(self) -> None:
+        """Close the transport bound to the running loop (an async web app's shutdown)."""
+        loop = asyncio.get_running_loop()
+        transport = self._loop_transports.pop(loop, None)
+        self._loop_declared.pop(loop, None)
+        if transport is not None:
+            await transport.close()
+
     def close(self) -> None:
         """Close the sync transport and the portal loop; loop-bound transports close with loops."""
         transport, self._transport = self._transport, None

@@ -139,6 +139,18 @@ class Worker:
                 "the memory broker lives inside one process, so prefork children cannot reach "
                 "it: use -P threads, solo or asyncio with memory://"
             )
+        # the signing keys are read now: a bad security_* setting stops the worker at start,
+        # naming the setting, instead of dead-lettering every message
+        self.security = app.security
+        if self.security is not None:
+            signer, verifier = self.security.signer, self.security.verifier
+            logger.info(
+                "signed messages: %s; %s",
+                f"signing with key {signer.kid}" if signer else "not signing what it sends",
+                f"running only messages signed by {len(verifier.trusted)} trusted key(s)"
+                if verifier
+                else "not verifying what it runs",
+            )
         self.prefetch_multiplier = prefetch_multiplier or conf.worker_prefetch_multiplier
         self.shutdown_timeout = (
             shutdown_timeout if shutdown_timeout is not None else conf.worker_shutdown_timeout
