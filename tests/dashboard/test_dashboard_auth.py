@@ -166,7 +166,7 @@ def test_every_response_has_strict_security_headers(client: TestClient) -> None:
         assert "'unsafe-inline'" not in CSP and "script-src 'self'" in CSP
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
-        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["referrer-policy"] == "same-origin"
     assert client.get("/").headers["cache-control"] == "no-store"
     page = client.get("/").text
     assert "<script>" not in page and " style=" not in page and "onclick" not in page

@@ -178,7 +178,9 @@ class Actions:
         handled = await asyncio.to_thread(self.store.handled_letters, queue)
         wanted = set(selected)
 
-        async def run() -> tuple[list[deadletters.Letter], list[tuple[deadletters.Letter, str]]]:
+        async def run() -> tuple[
+            list[deadletters.Letter], list[tuple[deadletters.Letter, str]], int
+        ]:
             transport = await dashboard.transport()
             found = await deadletters.letters(transport, queue, handled)
             if everything:
@@ -189,21 +191,23 @@ class Actions:
             if action == "requeue":
                 failed = await deadletters.requeue(transport, chosen)
             done = [item for item in chosen if item not in {f for f, _ in failed}]
-            if done:
-                await deadletters.remove(transport, queue, done)
-            return done, failed
+            removed = await deadletters.remove(transport, queue, done)
+            return done, failed, removed
 
         if action not in ("requeue", "delete"):
             out = Outcome(False, f"unknown action {action!r}")
         else:
             try:
-                done, failed = await dashboard.call(run())
-                await asyncio.to_thread(
-                    self.store.mark_letters,
-                    [(i.fingerprint, queue, action, i.task_id or "") for i in done],
-                )
+                done, failed, removed = await dashboard.call(run())
+                if removed < len(done):  # the broker kept some: hide them here
+                    await asyncio.to_thread(
+                        self.store.mark_letters,
+                        [(i.fingerprint, queue, action, i.task_id or "") for i in done],
+                    )
                 verb = "requeued" if action == "requeue" else "deleted"
                 message = f"{len(done)} dead letter{'s' if len(done) != 1 else ''} {verb}"
+                if removed < len(done) and action == "delete":
+                    message += " (hidden here: the broker keeps what it cannot delete)"
                 if failed:
                     message += "; not: " + "; ".join(f"{i.task_id}: {why}" for i, why in failed)
                 out = Outcome(bool(done) or not failed, message)

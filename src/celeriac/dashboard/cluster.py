@@ -5,8 +5,9 @@ Workers and their heartbeats come from events (:mod:`.ingest`); the details that
 while a worker runs come from remote control, asked of the live workers only (with them as the
 destination, so the call returns as soon as they all answered), again whenever a new worker
 shows up, and every few polls otherwise. Queue depths come from ``Transport.size``; the oldest
-message's age from ``Transport.oldest_message_age(queue)`` where the transport has it (None:
-the broker cannot tell, and the page says so).
+message's age from ``Transport.oldest_message_age(queue)``: seconds the longest-waiting ready
+message has waited, ``0.0`` when none is ready, ``None`` when the broker cannot tell (the
+contract's default; the page then says so, and no age series is exported).
 """
 
 from __future__ import annotations
@@ -129,7 +130,6 @@ class Cluster:
             for name in details.queues:
                 consumers[name] = consumers.get(name, 0) + 1
         oldest = getattr(transport, "oldest_message_age", None)
-        self.oldest_age_supported = callable(oldest)
         now = time.time()
         for name in self.queue_names():
             info = self.queues.get(name) or QueueInfo(name)
@@ -145,3 +145,5 @@ class Cluster:
             info.updated = now
             self.queues[name] = info
             self.metrics.queue(name, info.depth, info.oldest_age, info.consumers)
+        # the broker tells ages when any queue got one (None from every queue: it cannot)
+        self.oldest_age_supported = any(q.oldest_age is not None for q in self.queues.values())

@@ -4,11 +4,11 @@ one at a time, by selection, or every one matching a filter.
 ``Transport.dead_letters`` lists a queue's newest dead letters; they carry no id, so each is
 named here by a fingerprint (a hash of its queue, payload and time of failure), stable between
 two page loads. Requeueing publishes the message again, unchanged, to its queue through the
-default exchange (every transport routes ``""`` + queue name to that queue). A transport that
-can remove dead letters (``Transport.remove_dead_letters(queue, letters)``, where it exists)
-is then asked to; otherwise the letter is recorded as handled in the history file and hidden
-from the list (the broker keeps it until its own retention drops it), so a requeued letter is
-never offered twice.
+default exchange (every transport routes ``""`` + queue name to that queue). The broker is
+then asked to delete the letters (``Transport.remove_dead_letters(queue, letters)``, matched by
+their ids); what it could not delete (a broker that cannot, whose default removes nothing) is
+recorded as handled in the history file and hidden from the list until the broker's own
+retention drops it, so a requeued letter is never offered twice.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ _IDS = re.compile(
 def fingerprint(letter: DeadLetter) -> str:
     digest = hashlib.sha256()
     digest.update(letter.queue.encode())
+    digest.update((getattr(letter, "id", None) or "").encode())  # two alike letters differ
     digest.update(repr(letter.failed_at).encode())
     digest.update(letter.payload)
     return digest.hexdigest()[:20]
@@ -133,10 +134,10 @@ async def requeue(transport: Transport, items: Sequence[Letter]) -> list[tuple[L
     return failed
 
 
-async def remove(transport: Transport, queue: str, items: Sequence[Letter]) -> bool:
-    """Ask the broker to delete these letters; False when this transport cannot."""
+async def remove(transport: Transport, queue: str, items: Sequence[Letter]) -> int:
+    """Ask the broker to delete these letters; how many it removed (0: it cannot)."""
     remover: Any = getattr(transport, "remove_dead_letters", None)
-    if not callable(remover):
-        return False
-    await remover(queue, [item.letter for item in items])
-    return True
+    if not callable(remover) or not items:
+        return 0
+    removed = await remover(queue, [item.letter for item in items])
+    return removed if isinstance(removed, int) else 0

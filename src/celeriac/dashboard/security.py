@@ -3,7 +3,7 @@
 A strict Content-Security-Policy (scripts, styles and connections from this origin only, no
 inline script or style, no framing, no plugins, forms posting only here), ``X-Frame-Options:
 DENY`` for browsers that predate ``frame-ancestors``, ``nosniff``, no referrer leaving the
-page, pages never cached (they show live data and a CSRF token). Written as plain ASGI
+site, pages never cached (they show live data and a CSRF token). Written as plain ASGI
 middleware so that it also covers the server-sent event stream.
 """
 
@@ -20,7 +20,10 @@ HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # not ``no-referrer``: under it a browser sends ``Origin: null`` with every form, and the
+    # origin check of the actions (``web.py``) would refuse them all; ``same-origin`` still
+    # keeps every referrer inside the site
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),

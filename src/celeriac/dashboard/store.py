@@ -33,6 +33,8 @@ MAX_TEXT = 4096
 MAX_TRACEBACK = 16384
 #: Seconds between two prunes.
 PRUNE_EVERY = 60.0
+#: Hidden dead letters remembered at most (the oldest go first).
+MAX_HANDLED = 100_000
 #: Audit rows kept at most (the oldest go first).
 MAX_AUDIT = 100_000
 
@@ -253,7 +255,8 @@ class HistoryStore:
 
     def prune(self, now: float | None = None) -> int:
         """Apply retention: drop tasks older than ``max_age`` and past ``max_tasks`` (the least
-        recently updated), their timeline rows, and series and audit rows past the age; returns
+        recently updated), their timeline rows, series and audit rows and hidden dead letters
+        past the age; returns
         how many tasks went."""
         at = time.time() if now is None else now
         cutoff = at - self.max_age
@@ -279,6 +282,14 @@ class HistoryStore:
             conn.execute("DELETE FROM series WHERE minute < ?", (int(cutoff // 60),))
             conn.execute(
                 "DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?", (MAX_AUDIT,)
+            )
+            # hidden dead letters: past the age, or beyond the newest MAX_HANDLED (a letter
+            # that old is past what the page reads of a queue, its newest SCAN_LIMIT)
+            conn.execute("DELETE FROM dead_letters_handled WHERE at < ?", (cutoff,))
+            conn.execute(
+                "DELETE FROM dead_letters_handled WHERE fingerprint IN (SELECT fingerprint"
+                " FROM dead_letters_handled ORDER BY at DESC LIMIT -1 OFFSET ?)",
+                (MAX_HANDLED,),
             )
         return int(gone)
 

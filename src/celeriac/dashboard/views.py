@@ -90,13 +90,19 @@ def queues(dashboard: Dashboard) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "depth": info.depth if info else None,
-                "age": seconds(info.oldest_age) if info and info.oldest_age is not None else None,
+                "age": _age(info.oldest_age if info else None),
                 "consumers": info.consumers if info else 0,
                 "error": info.error if info else None,
                 "updated": ago(info.updated) if info and info.updated else "",
             }
         )
     return rows
+
+
+def _age(oldest: float | None) -> str | None:
+    """The oldest ready message's age as shown; None when no message is ready, or when the
+    broker cannot tell (the page tells the two apart with ``age_supported``)."""
+    return seconds(oldest) if oldest else None
 
 
 def overview(dashboard: Dashboard) -> dict[str, Any]:
@@ -122,6 +128,7 @@ def overview(dashboard: Dashboard) -> dict[str, Any]:
     return {
         "workers": workers(dashboard),
         "queues": queues(dashboard),
+        "age_supported": dashboard.cluster.oldest_age_supported,
         "last_hour": last_hour,
         "failure_rate": (f"{100 * last_hour['failed'] / finished:.1f}%" if finished else "-"),
         "per_minute": f"{finished / 60:.1f}",
