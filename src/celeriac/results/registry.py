@@ -28,6 +28,8 @@ BUILTIN: dict[str, str] = {
     "redis+sentinel": "celeriac.results.redis:RedisBackend",
     "sentinel": "celeriac.results.redis:RedisBackend",  # Celery's spelling of redis+sentinel
     "rpc": "celeriac.results.rpc:RPCBackend",
+    # the Django integration's (celeriac[django]): loaded by name, so results never imports it
+    "django-db": "celeriac.contrib.django.results.backend:DjangoBackend",
 }
 
 ENTRY_POINT_GROUP = "celeriac.results"
