@@ -263,3 +263,11 @@ def test_a_float_header_read_back_in_single_precision_still_verifies(
     assert verifier.verify(as_read) == signer.kid
     with pytest.raises(SignatureError):
         verifier.verify(signed.with_headers(timelimit=[0.2, 30.25]))
+
+
+def test_a_worker_with_a_bad_key_stops_at_start_naming_the_setting(tmp_path: Path) -> None:
+    from celeriac.worker.worker import Worker
+
+    app = memory_app("bad-key", security_cert_store=str(tmp_path / "none-*.pem"))
+    with pytest.raises(ImproperlyConfigured, match="security_cert_store"):
+        Worker(app, pool="threads")
