@@ -22,34 +22,9 @@ from djtests import settings as test_settings
 from djtests.conftest import DATABASES, django_app
 from djtests.shop.tasks import add, refuse, total
 
-BACKEND = "celeriac.contrib.django.results.backend:DjangoBackend"
 
-
-def _known_to_celeriac() -> bool:
-    try:
-        return registry.backend_class("django-db://") is DjangoBackend
-    except ImproperlyConfigured:
-        return False
-
-
-#: Whether celeriac itself maps django-db:// to this backend (results/registry.py's BUILTIN or
-#: an entry point of the celeriac.results group): until it does, these tests add the mapping.
-REGISTERED = _known_to_celeriac()
-
-
-@pytest.fixture(autouse=True)
-def django_db_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not REGISTERED:
-        monkeypatch.setitem(registry.BUILTIN, "django-db", BACKEND)
-
-
-@pytest.mark.xfail(
-    not REGISTERED,
-    strict=True,
-    reason="django-db:// is not registered in celeriac.results.registry (BUILTIN) yet",
-)
 def test_celeriac_knows_the_django_db_scheme() -> None:
-    assert REGISTERED  # as found when this module was imported, before any fixture
+    assert registry.backend_class("django-db://") is DjangoBackend
 
 
 @pytest.fixture
