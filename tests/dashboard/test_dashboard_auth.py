@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dashboard_support import OPERATOR_TOKEN, VIEWER_TOKEN, csrf_of, login, serve
+from dashboard_support import OPERATOR_TOKEN, VIEWER_TOKEN, csrf_of, login, serve, wait_until
 from starlette.testclient import TestClient
 
 from celeriac import Celeriac
@@ -23,6 +24,7 @@ from celeriac.dashboard.auth import (
     hash_password,
     verify_password,
 )
+from celeriac.dashboard.redact import Redactor
 from celeriac.dashboard.security import CSP
 from celeriac.errors import ImproperlyConfigured
 
@@ -172,14 +174,58 @@ def test_every_response_has_strict_security_headers(client: TestClient) -> None:
     assert "<script>" not in page and " style=" not in page and "onclick" not in page
 
 
-def test_the_broker_password_is_never_shown(tmp_path: Path) -> None:
-    app = Celeriac("dash", broker="redis://user:hunter2secret@127.0.0.1:1/0", backend=None)
+def test_the_broker_password_is_never_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that cannot be reached: its errors are shown and logged, its password never."""
+    app = Celeriac(
+        "dash",
+        broker="redis://user:hunter2secret@127.0.0.1:1/0",
+        backend="redis://:backendpass42@127.0.0.1:1/1",
+    )
+    caplog.set_level(logging.DEBUG, logger="celeriac")
     try:
-        with serve(app, tmp_path / "history.db", poll_interval=30) as (_, client):
+        with serve(app, tmp_path / "history.db", poll_interval=30) as (dashboard, client):
             login(client, OPERATOR_TOKEN)
             started = time.monotonic()
             page = client.get("/").text
-            assert "hunter2secret" not in page and "user:***@127.0.0.1:1" in page
+            assert "user:***@127.0.0.1:1" in page
             assert time.monotonic() - started < 10
+            wait_until(
+                lambda: dashboard.last_error is not None and bool(dashboard.cluster.poll_error),
+                20,
+                "the broker's errors",
+            )
+            csrf = csrf_of(page)
+            purged = client.post("/queues/purge", data={"csrf": csrf, "queue": "celery"}).text
+            assert "failed:" in purged
+            texts = [purged, client.get("/metrics").text]
+            for path in ("/", "/workers", "/queues", "/dead-letters", "/beat", "/audit"):
+                texts.append(client.get(path).text)
+            with client.stream("GET", "/live", params={"view": "queues"}) as stream:
+                texts.append(next(line for line in stream.iter_lines() if line.startswith("data")))
     finally:
         app.close()
+    assert 'id="poll-error"' in texts[4] and "Error 111 connecting" in texts[4]  # /queues
+    texts.append(caplog.text)
+    for text in texts:
+        assert "hunter2secret" not in text and "backendpass42" not in text
+
+
+def test_the_redactor_masks_url_passwords_and_the_apps_secrets() -> None:
+    app = Celeriac(
+        "dash",
+        broker="amqp://u:first%40pass@h1//;amqp://u:second-pass@h2//",
+        backend="redis://:third-pass@h/0",
+        broker_transport_options={"sentinel_kwargs": {"password": "fourth-pass"}},
+    )
+    try:
+        redact = Redactor.of_app(app)
+    finally:
+        app.close()
+    assert redact("connecting to redis://x:anything-else@host:1/0 failed") == (
+        "connecting to redis://x:***@host:1/0 failed"
+    )
+    text = "auth failed for first@pass, second-pass, third-pass and fourth-pass"
+    assert redact(text) == "auth failed for ***, ***, *** and ***"
+    assert redact("nothing secret here") == "nothing secret here"

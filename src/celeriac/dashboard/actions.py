@@ -75,12 +75,15 @@ class Actions:
         self.store = dashboard.store
 
     def _audit(self, actor: Actor, action: str, target: str, detail: str, out: Outcome) -> Outcome:
+        """Record the outcome (its text with passwords masked: an error may quote a URL)."""
+        redact = self.dashboard.redact
+        out = replace(out, message=redact(out.message))
         entry = self.store.audit(
             actor.who,
             actor.role,
             action,
             target,
-            detail,
+            redact(detail),
             ("ok: " if out.ok else "failed: ") + out.message,
         )
         return replace(out, audit_id=entry)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from celeriac.dashboard.metrics import Metrics
+from celeriac.dashboard.redact import Redactor
 from celeriac.transports.base import Transport
 
 if TYPE_CHECKING:
@@ -63,14 +64,23 @@ def pool_name(implementation: Any) -> str:
 class Cluster:
     """Polled details of workers and queues, for the pages and the metrics."""
 
-    def __init__(self, app: Celeriac, metrics: Metrics, extra_queues: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        app: Celeriac,
+        metrics: Metrics,
+        extra_queues: Sequence[str] = (),
+        redact: Redactor | None = None,
+    ) -> None:
         self.app = app
+        self.redact = redact or Redactor()
         self.metrics = metrics
         self.workers: dict[str, WorkerDetails] = {}
         self.queues: dict[str, QueueInfo] = {}
         self._extra = list(extra_queues)
         self._polls = 0
         self.oldest_age_supported: bool | None = None
+        #: Why the last poll failed as a whole (the broker unreachable), None when it did not.
+        self.poll_error: str | None = None
 
     def queue_names(self) -> list[str]:
         """The app's queues, those the workers consume, and the ones given with ``-Q``."""
@@ -78,7 +88,7 @@ class Cluster:
         try:
             names += [q.name for q in self.app.queues()]
         except Exception as exc:  # a routing setting that fails: still show the others
-            logger.debug("dashboard: the app's queues: %s", exc)
+            logger.debug("dashboard: the app's queues: %s", self.redact(str(exc)))
         for details in list(self.workers.values()):
             names += details.queues
         names += self._extra
@@ -101,7 +111,9 @@ class Cluster:
             stats = await asyncio.to_thread(inspect.stats) or {}
             queues = await asyncio.to_thread(inspect.active_queues) or {}
         except Exception as exc:
-            logger.warning("dashboard: could not ask the workers for details: %s", exc)
+            logger.warning(
+                "dashboard: could not ask the workers for details: %s", self.redact(str(exc))
+            )
             return
         now = time.time()
         for hostname in alive:
@@ -141,7 +153,7 @@ class Cluster:
                     info.oldest_age = float(age) if isinstance(age, int | float) else None
                 info.error = None
             except Exception as exc:
-                info.error = str(exc) or type(exc).__name__
+                info.error = self.redact(str(exc)) or type(exc).__name__
             info.updated = now
             self.queues[name] = info
             self.metrics.queue(name, info.depth, info.oldest_age, info.consumers)

@@ -33,6 +33,7 @@ def _queues(dashboard: Dashboard) -> dict[str, Any]:
     return {
         "queues": views.queues(dashboard),
         "age_supported": dashboard.cluster.oldest_age_supported,
+        "poll_error": dashboard.cluster.poll_error,
     }
 
 

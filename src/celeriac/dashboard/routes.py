@@ -97,6 +97,7 @@ class Pages:
             live="queues",
             queues=rows,
             age_supported=self.dashboard.cluster.oldest_age_supported,
+            poll_error=self.dashboard.cluster.poll_error,
         )
 
     async def dead_letters(self, request: Request) -> Response:
@@ -115,7 +116,7 @@ class Pages:
 
             found = await self.dashboard.call(read())
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {self.dashboard.redact(str(exc))}"
         shown = [item for item in found if item.matches(text, group)]
         return self.web.render(
             "dead_letters.html",
@@ -160,7 +161,8 @@ class Pages:
             context = await run_in_threadpool(read)
             error = None
         except Exception as exc:
-            context, error = {"entries": []}, f"{type(exc).__name__}: {exc}"
+            context = {"entries": []}
+            error = f"{type(exc).__name__}: {self.dashboard.redact(str(exc))}"
         return self.web.render("beat.html", request, error=error, **context)
 
     async def audit(self, request: Request) -> Response:

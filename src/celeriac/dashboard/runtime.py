@@ -20,6 +20,7 @@ from celeriac.dashboard.cluster import Cluster
 from celeriac.dashboard.config import DashboardConfig
 from celeriac.dashboard.ingest import Ingest
 from celeriac.dashboard.metrics import Metrics
+from celeriac.dashboard.redact import Redactor
 from celeriac.dashboard.store import HistoryStore
 from celeriac.events.receiver import EventReceiver
 from celeriac.transports.base import Transport
@@ -50,7 +51,9 @@ class Dashboard:
             max_tasks_in_memory=config.max_tasks_in_memory,
             forget_lost_after=config.forget_lost_after,
         )
-        self.cluster = Cluster(app, self.metrics, config.queues)
+        #: Masks passwords in error texts shown or logged (:mod:`.redact`).
+        self.redact = Redactor.of_app(app)
+        self.cluster = Cluster(app, self.metrics, config.queues, self.redact)
         self.portal = Portal("celeriac-dashboard")
         #: True while the event pump listens; the error of its last failure otherwise.
         self.listening = False
@@ -94,16 +97,20 @@ class Dashboard:
                 try:
                     await asyncio.wait_for(transport.close(), 5)
                 except Exception as exc:
-                    logger.debug("dashboard: closing the broker connection: %s", exc)
+                    logger.debug("dashboard: closing the broker connection: %s", self._text(exc))
 
         try:
             self.portal.call(cancel(), timeout=10)
         except Exception as exc:
-            logger.debug("dashboard: stopping: %s", exc)
+            logger.debug("dashboard: stopping: %s", self._text(exc))
         self.portal.close()
         self.ingest.close()
         self.store.close()
         self.app.control.close()
+
+    def _text(self, exc: BaseException) -> str:
+        """An error's message as shown or logged: passwords masked."""
+        return self.redact(str(exc))
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the background loop, from the web server's loop."""
@@ -148,8 +155,8 @@ class Dashboard:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.listening, self.last_error = False, f"{type(exc).__name__}: {exc}"
-                logger.warning("dashboard: events: %s; again in %.0f s", exc, backoff)
+                self.listening, self.last_error = False, f"{type(exc).__name__}: {self._text(exc)}"
+                logger.warning("dashboard: events: %s; again in %.0f s", self._text(exc), backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -159,16 +166,20 @@ class Dashboard:
             try:
                 alive = [w.hostname for w in self.ingest.state.alive_workers()]
                 await self.cluster.poll(await self.transport(), alive)
+                self.cluster.poll_error = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("dashboard: polling queues and workers: %s", exc)
+                self.cluster.poll_error = f"{type(exc).__name__}: {self._text(exc)}"
+                logger.warning("dashboard: polling queues and workers: %s", self._text(exc))
                 transport, self._transport = self._transport, None
                 if transport is not None:
                     try:
                         await transport.close()
                     except Exception as close_exc:
-                        logger.debug("dashboard: closing a failed transport: %s", close_exc)
+                        logger.debug(
+                            "dashboard: closing a failed transport: %s", self._text(close_exc)
+                        )
             interval = self.config.poll_interval
             known = set(self.cluster.workers)
             if any(w.hostname not in known for w in self.ingest.state.alive_workers()):
