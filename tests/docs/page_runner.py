@@ -399,6 +399,9 @@ def parse_cli(args: list[str], block: Block) -> None:
                 info = COMMANDS.get(wanted)
                 if info is None or info.kind != name:
                     raise fail(f"{wanted!r} is not an {name} command")
+                given = len(ctx.params.get("args") or ())
+                if given < info.required:
+                    raise fail(f"{wanted} needs {info.required} argument(s): {info.signature}")
     except click.exceptions.Exit:
         return
     except click.ClickException as exc:
