@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format types unit clean
+.PHONY: install demo test lint format types unit docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ types: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint types unit
+# The documentation site (MkDocs Material) into build/site/; --strict fails on a broken link.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: lint types docs unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
