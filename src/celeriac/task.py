@@ -253,6 +253,21 @@ class Task(Generic[P, R]):
     def app(self, app: Celeriac) -> None:
         self._app = app
 
+    if not TYPE_CHECKING:  # hidden from type checkers: a typo'd attribute stays an error
+
+        def __getattr__(self, name: str) -> Any:
+            """A ``@shared_task`` object used directly lends what its copy on the default app has
+            and it lacks (Celery's shared task is a proxy to that copy): the Django fixup's
+            ``delay_on_commit``, a ``task_cls`` method. Called only when normal lookup fails."""
+            missing = AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            shared = self.__dict__.get("_app") is None and type(self).bound_app is None
+            if name.startswith("_") or not shared:
+                raise missing
+            copy = current_app().tasks.get(self.__dict__.get("name", ""))
+            if copy is None or copy is self:
+                raise missing
+            return getattr(copy, name)
+
     def bound_to(self, app: Celeriac) -> Task[P, R]:
         """A copy of this task that belongs to ``app`` (how a shared task joins each app)."""
         copy = object.__new__(type(self))

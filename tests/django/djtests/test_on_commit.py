@@ -122,3 +122,19 @@ def test_a_rolled_back_send_leaves_its_result_pending(dj_app: Celeriac) -> None:
         result = delay_on_commit(read_order, 1, "default")
         transaction.set_rollback(True)
     assert result.state == states.PENDING
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("dj_worker")
+def test_celerys_methods_on_a_shared_task_object(dj_app: Celeriac, published: list[str]) -> None:
+    """Celery's documented ``shared.delay_on_commit()``: the @shared_task object lends its
+    default app's DjangoTask copy's methods (Celery's shared task is a proxy to that copy)."""
+    dj_app.set_default()
+    with transaction.atomic():
+        order = Order.objects.create(note="leek")
+        sent = read_order.delay_on_commit(order.pk, "default")  # type: ignore[attr-defined]
+        assert published == []
+    assert published == [sent.id]
+    assert sent.get(timeout=10) == "leek"
+    with pytest.raises(AttributeError, match="no attribute 'delay_on_comit'"):
+        read_order.delay_on_comit  # type: ignore[attr-defined]  # noqa: B018
