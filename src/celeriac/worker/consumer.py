@@ -90,6 +90,9 @@ class Consumer:
         self._in_get = False
         self._fetcher: asyncio.Task[Any] | None = None
         self._accept = tuple(app.conf.accept_content)
+        #: Checks each message's signature before anything else is read (``security_cert_store``).
+        security = app.security
+        self.verifier = security.verifier if security is not None else None
         self.rate_limiter = RateLimiter()
         self._rate_held: dict[str, int] = {}
         for name, task in app.tasks.items():
@@ -301,6 +304,13 @@ class Consumer:
         except DecodeError as exc:
             await self._dead_letter(delivery, f"undecodable message: {exc.reason}", exc)
             return None
+        if self.verifier is not None:  # before any header is trusted or the body is read
+            try:
+                self.verifier.verify(message)
+            except DecodeError as exc:
+                reason = f"refused {message.task!r} (id {message.id!r}): {exc.reason}"
+                await self._dead_letter(delivery, reason, exc)
+                return None
         task = self.app.tasks.get(message.task)
         if task is None:
             error = NotRegistered(message.task)
