@@ -20,6 +20,15 @@ The header carries the compressor's *content type*; on reading we also accept a 
 which costs nothing and forgives hand-written messages. Failures raise
 :class:`~celeriac.errors.DecodeError` naming the header, chained to the codec's own error.
 
+**A decompressed-size limit.** A few kilobytes of zlib, bz2, lzma or zstd can expand to
+gigabytes (a compression bomb), so a worker never inflates a body past
+:attr:`CompressionRegistry.max_size` (:data:`MAX_DECOMPRESSED_SIZE`, 64 MiB, by default). The
+built-in codecs decompress incrementally with a bound on their output, so a bomb is refused after
+at most the limit (plus one codec step) has been produced, never after it was inflated whole;
+the refusal is a :class:`~celeriac.errors.DecodeError` naming the codec and the limit. A codec
+registered by the user decompresses in one go (its signature gives no bound to pass) and its
+result is measured afterwards: register a bounded one for untrusted producers.
+
 **Imported when used.** Every app builds a registry, few compress: the codecs' modules (bz2,
 gzip, lzma, zstandard: ~6 ms together) are imported by the first call that needs them, and
 zstandard's presence is found out the first time ``zstd`` is asked for, not at start-up.
@@ -31,6 +40,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from celeriac.errors import DecodeError, ImproperlyConfigured
 from celeriac.protocol.serializers import Unavailable
@@ -45,6 +55,22 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_KEYS = ("zstd", "zstandard", ZSTD)
 
 Codec = Callable[[bytes], bytes]
+#: A decompressor that stops once its output would pass ``limit`` bytes (see :class:`TooLarge`).
+BoundedCodec = Callable[[bytes, int], bytes]
+
+#: The default of :attr:`CompressionRegistry.max_size`: the most bytes a body may decompress to.
+MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
+#: The output a bounded decompressor asks its codec for at a time (see :func:`_drain`).
+_OUTPUT_STEP = 4 * 1024 * 1024
+#: The input a bounded decompressor gives its codec at a time (see :func:`_drain`).
+_INPUT_STEP = 64 * 1024
+#: zstd is fed this many input bytes at a time: zstd's densest block (an RLE block, 3 bytes of
+#: header for 128 KiB) bounds one step's output to about 11 MiB past the limit.
+_ZSTD_STEP = 256
+
+
+class TooLarge(Exception):
+    """Raised by a bounded decompressor whose output would pass its limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +81,8 @@ class Compressor:
     content_type: str
     compress: Codec
     decompress: Codec
+    #: The built-ins' incremental decompressor, bounded (``None`` for a user's codec).
+    bounded: BoundedCodec | None = None
 
 
 class CompressionRegistry:
@@ -65,7 +93,13 @@ class CompressionRegistry:
     dead-letters it and carries on.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: int = MAX_DECOMPRESSED_SIZE) -> None:
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise ImproperlyConfigured(
+                f"the decompressed-size limit must be a positive int of bytes, not {max_size!r}"
+            )
+        #: The most bytes a body may decompress to; more is a :class:`DecodeError`.
+        self.max_size = max_size
         self._by_name: dict[str, Compressor] = {}
         self._by_header: dict[str, Compressor] = {}
         self._unavailable: dict[str, Unavailable] = {}
@@ -76,13 +110,17 @@ class CompressionRegistry:
         self._zstd_lock = threading.Lock()
 
     @classmethod
-    def with_defaults(cls) -> CompressionRegistry:
+    def with_defaults(cls, max_size: int = MAX_DECOMPRESSED_SIZE) -> CompressionRegistry:
         """zlib/gzip, bz2 and lzma/xz always; zstd when the ``zstandard`` package imports
         (tried when first asked for, see the module docstring)."""
-        registry = cls()
-        registry.register("zlib", _zlib_compress, _zlib_or_gzip_decompress, GZIP, ("gzip",))
-        registry.register("bz2", _bz2_compress, _bz2_decompress, BZ2, ("bzip2",))
-        registry.register("lzma", _lzma_compress, _lzma_decompress, LZMA, ("xz",))
+        registry = cls(max_size)
+        builtins = (
+            ("zlib", _zlib_compress, _zlib_or_gzip_decompress, _zlib_or_gzip_bounded, GZIP, "gzip"),
+            ("bz2", _bz2_compress, _bz2_decompress, _bz2_bounded, BZ2, "bzip2"),
+            ("lzma", _lzma_compress, _lzma_decompress, _lzma_bounded, LZMA, "xz"),
+        )
+        for name, compress, decompress, bounded, header, alias in builtins:
+            registry._add(Compressor(name, header, compress, decompress, bounded), (name, alias))
         registry._zstd_pending = True
         return registry
 
@@ -94,7 +132,7 @@ class CompressionRegistry:
             if not self._zstd_pending:  # another thread loaded it meanwhile
                 return
             try:
-                compress, decompress = _zstd_codecs()
+                compress, decompress, bounded = _zstd_codecs()
             except ImportError:
                 missing = Unavailable(
                     "zstd", ZSTD, 'pip install "celeriac[zstd]"', kind="compression"
@@ -102,7 +140,9 @@ class CompressionRegistry:
                 for key in _ZSTD_KEYS:
                     self._unavailable[key] = missing
             else:
-                self._add(Compressor("zstd", ZSTD, compress, decompress), ("zstd", "zstandard"))
+                self._add(
+                    Compressor("zstd", ZSTD, compress, decompress, bounded), ("zstd", "zstandard")
+                )
             self._zstd_pending = False
 
     def register(
@@ -179,13 +219,26 @@ class CompressionRegistry:
             raise DecodeError(
                 f"unknown compression header {header_value!r}; known: {sorted(self._by_header)}"
             )
+        limit = self.max_size
         try:
-            return compressor.decompress(data)
+            if compressor.bounded is not None:
+                out = compressor.bounded(data, limit)
+            else:
+                out = compressor.decompress(data)
+                if len(out) > limit:
+                    raise TooLarge
+        except TooLarge:
+            raise DecodeError(
+                f"body ({len(data)} bytes) decompresses to more than the limit of {limit} bytes "
+                f"with {compressor.name} (compression header {header_value!r}): refused as a "
+                "possible compression bomb"
+            ) from None
         except Exception as exc:  # zlib.error, OSError, LZMAError, ZstdError...: all "corrupt"
             raise DecodeError(
                 f"cannot decompress body ({len(data)} bytes) with compression header "
                 f"{header_value!r}: {type(exc).__name__}: {exc}"
             ) from exc
+        return out
 
 
 def _zlib_compress(data: bytes) -> bytes:
@@ -199,6 +252,74 @@ def _zlib_or_gzip_decompress(data: bytes) -> bytes:
 
         return gzip.decompress(data)
     return zlib.decompress(data)
+
+
+def _drain(new: Callable[[], Any], data: bytes, limit: int, *, members: bool) -> bytes:
+    """Run a ``zlib``/``bz2``/``lzma`` decompressor object over ``data``, never producing more
+    than ``limit + 1`` bytes (:class:`TooLarge` then).
+
+    Both sides go in steps: the output is asked for :data:`_OUTPUT_STEP` bytes at a time (a
+    codec's output buffer is copied once more when it is finished, so one big step would cost
+    twice the limit), the input is given :data:`_INPUT_STEP` bytes at a time (zlib copies the
+    input it has not read yet after every step). ``members``: concatenated streams (gzip
+    members, bz2 and xz streams) are read one after the other, as the one-shot functions do.
+    """
+    parts: list[bytes] = []
+    total = 0
+    view = memoryview(data)
+    pos = 0
+    engine = new()
+    while True:
+        if _more_input(engine):
+            feed: bytes | memoryview = _pending(engine)
+        else:
+            feed = view[pos : pos + _INPUT_STEP]
+            pos += len(feed)
+        wanted = min(_OUTPUT_STEP, limit + 1 - total)
+        chunk = engine.decompress(feed, wanted)
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge
+        parts.append(chunk)
+        if engine.eof:
+            pos -= len(engine.unused_data)  # what follows this stream, given back
+            if not members or pos >= len(view):
+                return b"".join(parts)
+            engine = new()
+        elif len(chunk) < wanted and not _more_input(engine) and pos >= len(view):
+            raise ValueError("compressed stream is truncated")
+
+
+def _pending(engine: Any) -> bytes:
+    """The input to give a decompressor object again: zlib hands back what it did not read
+    (``unconsumed_tail``), bz2 and lzma keep it inside and take ``b""``."""
+    return getattr(engine, "unconsumed_tail", b"")
+
+
+def _more_input(engine: Any) -> bool:
+    """Whether a decompressor object still holds input it has not turned into output."""
+    tail = getattr(engine, "unconsumed_tail", None)  # zlib
+    if tail is not None:
+        return bool(tail)
+    return not engine.needs_input  # bz2, lzma
+
+
+def _zlib_or_gzip_bounded(data: bytes, limit: int) -> bytes:
+    if data[:2] == _GZIP_MAGIC:
+        return _drain(lambda: zlib.decompressobj(31), data, limit, members=True)
+    return _drain(zlib.decompressobj, data, limit, members=False)
+
+
+def _bz2_bounded(data: bytes, limit: int) -> bytes:
+    import bz2
+
+    return _drain(bz2.BZ2Decompressor, data, limit, members=True)
+
+
+def _lzma_bounded(data: bytes, limit: int) -> bytes:
+    import lzma
+
+    return _drain(lzma.LZMADecompressor, data, limit, members=True)
 
 
 # bz2 and lzma are imported on first use (see the module docstring); after that, the import
@@ -229,7 +350,7 @@ def _lzma_decompress(data: bytes) -> bytes:
     return lzma.decompress(data)
 
 
-def _zstd_codecs() -> tuple[Codec, Codec]:
+def _zstd_codecs() -> tuple[Codec, Codec, BoundedCodec]:
     """zstandard's one-shot codecs. Decompression goes through a stream object, because a frame
     written by a streaming compressor carries no content size and the one-shot call refuses it.
     """
@@ -247,7 +368,43 @@ def _zstd_codecs() -> tuple[Codec, Codec]:
             raise ValueError("zstd frame is truncated")
         return out
 
-    return compress, decompress
+    def bounded(data: bytes, limit: int) -> bytes:
+        # zstandard's decompression object takes no output bound: it is fed a few bytes at a
+        # time instead, which bounds each step's output (see _ZSTD_STEP); frames that follow
+        # one another are read one after the other, as the one-shot call does
+        parts: list[bytes] = []
+        total = 0
+        view = memoryview(data)
+        stream = zstandard.ZstdDecompressor().decompressobj()
+        start = 0
+        while start < len(view):
+            chunk = stream.decompress(view[start : start + _ZSTD_STEP])
+            start += _ZSTD_STEP
+            total += len(chunk)
+            if total > limit:
+                raise TooLarge
+            parts.append(chunk)
+            if stream.eof:
+                rest = stream.unused_data
+                start -= len(rest)
+                if not rest:
+                    break
+                stream = zstandard.ZstdDecompressor().decompressobj()
+        if not stream.eof:
+            raise ValueError("zstd frame is truncated")
+        return b"".join(parts)
+
+    return compress, decompress, bounded
 
 
-__all__ = ["BZ2", "GZIP", "LZMA", "ZSTD", "Codec", "CompressionRegistry", "Compressor"]
+__all__ = [
+    "BZ2",
+    "GZIP",
+    "LZMA",
+    "MAX_DECOMPRESSED_SIZE",
+    "ZSTD",
+    "BoundedCodec",
+    "Codec",
+    "CompressionRegistry",
+    "Compressor",
+]
