@@ -28,6 +28,7 @@ format: $(STAMP)
 
 types: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy examples/django_project
 
 unit: $(STAMP)
 	$(BIN)/pytest -q

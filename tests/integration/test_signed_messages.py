@@ -165,11 +165,12 @@ def test_only_signed_remote_control_is_obeyed(fleet: Fleet) -> None:
     # the control listener subscribes just after "ready": ask until it answers (signed reply)
     answers: list[dict[str, object]] = []
     mine = [fleet.worker_name]
-    wait_until(
-        lambda: bool(answers.extend(fleet.verifying.control.ping(mine, timeout=1)) or answers),
-        WAIT,
-        "a signed ping's signed reply",
-    )
+
+    def answered() -> bool:
+        answers.extend(fleet.verifying.control.ping(mine, timeout=1))
+        return bool(answers)
+
+    wait_until(answered, WAIT, "a signed ping's signed reply")
     (name,) = answers[0]
     assert answers[0][name] == {"ok": "pong"}
     # addressed to this worker only: other workers may share the broker's control exchange

@@ -18,7 +18,7 @@ from djtests import settings as test_settings
 
 settings = django.conf.settings
 if settings.configured:  # pragma: no cover - another test configured Django in this process
-    raise RuntimeError("tests/django needs Django's settings to itself; they are configured")
+    raise RuntimeError("tests/djangoproject needs Django's settings to itself; they are configured")
 settings.configure(
     **{name: getattr(test_settings, name) for name in dir(test_settings) if name.isupper()}
 )
