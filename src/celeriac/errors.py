@@ -127,6 +127,11 @@ class BackendError(CeleriacError):
     """The result backend failed."""
 
 
+class ResultTooLarge(CeleriacError):
+    """A task's result encodes to more than ``result_max_bytes``: stored as this failure
+    instead, so a huge return value never wedges the result store."""
+
+
 class TimeoutError(CeleriacError, builtins.TimeoutError):
     """``AsyncResult.get`` waited longer than its timeout. Also a builtin ``TimeoutError``."""
 

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celeriac import states
-from celeriac.errors import ContentDisallowed, ImproperlyConfigured, RemoteError
+from celeriac.errors import ContentDisallowed, ImproperlyConfigured, RemoteError, ResultTooLarge
 from celeriac.results.base import Backend, ResultMeta, exception_to_dict
 from celeriac.results.memory import MemoryBackend, reset_memory_backends
 from celeriac.results.registry import backend_class, create_backend
@@ -211,6 +211,24 @@ def test_success_round_trips_json_values(backend: Backend, value: Any) -> None:
 
 
 # -- exceptions ----------------------------------------------------------------------------------
+
+
+def test_a_result_over_max_bytes_is_stored_as_a_clear_failure(make_backend: MakeBackend) -> None:
+    """``result_max_bytes``: by store, store_many and astore alike, a record too large to
+    store becomes the task's FAILURE naming its size; a small one is stored as it is."""
+    backend = make_backend(max_bytes=2000)
+    big = [ResultMeta(new_id(), states.SUCCESS, "x" * 5000, name="proj.big") for _ in range(3)]
+    small = ResultMeta(new_id(), states.SUCCESS, "ok")
+    backend.store(big[0])
+    backend.store_many([big[1], small])
+    asyncio.run(backend.astore(big[2]))
+    for meta in big:
+        stored = backend.get_meta(meta.task_id)
+        assert stored.status == states.FAILURE
+        exc = stored.exception()
+        assert isinstance(exc, ResultTooLarge), exc
+        assert "result_max_bytes (2,000)" in str(exc) and "proj.big" in str(exc)
+    assert backend.get_meta(small.task_id).result == "ok"
 
 
 def test_failure_rebuilds_a_builtin_exception(backend: Backend) -> None:

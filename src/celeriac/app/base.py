@@ -309,6 +309,7 @@ class Celeriac(Sending):
             accept=self.conf.result_accept_content or self.conf.accept_content,
             expires=self.conf.result_expires,
             serializers=self.codecs.serializers,
+            max_bytes=self.conf.result_max_bytes,
             **extra,
             **self.conf.result_backend_transport_options,
         )

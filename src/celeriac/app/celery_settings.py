@@ -296,6 +296,7 @@ TABLE: dict[str, Entry] = {
         old="CELERY_RESULT_EXCHANGE_TYPE",
     ),
     "result_expires": used(old="CELERY_TASK_RESULT_EXPIRES"),
+    "result_max_bytes": used(own=True),
     "result_chord_expires": ignored(
         None,
         "a chord's counter lives as long as results do (result_expires)",

@@ -80,6 +80,9 @@ class Settings(SettingsMapping):
     result_serializer: str = "json"
     result_accept_content: list[str] | None = None
     result_expires: float | None = 86400.0
+    #: The largest encoded result a backend stores; a larger one is stored as a FAILURE
+    #: (ResultTooLarge) saying so. None: no limit.
+    result_max_bytes: int | None = 64 * 1024 * 1024
     result_extended: bool = False
     result_compression: str | None = None
     result_chord_join_timeout: float = 3.0

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 from celeriac import states
-from celeriac.errors import BackendError, DecodeError, RemoteError
+from celeriac.errors import BackendError, DecodeError, RemoteError, ResultTooLarge
 from celeriac.protocol.serializers import SerializerRegistry
 from celeriac.utils.outage import Outage
 
@@ -89,6 +89,17 @@ class ResultMeta:
         return cls(**known)
 
 
+def too_large(meta: ResultMeta, size: int, limit: int) -> ResultMeta:
+    """``meta`` as the FAILURE stored in place of a record of ``size`` bytes over ``limit``."""
+    error = ResultTooLarge(
+        f"the result of {meta.name or 'task'}[{meta.task_id}] encodes to {size:,} bytes, more "
+        f"than result_max_bytes ({limit:,}): return less, or store it elsewhere and return a key"
+    )
+    return replace(
+        meta, status=states.FAILURE, result=exception_to_dict(error), traceback=None, children=[]
+    )
+
+
 def exception_to_dict(exc: BaseException) -> dict[str, Any]:
     """Celery's exception layout: type name, module, and the args (as repr when unserializable)."""
     cls = type(exc)
@@ -144,9 +155,12 @@ class Backend(abc.ABC):
         accept: Collection[str] = ("json",),
         expires: float | None = DEFAULT_EXPIRES,
         serializers: SerializerRegistry | None = None,
+        max_bytes: int | None = None,
         **options: Any,
     ) -> None:
         self.url = url
+        #: The largest encoded record stored (``result_max_bytes``), see :meth:`_encode_bounded`.
+        self.max_bytes = max_bytes
         self.serializer = serializer
         self.accept = tuple(accept)
         self.expires = expires
@@ -222,6 +236,15 @@ class Backend(abc.ABC):
         content_type, _, data = self.serializers.dumps(meta.to_dict(), self.serializer)
         return content_type.encode("ascii") + b"\n" + data
 
+    def _encode_bounded(self, meta: ResultMeta) -> bytes:
+        """:meth:`_encode`, unless the record is larger than :attr:`max_bytes`: then the task's
+        FAILURE with :class:`~celeriac.errors.ResultTooLarge` saying how large, so that a
+        caller's ``get()`` raises a clear error instead of the store choking on the value."""
+        data = self._encode(meta)
+        if self.max_bytes is not None and len(data) > self.max_bytes:
+            data = self._encode(too_large(meta, len(data), self.max_bytes))
+        return data
+
     def _decode(self, data: bytes) -> ResultMeta:
         content_type, sep, payload = data.partition(b"\n")
         if not sep:
@@ -234,7 +257,7 @@ class Backend(abc.ABC):
         if meta.ready and meta.date_done is None:
             meta = replace(meta, date_done=time.time())
         try:
-            self._write(meta.task_id, self._encode(meta), self._expires_at())
+            self._write(meta.task_id, self._encode_bounded(meta), self._expires_at())
         except (DecodeError, BackendError):
             raise
         except Exception as exc:
@@ -249,7 +272,7 @@ class Backend(abc.ABC):
         items = [
             (
                 meta.task_id,
-                self._encode(
+                self._encode_bounded(
                     replace(meta, date_done=now) if meta.ready and meta.date_done is None else meta
                 ),
                 expires_at,

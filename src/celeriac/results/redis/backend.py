@@ -305,7 +305,7 @@ class RedisBackend(Backend):
     def __init__(self, url: str = "redis://localhost:6379/0", **kwargs: Any) -> None:
         base = {
             name: kwargs.pop(name)
-            for name in ("serializer", "accept", "expires", "serializers")
+            for name in ("serializer", "accept", "expires", "serializers", "max_bytes")
             if name in kwargs
         }
         super().__init__(url, **base)
@@ -588,7 +588,7 @@ class RedisBackend(Backend):
     async def astore(self, meta: ResultMeta) -> None:
         if meta.ready and meta.date_done is None:
             meta = replace(meta, date_done=time.time())
-        data, expires_at = self._encode(meta), self._expires_at()
+        data, expires_at = self._encode_bounded(meta), self._expires_at()
         entry = await self._loop_client()
 
         async def op() -> None:

@@ -70,7 +70,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from celeriac.errors import BackendError, DecodeError, ImproperlyConfigured
-from celeriac.results.base import Backend, ResultMeta
+from celeriac.results.base import Backend, ResultMeta, too_large
 from celeriac.results.rpc.replies import Replies
 from celeriac.results.rpc.route import AMQP_OPTIONS, Link, Reply, route_for
 
@@ -237,13 +237,19 @@ class RPCBackend(Backend):
                 continue
             if meta.ready and meta.date_done is None:
                 meta = replace(meta, date_done=now)
-            data = meta.to_dict()
-            del data["reply_to"]  # where it went is no part of the record
-            content_type, encoding, body = self.serializers.dumps(data, self.serializer)
+            content_type, encoding, body = self._reply_body(meta)
+            if self.max_bytes is not None and len(body) > self.max_bytes:
+                meta = too_large(meta, len(body), self.max_bytes)
+                content_type, encoding, body = self._reply_body(meta)
             items.append((reply_to, meta.task_id, content_type, encoding, body))
         if items:
             self._remember(items)
         return items
+
+    def _reply_body(self, meta: ResultMeta) -> tuple[str, str, bytes]:
+        data = meta.to_dict()
+        del data["reply_to"]  # where it went is no part of the record
+        return self.serializers.dumps(data, self.serializer)
 
     def _remember(self, items: Sequence[Reply]) -> None:
         """Where each task's result went: a chain's next step is sent after its step ran, with
