@@ -1,0 +1,1 @@
+"""Property-based fuzzing of what a worker reads off a queue (issue 19, fuzzed input)."""
