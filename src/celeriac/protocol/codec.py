@@ -138,6 +138,7 @@ def decode_body(
     codecs: Codecs,
 ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
     """``(args, kwargs, embed)`` of a protocol v2 message; a missing embed comes back as ``{}``."""
+    _check_numbers(message)
     serializers = codecs.serializers
     serializers.ensure_accepted(message.content_type, accept)
     data = message.body
@@ -146,6 +147,20 @@ def decode_body(
         data = codecs.compressors.decompress(data, str(header))
     payload = serializers.decode(data, message.content_type, message.content_encoding)
     return _validate(payload)
+
+
+def _check_numbers(message: Message) -> None:
+    """The ``retries`` header and ``priority`` property, read as ints when the worker builds the
+    request, must be readable: a message where they are not is refused here with the others
+    (any other exception would make the worker requeue it, and the same message come back)."""
+    try:
+        message.retries  # noqa: B018 - read for its check
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DecodeError(f"header 'retries' is not an integer: {exc}") from exc
+    try:
+        message.priority  # noqa: B018 - read for its check
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DecodeError(f"property 'priority' is not an integer: {exc}") from exc
 
 
 def _validate(payload: Any) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
