@@ -132,7 +132,8 @@ class CompressionRegistry:
             if not self._zstd_pending:  # another thread loaded it meanwhile
                 return
             try:
-                compress, decompress, bounded = _zstd_codecs()
+                compress, decompress = _zstd_codecs()
+                bounded = _zstd_bounded()
             except ImportError:
                 missing = Unavailable(
                     "zstd", ZSTD, 'pip install "celeriac[zstd]"', kind="compression"
@@ -350,7 +351,7 @@ def _lzma_decompress(data: bytes) -> bytes:
     return lzma.decompress(data)
 
 
-def _zstd_codecs() -> tuple[Codec, Codec, BoundedCodec]:
+def _zstd_codecs() -> tuple[Codec, Codec]:
     """zstandard's one-shot codecs. Decompression goes through a stream object, because a frame
     written by a streaming compressor carries no content size and the one-shot call refuses it.
     """
@@ -367,6 +368,13 @@ def _zstd_codecs() -> tuple[Codec, Codec, BoundedCodec]:
         if not stream.eof:
             raise ValueError("zstd frame is truncated")
         return out
+
+    return compress, decompress
+
+
+def _zstd_bounded() -> BoundedCodec:
+    """zstandard's decompression, bounded (see :class:`TooLarge`)."""
+    import zstandard
 
     def bounded(data: bytes, limit: int) -> bytes:
         # zstandard's decompression object takes no output bound: it is fed a few bytes at a
@@ -394,7 +402,7 @@ def _zstd_codecs() -> tuple[Codec, Codec, BoundedCodec]:
             raise ValueError("zstd frame is truncated")
         return b"".join(parts)
 
-    return compress, decompress, bounded
+    return bounded
 
 
 __all__ = [
