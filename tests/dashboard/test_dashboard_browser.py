@@ -2,14 +2,16 @@
 (``browser.py``; nothing downloads a browser) against a real ``celeriac dashboard`` process fed
 by a real worker process on a real broker (``fleet.py``).
 
-The key flows run on every broker (SQLite, Redis, RabbitMQ): logging in, the live worker list,
-a failed task found, read and retried (and the retry seen running), queue depth shown live and
-a queue purged, a dead letter requeued (and the task then run), the Prometheus endpoint parsed
-with prometheus-client's own parser, and no password shown anywhere (pages, live streams,
-metrics, the dashboard's own log). On SQLite only, what does not depend on the broker: search by
-id, name and state with the workflow tree, the read-only role refused, a beat entry paused and
-resumed, a worker joining and leaving the open page, and the history kept across a real restart
-of the dashboard process.
+The key flows run on every broker (SQLite, Redis, RabbitMQ): logging in and the live worker
+list; a failed task found, read and retried, and the retry seen running; queue depth and
+oldest-message age shown live, and a queue purged; a dead letter requeued (and the task then
+run) and another deleted (on the broker, where the transport can); the Prometheus endpoint
+parsed with prometheus-client's own parser. Where the broker URL holds a password (Redis,
+RabbitMQ), it is shown nowhere: pages, live streams, metrics, the dashboard's own log (with the
+login secrets). On SQLite only, what does not depend on the broker: search by id, name and
+state with the workflow tree, the read-only role refused (no button, and its POST answered
+403), a beat entry paused, resumed and run now, a worker joining and leaving the open page, and
+the history kept across a real restart of the dashboard process.
 
 One dashboard and one worker per broker serve the whole module; each test sends tasks of its
 own and looks only at them. No page may violate its Content-Security-Policy.
@@ -20,6 +22,8 @@ from __future__ import annotations
 import os
 import re
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from browser import WAIT_MS, Tab, launch
-from dashboard_support import OPERATOR_TOKEN, VIEWER_TOKEN
+from dashboard_support import OPERATOR_TOKEN, VIEWER_TOKEN, csrf_of
 from fleet import BROKERS, SESSION_KEY, Fleet, open_broker
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,10 +39,11 @@ from celeriac import chain
 from celeriac.dashboard.deadletters import describe
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Locator, Page
+    from playwright.sync_api import Browser, Page
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
+expect.set_options(timeout=WAIT_MS)  # the machine is shared: generous, as every wait here
 WAIT = WAIT_MS / 1000
 SQLITE_ONLY = pytest.mark.parametrize("fleet", ["sqlite"], indirect=True)
 #: An oldest message's age as the pages show it.
@@ -70,21 +75,24 @@ def fleet(
 
 
 @pytest.fixture(scope="module")
-def operator_session(browser: Browser, fleet: Fleet) -> Iterator[Tab]:
-    """The operator, logged in once per broker; its tests take turns on its page."""
+def operator_tab(browser: Browser, fleet: Fleet) -> Iterator[Tab]:
+    """The operator's browser tab, one per broker: its tests take turns on its page (a new
+    context or page costs Chromium a renderer)."""
     tab = Tab(browser, fleet.url)
     try:
-        tab.login(OPERATOR_TOKEN)
         yield tab
     finally:
         tab.close()
 
 
 @pytest.fixture
-def operator(operator_session: Tab) -> Iterator[Tab]:
-    operator_session.violations.clear()
-    yield operator_session
-    assert operator_session.violations == [], operator_session.violations
+def operator(operator_tab: Tab) -> Iterator[Tab]:
+    """The operator's tab, logged in (once: later tests find the session)."""
+    operator_tab.violations.clear()
+    if not any(c["name"] == "celeriac_session" for c in operator_tab.context.cookies()):
+        operator_tab.login(OPERATOR_TOKEN)
+    yield operator_tab
+    assert operator_tab.violations == [], operator_tab.violations
 
 
 @pytest.fixture
@@ -98,31 +106,37 @@ def viewer(browser: Browser, fleet: Fleet) -> Iterator[Tab]:
         tab.close()
 
 
-def shown(page: Page, path: str, selector: str, what: str) -> Locator:
-    """Open ``path`` again until ``selector`` is on it (pages that are not live show what the
-    history holds when loaded); fail naming ``what`` past the deadline."""
+def shown(fleet: Fleet, page: Page, path: str, needle: str) -> None:
+    """Open ``path`` in the page once it shows ``needle``. Pages that are not live show what
+    the history holds when loaded: the wait polls the page's HTML over HTTP (cheap), not the
+    browser (a render per try)."""
     deadline = time.monotonic() + WAIT
-    while True:
-        page.goto(path)
-        found = page.locator(selector)
-        if found.count():
-            return found
+    while needle not in get(fleet, path):
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: {selector!r} not on {path} within {WAIT}s")
-        page.wait_for_timeout(150)
+            raise AssertionError(f"{needle!r} not on {path} within {WAIT}s")
+        time.sleep(0.1)
+    page.goto(path)
 
 
-def task_in_state(page: Page, task_id: str, state: str) -> None:
-    shown(page, f"/tasks/{task_id}", f'#task-state:text-is("{state}")', f"{task_id} {state}")
+def task_in_state(fleet: Fleet, page: Page, task_id: str, state: str) -> None:
+    """Open the task's page once the task is in ``state``."""
+    shown(fleet, page, f"/tasks/{task_id}", f'id="task-state">{state}</span>')
+    expect(page.locator("#task-state")).to_have_text(state)
 
 
 def get(fleet: Fleet, path: str) -> str:
     """``path`` read with the operator's bearer token (a live stream: up to its first
-    fragment)."""
+    fragment; a page not found: the page that says so)."""
     request = urllib.request.Request(
         f"{fleet.url}{path}", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    try:
+        response = urllib.request.urlopen(request, timeout=10)
+    except urllib.error.HTTPError as missing:  # a task not in the history yet
+        if missing.code != 404:
+            raise
+        return str(missing.read().decode())
+    with response:
         if not response.headers["content-type"].startswith("text/event-stream"):
             return str(response.read().decode())
         lines: list[str] = []
@@ -131,40 +145,51 @@ def get(fleet: Fleet, path: str) -> str:
         return "".join(lines)
 
 
+def failed_login(fleet: Fleet, secret: str) -> str:
+    """Post the login form with ``secret`` (its CSRF token and cookie from the form); the
+    page that refused it."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with opener.open(f"{fleet.url}/login", timeout=10) as response:
+        token = csrf_of(response.read().decode())
+    form = urllib.parse.urlencode({"csrf": token, "secret": secret, "next": "/"}).encode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(f"{fleet.url}/login", form, timeout=10)
+    assert refused.value.code == 401
+    return str(refused.value.read().decode())
+
+
 def gate(fleet: Fleet) -> str:
     """A gate file that does not exist yet (see ``dashboard_tasks``)."""
     return str(fleet.dir / f"gate-{uuid.uuid4().hex[:8]}")
 
 
 # -- on every broker -------------------------------------------------------------------------
-def test_login_then_the_live_worker_list(browser: Browser, fleet: Fleet) -> None:
-    tab = Tab(browser, fleet.url)
-    try:
-        page = tab.page
-        page.goto("/workers")
-        assert "/login" in page.url
-        page.fill("#secret", "wrong-token-for-sure")
-        page.click("button[type=submit]")
-        expect(page.locator("#login-error")).to_contain_text("Wrong password or token")
-        page.fill("#secret", OPERATOR_TOKEN)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{fleet.url}/workers")
-        assert page.text_content("span.role") == "operator"
-        row = page.locator(f'tr.worker[data-hostname="{fleet.worker_name}"]')
-        # pool and concurrency come from remote control, polled: the live list fills them in
-        expect(row).to_contain_text("threads")
-        expect(row.locator("td").nth(2)).to_have_text("2")
-        expect(row).to_contain_text(fleet.broker.queue)
-        assert tab.violations == []
-    finally:
-        tab.close()
+def test_login_then_the_live_worker_list(fleet: Fleet, operator_tab: Tab) -> None:
+    operator_tab.context.clear_cookies()  # logged out (on the tab the next tests use)
+    operator_tab.violations.clear()
+    page = operator_tab.page
+    page.goto("/workers")
+    assert "/login" in page.url
+    page.fill("#secret", "wrong-token-for-sure")
+    page.click("button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("Wrong password or token")
+    page.fill("#secret", OPERATOR_TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{fleet.url}/workers")
+    assert page.text_content("span.role") == "operator"
+    row = page.locator(f'tr.worker[data-hostname="{fleet.worker_name}"]')
+    # pool and concurrency come from remote control, polled: the live list fills them in
+    expect(row).to_contain_text("threads")
+    expect(row.locator("td").nth(2)).to_have_text("2")
+    expect(row).to_contain_text(fleet.broker.queue)
+    assert operator_tab.violations == []
 
 
 def test_a_failed_task_is_read_retried_and_its_retry_runs(fleet: Fleet, operator: Tab) -> None:
     page = operator.page
     closed = gate(fleet)
     failed = fleet.app.send_task("d.flaky", (closed,))
-    shown(page, "/tasks?state=FAILURE&name=d.flaky", f'a[href="/tasks/{failed.id}"]', "failed")
+    shown(fleet, page, "/tasks?state=FAILURE&name=d.flaky", f'href="/tasks/{failed.id}"')
     page.click(f'a[href="/tasks/{failed.id}"]')
     expect(page.locator("#task-state")).to_have_text("FAILURE")
     expect(page.locator("#task-args")).to_contain_text(closed)
@@ -180,7 +205,7 @@ def test_a_failed_task_is_read_retried_and_its_retry_runs(fleet: Fleet, operator
     expect(page.locator("#flash")).to_contain_text("sent again as")
     retried = page.locator("#flash-task").inner_text()
     assert retried != failed.id
-    task_in_state(page, retried, "SUCCESS")
+    task_in_state(fleet, page, retried, "SUCCESS")
     expect(page.locator("#task-result")).to_contain_text("passed")
     expect(page.locator("#task-args")).to_contain_text(closed)
 
@@ -219,8 +244,9 @@ def test_dead_letters_are_requeued_then_run_or_deleted(fleet: Fleet, operator: T
     def row(task_id: str) -> str:
         return f'#letters tr:has(td.mono:text-is("{task_id}"))'
 
-    shown(page, f"/dead-letters?queue={queue}", row(sent.id), "the dead letter")
-    shown(page, f"/dead-letters?queue={queue}", row(doomed.id), "the other one")
+    letters = f"/dead-letters?queue={queue}"
+    shown(fleet, page, letters, f'<td class="mono">{sent.id}</td>')
+    shown(fleet, page, letters, f'<td class="mono">{doomed.id}</td>')
     expect(page.locator("#reason-groups")).to_contain_text("is closed")
     with open(closed, "x"):
         pass
@@ -237,7 +263,7 @@ def test_dead_letters_are_requeued_then_run_or_deleted(fleet: Fleet, operator: T
     # deleted on the broker where the transport can; hidden by the dashboard otherwise
     assert (on_broker == []) == fleet.transport_has("remove_dead_letters"), on_broker
 
-    task_in_state(page, sent.id, "SUCCESS")
+    task_in_state(fleet, page, sent.id, "SUCCESS")
     expect(page.locator("#task-result")).to_contain_text("through")
 
 
@@ -276,31 +302,20 @@ def test_metrics_parse_with_celery_exporter_names(fleet: Fleet) -> None:
 
 
 @pytest.mark.parametrize("fleet", ["redis", "amqp"], indirect=True)  # URLs with a password
-def test_no_password_is_ever_shown_nor_logged(
-    browser: Browser, fleet: Fleet, operator: Tab
-) -> None:
+def test_no_password_is_ever_shown_nor_logged(fleet: Fleet, operator: Tab) -> None:
     failed = fleet.app.send_task("d.fail", (5,))
     page = operator.page
-    task_in_state(page, failed.id, "FAILURE")
+    task_in_state(fleet, page, failed.id, "FAILURE")
     broker = page.locator("span.broker").inner_text()
     assert broker.startswith(f"{fleet.broker.name}://") and ":***@127.0.0.1" in broker
-    texts = [page.content()]
+    texts = [page.content(), get(fleet, "/metrics")]
     for path in ("/", "/workers", "/tasks", "/queues", "/dead-letters", "/beat", "/audit"):
-        page.goto(path)
-        texts.append(page.content())
-    texts.append(get(fleet, "/metrics"))
+        texts.append(get(fleet, path))
     for view in ("overview", "workers", "queues"):  # the live streams' JSON
         texts.append(get(fleet, f"/live?view={view}"))
     # a failed login's secret is not logged either
-    stranger = Tab(browser, fleet.url)
-    try:
-        stranger.page.goto("/login")
-        wrong = f"not-the-token-{uuid.uuid4().hex}"
-        stranger.page.fill("#secret", wrong)
-        stranger.page.click("button[type=submit]")
-        expect(stranger.page.locator("#login-error")).to_be_visible()
-    finally:
-        stranger.close()
+    wrong = f"not-the-token-{uuid.uuid4().hex}"
+    assert "Wrong password or token" in failed_login(fleet, wrong)
     assert fleet.dashboard is not None
     log = fleet.dashboard.output()
     if fleet.broker.name == "redis":
@@ -326,8 +341,8 @@ def test_tasks_are_searched_by_id_name_and_state_and_a_workflow_is_a_tree(
     ).apply_async()
     bad = app.send_task("d.fail", (6,))
     page = operator.page
-    task_in_state(page, workflow.id, "SUCCESS")
-    task_in_state(page, bad.id, "FAILURE")
+    task_in_state(fleet, page, workflow.id, "SUCCESS")
+    task_in_state(fleet, page, bad.id, "FAILURE")
 
     page.goto("/tasks")
     form = page.locator("#task-search")
@@ -358,7 +373,7 @@ def test_the_read_only_role_has_no_retry_button_and_its_post_is_refused(
 ) -> None:
     failed = fleet.app.send_task("d.fail", (7,))
     page = viewer.page
-    task_in_state(page, failed.id, "FAILURE")
+    task_in_state(fleet, page, failed.id, "FAILURE")
     expect(page.locator("#task-exception")).to_contain_text("bad value 7")
     assert page.text_content("span.role") == "viewer"
     expect(page.locator("#retry-form")).to_have_count(0)
@@ -390,7 +405,7 @@ def test_a_beat_entry_is_paused_resumed_and_run_now(fleet: Fleet, operator: Tab)
     row.locator("button", has_text="Run now").click()
     expect(page.locator("#flash")).to_contain_text("sent as")
     page.click("#flash-task")
-    task_in_state(page, page.url.rsplit("/", 1)[1], "SUCCESS")
+    task_in_state(fleet, page, page.url.rsplit("/", 1)[1], "SUCCESS")
     expect(page.locator("#task-result")).to_have_text("42")
 
 
@@ -415,7 +430,7 @@ def test_a_worker_joins_and_leaves_the_open_page(fleet: Fleet, operator: Tab) ->
 def test_a_restarted_dashboard_shows_the_earlier_failures(fleet: Fleet, operator: Tab) -> None:
     failed = fleet.app.send_task("d.fail", (77,))
     page = operator.page
-    task_in_state(page, failed.id, "FAILURE")
+    task_in_state(fleet, page, failed.id, "FAILURE")
     before = fleet.dashboard
     assert fleet.stop_dashboard() == 0
     fleet.start_dashboard()  # a new process, the same history file
