@@ -153,8 +153,11 @@ def parse_time(value: object, name: str) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError, ValueError) as exc:  # out of datetime's range
+            raise DecodeError(f"header {name!r} is not a time: {value!r} ({exc})") from None
     if not isinstance(value, str):
         raise DecodeError(f"header {name!r} is not an ISO-8601 time: {value!r}")
     try:
