@@ -234,6 +234,37 @@ def test_a_dropped_connection_skips_stale_acks_and_redelivers(
     run(main)
 
 
+def test_stop_consuming_puts_back_what_was_pushed_uncounted(names: Names) -> None:
+    queue, kept = names("paused"), names("kept")
+
+    async def main() -> None:
+        worker = names.transport()
+        for name in (queue, kept):
+            await worker.declare_queue(Queue(name))
+        assert await worker.get([queue, kept], 3, timeout=0.2) == []  # consuming, QoS 3
+        await worker.publish_batch([Outgoing(message(f"m{i}"), "", queue) for i in range(3)])
+        link = worker.current_link()
+        assert link is not None
+        channel = await link.channel("consume")
+        await channel.queue_declare(queue, passive=True)  # every push made has arrived
+        assert len(link.buffers[queue]) == 3
+        await worker.stop_consuming(queue)
+        assert queue not in link.consumers and queue not in link.buffers
+        assert kept in link.consumers
+        assert await worker.size(queue) == 3
+        other = names.transport()
+        got: list[Delivery] = []
+        while len(got) < 3:
+            got += await other.get([queue], 3, timeout=5)
+        assert sorted(label(d) for d in got) == ["m0", "m1", "m2"]
+        assert [d.delivery_count for d in got] == [1, 1, 1]  # given back, not lost
+        await other.ack(got)
+        for transport in (worker, other):
+            await transport.close()
+
+    run(main)
+
+
 def test_quorum_queues_on_option(names: Names) -> None:
     queue = names("quorum")
 

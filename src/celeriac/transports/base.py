@@ -17,6 +17,10 @@ The contract is small and explicit about acknowledgement:
   trip; ``reject`` dead-letters the message with a reason a person can read;
 * **purge**, **size**, **dead_letters** for the CLI and for tests.
 
+Optional methods have a documented default in this class, so that callers (the worker, the
+dashboard) need not ask whether a broker has them: **stop_consuming** (give back what was
+prefetched for a queue the worker stops consuming).
+
 Everything is ``async``; a transport that talks to a blocking library does so in a way that keeps
 each call short. Sync producers go through :meth:`Transport.publish_sync`, which a transport with
 a native blocking client overrides so that ``.delay()`` in a Django view costs one round trip and
@@ -214,6 +218,18 @@ class Transport(abc.ABC):
         Queues are served fairly: one busy queue does not starve the others. Must be safe to
         cancel: a cancelled ``get`` leaves no message leased to nobody (the worker cancels it
         to stop promptly).
+        """
+
+    async def stop_consuming(self, queue: str) -> None:
+        """Stop consuming ``queue`` in this process: give back what was taken from it ahead of
+        any :meth:`get` (a broker that pushes, such as RabbitMQ, cancels its consumer and returns
+        what it pushed) and what a cancelled ``get`` took from it, so that once this returns,
+        every message of ``queue`` not handed to the caller waits on the broker for any
+        consumer. The caller's own next ``get`` no longer names ``queue``; a ``get`` that
+        names it again consumes it again.
+
+        The default does nothing: right for a transport that holds nothing between two ``get``
+        calls and whose cancelled ``get`` leaves nothing to give back.
         """
 
     @abc.abstractmethod

@@ -283,6 +283,7 @@ async def add_consumer(worker: Worker, arguments: dict[str, Any], ctx: Context) 
         return nok(f"cannot declare queue {name!r}: {exc}")
     worker.queues.append(queue)
     consumer.queue_names.append(queue.name)
+    await consumer.refetch()  # the fetch waiting now does not name it: start it over
     logger.info("consuming from %s by remote control", name)
     return ok(f"add consumer {name}")
 
@@ -303,16 +304,28 @@ def _queue_for(worker: Worker, name: str, arguments: dict[str, Any]) -> Queue:
 
 @command("cancel_consumer")
 async def cancel_consumer(worker: Worker, arguments: dict[str, Any], ctx: Context) -> Any:
+    """Stop consuming a queue at once: it leaves the consumer's list, the fetch waiting now is
+    started over without it, and the transport gives back what it took from it ahead of the
+    worker (RabbitMQ's pushed messages; a cancelled claim's haul). Once the reply is sent, what
+    is sent to the queue waits on the broker. What the worker holds already (fetched, waiting
+    for a pool slot) still runs, as in Celery."""
     name = arguments.get("queue")
-    consumer = worker.consumer
-    if consumer is None:
+    consumer, transport = worker.consumer, worker.transport
+    if consumer is None or transport is None:
         return nok("the worker is not consuming yet")
-    if name in consumer.queue_names:
-        if len(consumer.queue_names) == 1:
-            return nok(f"{name} is the only queue this worker consumes: add another first")
-        consumer.queue_names.remove(name)
-        worker.queues[:] = [q for q in worker.queues if q.name != name]
-        logger.info("no longer consuming from %s (remote control)", name)
+    if not isinstance(name, str) or name not in consumer.queue_names:
+        return ok(f"no longer consuming from {name}")
+    if len(consumer.queue_names) == 1:
+        return nok(f"{name} is the only queue this worker consumes: add another first")
+    consumer.queue_names.remove(name)
+    worker.queues[:] = [q for q in worker.queues if q.name != name]
+    await consumer.refetch()
+    try:
+        await transport.stop_consuming(name)
+    except Exception as exc:
+        logger.warning("cancel_consumer %s: the broker's consumer was not stopped: %s", name, exc)
+        return nok(f"no longer fetching from {name}, but the broker was not told: {exc}")
+    logger.info("no longer consuming from %s (remote control)", name)
     return ok(f"no longer consuming from {name}")
 
 

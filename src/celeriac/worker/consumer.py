@@ -89,6 +89,10 @@ class Consumer:
         self._stopping = False
         self._in_get = False
         self._fetcher: asyncio.Task[Any] | None = None
+        #: set while no ``get`` is in progress (see :meth:`refetch`)
+        self._out_of_get = asyncio.Event()
+        self._out_of_get.set()
+        self._refetching = False
         self._accept = tuple(app.conf.accept_content)
         #: Checks each message's signature before anything else is read (``security_cert_store``).
         security = app.security
@@ -132,13 +136,20 @@ class Consumer:
                 continue
             try:
                 self._in_get = True
+                self._out_of_get.clear()
                 try:
                     batch = await self.transport.get(self.queue_names, room, FETCH_TIMEOUT)
                 finally:
                     self._in_get = False
+                    self._out_of_get.set()
             except asyncio.CancelledError:
                 if self.stopping:
                     return  # stop_fetching() interrupted the wait; get() is cancel-safe
+                if self._refetching:  # refetch() interrupted it: fetch again, from the new list
+                    self._refetching = False
+                    fetcher = asyncio.current_task()
+                    if fetcher is None or fetcher.uncancel() == 0:
+                        continue
                 raise
             except TransportError as exc:
                 self.outage.failed(exc, "fetching")
@@ -158,6 +169,21 @@ class Consumer:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    async def refetch(self) -> None:
+        """Start the fetch over with :attr:`queue_names` as they are now (``add_consumer`` and
+        ``cancel_consumer`` changed them): a ``get`` waiting now is interrupted, which the
+        transport contract makes safe (what it took goes back), and this returns once it has
+        ended, so no fetch that names a queue dropped from the list is still running."""
+        fetcher = self._fetcher
+        if self._stopping or not self._in_get or fetcher is None or fetcher.done():
+            return
+        self._refetching = True
+        fetcher.cancel()
+        try:
+            await self._out_of_get.wait()
+        finally:
+            self._refetching = False  # also when the get ended by itself before the cancel
 
     def stop_fetching(self) -> None:
         """Stop fetching now: a ``get`` waiting for messages is interrupted (the transport

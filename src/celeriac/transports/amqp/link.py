@@ -57,6 +57,9 @@ class Link:
         self.arrived = asyncio.Event()
         self.prefetch = 0
         self.held: set[int] = set()  # delivery tags handed out and not settled
+        #: deliveries of a consumer that was cancelled, found after its buffer went: each
+        #: ``get`` gives them back (see stop_consuming)
+        self.strays: list[tuple[str, DeliveredMessage]] = []
         self.declared: dict[str, float] = {}  # declaration key -> monotonic time
         self.known_exchanges: set[str] = {""}
         self.rotation = 0
@@ -101,6 +104,7 @@ class Link:
         self.consumers.clear()
         self.buffers.clear()
         self.held.clear()
+        self.strays.clear()
 
     def consume_generation(self) -> int:
         """The generation of the current consume channel (raised when it was lost)."""
@@ -125,13 +129,17 @@ class Link:
         self.prefetch = count
 
     async def start_consuming(self, queue: str) -> None:
-        """``basic.consume`` on ``queue``; deliveries land in its buffer."""
+        """``basic.consume`` on ``queue``; deliveries land in its buffer (once the consumer is
+        cancelled and its buffer gone, among the strays)."""
         channel = await self.channel("consume")
         buffer = self.buffers.setdefault(queue, deque())
         arrived = self.arrived
 
         async def on_message(message: DeliveredMessage) -> None:
-            buffer.append(message)
+            if self.buffers.get(queue) is buffer:
+                buffer.append(message)
+            else:
+                self.strays.append((queue, message))
             arrived.set()
 
         ok = await channel.basic_consume(queue, on_message, no_ack=False)
@@ -200,13 +208,22 @@ class Link:
         """Every delivery received and not handed out (to return them at close)."""
         return [message for buffer in self.buffers.values() for message in buffer]
 
-    async def stop_consuming(self, queue: str) -> None:
-        """Cancel the consumer of ``queue`` (before deleting it) and forget its buffer."""
+    async def stop_consuming(self, queue: str) -> list[DeliveredMessage]:
+        """Cancel the consumer of ``queue``; returns what it delivered that nobody took (still
+        unacked: the caller gives it back or, deleting the queue, lets it go).
+
+        RabbitMQ sends ``basic.cancel-ok`` after every delivery of that consumer, and aiormq
+        starts each delivery's callback as its frame is read, so they have run when this
+        resumes; a delivery that comes later all the same becomes a stray, which ``get``
+        gives back."""
         tag = self.consumers.pop(queue, None)
-        self.buffers.pop(queue, None)
         channel = self._channels.get("consume")
         if tag is not None and channel is not None and not channel.is_closed:
             await channel.basic_cancel(tag)
+        pending = list(self.buffers.pop(queue, None) or ())
+        pending += [raw for name, raw in self.strays if name == queue]
+        self.strays = [(name, raw) for name, raw in self.strays if name != queue]
+        return pending
 
     async def cancel_consumers(self) -> None:
         """Stop deliveries (before returning what is buffered)."""

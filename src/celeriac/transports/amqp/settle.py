@@ -230,19 +230,38 @@ class Settler:
             async with asyncio.timeout(RETURN_TIMEOUT):
                 await link.cancel_consumers()
                 pending = [(q, raw) for q, buf in link.buffers.items() for raw in buf]
+                pending += link.strays
                 link.buffers.clear()
-                if not pending:
-                    return
-                frames: list[Frame] = []
-                for queue, raw in pending:
-                    counts = codec.counts_of(raw)
-                    headers = {codec.DELIVERIES: counts.delivery_count - 1, codec.LOST: counts.lost}
-                    frames.append(("", queue, raw.body, codec.copy_properties(raw, headers)))
-                await self.transport.send(link, frames)
-                channel = await link.channel("consume")
-                await wire.ack(channel, [codec.tag_of(raw) for _, raw in pending])
+                link.strays = []
+                await self._put_back(link, pending)
         except Exception as exc:  # the connection is closing anyway: RabbitMQ returns them
             logger.debug("returning buffered deliveries at close: %s", exc)
+
+    async def stop_consuming(self, link: Link, queue: str) -> None:
+        """Cancel the consumer of ``queue`` and put back, uncounted, what it pushed and was
+        not handed out (see :meth:`Link.stop_consuming`)."""
+        pending = await link.stop_consuming(queue)
+        await asyncio.shield(self._put_back(link, [(queue, raw) for raw in pending]))
+
+    async def return_strays(self, link: Link) -> None:
+        """Put back deliveries that came for a consumer already cancelled."""
+        strays, link.strays = link.strays, []
+        await asyncio.shield(self._put_back(link, strays))
+
+    async def _put_back(self, link: Link, pending: list[tuple[str, DeliveredMessage]]) -> None:
+        """A copy of each (its delivery count as before this delivery) to its queue, then ack
+        the originals: RabbitMQ's own requeue would mark them redelivered, which reads as a
+        worker lost with them. The copies queue up behind the messages waiting there."""
+        if not pending:
+            return
+        frames: list[Frame] = []
+        for queue, raw in pending:
+            counts = codec.counts_of(raw)
+            headers = {codec.DELIVERIES: counts.delivery_count - 1, codec.LOST: counts.lost}
+            frames.append(("", queue, raw.body, codec.copy_properties(raw, headers)))
+        await self.transport.send(link, frames)
+        channel = await link.channel("consume")
+        await wire.ack(channel, [codec.tag_of(raw) for _, raw in pending])
 
     # -- reading dead letters -----------------------------------------------------------------
     async def dead_letters(self, link: Link, queue: str, limit: int) -> list[DeadLetter]:

@@ -36,9 +36,11 @@ message counts 1 once it is in its delay queue. Message layout: :mod:`~.amqp_cod
 
 **Consuming.** ``get`` starts a ``basic.consume`` per queue on first use (RabbitMQ round-robins
 between queues and consumers) and takes from what was pushed; ``get(timeout=0)`` ("what is ready
-now") also pulls with ``basic.get``. A cancelled ``get`` puts back what it took. ``extend`` does
-nothing: RabbitMQ has no lease, a delivery is held until settled or its channel closes, but it
-closes a channel that holds one longer than ``consumer_timeout`` (30 minutes by default).
+now") also pulls with ``basic.get``. A cancelled ``get`` puts back what it took.
+``stop_consuming`` cancels a queue's ``basic.consume`` and puts back, uncounted, what RabbitMQ
+pushed for it and no ``get`` took. ``extend`` does nothing: RabbitMQ has no lease, a delivery
+is held until settled or its channel closes, but it closes a channel that holds one longer
+than ``consumer_timeout`` (30 minutes by default).
 
 **Settling.** ``ack`` is ``basic.ack``. ``requeue`` publishes a copy (confirmed) with the count
 raised, to the queue itself or through a delay queue, then acks: RabbitMQ's own requeue would mark
@@ -393,6 +395,8 @@ class AMQPTransport(Transport):
             link.consume_generation()
             if timeout <= 0:
                 return await self.settler.poll(link, names, max_count)
+            if link.strays:
+                await self.settler.return_strays(link)
             for name in names:
                 if name not in link.consumers and await self.settler.exists(link, name):
                     await link.start_consuming(name)
@@ -409,9 +413,23 @@ class AMQPTransport(Transport):
                 return []
             if link.broken:
                 raise TransportError(f"RabbitMQ {self._where()}: the connection closed")
+            if link.strays:
+                with self.errors("giving back deliveries of a cancelled consumer"):
+                    await self.settler.return_strays(link)
             link.arrived.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(link.arrived.wait(), remaining)
+
+    async def stop_consuming(self, queue: str) -> None:
+        """Cancel this loop's ``basic.consume`` on ``queue`` and put back, uncounted, what
+        RabbitMQ pushed to it and no ``get`` took (held unacked in the link's buffer, it would
+        wait there for a worker that no longer asks for it)."""
+        link = self.current_link()
+        if link is None or link.broken:
+            return  # a closed channel's deliveries went back to RabbitMQ already
+        with self.errors(f"stopping the consumer of {queue!r}"):
+            link.consume_generation()
+            await self.settler.stop_consuming(link, queue)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         await self.settler.ack(deliveries)

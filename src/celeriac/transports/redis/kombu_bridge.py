@@ -51,6 +51,11 @@ class Bridges:
                 pump = asyncio.get_running_loop().create_task(self._pump(listener, queue))
                 self._pumps[(queue, exchange)] = pump
 
+    def pause(self, queue: str) -> None:
+        """No longer consumed here: stop feeding ``queue`` (a later :meth:`start` resumes)."""
+        for key in [key for key in self._pumps if key[0] == queue]:
+            _cancel(self._pumps.pop(key))
+
     def forget(self, queue: str) -> None:
         """The queue is gone: stop feeding it."""
         self.bound.pop(queue, None)
@@ -63,11 +68,7 @@ class Bridges:
         loop = asyncio.get_running_loop()
         pumps, self._pumps = list(self._pumps.values()), {}
         for pump in pumps:
-            owner = pump.get_loop()
-            if owner is loop:
-                pump.cancel()
-            elif not owner.is_closed():
-                owner.call_soon_threadsafe(pump.cancel)
+            _cancel(pump)
         await asyncio.gather(*(p for p in pumps if p.get_loop() is loop), return_exceptions=True)
 
     async def _pump(self, listener: RedisListener, queue: str) -> None:
@@ -88,6 +89,19 @@ class Bridges:
                     logger.warning("lost %d fanout messages for %r: %s", len(batch), queue, exc)
         finally:
             await listener.close()
+
+
+def _cancel(pump: asyncio.Task[None]) -> None:
+    """Cancel a pump on its own loop (at once if that is the running one)."""
+    owner = pump.get_loop()
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if owner is running:
+        pump.cancel()
+    elif not owner.is_closed():
+        owner.call_soon_threadsafe(pump.cancel)
 
 
 __all__ = ["Bridges"]

@@ -235,8 +235,15 @@ class KombuRedisTransport(RedisTransport):
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            task.add_done_callback(self._give_back)
+            self.abandon(task)
             raise
+
+    async def stop_consuming(self, queue: str) -> None:
+        """Stop the subscriptions feeding ``queue`` from fanout exchanges (kombu keeps nothing
+        for a queue nobody consumes; a later ``get`` naming it subscribes again), then wait for
+        the hauls of cancelled gets to be back, as the native layout does."""
+        self._bridges.pause(queue)
+        await super().stop_consuming(queue)
 
     async def _take(
         self, clients: _LoopClients, queues: list[str], max_count: int

@@ -211,6 +211,8 @@ class RedisTransport(Transport):
         self._declared: dict[str, Callable[[Topology], bool]] = {}
         self._rotation = 0
         self._returning: set[asyncio.Task[None]] = set()
+        #: the claims of cancelled gets still running (their haul is given back when they end)
+        self._abandoned: set[asyncio.Future[Any]] = set()
         #: queues -> event-loop time until which nothing in them falls due, for the queues whose
         #: last claim came back short (they were empty): see ``get``.
         self._emptied: dict[tuple[str, ...], float] = {}
@@ -678,7 +680,7 @@ class RedisTransport(Transport):
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            task.add_done_callback(self._give_back)
+            self.abandon(task)
             if wake is not None and not task.done():
                 unblock = asyncio.get_running_loop().create_task(self._unblock(clients, client_id))
                 self._returning.add(unblock)
@@ -693,6 +695,19 @@ class RedisTransport(Transport):
         except (asyncio.CancelledError, redis.RedisError, OSError) as exc:
             # the wait ended (or failed) by itself: nothing is left blocked
             logger.debug("no BLPOP to unblock: %r", exc)
+
+    def abandon(self, task: asyncio.Future[Any]) -> None:
+        """A cancelled get's claim runs on: its haul is given back once it ends (and
+        :meth:`stop_consuming` waits for that)."""
+        task.add_done_callback(self._give_back)
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    async def stop_consuming(self, queue: str) -> None:
+        """Nothing is held between two ``get`` calls; this waits until the claims of cancelled
+        gets have ended and what they took is back in its queues."""
+        while self._abandoned or self._returning:
+            await asyncio.gather(*self._abandoned, *self._returning, return_exceptions=True)
 
     def _give_back(self, task: asyncio.Future[tuple[list[Delivery], float | None, Any]]) -> None:
         """Requeue what a cancelled get() claimed, so it need not wait for its lease to end."""

@@ -187,6 +187,8 @@ class SQLiteTransport(Transport):
         self._topology: tuple[int, Topology] | None = None
         self._auto_delete: set[str] = set()
         self._rotation = 0
+        #: the looks of cancelled gets still running (their haul is requeued when they end)
+        self._abandoned: set[asyncio.Future[_Look]] = set()
         # the polling back-off outlives one get(): a worker calling get(timeout=1) in a loop on
         # an idle queue stays at poll_interval instead of ramping up from 1 ms every second
         self._pause = _MIN_POLL
@@ -423,6 +425,8 @@ class SQLiteTransport(Transport):
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(self._release_abandoned)
+            self._abandoned.add(task)
+            task.add_done_callback(self._abandoned.discard)
             raise
 
     def _release_abandoned(self, task: asyncio.Future[_Look]) -> None:
@@ -586,6 +590,22 @@ class SQLiteTransport(Transport):
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         rows = await self._run(self._db.read, sql.SELECT_DEAD_LETTERS, queue, max(limit, 0))
         return [DeadLetter(*row) for row in rows]
+
+    async def stop_consuming(self, queue: str) -> None:
+        """Nothing is held between two ``get`` calls; what a cancelled ``get`` claimed is
+        requeued on the SQL thread, so this waits for that thread to pass every requeue
+        already asked of it."""
+        pending = list(self._abandoned)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        with self._lock:
+            running = self._executor is not None
+        if running:
+            await self._run(_nothing)
+
+
+def _nothing() -> None:
+    """Run on the SQL thread to wait for what was queued there before."""
 
 
 __all__ = ["SQLiteTransport", "database_path", "open_database"]
