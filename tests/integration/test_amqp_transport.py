@@ -234,6 +234,77 @@ def test_a_dropped_connection_skips_stale_acks_and_redelivers(
     run(main)
 
 
+def test_an_early_ack_lowers_qos_so_nothing_is_pushed_past_the_room_asked(names: Names) -> None:
+    """A worker with a window of two: one task runs (acked early, still in its window), one
+    place is asked for. Two messages arrive: one is pushed, the other waits on the broker,
+    for any consumer, instead of in this link's buffer (QoS fell with the early ack)."""
+    queue = names("qos")
+
+    async def main() -> None:
+        worker, producer = names.transport(), names.transport()
+        await worker.declare_queue(Queue(queue))
+        await producer.publish(Outgoing(message("running"), "", queue))
+        [running] = await worker.get([queue], 2, timeout=5)
+        fetch = asyncio.ensure_future(worker.get([queue], 1, timeout=5))
+        await worker.ack([running])
+        await producer.publish_batch([Outgoing(message(f"lax{i}"), "", queue) for i in range(2)])
+        [first] = await fetch
+        link = worker.current_link()
+        assert link is not None
+        channel = await link.channel("consume")
+        # answered after every delivery the queue already made to this channel
+        ok = await channel.queue_declare(queue, passive=True)
+        assert ok.message_count == 1
+        assert not link.buffers.get(queue)
+        assert link.prefetch == 1
+        await worker.ack([first])
+        [second] = await worker.get([queue], 1, timeout=5)
+        assert (label(first), label(second)) == ("lax0", "lax1")
+        await worker.ack([second])
+        for transport in (worker, producer):
+            await transport.close()
+
+    run(main)
+
+
+def test_qos_follows_the_capacity_the_consumer_states(names: Names) -> None:
+    """With ``watch_capacity`` (as a worker states it), QoS is lowered as soon as the stated
+    capacity falls below it, and raised once RabbitMQ can push nothing more and the consumer
+    has room again; never a message past the capacity in this link."""
+    queue = names("capacity")
+    capacity = [2]
+
+    async def flushed(link: Any) -> int:
+        channel = await link.channel("consume")
+        return int((await channel.queue_declare(queue, passive=True)).message_count or 0)
+
+    async def main() -> None:
+        worker, producer = names.transport(), names.transport()
+        worker.watch_capacity(lambda: capacity[0])
+        await worker.declare_queue(Queue(queue))
+        await producer.publish(Outgoing(message("running"), "", queue))
+        [running] = await worker.get([queue], 2, timeout=5)
+        link = worker.current_link()
+        assert link is not None and link.prefetch == 2
+        capacity[0] = 1  # it started and is acked early: it fills the window, not the QoS
+        await worker.ack([running])
+        assert link.prefetch == 1
+        await producer.publish_batch([Outgoing(message(f"m{i}"), "", queue) for i in range(3)])
+        [first] = await worker.get([queue], 1, timeout=5)
+        assert await flushed(link) == 2 and not link.buffers.get(queue)
+        capacity[0] = 2  # the running task ended: room for one more, unacked
+        [second] = await worker.get([queue], 1, timeout=5)
+        assert link.prefetch == 2
+        assert await flushed(link) == 1 and not link.buffers.get(queue)
+        assert [label(first), label(second)] == ["m0", "m1"]
+        await worker.ack([first, second])
+        await worker.purge(queue)
+        for transport in (worker, producer):
+            await transport.close()
+
+    run(main)
+
+
 def test_stop_consuming_puts_back_what_was_pushed_uncounted(names: Names) -> None:
     queue, kept = names("paused"), names("kept")
 

@@ -19,7 +19,8 @@ The contract is small and explicit about acknowledgement:
 
 Optional methods have a documented default in this class, so that callers (the worker, the
 dashboard) need not ask whether a broker has them: **stop_consuming** (give back what was
-prefetched for a queue the worker stops consuming).
+prefetched for a queue the worker stops consuming) and **watch_capacity** (what a broker
+that pushes may push).
 
 Everything is ``async``; a transport that talks to a blocking library does so in a way that keeps
 each call short. Sync producers go through :meth:`Transport.publish_sync`, which a transport with
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -219,6 +220,15 @@ class Transport(abc.ABC):
         cancel: a cancelled ``get`` leaves no message leased to nobody (the worker cancels it
         to stop promptly).
         """
+
+    def watch_capacity(self, capacity: Callable[[], int]) -> None:
+        """Let the transport ask the consumer, whenever it wants, how many deliveries it may
+        hold *unsettled* at most right now: the room left in its window plus the deliveries it
+        holds and has not decided to settle (a running task whose message it acked early no
+        longer counts, though it still fills the window). A broker that pushes ahead of ``get``
+        (RabbitMQ: QoS) uses it to push no more than that, and to change its limit only when
+        that changes. The default ignores it: a transport that takes only what ``get`` asks
+        for needs no more."""
 
     async def stop_consuming(self, queue: str) -> None:
         """Stop consuming ``queue`` in this process: give back what was taken from it ahead of

@@ -109,12 +109,21 @@ class Consumer:
         #: The worker's event dispatcher while its events component runs (``task-*`` events
         #: are sent through it when task events are on: :mod:`celeriac.worker.task_events`).
         self.events: EventDispatcher | None = None
+        transport.watch_capacity(self.capacity)
 
     @property
     def window(self) -> int:
         """How many deliveries this worker may hold: the pool's size times the prefetch
         multiplier (what a pool holds in its own queue counts too)."""
         return max(1, self.pool.concurrency * self.prefetch_multiplier, self.slots.size)
+
+    def capacity(self) -> int:
+        """How many deliveries this worker may hold unsettled now: the room in its window (none
+        once it stops fetching) plus those it holds and has not acked. A task acked early
+        fills the window while it runs but no longer counts here: a broker that pushes ahead of
+        ``get`` (``Transport.watch_capacity``) must then push one fewer."""
+        room = 0 if self._stopping else max(0, self.window - len(self.inflight))
+        return room + len(self.unacked)
 
     async def resize(self, concurrency: int) -> None:
         """Follow the pool to a new size (the autoscaler calls this after ``pool.resize``)."""

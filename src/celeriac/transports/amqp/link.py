@@ -15,8 +15,13 @@ error in AMQP closes the whole channel and everything it holds:
   stale and skipped instead of acking an unrelated message under a reused tag.
 
 Deliveries are pushed into per-queue buffers by the consumer callback (aiormq calls it from its
-reader in arrival order) and taken by ``get``. QoS is channel-wide (``global``) and rises to what
-the worker holds plus what it asks for: its window, so the broker never pushes more than that.
+reader in arrival order) and taken by ``get``. QoS is channel-wide (``global``) and follows
+:meth:`Link.need`, the most deliveries the worker may hold unacked: its window less its
+running tasks acked early. An early ack (the task runs on, still in the worker's window, no
+longer unacked here) lowers QoS *before* its ``basic.ack`` frees a place; a raise waits until
+RabbitMQ can push nothing more (:meth:`Link.fit_prefetch`). So RabbitMQ never pushes a message
+the worker has no room for, and a busy worker, whose tasks start and end together, changes QoS
+seldom: a ``basic.qos`` frame, written ahead of the acks, whose reply nobody waits for.
 """
 
 from __future__ import annotations
@@ -44,10 +49,16 @@ class Link:
     """The connection of one loop, its three channels and the consumer state (see module doc)."""
 
     def __init__(
-        self, connection: AbstractConnection, generation: int, confirms: bool = True
+        self,
+        connection: AbstractConnection,
+        generation: int,
+        confirms: bool = True,
+        prefetch_count: int | None = None,
     ) -> None:
         self.connection = connection
         self.confirms = confirms
+        #: A fixed QoS (the ``prefetch_count`` option): set once, never followed.
+        self.fixed_prefetch = prefetch_count
         self.generation = generation
         self._channels: dict[str, AbstractChannel] = {}
         self._wrappers: dict[str, Any] = {}  # aio-pika's channel objects, kept alive
@@ -57,6 +68,13 @@ class Link:
         self.arrived = asyncio.Event()
         self.prefetch = 0
         self.held: set[int] = set()  # delivery tags handed out and not settled
+        #: held tags whose settle is being written (they count as free: see need())
+        self.settling: set[int] = set()
+        #: the room the consumer asked for and has not been given yet (see need())
+        self.asked = 0
+        #: the consumer's capacity now, when it says (Transport.watch_capacity; see need())
+        self.capacity: Callable[[], int] | None = None
+        self._qos = asyncio.Lock()
         #: deliveries of a consumer that was cancelled, found after its buffer went: each
         #: ``get`` gives them back (see stop_consuming)
         self.strays: list[tuple[str, DeliveredMessage]] = []
@@ -104,6 +122,7 @@ class Link:
         self.consumers.clear()
         self.buffers.clear()
         self.held.clear()
+        self.settling.clear()
         self.strays.clear()
 
     def consume_generation(self) -> int:
@@ -114,13 +133,54 @@ class Link:
             self._channels.pop("consume", None)
         return self.generation
 
-    async def raise_prefetch(self, count: int) -> None:
-        """Raise the channel-wide QoS to ``count`` if it is lower (one round trip when it is).
+    def need(self) -> int:
+        """The QoS the consumer needs now: the most deliveries it may hold unacked.
 
-        Never lowered: in a worker, deliveries held plus the room asked for add up to its
-        window (acks_late) or the room alone does (early acks), so QoS settles at the window
-        after the first few fetches instead of changing, a round trip each, with every batch.
+        The worker's window counts a running task whose message was acked early; RabbitMQ's
+        count does not. So QoS is the worker's window less its running tasks acked early, as
+        the worker says (:attr:`capacity`); for a caller that does not say, what it holds
+        unacked (a delivery whose ack is being written no longer counts) plus the room its last
+        ``get`` asked for and was not given. Never below one: AMQP has no QoS 0, so a worker
+        whose window is all running tasks may find one message pushed ahead of its next fetch.
         """
+        if self.capacity is not None:
+            wanted = self.capacity()
+        else:
+            wanted = len(self.held) - len(self.settling) + self.asked
+        return max(1, min(wanted, 65535))
+
+    def saturated(self) -> bool:
+        """Whether RabbitMQ may push no more now: unacked deliveries (handed out, or buffered
+        here) fill the QoS."""
+        buffered = sum(len(buffer) for buffer in self.buffers.values()) + len(self.strays)
+        return len(self.held) + buffered >= self.prefetch
+
+    async def fit_prefetch(self, grow: bool = False, idle: bool = False) -> None:
+        """Lower QoS to :meth:`need` when it is above (at once: RabbitMQ would push past the
+        worker's room), or, with ``grow``, raise it when RabbitMQ can push nothing more and the
+        worker has room (a raise that can wait for that saves a frame each time a task starts
+        and ends); with ``idle`` (a fetch found nothing for its whole wait), raise it anyway,
+        in case RabbitMQ counts a delivery this link does not. Also sets it the first time, or
+        to the fixed ``prefetch_count``.
+
+        One ``basic.qos`` frame when it changes, written at once, its reply not waited for
+        (:func:`~celeriac.transports.amqp.wire.qos`). Serialised, and the figure is taken
+        inside the lock, so two callers cannot leave an older figure in place."""
+        async with self._qos:
+            count = self.fixed_prefetch or self.need()
+            if count == self.prefetch:
+                return
+            waits = not (idle or (grow and self.saturated()))
+            if self.prefetch and count > self.prefetch and waits:
+                return  # RabbitMQ can still push: the raise can wait
+            channel = await self.channel("consume")
+            await wire.qos(channel, count)
+            self.prefetch = count
+
+    async def raise_prefetch(self, count: int) -> None:
+        """Raise the channel-wide QoS to ``count`` if it is lower (one round trip when it is):
+        for a link with a fixed need, such as beat's leader (one token at a time). A worker's
+        consuming link follows its need with :meth:`fit_prefetch` instead."""
         count = max(1, min(count, 65535))
         if count <= self.prefetch:
             return

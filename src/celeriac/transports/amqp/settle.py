@@ -172,10 +172,21 @@ class Settler:
         return link, held
 
     async def _ack_raw(self, link: Link, deliveries: Sequence[Delivery]) -> None:
+        """``basic.ack`` the deliveries; QoS is lowered first if they leave the consumer
+        needing less (see :meth:`Link.need`), so the places they free are not filled past the
+        consumer's room. Not before a consuming ``get`` set QoS: RabbitMQ's limiter, switched
+        on while ``basic.get`` deliveries are unacked, counts them and never their acks, and
+        would block the channel's consumers for good."""
         channel = await link.channel("consume")
         tags = [delivery.tag[1] for delivery in deliveries]
-        await wire.ack(channel, tags)
-        link.held.difference_update(tags)
+        link.settling.update(tags)
+        try:
+            if link.prefetch:
+                await link.fit_prefetch()
+            await wire.ack(channel, tags)
+            link.held.difference_update(tags)
+        finally:
+            link.settling.difference_update(tags)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         link, held = self._split("ack", deliveries)

@@ -6,7 +6,8 @@ URLs: ``amqp://user:password@host:5672/vhost``, ``amqps://`` and ``;``-separated
 Options (``broker_transport_options``), besides the connection options: ``max_deliveries``
 (10); ``queue_type`` (``"classic"`` or ``"quorum"``: durable queues are declared as quorum queues,
 which RabbitMQ 3.10 replicates but gives no priorities); ``prefetch_count`` (fixed QoS; by default
-QoS follows what the worker holds plus what it asks for, i.e. its prefetch window);
+QoS follows the worker's prefetch window less its running tasks acked early, so that RabbitMQ
+never pushes a message the worker has no room for: :meth:`Link.need`);
 ``confirm_timeout`` (30 s); ``max_priority`` (9; 0 declares queues without priorities, as
 Celery does, so Celery workers can share them); ``confirm_publish`` (True; False sends without
 waiting for the broker, as Celery does by default: several times the sync send rate, but a
@@ -130,6 +131,7 @@ class AMQPTransport(Transport):
         self._delay_names: set[str] = set()
         self._portal: Any = None
         self.settler = Settler(self)
+        self._capacity: Callable[[], int] | None = None
 
     # -- connections --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -164,7 +166,13 @@ class AMQPTransport(Transport):
                 logger.warning("RabbitMQ connection lost; reconnecting to %s", self._where())
                 await found.close(timeout=1.0)
             connection = await connect_first(self.targets, attempts=self.connect_attempts)
-            link = Link(connection, next(self._serials) * 1_000_000, self.confirm_publish)
+            link = Link(
+                connection,
+                next(self._serials) * 1_000_000,
+                self.confirm_publish,
+                self.prefetch_count,
+            )
+            link.capacity = self._capacity
             connection.close_callbacks.add(on_close(link))
             try:
                 with self.errors("declaring the topology again"):
@@ -400,25 +408,39 @@ class AMQPTransport(Transport):
             for name in names:
                 if name not in link.consumers and await self.settler.exists(link, name):
                     await link.start_consuming(name)
-            await link.raise_prefetch(self.prefetch_count or len(link.held) + max_count)
+            link.asked = max_count
+            await link.fit_prefetch(grow=not link.prefetch)
         while True:
             taken = link.take(names, max_count)
             if taken:
                 deliveries = await self.settler.admit(link, taken)
                 if deliveries:
+                    # the room not filled stays asked for: RabbitMQ may push that much ahead
+                    link.asked = max(0, max_count - len(deliveries))
                     return deliveries
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if not link.broken:
+                    with self.errors("fetching"):
+                        await link.fit_prefetch(idle=True)
                 return []
             if link.broken:
                 raise TransportError(f"RabbitMQ {self._where()}: the connection closed")
-            if link.strays:
-                with self.errors("giving back deliveries of a cancelled consumer"):
+            with self.errors("fetching"):
+                if link.strays:
                     await self.settler.return_strays(link)
+                await link.fit_prefetch(grow=True)  # nothing here: let RabbitMQ push more
             link.arrived.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(link.arrived.wait(), remaining)
+
+    def watch_capacity(self, capacity: Callable[[], int]) -> None:
+        """QoS follows the consumer's capacity as it says (see :meth:`Link.need`), on every link
+        of this instance, present and future."""
+        self._capacity = capacity
+        for link in list(self._links.values()):
+            link.capacity = capacity
 
     async def stop_consuming(self, queue: str) -> None:
         """Cancel this loop's ``basic.consume`` on ``queue`` and put back, uncounted, what

@@ -1,4 +1,5 @@
-"""Batches on the wire: many publishes, or many acks, in one write to the socket.
+"""Batches on the wire: many publishes, or many acks, in one write to the socket; and a QoS
+change whose reply is awaited in the background.
 
 aiormq's ``basic_publish`` and ``basic_ack`` each queue one frame set for its writer task and
 wait for it to be written: a task switch and a ``send`` system call per message, which caps a
@@ -9,15 +10,23 @@ queued once, with a confirmation future registered per message exactly as ``basi
 does (same sequence numbers, same ``message_id`` map that tells a ``basic.return`` which publish
 it answers), so aiormq's reader settles them unchanged.
 
+``basic.qos`` is a synchronous method: aiormq's ``basic_qos`` writes it under the channel's rpc
+lock and waits there for ``qos-ok``. The consumer changes QoS with every fetch and every early
+ack (:meth:`~celeriac.transports.amqp.link.Link.need`), and only the order matters: frames on a
+channel are processed in order, so an ack written after the ``basic.qos`` frame frees its place
+under the new QoS. :func:`qos` writes the frame under the same lock and leaves the wait for
+``qos-ok`` (and the lock) to a task, so neither the fetch nor the ack waits a round trip.
+
 This leans on aiormq 7's channel attributes (``lock``, ``delivery_tag``, ``confirmations``,
-``message_id_delivery_tag``, ``write_queue``). :func:`batching` checks they are there; when
-they are not (another aiormq), the transport falls back to one ``basic_publish`` per message,
-slower and equally correct.
+``message_id_delivery_tag``, ``write_queue``, ``rpc_frames``). :func:`batching` checks they are
+there; when they are not (another aiormq), the transport falls back to one ``basic_publish`` per
+message and an awaited ``basic_qos``, slower and equally correct.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +36,8 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
+logger = logging.getLogger("celeriac.transports.amqp")
+
 _NEEDED = (
     "lock",
     "delivery_tag",
@@ -34,9 +45,14 @@ _NEEDED = (
     "message_id_delivery_tag",
     "write_queue",
     "max_content_size",
+    "rpc_frames",
+    "closing",
 )
 #: Messages per write: big enough to amortise, small enough that confirms start flowing early.
 CHUNK = 256
+#: How long a ``qos-ok`` is awaited before the channel's rpc lock is let go anyway.
+QOS_REPLY_TIMEOUT = 30.0
+_replies: set[asyncio.Task[None]] = set()
 
 
 def batching(channel: AbstractChannel) -> bool:
@@ -124,3 +140,47 @@ async def ack(channel: AbstractChannel, tags: Sequence[int]) -> None:
         )
     )
     await drained
+
+
+async def qos(channel: AbstractChannel, count: int) -> None:
+    """``basic.qos`` (channel-wide) written now, its ``qos-ok`` awaited by a task that holds the
+    channel's rpc lock until it comes (so no other rpc takes it for its own reply)."""
+    raw: Any = channel
+    if not batching(channel):
+        await channel.basic_qos(prefetch_count=count, global_=True)
+        return
+    held = raw.lock  # aiormq's: an async context manager around the channel's rpc lock
+    await held.__aenter__()
+    try:
+        drained: asyncio.Future[Any] = raw.create_future()
+        await raw.write_queue.put(
+            ChannelFrame.marshall(
+                channel_number=raw.number,
+                frames=[Basic.Qos(prefetch_count=count, global_=True)],
+                drain_future=drained,
+            )
+        )
+        await drained
+    except BaseException as exc:
+        await held.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    reply = asyncio.get_running_loop().create_task(_qos_reply(raw, held))
+    _replies.add(reply)
+    reply.add_done_callback(_replies.discard)
+
+
+async def _qos_reply(raw: Any, held: Any) -> None:
+    """Take ``qos-ok`` off the channel's rpc replies, then let the lock go (also when the
+    channel closes first, or the reply is overdue)."""
+    getter = asyncio.ensure_future(raw.rpc_frames.get())
+    try:
+        done, _ = await asyncio.wait(
+            {getter, raw.closing}, timeout=QOS_REPLY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        if getter in done:
+            raw.rpc_frames.task_done()
+            if not isinstance(getter.result(), Basic.QosOk):
+                logger.warning("expected basic.qos-ok, got %r", getter.result())
+    finally:
+        getter.cancel()
+        await held.__aexit__(None, None, None)
