@@ -266,6 +266,44 @@ def test_dead_letters_read_as_on_the_other_brokers(prefix: str) -> None:
 
 
 # -- cancellation ------------------------------------------------------------------------------
+def test_the_age_clock_keeps_one_stamp_a_second_and_drops_the_ones_no_message_needs(
+    prefix: str,
+) -> None:
+    """Each queue's clock (``q:Q:clock``) gets one stamp per second in which messages became
+    ready; reading the age drops the stamps older than the oldest ready message's; a queue
+    whose ready messages are older than its clock (made ready without one) answers None."""
+    client = redis.Redis.from_url(URL)
+    clock = f"{prefix}q:q:clock"
+
+    async def main() -> None:
+        transport = RedisTransport(URL, key_prefix=prefix)
+        await transport.declare_queue(Queue("q"))
+        await transport.publish_batch([out("a1"), out("a2")])
+        second = int(time.time())
+        deadline = time.monotonic() + 3
+        while int(time.time()) == second:  # the next second (a bounded wait)
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await transport.publish(out("b"))
+        assert client.zcard(clock) == 2
+        taken = await transport.get(["q"], 2, timeout=5)
+        assert ids(taken) == ["a1", "a2"]
+        age = await transport.oldest_message_age("q")
+        assert age is not None and 0 <= age < 1.5
+        assert client.zcard(clock) == 1  # a1's second is needed no more
+        client.delete(clock)
+        assert await transport.oldest_message_age("q") is None
+        await transport.ack(taken)
+        await transport.purge("q")
+        assert await transport.oldest_message_age("q") == 0.0
+        await transport.close()
+
+    try:
+        run(main())
+    finally:
+        client.close()
+
+
 def test_a_cancelled_get_gives_its_claim_back(prefix: str) -> None:
     async def go() -> None:
         transport = RedisTransport(URL, key_prefix=prefix, lease_seconds=60)

@@ -19,8 +19,9 @@ The contract is small and explicit about acknowledgement:
 
 Optional methods have a documented default in this class, so that callers (the worker, the
 dashboard) need not ask whether a broker has them: **stop_consuming** (give back what was
-prefetched for a queue the worker stops consuming) and **watch_capacity** (what a broker
-that pushes may push).
+prefetched for a queue the worker stops consuming), **watch_capacity** (what a broker that
+pushes may push), **oldest_message_age** (how long the head of a queue has waited) and
+**remove_dead_letters**.
 
 Everything is ``async``; a transport that talks to a blocking library does so in a way that keeps
 each call short. Sync producers go through :meth:`Transport.publish_sync`, which a transport with
@@ -104,13 +105,20 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message that was dead-lettered, with why and when."""
+    """A message that was dead-lettered, with why and when.
+
+    ``id`` names the letter on its broker, stable between two reads, so that
+    :meth:`Transport.remove_dead_letters` removes exactly the letters a caller chose (a row id,
+    a counter, or a digest of what the broker keeps of it); ``None`` where a transport gives
+    none.
+    """
 
     queue: str
     payload: bytes
     reason: str
     delivery_count: int
     failed_at: float
+    id: str | None = None
 
 
 class Listener(abc.ABC):
@@ -287,6 +295,31 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """The newest dead-lettered messages of ``queue``, newest first."""
+
+    async def oldest_message_age(self, queue: str) -> float | None:
+        """How long, in seconds, the longest-waiting message *ready now* in ``queue`` has
+        waited for a consumer: since it was published, or, if it waited on the broker first (a
+        countdown or eta, a delayed requeue, an expired lease), since it became deliverable.
+        ``0.0`` when no message is ready (delayed and leased ones do not count), so that a
+        gauge fed from it falls back when the queue drains.
+
+        ``None`` means the broker cannot tell cheaply; that is the default, and what a
+        transport that keeps no time per message returns (each says so in its own docstring).
+        A transport answers from an index or a few reads, not by scanning the queue (the
+        in-process broker looks through its own memory), and never by taking a message (a peek
+        would mark it redelivered on some brokers).
+        """
+        return None
+
+    async def remove_dead_letters(self, queue: str, letters: Sequence[DeadLetter]) -> int:
+        """Delete these dead letters of ``queue`` (as :meth:`dead_letters` returned them: they
+        are matched by :attr:`DeadLetter.id`); returns how many were removed. A letter gone
+        already (removed by someone else) is not an error, and counts nothing.
+
+        The default removes nothing and returns 0: a transport that cannot delete chosen dead
+        letters leaves them to its own retention, and the caller hides them itself.
+        """
+        return 0
 
     def __repr__(self) -> str:
         from celeriac.utils.urls import redact_url

@@ -166,6 +166,7 @@ class _Broker:
         self.dead: dict[str, list[DeadLetter]] = {}
         self.waiters = Waiters()
         self.ids = itertools.count(1)
+        self.letter_ids = itertools.count(1)
         self.tokens = itertools.count(1)
         self.seen = _SeenKeys()
         self.shared: dict[str, Any] = {}
@@ -406,7 +407,14 @@ class MemoryTransport(Transport):
 
     def _dead_letter(self, state: _QueueState, entry: _Entry, reason: str, now: float) -> None:
         del state.entries[entry.id]
-        letter = DeadLetter(entry.queue, entry.payload, reason, entry.delivery_count, now)
+        letter = DeadLetter(
+            entry.queue,
+            entry.payload,
+            reason,
+            entry.delivery_count,
+            now,
+            str(next(self._broker.letter_ids)),
+        )
         self._broker.dead.setdefault(entry.queue, []).append(letter)
         logger.info("message %d of queue %r dead-lettered: %s", entry.id, entry.queue, reason)
 
@@ -491,6 +499,29 @@ class MemoryTransport(Transport):
         with self._broker.lock:
             letters = self._broker.dead.get(queue, [])
             return letters[::-1][:limit] if limit > 0 else []
+
+    async def oldest_message_age(self, queue: str) -> float | None:
+        """Seconds since the longest-waiting ready message became deliverable (its visibility
+        time: when it was published, fell due or was requeued); 0.0 when none is ready. A scan
+        of the queue's entries under the lock: this broker is for tests and small tools."""
+        now = time.time()
+        with self._broker.lock:
+            state = self._broker.queues.get(queue)
+            if state is None:
+                return 0.0
+            oldest = min((e.due_at for e in state.entries.values() if e.due_at <= now), default=now)
+        return max(0.0, now - oldest)
+
+    async def remove_dead_letters(self, queue: str, letters: Sequence[DeadLetter]) -> int:
+        """Remove the letters of ``queue`` with these ids (each letter has one here)."""
+        ids = {letter.id for letter in letters if letter.id is not None}
+        with self._broker.lock:
+            kept = self._broker.dead.get(queue)
+            if not kept or not ids:
+                return 0
+            left = [letter for letter in kept if letter.id not in ids]
+            self._broker.dead[queue] = left
+            return len(kept) - len(left)
 
 
 __all__ = ["MemoryTransport", "reset_memory_brokers", "shared_state"]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiormq.abc import DeliveredMessage
@@ -280,22 +281,69 @@ class Settler:
         closed without acks so every message returns to its place (the newest of the first
         10,000 are shown, newest first)."""
         letters: list[DeadLetter] = []
+
+        def read(raw: DeliveredMessage) -> bool:
+            letters.append(_letter(queue, raw))
+            return False
+
+        await self._scan_dead_letters(link, queue, read)
+        letters.reverse()
+        return letters[: max(0, limit)]
+
+    async def remove_dead_letters(self, link: Link, queue: str, ids: set[str]) -> int:
+        """Take the letters of ``<queue>.dlq`` with these ids (``basic.get`` on a channel of its
+        own, acking those); closing the channel returns every other one to its place."""
+        wanted = set(ids)
+        removed = 0
+
+        def pick(raw: DeliveredMessage) -> bool:
+            nonlocal removed
+            letter_id = _letter(queue, raw).id
+            if letter_id in wanted:
+                wanted.discard(letter_id)
+                removed += 1
+                return True
+            return False
+
+        await self._scan_dead_letters(link, queue, pick, until=lambda: not wanted)
+        return removed
+
+    async def _scan_dead_letters(
+        self,
+        link: Link,
+        queue: str,
+        take: Callable[[DeliveredMessage], bool],
+        until: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """``basic.get`` each letter of ``<queue>.dlq`` (the first 10,000) on a channel of its
+        own, acking those ``take`` says to, until ``until()``; the channel is then closed,
+        which returns the others to their places (their order kept)."""
         wrapper = link.connection.channel(publisher_confirms=False)
         await wrapper.initialize()
         try:
             channel = await wrapper.get_underlay_channel()
             for _ in range(DEAD_LETTER_SCAN):
+                if until():
+                    break
                 try:
                     raw = await channel.basic_get(f"{queue}.dlq", no_ack=False)
                 except ChannelNotFoundEntity:
                     break
                 if not isinstance(raw.delivery, Basic.GetOk):
                     break
-                reason, count, failed_at = codec.dead_letter_fields(raw)
-                payload = codec.payload_of(raw, codec.message_of(raw))
-                letters.append(DeadLetter(queue, payload, reason, count, failed_at))
+                if take(raw):
+                    await wire.ack(channel, [codec.tag_of(raw)])
         finally:
             with contextlib.suppress(Exception):  # closing returns them all, even on errors
                 await wrapper.close()
-        letters.reverse()
-        return letters[: max(0, limit)]
+
+
+def _letter(queue: str, raw: DeliveredMessage) -> DeadLetter:
+    """A dead letter as read from ``<queue>.dlq``; its id is a digest of what the copy keeps
+    of it (body, message id, reason, count and time), unchanged while it waits there."""
+    reason, count, failed_at = codec.dead_letter_fields(raw)
+    payload = codec.payload_of(raw, codec.message_of(raw))
+    digest = hashlib.sha256(raw.body)
+    marks = (raw.header.properties.message_id, reason, count, repr(failed_at))
+    digest.update(repr(marks).encode())
+    return DeadLetter(queue, payload, reason, count, failed_at, digest.hexdigest()[:24])

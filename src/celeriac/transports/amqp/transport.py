@@ -490,3 +490,20 @@ class AMQPTransport(Transport):
         link = await self.link()
         with self.errors(f"reading the dead letters of {queue!r}"):
             return await self.settler.dead_letters(link, queue, limit)
+
+    async def remove_dead_letters(self, queue: str, letters: Sequence[DeadLetter]) -> int:
+        """Take these letters out of ``<queue>.dlq``: each one's id is a digest of its copy
+        there (see :mod:`~celeriac.transports.amqp.settle`), found among the first 10,000."""
+        ids = {letter.id for letter in letters if letter.id is not None}
+        if not ids:
+            return 0
+        link = await self.link()
+        with self.errors(f"removing dead letters of {queue!r}"):
+            return await self.settler.remove_dead_letters(link, queue, ids)
+
+    async def oldest_message_age(self, queue: str) -> float | None:
+        """``None``: AMQP 0-9-1 gives a queue's depth, not its head's age. RabbitMQ's management
+        API has one (``head_message_timestamp``, from a ``timestamp`` property Celery does not
+        set), which this transport does not use; peeking with ``basic.get`` would mark the
+        head redelivered."""
+        return None

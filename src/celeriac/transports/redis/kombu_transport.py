@@ -63,7 +63,7 @@ from typing import Any, ClassVar
 from celeriac.errors import DecodeError, TransportError
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.arguments import report_ignored_arguments
-from celeriac.transports.base import DeadLetter, Delivery, Outgoing
+from celeriac.transports.base import Delivery, Outgoing
 from celeriac.transports.redis import direct, fanout, kombu_publish, kombu_restore
 from celeriac.transports.redis import kombu_scripts as ks
 from celeriac.transports.redis import kombu_topology as topology
@@ -81,7 +81,6 @@ from celeriac.transports.redis.kombu_layout import (
     restored_envelope,
 )
 from celeriac.transports.redis.kombu_wake import ListWatch
-from celeriac.transports.redis.scripts import dead_letter
 from celeriac.transports.redis.transport import RedisTransport, _LoopClients
 from celeriac.transports.topology import max_deliveries_reason
 
@@ -381,13 +380,15 @@ class KombuRedisTransport(RedisTransport):
         with self._errors("purge"):
             return await self._waiting(await self._clients(), "purge", queue)
 
-    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        if limit <= 0:
-            return []
-        with self._errors("dead_letters"):
-            clients = await self._clients()
-            entries = await clients.client.lrange(self.names.dlq(queue), 0, limit - 1)
-        return [dead_letter(queue, bytes(entry)) for entry in entries]
+    def dead_letter_key(self, queue: str) -> str:
+        """celeriac's own list of ``queue``'s dead letters (kombu has none); read and removed
+        from as the native layout's."""
+        return self.names.dlq(queue)
+
+    async def oldest_message_age(self, queue: str) -> float | None:
+        """``None``: kombu's lists keep no time per message (nor do Celery's messages carry one
+        a worker could read without taking them), so the broker cannot tell cheaply."""
+        return None
 
     async def command_client(self) -> Any:
         """This loop's command client (for the modules beside this one)."""

@@ -22,6 +22,12 @@ Layout, for a queue ``Q`` under prefix ``P``:
   raises it, so a holder whose lease expired and went to another consumer holds an old count;
 * ``P q:Q:notify``   a list of at most one element, pushed whenever the queue gains ready (or
   earlier-due) messages, that idle consumers wait on with ``BLPOP``;
+* ``P q:Q:clock``    sorted set: when the queue's messages became ready, to the second. A
+  member is a UNIX second, its score the first ``seq`` made ready in the queue in that second,
+  added at most once a second (by a publish, or a claim or requeue making messages ready), so a
+  ready message's second is that of the last stamp at or below its ``seq``. ``AGE`` reads it
+  and drops the stamps below the oldest ready message's (no later message needs them); past
+  ``CLOCK_STAMPS`` stamps the oldest go;
 * ``P dlq:Q``        list of dead letters, newest first: a JSON header line, then the raw payload;
 * ``P topology`` (JSON), ``P topology:version`` (a random token set on every change) and
   ``P topology:epoch`` (a random token set once, when the topology is first stored: a new
@@ -36,6 +42,7 @@ Floats go back to Python as strings: Redis truncates Lua numbers to integers in 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -65,6 +72,7 @@ class StoredTopology(NamedTuple):
 PRELUDE = r"""
 local prefix = ARGV[1]
 local SPAN = 1099511627776
+local CLOCK_STAMPS = 86400
 local function k(queue, suffix) return prefix .. 'q:' .. queue .. ':' .. suffix end
 local function now()
   local t = redis.call('TIME')
@@ -88,10 +96,21 @@ local function payload_of(data)
   end
   return string.sub(data, at + 1)
 end
+-- note in the queue's clock that seq became ready at t, if nothing did in this second yet
+local function stamp(queue, seq, t)
+  local key = k(queue, 'clock')
+  local second = tostring(math.floor(t))
+  local last = redis.call('ZRANGE', key, -1, -1)
+  if last[1] == second then return end
+  redis.call('ZADD', key, seq, second)
+  local over = redis.call('ZCARD', key) - CLOCK_STAMPS
+  if over > 0 then redis.call('ZREMRANGEBYRANK', key, 0, over - 1) end
+end
 -- make ids ready, in the order given, each after every message already ready at its priority
-local function make_ready(queue, ids)
+local function make_ready(queue, ids, t)
   if #ids == 0 then return end
   local last = redis.call('INCRBY', prefix .. 'seq', #ids)
+  stamp(queue, last - #ids + 1, t)
   local args = {}
   for i, id in ipairs(ids) do
     args[#args + 1] = (9 - priority_of(queue, id)) * SPAN + last - #ids + i
@@ -179,7 +198,10 @@ end
 for _, queue in ipairs(order) do
   local q = per_queue[queue]
   redis.call('HSET', k(queue, 'data'), unpack(q.data))
-  if #q.ready > 0 then redis.call('ZADD', k(queue, 'ready'), unpack(q.ready)) end
+  if #q.ready > 0 then
+    redis.call('ZADD', k(queue, 'ready'), unpack(q.ready))
+    stamp(queue, q.ready[2], t)
+  end
   if #q.delayed > 0 then redis.call('ZADD', k(queue, 'delayed'), unpack(q.delayed)) end
   notify(queue)
 end
@@ -207,12 +229,12 @@ for _, queue in ipairs(queues) do
   local due = redis.call('ZRANGEBYSCORE', k(queue, 'delayed'), '-inf', t, 'LIMIT', 0, 1000)
   if #due > 0 then
     redis.call('ZREM', k(queue, 'delayed'), unpack(due))
-    make_ready(queue, due)
+    make_ready(queue, due, t)
   end
   local expired = redis.call('ZRANGEBYSCORE', k(queue, 'leased'), '-inf', t, 'LIMIT', 0, 1000)
   if #expired > 0 then
     redis.call('ZREM', k(queue, 'leased'), unpack(expired))
-    make_ready(queue, expired)
+    make_ready(queue, expired, t)
   end
 end
 local out = {'', redis.call('GET', prefix .. 'topology:epoch') or ''}
@@ -330,7 +352,7 @@ for i = 4, #ARGV, 3 do
       if delay > 0 then
         redis.call('ZADD', k(queue, 'delayed'), t + delay, id)
       else
-        make_ready(queue, {id})
+        make_ready(queue, {id}, t)
       end
       touched[queue] = true
     end
@@ -351,6 +373,52 @@ return redis.call('ZCARD', k(queue, 'ready')) + redis.call('ZCARD', k(queue, 'de
 """
 )
 
+# ARGV: prefix, queue. Returns the seconds since the longest-waiting ready message became
+# deliverable ("" when the queue has ready messages older than its clock: made ready by a
+# celeriac without one), "0" when none is ready. Ready ones: the lowest seq of each priority
+# level (ten index seeks), then the clock; due delayed ones and expired leases (not made ready
+# until a claim) from the heads of their sets, by their scores.
+AGE = (
+    PRELUDE
+    + r"""
+local queue = ARGV[2]
+local t = now()
+local since = nil
+local first = nil
+for level = 0, 9 do
+  local head = redis.call('ZRANGEBYSCORE', k(queue, 'ready'), string.format('%d', level * SPAN),
+                          '(' .. string.format('%d', (level + 1) * SPAN), 'LIMIT', 0, 1,
+                          'WITHSCORES')
+  if #head > 0 then
+    local seq = tonumber(head[2]) - level * SPAN
+    if first == nil or seq < first then first = seq end
+  end
+end
+if first ~= nil then
+  local clock = k(queue, 'clock')
+  local at = redis.call('ZREVRANGEBYSCORE', clock, string.format('%d', first), '-inf',
+                        'LIMIT', 0, 1, 'WITHSCORES')
+  if #at > 0 then
+    since = tonumber(at[1])
+    redis.call('ZREMRANGEBYSCORE', clock, '-inf', '(' .. at[2])
+  else
+    local oldest = redis.call('ZRANGE', clock, 0, 0)
+    if #oldest == 0 then return '' end
+    since = tonumber(oldest[1])  -- older than every stamp kept: at least this old
+  end
+end
+for _, suffix in ipairs({'delayed', 'leased'}) do
+  local head = redis.call('ZRANGE', k(queue, suffix), 0, 0, 'WITHSCORES')
+  if #head > 0 then
+    local at = tonumber(head[2])
+    if at <= t and (since == nil or at < since) then since = at end
+  end
+end
+if since == nil then return '0' end
+return string.format('%.6f', math.max(t - since, 0))
+"""
+)
+
 # ARGV: prefix, queue. Removes every waiting message and its data; live leases stay.
 PURGE = (
     PRELUDE
@@ -362,7 +430,7 @@ local removed = redis.call('ZCARD', k(queue, 'ready')) + redis.call('ZCARD', k(q
   + redis.call('ZCOUNT', k(queue, 'leased'), '-inf', t)
 if live == 0 then
   redis.call('UNLINK', k(queue, 'ready'), k(queue, 'delayed'), k(queue, 'leased'),
-             k(queue, 'data'), k(queue, 'cnt'))
+             k(queue, 'data'), k(queue, 'cnt'), k(queue, 'clock'))
   return removed
 end
 local function drop(ids)
@@ -399,7 +467,7 @@ end
 local queue = ARGV[5]
 if queue ~= '' then
   redis.call('UNLINK', k(queue, 'ready'), k(queue, 'delayed'), k(queue, 'leased'),
-             k(queue, 'data'), k(queue, 'cnt'), k(queue, 'notify'))
+             k(queue, 'data'), k(queue, 'cnt'), k(queue, 'notify'), k(queue, 'clock'))
 end
 local epoch = redis.call('GET', prefix .. 'topology:epoch')
 if not epoch then
@@ -568,15 +636,28 @@ def split_value(stored: bytes) -> tuple[int, str, str, bytes]:
 
 
 def dead_letter(queue: str, entry: bytes) -> DeadLetter:
-    """One entry of a dead-letter list: a JSON header line, then the payload as stored."""
+    """One entry of a dead-letter list: a JSON header line, then the payload as stored. Its
+    id is :func:`entry_id` (the header names the message and the time, so no two entries
+    are equal)."""
     header, _, payload = entry.partition(b"\n")
     meta = orjson.loads(header)
     return DeadLetter(
-        queue, payload, str(meta["reason"]), int(meta["delivery_count"]), float(meta["failed_at"])
+        queue,
+        payload,
+        str(meta["reason"]),
+        int(meta["delivery_count"]),
+        float(meta["failed_at"]),
+        entry_id(entry),
     )
 
 
+def entry_id(entry: bytes) -> str:
+    """A dead-letter list entry's id: a digest of the entry, which is never rewritten."""
+    return hashlib.sha256(entry).hexdigest()[:24]
+
+
 __all__ = [
+    "AGE",
     "CHANGE_TOPOLOGY",
     "CHUNK_BYTES",
     "CHUNK_COPIES",
@@ -592,6 +673,7 @@ __all__ = [
     "decode_topology",
     "dropped_items",
     "encode_topology",
+    "entry_id",
     "publish_chunks",
     "split_value",
     "stored_value",

@@ -100,12 +100,14 @@ DEFAULT_KEY_PREFIX = "celeriac:"
 _PUBLISH_ATTEMPTS = 3  # route with the cached topology, then reload at most twice
 _CAS_ATTEMPTS = 20
 _BLOCK_GRACE = 5.0  # a BLPOP that outlives its own timeout by this much means a dead link
+_LETTER_PAGE = 500  # dead letters read per LRANGE while looking for those to remove
 _SCRIPTS = {
     "publish": lua.PUBLISH,
     "claim": lua.CLAIM,
     "settle": lua.SETTLE,
     "size": lua.SIZE,
     "purge": lua.PURGE,
+    "age": lua.AGE,
     "change": lua.CHANGE_TOPOLOGY,
     "push_direct": direct.PUSH,
     "publish_fanout": fanout.PUBLISH_ALL,
@@ -806,13 +808,59 @@ class RedisTransport(Transport):
             clients = await self._clients()
             return int(await clients.scripts["purge"](args=[self.prefix, queue]))
 
+    def dead_letter_key(self, queue: str) -> str:
+        """The list of ``queue``'s dead letters, newest first."""
+        return f"{self.prefix}dlq:{queue}"
+
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         if limit <= 0:
             return []
         with self._errors("dead_letters"):
             clients = await self._clients()
-            entries = await clients.client.lrange(f"{self.prefix}dlq:{queue}", 0, limit - 1)
+            entries = await clients.client.lrange(self.dead_letter_key(queue), 0, limit - 1)
         return [lua.dead_letter(queue, bytes(entry)) for entry in entries]
+
+    async def remove_dead_letters(self, queue: str, letters: Sequence[DeadLetter]) -> int:
+        """Find the entries with these ids (a digest of each entry: see
+        :func:`~celeriac.transports.redis.scripts.entry_id`), newest first, a page at a time,
+        and ``LREM`` each by its value: letters pushed meanwhile move the others along, never
+        onto them. Stops once every id was found."""
+        wanted = {letter.id for letter in letters if letter.id is not None}
+        if not wanted:
+            return 0
+        key = self.dead_letter_key(queue)
+        removed = 0
+        with self._errors("remove_dead_letters"):
+            client = (await self._clients()).client
+            start = 0
+            while wanted:
+                page = await client.lrange(key, start, start + _LETTER_PAGE - 1)
+                found = [e for e in map(bytes, page) if lua.entry_id(e) in wanted]
+                if found:
+                    pipe = client.pipeline(transaction=False)
+                    for entry in found:
+                        pipe.lrem(key, 1, entry)
+                        wanted.discard(lua.entry_id(entry))
+                    gone = sum(int(n) for n in await pipe.execute())
+                    removed += gone
+                    start -= gone  # the entries after them moved up
+                if len(page) < _LETTER_PAGE:
+                    break
+                start += len(page)
+        return removed
+
+    async def oldest_message_age(self, queue: str) -> float | None:
+        """Seconds since the longest-waiting ready message became ready, to the second (each
+        queue keeps a clock of when its messages became ready: see
+        :mod:`~celeriac.transports.redis.scripts`), or since a due delayed message fell due or
+        an expired lease ended; 0.0 when none is ready. One script call of a few index seeks.
+        ``None`` for a queue whose ready messages were all made ready by a celeriac without
+        the clock."""
+        with self._errors("oldest_message_age"):
+            clients = await self._clients()
+            reply = await clients.scripts["age"](args=[self.prefix, queue])
+        text = bytes(reply).decode() if isinstance(reply, bytes) else str(reply)
+        return float(text) if text else None
 
 
 __all__ = ["DEFAULT_KEY_PREFIX", "RedisTransport"]

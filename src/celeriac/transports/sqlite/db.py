@@ -139,9 +139,10 @@ INSERT_DEAD_LETTER = (
 SIZE = "SELECT count(*) FROM messages WHERE queue = ? AND (lease_until IS NULL OR lease_until <= ?)"
 PURGE = "DELETE FROM messages WHERE queue = ? AND (lease_until IS NULL OR lease_until <= ?)"
 SELECT_DEAD_LETTERS = (
-    "SELECT queue, payload, reason, delivery_count, failed_at FROM dead_letters"
+    "SELECT queue, payload, reason, delivery_count, failed_at, id FROM dead_letters"
     " WHERE queue = ? ORDER BY id DESC LIMIT ?"
 )
+DELETE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE queue = ? AND id IN ({ids})"
 
 
 def in_ids(statement: str, count: int) -> str:

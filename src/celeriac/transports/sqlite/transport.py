@@ -589,7 +589,39 @@ class SQLiteTransport(Transport):
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         rows = await self._run(self._db.read, sql.SELECT_DEAD_LETTERS, queue, max(limit, 0))
-        return [DeadLetter(*row) for row in rows]
+        return [
+            DeadLetter(queue, payload, reason, count, failed_at, str(row_id))
+            for queue, payload, reason, count, failed_at, row_id in rows
+        ]
+
+    async def remove_dead_letters(self, queue: str, letters: Sequence[DeadLetter]) -> int:
+        """Delete the rows of ``queue``'s dead letters with these ids, in one transaction."""
+        ids = sorted({int(text) for letter in letters if (text := _row_id(letter.id))})
+        if not ids:
+            return 0
+
+        def delete() -> int:
+            removed = 0
+            with self._db.write() as conn:
+                for chunk in sql.chunks(ids):
+                    query = sql.in_ids(sql.DELETE_DEAD_LETTERS, len(chunk))
+                    removed += conn.execute(query, (queue, *chunk)).rowcount
+            return removed
+
+        return await self._run(delete)
+
+    async def oldest_message_age(self, queue: str) -> float | None:
+        """Seconds since the longest-waiting ready message became visible (``due_at``, its
+        visibility time: published, fell due, requeued, or its lease ended); 0.0 when none is.
+        The earliest ``due_at`` of the queue is one index seek per priority, and when it is
+        not in the future it is that message's."""
+        earliest = await self._run(self._earliest_of, queue)
+        now = time.time()
+        return 0.0 if earliest is None or earliest > now else now - earliest
+
+    def _earliest_of(self, queue: str) -> float | None:
+        with self._db.errors():
+            return self._earliest(self._db.conn(), [queue])
 
     async def stop_consuming(self, queue: str) -> None:
         """Nothing is held between two ``get`` calls; what a cancelled ``get`` claimed is
@@ -602,6 +634,11 @@ class SQLiteTransport(Transport):
             running = self._executor is not None
         if running:
             await self._run(_nothing)
+
+
+def _row_id(text: str | None) -> str | None:
+    """A letter id if it is one of this broker's (a row id), else None."""
+    return text if text is not None and text.isdigit() else None
 
 
 def _nothing() -> None:
