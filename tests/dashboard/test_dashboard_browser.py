@@ -287,7 +287,10 @@ def test_metrics_parse_with_celery_exporter_names(fleet: Fleet) -> None:
         ]
         if wanted <= set(families) and failed:
             break
-        assert time.monotonic() < deadline, f"metrics never had {wanted - set(families)}"
+        assert time.monotonic() < deadline, (
+            f"metrics never had {wanted - set(families)} or d.fail's failure"
+            f" ({failures.samples if failures else None})\n{fleet.logs()}"
+        )
         time.sleep(0.2)
     assert good.id and bad.id
     assert failed[0].labels["exception"] == "ValueError"
