@@ -151,12 +151,6 @@ class Fleet:
         self.dashboard.send(signal.SIGTERM)
         return self.dashboard.wait_exit(15)
 
-    def transport_has(self, method: str) -> bool:
-        """Whether this broker's transport implements ``method`` itself (not the contract's
-        default): ``oldest_message_age``, ``remove_dead_letters``."""
-        cls = type(self.app.create_transport())
-        return any(method in vars(klass) for klass in cls.__mro__ if klass is not Transport)
-
     def on_broker(self, use: Callable[[Transport], Awaitable[T]]) -> T:
         """``use(transport)`` on a fresh connection, on a loop of another thread (the
         browser's driver holds this one)."""
@@ -175,15 +169,6 @@ class Fleet:
     def dead_letters(self) -> list[DeadLetter]:
         """The default queue's dead letters, as the broker has them."""
         return self.on_broker(lambda t: t.dead_letters(self.broker.queue, 1000))
-
-    def tells_ages(self) -> bool:
-        """Whether this broker tells a queue's oldest message's age (None: it cannot)."""
-
-        async def age(transport: Transport) -> float | None:
-            oldest = getattr(transport, "oldest_message_age", None)
-            return await oldest(self.broker.parked) if callable(oldest) else None
-
-        return self.on_broker(age) is not None
 
     def logs(self) -> str:
         """Everything every process printed so far."""

@@ -141,16 +141,13 @@ class Cluster:
         for details in list(self.workers.values()):
             for name in details.queues:
                 consumers[name] = consumers.get(name, 0) + 1
-        oldest = getattr(transport, "oldest_message_age", None)
         now = time.time()
         for name in self.queue_names():
             info = self.queues.get(name) or QueueInfo(name)
             info.consumers = consumers.get(name, 0)
             try:
                 info.depth = await transport.size(name)
-                if callable(oldest):
-                    age = await oldest(name)
-                    info.oldest_age = float(age) if isinstance(age, int | float) else None
+                info.oldest_age = await transport.oldest_message_age(name)
                 info.error = None
             except Exception as exc:
                 info.error = self.redact(str(exc)) or type(exc).__name__

@@ -17,7 +17,6 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from celeriac.errors import CeleriacError
 from celeriac.protocol.message import Message
@@ -33,7 +32,7 @@ _IDS = re.compile(
 def fingerprint(letter: DeadLetter) -> str:
     digest = hashlib.sha256()
     digest.update(letter.queue.encode())
-    digest.update((getattr(letter, "id", None) or "").encode())  # two alike letters differ
+    digest.update((letter.id or "").encode())  # two alike letters differ
     digest.update(repr(letter.failed_at).encode())
     digest.update(letter.payload)
     return digest.hexdigest()[:20]
@@ -136,8 +135,6 @@ async def requeue(transport: Transport, items: Sequence[Letter]) -> list[tuple[L
 
 async def remove(transport: Transport, queue: str, items: Sequence[Letter]) -> int:
     """Ask the broker to delete these letters; how many it removed (0: it cannot)."""
-    remover: Any = getattr(transport, "remove_dead_letters", None)
-    if not callable(remover) or not items:
+    if not items:
         return 0
-    removed = await remover(queue, [item.letter for item in items])
-    return removed if isinstance(removed, int) else 0
+    return await transport.remove_dead_letters(queue, [item.letter for item in items])
