@@ -298,6 +298,12 @@ def test_metrics_parse_with_celery_exporter_names(fleet: Fleet) -> None:
     assert up[fleet.worker_name] == 1
     lengths = {s.labels["queue_name"] for s in families["celery_queue_length"].samples}
     assert {fleet.broker.queue, fleet.broker.parked} <= lengths
+    age = families.get("celery_queue_oldest_message_age_seconds")
+    aged = {s.labels["queue_name"] for s in age.samples} if age is not None else set()
+    if fleet.broker.name == "amqp":  # it cannot tell: no series rather than a false 0
+        assert not aged
+    else:
+        assert {fleet.broker.queue, fleet.broker.parked} <= aged
     for family in families.values():
         for sample in family.samples:
             assert good.id not in sample.labels.values() and bad.id not in sample.labels.values()
