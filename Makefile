@@ -30,8 +30,10 @@ types: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy examples/django_project
 
+# Two xdist workers (the machines have 2 cores; most tests wait on brokers and processes): each
+# test module stays on one worker (tests/conftest.py groups them), interop's fleet on one.
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 # The documentation site (MkDocs Material) into build/site/; --strict fails on a broken link.
 docs: $(STAMP)
