@@ -28,7 +28,7 @@ format: $(STAMP)
 
 types: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy examples/django_project
+	cd examples/django_project && ../../$(BIN)/mypy --config-file ../../pyproject.toml .
 
 # Two xdist workers (the machines have 2 cores; most tests wait on brokers and processes): each
 # test module stays on one worker (tests/conftest.py groups them), interop's fleet on one.
