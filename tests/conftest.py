@@ -71,13 +71,38 @@ def require_service(name: str, port: int) -> None:
     pytest.skip(message)
 
 
+#: The @shared_task declarations of a Django project's task modules (tests/djangoproject),
+#: imported when that folder is collected: kept apart so that they join only its tests' apps.
+PROJECT_SHARED: dict[str, list[Any]] = {}
+PROJECT_DIRECTORIES = ("djangoproject",)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Take the shared tasks that a project folder's modules declared at collection out of
+    the list every app joins (see :func:`_fresh_default_app`, which lends them back)."""
+    for folder in PROJECT_DIRECTORIES:
+        prefix = str(session.config.rootpath / "tests" / folder)
+        mine = [
+            entry
+            for entry in task_module._shared
+            if (getattr(getattr(entry[0], "fn", None), "__code__", None) is not None)
+            and entry[0].fn.__code__.co_filename.startswith(prefix)
+        ]
+        PROJECT_SHARED.setdefault(folder, []).extend(mine)
+        task_module._shared[:] = [e for e in task_module._shared if e not in mine]
+
+
 @pytest.fixture(autouse=True)
-def _fresh_default_app() -> Iterator[None]:
+def _fresh_default_app(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test starts with no default app chosen (``set_default()`` in one test must not
     decide which app another test's ``AsyncResult(id)`` reads) and ends with the shared tasks
-    it found."""
+    it found; a project folder's tests get that project's shared tasks back for their run."""
     reset_default_app()
     shared = list(task_module._shared)
+    parts = request.node.path.parts
+    for folder, entries in PROJECT_SHARED.items():
+        if folder in parts:
+            task_module._shared.extend(entries)
     yield
     reset_default_app()
     # a @shared_task declared by a test joins every app created after it: forget it, so that

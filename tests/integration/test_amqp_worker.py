@@ -172,6 +172,7 @@ def test_warm_shutdowns_return_messages_uncounted(tmp_path: Path, vhost: None) -
         setup.close()
 
 
+@pytest.mark.serial  # stops the shared RabbitMQ: nothing else may run meanwhile
 def test_a_rabbitmq_restart_during_3000_persistent_tasks_loses_none(setup: Setup) -> None:
     count = 3000
     worker = setup.start_worker()
@@ -191,6 +192,7 @@ def test_a_rabbitmq_restart_during_3000_persistent_tasks_loses_none(setup: Setup
     assert f"{os.sep}celeriac{os.sep}" not in worker.stderr()
 
 
+@pytest.mark.serial  # stops the shared RabbitMQ: nothing else may run meanwhile
 def test_a_producer_sending_through_a_rabbitmq_restart_loses_nothing(setup: Setup) -> None:
     """`.delay()` one by one while RabbitMQ stops and starts: the sends that meet the outage are
     retried by `task_publish_retry_policy` until it is back; every one is confirmed and runs."""

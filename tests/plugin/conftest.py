@@ -40,7 +40,16 @@ def run_user_tests(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]
         # the plugin is imported in this process already, so the inner run cannot rewrite its
         # asserts (a user's run can): that warning is about this harness, not the plugin.
         # Hypothesis's plugin imports hypothesis in each run (2 s; pytester then forgets it).
-        quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "no:hypothesispytest"]
+        # the user's run: without Hypothesis' plugin (2 s each) and pytest-django's, which
+        # refuses a second test environment in a process where tests/djangoproject set Django up
+        quiet = [
+            "-W",
+            "ignore::pytest.PytestAssertRewriteWarning",
+            "-p",
+            "no:hypothesispytest",
+            "-p",
+            "no:django",
+        ]
         return pytester.runpytest(*plugin_args(), "-p", "no:cacheprovider", *quiet, *args)
 
     return run

@@ -340,6 +340,8 @@ def test_an_entry_point_loads_the_plugin_with_no_conftest(pytester: pytest.Pytes
         "no:cacheprovider",
         "-p",
         "no:hypothesispytest",
+        "-p",
+        "no:django",
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
     ]
