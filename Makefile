@@ -31,8 +31,9 @@ types: $(STAMP)
 	cd examples/django_project && ../../$(BIN)/mypy --config-file ../../pyproject.toml .
 
 # Two xdist workers (the machines have 2 cores; most tests wait on brokers and processes): each
-# test module stays on one worker (tests/conftest.py groups them), interop's fleet on one. Tests
-# that stop a shared server (marked serial) run afterwards, alone.
+# test module stays on one worker (tests/conftest.py groups them). Tests that stop a shared
+# server, and tests/interop (Celery workers and Flower on timers), are marked serial and run
+# afterwards, alone.
 unit: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not serial"
 	$(BIN)/pytest -q -m serial

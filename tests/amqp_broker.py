@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,10 @@ from typing import Any
 
 import pytest
 
-VHOST = "celeriac-test"
+#: The tests' vhost: one per xdist worker (``make unit`` runs two), so that tests running at
+#: the same time never share a queue name (contract tests use fixed names such as ``q``).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+VHOST = f"celeriac-test-{WORKER}" if WORKER else "celeriac-test"
 URL = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
 CTL_TIMEOUT = 60.0
 

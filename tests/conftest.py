@@ -28,7 +28,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under ``pytest -n N --dist loadgroup`` (``make unit``), each module's tests stay on one
     worker: module-scoped fixtures (a worker process, a dashboard) are built once, and tests of a
     module that share broker names never run at the same time. Runs before xdist's own hook,
-    which turns the group into the node id's ``@group`` suffix."""
+    which turns the group into the node id's ``@group`` suffix. tests/interop (a Celery fleet
+    and Flower on timers) is marked serial: ``make unit`` runs it alone, after the rest."""
+    for item in items:
+        if "interop" in item.path.parts:
+            item.add_marker(pytest.mark.serial)
     if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") != "loadgroup":
         return
     root = config.rootpath / "tests"

@@ -39,6 +39,7 @@ from typing import Any, ParamSpec
 
 import pytest
 
+import amqp_broker  # tests/amqp_broker.py
 from celeriac.errors import DecodeError, TransportError
 from celeriac.protocol.message import Message, task_message
 from celeriac.routing import Binding, Exchange, Queue
@@ -139,7 +140,7 @@ def _cleanup_redis(name: str) -> None:
 
 # RabbitMQ: one vhost for the test session (rabbitmqctl costs about a second a call, too much
 # per test), and each test deletes what its transports declared.
-AMQP_VHOST = "celeriac-test"
+AMQP_VHOST = amqp_broker.VHOST  # one per xdist worker
 AMQP_URL = f"amqp://guest:guest@127.0.0.1:5672/{AMQP_VHOST}"
 _amqp_made: dict[str, list[Transport]] = {}
 _amqp_vhost_ready: list[bool] = []

@@ -7,6 +7,7 @@ configures this directory's conftest.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -29,6 +30,15 @@ def plugin_args() -> list[str]:
     """What a user's run needs to load the plugin: nothing once its entry point is installed
     (naming it again would register it twice, which pytest refuses), else ``-p``."""
     return [] if plugin_installed() else ["-p", PLUGIN]
+
+
+@pytest.fixture(autouse=True)
+def _no_proj_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's project here is a package named ``proj``, as tests/parity's is: a run in a
+    process that imported that one first (``make unit`` shares processes between modules) must
+    import the user's (the modules come back after the test)."""
+    for name in [m for m in sys.modules if m == "proj" or m.startswith("proj.")]:
+        monkeypatch.delitem(sys.modules, name)
 
 
 @pytest.fixture
