@@ -2,7 +2,8 @@
 
 Both stop consuming the ``mixed`` queue (``cancel_consumer``, sent by Celery's client to both),
 2,000 tasks are queued (half by a Celery client, half by a celeriac client), then both start
-again (``add_consumer``) and drain it side by side. Every task records its run: none is lost,
+again (``add_consumer``: Celery's first, celeriac's once Celery's has run a task) and drain it
+side by side. Every task records its run: none is lost,
 none runs twice, both kinds take part, and nothing is left on the broker. The rate of each kind
 is printed for the record.
 
@@ -43,10 +44,23 @@ def rate(runs: list[Run], since: float) -> float:
     return len(runs) / max(runs[-1].t - since, 1e-3)
 
 
+def resume(fleet: Fleet, queue: str, nodes: list[str]) -> None:
+    """``nodes`` start consuming ``queue`` again (``add_consumer``, Celery's client)."""
+    started = merged(
+        fleet.celery.control.add_consumer(queue, destination=nodes, reply=True, timeout=10)
+    )
+    assert started == {node: {"ok": f"add consumer {queue}"} for node in nodes}
+
+
 @contextlib.contextmanager
-def paused(fleet: Fleet, queue: str) -> Iterator[None]:
+def paused(fleet: Fleet, queue: str, celery_first: set[str] | None = None) -> Iterator[None]:
     """Both workers stop consuming ``queue`` (``cancel_consumer``, Celery's client to both)
-    for the block, and start again when it ends, however it ends (``add_consumer``)."""
+    for the block, and start again when it ends, however it ends (``add_consumer``).
+
+    With ``celery_first`` (task ids sent in the block), the Celery worker resumes first and
+    celeriac's only once one of those has run on Celery's side: Celery's Redis consumer looks
+    at a newly added queue on its next ``BRPOP`` (up to a second later), by which time a
+    celeriac worker resumed with it may have drained a couple of thousand quick tasks alone."""
     nodes = [fleet.names.celeriac_node, fleet.names.celery_node]
     control = fleet.celery.control
     stopped = merged(control.cancel_consumer(queue, destination=nodes, reply=True, timeout=10))
@@ -54,8 +68,19 @@ def paused(fleet: Fleet, queue: str) -> Iterator[None]:
         assert stopped == {node: {"ok": f"no longer consuming from {queue}"} for node in nodes}
         yield
     finally:
-        started = merged(control.add_consumer(queue, destination=nodes, reply=True, timeout=10))
-    assert started == {node: {"ok": f"add consumer {queue}"} for node in nodes}
+        if celery_first is None:
+            resume(fleet, queue, nodes)
+        else:
+            resume(fleet, queue, [fleet.names.celery_node])
+            wait_until(
+                lambda: any(
+                    run.kind == "celery" and run.id in celery_first for run in read_runs(fleet.runs)
+                ),
+                DRAIN_TIMEOUT,
+                "the Celery worker to run a first task",
+                interval=0.05,
+            )
+            resume(fleet, queue, [fleet.names.celeriac_node])
 
 
 def wait_ran(fleet: Fleet, ids: set[str]) -> None:
@@ -88,7 +113,8 @@ def test_both_kinds_drain_one_queue_none_lost_none_twice(fleet: Fleet) -> None:
     queue = fleet.names.mixed_queue
     before = {run.id for run in read_runs(fleet.runs)}
     half = TASKS // 2
-    with paused(fleet, queue):
+    sent: set[str] = set()
+    with paused(fleet, queue, celery_first=sent):
         by_celery = [
             fleet.celery.tasks["fleet.tick"].apply_async((n,), queue=queue, ignore_result=True)
             for n in range(half)
@@ -97,8 +123,8 @@ def test_both_kinds_drain_one_queue_none_lost_none_twice(fleet: Fleet) -> None:
             fleet.celeriac.tasks["fleet.tick"].apply_async((n,), queue=queue, ignore_result=True)
             for n in range(half, TASKS)
         ]
+        sent.update(r.id for r in [*by_celery, *by_celeriac])
     resumed = time.time()
-    sent = {r.id for r in [*by_celery, *by_celeriac]}
     assert len(sent) == TASKS
     wait_ran(fleet, sent)
     # a task may run before its early ack reaches the broker: settled soon after, then checked
