@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -19,7 +18,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-import pytest
+from suite_rules import require_tool
 
 #: The tests' vhost: one per xdist worker (``make unit`` runs two), so that tests running at
 #: the same time never share a queue name (contract tests use fixed names such as ``q``).
@@ -31,11 +30,8 @@ CTL_TIMEOUT = 60.0
 
 def rabbitmqctl(*args: str, check: bool = True) -> str:
     """Run ``rabbitmqctl`` (bounded); returns its stdout."""
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is needed for the RabbitMQ integration tests")
-    done = subprocess.run(
-        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=CTL_TIMEOUT
-    )
+    ctl = require_tool("rabbitmqctl", "the RabbitMQ tests' vhost, listings and restarts")
+    done = subprocess.run([ctl, *args], capture_output=True, text=True, timeout=CTL_TIMEOUT)
     if check and done.returncode != 0:
         raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr[:500]}")
     return done.stdout

@@ -11,7 +11,8 @@ How a transport joins (Redis, AMQP...): add one :class:`Case` to ``TRANSPORTS`` 
 * ``inject_raw(transport, queue, payload)``: store bytes that no ``Message`` could produce (a
   poison message), through a test-only path of the broker itself;
 * ``marks``: e.g. ``(pytest.mark.redis,)``, so runs without that server deselect it; the
-  ``make`` function should ``pytest.skip`` when the server is unreachable;
+  ``make`` function calls ``require_service`` (a skip when the server is unreachable, a failure
+  under ``CELERIAC_REQUIRE_SERVICES=1``);
 * what the broker cannot do by nature, each with the reason in :data:`TRANSPORTS`:
   ``leases`` (False: a delivery is held until settled or its connection closes, so lease expiry
   and the tests built on it do not apply), ``counts_copies`` (False: a publish says routed or
@@ -149,19 +150,7 @@ _amqp_vhost_ready: list[bool] = []
 def _ensure_amqp_vhost() -> None:
     if _amqp_vhost_ready:
         return
-    import shutil
-    import subprocess
-
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is needed to create the test vhost")
-    subprocess.run(["rabbitmqctl", "add_vhost", AMQP_VHOST], capture_output=True, timeout=30)
-    done = subprocess.run(
-        ["rabbitmqctl", "set_permissions", "-p", AMQP_VHOST, "guest", ".*", ".*", ".*"],
-        capture_output=True,
-        timeout=30,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"cannot prepare the RabbitMQ vhost: {done.stderr.decode()[:300]}")
+    amqp_broker.ensure_vhost()  # rabbitmqctl: fails, not skips, where services are required
     _amqp_vhost_ready.append(True)
 
 

@@ -11,11 +11,11 @@ import asyncio
 import json
 import logging
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -428,9 +428,9 @@ def test_without_publisher_confirms_messages_still_arrive(names: Names) -> None:
     run(main)
 
 
-CELERY_PYTHON = (
-    Path(__file__).resolve().parents[2] / "bench" / ".venvs" / "celery" / "bin" / "python"
-)
+#: Celery 5.7 and kombu (with py-amqp) are test dependencies: the test's own interpreter runs them
+#: (the benchmark's Celery venv is not built in CI, where a skip would hide this test).
+CELERY_PYTHON = sys.executable
 CELERY_SEND = """
 import sys
 from celery import Celery
@@ -447,13 +447,12 @@ with Connection(sys.argv[1]) as conn:
 """
 
 
-@pytest.mark.skipif(not CELERY_PYTHON.exists(), reason="the benchmark's Celery venv is not built")
 def test_celery_and_celeriac_read_each_others_messages(names: Names) -> None:
     queue = names("interop")
     names.extra_queues |= {queue, f"{queue}.dlq"}
     names.extra_exchanges.add(queue)  # Celery declares a direct exchange named as the queue
     # Celery declares the queue first (without priorities): celeriac uses it as it is
-    argv = [str(CELERY_PYTHON), "-c", CELERY_SEND, amqp_broker.URL, queue]
+    argv = [CELERY_PYTHON, "-c", CELERY_SEND, amqp_broker.URL, queue]
     subprocess.run(argv, check=True, timeout=60, capture_output=True)
 
     async def read() -> None:
@@ -474,7 +473,7 @@ def test_celery_and_celeriac_read_each_others_messages(names: Names) -> None:
         app.send_task("a.record", ("from-celeriac",), priority=3)
     finally:
         app.close()
-    argv = [str(CELERY_PYTHON), "-c", CELERY_READ, amqp_broker.URL, queue]
+    argv = [CELERY_PYTHON, "-c", CELERY_READ, amqp_broker.URL, queue]
     done = subprocess.run(argv, check=True, timeout=60, capture_output=True, text=True)
     task, priority, body = json.loads(done.stdout)
     assert (task, priority) == ("a.record", 3)

@@ -37,6 +37,7 @@ from celeriac.results.redis import RedisBackend
 from celeriac.results.registry import create_backend
 from celeriac.results.result import AsyncResult
 from conftest import delete_redis_keys, require_service
+from suite_rules import require_tool
 
 pytestmark = pytest.mark.redis
 
@@ -550,8 +551,11 @@ def test_waiting_threads_and_a_forked_child_each_use_their_own_subscriber(
     before = waiter._subscribers.subscribed()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's outcome is its exit status
-        ok = waiter.wait_for(in_child, timeout=10).result == "child"
-        os._exit(0 if ok else 1)
+        status = 1  # whatever happens in the child (an exception too), it leaves here
+        try:
+            status = 0 if waiter.wait_for(in_child, timeout=10).result == "child" else 1
+        finally:
+            os._exit(status)
     until(lambda: subscribers(admin, [waiter.ready_channel(in_child)]) == 1, "the child to wait")
     writer.store(success(in_child, "child"))
     _, status = os.waitpid(pid, 0)
@@ -830,8 +834,7 @@ class OwnRedis:
 
 @pytest.fixture
 def own_redis(tmp_path: Path, unused_port: int) -> Iterator[OwnRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    require_tool("redis-server", "a Redis of the test's own, to restart")
     server = OwnRedis(tmp_path, unused_port, "pw-" + uuid.uuid4().hex)
     server.start()
     try:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import resource
-import shutil
 import signal
 import socket
 import statistics
@@ -40,7 +39,8 @@ from celeriac.transports.redis.url import (
     password_of,
 )
 from celeriac.transports.topology import max_deliveries_reason
-from conftest import REQUIRE_SERVICES, delete_redis_keys, require_service
+from conftest import delete_redis_keys, require_service
+from suite_rules import require_tool
 
 pytestmark = pytest.mark.redis
 
@@ -602,10 +602,7 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 
 def need_redis_server() -> None:
-    if shutil.which("redis-server") is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("redis-server is not installed (CELERIAC_REQUIRE_SERVICES=1)")
-        pytest.skip("redis-server is not installed")
+    require_tool("redis-server", "a Redis of the test's own, to restart")
 
 
 def test_a_redis_restart_is_survived_by_the_same_instance(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ one in another process that proves results reach only the process that sent the 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -35,6 +34,7 @@ from celeriac.results.result import AsyncResult
 from celeriac.results.rpc.backend import CHORD_LIMIT, RPCBackend
 from celeriac.results.rpc.redis_link import reply_key
 from conftest import delete_redis_keys, require_service
+from suite_rules import require_tool
 
 pytestmark = [pytest.mark.amqp, pytest.mark.redis]
 
@@ -197,15 +197,14 @@ def test_async_twins(caller: RPCBackend, worker: RPCBackend) -> None:
 
 def test_the_reply_queue_survives_a_connection_the_broker_drops() -> None:
     require_service("RabbitMQ", 5672)
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("needs rabbitmqctl to close one connection from the broker's side")
+    ctl = require_tool("rabbitmqctl", "to close one connection from the broker's side")
     worker = rpc_backend("amqp", own_server=True)
     name = f"rpc-itest-{uuid.uuid4().hex[:8]}"
     caller = RPCBackend("rpc://", broker_url=AMQP, connection_name=name)
     try:
         reply_to = caller.reply_to  # declares and consumes
         listing = subprocess.run(
-            ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+            [ctl, "-q", "list_connections", "pid", "client_properties"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -214,7 +213,7 @@ def test_the_reply_queue_survives_a_connection_the_broker_drops() -> None:
         pids = [line.split("\t")[0] for line in listing.splitlines() if name in line]
         assert len(pids) == 1, listing
         subprocess.run(
-            ["rabbitmqctl", "close_connection", pids[0], "rpc test drop"],
+            [ctl, "close_connection", pids[0], "rpc test drop"],
             capture_output=True,
             timeout=30,
             check=True,

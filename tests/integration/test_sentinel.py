@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from worker_harness import child_env, start_cli_worker, wait_until
 from celeriac import Celeriac
 from celeriac.errors import BackendError, TransportError
 from conftest import delete_redis_keys, require_service
+from suite_rules import require_tool
 
 pytestmark = [pytest.mark.redis]
 
@@ -49,9 +49,7 @@ class SentinelServer:
     """``redis-server --sentinel`` watching 127.0.0.1:6379 as ``master``."""
 
     def __init__(self, directory: Path, master: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
+        binary = require_tool("redis-server", "it runs the Sentinel")
         self.port = free_port()
         self.master = master
         self.config = directory / "sentinel.conf"
