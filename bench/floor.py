@@ -43,7 +43,7 @@ def claim_incr_ack(prefix: str) -> None:
     rotation = 0
     while True:
         rotation += 1
-        deliveries = lua.claimed(claim(args=[prefix, 60, 10, 8, rotation, "celery"]), ["celery"])
+        deliveries, _ = lua.claimed(claim(args=[prefix, 60, 10, 8, rotation, "celery"]), ["celery"])
         if not deliveries:
             return
         for _ in deliveries:

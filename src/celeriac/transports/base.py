@@ -20,8 +20,9 @@ The contract is small and explicit about acknowledgement:
 Optional methods have a documented default in this class, so that callers (the worker, the
 dashboard) need not ask whether a broker has them: **stop_consuming** (give back what was
 prefetched for a queue the worker stops consuming), **watch_capacity** (what a broker that
-pushes may push), **oldest_message_age** (how long the head of a queue has waited) and
-**remove_dead_letters**.
+pushes may push), **watch_dead_letters** (hear of the messages the transport dead-letters by
+itself, past ``max_deliveries``), **oldest_message_age** (how long the head of a queue has
+waited) and **remove_dead_letters**.
 
 Everything is ``async``; a transport that talks to a blocking library does so in a way that keeps
 each call short. Sync producers go through :meth:`Transport.publish_sync`, which a transport with
@@ -33,12 +34,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
+
+logger = logging.getLogger("celeriac.transports")
 
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_DELIVERIES = 10
@@ -172,6 +176,7 @@ class Transport(abc.ABC):
         self.options = options
         self.lease_seconds = float(options.get("lease_seconds", DEFAULT_LEASE_SECONDS))
         self.max_deliveries = int(options.get("max_deliveries", DEFAULT_MAX_DELIVERIES))
+        self._dead_letter_watcher: Callable[[Sequence[DeadLetter]], None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -237,6 +242,34 @@ class Transport(abc.ABC):
         (RabbitMQ: QoS) uses it to push no more than that, and to change its limit only when
         that changes. The default ignores it: a transport that takes only what ``get`` asks
         for needs no more."""
+
+    def watch_dead_letters(self, watcher: Callable[[Sequence[DeadLetter]], None]) -> None:
+        """Have ``watcher`` called with the messages this transport dead-letters *by itself*
+        while a :meth:`get` claims (those delivered ``max_deliveries`` times without being
+        settled: their workers kept dying, or lost their connection, while holding them).
+
+        Nobody settled those, so without this nobody would record their end: the worker uses it
+        to fail the task's result and move its workflow on (a chord counts the member as
+        failed instead of waiting for it for ever). Called on the event loop of the ``get``,
+        after the letters are safely stored, never from inside a broker transaction; a
+        watcher must not block. Messages dead-lettered by :meth:`reject` are not reported: the
+        caller of ``reject`` knows them already.
+
+        Transports whose broker dead-letters without telling the client (a RabbitMQ quorum
+        queue past its ``x-delivery-limit``) cannot report those; each says so.
+        """
+        self._dead_letter_watcher = watcher
+
+    def _report_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Tell the watcher (if any) of ``letters``; a watcher's error is logged, never raised
+        into the ``get`` that found them (the letters are stored already)."""
+        watcher = self._dead_letter_watcher
+        if watcher is None or not letters:
+            return
+        try:
+            watcher(letters)
+        except Exception:
+            logger.exception("the dead-letter watcher failed on %d letters", len(letters))
 
     async def stop_consuming(self, queue: str) -> None:
         """Stop consuming ``queue`` in this process: give back what was taken from it ahead of

@@ -343,7 +343,8 @@ class MemoryTransport(Transport):
         try:
             while True:
                 waiter.clear()
-                deliveries, next_due = self._claim(queues, max_count)
+                deliveries, next_due, dead = self._claim(queues, max_count)
+                self._report_dead_letters(dead)
                 remaining = deadline - loop.time()
                 if deliveries or remaining <= 0:
                     return deliveries
@@ -353,8 +354,13 @@ class MemoryTransport(Transport):
         finally:
             self._broker.waiters.unregister(waiter)
 
-    def _claim(self, queues: Sequence[str], max_count: int) -> tuple[list[Delivery], float | None]:
+    def _claim(
+        self, queues: Sequence[str], max_count: int
+    ) -> tuple[list[Delivery], float | None, list[DeadLetter]]:
+        """The leased deliveries, when the next delayed one falls due (if none was leased),
+        and the messages dead-lettered on the way (past ``max_deliveries``)."""
         broker = self._broker
+        dead: list[DeadLetter] = []
         now = time.time()
         lease_until = now + self.lease_seconds
         self._rotation += 1
@@ -363,19 +369,28 @@ class MemoryTransport(Transport):
 
             def claim_one(name: str, count: int) -> list[Delivery]:
                 state = broker.queues.get(name)
-                return [] if state is None else self._lease(state, count, now, lease_until, token)
+                if state is None:
+                    return []
+                return self._lease(state, count, now, lease_until, token, dead)
 
             deliveries = claim_fairly(queues, max_count, self._rotation, claim_one)
             next_due: float | None = None
             if not deliveries:
                 dues = [s.next_due() for q in queues if (s := broker.queues.get(q)) is not None]
                 next_due = min((d for d in dues if d is not None), default=None)
-        return deliveries, next_due
+        return deliveries, next_due, dead
 
     def _lease(
-        self, state: _QueueState, count: int, now: float, lease_until: float, token: int
+        self,
+        state: _QueueState,
+        count: int,
+        now: float,
+        lease_until: float,
+        token: int,
+        dead: list[DeadLetter],
     ) -> list[Delivery]:
-        """Lease up to ``count`` visible messages of one queue (the broker lock is held)."""
+        """Lease up to ``count`` visible messages of one queue (the broker lock is held);
+        those past ``max_deliveries`` are dead-lettered and added to ``dead`` instead."""
         out: list[Delivery] = []
         while len(out) < count:
             entry = state.pop_visible(now)
@@ -383,7 +398,7 @@ class MemoryTransport(Transport):
                 break
             if entry.delivery_count >= self.max_deliveries:
                 reason = max_deliveries_reason(entry.delivery_count, self.max_deliveries)
-                self._dead_letter(state, entry, reason, now)
+                dead.append(self._dead_letter(state, entry, reason, now))
                 continue
             entry.delivery_count += 1
             entry.token = token
@@ -405,7 +420,9 @@ class MemoryTransport(Transport):
             )
         return out
 
-    def _dead_letter(self, state: _QueueState, entry: _Entry, reason: str, now: float) -> None:
+    def _dead_letter(
+        self, state: _QueueState, entry: _Entry, reason: str, now: float
+    ) -> DeadLetter:
         del state.entries[entry.id]
         letter = DeadLetter(
             entry.queue,
@@ -417,6 +434,7 @@ class MemoryTransport(Transport):
         )
         self._broker.dead.setdefault(entry.queue, []).append(letter)
         logger.info("message %d of queue %r dead-lettered: %s", entry.id, entry.queue, reason)
+        return letter
 
     def _held(
         self, deliveries: Iterable[Delivery], action: str

@@ -18,19 +18,27 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
 from celeriac.canvas import flow
 from celeriac.context import Request
-from celeriac.errors import DecodeError, NotRegistered, TaskRevokedError, TransportError
+from celeriac.errors import (
+    DecodeError,
+    NotRegistered,
+    TaskRevokedError,
+    TransportError,
+    WorkerLostError,
+)
+from celeriac.execution import executor
 from celeriac.execution.executor import Outcome
 from celeriac.protocol.codec import decode_body
 from celeriac.protocol.message import parse_time
 from celeriac.results.base import ResultMeta, exception_to_dict
 from celeriac.routing import Queue
-from celeriac.transports.base import Delivery, Transport
+from celeriac.transports.base import DeadLetter, Delivery, Transport
 from celeriac.utils.outage import Outage
 from celeriac.worker import task_events
 from celeriac.worker.acks import AckBatcher
@@ -110,6 +118,7 @@ class Consumer:
         #: are sent through it when task events are on: :mod:`celeriac.worker.task_events`).
         self.events: EventDispatcher | None = None
         transport.watch_capacity(self.capacity)
+        transport.watch_dead_letters(self._broker_dead_lettered)
 
     @property
     def window(self) -> int:
@@ -500,6 +509,63 @@ class Consumer:
             with contextlib.suppress(Exception):  # the join below reads it; logged by flow
                 await backend.astore(meta)
         await asyncio.to_thread(flow.advance, self.app, request, state, None, exc, None)
+
+    # -- messages the broker dead-lettered by itself ------------------------------------------
+    def _broker_dead_lettered(self, letters: Sequence[DeadLetter]) -> None:
+        """The transport dead-lettered ``letters`` while claiming (delivered ``max_deliveries``
+        times, never settled: their workers kept dying or losing the broker while holding
+        them). Nobody will run them, so their end is recorded here, as a failure."""
+        handler = asyncio.get_running_loop().create_task(self._fail_dead_letters(list(letters)))
+        self.handlers.add(handler)
+        handler.add_done_callback(self.handlers.discard)
+
+    async def _fail_dead_letters(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            try:
+                await self._fail_dead_letter(letter)
+            except Exception:
+                logger.exception("could not record the failure of a dead-lettered message")
+
+    async def _fail_dead_letter(self, letter: DeadLetter) -> None:
+        """Fail the task of a message the broker dead-lettered, as a run that failed with
+        :class:`~celeriac.errors.WorkerLostError` would: its result stored (a caller's ``get()``
+        raises instead of waiting), ``link_error`` callbacks sent, the rest of its chain failed,
+        its chord counting it (the body fails with ``ChordError``), a ``task-failed`` event.
+
+        Nothing is done for a message that cannot be read, that fails its signature check
+        (broker access alone must not let anyone fail tasks or complete chords), or whose task
+        already has a final state (it ran to its end and only its ack was lost: that outcome
+        stands and its workflow has moved on already)."""
+        delivery = Delivery(None, letter.queue, letter.payload, letter.delivery_count)
+        try:
+            message = delivery.decode()
+            if self.verifier is not None:
+                self.verifier.verify(message)
+        except DecodeError as exc:
+            logger.warning("a dead-lettered message of %r is not read: %s", letter.queue, exc)
+            return
+        request = self._request_of(delivery)
+        if request is None:
+            return
+        backend = self.app.backend
+        if backend is not None:
+            try:
+                if (await backend.aget_meta(request.id)).ready:
+                    return
+            except Exception as error:  # unknown: failing it is what lets its workflow move on
+                logger.warning("could not read the state of %s: %s", request.id, error)
+        lost = WorkerLostError(
+            f"Task {request.task}[{request.id}] was dead-lettered by the broker: {letter.reason}"
+        )
+        task = self.app.tasks.get(request.task)
+        if task is None:  # not a task of this worker: its workflow still moves on
+            logger.error("%s", lost)
+            await self._end_workflow(delivery, states.FAILURE, lost, request, store=True)
+            return
+        outcome = Outcome(states.FAILURE, exc=lost, reason=letter.reason)
+        await asyncio.to_thread(executor.finish, task, request, outcome, self.hostname)
+        if self.events is not None:
+            task_events.finished(self.events, request.id, outcome)
 
     def _request_of(self, delivery: Delivery) -> Request | None:
         """The request of a message settled before its body was read (revoked, expired, an

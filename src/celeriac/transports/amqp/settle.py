@@ -126,12 +126,14 @@ class Settler:
         """Publish copies of redelivered messages with the loss counted, or dead-letter them."""
         limit = self.transport.max_deliveries
         frames: list[Frame] = []
+        dead: list[DeadLetter] = []
         for queue, raw, counts in recycle:
             done = codec.Counts(counts.delivery_count - 1, counts.lost, False)
             if counts.lost >= limit:
                 reason = lost_reason(counts, limit)
                 logger.error("dead-lettering a message from %r: %s", queue, reason)
                 frames.append(await self._dead_letter_frame(link, queue, raw, done, reason))
+                dead.append(_lost_letter(queue, raw, reason, done.delivery_count))
             else:
                 headers = {codec.DELIVERIES: done.delivery_count, codec.LOST: done.lost}
                 frames.append(("", queue, raw.body, codec.copy_properties(raw, headers)))
@@ -139,6 +141,7 @@ class Settler:
             await self.transport.send(link, frames)
             channel = await link.channel("consume")
             await wire.ack(channel, [codec.tag_of(raw) for _, raw, _ in recycle])
+        self.transport._report_dead_letters(dead)
 
     async def _dead_letter_frame(
         self, link: Link, queue: str, raw: DeliveredMessage, counts: codec.Counts, reason: str
@@ -336,6 +339,13 @@ class Settler:
         finally:
             with contextlib.suppress(Exception):  # closing returns them all, even on errors
                 await wrapper.close()
+
+
+def _lost_letter(queue: str, raw: DeliveredMessage, reason: str, count: int) -> DeadLetter:
+    """A message this client dead-letters past ``max_deliveries``, as reported to the
+    transport's watcher (its payload as a consumer would have received it)."""
+    payload = codec.payload_of(raw, codec.message_of(raw))
+    return DeadLetter(queue, payload, reason, count, time.time())
 
 
 def _letter(queue: str, raw: DeliveredMessage) -> DeadLetter:

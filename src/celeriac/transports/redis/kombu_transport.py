@@ -57,13 +57,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from celeriac.errors import DecodeError, TransportError
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.arguments import report_ignored_arguments
-from celeriac.transports.base import Delivery, Outgoing
+from celeriac.transports.base import DeadLetter, Delivery, Outgoing
 from celeriac.transports.redis import direct, fanout, kombu_publish, kombu_restore
 from celeriac.transports.redis import kombu_scripts as ks
 from celeriac.transports.redis import kombu_topology as topology
@@ -277,22 +278,26 @@ class KombuRedisTransport(RedisTransport):
         over = [d for d in deliveries if d.delivery_count > self.max_deliveries]
         if over:
             try:
-                await self._dead_letter_overdelivered(over)
+                self._report_dead_letters(await self._dead_letter_overdelivered(over))
                 deliveries = [d for d in deliveries if d.delivery_count <= self.max_deliveries]
             except TransportError as exc:
                 logger.warning("could not dead-letter %d messages: %s", len(over), exc)
         return deliveries, next_due, restored
 
-    async def _dead_letter_overdelivered(self, over: Sequence[Delivery]) -> None:
+    async def _dead_letter_overdelivered(self, over: Sequence[Delivery]) -> list[DeadLetter]:
         """Dead-letter messages taken once more after ``max_deliveries`` deliveries (recorded
-        with the deliveries they had, as the native layout does)."""
+        with the deliveries they had, as the native layout does); returns them as letters."""
         records = []
+        letters = []
+        now = time.time()
         for d in over:
             done = d.delivery_count - 1
             reason = max_deliveries_reason(done, self.max_deliveries)
             entry = kombu_restore.dead_entry(reason, done, _id_of(d), d.payload)
             records.append((d.tag, self.names.dlq(d.queue), entry))
+            letters.append(DeadLetter(d.queue, d.payload, reason, done, now))
         await self._settle_records("reject", 0, records)
+        return letters
 
     # -- settling -----------------------------------------------------------------------------
     async def _settle_records(

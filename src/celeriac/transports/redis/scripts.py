@@ -122,14 +122,18 @@ local function forget(queue, id)
   redis.call('HDEL', k(queue, 'data'), id)
   redis.call('HDEL', k(queue, 'cnt'), id)
 end
+-- returns the dead-letter list entry written (false when the message's data was gone)
 local function dead_letter(queue, id, reason, count, t)
   local data = redis.call('HGET', k(queue, 'data'), id)
+  local entry = false
   if data then
     local header = cjson.encode({reason = reason, delivery_count = count,
                                  failed_at = string.format('%.6f', t), message_id = id})
-    redis.call('LPUSH', prefix .. 'dlq:' .. queue, header .. '\n' .. payload_of(data))
+    entry = header .. '\n' .. payload_of(data)
+    redis.call('LPUSH', prefix .. 'dlq:' .. queue, entry)
   end
   forget(queue, id)
+  return entry
 end
 """
 
@@ -212,8 +216,11 @@ return n
 
 # ARGV: prefix, lease seconds, max deliveries, max count, start index, queue names...
 # Returns {next_due_in or "", topology epoch or "", then per delivery: queue index, id,
-# delivery count, stored value}. Fewer than max count claimed means the queues are empty now;
-# next_due_in is then the time until a delayed message or a lease falls due, if any does.
+# delivery count, stored value}; a message dead-lettered on the way (past max deliveries) is
+# listed the same way with its count negated and its dead-letter list entry as the value, so
+# that the transport can report it (Transport.watch_dead_letters). Fewer than max count
+# claimed means the queues are empty now; next_due_in is then the time until a delayed message
+# or a lease falls due, if any does.
 CLAIM = (
     PRELUDE
     + r"""
@@ -254,7 +261,13 @@ local function claim(qi, wanted)
       if count >= max_deliveries then
         local reason = 'delivered ' .. count .. ' times without an ack (max_deliveries='
           .. max_deliveries .. ')'
-        dead_letter(queue, id, reason, count, t)
+        local entry = dead_letter(queue, id, reason, count, t)
+        if entry then
+          out[#out + 1] = qi
+          out[#out + 1] = id
+          out[#out + 1] = -count
+          out[#out + 1] = entry
+        end
       else
         good[#good + 1] = id
         new_counts[#new_counts + 1] = id
@@ -602,11 +615,16 @@ def _chunks(
     yield indexes, call()
 
 
-def claimed(reply: list[Any], queues: Sequence[str]) -> list[Delivery]:
-    """The deliveries in a CLAIM reply; the tag is ``(message id, delivery count)``."""
+def claimed(reply: list[Any], queues: Sequence[str]) -> tuple[list[Delivery], list[DeadLetter]]:
+    """The deliveries in a CLAIM reply (the tag is ``(message id, delivery count)``) and the
+    messages it dead-lettered on the way."""
     deliveries = []
+    dead = []
     for at in range(2, len(reply), 4):
         queue_index, message_id, count, stored = reply[at : at + 4]
+        if int(count) < 0:
+            dead.append(dead_letter(queues[int(queue_index) - 1], bytes(stored)))
+            continue
         priority, exchange, routing_key, payload = split_value(bytes(stored))
         deliveries.append(
             Delivery(
@@ -621,7 +639,7 @@ def claimed(reply: list[Any], queues: Sequence[str]) -> list[Delivery]:
                 },
             )
         )
-    return deliveries
+    return deliveries, dead
 
 
 def split_value(stored: bytes) -> tuple[int, str, str, bytes]:

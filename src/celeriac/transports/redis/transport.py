@@ -759,7 +759,8 @@ class RedisTransport(Transport):
                     _BLOCK_GRACE,
                     self._retries,
                 )
-        deliveries = lua.claimed(reply, queues)
+        deliveries, dead = lua.claimed(reply, queues)
+        self._report_dead_letters(dead)  # here: a cancelled get's claim still reports them
         return deliveries, (float(reply[0]) if reply[0] else None), bytes(reply[1]).decode()
 
     async def _settle(self, op: str, argument: Any, deliveries: Sequence[Delivery]) -> None:

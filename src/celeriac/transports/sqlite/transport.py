@@ -69,7 +69,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -145,6 +145,7 @@ class _Look:
 
     deliveries: list[Delivery]
     next_due: float | None  # the earliest visibility time in these queues, if any
+    dead: list[DeadLetter] = field(default_factory=list)  # dead-lettered by this claim
 
 
 def _json_object(arguments: Mapping[str, Any]) -> str:
@@ -404,6 +405,7 @@ class SQLiteTransport(Transport):
                     force = True
                 if force or current is None or current != version:
                     look = await self._look_cancel_safe(wanted, max_count)
+                    self._report_dead_letters(look.dead)
                     if look.deliveries:
                         self._pause = _MIN_POLL
                         return look.deliveries
@@ -431,7 +433,10 @@ class SQLiteTransport(Transport):
 
     def _release_abandoned(self, task: asyncio.Future[_Look]) -> None:
         """Requeue what a cancelled get() claimed, so it need not wait for its lease to end."""
-        if task.cancelled() or task.exception() is not None or not task.result().deliveries:
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._report_dead_letters(task.result().dead)
+        if not task.result().deliveries:
             return
         abandoned = task.result().deliveries
 
@@ -458,16 +463,17 @@ class SQLiteTransport(Transport):
             return _Look([], earliest)  # nothing visible: no write lock taken
         token = secrets.token_hex(8)
         self._rotation += 1
+        dead: list[DeadLetter] = []
         with self._db.transaction(conn):
             deliveries = claim_fairly(
                 queues,
                 max_count,
                 self._rotation,
-                lambda queue, count: self._claim(conn, queue, count, now, token),
+                lambda queue, count: self._claim(conn, queue, count, now, token, dead),
             )
         with self._db.errors():
             next_due = None if deliveries else self._earliest(conn, queues)
-        return _Look(deliveries, next_due)
+        return _Look(deliveries, next_due, dead)
 
     @staticmethod
     def _earliest(conn: sqlite3.Connection, queues: list[str]) -> float | None:
@@ -477,9 +483,17 @@ class SQLiteTransport(Transport):
         return None if earliest >= sql.NEVER else float(earliest)
 
     def _claim(
-        self, conn: sqlite3.Connection, queue: str, count: int, now: float, token: str
+        self,
+        conn: sqlite3.Connection,
+        queue: str,
+        count: int,
+        now: float,
+        token: str,
+        dead: list[DeadLetter],
     ) -> list[Delivery]:
-        """Lease up to ``count`` visible rows of one queue (inside the claim transaction)."""
+        """Lease up to ``count`` visible rows of one queue (inside the claim transaction);
+        rows past ``max_deliveries`` are dead-lettered and added to ``dead`` instead (the
+        transaction may still roll back: they are reported only once it has committed)."""
         until = now + self.lease_seconds
         out: list[Delivery] = []
         while len(out) < count:
@@ -503,6 +517,10 @@ class SQLiteTransport(Transport):
                     (r[0], max_deliveries_reason(r[2], self.max_deliveries), now) for r in poison
                 ]
                 conn.executemany(sql.DEAD_LETTER_BY_ID, letters)
+                dead.extend(
+                    DeadLetter(queue, r[1], reason, r[2], now)
+                    for r, (_, reason, _) in zip(poison, letters, strict=True)
+                )
                 for chunk in sql.chunks([r[0] for r in poison]):
                     conn.execute(sql.in_ids(sql.DELETE_BY_ID, len(chunk)), chunk)
                 logger.info(
