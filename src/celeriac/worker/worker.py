@@ -66,6 +66,7 @@ def builtin_components(worker: Worker) -> list[Component]:
     from celeriac.worker.events_step import EventsStep
     from celeriac.worker.statedb import StateDBStep
     from celeriac.worker.steps import ReloaderStep
+    from celeriac.worker.watchdog import WatchdogStep
 
     return [
         Timer(),
@@ -74,6 +75,7 @@ def builtin_components(worker: Worker) -> list[Component]:
         PoolStep(),
         ConsumerStep(),
         Heartbeat(),
+        WatchdogStep(),
         EventsStep(),
         ControlStep(),
         AutoscalerStep(),
