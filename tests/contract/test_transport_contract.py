@@ -722,7 +722,8 @@ async def test_publish_sync_from_another_thread_wakes_get(make_transport: MakeTr
         published.set()
         thread.join(5)
     assert labels(got) == ["a"]
-    assert time.monotonic() - sent_at[0] < 0.5
+    # woken, not found by the next poll 10 s later (a generous bound: the machine may be loaded)
+    assert time.monotonic() - sent_at[0] < 5
 
 
 @run_async

@@ -100,7 +100,9 @@ def test_the_table_is_bounded_but_keeps_what_is_awaited() -> None:
     replies.put(ResultMeta("kept", states.STARTED))
     waiter = threading.Thread(target=replies.wait, args=("kept", 5))
     waiter.start()
-    while not replies.waiting():
+    deadline = time.monotonic() + 10
+    while not replies.waiting():  # the waiter is registered (bounded: a hang names itself)
+        assert time.monotonic() < deadline, "the waiting thread never registered"
         time.sleep(0.001)
     for i in range(5):
         replies.put(ok(f"x{i}"))
