@@ -74,6 +74,20 @@ def build_app(
     def add(x: int, y: int) -> int:
         return x + y
 
+    @app.task(name="pr.whoami", bind=True)
+    def whoami(self: Any) -> str:
+        return str(self.request.hostname)
+
+    @app.task(name="pr.total")
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    @app.task(name="pr.retry_once", bind=True, max_retries=1)
+    def retry_once(self: Any) -> str:
+        if self.request.retries == 0:
+            self.retry(countdown=0.1)
+        return "again"
+
     @app.task(name="pr.block", bind=True)
     def block(self: Any, marks: str, tag: str, release: str) -> dict[str, Any]:
         """Mark the run, wait for ``release``; acked when it starts (the default)."""
