@@ -23,8 +23,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,25 @@ def worker_thread(app: Celeriac, timeout: float = 10.0, **options: Any) -> Itera
 #: The line a worker logs (at INFO) once it consumes.
 _READY = re.compile(r"\S+ ready: pool=")
 
+OutputObserver = Callable[["WorkerProcess", str], None]
+"""Called with the process and each line it prints, on the thread that reads its output."""
+
+_observers: list[OutputObserver] = []
+
+
+def observe_output(observer: OutputObserver) -> Callable[[], None]:
+    """Have ``observer`` see every line that every :class:`WorkerProcess` prints from now on
+    (a test suite's plugin that scans worker output for leaked secrets, or keeps it); returns
+    the function that stops it. The observer runs on the reader thread: it must be quick and
+    must not raise (an exception is dropped, so the output is still read)."""
+    _observers.append(observer)
+
+    def stop() -> None:
+        with suppress(ValueError):
+            _observers.remove(observer)
+
+    return stop
+
 
 class WorkerProcess:
     """A ``celeriac worker`` child process, with its output (stdout and stderr, merged) read as
@@ -109,9 +128,13 @@ class WorkerProcess:
     def _read(self) -> None:
         stream = self.proc.stdout
         try:
-            for line in stream or ():
+            for raw in stream or ():
+                line = raw.rstrip("\n")
+                for observer in tuple(_observers):
+                    with suppress(Exception):
+                        observer(self, line)
                 with self._cond:
-                    self.lines.append(line.rstrip("\n"))
+                    self.lines.append(line)
                     self._cond.notify_all()
         finally:
             with self._cond:

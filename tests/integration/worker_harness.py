@@ -30,6 +30,14 @@ from apps.sqlite_tasks import DB_ENV, LEASE_ENV, build_app
 from celeriac import Celeriac
 from celeriac.transports.base import DeadLetter, Transport
 
+try:  # every line a worker prints is scanned for the suite's secrets at the session's end
+    from _secrets_scan import record_output
+except ImportError:  # imported outside the suite (tests/chaos scripts): nothing scans
+
+    def record_output(source: str, line: str) -> None:
+        pass
+
+
 T = TypeVar("T")
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
@@ -87,6 +95,7 @@ class WorkerProcess:
         )
         self.stderr_lines: list[str] = []
         self.stdout_lines: list[str] = []
+        self._source = f"worker process {self.proc.pid}"
         self._cond = threading.Condition()
         self._open_streams = 2
         self._readers = [
@@ -100,9 +109,11 @@ class WorkerProcess:
     def _read(self, stream: IO[str] | None, into: list[str]) -> None:
         assert stream is not None
         try:
-            for line in stream:
+            for raw in stream:
+                line = raw.rstrip("\n")
+                record_output(self._source, line)
                 with self._cond:
-                    into.append(line.rstrip("\n"))
+                    into.append(line)
                     self._cond.notify_all()
         finally:
             with self._cond:
