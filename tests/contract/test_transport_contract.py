@@ -655,6 +655,26 @@ async def test_max_deliveries_dead_letters(make_transport: MakeTransport, case: 
     assert await transport.size("q") == 0
 
 
+@run_async
+async def test_requeues_by_a_living_consumer_do_not_count_toward_max_deliveries(
+    make_transport: MakeTransport,
+) -> None:
+    """``max_deliveries`` stops a message that keeps killing its workers; a message a living
+    worker gives back (a rate limit's backlog, an eta still ahead, a warm shutdown) may come
+    back any number of times (it was dead-lettered after ``max_deliveries`` requeues)."""
+    transport = make_transport(max_deliveries=2)
+    await transport.declare_queue(Queue("q"))
+    await transport.publish(out("a"))
+    for n in range(5):
+        [got] = await transport.get(["q"], 1, timeout=5)
+        assert got.redelivered == (n > 0)
+        await transport.requeue([got], delay=0.01 if n % 2 else 0.0)
+    [got] = await transport.get(["q"], 1, timeout=5)
+    await transport.ack([got])
+    assert await transport.dead_letters("q") == []
+    assert await transport.size("q") == 0
+
+
 # -- inspection and consuming ------------------------------------------------------------------
 @run_async
 async def test_size_and_purge_spare_leased(transport: Transport, case: Case) -> None:

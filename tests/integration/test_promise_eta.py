@@ -162,11 +162,6 @@ def test_a_message_that_arrives_before_its_eta_is_sent_back_and_runs_after_it(
     assert stamps.labels().count("far") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Consumer._prepare runs a message whose eta is up to ETA_TOLERANCE (0.5 s) ahead at "
-    "once instead of holding it until its eta: 'run no sooner than this time' does not hold",
-)
 def test_a_message_due_in_less_than_half_a_second_is_not_run_before_its_eta(
     tmp_path: Path,
 ) -> None:

@@ -30,19 +30,14 @@ from celeriac.transports.base import DeadLetter
 RATE = 10.0
 BACKLOG = 16
 WAIT = 20.0
-REQUEUES_COUNT = (
-    "a message the rate limit sends back counts as a delivery on this broker: past "
-    "max_deliveries it is dead-lettered (the Redis CLAIM script and the SQLite claim count every "
-    "requeue; RabbitMQ counts only lost deliveries)"
-)
 
 
 @pytest.fixture(
     params=[
-        pytest.param("sqlite", marks=pytest.mark.xfail(strict=True, reason=REQUEUES_COUNT)),
+        "sqlite",
         pytest.param(
             "redis",
-            marks=[pytest.mark.redis, pytest.mark.xfail(strict=True, reason=REQUEUES_COUNT)],
+            marks=pytest.mark.redis,
         ),
         pytest.param("amqp", marks=pytest.mark.amqp),
     ]

@@ -76,6 +76,7 @@ class _Entry:
     delivery_count: int = 0
     token: int = 0  # the current or last lease; 0 when not leased since its last requeue
     gen: int = 0
+    lost: int = 0  # leases that ran out (what ``max_deliveries`` counts; requeues do not)
 
 
 @dataclass(slots=True)
@@ -396,8 +397,10 @@ class MemoryTransport(Transport):
             entry = state.pop_visible(now)
             if entry is None:
                 break
-            if entry.delivery_count >= self.max_deliveries:
-                reason = max_deliveries_reason(entry.delivery_count, self.max_deliveries)
+            if entry.token:  # visible again while leased: its lease ran out
+                entry.lost += 1
+            if entry.lost >= self.max_deliveries:
+                reason = max_deliveries_reason(entry.lost, self.max_deliveries)
                 dead.append(self._dead_letter(state, entry, reason, now))
                 continue
             entry.delivery_count += 1

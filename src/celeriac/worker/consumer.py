@@ -58,6 +58,7 @@ logger = logging.getLogger("celeriac.worker")
 FETCH_TIMEOUT = 1.0
 #: The task option rate limits declare: ``rate_limit="10/s"`` (per task type, per worker).
 TASK_OPTIONS: dict[str, Any] = {"rate_limit": None}
+#: An eta at most this far ahead is waited for in the worker instead of on the broker.
 ETA_TOLERANCE = 0.5
 
 
@@ -381,9 +382,13 @@ class Consumer:
         if expires is not None and expires <= now:
             await self._revoke(delivery, task, message.id, f"expired at {expires.isoformat()}")
             return None
-        if eta is not None and (eta - now).total_seconds() > ETA_TOLERANCE:
-            await self.transport.requeue([delivery], delay=(eta - now).total_seconds())
-            return None
+        if eta is not None and (ahead := (eta - now).total_seconds()) > 0:
+            if ahead > ETA_TOLERANCE:
+                await self.transport.requeue([delivery], delay=ahead)
+                return None
+            # due in a moment: held here (its lease renewed like any other) rather than sent
+            # back and fetched again, but never run before its eta
+            await asyncio.sleep(ahead)
         try:
             args, kwargs, embed = decode_body(message, accept=self._accept, codecs=self.app.codecs)
         except DecodeError as exc:

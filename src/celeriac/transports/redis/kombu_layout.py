@@ -47,6 +47,8 @@ DEFAULT_STEPS = (0, 3, 6, 9)
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 #: The property in which a restore records how many times the message was delivered.
 COUNT_PROPERTY = "x-delivery-count"
+#: Of those deliveries, how many a living worker gave back (celeriac's own property).
+REQUEUES_PROPERTY = "x-celeriac-requeues"
 #: Fields of kombu's ``unacked`` hash that are celeriac's delayed messages, not leases:
 #: ``celeriac-due:<list>:<tag>``, restored to ``<list>`` as they are when due.
 DUE_PREFIX = "celeriac-due:"
@@ -257,6 +259,15 @@ def publish_envelope(payload: bytes, info: bytes, tag: str) -> bytes:
     return orjson.dumps(envelope)
 
 
+def requeues(envelope: Mapping[str, Any]) -> int:
+    """How many of the message's deliveries ended in a requeue by a living worker."""
+    properties = envelope.get("properties")
+    recorded = properties.get(REQUEUES_PROPERTY) if isinstance(properties, Mapping) else None
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 0:
+        return recorded
+    return 0
+
+
 def previous_deliveries(envelope: Mapping[str, Any]) -> int:
     """How many times the message in ``envelope`` was delivered before: the count a restore
     recorded, else 1 if kombu marked it redelivered (a Celery worker's restore), else 0."""
@@ -273,10 +284,14 @@ def previous_deliveries(envelope: Mapping[str, Any]) -> int:
     return 1 if marked else 0
 
 
-def restored_envelope(envelope: dict[str, Any]) -> bytes:
+def restored_envelope(envelope: dict[str, Any], *, requeued: bool = False) -> bytes:
     """``envelope`` marked as kombu's restore marks it, its delivery counted; kombu's JSON
-    (``json.dumps`` with the default separators, as ``kombu.utils.json.dumps`` writes it)."""
+    (``json.dumps`` with the default separators, as ``kombu.utils.json.dumps`` writes it).
+    ``requeued``: given back by a living worker, which is counted apart (:func:`requeues`), as
+    ``max_deliveries`` counts only deliveries whose worker lost them."""
     count = previous_deliveries(envelope) + 1
+    if requeued and isinstance(envelope.get("properties"), dict):
+        envelope["properties"][REQUEUES_PROPERTY] = requeues(envelope) + 1
     try:
         envelope["headers"]["redelivered"] = True
         envelope["properties"]["delivery_info"]["redelivered"] = True
@@ -329,6 +344,7 @@ def claimed(tag: str, queue: str, raw: Any) -> Delivery:
     count = 1
     if b"redelivered" in payload or _COUNT in payload:  # else it was never restored
         count = previous_deliveries(envelope) + 1
+        data["requeues"] = requeues(envelope)
     return Delivery(tag, queue, payload, count, data, _message=message)
 
 
@@ -372,6 +388,7 @@ __all__ = [
     "member",
     "previous_deliveries",
     "publish_envelope",
+    "requeues",
     "restored_envelope",
     "split_member",
     "topic_pattern",

@@ -275,11 +275,11 @@ class KombuRedisTransport(RedisTransport):
             except Exception as exc:  # a claim in a second finds them again
                 logger.warning("could not restore expired messages: %s", exc)
                 next_due = 1.0
-        over = [d for d in deliveries if d.delivery_count > self.max_deliveries]
+        over = [d for d in deliveries if _lost(d) > self.max_deliveries]
         if over:
             try:
                 self._report_dead_letters(await self._dead_letter_overdelivered(over))
-                deliveries = [d for d in deliveries if d.delivery_count <= self.max_deliveries]
+                deliveries = [d for d in deliveries if _lost(d) <= self.max_deliveries]
             except TransportError as exc:
                 logger.warning("could not dead-letter %d messages: %s", len(over), exc)
         return deliveries, next_due, restored
@@ -292,7 +292,7 @@ class KombuRedisTransport(RedisTransport):
         now = time.time()
         for d in over:
             done = d.delivery_count - 1
-            reason = max_deliveries_reason(done, self.max_deliveries)
+            reason = max_deliveries_reason(_lost(d) - 1, self.max_deliveries)
             entry = kombu_restore.dead_entry(reason, done, _id_of(d), d.payload)
             records.append((d.tag, self.names.dlq(d.queue), entry))
             letters.append(DeadLetter(d.queue, d.payload, reason, done, now))
@@ -342,7 +342,8 @@ class KombuRedisTransport(RedisTransport):
         await self._settle_records("reject", 0, records)
 
     async def requeue(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None:
-        """kombu's reject with requeue: marked ``redelivered`` (and counted), pushed behind the
+        """kombu's reject with requeue: marked ``redelivered`` (counted, but apart from the
+        deliveries ``max_deliveries`` limits: its worker did not lose it), pushed behind the
         waiting messages; with a ``delay``, a delayed record moved there when it falls due."""
         now: list[tuple[Any, ...]] = []
         later: list[tuple[Any, ...]] = []
@@ -356,7 +357,7 @@ class KombuRedisTransport(RedisTransport):
                 now.append((d.tag, d.queue, d.payload))
                 continue
             list_name = d.queue + self.names.suffix(envelope_priority(envelope))
-            payload = restored_envelope(envelope)
+            payload = restored_envelope(envelope, requeued=True)
             if delay > 0:
                 field = due_field(list_name, TAGS.next())
                 record = b'[%b, "", %b]' % (payload, json.dumps(d.queue).encode())
@@ -408,3 +409,8 @@ def _id_of(delivery: Delivery) -> str:
 
 
 __all__ = ["TAGS", "KombuRedisTransport"]
+
+
+def _lost(delivery: Delivery) -> int:
+    """This delivery and the earlier ones that did not end in a requeue by a living worker."""
+    return delivery.delivery_count - int(delivery.transport_data.get("requeues", 0))

@@ -121,6 +121,7 @@ end
 local function forget(queue, id)
   redis.call('HDEL', k(queue, 'data'), id)
   redis.call('HDEL', k(queue, 'cnt'), id)
+  redis.call('HDEL', k(queue, 'lost'), id)
 end
 -- returns the dead-letter list entry written (false when the message's data was gone)
 local function dead_letter(queue, id, reason, count, t)
@@ -241,6 +242,8 @@ for _, queue in ipairs(queues) do
   local expired = redis.call('ZRANGEBYSCORE', k(queue, 'leased'), '-inf', t, 'LIMIT', 0, 1000)
   if #expired > 0 then
     redis.call('ZREM', k(queue, 'leased'), unpack(expired))
+    -- a lease that ran out was lost by its worker: that, not a requeue, counts toward the limit
+    for _, id in ipairs(expired) do redis.call('HINCRBY', k(queue, 'lost'), id, 1) end
     make_ready(queue, expired, t)
   end
 end
@@ -255,11 +258,13 @@ local function claim(qi, wanted)
     local ids = {}
     for j = 1, #popped, 2 do ids[#ids + 1] = popped[j] end
     local counts = redis.call('HMGET', k(queue, 'cnt'), unpack(ids))
+    local losses = redis.call('HMGET', k(queue, 'lost'), unpack(ids))
     local good, new_counts, leases = {}, {}, {}
     for j, id in ipairs(ids) do
       local count = tonumber(counts[j]) or 0
-      if count >= max_deliveries then
-        local reason = 'delivered ' .. count .. ' times without an ack (max_deliveries='
+      local lost = tonumber(losses[j]) or 0
+      if lost >= max_deliveries then
+        local reason = 'delivered ' .. lost .. ' times without an ack (max_deliveries='
           .. max_deliveries .. ')'
         local entry = dead_letter(queue, id, reason, count, t)
         if entry then
@@ -443,14 +448,14 @@ local removed = redis.call('ZCARD', k(queue, 'ready')) + redis.call('ZCARD', k(q
   + redis.call('ZCOUNT', k(queue, 'leased'), '-inf', t)
 if live == 0 then
   redis.call('UNLINK', k(queue, 'ready'), k(queue, 'delayed'), k(queue, 'leased'),
-             k(queue, 'data'), k(queue, 'cnt'), k(queue, 'clock'))
+             k(queue, 'data'), k(queue, 'cnt'), k(queue, 'lost'), k(queue, 'clock'))
   return removed
 end
 local function drop(ids)
   for start = 1, #ids, 1000 do
     local chunk = {}
     for j = start, math.min(start + 999, #ids) do chunk[#chunk + 1] = ids[j] end
-    for _, suffix in ipairs({'data', 'cnt'}) do
+    for _, suffix in ipairs({'data', 'cnt', 'lost'}) do
       redis.call('HDEL', k(queue, suffix), unpack(chunk))
     end
   end
@@ -480,7 +485,8 @@ end
 local queue = ARGV[5]
 if queue ~= '' then
   redis.call('UNLINK', k(queue, 'ready'), k(queue, 'delayed'), k(queue, 'leased'),
-             k(queue, 'data'), k(queue, 'cnt'), k(queue, 'notify'), k(queue, 'clock'))
+             k(queue, 'data'), k(queue, 'cnt'), k(queue, 'lost'), k(queue, 'notify'),
+             k(queue, 'clock'))
 end
 local epoch = redis.call('GET', prefix .. 'topology:epoch')
 if not epoch then

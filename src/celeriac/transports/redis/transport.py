@@ -41,7 +41,8 @@ otherwise see every later send dropped as unroutable.
 
 **Consuming.** ``get`` runs the claim script: it moves due delayed messages and expired leases
 to ready, pops up to ``max_count`` (shared fairly between the queues, the first one rotating
-per call), dead-letters those already delivered ``max_deliveries`` times, leases the rest and
+per call), dead-letters those whose lease already ran out ``max_deliveries`` times (a requeue
+by a living worker, for a rate limit or an early eta, does not count), leases the rest and
 says when anything in these queues next falls due. When nothing was claimed it blocks in
 ``BLPOP`` on the queues' *notify* lists, which publishes, requeues and claims that leave work
 behind push to, for at most the time until the next due message; so an idle worker makes no

@@ -40,6 +40,9 @@ ADD_BINDING_ARGUMENTS = (
     " SELECT exchange, queue, routing_key FROM bindings_v1 ORDER BY rowid",
     "DROP TABLE bindings_v1",
 )
+# Databases made before ``lost`` (leases that ran out: what ``max_deliveries`` counts; a requeue
+# by a living worker does not) gain the column; older celeriacs ignore it.
+ADD_LOST = "ALTER TABLE messages ADD COLUMN lost INTEGER NOT NULL DEFAULT 0"
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS exchanges (name TEXT PRIMARY KEY, type TEXT NOT NULL)",
@@ -50,7 +53,7 @@ SCHEMA = (
     " queue TEXT NOT NULL, priority INTEGER NOT NULL, due_at REAL NOT NULL,"
     " lease_until REAL, lease_token TEXT, delivery_count INTEGER NOT NULL DEFAULT 0,"
     " payload BLOB NOT NULL, exchange TEXT NOT NULL, routing_key TEXT NOT NULL,"
-    " created_at REAL NOT NULL)",
+    " created_at REAL NOT NULL, lost INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS messages_claim ON messages (queue, priority DESC, due_at, id)",
     "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " queue TEXT NOT NULL, payload BLOB NOT NULL, reason TEXT NOT NULL,"
@@ -97,8 +100,10 @@ PURGE_DEDUP = (
 )
 # "priority IN (...)" turns one range scan into ten index seeks bounded by due_at, and keeps
 # the index's order, so no sort: checked with EXPLAIN QUERY PLAN in the contract tests.
+# ``lost`` as it is once this claim counts a lease that ran out (a row still naming a token).
 CLAIM_SELECT = (
-    "SELECT id, payload, delivery_count, priority, exchange, routing_key FROM messages"
+    "SELECT id, payload, delivery_count, priority, exchange, routing_key,"
+    " lost + (lease_token IS NOT NULL) FROM messages"
     " WHERE queue = ? AND priority IN (9, 8, 7, 6, 5, 4, 3, 2, 1, 0) AND due_at <= ?"
     " ORDER BY priority DESC, due_at, id LIMIT ?"
 )
@@ -110,7 +115,8 @@ _EARLIEST_AT = (
 EARLIEST = "SELECT min(" + ", ".join(_EARLIEST_AT.format(p) for p in range(10)) + ")"
 LEASE = (
     "UPDATE messages SET lease_token = ?, lease_until = ?, due_at = ?,"
-    " delivery_count = delivery_count + 1 WHERE id IN ({ids})"
+    " delivery_count = delivery_count + 1, lost = lost + (lease_token IS NOT NULL)"
+    " WHERE id IN ({ids})"
 )
 DEAD_LETTER_BY_ID = (
     "INSERT INTO dead_letters (queue, payload, reason, delivery_count, failed_at, message_id)"
@@ -211,6 +217,8 @@ class Database:
             if "arguments" not in columns:
                 for statement in ADD_BINDING_ARGUMENTS:
                     conn.execute(statement)
+            if "lost" not in {row[1] for row in conn.execute("PRAGMA table_info(messages)")}:
+                conn.execute(ADD_LOST)
             conn.execute(INIT_META, ("schema_version", SCHEMA_VERSION))
             conn.execute(INIT_META, ("topology_version", 0))
             version = conn.execute(GET_META, ("schema_version",)).fetchone()[0]

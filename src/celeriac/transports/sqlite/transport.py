@@ -33,7 +33,8 @@ so a consumer that dies simply lets the row become visible again, and it is rede
 count raised. A delivery's ``tag`` is ``(rowid, lease_token)``: ``ack``, ``requeue``, ``reject``
 and ``extend`` act only on rows still carrying that token, so a slow consumer whose lease expired
 and went to another cannot settle the other's lease (it is skipped with a warning). A message
-already delivered ``max_deliveries`` times is dead-lettered instead of delivered again.
+already lost ``max_deliveries`` times (its lease ran out: its worker died or froze; a requeue by a
+living worker does not count) is dead-lettered instead of delivered again.
 
 **Priorities** are 0-9, higher first (clamped to the queue's ``max_priority``); within one
 priority messages come in order of visibility time, then id: FIFO for plain sends, and a
@@ -498,8 +499,9 @@ class SQLiteTransport(Transport):
         out: list[Delivery] = []
         while len(out) < count:
             rows = conn.execute(sql.CLAIM_SELECT, (queue, now, count - len(out))).fetchall()
-            good = [r for r in rows if r[2] < self.max_deliveries]
-            poison = [r for r in rows if r[2] >= self.max_deliveries]
+            # r[6]: leases that ran out, this one included (requeues do not count)
+            good = [r for r in rows if r[6] < self.max_deliveries]
+            poison = [r for r in rows if r[6] >= self.max_deliveries]
             for chunk in sql.chunks([r[0] for r in good]):
                 conn.execute(sql.in_ids(sql.LEASE, len(chunk)), (token, until, until, *chunk))
             out.extend(
@@ -510,11 +512,11 @@ class SQLiteTransport(Transport):
                     delivery_count=count_before + 1,
                     transport_data={"exchange": ex, "routing_key": key, "priority": priority},
                 )
-                for row_id, payload, count_before, priority, ex, key in good
+                for row_id, payload, count_before, priority, ex, key, _ in good
             )
             if poison:
                 letters = [
-                    (r[0], max_deliveries_reason(r[2], self.max_deliveries), now) for r in poison
+                    (r[0], max_deliveries_reason(r[6], self.max_deliveries), now) for r in poison
                 ]
                 conn.executemany(sql.DEAD_LETTER_BY_ID, letters)
                 dead.extend(
