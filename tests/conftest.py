@@ -17,6 +17,10 @@ from celeriac.testing import memory_app
 
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
 
+# The suite's own rules (no skip for want of a server under REQUIRE_SERVICES, no forked child
+# back in pytest) and the scan of every log line it writes for the secrets it uses.
+pytest_plugins = ["suite_rules", "_secrets_scan"]
+
 
 # Directories whose modules share one session-scoped fixture (a Celery fleet, a Flower): run by
 # one xdist worker, so the fixture is built once, not once per worker.
