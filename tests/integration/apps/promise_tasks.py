@@ -104,15 +104,6 @@ def build_app(
             raise TimeoutError(f"{release} never appeared")
         return {"pid": os.getpid(), "delivery_count": self.request.delivery_count}
 
-    @app.task(name="pr.spin")
-    def spin(marks: str, tag: str) -> str:
-        """Runs until a limit stops it (or :data:`RUNAWAY_LIMIT`, when nothing does)."""
-        mark(marks, tag)
-        deadline = time.monotonic() + RUNAWAY_LIMIT
-        while time.monotonic() < deadline:
-            time.sleep(0.01)
-        return "never stopped"
-
     @app.task(name="pr.stubborn")
     def stubborn(marks: str, tag: str) -> str:
         """Catches the soft limit (and says so), then runs on until the hard limit."""
@@ -128,9 +119,9 @@ def build_app(
             return "ran past the hard limit"
         return "never stopped"
 
-    @app.task(name="pr.own_limit", time_limit=30)
+    @app.task(name="pr.own_limit", time_limit=30, soft_time_limit=29)
     def own_limit(seconds: float) -> str:
-        """A task whose own hard limit is longer than the worker's default."""
+        """A task whose own limits are longer than the worker's defaults."""
         time.sleep(seconds)
         return "ok"
 
