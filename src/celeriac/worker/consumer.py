@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -58,6 +59,11 @@ logger = logging.getLogger("celeriac.worker")
 FETCH_TIMEOUT = 1.0
 #: The task option rate limits declare: ``rate_limit="10/s"`` (per task type, per worker).
 TASK_OPTIONS: dict[str, Any] = {"rate_limit": None}
+#: Internal errors a message may meet in this worker before it is dead-lettered, the seconds
+#: its requeue is delayed per error met, and how many messages' counts are remembered.
+INTERNAL_ERROR_LIMIT = 3
+INTERNAL_ERROR_BACKOFF = 0.5
+INTERNAL_ERROR_MEMORY = 10_000
 #: An eta at most this far ahead is waited for in the worker instead of on the broker.
 ETA_TOLERANCE = 0.5
 
@@ -93,6 +99,8 @@ class Consumer:
         #: Task ids whose run here has not been reported yet, with deliveries of the same id
         #: waiting for that (see :meth:`_after_earlier_run`).
         self._earlier_runs: dict[str, asyncio.Event] = {}
+        #: Internal errors met per message (by id) in this worker: see :meth:`_internal_error`.
+        self._internal_errors: dict[str, int] = {}
         self.slots = Slots(pool.concurrency * pool.depth)
         self._room = asyncio.Event()
         self._stopping = False
@@ -246,15 +254,42 @@ class Consumer:
                 await self.slots.release()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("internal error while handling a message; requeueing it")
-            with contextlib.suppress(Exception):
-                await self._requeue([delivery])
+        except Exception as exc:
+            await self._internal_error(delivery, exc)
         finally:
             self.waiting.pop(key, None)
             self.unacked.pop(key, None)
             self.inflight.pop(key, None)
             self._room.set()
+
+    async def _internal_error(self, delivery: Delivery, exc: Exception) -> None:
+        """A message met an error of the worker's own (a bug here, in a custom pool or
+        request class): sent back, a little later each time, and dead-lettered with the error
+        as its reason once it has met :data:`INTERNAL_ERROR_LIMIT` of them in this worker,
+        so that it neither loops for ever (a requeue does not count toward
+        ``max_deliveries``) nor is lost."""
+        key = _message_key(delivery)
+        count = self._internal_errors.pop(key, 0) + 1
+        try:
+            if count >= INTERNAL_ERROR_LIMIT:
+                logger.error("internal error while handling a message", exc_info=exc)
+                await self._dead_letter(
+                    delivery, f"internal error {count} times while handling it: {exc!r}"
+                )
+                return
+            logger.error(
+                "internal error while handling a message (%d of %d); requeueing it",
+                count,
+                INTERNAL_ERROR_LIMIT,
+                exc_info=exc,
+            )
+            self._internal_errors[key] = count
+            while len(self._internal_errors) > INTERNAL_ERROR_MEMORY:  # oldest first
+                del self._internal_errors[next(iter(self._internal_errors))]
+            await self.transport.requeue([delivery], delay=INTERNAL_ERROR_BACKOFF * count)
+            self.unacked.pop(id(delivery), None)
+        except Exception as error:  # its lease runs out and it comes back: not lost
+            logger.error("could not settle a message after an internal error: %r", error)
 
     async def _execute(self, delivery: Delivery, task: Task[Any, Any], request: Request) -> None:
         early = not task.acks_late
@@ -621,6 +656,14 @@ class Consumer:
             return True
         _, still = await asyncio.wait(pending, timeout=timeout)
         return not still
+
+
+def _message_key(delivery: Delivery) -> str:
+    """The message's id, or a digest of its bytes when it has none that can be read."""
+    try:
+        return delivery.decode().id
+    except DecodeError:
+        return hashlib.sha256(delivery.payload).hexdigest()
 
 
 def _reply_to(delivery: Delivery, request: Request | None) -> str | None:
