@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ class Fleet:
         return f"{self.queue}-{slot.name}"
 
     # -- workers ----------------------------------------------------------------------------------
-    def start(self, slot: Slot) -> WorkerProcess:
+    def start(self, slot: Slot, wait: bool = True) -> WorkerProcess:
         args = [sys.executable, "-m", "celeriac", "-A", "chaos_app", "worker"]
         args += ["-P", slot.pool, "-c", str(slot.concurrency), "-l", "info"]
         args += ["-n", f"{slot.name}@chaos", "-Q", f"{self.queue},{self.private_queue(slot)}"]
@@ -83,12 +84,23 @@ class Fleet:
         if slot.current is not None:
             slot.past.append(slot.current)
         slot.current = worker
+        if wait:
+            self.ready(slot)
+        return worker
+
+    def ready(self, slot: Slot) -> WorkerProcess:
+        """The slot's worker, once it consumes (at once if it already printed so)."""
+        worker = slot.current
+        assert worker is not None
         worker.wait_ready(READY_TIMEOUT * 2)  # the machine is loaded by the very faults
         return worker
 
     def start_all(self) -> None:
+        """Start every slot's worker; they start side by side, then each is waited for."""
         for slot in self.slots:
-            self.start(slot)
+            self.start(slot, wait=False)
+        for slot in self.slots:
+            self.ready(slot)
 
     def workers(self) -> list[WorkerProcess]:
         return [w for s in self.slots for w in [*s.past, *([s.current] if s.current else [])]]
@@ -99,40 +111,42 @@ class Fleet:
     def stall_warnings(self) -> int:
         return sum(w.stderr().count(STALL_LINE) for w in self.workers())
 
-    def note(self, fault: str, pids: list[int]) -> None:
+    def note(self, fault: str, pids: list[int], began: float, ended: float) -> None:
+        """``hit <fault> <from> <until> <pid>...``: wall-clock times, as the tasks record."""
         with self.faults_file.open("a") as fh:
-            fh.write(" ".join(["hit", fault, *map(str, pids)]) + "\n")
+            fh.write(" ".join(["hit", fault, f"{began:.3f}", f"{ended:.3f}", *map(str, pids)]))
+            fh.write("\n")
 
     # -- faults -------------------------------------------------------------------------------
     def kill_parent(self, slot: Slot) -> None:
-        """``kill -9`` the worker (its children die or are orphaned); start a new one."""
-        worker = slot.current
-        assert worker is not None
+        """``kill -9`` the worker (its children die or are orphaned); start a new one, without
+        waiting for it (the other worker carries the load meanwhile)."""
+        worker = self.ready(slot)
         kids = children(worker.pid)
-        self.note("kill-parent", [worker.pid, *kids])
+        now = time.time()
+        self.note("kill-parent", [worker.pid, *kids], now, now)
         worker.send(signal.SIGKILL)
         worker.wait_exit(10)
         self.orphans.update(kids)
-        self.start(slot)
+        self.start(slot, wait=False)
 
     def kill_child(self, slot: Slot) -> bool:
         """``kill -9`` one prefork child of the slot's worker; False if it has none."""
-        worker = slot.current
-        assert worker is not None
+        worker = self.ready(slot)
         kids = children(worker.pid)
         if not kids:
             return False
         victim = kids[0]
-        self.note("kill-child", [victim])
+        now = time.time()
+        self.note("kill-child", [victim], now, now)
         os.kill(victim, signal.SIGKILL)
         return True
 
     def freeze(self, slot: Slot, seconds: float, wait: Callable[[float], None]) -> None:
         """SIGSTOP the worker (and its children) for ``seconds``, past its lease; SIGCONT."""
-        worker = slot.current
-        assert worker is not None
+        worker = self.ready(slot)
         pids = [worker.pid, *children(worker.pid)]
-        self.note("freeze", pids)
+        began = time.time()
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         try:
@@ -141,6 +155,7 @@ class Fleet:
             for pid in pids:
                 if alive(pid):
                     os.kill(pid, signal.SIGCONT)
+            self.note("freeze", pids, began, time.time())
 
     def close(self) -> None:
         for worker in self.workers():

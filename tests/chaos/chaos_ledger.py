@@ -7,14 +7,15 @@ Three append-only files per run, each line one ``O_APPEND`` write:
   id (it may have reached the broker the first time: a producer-side duplicate);
 * ``record``: ``start``/``done <seq> <pid> <ppid> <time>`` from the tasks (:mod:`chaos_app`);
 * ``faults``: ``fault <name> <t0> <t1>`` per fault applied (wall-clock start and end),
-  ``hit <name> <pid>...`` naming every process the schedule killed or froze.
+  ``hit <name> <t0> <t1> <pid>...`` naming every process the schedule killed or froze, and when.
 
 :func:`settle_accounts` sorts every task into one case. A task sent and never done is *lost*,
 unless it acked early, started, and a process that started it was killed (Celery's at-most-once
 contract for an early ack). A task done more than once is a duplicate, and each has its reason:
 
-* ``late``: it acks late and a process running it was killed or frozen: the one case the issue
-  expects;
+* ``late``: it acks late and a process running it was killed or frozen (the run began before
+  the fault ended and had not finished a second before it began: a run just finished may
+  not be acked yet): the one case the issue expects;
 * ``early``: it acked early and its worker was killed or frozen right after it started: the
   early ack is sent without being waited for (``worker/acks.py``: gathered for 2 ms), so a
   kill in that window, or a freeze past the lease, brings the message back;
@@ -34,6 +35,12 @@ from pathlib import Path
 LINK_FAULTS = frozenset({"cut", "delay", "half-open", "blackhole", "restart", "disk-full"})
 #: How long after a link fault an ack sent then may still fail (reconnects, loaded machine).
 LINK_GRACE = 15.0
+#: A run that finished this long before its process was killed or frozen may not be acked yet.
+ACK_GRACE = 1.0
+
+
+#: A fault on processes: (from, until, pids), wall-clock.
+Hit = tuple[float, float, frozenset[int]]
 
 
 @dataclass
@@ -97,6 +104,17 @@ def read_runs(record: Path) -> dict[int, Runs]:
     return dict(runs)
 
 
+def _hit(task: Runs, run: tuple[int, int, float], hits: list[Hit]) -> bool:
+    """Whether a fault hit this run: its process (or its worker) was killed or frozen after it
+    began and before it finished (or within :data:`ACK_GRACE` after)."""
+    pid, ppid, began = run
+    ended = min((at for p, _, at in task.done if p == pid and at >= began), default=None)
+    return any(
+        (pid in pids or ppid in pids) and began <= t1 and (ended is None or ended >= t0 - ACK_GRACE)
+        for t0, t1, pids in hits
+    )
+
+
 def settle_accounts(directory: Path) -> tuple[Accounts, dict[int, Runs]]:
     kinds: dict[int, str] = {}
     resent: set[int] = set()
@@ -105,7 +123,7 @@ def settle_accounts(directory: Path) -> tuple[Accounts, dict[int, Runs]]:
             kinds[int(parts[1])] = parts[2]
         elif parts[0] == "resent":
             resent.add(int(parts[1]))
-    hit: set[int] = set()
+    hits: list[Hit] = []
     faults: dict[str, int] = defaultdict(int)
     windows: list[tuple[float, float]] = []
     for parts in _lines(directory / "faults"):
@@ -114,7 +132,8 @@ def settle_accounts(directory: Path) -> tuple[Accounts, dict[int, Runs]]:
             if parts[1] in LINK_FAULTS:
                 windows.append((float(parts[2]) - 0.5, float(parts[3]) + LINK_GRACE))
         elif parts[0] == "hit":
-            hit.update(int(p) for p in parts[2:])
+            pids = frozenset(int(p) for p in parts[4:])
+            hits.append((float(parts[2]), float(parts[3]), pids))
     runs = read_runs(directory / "record")
     lost: list[int] = []
     died: list[int] = []
@@ -123,7 +142,7 @@ def settle_accounts(directory: Path) -> tuple[Accounts, dict[int, Runs]]:
     }
     for seq, kind in sorted(kinds.items()):
         task = runs.get(seq, Runs())
-        touched = any(pid in hit or ppid in hit for pid, ppid, _ in task.started)
+        touched = any(_hit(task, run, hits) for run in task.started)
         if not task.done:
             (died if kind == "early" and touched else lost).append(seq)
             continue

@@ -42,6 +42,8 @@ from fault_proxy import FaultProxy
 from worker_harness import child_env
 
 ROUNDS = int(os.environ.get("CELERIAC_CHAOS_ROUNDS", "1"))
+#: The long version plays every fault of a broker; the short one those that cost the least.
+LONG = ROUNDS > 1
 RATE = float(os.environ.get("CELERIAC_CHAOS_RATE", "40"))
 #: Tasks done between two faults: the workers are moving again.
 STEP = 12
@@ -66,6 +68,11 @@ class Broker:
     restart: Callable[[], None] | None = None
     fill_disk: Callable[[], None] | None = None
     free_disk: Callable[[], None] | None = None
+
+
+def schedule(short: list[str], long_only: list[str]) -> list[str]:
+    """A broker's faults: ``short`` always, ``long_only`` too under ``make chaos``."""
+    return [*short, *long_only] if LONG else list(short)
 
 
 class ChaosRun:
@@ -106,18 +113,25 @@ class ChaosRun:
             self._start_producer()
             for round_no in range(ROUNDS):
                 for fault in self.faults:
-                    self._progress(f"before {fault} (round {round_no + 1})")
+                    waited = self._progress(f"before {fault} (round {round_no + 1})")
+                    if self.log:
+                        self.log[-1] += f", then {waited:.1f}s to {STEP} more done"
+                    began = time.monotonic()
                     self._apply(fault)
-                    self.log.append(fault)
-            self._progress("after the last fault")
+                    self.log.append(f"{fault} {time.monotonic() - began:.1f}s")
+            waited = self._progress("after the last fault")
+            self.log[-1] += f", then {waited:.1f}s to {STEP} more done"
             self._stop_producer()
             self._drain()
+            for slot in self.fleet.slots:
+                self.fleet.ready(slot)
             self._probe_each_worker()
             accounts, runs = settle_accounts(self.dir)
             elapsed = time.monotonic() - started
             print(
                 f"\nchaos {self.broker.name}: {ROUNDS} round(s) in {elapsed:.1f}s: "
-                f"{accounts.summary()}; watchdog warnings {self.fleet.stall_warnings()}",
+                f"{accounts.summary()}; watchdog warnings {self.fleet.stall_warnings()}; "
+                f"schedule: {'; '.join(self.log)}",
                 file=sys.stderr,
             )
             assert accounts.ok, f"{accounts.summary()}\n{accounts.details(runs)}\n{self.outputs()}"
@@ -174,11 +188,14 @@ class ChaosRun:
                 raise AssertionError(f"the producer ended: {self.producer.returncode}")
             time.sleep(0.05)
 
-    def _progress(self, where: str) -> None:
-        """Wait for :data:`STEP` more tasks done than at the last call: nobody hangs."""
+    def _progress(self, where: str) -> float:
+        """Wait for :data:`STEP` more tasks done than at the last call (nobody hangs); returns
+        how long that took."""
+        began = time.monotonic()
         target = self._done_mark + STEP
         self._wait(lambda: self._done() >= target, PROGRESS_TIMEOUT, f"no progress {where}")
         self._done_mark = self._done()
+        return time.monotonic() - began
 
     def _drain(self) -> None:
         timeout = DRAIN_TIMEOUT + (self.broker.lease or 0.0)
@@ -219,7 +236,7 @@ class ChaosRun:
                 fh.write(f"fault {fault} {began:.3f} {time.time():.3f}\n")
 
     def _inflict(self, fault: str) -> None:
-        prefork, threads = self.fleet.slots
+        prefork, threads = self.fleet.slots[0], self.fleet.slots[-1]
         proxy = self.broker.proxy
         if fault == "kill-child":
             self.fleet.kill_child(prefork)
@@ -229,7 +246,7 @@ class ChaosRun:
             self.fleet.kill_parent(threads)
         elif fault == "freeze":
             lease = self.broker.lease or FAULT_SECONDS
-            self.fleet.freeze(threads, lease + 1.5, self._hold)
+            self.fleet.freeze(threads, lease + 0.5, self._hold)
         elif fault == "cut":
             assert proxy is not None
             proxy.cut()

@@ -9,19 +9,22 @@ nothing, it logs nothing. The broker outage logger only speaks when an operation
 
 What it watches, every ``threshold / 4`` seconds (never more often than every half second):
 
-* the consumer has room to fetch (it is not stopping, and its prefetch window is not full or,
-  holding work, not below half empty: when the consumer itself waits for room on purpose);
 * no delivery arrived and no task finished since the last look;
+* the pool is not busy (fewer tasks run than it has slots: a pool busy with long tasks is not
+  stalled, it is working) and the consumer is not stopping;
 * at least one of its queues holds a message that is ready now: the transport's
   ``oldest_message_age`` (brokers that cannot tell: ``size``); a probe that gets no answer
   within half the threshold counts too, since the link it would use is what is suspect.
 
-When all three have held for ``threshold`` seconds, one WARNING names the queues, what they
-hold and for how long nothing was fetched, and the consumer's fetch is started over
-(:meth:`Consumer.refetch`): the transport contract makes an interrupted ``get`` safe (what it
-took goes back), and the next ``get`` takes a fresh connection if the old one is stuck. Each
-further ``threshold`` without progress repeats that; the first progress afterwards logs that
-the worker fetches again.
+That covers both ways a worker stops fetching on a dead link: its ``get`` waits on it, or its
+prefetch window is full of finished ``acks_late`` deliveries whose acks wait on it (the
+consumer fetches only when there is room). When all three have held for ``threshold``
+seconds, one WARNING names the queues, what they hold, how long nothing was fetched and what
+the worker holds, and the consumer's fetch is started over (:meth:`Consumer.refetch`, when a
+``get`` is waiting): the transport contract makes an interrupted ``get`` safe (what it took
+goes back), and the next ``get`` takes a fresh connection if the old one is stuck. Each further
+``threshold`` without progress repeats that; the first progress afterwards logs that the
+worker fetches again.
 
 The threshold is the setting ``worker_fetch_stall_timeout`` when the app's settings have it
 (``0`` turns the watchdog off), else :data:`DEFAULT_THRESHOLD`.
@@ -128,18 +131,21 @@ class FetchWatchdog:
         previous, self._seen = self._seen, mark
         return mark[0] != previous[0] or not mark[1] <= previous[1]
 
-    def _has_room(self) -> bool:
-        """Whether the consumer should be fetching now (the rule of ``Consumer.run``)."""
+    def _idle(self) -> bool:
+        """Whether the worker should be fetching: not stopping, and its pool not busy."""
         consumer = self.consumer
         if consumer.stopping:
             return False
-        held = len(consumer.inflight)
-        room = consumer.window - held
-        return room > 0 and not (held and room < consumer.window // 2)
+        return len(consumer.state.active) < consumer.pool.concurrency
+
+    def _holding(self) -> str:
+        consumer = self.consumer
+        held, running = len(consumer.inflight), len(consumer.state.active)
+        return f"holding {held} deliveries, {running} running"
 
     async def check(self) -> None:
         now = self.clock()
-        if self._progressed() or not self._has_room():
+        if self._progressed() or not self._idle():
             self._recovered(now)
             return
         backlog = await probe_backlog(
@@ -156,9 +162,10 @@ class FetchWatchdog:
         self._acted_at = now
         self.restarts += 1
         logger.warning(
-            "nothing fetched for %.0fs while %s wait; restarting the fetch (%d so far)",
+            "nothing fetched for %.0fs while %s wait (%s); restarting the fetch (%d so far)",
             now - self.stalled_since,
             backlog.describe(),
+            self._holding(),
             self.restarts,
         )
         with contextlib.suppress(TimeoutError):
