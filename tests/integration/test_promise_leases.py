@@ -4,7 +4,7 @@ The promise (docs/guide/brokers.md; the consumer's docstring): every delivery a 
 unacked has its lease renewed while the worker holds it, not only a running ``acks_late`` task's
 (tests/integration/test_worker_sqlite.py holds that one). A worker with one busy slot and a
 prefetch window of four holds three messages that wait for the slot; a second worker, idle on the
-same queue, must not get them when their first lease (1 s here) runs out: they stay with the
+same queue, must not get them when their first lease (0.6 s here) runs out: they stay with the
 first worker, and each is delivered once.
 
 RabbitMQ has no leases (a delivery is held for its connection), so it is not here.
@@ -26,7 +26,7 @@ from worker_harness import wait_until
 from celeriac import Celeriac
 from celeriac.testing import worker_thread
 
-LEASE = 1.0
+LEASE = 0.6
 WAIT = 15.0
 WAITING = 3
 
