@@ -182,6 +182,7 @@ def test_a_message_due_in_less_than_half_a_second_is_not_run_before_its_eta(
         namespace.close()
 
 
+@pytest.mark.amqp
 def test_a_delay_beyond_rabbitmqs_largest_ttl_is_chained_through_early_arrivals(
     amqp: Namespace,
 ) -> None:
