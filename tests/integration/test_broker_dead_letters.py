@@ -149,10 +149,10 @@ def test_a_member_dead_lettered_by_the_broker_fails_its_chord(env: Env) -> None:
         # the body's stored outcome is the ChordError naming it
         with pytest.raises(WorkerLostError, match="dead-lettered by the broker"):
             result.get(timeout=TIMEOUT)
-        body = AsyncResult(result.id, app=env.app)
+        body: AsyncResult[Any] = AsyncResult(result.id, app=env.app)
         assert body.state == "FAILURE"
         assert isinstance(body.result, ChordError) and doomed_id in str(body.result)
-        member_result = AsyncResult(doomed_id, app=env.app)
+        member_result: AsyncResult[Any] = AsyncResult(doomed_id, app=env.app)
         assert member_result.state == "FAILURE"
         assert isinstance(member_result.result, WorkerLostError)
 

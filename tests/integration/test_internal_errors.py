@@ -23,6 +23,7 @@ from celeriac import Celeriac
 from celeriac.testing import worker_thread
 from celeriac.transports.base import DeadLetter
 from celeriac.worker import consumer
+from celeriac.worker.request import build_request
 
 TIMEOUT = 20.0
 
@@ -45,7 +46,7 @@ def test_a_message_meeting_internal_errors_is_dead_lettered_and_the_worker_goes_
     url = f"sqlite:///{tmp_path / 'broker.db'}"
     app = Celeriac("internal", broker=url, backend=url)
     built: list[str] = []
-    real_build = consumer.build_request
+    real_build = build_request
 
     def build(message: Any, *args: Any) -> Any:
         if message.task == "internal.broken":
@@ -53,7 +54,7 @@ def test_a_message_meeting_internal_errors_is_dead_lettered_and_the_worker_goes_
             raise RuntimeError("a bug in the worker")
         return real_build(message, *args)
 
-    monkeypatch.setattr(consumer, "build_request", build)
+    monkeypatch.setattr("celeriac.worker.consumer.build_request", build)
     monkeypatch.setattr(consumer, "INTERNAL_ERROR_BACKOFF", 0.05)
 
     @app.task(name="internal.broken")

@@ -120,12 +120,6 @@ def test_a_saved_group_is_joined_here_and_restored_elsewhere(
     assert [m.state for m in members] == [states.PENDING] * 4  # their results are gone too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="GroupResult.join is get(): it has no callback= (Celery's join(callback=) calls "
-    "callback(task_id, value) for each member in order and returns [])",
-)
 def test_join_takes_celerys_callback() -> None:
     app = memory_app("promise-join")  # the signature is in question, not the broker
 
@@ -137,7 +131,7 @@ def test_join_takes_celerys_callback() -> None:
     with worker_thread(app, concurrency=2):
         members = [add.delay(i, i) for i in range(3)]
         group = GroupResult("promise-group-cb-" + members[0].id, members, app=app)
-        joined = group.join(timeout=WAIT, callback=lambda tid, v: seen.append((tid, v)))  # type: ignore[call-arg]
+        joined = group.join(timeout=WAIT, callback=lambda tid, v: seen.append((tid, v)))
     app.close()
     assert joined == []
     assert seen == [(m.id, 2 * i) for i, m in enumerate(members)]

@@ -93,30 +93,47 @@ class GroupResult(AsyncResult[list[Any]]):
         return sum(1 for r in self.results if r.successful())
 
     # -- waiting ----------------------------------------------------------------------------------
-    def get(
+    # Celery's ResultSet order from the fourth argument on, not AsyncResult's: Celery's
+    # GroupResult is no AsyncResult, and code written for it passes these by position.
+    def get(  # type: ignore[override]
         self,
         timeout: float | None = None,
         propagate: bool = True,
-        disable_sync_subtasks: bool = True,
-        on_message: Callable[[dict[str, Any]], Any] | None = None,
         interval: float = 0.1,
+        callback: Callable[[str, Any], Any] | None = None,
+        no_ack: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        on_interval: Callable[[], Any] | None = None,
     ) -> list[Any]:
         """The members' values in order, waiting at most ``timeout`` seconds for all of them;
-        the first failure (in order) is re-raised unless ``propagate=False``. ``on_message`` sees
-        each member's states, as in Celery."""
+        the first failure (in order) is re-raised unless ``propagate=False``. Celery's
+        signature, in Celery's order (``join`` is the same): with ``callback``, each member's
+        ``callback(task_id, value)`` is called in order instead and ``[]`` is returned;
+        ``on_message`` sees each member's states and ``on_interval`` is called at each look, as
+        in :meth:`AsyncResult.get`; ``no_ack`` is accepted for Celery's sake."""
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []
         for result in self.results:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                values.append(
-                    result.get(left, propagate, disable_sync_subtasks, on_message, interval)
+                value = result.get(
+                    left,
+                    propagate,
+                    interval,
+                    on_message=on_message,
+                    on_interval=on_interval,
+                    disable_sync_subtasks=disable_sync_subtasks,
                 )
             except TimeoutError:
                 raise TimeoutError(
                     f"group {self.id} not ready after {timeout}s "
                     f"({self.completed_count()}/{len(self.results)} succeeded)"
                 ) from None
+            if callback is not None:
+                callback(result.id, value)
+            else:
+                values.append(value)
         return values
 
     join = get

@@ -113,18 +113,27 @@ class AsyncResult(Generic[R]):
         self,
         timeout: float | None = None,
         propagate: bool = True,
-        disable_sync_subtasks: bool = True,
-        on_message: Callable[[dict[str, Any]], Any] | None = None,
         interval: float = 0.1,
+        no_ack: bool = True,
+        follow_parents: bool = True,
+        callback: Callable[[str, Any], Any] | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        on_interval: Callable[[], Any] | None = None,
+        disable_sync_subtasks: bool = True,
     ) -> R:
         """Wait for the outcome; re-raise the task's exception unless ``propagate=False``.
 
-        Raises :class:`~celeriac.errors.TimeoutError` after ``timeout`` seconds. Inside a task this
-        refuses to wait (the classic deadlock of a pool waiting on itself) unless told otherwise.
-        ``on_message`` (Celery's) is called with each new state the task stores while it is
-        waited on (``update_state`` progress, then the outcome), as a dict with ``task_id``,
-        ``status``, ``result``, ``traceback``...; the states are read every ``interval`` seconds
-        and the outcome as soon as it is stored.
+        Celery's signature, in Celery's order (``get(10, True, 0.5)`` means what it means
+        there). Raises :class:`~celeriac.errors.TimeoutError` after ``timeout`` seconds. Inside
+        a task this refuses to wait (the classic deadlock of a pool waiting on itself) unless
+        ``disable_sync_subtasks=False``. ``on_message`` is called with each new state the task
+        stores while it is waited on (``update_state`` progress, then the outcome), as a dict
+        with ``task_id``, ``status``, ``result``, ``traceback``...; the states are read every
+        ``interval`` seconds (``on_interval`` is called each time) and the outcome as soon as
+        it is stored. ``follow_parents``: raise the error of a failed parent first (a chain's
+        earlier step, a chord's member), as Celery does. ``callback(task_id, value)`` is called
+        with the outcome. ``no_ack`` is accepted for Celery's sake: reading a result consumes
+        nothing here.
         """
         if disable_sync_subtasks and current_request() is not None:
             request = current_request()
@@ -135,23 +144,35 @@ class AsyncResult(Generic[R]):
                 )
         if self.ignored:
             return None  # type: ignore[return-value]
-        if on_message is not None:
-            meta = self._watch(timeout, on_message, interval)
+        if on_message is not None or on_interval is not None:
+            meta = self._watch(timeout, on_message, interval, on_interval)
         else:
             meta = self._backend().wait_for(self.id, timeout)
         if not meta.ready:
             raise TimeoutError(f"task {self.id} not ready after {timeout}s (state {meta.status})")
-        if propagate and meta.status in states.PROPAGATE_STATES and self.parent is not None:
+        if (
+            propagate
+            and follow_parents
+            and meta.status in states.PROPAGATE_STATES
+            and self.parent is not None
+        ):
             cause = self._parent_error()
             if cause is not None:
                 raise cause
         value: R = _raise_or_return(meta, propagate)
+        if callback is not None:
+            callback(self.id, value)
         return value
 
     def _watch(
-        self, timeout: float | None, on_message: Callable[[dict[str, Any]], Any], interval: float
+        self,
+        timeout: float | None,
+        on_message: Callable[[dict[str, Any]], Any] | None,
+        interval: float,
+        on_interval: Callable[[], Any] | None = None,
     ) -> ResultMeta:
-        """Wait for the outcome, telling ``on_message`` of every state seen on the way."""
+        """Wait for the outcome, telling ``on_message`` of every state seen on the way and
+        calling ``on_interval`` at each look."""
         backend = self._backend()
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: tuple[str, Any] | None = None
@@ -159,7 +180,10 @@ class AsyncResult(Generic[R]):
             meta = backend.get_meta(self.id)
             if (meta.status, meta.result) != seen and meta.status != states.PENDING:
                 seen = (meta.status, meta.result)
-                on_message(meta.to_dict())
+                if on_message is not None:
+                    on_message(meta.to_dict())
+            if on_interval is not None:
+                on_interval()
             left = None if deadline is None else deadline - time.monotonic()
             if meta.ready or (left is not None and left <= 0):
                 return meta
@@ -167,7 +191,8 @@ class AsyncResult(Generic[R]):
             wait = interval if left is None else min(interval, left)
             meta = backend.wait_for(self.id, wait)
             if meta.ready and (meta.status, meta.result) != seen:
-                on_message(meta.to_dict())
+                if on_message is not None:
+                    on_message(meta.to_dict())
                 return meta
 
     def _parent_error(self) -> BaseException | None:
@@ -278,17 +303,24 @@ class EagerResult(AsyncResult[R]):
         self,
         timeout: float | None = None,
         propagate: bool = True,
-        disable_sync_subtasks: bool = True,
-        on_message: Callable[[dict[str, Any]], Any] | None = None,
         interval: float = 0.1,
+        no_ack: bool = True,
+        follow_parents: bool = True,
+        callback: Callable[[str, Any], Any] | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        on_interval: Callable[[], Any] | None = None,
+        disable_sync_subtasks: bool = True,
     ) -> R:
         if on_message is not None:
             on_message(self._eager_meta.to_dict())
         if self._exception is not None and self._eager_meta.status in states.PROPAGATE_STATES:
             if propagate:
                 raise self._exception
-            return self._exception  # type: ignore[return-value]
-        value: R = _raise_or_return(self._eager_meta, propagate)
+            value: R = self._exception  # type: ignore[assignment]
+        else:
+            value = _raise_or_return(self._eager_meta, propagate)
+        if callback is not None:
+            callback(self.id, value)
         return value
 
     @property
