@@ -9,9 +9,10 @@ queue of the run's own), ``CHAOS_RECORD`` (the run's append-only record), ``CHAO
 Each task appends ``start <seq> <pid> <ppid> <time>`` when it begins and ``done ...`` when it
 ends, each a single ``O_APPEND`` write (atomic between processes for a short line), so
 the record says, per task, how many runs finished and which processes ran it: a prefork child's
-parent is its worker, so a fault on either is found. ``chaos.late`` acks late (a run that dies
-comes back: the one case where a duplicate is allowed), ``chaos.early`` acks on receipt (a run
-that dies with its process is gone by Celery's contract: at most once).
+parent is its worker, so a fault on either is found. ``chaos.late`` acks late and rejects on a
+lost worker (a run that dies comes back: the one case where a duplicate is allowed),
+``chaos.early`` acks when it starts (a run that dies with its process is gone by Celery's
+contract: at most once).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def build_app(broker: str, options: dict[str, object], queue: str) -> Celeriac:
         else:  # until the setting exists: the watchdog's default, in this worker process only
             watchdog.DEFAULT_THRESHOLD = float(stall)
 
-    @app.task(name=LATE, acks_late=True)
+    # a prefork child killed mid-run: the message comes back (Celery's default acks it, with
+    # the task failed by WorkerLostError)
+    @app.task(name=LATE, acks_late=True, reject_on_worker_lost=True)
     def late(seq: int, ms: float) -> None:
         record("start", seq)
         time.sleep(ms / 1000)

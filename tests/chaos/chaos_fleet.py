@@ -23,6 +23,10 @@ from worker_harness import READY_TIMEOUT, WorkerProcess
 CHAOS_DIR = Path(__file__).resolve().parent
 #: A line each worker prints when its fetch watchdog speaks (src/celeriac/worker/watchdog.py).
 STALL_LINE = "nothing fetched for"
+#: How long a killed worker's orphaned prefork children may run on.
+ORPHAN_LIFETIME = 10.0
+#: Starts of one slot's worker that may fail in a row (a fault hitting each start).
+MAX_STARTS = 5
 
 
 def children(pid: int) -> list[int]:
@@ -69,6 +73,8 @@ class Fleet:
         self.queue = queue
         self.slots = slots
         self.orphans: set[int] = set()
+        #: The last line of each worker that exited while starting.
+        self.startup_failures: list[list[str]] = []
         self.faults_file = directory / "faults"
 
     def private_queue(self, slot: Slot) -> str:
@@ -89,11 +95,21 @@ class Fleet:
         return worker
 
     def ready(self, slot: Slot) -> WorkerProcess:
-        """The slot's worker, once it consumes (at once if it already printed so)."""
-        worker = slot.current
-        assert worker is not None
-        worker.wait_ready(READY_TIMEOUT * 2)  # the machine is loaded by the very faults
-        return worker
+        """The slot's worker, once it consumes (at once if it already printed so). A worker
+        that exits while starting (a fault hit its start) is started again, as a supervisor
+        would, and counted in :attr:`startup_failures`."""
+        for _ in range(MAX_STARTS):
+            worker = slot.current
+            assert worker is not None
+            try:
+                worker.wait_ready(READY_TIMEOUT * 2)  # the machine is loaded by the faults
+                return worker
+            except AssertionError:
+                if worker.running:
+                    raise
+                self.startup_failures.append(worker.stderr().splitlines()[-1:])
+                self.start(slot, wait=False)
+        raise AssertionError(f"{slot.name}: {MAX_STARTS} starts failed\n{self.outputs()}")
 
     def start_all(self) -> None:
         """Start every slot's worker; they start side by side, then each is waited for."""
@@ -124,7 +140,10 @@ class Fleet:
         worker = self.ready(slot)
         kids = children(worker.pid)
         now = time.time()
-        self.note("kill-parent", [worker.pid, *kids], now, now)
+        # its children run on, orphaned, until they notice (a task already in a child's pipe
+        # may even start): they count as hit for a while after the kill
+        self.note("kill-parent", [worker.pid], now, now)
+        self.note("kill-parent", kids, now, now + ORPHAN_LIFETIME)
         worker.send(signal.SIGKILL)
         worker.wait_exit(10)
         self.orphans.update(kids)

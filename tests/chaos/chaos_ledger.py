@@ -2,16 +2,18 @@
 
 Three append-only files per run, each line one ``O_APPEND`` write:
 
-* ``sent``: ``sent <seq> <kind>`` once the broker accepted task ``seq`` (``kind``: ``late`` or
-  ``early``), ``resent <seq>`` when a publish failed and was tried again under the same task
-  id (it may have reached the broker the first time: a producer-side duplicate);
+* ``sent``: ``sent <seq> <kind> <time>`` once the broker accepted task ``seq`` (``kind``:
+  ``late`` or ``early``), ``resent <seq>`` when a publish failed and was tried again under the
+  same task id (it may have reached the broker the first time: a producer-side duplicate);
 * ``record``: ``start``/``done <seq> <pid> <ppid> <time>`` from the tasks (:mod:`chaos_app`);
 * ``faults``: ``fault <name> <t0> <t1>`` per fault applied (wall-clock start and end),
   ``hit <name> <t0> <t1> <pid>...`` naming every process the schedule killed or froze, and when.
 
 :func:`settle_accounts` sorts every task into one case. A task sent and never done is *lost*,
-unless it acked early, started, and a process that started it was killed (Celery's at-most-once
-contract for an early ack). A task done more than once is a duplicate, and each has its reason:
+unless it acked early and a process that started it was killed (Celery's at-most-once contract
+for an early ack) - or, with no run recorded, a prefork child or worker was killed within
+:data:`UNRECORDED_GRACE` seconds after it was sent: the child took it (and so acked it) and
+died before its first line. A task done more than once is a duplicate, and each has its reason:
 
 * ``late``: it acks late and a process running it was killed or frozen (the run began before
   the fault ended and had not finished a second before it began: a run just finished may
@@ -37,6 +39,8 @@ LINK_FAULTS = frozenset({"cut", "delay", "half-open", "blackhole", "restart", "d
 LINK_GRACE = 15.0
 #: A run that finished this long before its process was killed or frozen may not be acked yet.
 ACK_GRACE = 1.0
+#: An early task with no run, sent this long before a kill, may have died unrecorded.
+UNRECORDED_GRACE = 5.0
 
 
 #: A fault on processes: (from, until, pids), wall-clock.
@@ -117,13 +121,16 @@ def _hit(task: Runs, run: tuple[int, int, float], hits: list[Hit]) -> bool:
 
 def settle_accounts(directory: Path) -> tuple[Accounts, dict[int, Runs]]:
     kinds: dict[int, str] = {}
+    sent_at: dict[int, float] = {}
     resent: set[int] = set()
     for parts in _lines(directory / "sent"):
         if parts[0] == "sent":
             kinds[int(parts[1])] = parts[2]
+            sent_at[int(parts[1])] = float(parts[3])
         elif parts[0] == "resent":
             resent.add(int(parts[1]))
     hits: list[Hit] = []
+    kills: list[float] = []
     faults: dict[str, int] = defaultdict(int)
     windows: list[tuple[float, float]] = []
     for parts in _lines(directory / "faults"):
@@ -134,6 +141,8 @@ def settle_accounts(directory: Path) -> tuple[Accounts, dict[int, Runs]]:
         elif parts[0] == "hit":
             pids = frozenset(int(p) for p in parts[4:])
             hits.append((float(parts[2]), float(parts[3]), pids))
+            if parts[1].startswith("kill"):
+                kills.append(float(parts[2]))
     runs = read_runs(directory / "record")
     lost: list[int] = []
     died: list[int] = []
@@ -144,7 +153,10 @@ def settle_accounts(directory: Path) -> tuple[Accounts, dict[int, Runs]]:
         task = runs.get(seq, Runs())
         touched = any(_hit(task, run, hits) for run in task.started)
         if not task.done:
-            (died if kind == "early" and touched else lost).append(seq)
+            unrecorded = not task.started and any(
+                0 <= at - sent_at[seq] <= UNRECORDED_GRACE for at in kills
+            )
+            (died if kind == "early" and (touched or unrecorded) else lost).append(seq)
             continue
         if len(task.done) == 1:
             continue

@@ -131,6 +131,8 @@ class ChaosRun:
             print(
                 f"\nchaos {self.broker.name}: {ROUNDS} round(s) in {elapsed:.1f}s: "
                 f"{accounts.summary()}; watchdog warnings {self.fleet.stall_warnings()}; "
+                f"workers that exited while starting {len(self.fleet.startup_failures)}"
+                f" {self.fleet.startup_failures}; "
                 f"schedule: {'; '.join(self.log)}",
                 file=sys.stderr,
             )
@@ -217,7 +219,7 @@ class ChaosRun:
                 seq = first + n
                 app.send_task(LATE, (seq, 1.0), queue=self.fleet.private_queue(slot))
                 with self.sent.open("a") as fh:
-                    fh.write(f"sent {seq} late\n")
+                    fh.write(f"sent {seq} late {time.time():.3f}\n")
             self._drain()
         finally:
             app.close()

@@ -5,7 +5,7 @@
 faults are the workers'). Task ``seq`` (0, 1, ...) alternates between ``chaos.late`` and
 ``chaos.early`` and sleeps a few milliseconds, so that kills and freezes often land mid-run.
 
-After each publish the broker accepted, one line ``sent <seq> <kind>`` is appended to
+After each publish the broker accepted, one line ``sent <seq> <kind> <time>`` is appended to
 ``SENT_FILE``; a publish that fails (the broker restarting, its disk full) is tried again under
 the same task id until it is accepted, with a ``resent <seq>`` line, since the failed attempt may
 have reached the broker. It sends until ``STOP_FILE`` exists. The pace is kept by sleeping
@@ -59,7 +59,7 @@ def main(sent_file: str, stop_file: str, rate: float) -> int:
                     append(sent_file, f"resent {seq}")
                     print(f"publish of {seq} failed ({exc!r}); again", file=sys.stderr)
                     time.sleep(RETRY_PAUSE)
-            append(sent_file, f"sent {seq} {kind}")
+            append(sent_file, f"sent {seq} {kind} {time.time():.3f}")
             seq += 1
     finally:
         app.close()
