@@ -206,9 +206,11 @@ class ChaosRun:
             accounts, _ = settle_accounts(self.dir)
             return not accounts.lost
 
-        self._wait(
-            drained, timeout, f"tasks still not done: {settle_accounts(self.dir)[0].summary()}"
-        )
+        try:
+            self._wait(drained, timeout, "every task sent done")
+        except AssertionError as exc:
+            accounts, runs = settle_accounts(self.dir)  # as they are now, not at the start
+            raise AssertionError(f"{exc}\n{accounts.summary()}\n{accounts.details(runs)}") from None
 
     def _probe_each_worker(self) -> None:
         """One task through each worker's own queue: each one still fetches."""
