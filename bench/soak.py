@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-redis-slope", type=float, default=1.0, help="MiB per 100k tasks")
     parser.add_argument("--stall", type=float, default=120.0, help="seconds without progress")
     parser.add_argument("--out", default="soak", help="name of the outputs in bench/results/")
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw <out>.svg from <out>.csv and .json"
+    )
     return parser.parse_args(argv)
 
 
@@ -340,8 +344,24 @@ def wait_half(client: redis.Redis, counter: str, args: argparse.Namespace) -> di
     return key_counts(client, prefix)
 
 
+def replot(name: str) -> None:
+    """Redraw a run's chart from its CSV and JSON (after a change to the chart's code)."""
+    with (RESULTS / f"{name}.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kinds = {f.name: f.type for f in dataclasses.fields(Sample)}  # "int" or "float"
+    values: list[dict[str, Any]] = [
+        {k: (int(v) if kinds[k] == "int" else float(v)) for k, v in row.items()} for row in rows
+    ]
+    samples = [Sample(**row) for row in values]
+    summary = json.loads((RESULTS / f"{name}.json").read_text())
+    (RESULTS / f"{name}.svg").write_text(chart(samples, summary))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        replot(args.out)
+        return 0
     print(
         f"soak: {args.tasks:,} tasks, {args.pool} -c {args.concurrency}, "
         f"result_expires={args.result_expires:g}s, queue <= {args.max_pending:,}",

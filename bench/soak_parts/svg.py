@@ -54,11 +54,11 @@ def ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / count
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.floor(low / step) * step
-    out, value = [], first
-    while value <= high + step * 1e-9:
-        out.append(round(value, 10))
+    value = math.floor(low / step) * step
+    out = [round(value, 10)]
+    while value < high - step * 1e-9:  # the last tick at or above ``high``
         value += step
+        out.append(round(value, 10))
     return out
 
 
@@ -69,8 +69,8 @@ def _fmt(value: float) -> str:
 def render(chart: Chart) -> str:
     plot_w = WIDTH - LEFT - RIGHT
     height = TOP + len(chart.panels) * (PANEL_HEIGHT + GAP) + BOTTOM - GAP
-    t_ticks = ticks(0.0, max(chart.times) if chart.times else 1.0, 8)
-    t_max = t_ticks[-1] or 1.0
+    t_max = max(chart.times, default=1.0) or 1.0  # the axis ends with the data
+    t_ticks = [t for t in ticks(0.0, t_max, 8) if t <= t_max]
 
     def x(t: float) -> float:
         return LEFT + plot_w * t / t_max
@@ -138,9 +138,11 @@ def render(chart: Chart) -> str:
                 f'<line x1="{x(marker.t):.1f}" x2="{x(marker.t):.1f}" y1="{top}" y2="{bottom}" '
                 'stroke="#555" stroke-dasharray="4 3"/>'
             )
-            if index == 0:
+            if index == 0:  # labelled once, inside the plot whichever side it is on
+                right = x(marker.t) > LEFT + plot_w * 0.85
                 out.append(
-                    f'<text x="{x(marker.t) + 3:.1f}" y="{top + 12}" fill="#555">'
+                    f'<text x="{x(marker.t) + (-3 if right else 3):.1f}" y="{top + 12}" '
+                    f'fill="#555" text-anchor="{"end" if right else "start"}">'
                     f"{escape(marker.label)}</text>"
                 )
     last = TOP + len(chart.panels) * (PANEL_HEIGHT + GAP) - GAP
