@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celeriac import signals
-from celeriac.errors import CeleriacError, TransportError
+from celeriac.errors import CeleriacError, ImproperlyConfigured, TransportError
 from celeriac.transports.base import Transport
 from celeriac.utils.urls import redact_url
 from celeriac.worker.components import Component
@@ -67,24 +67,40 @@ class Timer(Component):
         self._tasks.clear()
 
 
-async def connect_with_retries(worker: Worker, transport: Transport) -> None:
-    """Connect, retrying ``broker_connection_max_retries`` times; raise StartupError at the end."""
+async def connect_with_retries(worker: Worker) -> Transport:
+    """A connected transport with the worker's queues declared, retrying
+    ``broker_connection_max_retries`` times; raises StartupError at the end.
+
+    A link that dies while the queues are declared (a broker restarting, a connection left
+    half-open, whose client learns of it only when the pending call is cancelled) is a failed
+    attempt like a refused connect: each attempt starts over on a fresh transport. Without
+    that, a worker (re)started by its supervisor during a network fault exited with a
+    traceback instead of waiting for the broker (found by tests/chaos)."""
     conf = worker.app.conf
     retries = conf.broker_connection_max_retries or 0
     attempts = 1 + (retries if conf.broker_connection_retry_on_startup else 0)
     delay = 0.5
     url = redact_url(worker.app.broker_url)
     for attempt in range(1, attempts + 1):
+        transport = worker.app.create_transport()
+        step = "reach"
         try:
             await asyncio.wait_for(transport.connect(), conf.broker_connection_timeout)
-            return
+            step = "declare the queues on"
+            await declare_queues(worker, transport, conf.broker_connection_timeout)
+            return transport
+        except ImproperlyConfigured:
+            await close_quietly(transport)
+            raise
         except (CeleriacError, OSError, TimeoutError) as exc:
+            await close_quietly(transport)
             reason = str(exc) or type(exc).__name__
             if attempt == attempts:
-                raise StartupError(f"cannot reach the broker at {url}: {reason}") from None
+                raise StartupError(f"cannot {step} the broker at {url}: {reason}") from None
             logger.warning(
-                "broker %s unreachable (%s); retry %d/%d in %.1fs",
+                "broker %s: cannot %s it (%s); retry %d/%d in %.1fs",
                 url,
+                step,
                 reason,
                 attempt,
                 attempts - 1,
@@ -92,6 +108,26 @@ async def connect_with_retries(worker: Worker, transport: Transport) -> None:
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+async def declare_queues(worker: Worker, transport: Transport, timeout: float) -> None:
+    """Declare the worker's queues, each within ``timeout``. A ``CancelledError`` that does not
+    cancel this task (a client cancels its pending calls when their connection closes) is the
+    connection's loss, raised as a TransportError."""
+    current = asyncio.current_task()
+    try:
+        for queue in worker.queues:
+            await asyncio.wait_for(transport.declare_queue(queue), timeout)
+    except asyncio.CancelledError:
+        if current is None or current.cancelling():
+            raise
+        raise TransportError("the connection closed while declaring the queues") from None
+
+
+async def close_quietly(transport: Transport) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(transport.close(), 5.0)
 
 
 class Connection(Component):
@@ -100,11 +136,7 @@ class Connection(Component):
     name = "connection"
 
     async def start(self, worker: Worker) -> None:
-        transport = worker.app.create_transport()
-        await connect_with_retries(worker, transport)
-        worker.transport = transport
-        for queue in worker.queues:
-            await transport.declare_queue(queue)
+        worker.transport = await connect_with_retries(worker)
 
     async def stop(self, worker: Worker) -> None:
         if worker.transport is not None:

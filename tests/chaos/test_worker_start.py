@@ -1,0 +1,52 @@
+"""A worker whose link to RabbitMQ goes half-open while it starts waits for the broker, as it
+does when the broker cannot be reached at all, instead of exiting with a traceback.
+
+Found by the chaos suite: a worker started again after ``kill -9`` (as a supervisor does) met
+the next network fault while declaring its queues; the client cancels its pending calls when
+the dead connection is noticed (heartbeats every 2 s here), and that ``CancelledError`` ended
+the worker. Whichever step the fault lands in (the connect, the declarations, or after), the
+worker must end up consuming.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import _paths  # noqa: F401  (sys.path for the chaos modules)
+import pytest
+from chaos_app import BROKER_ENV, OPTIONS_ENV, QUEUE_ENV, RECORD_ENV
+from chaos_brokers import amqp
+from chaos_fleet import Fleet, Slot
+from worker_harness import child_env, wait_until
+
+import amqp_broker
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+
+
+def test_worker_starts_through_a_link_going_half_open(tmp_path: Path) -> None:
+    queue = f"chaos-start-{time.monotonic_ns()}"
+    with amqp(tmp_path) as broker:
+        assert broker.proxy is not None
+        env = child_env(
+            {
+                BROKER_ENV: broker.worker_url,
+                OPTIONS_ENV: json.dumps(broker.options),
+                QUEUE_ENV: queue,
+                RECORD_ENV: str(tmp_path / "record"),
+            }
+        )
+        slot = Slot("threads", "threads", 2)
+        fleet = Fleet(tmp_path, env, queue, [slot])
+        try:
+            worker = fleet.start(slot, wait=False)
+            proxy = broker.proxy
+            wait_until(lambda: proxy.stats().accepted >= 1, 30, "the worker's first connection")
+            proxy.half_open()  # the connection it is starting on answers nothing from now
+            worker.wait_ready(60)
+            assert worker.running and not fleet.startup_failures, worker.output()
+        finally:
+            fleet.close()
+            amqp_broker.delete(queues=[queue, f"{queue}-threads", f"{queue}.dlq"])
