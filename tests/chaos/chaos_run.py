@@ -47,6 +47,8 @@ LONG = ROUNDS > 1
 RATE = float(os.environ.get("CELERIAC_CHAOS_RATE", "40"))
 #: Tasks done between two faults: the workers are moving again.
 STEP = 12
+#: Tasks a run sends at least, however short its schedule.
+MIN_SENT = 200
 PROGRESS_TIMEOUT = 45.0
 DRAIN_TIMEOUT = 60.0
 #: How long the timed faults last (a freeze: past the lease).
@@ -121,6 +123,8 @@ class ChaosRun:
                     self.log.append(f"{fault} {time.monotonic() - began:.1f}s")
             waited = self._progress("after the last fault")
             self.log[-1] += f", then {waited:.1f}s to {STEP} more done"
+            # a short schedule still gets a few seconds of load behind it
+            self._wait(lambda: self._sent() >= MIN_SENT, PROGRESS_TIMEOUT, "the load sent")
             self._stop_producer()
             self._drain()
             for slot in self.fleet.slots:
@@ -175,6 +179,11 @@ class ChaosRun:
             producer.send_signal(signal.SIGKILL)
             producer.wait(5)
         self.producer = None
+
+    def _sent(self) -> int:
+        if not self.sent.exists():
+            return 0
+        return self.sent.read_bytes().count(b"sent ")
 
     def _done(self) -> int:
         if not self.record.exists():
