@@ -95,6 +95,9 @@ async def probe_backlog(transport: Transport, queues: Sequence[str], timeout: fl
         return Backlog({}, unanswered=tuple(queues))
     except TransportError:
         return Backlog({})  # a broker that is down: the outage logger already says so
+    except Exception as exc:  # a queue the broker cannot measure: no stall is claimed
+        logger.debug("fetch watchdog: cannot measure %s: %r", ", ".join(queues), exc)
+        return Backlog({})
 
 
 class FetchWatchdog:
