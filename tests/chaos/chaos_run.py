@@ -2,7 +2,8 @@
 
 The same code is the short version (the normal suite: one round) and the long one
 (``make chaos``): ``CELERIAC_CHAOS_ROUNDS`` says how many times the schedule is played,
-``CELERIAC_CHAOS_RATE`` how many tasks a second the producer sends (default 40).
+``CELERIAC_CHAOS_RATE`` how many tasks a second the producer sends (default 40),
+``CELERIAC_CHAOS_FAULTS`` (``half-open,freeze``...) plays only the faults it names.
 
 A run: the two workers start (a prefork ``-c 2`` and a threads ``-c 2``, each also on a queue of
 its own), the producer starts; then, per round, each fault of the schedule in turn, each one
@@ -72,8 +73,15 @@ class Broker:
     free_disk: Callable[[], None] | None = None
 
 
+#: Only these faults (comma-separated), of those the broker has: to reproduce one finding.
+ONLY = [f for f in os.environ.get("CELERIAC_CHAOS_FAULTS", "").split(",") if f]
+
+
 def schedule(short: list[str], long_only: list[str]) -> list[str]:
-    """A broker's faults: ``short`` always, ``long_only`` too under ``make chaos``."""
+    """A broker's faults: ``short`` always, ``long_only`` too under ``make chaos``; with
+    ``CELERIAC_CHAOS_FAULTS``, those of the broker's faults it names, in its order."""
+    if ONLY:
+        return [f for f in ONLY if f in (*short, *long_only)]
     return [*short, *long_only] if LONG else list(short)
 
 
