@@ -1,11 +1,12 @@
 """A soak: a million tasks through one worker on Redis; its memory and Redis' must stay flat.
 
-``make soak`` (celeriac's own venv, only ``celeriac[redis]``; several minutes). A producer thread
-here publishes ``soak.noop`` tasks in batches (``send_many``) whenever fewer than
-``--max-pending`` are waiting, so the queue stays bounded and what grows, if anything, is the
-worker or the result store, never the backlog. One worker (prefork ``-c 2`` by default) runs
-them; each task INCRs the done counter and its result is *stored*, with a short
-``result_expires`` (30 s by default), so result keys are written and expire all through the run.
+``make soak`` (celeriac's own venv, only ``celeriac[redis]``; 25 to 35 minutes on a 2-core
+machine shared with test runs, 500 to 800 tasks/s). A producer thread here publishes
+``soak.noop`` tasks in batches (``send_many``) whenever fewer than ``--max-pending`` are waiting,
+so the queue stays bounded and what grows, if anything, is the worker or the result store, never
+the backlog. One worker (prefork ``-c 2`` by default) runs them; each task INCRs the done
+counter and its result is *stored*, with a short ``result_expires`` (30 s by default), so result
+keys are written and expire all through the run.
 Every second a sample: the worker's RSS and PSS summed over its process tree (/proc), Redis'
 ``used_memory`` and the run's key count, tasks done and sent. After the last task the sampling
 goes on for ``result_expires`` + 10 s, so the chart shows the results expire.
@@ -185,25 +186,31 @@ def summarize(
         (i for i, s in enumerate(samples) if s.done >= args.tasks / 10 and s.t >= warm_t), first
     )
     end = next(i for i, s in enumerate(samples) if s.done >= args.tasks)
+    sent = [s.sent for s in samples]
+    keys_k = [s.db_keys / 1000 for s in samples]
+    pending_k = [(s.sent - s.done) / 1000 for s in samples]
+
+    def plain(metric: str, values: list[float], limit: float = 0.0) -> flatness.Verdict:
+        return flatness.verdict(metric, done, sent, values, args.tasks, limit)
+
     verdicts = [
-        flatness.verdict(
-            "worker RSS", done, [s.rss_mib for s in samples], args.tasks, args.max_rss_slope
-        ),
+        plain("worker RSS", [s.rss_mib for s in samples], args.max_rss_slope),
         flatness.verdict(
             "Redis used_memory",
             done,
+            sent,
             [s.redis_used_mib for s in samples],
             args.tasks,
             args.max_redis_slope,
+            held=[keys_k, pending_k],
+            note=", live keys and backlog held constant",
         ),
     ]
     informative = {
-        "worker_pss_mib_per_100k": flatness.verdict(
-            "worker PSS", done, [s.pss_mib for s in samples], args.tasks, 0
-        ).slope,
-        "db_keys_per_100k": flatness.verdict(
-            "keys", done, [s.db_keys for s in samples], args.tasks, 0
-        ).slope,
+        "worker PSS": plain("worker PSS", [s.pss_mib for s in samples]).slope,
+        "worker main process RSS": plain("main", [s.main_rss_mib for s in samples]).slope,
+        "Redis used_memory, plain": plain("Redis", [s.redis_used_mib for s in samples]).slope,
+        "keys (count, not MiB)": plain("keys", [float(s.db_keys) for s in samples]).slope,
     }
     busy = samples[end].t - samples[first].t
     return {
@@ -226,7 +233,8 @@ def summarize(
             "redis_used_mib": max(s.redis_used_mib for s in samples),
             "db_keys": max(s.db_keys for s in samples),
         },
-        "slopes": {v.metric: round(v.slope, 4) for v in verdicts} | informative,
+        "slopes_mib_per_100k": {v.metric: round(v.slope, 4) for v in verdicts}
+        | {name: round(value, 4) for name, value in informative.items()},
         "limits": {v.metric: v.limit for v in verdicts},
         "flat": all(v.flat for v in verdicts),
         "verdicts": [v.line() for v in verdicts],
@@ -344,8 +352,9 @@ def wait_half(client: redis.Redis, counter: str, args: argparse.Namespace) -> di
     return key_counts(client, prefix)
 
 
-def replot(name: str) -> None:
-    """Redraw a run's chart from its CSV and JSON (after a change to the chart's code)."""
+def replot(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Score and draw a run again from its CSV (and the JSON's wall time and key counts), after
+    a change to the verdict's or the chart's code; ``args`` as the run had them."""
     with (RESULTS / f"{name}.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     kinds = {f.name: f.type for f in dataclasses.fields(Sample)}  # "int" or "float"
@@ -353,24 +362,30 @@ def replot(name: str) -> None:
         {k: (int(v) if kinds[k] == "int" else float(v)) for k, v in row.items()} for row in rows
     ]
     samples = [Sample(**row) for row in values]
-    summary = json.loads((RESULTS / f"{name}.json").read_text())
-    (RESULTS / f"{name}.svg").write_text(chart(samples, summary))
+    kept = json.loads((RESULTS / f"{name}.json").read_text())
+    summary = summarize(samples, args, kept["wall_s"], kept["keys"])
+    summary["measured_at"] = kept["measured_at"]
+    write(samples, summary, name)
+    return summary
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """One soak, its outputs written; the summary."""
+    with private_redis() if args.private_redis else contextlib.nullcontext(args.url) as url:
+        result = run(args, url)
+    samples = result.pop("samples")
+    write(samples, result, args.out)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.replot:
-        replot(args.out)
-        return 0
     print(
         f"soak: {args.tasks:,} tasks, {args.pool} -c {args.concurrency}, "
         f"result_expires={args.result_expires:g}s, queue <= {args.max_pending:,}",
         flush=True,
     )
-    with private_redis() if args.private_redis else contextlib.nullcontext(args.url) as url:
-        result = run(args, url)
-    samples = result.pop("samples")
-    write(samples, result, args.out)
+    result = replot(args.out, args) if args.replot else measure(args)
     for label in ("start", "after_warm_up", "end", "after_tail"):
         point = result[label]
         print(
@@ -378,10 +393,9 @@ def main(argv: list[str] | None = None) -> int:
             f"RSS={point['rss_mib']:7.1f} MiB PSS={point['pss_mib']:7.1f} MiB "
             f"Redis used={point['redis_used_mib']:7.1f} MiB keys={point['db_keys']:,}"
         )
-    print(
-        f"wall {result['wall_s']:.0f} s, {result['rate_per_s']:,} tasks/s while busy; "
-        f"slopes per 100k tasks: {result['slopes']}"
-    )
+    print(f"wall {result['wall_s']:.0f} s, {result['rate_per_s']:,} tasks/s while busy")
+    for metric, value in result["slopes_mib_per_100k"].items():
+        print(f"  slope per 100k tasks, {metric}: {value:+.4f}")
     for line in result["verdicts"]:
         print(line)
     print(f"outputs: {RESULTS / args.out}.{{csv,svg,json}}")
