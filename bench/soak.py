@@ -12,10 +12,13 @@ Every second a sample: the worker's RSS and PSS summed over its process tree (/p
 goes on for ``result_expires`` + 10 s, so the chart shows the results expire.
 
 Outputs in ``bench/results/``: ``soak.csv`` (every sample), ``soak.svg`` (the chart),
-``soak.json`` (the figures and the verdict), the worker's log in ``results/logs/``. The verdict:
-the least-squares slope of worker RSS and of Redis ``used_memory`` against tasks done over the
-second half of the run, in MiB per 100,000 tasks, each against a limit (``--max-rss-slope``,
-``--max-redis-slope``); the exit status is 1 when either fails.
+``soak.json`` (the figures and the verdict), the worker's log in ``results/logs/``. The verdict
+(:mod:`soak_parts.flatness`): the least-squares slope of worker RSS and of Redis ``used_memory``
+against tasks done over the second half of the run, in MiB per 100,000 tasks, Redis' with its
+live keys and backlog held constant, each against a limit (``--max-rss-slope``,
+``--max-redis-slope``, 1 MiB per 100k tasks: about 10 bytes a task, a tenth of what one leaked
+object per task would cost); the exit status is 1 when either fails. ``--replot --out NAME``
+scores and draws a run again from its CSV.
 
 Everything lives under a key prefix of the run's own on Redis db 6 (``--url``), deleted at the
 end. ``used_memory`` is the whole server's: on a Redis shared with running test suites their
