@@ -37,6 +37,8 @@ class Verdict:
         return self.samples >= 2 and self.slope <= self.limit
 
     def line(self) -> str:
+        if self.samples < 2:  # a run too short for its queue bound: nothing to judge
+            return f"FAIL {self.metric}: no window to judge (the queue never stayed full past half)"
         state = "PASS" if self.flat else "FAIL"
         return (
             f"{state} {self.metric}: {self.slope:+.3f} MiB per {PER:,} tasks over the second half"
