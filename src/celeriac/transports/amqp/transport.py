@@ -405,11 +405,18 @@ class AMQPTransport(Transport):
                 return await self.settler.poll(link, names, max_count)
             if link.strays:
                 await self.settler.return_strays(link)
+            link.asked = max_count
+            # QoS first: a consume channel with none is pushed the whole backlog at once. Not
+            # for quorum queues: RabbitMQ refuses them a consumer on a channel with global QoS
+            # (set after their basic.consume, it is accepted)
+            quorum = any(self.is_quorum(name) for name in names)
+            if not quorum:
+                await link.fit_prefetch(grow=not link.prefetch)
             for name in names:
                 if name not in link.consumers and await self.settler.exists(link, name):
                     await link.start_consuming(name)
-            link.asked = max_count
-            await link.fit_prefetch(grow=not link.prefetch)
+            if quorum:
+                await link.fit_prefetch(grow=not link.prefetch)
         while True:
             taken = link.take(names, max_count)
             if taken:
