@@ -22,7 +22,6 @@ import os
 import time
 
 from celeriac import Celeriac
-from celeriac.worker import watchdog
 
 BROKER_ENV = "CHAOS_BROKER"
 OPTIONS_ENV = "CHAOS_OPTIONS"
@@ -56,10 +55,7 @@ def build_app(broker: str, options: dict[str, object], queue: str) -> Celeriac:
     )
     stall = os.environ.get(STALL_ENV)
     if stall:
-        if hasattr(app.conf, "worker_fetch_stall_timeout"):
-            app.conf.worker_fetch_stall_timeout = float(stall)
-        else:  # until the setting exists: the watchdog's default, in this worker process only
-            watchdog.DEFAULT_THRESHOLD = float(stall)
+        app.conf.worker_fetch_stall_timeout = float(stall)
 
     # a prefork child killed mid-run: the message comes back (Celery's default acks it, with
     # the task failed by WorkerLostError)

@@ -29,6 +29,7 @@ from served import free_port, start_dashboard
 from worker_harness import WorkerProcess, child_env
 
 import amqp_broker
+from _secrets_scan import register_secret
 from celeriac import Celeriac
 from celeriac.transports.base import DeadLetter, Transport
 from conftest import delete_redis_keys, require_service
@@ -79,6 +80,7 @@ def open_broker(name: str, tmp_path: Path) -> Iterator[Broker]:
     if name == "redis":
         require_service("Redis", 6379)
         password = secrets.token_hex(12)
+        register_secret(password, "tests/dashboard/fleet.py broker password")
         url = f"redis://default:{password}@127.0.0.1:6379/13"
         prefix = f"itest-dash-{uuid.uuid4().hex[:8]}:"
         try:

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import redis
 
+from _secrets_scan import register_secret
 from celeriac import states
 from celeriac.errors import BackendError, ImproperlyConfigured
 from celeriac.results.base import ResultMeta
@@ -836,6 +837,7 @@ class OwnRedis:
 def own_redis(tmp_path: Path, unused_port: int) -> Iterator[OwnRedis]:
     require_tool("redis-server", "a Redis of the test's own, to restart")
     server = OwnRedis(tmp_path, unused_port, "pw-" + uuid.uuid4().hex)
+    register_secret(server.password, "own_redis password")
     server.start()
     try:
         yield server

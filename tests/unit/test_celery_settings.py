@@ -275,6 +275,7 @@ def test_the_table_has_exactly_celerys_names_plus_celeriacs_own() -> None:
         "task_max_retries",
         "worker_shutdown_timeout",
         "worker_lease_renewal_interval",
+        "worker_fetch_stall_timeout",
         "worker_revoke_expires",
         "result_max_bytes",
     }

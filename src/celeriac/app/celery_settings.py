@@ -550,6 +550,7 @@ TABLE: dict[str, Entry] = {
     ),
     "worker_shutdown_timeout": used(own=True),
     "worker_lease_renewal_interval": used(own=True),
+    "worker_fetch_stall_timeout": used(own=True),
     "worker_revoke_expires": used(own=True),
 }
 

@@ -144,6 +144,9 @@ class Settings(SettingsMapping):
     worker_max_tasks_per_child: int | None = None
     worker_max_memory_per_child: int | None = None  # KiB, as in Celery
     worker_lease_renewal_interval: float | None = None  # celeriac's own
+    # celeriac's own: seconds a worker may fetch nothing while its queues hold ready messages
+    # before its watchdog warns and restarts its fetch (None: 10 s; 0: no watchdog)
+    worker_fetch_stall_timeout: float | None = None
     worker_autoscaler: str | None = None  # None: celeriac's own (Celery names its class here)
     worker_disable_rate_limits: bool = False
     worker_direct: bool = False

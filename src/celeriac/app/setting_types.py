@@ -117,6 +117,12 @@ def _at_least_one(name: str, value: int | None) -> int | None:
     return value
 
 
+def _not_negative(name: str, value: float | None) -> float | None:
+    if value is not None and value < 0:
+        raise ImproperlyConfigured(f"setting {name!r} must be >= 0, not {value}")
+    return value
+
+
 def _between(low: int, high: int) -> Callable[[str, int | None], int | None]:
     def check(name: str, value: int | None) -> int | None:
         if value is not None and not low <= value <= high:
@@ -197,6 +203,7 @@ def _names_to_entries(name: str, value: dict[str, Any]) -> dict[str, Any]:
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "worker_concurrency": _at_least_one,
     "worker_prefetch_multiplier": _at_least_one,
+    "worker_fetch_stall_timeout": _not_negative,
     "task_default_priority": _between(0, 9),
     "task_queue_max_priority": _between(0, 255),
     "task_default_exchange_type": _exchange_type,

@@ -26,8 +26,8 @@ goes back), and the next ``get`` takes a fresh connection if the old one is stuc
 ``threshold`` without progress repeats that; the first progress afterwards logs that the
 worker fetches again.
 
-The threshold is the setting ``worker_fetch_stall_timeout`` when the app's settings have it
-(``0`` turns the watchdog off), else :data:`DEFAULT_THRESHOLD`.
+The threshold is the setting ``worker_fetch_stall_timeout`` (``0`` turns the watchdog off;
+``None``, the default, is :data:`DEFAULT_THRESHOLD`).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class FetchWatchdog:
 
 def stall_threshold(worker: Worker) -> float:
     """The watchdog's threshold: the setting when the app has it, else the default."""
-    value = getattr(worker.app.conf, "worker_fetch_stall_timeout", None)
+    value = worker.app.conf.worker_fetch_stall_timeout
     return DEFAULT_THRESHOLD if value is None else float(value)
 
 
