@@ -5,7 +5,9 @@ Found by the chaos suite: a worker started again after ``kill -9`` (as a supervi
 the next network fault while declaring its queues; the client cancels its pending calls when
 the dead connection is noticed (heartbeats every 2 s here), and that ``CancelledError`` ended
 the worker. Whichever step the fault lands in (the connect, the declarations, or after), the
-worker must end up consuming.
+worker must end up consuming. The components that open links of their own later in the start
+(events, remote control) retry the same way: a link cut as they connected ended the worker with
+``Error: cannot connect to RabbitMQ (TimeoutError)``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,37 @@ def test_worker_starts_through_a_link_going_half_open(tmp_path: Path) -> None:
             proxy = broker.proxy
             wait_until(lambda: proxy.stats().accepted >= 1, 30, "the worker's first connection")
             proxy.half_open()  # the connection it is starting on answers nothing from now
+            worker.wait_ready(60)
+            assert worker.running and not fleet.startup_failures, worker.output()
+        finally:
+            fleet.close()
+            amqp_broker.delete(queues=[queue, f"{queue}-threads", f"{queue}.dlq"])
+
+
+def test_worker_starts_through_a_blackhole_after_its_first_link(tmp_path: Path) -> None:
+    """The worker's own connection is up and its queues declared; every link opened after it
+    (the revokes, events and control components each open one) meets a blackhole: connects
+    hang. They must retry, as the first link does, and the worker start once it heals."""
+    queue = f"chaos-start-bh-{time.monotonic_ns()}"
+    with amqp(tmp_path) as broker:
+        assert broker.proxy is not None
+        env = child_env(
+            {
+                BROKER_ENV: broker.worker_url,
+                OPTIONS_ENV: json.dumps(broker.options),
+                QUEUE_ENV: queue,
+                RECORD_ENV: str(tmp_path / "record"),
+            }
+        )
+        slot = Slot("threads", "threads", 2)
+        fleet = Fleet(tmp_path, env, queue, [slot])
+        try:
+            worker = fleet.start(slot, wait=False)
+            proxy = broker.proxy
+            wait_until(lambda: proxy.stats().accepted >= 2, 30, "a link after the first")
+            proxy.blackhole()
+            worker.wait_for_line(r"cannot .* the broker|cannot (reach|listen|open)", 30)
+            proxy.heal()
             worker.wait_ready(60)
             assert worker.running and not fleet.startup_failures, worker.output()
         finally:

@@ -34,6 +34,7 @@ from celeriac.worker.commands import HANDLERS, NO_REPLY, Context, nok
 from celeriac.worker.components import Component
 from celeriac.worker.events_step import events_step
 from celeriac.worker.statedb import load_revokes
+from celeriac.worker.steps import start_with_retries
 
 if TYPE_CHECKING:
     from celeriac.protocol.signing import Signer
@@ -73,11 +74,15 @@ class ControlStep(Component):
         events = events_step(worker)
         if events is not None and events.dispatcher is not None:
             self.clock = events.dispatcher.clock  # one clock for events and control, as Celery's
-        transport = worker.app.create_transport()
-        await transport.connect()
-        self.transport = transport
-        self.listener = await self._listen(transport)
-        await load_revokes(worker, "once listening")
+
+        async def listen(transport: Transport) -> Listener:
+            listener = await self._listen(transport)
+            await load_revokes(worker, "once listening")
+            return listener
+
+        self.transport, self.listener = await start_with_retries(
+            worker, "listen for remote control on", listen
+        )
         self._task = asyncio.create_task(self._loop(worker), name="celeriac-control")
 
     async def _listen(self, transport: Transport) -> Listener:

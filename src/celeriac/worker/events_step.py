@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 from celeriac.events.dispatcher import EventDispatcher
 from celeriac.events.event import event_exchange, load_average, software_info
 from celeriac.worker.components import Component
+from celeriac.worker.steps import start_with_retries
 
 if TYPE_CHECKING:
+    from celeriac.transports.base import Transport
     from celeriac.worker.worker import Worker
 
 logger = logging.getLogger("celeriac.worker")
@@ -59,8 +61,7 @@ class EventsStep(Component):
         self._software: dict[str, str] = {}
 
     async def start(self, worker: Worker) -> None:
-        transport = worker.app.create_transport()
-        await transport.connect()
+        transport, _ = await start_with_retries(worker, "open the events link to", _nothing)
         groups = {"worker", "task"} if worker.send_task_events else {"worker"}
         dispatcher = EventDispatcher(
             transport,
@@ -142,3 +143,7 @@ class EventsStep(Component):
             loadavg=load_average(),
             **self._software,
         )
+
+
+async def _nothing(transport: Transport) -> None:
+    """The events link needs nothing but its connection (events are declared as sent)."""

@@ -189,8 +189,10 @@ async def load_revokes(worker: Worker, when: str) -> int:
     if store is None:
         return 0
     try:
-        await store.open()
-        live = await store.live(REVOKES_MAX)
+        # bounded: a link that went half-open would otherwise hold the worker's start for ever
+        async with asyncio.timeout(worker.app.conf.broker_connection_timeout * 2):
+            await store.open()
+            live = await store.live(REVOKES_MAX)
     except Exception as exc:
         logger.warning("the revokes kept on the broker could not be read %s: %s", when, exc)
         return 0

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from celeriac import signals
 from celeriac.errors import CeleriacError, ImproperlyConfigured, TransportError
@@ -23,6 +23,10 @@ from celeriac.worker.consumer import Consumer
 
 if TYPE_CHECKING:
     from celeriac.worker.worker import Worker
+
+T = TypeVar("T")
+#: What one start attempt on a connected link may take, in ``broker_connection_timeout``s.
+ATTEMPT_TIMEOUTS = 5
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -68,41 +72,59 @@ class Timer(Component):
 
 
 async def connect_with_retries(worker: Worker) -> Transport:
-    """A connected transport with the worker's queues declared, retrying
-    ``broker_connection_max_retries`` times; raises StartupError at the end.
+    """A connected transport with the worker's queues declared (see :func:`start_with_retries`).
 
     A link that dies while the queues are declared (a broker restarting, a connection left
     half-open, whose client learns of it only when the pending call is cancelled) is a failed
     attempt like a refused connect: each attempt starts over on a fresh transport. Without
     that, a worker (re)started by its supervisor during a network fault exited with a
     traceback instead of waiting for the broker (found by tests/chaos)."""
+
+    async def declare(transport: Transport) -> None:
+        await declare_queues(worker, transport, worker.app.conf.broker_connection_timeout)
+
+    transport, _ = await start_with_retries(worker, "declare the queues on", declare)
+    return transport
+
+
+async def start_with_retries(
+    worker: Worker, doing: str, attempt: Callable[[Transport], Awaitable[T]]
+) -> tuple[Transport, T]:
+    """A fresh transport, connected, and ``attempt(transport)`` done on it, retried on a new
+    transport each time as the worker's connection is (``broker_connection_max_retries``,
+    ``broker_connection_retry_on_startup``, ``broker_connection_timeout`` per connect); raises
+    StartupError at the end. For every component that opens a link of its own while the
+    worker starts (connection, events, control): a broker that goes away then is waited for,
+    not a reason to exit (found by tests/chaos: a link cut as the events started ended the
+    worker)."""
     conf = worker.app.conf
     retries = conf.broker_connection_max_retries or 0
     attempts = 1 + (retries if conf.broker_connection_retry_on_startup else 0)
     delay = 0.5
     url = redact_url(worker.app.broker_url)
-    for attempt in range(1, attempts + 1):
+    for number in range(1, attempts + 1):
         transport = worker.app.create_transport()
         step = "reach"
         try:
             await asyncio.wait_for(transport.connect(), conf.broker_connection_timeout)
-            step = "declare the queues on"
-            await declare_queues(worker, transport, conf.broker_connection_timeout)
-            return transport
+            step = doing
+            # bounded too: a link that goes half-open now would hold the start for ever
+            bound = conf.broker_connection_timeout * ATTEMPT_TIMEOUTS
+            return transport, await asyncio.wait_for(_lost_as_error(attempt(transport)), bound)
         except ImproperlyConfigured:
             await close_quietly(transport)
             raise
         except (CeleriacError, OSError, TimeoutError) as exc:
             await close_quietly(transport)
             reason = str(exc) or type(exc).__name__
-            if attempt == attempts:
+            if number == attempts:
                 raise StartupError(f"cannot {step} the broker at {url}: {reason}") from None
             logger.warning(
                 "broker %s: cannot %s it (%s); retry %d/%d in %.1fs",
                 url,
                 step,
                 reason,
-                attempt,
+                number,
                 attempts - 1,
                 delay,
             )
@@ -111,18 +133,23 @@ async def connect_with_retries(worker: Worker) -> Transport:
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
-async def declare_queues(worker: Worker, transport: Transport, timeout: float) -> None:
-    """Declare the worker's queues, each within ``timeout``. A ``CancelledError`` that does not
-    cancel this task (a client cancels its pending calls when their connection closes) is the
-    connection's loss, raised as a TransportError."""
+async def _lost_as_error(step: Awaitable[T]) -> T:
+    """``step``'s value; a ``CancelledError`` that does not cancel this task (a client cancels
+    its pending calls when their connection closes) is the connection's loss, raised as a
+    TransportError."""
     current = asyncio.current_task()
     try:
-        for queue in worker.queues:
-            await asyncio.wait_for(transport.declare_queue(queue), timeout)
+        return await step
     except asyncio.CancelledError:
         if current is None or current.cancelling():
             raise
-        raise TransportError("the connection closed while declaring the queues") from None
+        raise TransportError("the connection closed while starting") from None
+
+
+async def declare_queues(worker: Worker, transport: Transport, timeout: float) -> None:
+    """Declare the worker's queues, each within ``timeout``."""
+    for queue in worker.queues:
+        await asyncio.wait_for(transport.declare_queue(queue), timeout)
 
 
 async def close_quietly(transport: Transport) -> None:
