@@ -71,9 +71,26 @@ def async_raise(ident: int, exc_type: type[BaseException]) -> bool:
     return changed == 1
 
 
+class _Withdrawn(BaseException):
+    """Takes a pending limit exception's place, so that it fires, and is absorbed, at once."""
+
+
 def clear_async_exc(ident: int) -> None:
-    """Withdraw an exception scheduled by :func:`async_raise` that has not fired yet."""
-    _set_async_exc(ctypes.c_ulong(ident), None)
+    """Withdraw an exception scheduled by :func:`async_raise` that has not fired yet.
+
+    In the thread itself a marker replaces it and is absorbed here, which also lowers
+    CPython's process-wide "async exception pending" flag: withdrawing with NULL leaves it
+    raised, so every thread's interpreter loop takes its slow path for ever after (under a
+    tracer such as coverage.py an in-process worker crawled until it ran nothing)."""
+    if ident != threading.get_ident():
+        _set_async_exc(ctypes.c_ulong(ident), None)
+        return
+    try:
+        _set_async_exc(ctypes.c_ulong(ident), ctypes.py_object(_Withdrawn))
+        for _ in range(3):  # backward jumps: the interpreter's check points, where it fires
+            pass
+    except _Withdrawn:
+        pass
 
 
 # Tasks past their hard limit (or terminated) that ignored cancellation still run on their loop;
