@@ -34,9 +34,23 @@ types: $(STAMP)
 # test module stays on one worker (tests/conftest.py groups them). Tests that stop a shared
 # server, and tests/interop (Celery workers and Flower on timers), are marked serial and run
 # afterwards, alone.
+# COVERAGE=1: branch coverage of src/ over the whole run (the test processes, xdist's workers
+# and every Python process they start; see [tool.coverage] in pyproject.toml), combined and
+# reported, failing under its floor. It costs time (a tracer in every process): not by default.
+ifeq ($(COVERAGE),1)
+PYTEST := COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage run -m pytest
+else
+PYTEST := $(BIN)/pytest
+endif
+
 unit: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not serial"
-	$(BIN)/pytest -q -m serial
+	rm -f .coverage .coverage.*
+	$(PYTEST) -q -n 2 --dist loadgroup -m "not serial"
+	$(PYTEST) -q -m serial
+ifeq ($(COVERAGE),1)
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage combine -q
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage report
+endif
 
 # The chaos suite, long: every fault of every broker CELERIAC_CHAOS_ROUNDS times (default 5);
 # CELERIAC_CHAOS_FAULTS=half-open,freeze plays only those. Its short version runs in make unit.
@@ -51,7 +65,7 @@ docs: $(STAMP)
 test: lint types docs unit
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage .coverage.*
 
 # Side-by-side benchmark (bench/): its driver runs in a tools venv of its own (redis-py, matplotlib,
 # py-spy), never in celeriac's; each peer gets its own venv under bench/.venvs/ on first run.
