@@ -36,14 +36,19 @@ _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 def ensure_chromium() -> str:
     """Debian's Chromium, installed with apt-get when missing (as root, as CI runs)."""
+    said = ""
     if not os.path.exists(CHROMIUM) and shutil.which("apt-get") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, timeout=300)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env, timeout=600
-        )
+        # another apt or dpkg at work (a test set-up beside this one, the system's own) is
+        # waited for, not a failure
+        wait = ["-o", "DPkg::Lock::Timeout=300"]
+        for command in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]):
+            done = subprocess.run(
+                ["apt-get", *wait, *command], env=env, timeout=900, capture_output=True, text=True
+            )
+            said += done.stdout[-2000:] + done.stderr[-2000:]
     if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing and could not be installed"
+        message = f"{CHROMIUM} is missing and could not be installed: {said.strip()[-1500:]}"
         if os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1":
             pytest.fail(message)
         pytest.skip(message)

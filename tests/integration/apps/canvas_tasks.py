@@ -102,8 +102,9 @@ def declare(app: Celeriac) -> Tasks:
 
     @app.task(name="canvas.on_error")
     def on_error(task_id: str, tag: str) -> None:
-        backend.incr(f"runs:{tag}")
+        # the per-id count first: a test that waits for the plain count then reads this one
         backend.incr(f"runs:{tag}:{task_id}")
+        backend.incr(f"runs:{tag}")
 
     @app.task(name="canvas.counted_add")
     def counted_add(x: int, y: int, tag: str) -> int:
