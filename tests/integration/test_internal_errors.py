@@ -12,32 +12,18 @@ one place this test reaches inside); the broker (SQLite) and the worker (in a th
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_harness import wait_until
+from worker_harness import dead_letters, wait_until
 
 from celeriac import Celeriac
 from celeriac.testing import worker_thread
-from celeriac.transports.base import DeadLetter
 from celeriac.worker import consumer
 from celeriac.worker.request import build_request
 
 TIMEOUT = 20.0
-
-
-def dead_letters(app: Celeriac, queue: str) -> list[DeadLetter]:
-    async def read() -> list[DeadLetter]:
-        transport = app.create_transport()
-        await transport.connect()
-        try:
-            return await transport.dead_letters(queue)
-        finally:
-            await transport.close()
-
-    return asyncio.run(read())
 
 
 def test_a_message_meeting_internal_errors_is_dead_lettered_and_the_worker_goes_on(

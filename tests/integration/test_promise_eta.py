@@ -13,18 +13,18 @@ queue) with an eta ahead, so they arrive early by construction; the worker runs 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from apps.promise_brokers import Namespace
+from worker_harness import on_transport
 
 from celeriac import Celeriac, states
 from celeriac.protocol.message import Message, format_time, task_message
@@ -93,20 +93,6 @@ def early(label: str, eta: datetime) -> Message:
         content_encoding="utf-8",
         eta=eta,
     )
-
-
-def on_transport(app: Celeriac, use: Callable[[Transport], Awaitable[T]]) -> T:
-    """Run ``use`` on a fresh, connected transport of ``app`` (on a loop of its own)."""
-
-    async def run() -> T:
-        transport = app.create_transport()
-        await transport.connect()
-        try:
-            return await use(transport)
-        finally:
-            await transport.close()
-
-    return asyncio.run(run())
 
 
 async def publish(transport: Transport, queue: str, *messages: Message, due: float | None) -> None:

@@ -12,7 +12,6 @@ RabbitMQ has no leases (a delivery is held for its connection), so it is not her
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 from apps.promise_brokers import Namespace
-from worker_harness import wait_until
+from worker_harness import queue_size, wait_until
 
 from celeriac import Celeriac
 from celeriac.testing import worker_thread
@@ -70,18 +69,6 @@ class Runs:
     def snapshot(self) -> list[tuple[str, str, int]]:
         with self.lock:
             return list(self.seen)
-
-
-def queue_size(app: Celeriac, queue: str) -> int:
-    async def size() -> int:
-        transport = app.create_transport()
-        await transport.connect()
-        try:
-            return await transport.size(queue)
-        finally:
-            await transport.close()
-
-    return asyncio.run(size())
 
 
 def test_messages_waiting_for_a_slot_keep_their_lease_while_another_worker_idles(

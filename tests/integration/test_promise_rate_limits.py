@@ -16,7 +16,6 @@ default (10) is reached the same way by a larger backlog (200 tasks at 10/s, ``-
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -24,10 +23,9 @@ from pathlib import Path
 
 import pytest
 from apps.promise_brokers import KINDS, Namespace
+from worker_harness import dead_letters
 
-from celeriac import Celeriac
 from celeriac.testing import worker_thread
-from celeriac.transports.base import DeadLetter
 
 RATE = 10.0
 BACKLOG = 16
@@ -52,18 +50,6 @@ def namespace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Namesp
         yield made
     finally:
         made.close()
-
-
-def dead_letters(app: Celeriac, queue: str) -> list[DeadLetter]:
-    async def read() -> list[DeadLetter]:
-        transport = app.create_transport()
-        await transport.connect()
-        try:
-            return await transport.dead_letters(queue)
-        finally:
-            await transport.close()
-
-    return asyncio.run(read())
 
 
 def test_a_rate_limited_backlog_runs_whole_at_its_rate_but_the_revoked_one(

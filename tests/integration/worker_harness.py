@@ -276,30 +276,14 @@ class Harness:
     # -- the broker, seen from the test -------------------------------------------------------
     def with_transport(self, use: Callable[[Transport], Coroutine[Any, Any, T]]) -> T:
         """Run ``use(transport)`` on a fresh, connected transport of the app, then close it."""
-
-        async def run() -> T:
-            transport = self.app.create_transport()
-            await transport.connect()
-            try:
-                return await use(transport)
-            finally:
-                await transport.close()
-
-        return asyncio.run(run())
+        return on_transport(self.app, use)
 
     def queue_size(self, queue: str = "celery") -> int:
         """Messages waiting in ``queue`` (due or delayed; not those leased to a live worker)."""
-
-        async def size(transport: Transport) -> int:
-            return await transport.size(queue)
-
-        return self.with_transport(size)
+        return queue_size(self.app, queue)
 
     def dead_letters(self, queue: str = "celery") -> list[DeadLetter]:
-        async def letters(transport: Transport) -> list[DeadLetter]:
-            return await transport.dead_letters(queue)
-
-        return self.with_transport(letters)
+        return dead_letters(self.app, queue)
 
     def close(self) -> None:
         """Stop every worker still running, then close the app's connections."""
@@ -348,3 +332,36 @@ def wait_until(
 def files(directory: Path, prefix: str = "run-") -> list[Path]:
     """The files in ``directory`` whose names start with ``prefix`` (one per task run)."""
     return sorted(p for p in directory.iterdir() if p.name.startswith(prefix))
+
+
+def on_transport(app: Celeriac, use: Callable[[Transport], Coroutine[Any, Any, T]]) -> T:
+    """Run ``use(transport)`` on a fresh, connected transport of ``app`` (on a loop of its
+    own, so a test may call it from anywhere), then close it."""
+
+    async def run() -> T:
+        transport = app.create_transport()
+        await transport.connect()
+        try:
+            return await use(transport)
+        finally:
+            await transport.close()
+
+    return asyncio.run(run())
+
+
+def queue_size(app: Celeriac, queue: str = "celery") -> int:
+    """Messages waiting in ``queue`` (due or delayed; not those leased to a live worker)."""
+
+    async def size(transport: Transport) -> int:
+        return await transport.size(queue)
+
+    return on_transport(app, size)
+
+
+def dead_letters(app: Celeriac, queue: str = "celery") -> list[DeadLetter]:
+    """The dead letters of ``queue``, newest first."""
+
+    async def letters(transport: Transport) -> list[DeadLetter]:
+        return await transport.dead_letters(queue)
+
+    return on_transport(app, letters)
