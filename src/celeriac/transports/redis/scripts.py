@@ -258,7 +258,11 @@ local function claim(qi, wanted)
     local ids = {}
     for j = 1, #popped, 2 do ids[#ids + 1] = popped[j] end
     local counts = redis.call('HMGET', k(queue, 'cnt'), unpack(ids))
-    local losses = redis.call('HMGET', k(queue, 'lost'), unpack(ids))
+    -- most claims find no lease that ran out: no hash, nothing to read per message
+    local losses = {}
+    if redis.call('EXISTS', k(queue, 'lost')) == 1 then
+      losses = redis.call('HMGET', k(queue, 'lost'), unpack(ids))
+    end
     local good, new_counts, leases = {}, {}, {}
     for j, id in ipairs(ids) do
       local count = tonumber(counts[j]) or 0
