@@ -12,7 +12,6 @@ purge of one app's queue left the other's message alone.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import socket
 import sys
@@ -24,9 +23,10 @@ from pathlib import Path
 import pytest
 from apps.promise_tasks import BROKER_ENV, PREFIX_ENV, build_app
 from redis_server import RedisServer
-from worker_harness import WorkerProcess, child_env
+from worker_harness import WorkerProcess, child_env, on_transport, queue_size
 
 from celeriac import Celeriac, TaskRevokedError, chord, group
+from celeriac.transports.base import Transport
 from conftest import require_service
 
 pytestmark = pytest.mark.redis
@@ -110,27 +110,14 @@ def work(app: Celeriac, node: str) -> None:
 
 
 def waiting(app: Celeriac) -> int:
-    async def size() -> int:
-        transport = app.create_transport()
-        await transport.connect()
-        try:
-            return await transport.size("celery")
-        finally:
-            await transport.close()
-
-    return asyncio.run(size())
+    return queue_size(app)
 
 
 def purge(app: Celeriac) -> int:
-    async def run() -> int:
-        transport = app.create_transport()
-        await transport.connect()
-        try:
-            return await transport.purge("celery")
-        finally:
-            await transport.close()
+    async def run(transport: Transport) -> int:
+        return await transport.purge("celery")
 
-    return asyncio.run(run())
+    return on_transport(app, run)
 
 
 def test_two_prefixed_apps_share_a_redis_with_no_keys_command(

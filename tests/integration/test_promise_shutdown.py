@@ -15,7 +15,6 @@ workers gave back is then run by a worker in this process: nothing was lost or r
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import uuid
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from apps.promise_tasks import BROKER_ENV, PREFIX_ENV, build_app
-from worker_harness import WorkerProcess, child_env, wait_until
+from worker_harness import WorkerProcess, child_env, queue_size, wait_until
 
 from celeriac import Celeriac, states
 from celeriac.testing import worker_thread
@@ -66,15 +65,7 @@ class Node:
         return self.worker
 
     def size(self) -> int:
-        async def size() -> int:
-            transport = self.app.create_transport()
-            await transport.connect()
-            try:
-                return await transport.size("celery")
-            finally:
-                await transport.close()
-
-        return asyncio.run(size())
+        return queue_size(self.app)
 
     def close(self) -> None:
         try:
