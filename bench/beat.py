@@ -63,7 +63,10 @@ def cpu() -> float:
 async def main() -> dict[str, Any]:
     prefix = f"bench-beat-{uuid.uuid4().hex[:8]}:"
     app = Celeriac(
-        "bench_beat", broker=URL, backend="disabled", broker_transport_options={"key_prefix": prefix}
+        "bench_beat",
+        broker=URL,
+        backend="disabled",
+        broker_transport_options={"key_prefix": prefix},
     )
     beat = MeasuredBeat(app, node="bench")
     await beat.store.open()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -54,14 +55,19 @@ def claim_incr_ack(prefix: str) -> None:
         settle(args=args)
 
 
-def timed(target: Callable[..., None], args: list[tuple[Any, ...]]) -> float:
+def timed(target: Callable[..., None], args: list[tuple[Any, ...]]) -> tuple[float, float]:
+    """Wall seconds of the processes, and the CPU seconds they used (reaped children's)."""
     processes = [multiprocessing.Process(target=target, args=a) for a in args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     for process in processes:
         process.start()
     for process in processes:
         process.join()
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, used
 
 
 def main() -> None:
@@ -69,17 +75,20 @@ def main() -> None:
     os.environ["BENCH_REDIS_URL"] = URL
     client = redis.Redis.from_url(URL)
     client.flushdb()
-    seconds = timed(incr_only, [(N // 2,), (N // 2,)])
-    print(f"(a) INCR only, 2 processes: {N / seconds:,.0f}/s")
+    seconds, used = timed(incr_only, [(N // 2,), (N // 2,)])
+    print(f"(a) INCR only, 2 processes: {N / seconds:,.0f}/s, {used * 1e6 / N:.1f} us CPU each")
     from bench_celeriac_app import app
 
     client.flushdb()
     app.send_many([("bench.noop", (), {})] * N)
     app.close()
-    seconds = timed(claim_incr_ack, [(PREFIX,), (PREFIX,)])
+    seconds, used = timed(claim_incr_ack, [(PREFIX,), (PREFIX,)])
     done = int(client.get("floor:counter") or 0)
     assert done == N, f"{done} of {N} messages drained"
-    print(f"(b) claim 8 + INCR each + ack 8, 2 processes: {N / seconds:,.0f}/s")
+    print(
+        f"(b) claim 8 + INCR each + ack 8, 2 processes: {N / seconds:,.0f}/s, "
+        f"{used * 1e6 / N:.1f} us CPU per message"
+    )
     client.flushdb()
 
 

@@ -174,9 +174,7 @@ def main() -> dict[str, Any]:
         }
         for arm in ARMS
     }
-    ratio = {
-        key: median["kombu"][key] / median["celeriac"][key] for key in median["celeriac"]
-    }
+    ratio = {key: median["kombu"][key] / median["celeriac"][key] for key in median["celeriac"]}
     for key, value in ratio.items():
         print(f"kombu / native {key}: {value:.2f}")
     return {

@@ -17,6 +17,19 @@ TABLE_METRICS = (
     "enqueue_per_s", "bulk_per_s", "drain_per_s", "drain_steady_per_s", "roundtrip_p50_ms",
     "roundtrip_p99_ms", "io_per_s", "idle_cpu_pct", "rss_mb",
 )  # fmt: skip
+CPU_METRICS = (
+    "enqueue_producer_us", "enqueue_broker_us", "bulk_producer_us", "drain_worker_us",
+    "drain_broker_us", "roundtrip_worker_us", "roundtrip_broker_us", "roundtrip_producer_us",
+    "io_worker_us",
+)  # fmt: skip
+CPU_NOTE = (
+    "CPU per task, in microseconds (in parentheses: times less than Celery prefork), read "
+    "outside each system: the worker's whole process tree from /proc, Redis' `INFO cpu`, "
+    "RabbitMQ's Erlang VM from /proc (broker: the one that carried the messages), the "
+    "producer's process time over its timed calls. Drain and io count from the first task "
+    "done to the last; a round trip counts every call, warm-up included. The worker's figure "
+    "includes the task's own body (one redis-py INCR, which `bench/floor.py` measures alone)."
+)
 CHART_METRICS = (
     "enqueue_per_s", "bulk_per_s", "drain_per_s", "roundtrip_p50_ms", "io_per_s", "rss_mb",
 )  # fmt: skip
@@ -73,13 +86,44 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |"
 
 
+def _head(metrics: list[Metric]) -> list[str]:
+    head = ["system", *(f"{m.label} ({m.unit})" for m in metrics)]
+    return [_row(head), _row(["---"] * len(head))]
+
+
+def _medians(
+    systems: dict[str, Any], base: dict[str, Any] | None, keys: tuple[str, ...]
+) -> list[str]:
+    """One table of medians, with each system's ratio to the baseline; a system that did not
+    run says why in its row."""
+    metrics = [BY_KEY[key] for key in keys]
+    lines = _head(metrics)
+    for name, entry in systems.items():
+        if entry["status"] != "ok":
+            reason = entry.get("reason", "")
+            lines.append(_row([name, f"{entry['status']}: {reason}"] + [""] * (len(metrics) - 1)))
+            continue
+        summary = entry["summary"]
+        lines.append(_row([name, *(_cell(m, summary[m.key], (base or {}).get(m.key))
+                                   for m in metrics)]))  # fmt: skip
+    return lines
+
+
+def _spreads(systems: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    metrics = [BY_KEY[key] for key in keys]
+    lines = _head(metrics)
+    for name, entry in systems.items():
+        if entry["status"] == "ok":
+            summary = entry["summary"]
+            lines.append(_row([name, *(_spread(m, summary[m.key]) for m in metrics)]))
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The table of medians (ratios to Celery prefork), the spread, failures and how each ran."""
     systems: dict[str, Any] = report["systems"]
     base = systems.get(BASELINE, {}).get("summary")
     machine, sizes = report["machine"], report["sizes"]
-    metrics = [BY_KEY[key] for key in TABLE_METRICS]
-    head = ["system", *(f"{m.label} ({m.unit})" for m in metrics)]
     lines = [
         f"Benchmark of {report['finished_at']}: `{report['command']}`",
         "",
@@ -95,32 +139,29 @@ def markdown(report: dict[str, Any]) -> str:
         "memory: theirs/ours). Drain runs from the worker's start until the counter that the "
         'tasks INCR reaches N; "steady" leaves the start-up out (from the first task done).',
         "",
-        _row(head),
-        _row(["---"] * len(head)),
-    ]
-    failures: list[str] = []
-    for name, entry in systems.items():
-        if entry["status"] != "ok":
-            reason = entry.get("reason", "")
-            lines.append(_row([name, f"{entry['status']}: {reason}"] + [""] * (len(metrics) - 1)))
-            continue
-        summary = entry["summary"]
-        lines.append(_row([name, *(_cell(m, summary[m.key], (base or {}).get(m.key))
-                                   for m in metrics)]))  # fmt: skip
-        for index, run in enumerate(entry["runs"], 1):
-            for workload, step in run.items():
-                if isinstance(step, dict) and "error" in step:
-                    failures.append(f"- {name}, run {index}, {workload}: {step['error']}")
-    lines += [
+        *_medians(systems, base, TABLE_METRICS),
         "",
         f"\\* stopped at the time cap ({sizes['drain_cap']:g} s for drain, {sizes['io_cap']:g} s "
         "for io, from the worker's start) in some runs: the rate is over the tasks done by then.",
+        "",
+        CPU_NOTE,
+        "",
+        *_medians(systems, base, CPU_METRICS),
+        "",
+        "Spread (min-max over the runs):",
+        "",
+        *_spreads(systems, TABLE_METRICS),
+        "",
+        *_spreads(systems, CPU_METRICS),
     ]
-    lines += ["", "Spread (min-max over the runs):", "", _row(head), _row(["---"] * len(head))]
-    for name, entry in systems.items():
-        if entry["status"] == "ok":
-            summary = entry["summary"]
-            lines.append(_row([name, *(_spread(m, summary[m.key]) for m in metrics)]))
+    failures = [
+        f"- {name}, run {index}, {workload}: {step['error']}"
+        for name, entry in systems.items()
+        if entry["status"] == "ok"
+        for index, run in enumerate(entry["runs"], 1)
+        for workload, step in run.items()
+        if isinstance(step, dict) and "error" in step
+    ]
     if failures:
         lines += ["", "Failures:", "", *failures]
     lines += ["", "How each system ran:", ""]

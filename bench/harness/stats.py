@@ -32,6 +32,18 @@ METRICS: tuple[Metric, ...] = (
     Metric("io_per_s", "io", "per_s", "io (10 ms sleeps)", "tasks/s", True),
     Metric("idle_cpu_pct", "idle", "cpu_pct", "idle CPU", "%", False, 2),
     Metric("rss_mb", "drain", "rss_mb", "RSS after drain", "MiB", False, 1),
+    # CPU per task in microseconds (harness/cpu.py): who paid what, read outside each system
+    Metric("enqueue_producer_us", "enqueue", "producer_cpu_us", "enqueue, producer", "us", False),
+    Metric("enqueue_broker_us", "enqueue", "broker_cpu_us", "enqueue, broker", "us", False),
+    Metric("bulk_producer_us", "bulk", "producer_cpu_us", "bulk, producer", "us", False),
+    Metric("drain_worker_us", "drain", "worker_cpu_us", "drain, worker", "us", False),
+    Metric("drain_broker_us", "drain", "broker_cpu_us", "drain, broker", "us", False),
+    Metric("roundtrip_worker_us", "roundtrip", "worker_cpu_us", "roundtrip, worker", "us", False),
+    Metric("roundtrip_broker_us", "roundtrip", "broker_cpu_us", "roundtrip, broker", "us", False),
+    Metric(
+        "roundtrip_producer_us", "roundtrip", "producer_cpu_us", "roundtrip, caller", "us", False
+    ),
+    Metric("io_worker_us", "io", "worker_cpu_us", "io, worker", "us", False),
 )
 BY_KEY = {metric.key: metric for metric in METRICS}
 

@@ -13,6 +13,11 @@ Order of a run (the Redis db is flushed between steps, so each starts from nothi
    of 10 ms are far shorter than any worker's start).
 
 A failing step records its error and the run goes on with the next one that can still run.
+
+Beside the rates, each step records CPU per task (see :mod:`harness.cpu`): the producer's for
+enqueue and bulk, the worker's (all its processes) for drain, io and roundtrip, and the broker's
+for every step. Drain and io take theirs from the first task done to the last, so that the
+worker's start-up (imports, connections) is not charged to the tasks.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from typing import Any
 
 import redis
 
-from harness import procs
+from harness import cpu, procs
 from harness.systems import AMQP, System
 
 SYSTEMS_DIR = Path(__file__).resolve().parent.parent / "systems"
 COUNTER = "bench:counter"
 POLL = 0.002
+ROUNDTRIP_WARMUP = 20
+"""Untimed round trips before the timed ones (the adapters' default, passed explicitly so that
+the CPU per call can be divided by every call made)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,11 @@ class Progress:
     done_at: float
     target: int
     capped: bool = False
+    first_cpu: cpu.Sample | None = None
+    cpu_count: int = 0
+    """The count read just after ``first_cpu`` was taken: CPU per task is over the tasks
+    finished from there to ``done_cpu``."""
+    done_cpu: cpu.Sample | None = None
 
     @property
     def from_start(self) -> float:
@@ -138,24 +151,38 @@ def wait_for_count(
     cap: float,
     alive: Callable[[], bool],
     log: Path,
+    meter: cpu.Meter | None = None,
 ) -> Progress:
     """Poll the counter until ``target``, or until ``cap`` seconds have passed: a slow system
     is then measured over what it did by the cap, which keeps the whole run bounded. Fails fast
-    if the worker dies, or if nothing at all was done by the cap."""
+    if the worker dies, or if nothing at all was done by the cap. With a ``meter``, CPU is
+    sampled when the first task is seen done and at the end (the counter is read again after
+    the first sample, so that tasks finished while it was taken are not charged to it)."""
     r = client(ctx)
     first_at, first_count = 0.0, 0
+    first_cpu: cpu.Sample | None = None
+    cpu_count = 0
     while True:
         now = time.perf_counter()
         seen = int(r.get(COUNTER) or 0)
         if seen and not first_at:
             first_at, first_count = now, seen
+            if meter is not None:
+                first_cpu = meter.sample()
+                cpu_count = seen = int(r.get(COUNTER) or 0)
         if seen >= target:
-            return Progress(started, first_at, first_count, now, target)
+            done = meter.sample() if meter is not None else None
+            return Progress(
+                started, first_at, first_count, now, target, False, first_cpu, cpu_count, done
+            )
         if not alive():
             raise RuntimeError(f"worker exited at {seen}/{target}: {procs.log_tail(log)}")
         if now - started > cap:
             if seen > first_count:
-                return Progress(started, first_at, first_count, now, seen, capped=True)
+                done = meter.sample() if meter is not None else None
+                return Progress(
+                    started, first_at, first_count, now, seen, True, first_cpu, cpu_count, done
+                )
             raise RuntimeError(f"{seen}/{target} done after {cap:.0f}s: {procs.log_tail(log)}")
         time.sleep(POLL)
 
@@ -171,10 +198,27 @@ def _step(record: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]]) -
     return "error" not in record[name]
 
 
+def _cpu_fields(meter: cpu.Meter, got: Progress) -> dict[str, float]:
+    if got.first_cpu is None or got.done_cpu is None:
+        return {}
+    return meter.per_task(got.first_cpu, got.done_cpu, got.target - got.cpu_count)
+
+
+def _producer(ctx: Context, command: str, **options: Any) -> dict[str, Any]:
+    """One producer-side adapter run, with its rate, its own CPU per task and the broker's."""
+    meter = cpu.Meter(client(ctx), ctx.system.broker)
+    before = meter.sample()
+    got = ctx.adapter(command, **options)
+    fields = {"per_s": got["n"] / got["seconds"], **got}
+    fields.update(meter.per_task(before, meter.sample(), got["n"]))
+    if "producer_cpu_s" in got:
+        fields["producer_cpu_us"] = got["producer_cpu_s"] * 1e6 / got["n"]
+    return fields
+
+
 def enqueue(ctx: Context) -> dict[str, Any]:
     reset(ctx)
-    got = ctx.adapter("enqueue", n=ctx.sizes.enqueue)
-    return {"per_s": got["n"] / got["seconds"], **got}
+    return _producer(ctx, "enqueue", n=ctx.sizes.enqueue)
 
 
 def run_once(ctx: Context) -> dict[str, Any]:
@@ -199,19 +243,20 @@ def run_once(ctx: Context) -> dict[str, Any]:
 
 
 def _bulk(ctx: Context, task: str, n: int) -> dict[str, Any]:
-    got = ctx.adapter("bulk", n=n, task=task)
-    return {"per_s": got["n"] / got["seconds"], **got}
+    return _producer(ctx, "bulk", n=n, task=task)
 
 
 def _drain_idle_roundtrip(ctx: Context, record: dict[str, Any], target: int) -> None:
     log = ctx.log("worker")
     with procs.running(ctx.argv(ctx.system.worker), ctx.env(), SYSTEMS_DIR, log) as worker:
         started = time.perf_counter()
+        meter = cpu.Meter(client(ctx), ctx.system.broker, worker.pid)
 
-        alive = lambda: worker.poll() is None  # noqa: E731
+        def alive() -> bool:
+            return worker.poll() is None
 
         def drain() -> dict[str, Any]:
-            got = wait_for_count(ctx, target, started, ctx.sizes.drain_cap, alive, log)
+            got = wait_for_count(ctx, target, started, ctx.sizes.drain_cap, alive, log, meter)
             rss = procs.rss_bytes(worker.pid)
             if got.capped:
                 client(ctx).flushdb()  # empty the backlog under the worker, for the idle window
@@ -223,6 +268,7 @@ def _drain_idle_roundtrip(ctx: Context, record: dict[str, Any], target: int) -> 
                 "queued": target,
                 "capped": got.capped,
                 "rss_mb": rss / 2**20,
+                **_cpu_fields(meter, got),
             }
 
         if not _step(record, "drain", drain):
@@ -230,13 +276,25 @@ def _drain_idle_roundtrip(ctx: Context, record: dict[str, Any], target: int) -> 
         time.sleep(0.5)  # let the last acks and result writes settle
 
         def idle() -> dict[str, Any]:
-            cpu = procs.idle_cpu_percent(worker.pid, ctx.sizes.idle_seconds)
+            used = procs.idle_cpu_percent(worker.pid, ctx.sizes.idle_seconds)
             if not alive():
                 raise RuntimeError(f"worker exited while idle: {procs.log_tail(log)}")
-            return {"cpu_pct": cpu}
+            return {"cpu_pct": used}
 
         _step(record, "idle", idle)
-        _step(record, "roundtrip", lambda: ctx.adapter("roundtrip", n=ctx.sizes.roundtrip))
+
+        def roundtrip() -> dict[str, Any]:
+            """The worker's and the broker's CPU over the whole adapter run, divided by every
+            call it made (the warm-up's included); the producer's over the timed calls only."""
+            before = meter.sample()
+            got = ctx.adapter("roundtrip", n=ctx.sizes.roundtrip, warmup=ROUNDTRIP_WARMUP)
+            calls = ctx.sizes.roundtrip + ROUNDTRIP_WARMUP
+            got.update(meter.per_task(before, meter.sample(), calls))
+            if "producer_cpu_s" in got:
+                got["producer_cpu_us"] = got["producer_cpu_s"] * 1e6 / ctx.sizes.roundtrip
+            return got
+
+        _step(record, "roundtrip", roundtrip)
 
 
 def _io(ctx: Context) -> dict[str, Any]:
@@ -246,8 +304,9 @@ def _io(ctx: Context) -> dict[str, Any]:
     log = ctx.log("io-worker")
     with procs.running(ctx.argv(ctx.system.io_worker), ctx.env(), SYSTEMS_DIR, log) as worker:
         started = time.perf_counter()
+        meter = cpu.Meter(client(ctx), ctx.system.broker, worker.pid)
         got = wait_for_count(
-            ctx, target, started, ctx.sizes.io_cap, lambda: worker.poll() is None, log
+            ctx, target, started, ctx.sizes.io_cap, lambda: worker.poll() is None, log, meter
         )
     return {
         "per_s": got.steady,
@@ -255,4 +314,5 @@ def _io(ctx: Context) -> dict[str, Any]:
         "n": got.target,
         "queued": target,
         "capped": got.capped,
+        **_cpu_fields(meter, got),
     }

@@ -32,10 +32,11 @@ async def _pool() -> Any:
 async def _enqueue(n: int) -> float:
     pool = await _pool()
     await pool.enqueue_job("noop")  # connect before the clock starts
-    started = time.perf_counter()
-    for _ in range(n):
-        await pool.enqueue_job("noop")
-    seconds = time.perf_counter() - started
+    with common.measured():
+        started = time.perf_counter()
+        for _ in range(n):
+            await pool.enqueue_job("noop")
+        seconds = time.perf_counter() - started
     await pool.aclose()
     return seconds
 
@@ -49,9 +50,10 @@ async def _bulk(n: int, task: str) -> float:
         async with gate:
             await pool.enqueue_job(task)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(n)))
-    seconds = time.perf_counter() - started
+    with common.measured():
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        seconds = time.perf_counter() - started
     await pool.aclose()
     return seconds
 
@@ -59,11 +61,17 @@ async def _bulk(n: int, task: str) -> float:
 async def _roundtrip(n: int, warmup: int, timeout: float) -> dict[str, float]:
     pool = await _pool()
     samples: list[float] = []
-    for i in range(warmup + n):
-        started = time.perf_counter()
+
+    async def call() -> None:
         job = await pool.enqueue_job("ping")
         await job.result(timeout=timeout, poll_delay=0.005)
-        if i >= warmup:
+
+    for _ in range(warmup):
+        await call()
+    with common.measured():
+        for _ in range(n):
+            started = time.perf_counter()
+            await call()
             samples.append(time.perf_counter() - started)
     await pool.aclose()
     return common.latency_summary(samples)

@@ -10,13 +10,14 @@ from stdout. Libraries may print what they like around it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -77,10 +78,30 @@ def emit(**fields: Any) -> None:
     sys.stdout.flush()
 
 
+_measured_cpu = 0.0
+"""CPU seconds (all threads) this process spent inside :func:`measured` sections."""
+
+
+@contextlib.contextmanager
+def measured() -> Iterator[None]:
+    """Count the process's CPU time over the block as the producer's cost of the workload.
+
+    Only the timed section counts, never the interpreter's start or the first connection:
+    :func:`run` reports the sum as ``producer_cpu_s``, which the driver divides by the tasks.
+    """
+    global _measured_cpu
+    before = time.process_time()
+    try:
+        yield
+    finally:
+        _measured_cpu += time.process_time() - before
+
+
 def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+    with measured():
+        started = time.perf_counter()
+        fn()
+        return time.perf_counter() - started
 
 
 def latency_summary(samples: Sequence[float]) -> dict[str, float]:
@@ -105,10 +126,11 @@ def roundtrips(call: Callable[[], object], n: int, warmup: int) -> dict[str, flo
     for _ in range(warmup):
         call()
     samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
+    with measured():
+        for _ in range(n):
+            started = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - started)
     return latency_summary(samples)
 
 
@@ -120,5 +142,7 @@ def run(handlers: dict[str, Callable[[argparse.Namespace], dict[str, Any]]]) -> 
     except Exception as exc:
         emit(ok=False, error=f"{type(exc).__name__}: {exc}")
         return 1
+    if _measured_cpu:
+        fields.setdefault("producer_cpu_s", _measured_cpu)
     emit(ok=True, **fields)
     return 0

@@ -27,10 +27,11 @@ async def _enqueue(n: int) -> float:
 
     await broker.startup()
     await noop.kiq()  # connect before the clock starts
-    started = time.perf_counter()
-    for _ in range(n):
-        await noop.kiq()
-    seconds = time.perf_counter() - started
+    with common.measured():
+        started = time.perf_counter()
+        for _ in range(n):
+            await noop.kiq()
+        seconds = time.perf_counter() - started
     await broker.shutdown()
     return seconds
 
@@ -47,9 +48,10 @@ async def _bulk(n: int, name: str) -> float:
         async with gate:
             await task.kiq()
 
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(n)))
-    seconds = time.perf_counter() - started
+    with common.measured():
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        seconds = time.perf_counter() - started
     await bench_taskiq_app.broker.shutdown()
     return seconds
 
@@ -59,13 +61,19 @@ async def _roundtrip(n: int, warmup: int, timeout: float) -> dict[str, float]:
 
     await broker.startup()
     samples: list[float] = []
-    for i in range(warmup + n):
-        started = time.perf_counter()
+
+    async def call() -> None:
         task = await ping.kiq()
         result = await task.wait_result(check_interval=0.005, timeout=timeout)
         if result.is_err:
             raise RuntimeError(f"ping failed: {result.error}")
-        if i >= warmup:
+
+    for _ in range(warmup):
+        await call()
+    with common.measured():
+        for _ in range(n):
+            started = time.perf_counter()
+            await call()
             samples.append(time.perf_counter() - started)
     await broker.shutdown()
     return common.latency_summary(samples)

@@ -26,6 +26,10 @@ REDIS_MARK = f"BENCH_REDIS_URL=redis://127.0.0.1:6379/{DB}".encode()
 WORKLOAD_METRICS = (
     "enqueue_per_s", "bulk_per_s", "drain_per_s", "drain_steady_per_s", "roundtrip_p50_ms",
     "roundtrip_p99_ms", "io_per_s", "idle_cpu_pct", "rss_mb",
+    # CPU per task, read from /proc, Redis INFO and the adapter's own process time
+    "enqueue_producer_us", "enqueue_broker_us", "bulk_producer_us", "drain_worker_us",
+    "drain_broker_us", "roundtrip_worker_us", "roundtrip_broker_us", "roundtrip_producer_us",
+    "io_worker_us",
 )  # fmt: skip
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -74,6 +78,10 @@ def assert_ran(report: dict[str, Any], name: str) -> None:
     assert not missing, missing
     drain = entry["runs"][0]["drain"]
     assert drain["n"] == drain["queued"], "the quick drain must finish, not stop at its cap"
+    # every task costs its worker and the broker something: a zero would mean a meter read
+    # the wrong process (or nothing) between its two samples
+    for key in ("drain_worker_us", "drain_broker_us", "enqueue_producer_us"):
+        assert summary[key]["median"] > 0, (key, summary[key])
 
 
 def test_quick_run_measures_celeriac_and_cleans_up(tmp_path: Path) -> None:
@@ -85,6 +93,7 @@ def test_quick_run_measures_celeriac_and_cleans_up(tmp_path: Path) -> None:
     assert list(tmp_path.glob("raw-*.json")), "the timestamped raw file is written too"
     table = (tmp_path / "latest.md").read_text()
     assert "| celeriac |" in table
+    assert "CPU per task, in microseconds" in table and "drain, worker (us)" in table
     if not has_redis_transport():
         # The harness must turn this into a failure row, not a crash; nothing to measure yet.
         entry = report["systems"]["celeriac"]
