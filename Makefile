@@ -77,7 +77,7 @@ BENCH_SETUP = cmp -s bench/requirements/tools.txt $(BENCH_TOOLS)/.requirements |
 	$(BENCH_TOOLS)/bin/python -m pip install --quiet -r bench/requirements/tools.txt && \
 	cp bench/requirements/tools.txt $(BENCH_TOOLS)/.requirements; }
 
-.PHONY: bench bench-quick bench-beat bench-events soak
+.PHONY: bench bench-quick bench-beat bench-events bench-capacity soak
 
 bench:
 	@$(BENCH_SETUP)
@@ -94,6 +94,11 @@ bench-beat: $(STAMP)
 # What task events cost: a 20,000-task drain on Redis with events off / on / on with a listener.
 bench-events: $(STAMP)
 	$(BIN)/python bench/events.py
+
+# What one Redis and one RabbitMQ sustain: k producers and k workers (k = 1, 2, 3), a no-op
+# task, CPU per task of the broker, workers and producers (bench/capacity.py; about 3 minutes).
+bench-capacity: $(STAMP)
+	$(BIN)/python bench/capacity.py $(CAPACITY_ARGS)
 
 # A million tasks through one worker on Redis (bench/soak.py, celeriac's venv; 25-35 minutes on
 # 2 cores): the worker's RSS and Redis' memory must stay flat; bench/results/soak.{csv,svg,json}.

@@ -1,0 +1,1 @@
+"""Parts of ``bench/capacity.py``: the app its workers run and its producers' loop."""
