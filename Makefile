@@ -36,7 +36,8 @@ types: $(STAMP)
 # afterwards, alone.
 # COVERAGE=1: branch coverage of src/ over the whole run (the test processes, xdist's workers
 # and every Python process they start; see [tool.coverage] in pyproject.toml), combined and
-# reported, failing under its floor. It costs time (a tracer in every process): not by default.
+# reported, failing under its floor. It costs time (a tracer in every process, about a quarter
+# more): not by default locally; CI sets it (.ci/run).
 ifeq ($(COVERAGE),1)
 PYTEST := COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage run -m pytest
 else
