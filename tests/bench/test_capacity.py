@@ -38,17 +38,19 @@ def run_capacity(out: Path, broker: str) -> dict[str, Any]:
     return report
 
 
-def leftovers() -> list[int]:
-    """Processes of a capacity run still alive (their environment names its queue)."""
+def leftovers() -> list[str]:
+    """Processes of a capacity run still alive (their environment names its queue), each with
+    its command line."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != os.getpid():
             try:
                 environ = Path(f"/proc/{entry}/environ").read_bytes()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"CAPACITY_QUEUE=capacity-" in environ:
-                found.append(int(entry))
+            if b"CAPACITY_QUEUE=capacity-" in environ and cmdline:  # a zombie has no cmdline
+                found.append(entry + ": " + cmdline.replace(b"\0", b" ").decode())
     return found
 
 

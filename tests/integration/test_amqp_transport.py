@@ -397,6 +397,7 @@ def test_sync_sends_from_many_threads_share_one_portal_loop(names: Names) -> Non
         assert errors == []
         loops = [t for t in threading.enumerate() if t.name.startswith("celeriac-portal")]
         assert len(loops) == 1
+        app.producer.flush(timeout=30)  # the sends were pipelined: every confirm is in now
         transport = names.transport()
 
         async def count() -> None:

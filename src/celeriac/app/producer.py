@@ -2,9 +2,11 @@
 
 Sync callers (a script, a Django view, a thread of the threads pool) publish through the
 transport's native blocking path where it has one (memory, SQLite, Redis), else through the
-process's :class:`~celeriac.utils.portal.Portal` loop. Async callers publish on a transport
-bound to their own running loop. Queues are declared once per process, not per send, and a
-publish that fails with a broker error is retried by ``task_publish_retry_policy``.
+process's :class:`~celeriac.utils.portal.Portal` loop: pipelined where the transport allows a
+window of unconfirmed sends (RabbitMQ, :mod:`celeriac.app.pipeline`), else waiting for each.
+Async callers publish on a transport bound to their own running loop. Queues are declared once
+per process, not per send, and a publish that fails with a broker error is retried by
+``task_publish_retry_policy``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac.app.pipeline import PublishPipeline
 from celeriac.errors import TransportError
 from celeriac.routing import Exchange, Queue
 from celeriac.transports.base import Outgoing, Transport
@@ -38,6 +42,7 @@ class Producer:
         self._lock = threading.Lock()
         self._portal = Portal()
         self._transport: Transport | None = None
+        self._pipeline: PublishPipeline | None = None
         self._declared: set[str] = set()
         self._loop_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = (
             weakref.WeakKeyDictionary()
@@ -116,13 +121,39 @@ class Producer:
         queues: Iterable[Queue] = (),
         exchanges: Iterable[Exchange] = (),
     ) -> list[int]:
-        """Publish from sync code: declares first (once), then one batch publish."""
+        """Publish from sync code: declares first (once), then one batch publish.
+
+        Returns each message's routed count; through a pipelined window (see
+        :mod:`celeriac.app.pipeline`) it is not known yet when this returns, and 1 is given.
+        """
         items = self._signed(items)
         self.declare(queues, exchanges)
         transport = self._sync_transport()
         if transport.native_sync_publish:
             return self._with_retries(lambda: transport.publish_sync(items))
+        if transport.sync_publish_window > 0:
+            self._pipeline_for(transport).send(items)
+            return [1] * len(items)
         return self._with_retries(lambda: self._portal.call(transport.publish_batch(items)))
+
+    def _pipeline_for(self, transport: Transport) -> PublishPipeline:
+        with self._lock:
+            pipeline = self._pipeline
+            mine = pipeline is not None and pipeline.pid == os.getpid()
+            if pipeline is None or not mine or pipeline.transport is not transport:
+                pipeline = PublishPipeline(
+                    self._portal, transport, transport.sync_publish_window, self._policy
+                )
+                self._pipeline = pipeline
+            return pipeline
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every message sent from sync code is on the broker (confirmed); raises
+        the error of any that could not be published. Only pipelined sends (RabbitMQ's
+        ``confirm_window``) can be pending: on other transports a send returns once stored."""
+        pipeline = self._pipeline
+        if pipeline is not None and pipeline.pid == os.getpid():
+            pipeline.flush(timeout)
 
     # -- async path -----------------------------------------------------------------------------
     async def _loop_transport(self) -> Transport:
@@ -181,7 +212,11 @@ class Producer:
             await transport.close()
 
     def close(self) -> None:
-        """Close the sync transport and the portal loop; loop-bound transports close with loops."""
+        """Close the sync transport and the portal loop; loop-bound transports close with loops.
+        Pipelined sends are flushed first (what cannot be published is logged as lost)."""
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()
         transport, self._transport = self._transport, None
         if transport is not None:
             try:

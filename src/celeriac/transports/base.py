@@ -168,6 +168,9 @@ class Transport(abc.ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     #: True when publish_sync is native (no event loop involved).
     native_sync_publish: ClassVar[bool] = False
+    #: How many messages sent from sync code may await their broker's confirm in the
+    #: background (see :mod:`celeriac.app.pipeline`); 0: each sync send waits for its own.
+    sync_publish_window: int = 0
     #: Whether :attr:`Outgoing.dedup_key` is honoured (see there).
     deduplicates: ClassVar[bool] = False
 

@@ -11,7 +11,10 @@ never pushes a message the worker has no room for: :meth:`Link.need`);
 ``confirm_timeout`` (30 s); ``max_priority`` (9; 0 declares queues without priorities, as
 Celery does, so Celery workers can share them); ``confirm_publish`` (True; False sends without
 waiting for the broker, as Celery does by default: several times the sync send rate, but a
-message lost in a broker crash goes unnoticed, and every count is 1); ``connect_attempts``
+message lost in a broker crash goes unnoticed, and every count is 1); ``confirm_window`` (256:
+how many messages sent from sync code, ``.delay()`` in a script or a view, may await their
+confirm in the background, :mod:`celeriac.app.pipeline`; 0: each sync send waits for its own
+confirm); ``connect_attempts``
 (1 round over the URLs per call: the worker's fetch loop and the producer's retry policy do the
 retrying); ``transient_retention`` (60 s: the ``x-message-ttl`` of a listener's queue).
 ``lease_seconds`` does not apply.
@@ -85,6 +88,8 @@ from celeriac.transports.transient import DEFAULT_BUFFER
 
 logger = logging.getLogger("celeriac.transports.amqp")
 
+#: Default ``confirm_window``: sync sends pipelined, at most this many awaiting their confirm.
+CONFIRM_WINDOW = 256
 _CLIENT_ERRORS = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 Declare = Callable[[Link], Awaitable[None]]
 
@@ -116,8 +121,11 @@ class AMQPTransport(Transport):
                 "off",
             )
             self.transient_retention = float(options.get("transient_retention", 60.0))
+            self.sync_publish_window = int(options.get("confirm_window", CONFIRM_WINDOW))
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"broker_transport_options: {exc}") from None
+        if self.sync_publish_window < 0:
+            raise ImproperlyConfigured("broker_transport_options 'confirm_window' must be >= 0")
         if self.transient_retention <= 0:
             raise ImproperlyConfigured("broker_transport_options 'transient_retention' must be > 0")
         self._listeners: set[transient.AMQPListener] = set()
