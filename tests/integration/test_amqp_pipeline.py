@@ -22,7 +22,7 @@ import pytest
 
 import amqp_broker
 from celeriac import Celeriac
-from celeriac.errors import TransportError
+from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.routing import Exchange, Queue
 from celeriac.transports.amqp import AMQPTransport
 from conftest import require_service
@@ -166,3 +166,9 @@ def test_a_full_window_makes_the_next_send_wait_until_rabbitmq_confirms(queue: s
         assert on_broker(queue, drain=True) == [0, 1, 2, 3, 4, 5]
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("value", [-1, "many", None])
+def test_a_bad_confirm_window_fails_at_start_naming_the_option(value: object) -> None:
+    with pytest.raises(ImproperlyConfigured, match="'confirm_window' must be an integer >= 0"):
+        AMQPTransport(amqp_broker.URL, confirm_window=value)

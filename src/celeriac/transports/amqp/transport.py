@@ -121,11 +121,17 @@ class AMQPTransport(Transport):
                 "off",
             )
             self.transient_retention = float(options.get("transient_retention", 60.0))
-            self.sync_publish_window = int(options.get("confirm_window", CONFIRM_WINDOW))
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"broker_transport_options: {exc}") from None
-        if self.sync_publish_window < 0:
-            raise ImproperlyConfigured("broker_transport_options 'confirm_window' must be >= 0")
+        window = options.get("confirm_window", CONFIRM_WINDOW)
+        try:
+            self.sync_publish_window = int(window)
+        except (TypeError, ValueError):
+            self.sync_publish_window = -1
+        if self.sync_publish_window < 0 or isinstance(window, bool):
+            raise ImproperlyConfigured(
+                f"broker_transport_options 'confirm_window' must be an integer >= 0, not {window!r}"
+            )
         if self.transient_retention <= 0:
             raise ImproperlyConfigured("broker_transport_options 'transient_retention' must be > 0")
         self._listeners: set[transient.AMQPListener] = set()
