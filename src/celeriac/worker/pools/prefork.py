@@ -41,9 +41,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import pickle
 import signal
 from collections.abc import Collection
-from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import signals, states
@@ -224,7 +224,7 @@ class PreforkPool(Pool):
         if soft is not None and hard is not None and soft >= hard:
             soft = None  # it could never fire first
         try:  # pickled here, before taking a child, so a bad request costs no child
-            payload = bytes(ForkingPickler.dumps(Run(request, soft)))
+            payload = pickle.dumps(Run(request, soft), pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             outcome = Outcome(states.FAILURE, exc=exc, reason=f"cannot pass it to a child: {exc}")
             await asyncio.to_thread(finish, task, request, outcome, self.hostname)
