@@ -10,6 +10,7 @@ that exits without closing its app still delivers what it sent.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -172,3 +173,46 @@ def test_a_full_window_makes_the_next_send_wait_until_rabbitmq_confirms(queue: s
 def test_a_bad_confirm_window_fails_at_start_naming_the_option(value: object) -> None:
     with pytest.raises(ImproperlyConfigured, match="'confirm_window' must be an integer >= 0"):
         AMQPTransport(amqp_broker.URL, confirm_window=value)
+
+
+def test_what_a_task_sent_is_confirmed_before_its_result_is_stored(
+    queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inside a worker the window is flushed when the body returns, before the result is
+    stored (and again after the follow-ups, before the ack): a task that fans 300 sends out
+    through the pipeline has them all on the broker by the time its caller reads its result;
+    and when its sends cannot be published (their exchange was deleted), the worker says so
+    for that task, before its result, instead of leaving it to some later send."""
+    from celeriac.testing import worker_thread
+
+    out = Queue(f"{queue}-out", exchange=Exchange(f"{queue}-x", "direct"), routing_key="out")
+    worker_app = Celeriac(
+        "pipe", broker=amqp_broker.URL, backend="rpc://", task_default_queue=queue,
+        task_queues=[Queue(queue), out], task_publish_retry=False, set_as_current=False,
+    )  # fmt: skip
+
+    @worker_app.task(name="pipe.fan")
+    def fan(n: int) -> int:
+        for i in range(n):
+            worker_app.send_task("pipe.t", (i,), queue=out.name)
+        return n
+
+    caller = Celeriac(
+        "pipe", broker=amqp_broker.URL, backend="rpc://", task_default_queue=queue,
+        set_as_current=False,
+    )  # fmt: skip
+    caplog.set_level(logging.ERROR, logger="celeriac")
+    try:
+        with worker_thread(worker_app, pool="threads", queues=[queue]):
+            assert caller.send_task("pipe.fan", (300,)).get(timeout=30) == 300
+            assert on_broker(out.name) == 300  # no flush here: the worker's was before the result
+            assert on_broker(out.name, drain=True) == list(range(300))
+            amqp_broker.delete((), {out.exchange.name})
+            failing = caller.send_task("pipe.fan", (3,))
+            assert failing.get(timeout=30) == 3
+            said = [r.getMessage() for r in caplog.records if failing.id in r.getMessage()]
+            assert any("not all on the broker yet" in line for line in said), said
+    finally:
+        caller.close()
+        worker_app.close()
+        amqp_broker.delete({out.name, f"{out.name}.dlq"}, {out.exchange.name})

@@ -17,6 +17,9 @@ rate rises (a group commit). A batch that fails is retried on the loop by
 raises if it cannot. So a send that returned
 is on the broker, or is being retried, or its failure is raised to the process later; a
 process killed with messages in the window loses them, as it would lose a send in progress.
+Inside a worker the window is flushed when a task's body returns (before its result is
+stored) and after its follow-ups are sent (before its message is acked): what a task sends is
+on the broker before anyone can see it done, as when each send waited for its confirm.
 ``confirm_window: 0`` turns this off: each send waits for its own confirm.
 """
 

@@ -459,6 +459,7 @@ def finish(
     task: Task[Any, Any], request: Request, outcome: Outcome, worker: str | None = None
 ) -> None:
     """Store the outcome and send ``link``/``link_error`` callbacks. Logs, never raises."""
+    _confirm_sends(task, request)  # what the body sent is on the broker before its result is
     callbacks = _callbacks(task, request, outcome)
     stored = _report(task, request, outcome, worker)
     if stored is not None:
@@ -472,6 +473,20 @@ def finish(
         logger.error("Task %s[%s]: could not send its callbacks: %s", task.name, request.id, exc)
     _call_errbacks(task, request, outcome)
     _advance(task, request, outcome)
+    _confirm_sends(task, request)
+
+
+def _confirm_sends(task: Task[Any, Any], request: Request) -> None:
+    """Wait for the broker's confirm of everything this task and its follow-ups sent from sync
+    code (pipelined on RabbitMQ, :mod:`celeriac.app.pipeline`), so that the message is acked
+    only once they are on the broker, as when each send waited for its own confirm. One that
+    cannot be published is logged and kept: the producer tries it again at its next send."""
+    try:
+        task.app.producer.flush()
+    except Exception as exc:
+        logger.error(
+            "Task %s[%s]: what it sent is not all on the broker yet: %s", task.name, request.id, exc
+        )
 
 
 def _advance(task: Task[Any, Any], request: Request, outcome: Outcome) -> None:
