@@ -185,7 +185,8 @@ def test_what_a_task_sent_is_confirmed_before_its_result_is_stored(
     for that task, before its result, instead of leaving it to some later send."""
     from celeriac.testing import worker_thread
 
-    out = Queue(f"{queue}-out", exchange=Exchange(f"{queue}-x", "direct"), routing_key="out")
+    exchange = Exchange(f"{queue}-x", "direct")
+    out = Queue(f"{queue}-out", exchange=exchange, routing_key="out")
     worker_app = Celeriac(
         "pipe", broker=amqp_broker.URL, backend="rpc://", task_default_queue=queue,
         task_queues=[Queue(queue), out], task_publish_retry=False, set_as_current=False,
@@ -207,7 +208,7 @@ def test_what_a_task_sent_is_confirmed_before_its_result_is_stored(
             assert caller.send_task("pipe.fan", (300,)).get(timeout=30) == 300
             assert on_broker(out.name) == 300  # no flush here: the worker's was before the result
             assert on_broker(out.name, drain=True) == list(range(300))
-            amqp_broker.delete((), {out.exchange.name})
+            amqp_broker.delete((), {exchange.name})
             failing = caller.send_task("pipe.fan", (3,))
             assert failing.get(timeout=30) == 3
             said = [r.getMessage() for r in caplog.records if failing.id in r.getMessage()]
@@ -215,4 +216,4 @@ def test_what_a_task_sent_is_confirmed_before_its_result_is_stored(
     finally:
         caller.close()
         worker_app.close()
-        amqp_broker.delete({out.name, f"{out.name}.dlq"}, {out.exchange.name})
+        amqp_broker.delete({out.name, f"{out.name}.dlq"}, {exchange.name})
