@@ -1,8 +1,12 @@
-"""What events cost a worker: a 20,000-task drain on Redis, prefork -c 2, events off vs on.
+"""What events, signing and an embedded beat cost a worker: a 20,000-task drain on Redis,
+prefork -c 2, with each feature on against ``off``.
 
-``python bench/events.py`` (celeriac's venv; about a minute). Three arms, interleaved so that the
-machine's drift hits each alike: ``off`` (no ``-E``: worker events only), ``on`` (``-E``, nobody
-listening) and ``on+listener`` (``-E`` and a receiver in this process reading every event). Each
+``python bench/events.py`` (``make bench-events``; celeriac's venv; about two minutes). Five
+arms, interleaved so that the machine's drift hits each alike: ``off`` (no ``-E``: worker events
+only), ``on`` (``-E``, nobody listening), ``on+listener`` (``-E`` and a receiver in this process
+reading every event), ``signed`` (no ``-E``; the producer signs every message with an Ed25519
+key and the worker verifies each before it reads it) and ``beat`` (no ``-E``; the worker runs
+an embedded beat, ``-B``, leading a schedule of 100 entries that fire every second). Each
 run queues 20,000 ``bench.noop`` tasks (one Redis INCR each) under a key prefix of its own,
 starts the worker, and measures from the first task done to the last (start-up left out): the
 rate, and the CPU of the worker's whole process tree per task (``/proc``, as ``make bench``
@@ -36,7 +40,10 @@ from harness import procs  # noqa: E402  (bench/ is not a package)
 URL = "redis://127.0.0.1:6379/2"
 N = 20_000
 REPEATS = int(os.environ.get("BENCH_EVENTS_REPEATS", "3"))
-ARMS = tuple(os.environ.get("BENCH_EVENTS_ARMS", "off,on,on+listener").split(","))
+ARMS = tuple(
+    os.environ.get("BENCH_EVENTS_ARMS", "off,on,on+listener,signed,beat").split(",")
+)  # fmt: skip
+BEAT_ENTRIES = 100
 RESULTS = HERE / "results" / "events.json"
 
 
@@ -73,10 +80,25 @@ def main_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / procs.CLOCK_TICKS
 
 
-def one_run(arm: str, log: Path) -> dict[str, Any]:
+def signing_keys(folder: Path) -> dict[str, str]:
+    """A key pair made with celeriac's own CLI, as an operator would: the app settings that
+    sign with it and trust it."""
+    import subprocess
+
+    cli = Path(sys.executable).with_name("celeriac")
+    subprocess.run([str(cli), "keys", "generate", "bench"], cwd=folder, check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    return {
+        "security_key": str(folder / "bench.key"),
+        "security_cert_store": str(folder / "bench.pem"),
+    }
+
+
+def one_run(arm: str, log: Path, keys: dict[str, str]) -> dict[str, Any]:
     prefix = f"bench-events-{uuid.uuid4().hex[:8]}:"
     counter = f"{prefix}counter"
-    app = Celeriac("bench_events", broker=URL, backend="disabled")
+    signing = keys if arm == "signed" else {}
+    app = Celeriac("bench_events", broker=URL, backend="disabled", **signing)
     app.conf.broker_transport_options = {"key_prefix": prefix}
     client = redis.Redis.from_url(URL)
     listener = Listener(app) if arm == "on+listener" else None
@@ -89,10 +111,14 @@ def one_run(arm: str, log: Path) -> dict[str, Any]:
             "BENCH_EVENTS_URL": URL,
             "BENCH_EVENTS_PREFIX": prefix,
             "BENCH_EVENTS_COUNTER": counter,
+            "BENCH_EVENTS_KEY": signing.get("security_key", ""),
+            "BENCH_EVENTS_TRUST": signing.get("security_cert_store", ""),
+            "BENCH_EVENTS_BEAT": str(BEAT_ENTRIES if arm == "beat" else 0),
         }
         argv = [sys.executable, "-m", "celeriac", "-A", "events_app", "worker"]
         argv += ["-P", "prefork", "-c", "2", "-l", "info", "-n", f"bench-{arm}@%h"]
-        argv += ["-E"] if arm != "off" else []
+        argv += ["-E"] if arm in ("on", "on+listener") else []
+        argv += ["-B"] if arm == "beat" else []
         with procs.running(argv, env, HERE, log) as proc:
             deadline = time.monotonic() + 120
             while int(client.get(counter) or 0) < 1:
@@ -163,11 +189,15 @@ async def publish_rate(events: int = 200_000) -> dict[str, float]:
 
 
 def main() -> dict[str, Any]:
+    import tempfile
+
     log = HERE / "results" / "logs" / "events-worker.log"
     runs = []
+    folder = tempfile.TemporaryDirectory(prefix="bench-keys-")
+    keys = signing_keys(Path(folder.name))
     for repeat in range(REPEATS):
         for arm in ARMS:
-            result = one_run(arm, log)
+            result = one_run(arm, log, keys)
             runs.append(result)
             print(
                 f"[{repeat + 1}/{REPEATS}] {arm:12s} {result['rate']:8,.0f} tasks/s "
@@ -191,6 +221,7 @@ def main() -> dict[str, Any]:
         "tasks": N,
         "repeats": REPEATS,
         "worker": "prefork -c 2, Redis, bench.noop (one INCR)",
+        "beat_entries": BEAT_ENTRIES,
         "median": summary,
         "runs": runs,
     }
