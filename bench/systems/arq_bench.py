@@ -60,21 +60,14 @@ async def _bulk(n: int, task: str) -> float:
 
 async def _roundtrip(n: int, warmup: int, timeout: float) -> dict[str, float]:
     pool = await _pool()
-    samples: list[float] = []
 
     async def call() -> None:
         job = await pool.enqueue_job("ping")
         await job.result(timeout=timeout, poll_delay=0.005)
 
-    for _ in range(warmup):
-        await call()
-    with common.measured():
-        for _ in range(n):
-            started = time.perf_counter()
-            await call()
-            samples.append(time.perf_counter() - started)
+    summary = await common.aroundtrips(call, n, warmup)
     await pool.aclose()
-    return common.latency_summary(samples)
+    return summary
 
 
 def enqueue(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -130,6 +130,21 @@ def roundtrips(call: Callable[[], object], n: int, warmup: int) -> dict[str, flo
         for _ in range(n):
             started = time.perf_counter()
             call()
+            samples.append(time.perf_counter() - started)
+    return latency_summary(samples)
+
+
+async def aroundtrips(
+    call: Callable[[], Awaitable[object]], n: int, warmup: int
+) -> dict[str, float]:
+    """:func:`roundtrips` for the async-only producers (arq, Taskiq)."""
+    for _ in range(warmup):
+        await call()
+    samples = []
+    with measured():
+        for _ in range(n):
+            started = time.perf_counter()
+            await call()
             samples.append(time.perf_counter() - started)
     return latency_summary(samples)
 

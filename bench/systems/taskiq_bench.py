@@ -60,7 +60,6 @@ async def _roundtrip(n: int, warmup: int, timeout: float) -> dict[str, float]:
     from bench_taskiq_app import broker, ping
 
     await broker.startup()
-    samples: list[float] = []
 
     async def call() -> None:
         task = await ping.kiq()
@@ -68,15 +67,9 @@ async def _roundtrip(n: int, warmup: int, timeout: float) -> dict[str, float]:
         if result.is_err:
             raise RuntimeError(f"ping failed: {result.error}")
 
-    for _ in range(warmup):
-        await call()
-    with common.measured():
-        for _ in range(n):
-            started = time.perf_counter()
-            await call()
-            samples.append(time.perf_counter() - started)
+    summary = await common.aroundtrips(call, n, warmup)
     await broker.shutdown()
-    return common.latency_summary(samples)
+    return summary
 
 
 def enqueue(args: argparse.Namespace) -> dict[str, Any]:

@@ -34,14 +34,13 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 
+from celeriac.app import retrying
 from celeriac.errors import TransportError
 from celeriac.transports.base import Outgoing, Transport
 from celeriac.utils.portal import Portal
 
 logger = logging.getLogger(__name__)
 
-#: (max_retries, interval_start, interval_step, interval_max), as the producer reads them.
-Policy = tuple[int, float, float, float]
 
 _live: weakref.WeakSet[PublishPipeline] = weakref.WeakSet()
 _exit_hook = threading.Lock()
@@ -60,7 +59,11 @@ class PublishPipeline:
     own, as the window's messages are its parent's)."""
 
     def __init__(
-        self, portal: Portal, transport: Transport, window: int, policy: Callable[[], Policy]
+        self,
+        portal: Portal,
+        transport: Transport,
+        window: int,
+        policy: Callable[[], retrying.Policy],
     ) -> None:
         self.portal = portal
         self.transport = transport
@@ -169,19 +172,7 @@ class PublishPipeline:
 
     async def _publish(self, batch: list[Outgoing]) -> None:
         """One batch, retried by the publish retry policy (as a waited-for send would be)."""
-        max_retries, start, step, cap = self.policy()
-        attempt = 0
-        while True:
-            try:
-                await self.transport.publish_batch(batch)
-                return
-            except TransportError as exc:
-                if attempt >= max_retries:
-                    raise
-                delay = min(cap, start + step * attempt)
-                logger.warning("publish failed (%s); retry %d in %.2fs", exc, attempt + 1, delay)
-                await asyncio.sleep(delay)
-                attempt += 1
+        await retrying.acall(self.policy(), lambda: self.transport.publish_batch(batch))
 
     # -- back in the caller's thread ------------------------------------------------------------
     def _resend_failed(self) -> None:

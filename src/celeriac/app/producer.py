@@ -16,13 +16,12 @@ import dataclasses
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac.app import retrying
 from celeriac.app.pipeline import PublishPipeline
-from celeriac.errors import TransportError
 from celeriac.routing import Exchange, Queue
 from celeriac.transports.base import Outgoing, Transport
 from celeriac.utils.portal import Portal
@@ -52,31 +51,11 @@ class Producer:
         )
 
     # -- retry policy ---------------------------------------------------------------------------
-    def _policy(self) -> tuple[int, float, float, float]:
-        conf = self.app.conf
-        if not conf.task_publish_retry:
-            return 0, 0.0, 0.0, 0.0
-        policy = conf.task_publish_retry_policy
-        return (
-            int(policy.get("max_retries", 3)),
-            float(policy.get("interval_start", 0.0)),
-            float(policy.get("interval_step", 0.2)),
-            float(policy.get("interval_max", 0.2)),
-        )
+    def _policy(self) -> retrying.Policy:
+        return retrying.policy_of(self.app.conf)
 
     def _with_retries(self, action: Callable[[], T]) -> T:
-        max_retries, start, step, cap = self._policy()
-        attempt = 0
-        while True:
-            try:
-                return action()
-            except TransportError as exc:
-                if attempt >= max_retries:
-                    raise
-                delay = min(cap, start + step * attempt)
-                logger.warning("publish failed (%s); retry %d in %.2fs", exc, attempt + 1, delay)
-                time.sleep(delay)
-                attempt += 1
+        return retrying.call(self._policy(), action)
 
     # -- sync path ------------------------------------------------------------------------------
     def _sync_transport(self) -> Transport:
@@ -177,26 +156,19 @@ class Producer:
         items = self._signed(items)
         transport = await self._loop_transport()
         declared = self._loop_declared[asyncio.get_running_loop()]
-        max_retries, start, step, cap = self._policy()
-        attempt = 0
-        while True:
-            try:
-                for exchange in exchanges:
-                    if f"exchange:{exchange.name}" not in declared:
-                        await transport.declare_exchange(exchange)
-                        declared.add(f"exchange:{exchange.name}")
-                for queue in queues:
-                    if queue.name not in declared:
-                        await transport.declare_queue(queue)
-                        declared.add(queue.name)
-                return await transport.publish_batch(items)
-            except TransportError as exc:
-                if attempt >= max_retries:
-                    raise
-                delay = min(cap, start + step * attempt)
-                logger.warning("publish failed (%s); retry %d in %.2fs", exc, attempt + 1, delay)
-                await asyncio.sleep(delay)
-                attempt += 1
+
+        async def attempt() -> list[int]:
+            for exchange in exchanges:
+                if f"exchange:{exchange.name}" not in declared:
+                    await transport.declare_exchange(exchange)
+                    declared.add(f"exchange:{exchange.name}")
+            for queue in queues:
+                if queue.name not in declared:
+                    await transport.declare_queue(queue)
+                    declared.add(queue.name)
+            return await transport.publish_batch(items)
+
+        return await retrying.acall(self._policy(), attempt)
 
     async def aopen(self, queues: Iterable[Queue] = ()) -> None:
         """Connect this loop's transport and declare ``queues`` (an async web app's start-up:
