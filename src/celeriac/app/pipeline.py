@@ -14,9 +14,9 @@ batch awaits its confirms make up the next one, so the loop's cost per message f
 rate rises (a group commit). A batch that fails is retried on the loop by
 ``task_publish_retry_policy``; one that still fails is kept, and the next sync send (or
 :meth:`flush`, which ``app.close()`` and the interpreter's exit call) publishes it again and
-raises if it cannot. So a send that returned
-is on the broker, or is being retried, or its failure is raised to the process later; a
-process killed with messages in the window loses them, as it would lose a send in progress.
+raises if it cannot. So a send that returned is on the broker, or is being retried, or its
+failure is raised to the process later; a process killed with messages in the window loses
+them, as it would lose a send in progress.
 Inside a worker the window is flushed when a task's body returns (before its result is
 stored) and after its follow-ups are sent (before its message is acked): what a task sends is
 on the broker before anyone can see it done, as when each send waited for its confirm.

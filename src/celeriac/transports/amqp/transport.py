@@ -90,6 +90,22 @@ logger = logging.getLogger("celeriac.transports.amqp")
 
 #: Default ``confirm_window``: sync sends pipelined, at most this many awaiting their confirm.
 CONFIRM_WINDOW = 256
+
+
+def _window(value: Any) -> int:
+    """The ``confirm_window`` option: an integer >= 0 (a string of one, from a URL or an
+    environment variable, too), or a start-up error naming it."""
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = -1
+    if size < 0 or isinstance(value, bool):
+        raise ImproperlyConfigured(
+            f"broker_transport_options 'confirm_window' must be an integer >= 0, not {value!r}"
+        )
+    return size
+
+
 _CLIENT_ERRORS = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 Declare = Callable[[Link], Awaitable[None]]
 
@@ -123,15 +139,7 @@ class AMQPTransport(Transport):
             self.transient_retention = float(options.get("transient_retention", 60.0))
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"broker_transport_options: {exc}") from None
-        window = options.get("confirm_window", CONFIRM_WINDOW)
-        try:
-            self.sync_publish_window = int(window)
-        except (TypeError, ValueError):
-            self.sync_publish_window = -1
-        if self.sync_publish_window < 0 or isinstance(window, bool):
-            raise ImproperlyConfigured(
-                f"broker_transport_options 'confirm_window' must be an integer >= 0, not {window!r}"
-            )
+        self.sync_publish_window = _window(options.get("confirm_window", CONFIRM_WINDOW))
         if self.transient_retention <= 0:
             raise ImproperlyConfigured("broker_transport_options 'transient_retention' must be > 0")
         self._listeners: set[transient.AMQPListener] = set()
