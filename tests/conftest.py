@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from celeriac import Celeriac
 from celeriac import task as task_module
 from celeriac.context import reset_default_app
+from celeriac.protocol.message import Message, task_message
 from celeriac.testing import memory_app
 
 REQUIRE_SERVICES = os.environ.get("CELERIAC_REQUIRE_SERVICES") == "1"
@@ -68,6 +70,27 @@ def delete_redis_keys(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def json_task_message(
+    label: str,
+    task: str = "tests.t",
+    *,
+    unique: bool = True,
+    priority: int | None = None,
+    headers: dict[str, Any] | None = None,
+) -> Message:
+    """A small task message (JSON body ``[[], {}, {}]``) whose id is ``label``, with a random
+    suffix unless ``unique`` is False: what broker tests publish, tell apart by id and count."""
+    return task_message(
+        task=task,
+        task_id=f"{label}-{uuid.uuid4().hex[:8]}" if unique else label,
+        body=b"[[], {}, {}]",
+        content_type="application/json",
+        content_encoding="utf-8",
+        priority=priority,
+        extra_headers=headers,
+    )
 
 
 def require_service(name: str, port: int) -> None:

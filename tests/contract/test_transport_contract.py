@@ -42,11 +42,12 @@ import pytest
 
 import amqp_broker  # tests/amqp_broker.py
 from celeriac.errors import DecodeError, TransportError
-from celeriac.protocol.message import Message, task_message
+from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import Delivery, Outgoing, Transport
 from celeriac.transports.memory import MemoryTransport, reset_memory_brokers
 from celeriac.transports.sqlite import SQLiteTransport
+from conftest import json_task_message
 
 P = ParamSpec("P")
 MakeTransport = Callable[..., Transport]
@@ -294,14 +295,7 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
 
 # -- helpers -----------------------------------------------------------------------------------
 def message(label: str, priority: int | None = None) -> Message:
-    return task_message(
-        task="tests.contract",
-        task_id=f"{label}-{uuid.uuid4().hex[:8]}",
-        body=b"[[], {}, {}]",
-        content_type="application/json",
-        content_encoding="utf-8",
-        priority=priority,
-    )
+    return json_task_message(label, "tests.contract", priority=priority)
 
 
 def out(
@@ -385,14 +379,7 @@ async def test_fanout_exchange(transport: Transport, case: Case) -> None:
 
 def headed(label: str, due_at: float | None = None, **headers: Any) -> Outgoing:
     """A message to the ``by-kind`` headers exchange with these task headers (``headers=``)."""
-    sent = task_message(
-        task="tests.contract",
-        task_id=f"{label}-{uuid.uuid4().hex[:8]}",
-        body=b"[[], {}, {}]",
-        content_type="application/json",
-        content_encoding="utf-8",
-        extra_headers=headers,
-    )
+    sent = json_task_message(label, "tests.contract", headers=headers)
     return Outgoing(sent, "by-kind", "ignored", due_at)
 
 

@@ -13,7 +13,6 @@ that are not an object) are covered in-process by :mod:`tests.fuzz.test_decode_f
 
 from __future__ import annotations
 
-import asyncio
 import bz2
 import gzip
 import lzma
@@ -33,7 +32,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))  # the harness
 
 from events_brokers import Broker, open_broker
-from worker_harness import WorkerProcess, start_cli_worker
+from worker_harness import WorkerProcess, on_transport, start_cli_worker
 
 from celeriac.protocol.compression import MAX_DECOMPRESSED_SIZE
 from celeriac.protocol.message import Message
@@ -154,17 +153,6 @@ class Fuzzed:
             "apps.events_tasks", broker.env(), tmp_path, pool="threads", concurrency=2
         )
 
-    def _run(self, work: Any) -> Any:
-        async def go() -> Any:
-            transport = self.app.create_transport()
-            await transport.connect()
-            try:
-                return await work(transport)
-            finally:
-                await transport.close()
-
-        return asyncio.run(go())
-
     def publish(self, messages: list[Message]) -> None:
         queue = self.app.queues()[0]
         exchange = queue.exchange.name if queue.exchange is not None else ""
@@ -178,14 +166,14 @@ class Fuzzed:
                 ]
             )
 
-        self._run(send)
+        on_transport(self.app, send)
 
     def dead_letters(self) -> list[DeadLetter]:
         async def read(transport: Any) -> list[DeadLetter]:
             found: list[DeadLetter] = await transport.dead_letters(self.broker.queue, limit=1000)
             return found
 
-        result: list[DeadLetter] = self._run(read)
+        result: list[DeadLetter] = on_transport(self.app, read)
         return result
 
     def rss(self) -> int:

@@ -17,11 +17,11 @@ import uuid
 import pytest
 
 import amqp_broker
-from celeriac.protocol.message import Message, task_message
+from celeriac.protocol.message import Message
 from celeriac.routing import Queue
 from celeriac.transports.amqp import AMQPTransport
 from celeriac.transports.base import Outgoing
-from conftest import require_service
+from conftest import json_task_message, require_service
 
 pytestmark = pytest.mark.amqp
 
@@ -31,13 +31,7 @@ WATCH = 1.0  # seconds the queue is watched for messages pushed past the room
 
 
 def _message(n: int) -> Message:
-    return task_message(
-        task="qos.t",
-        task_id=f"qos-{n}-{uuid.uuid4().hex[:8]}",
-        body=b"[[], {}, {}]",
-        content_type="application/json",
-        content_encoding="utf-8",
-    )
+    return json_task_message(f"qos-{n}", "qos.t")
 
 
 def test_a_new_consumer_is_pushed_no_more_than_its_room() -> None:

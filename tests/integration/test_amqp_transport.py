@@ -24,12 +24,12 @@ import amqp_broker
 from celeriac import Celeriac
 from celeriac.errors import TransportError
 from celeriac.protocol.codec import Codecs, decode_body
-from celeriac.protocol.message import Message, task_message
+from celeriac.protocol.message import Message
 from celeriac.routing import Exchange, Queue
 from celeriac.transports.amqp import AMQPTransport
 from celeriac.transports.amqp.delay import delay_name, ttl_bucket
 from celeriac.transports.base import Delivery, Outgoing
-from conftest import require_service
+from conftest import json_task_message, require_service
 
 pytestmark = pytest.mark.amqp
 
@@ -78,14 +78,7 @@ def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def message(label: str, priority: int | None = None) -> Message:
-    return task_message(
-        task="tests.amqp",
-        task_id=f"{label}-{uuid.uuid4().hex[:8]}",
-        body=b"[[], {}, {}]",
-        content_type="application/json",
-        content_encoding="utf-8",
-        priority=priority,
-    )
+    return json_task_message(label, "tests.amqp", priority=priority)
 
 
 def label(delivery: Delivery) -> str:

@@ -17,12 +17,11 @@ import pytest
 import redis
 
 from celeriac.errors import TransportError
-from celeriac.protocol.message import task_message
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import Outgoing
 from celeriac.transports.redis import RedisTransport
 from celeriac.transports.redis.scripts import CHUNK_COPIES
-from conftest import delete_redis_keys, require_service
+from conftest import delete_redis_keys, json_task_message, require_service
 
 pytestmark = pytest.mark.redis
 
@@ -31,13 +30,7 @@ BATCH = CHUNK_COPIES * 3 + 7  # four script calls
 
 
 def out(label: str, routing_key: str = "q", exchange: str = "") -> Outgoing:
-    message = task_message(
-        task="tests.publish",
-        task_id=label,
-        body=b"[[], {}, {}]",
-        content_type="application/json",
-        content_encoding="utf-8",
-    )
+    message = json_task_message(label, "tests.publish", unique=False)
     return Outgoing(message, exchange, routing_key, wire=message.to_wire())
 
 

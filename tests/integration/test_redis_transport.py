@@ -28,7 +28,6 @@ import redis
 from redis_server import RedisServer
 
 from celeriac.errors import ImproperlyConfigured, TransportError
-from celeriac.protocol.message import task_message
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import Delivery, Outgoing
 from celeriac.transports.redis import RedisTransport
@@ -39,7 +38,7 @@ from celeriac.transports.redis.url import (
     password_of,
 )
 from celeriac.transports.topology import max_deliveries_reason
-from conftest import delete_redis_keys, require_service
+from conftest import delete_redis_keys, json_task_message, require_service
 from suite_rules import require_tool
 
 pytestmark = pytest.mark.redis
@@ -54,13 +53,7 @@ def run(coro: Coroutine[Any, Any, None], timeout: float = 60) -> None:
 def out(
     label: str, routing_key: str = "q", exchange: str = "", due_at: float | None = None
 ) -> Outgoing:
-    message = task_message(
-        task="tests.redis",
-        task_id=label,
-        body=b"[[], {}, {}]",
-        content_type="application/json",
-        content_encoding="utf-8",
-    )
+    message = json_task_message(label, "tests.redis", unique=False)
     return Outgoing(message, exchange, routing_key, due_at)
 
 
