@@ -2,7 +2,9 @@
 
 A batch of more than ``CHUNK_COPIES`` messages is several script calls sent back to back; these
 tests make some of them fail (a flushed script cache, a stale topology, a killed connection, a
-bad name) and check that every message is stored exactly once, in order, or none is.
+bad name) and check that every message is stored exactly once, in order, or none is: with
+each send waiting for its replies (``confirm_window: 0``) and with the replies read behind
+(the default window; the sends are flushed before the queue is read).
 Uses database 15 of the shared server under a key prefix private to each test.
 """
 
@@ -34,6 +36,11 @@ def out(label: str, routing_key: str = "q", exchange: str = "") -> Outgoing:
     return Outgoing(message, exchange, routing_key, wire=message.to_wire())
 
 
+@pytest.fixture(params=[0, 256], ids=["waited", "written-behind"])
+def window(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
 @pytest.fixture
 def prefix() -> Iterator[str]:
     require_service("Redis", 6379)
@@ -42,8 +49,8 @@ def prefix() -> Iterator[str]:
     delete_redis_keys(URL, name)
 
 
-def declared(prefix: str, *queues: Queue) -> RedisTransport:
-    transport = RedisTransport(URL, key_prefix=prefix)
+def declared(prefix: str, *queues: Queue, window: int = 0) -> RedisTransport:
+    transport = RedisTransport(URL, key_prefix=prefix, confirm_window=window)
 
     async def declare() -> None:
         for queue in queues:
@@ -51,6 +58,20 @@ def declared(prefix: str, *queues: Queue) -> RedisTransport:
 
     asyncio.run(declare())
     return transport
+
+
+def publish(transport: RedisTransport, items: list[Outgoing]) -> list[int]:
+    """Publish and wait for every reply; the routed counts, as known (1 each, written behind)."""
+    counts = transport.publish_sync(items)
+    transport.flush_sync()
+    if transport.sync_publish_window:
+        assert counts == [1] * len(items)
+    return counts
+
+
+def routed(transport: RedisTransport, count: int, n: int = BATCH) -> list[int]:
+    """What :func:`publish` returns for ``n`` messages routed to ``count`` queues each."""
+    return [1 if transport.sync_publish_window else count] * n
 
 
 def drained(transport: RedisTransport, queue: str) -> list[str]:
@@ -63,45 +84,51 @@ def drained(transport: RedisTransport, queue: str) -> list[str]:
     return asyncio.run(drain())
 
 
-def test_a_batch_after_redis_forgot_its_scripts_is_stored_once_in_order(prefix: str) -> None:
-    transport = declared(prefix, Queue("q"))
-    transport.publish_sync([out("warm-up")])  # the thread's connection knows the script
+def test_a_batch_after_redis_forgot_its_scripts_is_stored_once_in_order(
+    prefix: str, window: int
+) -> None:
+    transport = declared(prefix, Queue("q"), window=window)
+    publish(transport, [out("warm-up")])  # the thread's connection knows the script
     redis.Redis.from_url(URL).script_flush()
     labels = [f"m{i}" for i in range(BATCH)]
-    assert transport.publish_sync([out(label) for label in labels]) == [1] * BATCH
+    assert publish(transport, [out(label) for label in labels]) == [1] * BATCH
     assert drained(transport, "q") == ["warm-up", *labels]
 
 
-def test_a_batch_routed_on_a_stale_topology_is_routed_again(prefix: str) -> None:
-    transport = declared(prefix, Queue("a", exchange=Exchange("ex"), routing_key="k"))
-    transport.publish_sync([out("warm-up", "k", "ex")])  # caches the topology
+def test_a_batch_routed_on_a_stale_topology_is_routed_again(prefix: str, window: int) -> None:
+    transport = declared(
+        prefix, Queue("a", exchange=Exchange("ex"), routing_key="k"), window=window
+    )
+    publish(transport, [out("warm-up", "k", "ex")])  # caches the topology
     declared(prefix, Queue("b"))
     admin = RedisTransport(URL, key_prefix=prefix)
     asyncio.run(admin.bind(Binding("ex", "b", "k")))
     labels = [f"m{i}" for i in range(BATCH)]
-    assert transport.publish_sync([out(label, "k", "ex") for label in labels]) == [2] * BATCH
+    assert publish(transport, [out(label, "k", "ex") for label in labels]) == routed(transport, 2)
     assert drained(transport, "b") == labels
     assert drained(admin, "a") == ["warm-up", *labels]
 
 
-def test_a_killed_connection_is_replaced_and_nothing_is_stored_twice(prefix: str) -> None:
-    transport = declared(prefix, Queue("q"))
-    transport.publish_sync([out("warm-up")])
+def test_a_killed_connection_is_replaced_and_nothing_is_stored_twice(
+    prefix: str, window: int
+) -> None:
+    transport = declared(prefix, Queue("q"), window=window)
+    publish(transport, [out("warm-up")])
     probe = redis.Redis.from_url(URL)
     assert probe.client_kill_filter(_id=str(_client_id(transport))) == 1
     labels = [f"m{i}" for i in range(BATCH)]
-    assert transport.publish_sync([out(label) for label in labels]) == [1] * BATCH
+    assert publish(transport, [out(label) for label in labels]) == [1] * BATCH
     assert drained(transport, "q") == ["warm-up", *labels]
     probe.close()
 
 
 def test_a_lost_reply_does_not_store_a_batch_twice(
-    prefix: str, monkeypatch: pytest.MonkeyPatch
+    prefix: str, window: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The link drops after Redis ran every chunk but before a reply was read: the chunks sent
     again on a new connection are recognised by their tokens and not stored again."""
-    transport = declared(prefix, Queue("q"))
-    transport.publish_sync([out("warm-up")])
+    transport = declared(prefix, Queue("q"), window=window)
+    publish(transport, [out("warm-up")])
     conn = transport._thread_conns.conn
     real = conn.read_response
     probe = redis.Redis.from_url(URL)
@@ -116,27 +143,27 @@ def test_a_lost_reply_does_not_store_a_batch_twice(
 
     monkeypatch.setattr(conn, "read_response", lost)
     labels = [f"m{i}" for i in range(BATCH)]
-    assert transport.publish_sync([out(label) for label in labels]) == [1] * BATCH
+    assert publish(transport, [out(label) for label in labels]) == [1] * BATCH
     assert drained(transport, "q") == ["warm-up", *labels]
     probe.close()
 
 
-def test_a_batch_sent_again_by_a_producer_retry_is_stored_once(prefix: str) -> None:
-    transport = declared(prefix, Queue("q"))
+def test_a_batch_sent_again_by_a_producer_retry_is_stored_once(prefix: str, window: int) -> None:
+    transport = declared(prefix, Queue("q"), window=window)
     items = [out(f"m{i}") for i in range(BATCH)]
-    assert transport.publish_sync(items) == [1] * BATCH
-    assert transport.publish_sync(items) == [1] * BATCH  # the same messages: already there
+    assert publish(transport, items) == [1] * BATCH
+    assert publish(transport, items) == [1] * BATCH  # the same messages: already there
     assert drained(transport, "q") == [f"m{i}" for i in range(BATCH)]
 
 
 def test_a_bad_name_refuses_the_whole_batch_and_the_connection_stays_usable(
-    prefix: str,
+    prefix: str, window: int
 ) -> None:
-    transport = declared(prefix, Queue("q"), Queue("bad\0name"))
+    transport = declared(prefix, Queue("q"), Queue("bad\0name"), window=window)
     items = [out(f"m{i}") for i in range(BATCH)] + [out("last", "bad\0name")]
     with pytest.raises(TransportError, match="NUL"):
         transport.publish_sync(items)
-    assert transport.publish_sync([out("after")]) == [1]
+    assert publish(transport, [out("after")]) == [1]
     assert drained(transport, "q") == ["after"]
 
 

@@ -128,11 +128,16 @@ class Producer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every message sent from sync code is on the broker (confirmed); raises
-        the error of any that could not be published. Only pipelined sends (RabbitMQ's
-        ``confirm_window``) can be pending: on other transports a send returns once stored."""
+        the error of any that could not be published. Only sends within a ``confirm_window``
+        can be pending: RabbitMQ's (the process's, pipelined through the portal loop) and
+        Redis' (the calling thread's, written ahead of their replies; ``timeout`` is then the
+        connection's own). On SQLite and in memory a send returns once stored."""
         pipeline = self._pipeline
         if pipeline is not None and pipeline.pid == os.getpid():
             pipeline.flush(timeout)
+        transport = self._transport
+        if transport is not None:  # what failed is published again, by the retry policy
+            self._with_retries(transport.flush_sync)
 
     # -- async path -----------------------------------------------------------------------------
     async def _loop_transport(self) -> Transport:

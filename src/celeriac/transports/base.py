@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from celeriac.errors import ImproperlyConfigured
 from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
 
@@ -47,6 +48,24 @@ logger = logging.getLogger("celeriac.transports")
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_DELIVERIES = 10
 DEAD_LETTER_SUFFIX = ".dlq"
+#: Default ``confirm_window`` (RabbitMQ, Redis): sync sends pipelined, at most this many
+#: awaiting the broker's confirm at a time.
+CONFIRM_WINDOW = 256
+
+
+def confirm_window(options: dict[str, Any]) -> int:
+    """The ``confirm_window`` transport option: an integer >= 0 (a string of one, from a URL
+    or an environment variable, too), or a start-up error naming it."""
+    value = options.get("confirm_window", CONFIRM_WINDOW)
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = -1
+    if size < 0 or isinstance(value, bool):
+        raise ImproperlyConfigured(
+            f"broker_transport_options 'confirm_window' must be an integer >= 0, not {value!r}"
+        )
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +188,9 @@ class Transport(abc.ABC):
     #: True when publish_sync is native (no event loop involved).
     native_sync_publish: ClassVar[bool] = False
     #: How many messages sent from sync code may await their broker's confirm in the
-    #: background (see :mod:`celeriac.app.pipeline`); 0: each sync send waits for its own.
+    #: background (``confirm_window``); 0: each sync send waits for its own. A transport
+    #: without a native sync publish gets it from :mod:`celeriac.app.pipeline`; one with
+    #: (Redis) keeps its own window and reads it to its end in :meth:`flush_sync`.
     sync_publish_window: int = 0
     #: Whether :attr:`Outgoing.dedup_key` is honoured (see there).
     deduplicates: ClassVar[bool] = False
@@ -225,6 +246,11 @@ class Transport(abc.ABC):
         call: acceptable for scripts, and the reason the built-in transports override it.
         """
         return asyncio.run(self.publish_batch(items))
+
+    def flush_sync(self) -> None:
+        """Wait until what this thread sent through :meth:`publish_sync` is on the broker, and
+        raise if some of it cannot be published: for a transport that writes sync sends ahead
+        of their replies (Redis' ``confirm_window``). Others wait in each send: nothing to do."""
 
     # -- consuming --------------------------------------------------------------------------
     @abc.abstractmethod

@@ -83,28 +83,17 @@ from celeriac.transports.amqp import codec, delay, topology, transient
 from celeriac.transports.amqp.link import Frame, Link, on_close
 from celeriac.transports.amqp.settle import Settler
 from celeriac.transports.amqp.url import connect_first, parse_amqp_urls
-from celeriac.transports.base import DeadLetter, Delivery, Listener, Outgoing, Transport
+from celeriac.transports.base import (
+    DeadLetter,
+    Delivery,
+    Listener,
+    Outgoing,
+    Transport,
+    confirm_window,
+)
 from celeriac.transports.transient import DEFAULT_BUFFER
 
 logger = logging.getLogger("celeriac.transports.amqp")
-
-#: Default ``confirm_window``: sync sends pipelined, at most this many awaiting their confirm.
-CONFIRM_WINDOW = 256
-
-
-def _window(value: Any) -> int:
-    """The ``confirm_window`` option: an integer >= 0 (a string of one, from a URL or an
-    environment variable, too), or a start-up error naming it."""
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        size = -1
-    if size < 0 or isinstance(value, bool):
-        raise ImproperlyConfigured(
-            f"broker_transport_options 'confirm_window' must be an integer >= 0, not {value!r}"
-        )
-    return size
-
 
 _CLIENT_ERRORS = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 Declare = Callable[[Link], Awaitable[None]]
@@ -139,7 +128,7 @@ class AMQPTransport(Transport):
             self.transient_retention = float(options.get("transient_retention", 60.0))
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"broker_transport_options: {exc}") from None
-        self.sync_publish_window = _window(options.get("confirm_window", CONFIRM_WINDOW))
+        self.sync_publish_window = confirm_window(options)
         if self.transient_retention <= 0:
             raise ImproperlyConfigured("broker_transport_options 'transient_retention' must be > 0")
         self._listeners: set[transient.AMQPListener] = set()

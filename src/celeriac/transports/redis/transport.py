@@ -68,6 +68,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Sequence
@@ -82,12 +83,20 @@ from redis.retry import Retry
 from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.transports.base import DeadLetter, Delivery, Listener, Outgoing, Transport
+from celeriac.transports.base import (
+    DeadLetter,
+    Delivery,
+    Listener,
+    Outgoing,
+    Transport,
+    confirm_window,
+)
 from celeriac.transports.redis import direct, fanout
 from celeriac.transports.redis import scripts as lua
 from celeriac.transports.redis.kombu_layout import KOMBU_LAYOUT, NATIVE_LAYOUT, layout_of
 from celeriac.transports.redis.url import async_client, database_of, password_of, sync_client
 from celeriac.transports.redis.wake import blpop_then_claim
+from celeriac.transports.redis.writebehind import WriteBehind, pack_command
 from celeriac.transports.topology import Topology
 from celeriac.transports.transient import DEFAULT_BUFFER
 from celeriac.utils.urls import redact_url
@@ -173,6 +182,9 @@ class RedisTransport(Transport):
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", **options: Any) -> None:
         super().__init__(url, **options)
         self.prefix = str(options.get("key_prefix", DEFAULT_KEY_PREFIX))
+        #: Sync sends written ahead of their replies (:mod:`.writebehind`); kombu's layout
+        #: publishes its own way and waits.
+        self.sync_publish_window = confirm_window(options) if self.layout == NATIVE_LAYOUT else 0
         try:
             retries = int(options.get("retries", 1))
         except (TypeError, ValueError) as exc:
@@ -204,9 +216,10 @@ class RedisTransport(Transport):
         self._lock = threading.Lock()
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
         self._sync: tuple[Any, dict[str, Any]] | None = None
-        #: Each producing thread's own connection for the sync publish path.
+        #: Each producing thread's own connection for the sync publish path, and its window.
         self._thread_conns = threading.local()
         self._all_thread_conns: list[Any] = []
+        self._behinds: list[WriteBehind] = []
         self._topology: lua.StoredTopology | None = None
         self._epoch = ""  # the topology epoch of this instance's last declaration
         self._auto_delete: set[str] = set()
@@ -320,6 +333,10 @@ class RedisTransport(Transport):
         if self._returning:
             await asyncio.gather(*self._returning, return_exceptions=True)
         with self._lock:
+            behinds, self._behinds = self._behinds, []
+        for behind in behinds:  # every thread's sends read to their end (they block: off-loop)
+            await asyncio.to_thread(behind.close)
+        with self._lock:
             own = self._loops.get(asyncio.get_running_loop())
             sync, self._sync = self._sync, None
             self._topology = None
@@ -353,24 +370,62 @@ class RedisTransport(Transport):
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
 
-    def _drive_sync(self, steps: Steps[T], action: str) -> T:
-        """Run a step generator on the blocking client, in the calling thread."""
-        client, scripts = self._sync_clients()
-        keys = [self.prefix + key for key in lua.TOPOLOGY_KEYS]
+    def _drive_sync(self, steps: Steps[T], action: str, step: _Step | None = None) -> T:
+        """Run a step generator on the blocking client, in the calling thread (from ``step``
+        when it stands at one already)."""
         with self._errors(action):
             try:
-                step = next(steps)
-                reply: Any
+                if step is None:
+                    step = next(steps)
                 while True:
-                    if step.script is None:
-                        reply = lua.decode_topology(*client.mget(keys))
-                    elif step.calls is not None:
-                        reply = self._evalsha_sync(client, scripts[step.script], step.calls)
-                    else:
-                        reply = self._evalsha_sync(client, scripts[step.script], [step.args])[0]
-                    step = steps.send(reply)
+                    step = steps.send(self._run_sync(step))
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+
+    def _run_sync(self, step: _Step) -> Any:
+        """One step on the blocking client; its reply."""
+        client, scripts = self._sync_clients()
+        if step.script is None:
+            return lua.decode_topology(*client.mget([self.prefix + k for k in lua.TOPOLOGY_KEYS]))
+        if step.calls is not None:
+            return self._evalsha_sync(client, scripts[step.script], step.calls)
+        return self._evalsha_sync(client, scripts[step.script], [step.args])[0]
+
+    def _thread_conn(self, client: Any) -> Any:
+        """The calling thread's own connection (a forked child makes its own: the socket it
+        inherited is its parent's)."""
+        local = self._thread_conns
+        conn = getattr(local, "conn", None)
+        if conn is None or local.owner is not self._sync or local.pid != os.getpid():
+            conn = client.connection_pool.make_connection()
+            local.conn, local.owner, local.pid, local.behind = conn, self._sync, os.getpid(), None
+            with self._lock:
+                self._all_thread_conns.append(conn)
+        return conn
+
+    def _write_behind(self) -> WriteBehind:
+        """The calling thread's window of sync sends, on its own connection."""
+        client, scripts = self._sync_clients()
+        conn = self._thread_conn(client)
+        local = self._thread_conns
+        behind: WriteBehind | None = local.behind
+        if behind is None:
+            script = scripts["publish"]
+            behind = WriteBehind(
+                conn,
+                script.sha,
+                script.script,
+                lambda: client.script_load(script.script),
+                lambda steps, step: self._drive_sync(steps, "publish", step),
+                lambda items, payloads: self._drive_sync(
+                    self._publish_steps(items, payloads), "publish"
+                ),
+                self.sync_publish_window,
+            )
+            local.behind = behind
+            with self._lock:
+                self._behinds.append(behind)
+        return behind
 
     def _evalsha_sync(self, client: Any, script: Any, calls: Iterable[Sequence[Any]]) -> list[Any]:
         """EVALSHA once per argument list in ``calls``, pipelined on this thread's own
@@ -385,13 +440,10 @@ class RedisTransport(Transport):
         twice; a single ``.delay()`` whose reply was lost may be); a Redis that lost its script
         cache (restarted) gets the script again.
         """
-        local = self._thread_conns
-        conn = getattr(local, "conn", None)
-        if conn is None or getattr(local, "owner", None) is not self._sync:
-            conn = client.connection_pool.make_connection()
-            local.conn, local.owner = conn, self._sync
-            with self._lock:
-                self._all_thread_conns.append(conn)
+        conn = self._thread_conn(client)
+        behind: WriteBehind | None = self._thread_conns.behind
+        if behind is not None:  # this call's replies must not be read as the window's
+            behind.drain_for_blocking_use()
         commands: list[bytes] = []
         replies: list[Any] = []
         answered: list[bool] = []
@@ -407,7 +459,7 @@ class RedisTransport(Transport):
                     sent.append(index)
                 for args in fresh:
                     sent.append(len(commands))
-                    commands.append(_resp(("EVALSHA", script.sha, 0, *args)))
+                    commands.append(pack_command(("EVALSHA", script.sha, 0, *args)))
                     replies.append(None)
                     answered.append(False)
                     conn.send_packed_command([commands[-1]], check_health=False)
@@ -563,11 +615,30 @@ class RedisTransport(Transport):
         return await self._drive(self._publish_steps(items, payloads), "publish")
 
     def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
-        """Publish on the blocking client of this process: one round trip, no event loop."""
+        """Publish on the calling thread's own connection, no event loop: written ahead of
+        its reply within ``confirm_window`` (:mod:`.writebehind`; every count is then 1), else
+        (or when an item carries a ``dedup_key``) one round trip."""
         if not items:
             return []
         payloads = [item.envelope() for item in items]
-        return self._drive_sync(self._publish_steps(items, payloads), "publish")
+        steps = self._publish_steps(items, payloads)
+        if self.sync_publish_window <= 0 or any(item.dedup_key for item in items):
+            return self._drive_sync(steps, "publish")  # a keyed send's count says if it was kept
+        behind = self._write_behind()
+        with self._errors("publish"):
+            step = next(steps)
+            while step.script != "publish" or step.calls is None:  # the topology, first
+                behind.drain_for_blocking_use()
+                step = steps.send(self._run_sync(step))
+            behind.send(steps, step, items, payloads)
+        return [1] * len(items)
+
+    def flush_sync(self) -> None:
+        """Read this thread's window of sync sends to its end (:mod:`.writebehind`)."""
+        local = self._thread_conns
+        behind: WriteBehind | None = getattr(local, "behind", None)
+        if behind is not None and getattr(local, "pid", None) == os.getpid():
+            behind.flush()
 
     def put_raw(self, queue: str, payload: bytes, priority: int = 0) -> None:
         """Store raw bytes in a declared queue, bypassing encoding: for tests of poison messages
@@ -873,13 +944,3 @@ def _noting(chunks: Iterable[tuple[list[int], T]], noted: list[list[int]]) -> It
     for indexes, call in chunks:
         noted.append(indexes)
         yield call
-
-
-def _resp(args: Sequence[Any]) -> bytes:
-    """One command in RESP, packed in one go: the publish path's arguments are str, bytes and
-    ints only, so redis-py's general-purpose packer (an encoder call per argument) is skipped."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
