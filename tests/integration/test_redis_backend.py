@@ -37,6 +37,7 @@ from celeriac.results.base import ResultMeta
 from celeriac.results.redis import RedisBackend
 from celeriac.results.registry import create_backend
 from celeriac.results.result import AsyncResult
+from celeriac.transports.redis import resp
 from conftest import delete_redis_keys, require_service
 from suite_rules import require_tool
 
@@ -207,34 +208,35 @@ def test_many_waiters_all_wake(
 def test_round_trips_per_operation(
     make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A store is one pipeline; a wait on a ready result is one GET and no subscription."""
+    """A store is one MULTI (SET and PUBLISH, written at once); a wait on a ready result is
+    one GET and no subscription."""
     backend = make_backend()
     sent: list[str] = []
-    pipelines: list[int] = []
+    transactions: list[list[str]] = []
     subscriptions: list[int] = []
     client: Any = backend._client  # redis-py leaves execute_command untyped
-    execute, pipeline = client.execute_command, client.pipeline
+    execute, transaction = client.execute_command, resp.transaction
     make_connection = backend._sub_pool.make_connection
 
     def counting_execute(*args: Any, **options: Any) -> Any:
         sent.append(str(args[0]))
         return execute(*args, **options)
 
-    def counting_pipeline(*args: Any, **options: Any) -> Any:
-        pipelines.append(1)
-        return pipeline(*args, **options)
+    def counting_transaction(conn: Any, commands: Any) -> Any:
+        transactions.append([str(command[0]) for command in commands])
+        return transaction(conn, commands)
 
     def counting_make_connection() -> Any:
         subscriptions.append(1)
         return make_connection()
 
     monkeypatch.setattr(backend._client, "execute_command", counting_execute)
-    monkeypatch.setattr(backend._client, "pipeline", counting_pipeline)
+    monkeypatch.setattr(resp, "transaction", counting_transaction)
     monkeypatch.setattr(backend._sub_pool, "make_connection", counting_make_connection)
 
     task_id = str(uuid.uuid4())
     backend.store(success(task_id, 1))
-    assert (sent, len(pipelines)) == ([], 1)  # SET + PUBLISH in one MULTI, one round trip
+    assert (sent, transactions) == ([], [["SET", "PUBLISH"]])  # one MULTI, one round trip
     assert backend.wait_for(task_id, timeout=10).result == 1
     assert (sent, subscriptions) == (["GET"], [])
     sent.clear()

@@ -77,6 +77,7 @@ from celeriac.errors import BackendError, ImproperlyConfigured
 from celeriac.results.base import Backend, ResultMeta
 from celeriac.results.redis.celery_format import CELERY_LAYOUT, NATIVE_LAYOUT
 from celeriac.results.redis.subscriber import ThreadSubscribers, published, reply_kind
+from celeriac.transports.redis import resp
 from celeriac.transports.redis.url import (
     SentinelSpec,
     is_sentinel_url,
@@ -340,6 +341,9 @@ class RedisBackend(Backend):
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._loops_lock = threading.Lock()
         self._pid = os.getpid()
+        #: Each storing thread's own connection (see :meth:`_write_many`).
+        self._thread_conns = threading.local()
+        self._own_conns: list[Any] = []
 
     def _key_prefix(self, given: str | None) -> str:
         """The key prefix in effect: the one given, verbatim, else ``celeriac:``."""
@@ -418,35 +422,46 @@ class RedisBackend(Backend):
 
     # -- storage: one round trip each -------------------------------------------------------
     def _write(self, task_id: str, data: bytes, expires_at: float | None) -> None:
-        def op() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            self._queue_write(pipe, task_id, data, expires_at)
-            pipe.execute()
-
-        self._call(f"store {task_id}", op)
+        self._write_many([(task_id, data, expires_at)])
 
     def _write_many(self, items: list[tuple[str, bytes, float | None]]) -> None:
-        """Every record in one round trip (one MULTI per batch: SET and PUBLISH each)."""
+        """Every record in one round trip (one MULTI per batch: SET and PUBLISH each), packed
+        by hand on this thread's own connection (:mod:`celeriac.transports.redis.resp`: a
+        worker stores every task's result here, and redis-py's pipeline costs more than the
+        write)."""
+        commands = [
+            c for task_id, data, at in items for c in self._write_commands(task_id, data, at)
+        ]
+        self._call(f"store {len(items)} results", lambda: resp.transaction(self._own(), commands))
 
-        def op() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            for task_id, data, expires_at in items:
-                self._queue_write(pipe, task_id, data, expires_at)
-            pipe.execute()
-
-        self._call(f"store {len(items)} results", op)
+    def _own(self) -> Any:
+        """This thread's own connection (a forked child opens its own)."""
+        local = self._thread_conns
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            conn = self._client.connection_pool.make_connection()
+            local.conn, local.pid = conn, os.getpid()
+            with self._loops_lock:
+                self._own_conns.append(conn)
+        return conn
 
     def _queue_write(self, pipe: Any, task_id: str, data: bytes, expires_at: float | None) -> None:
-        """SET (or DEL, when already expired) and PUBLISH, queued on a MULTI pipeline."""
+        """The record's commands, queued on a MULTI pipeline (the async path)."""
+        for command in self._write_commands(task_id, data, expires_at):
+            pipe.execute_command(*command)
+
+    def _write_commands(
+        self, task_id: str, data: bytes, expires_at: float | None
+    ) -> list[tuple[Any, ...]]:
+        """SET (or DEL, when already expired) and PUBLISH."""
         key, ttl = self.result_key(task_id), _ttl_ms(expires_at)
-        if ttl is None:
-            pipe.set(key, data)
-        elif ttl > 0:
-            pipe.set(key, data, px=ttl)
-        else:
-            pipe.delete(key)  # stored already expired: it must read as absent
+        channel = self.ready_channel(task_id)
         # the record itself rides on the announcement, so a waiter needs no second GET
-        pipe.publish(self.ready_channel(task_id), data if ttl is None or ttl > 0 else b"")
+        if ttl is None:
+            return [("SET", key, data), ("PUBLISH", channel, data)]
+        if ttl > 0:
+            return [("SET", key, data, "PX", ttl), ("PUBLISH", channel, data)]
+        return [("DEL", key), ("PUBLISH", channel, b"")]  # stored already expired: absent
 
     def _read(self, task_id: str) -> bytes | None:
         key = self.result_key(task_id)
@@ -515,6 +530,11 @@ class RedisBackend(Backend):
     def close(self) -> None:
         """Close the sync pools; async pools close with their event loops (or :meth:`aclose`)."""
         self._client.connection_pool.disconnect()
+        with self._loops_lock:
+            own, self._own_conns = self._own_conns, []
+        for conn in own:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
         self._subscribers.close()
         self._sub_pool.disconnect()
 

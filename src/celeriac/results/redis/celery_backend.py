@@ -143,11 +143,13 @@ class CeleryLayoutBackend(RedisBackend):
     def _decode(self, data: bytes) -> ResultMeta:
         return meta_from_record(self._loads(data))
 
-    def _queue_write(self, pipe: Any, task_id: str, data: bytes, expires_at: float | None) -> None:
+    def _write_commands(
+        self, task_id: str, data: bytes, expires_at: float | None
+    ) -> list[tuple[Any, ...]]:
         """One script: unless a SUCCESS is stored, SET (PX) and PUBLISH on the key."""
         ttl = _ttl_ms(expires_at)
         key = self.result_key(task_id)
-        pipe.eval(scripts.STORE, 1, key, data, "" if ttl is None else ttl, self._guard)
+        return [("EVAL", scripts.STORE, 1, key, data, "" if ttl is None else ttl, self._guard)]
 
     # -- groups ---------------------------------------------------------------------------------
     def save_group(self, group_id: str, task_ids: Sequence[str]) -> None:

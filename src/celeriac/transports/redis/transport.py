@@ -94,9 +94,10 @@ from celeriac.transports.base import (
 from celeriac.transports.redis import direct, fanout
 from celeriac.transports.redis import scripts as lua
 from celeriac.transports.redis.kombu_layout import KOMBU_LAYOUT, NATIVE_LAYOUT, layout_of
+from celeriac.transports.redis.resp import pack_command
 from celeriac.transports.redis.url import async_client, database_of, password_of, sync_client
 from celeriac.transports.redis.wake import blpop_then_claim
-from celeriac.transports.redis.writebehind import WriteBehind, pack_command
+from celeriac.transports.redis.writebehind import WriteBehind
 from celeriac.transports.topology import Topology
 from celeriac.transports.transient import DEFAULT_BUFFER
 from celeriac.utils.urls import redact_url

@@ -51,6 +51,7 @@ import redis
 
 from celeriac.errors import TransportError
 from celeriac.transports.base import Outgoing
+from celeriac.transports.redis.resp import pack_command
 
 logger = logging.getLogger("celeriac.transports.redis")
 
@@ -387,14 +388,4 @@ class WriteBehind:
             logger.info("%d message(s) that had failed to publish are now on Redis", len(items))
 
 
-def pack_command(args: Sequence[Any]) -> bytes:
-    """One command in RESP, packed in one go: the publish path's arguments are str, bytes and
-    ints only, so redis-py's general-purpose packer (an encoder call per argument) is skipped."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-__all__ = ["WriteBehind", "pack_command"]
+__all__ = ["WriteBehind"]

@@ -1,0 +1,56 @@
+"""Redis commands packed and run by hand on a connection of one's own, for the hot paths where
+redis-py's general machinery costs more than the command: a sync publish (the broker) and a
+result's ``SET`` + ``PUBLISH`` (the backend).
+
+Why: redis-py packs each argument through its encoder and builds a pipeline object (with its
+own reset and connection checkout) per transaction; a result stored with a MULTI pipeline
+measured 90 us of CPU and 134-150 us of wall time on a 2-core box, the same commands packed
+here and written at once 50-59 us and 75 us. The arguments on these paths are only ``str``,
+``bytes`` and ``int``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+
+def pack_command(args: Sequence[Any]) -> bytes:
+    """One command in RESP, packed in one go (``str``, ``bytes`` and ``int`` arguments)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def transaction(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """Run ``commands`` in one MULTI/EXEC on ``conn`` (one write, then every reply read);
+    their replies. An error reply is raised once every reply is read, so the connection stays
+    in step; a broken connection is disconnected (the next use opens a new one) and raised."""
+    packed = [pack_command(("MULTI",)), *(pack_command(c) for c in commands)]
+    packed.append(pack_command(("EXEC",)))
+    try:
+        conn.send_packed_command(packed, check_health=False)
+        error: redis.ResponseError | None = None
+        replies: Any = None
+        for _ in range(len(packed)):
+            try:
+                replies = conn.read_response()
+            except redis.ResponseError as exc:  # queueing refused it: EXEC then aborts
+                error = error or exc
+    except BaseException:
+        conn.disconnect()
+        raise
+    if error is not None:
+        raise error
+    results = list(replies or [])
+    for result in results:
+        if isinstance(result, redis.ResponseError):
+            raise result
+    return results
+
+
+__all__ = ["pack_command", "transaction"]
