@@ -194,6 +194,10 @@ class Transport(abc.ABC):
     sync_publish_window: int = 0
     #: Whether :attr:`Outgoing.dedup_key` is honoured (see there).
     deduplicates: ClassVar[bool] = False
+    #: How long a worker may hold early acks to send them together (:mod:`celeriac.worker.acks`).
+    #: Worth it where the worker pulls (Redis, SQLite: one settle call for many); a broker
+    #: that pushes within a QoS window (RabbitMQ) must have them at once, or it stops pushing.
+    early_ack_delay: ClassVar[float] = 0.002
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url

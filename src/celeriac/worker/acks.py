@@ -4,6 +4,12 @@
 forgets the delivery); ``ack_soon`` does not wait (an early ack: the task may start while the
 batch is on its way, which costs at most a redelivery if the worker dies in that window, never a
 lost message). Either way concurrent acks share a single ``transport.ack`` call.
+
+Early acks wait up to the transport's ``early_ack_delay`` for company: 2 ms on Redis and
+SQLite, where a worker fetches by itself and one settle call per batch saves CPU on both sides
+(measured: a prefork drain on Redis, parent 209-211 us of CPU per task with it, 259-296 without);
+none on RabbitMQ, which pushes only while fewer than QoS deliveries are unacked, so an ack held
+back is a delivery not pushed (measured: a prefork drain 1,400/s with 2 ms, 2,209/s without).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import asyncio
 from celeriac.transports.base import Delivery, Transport
 from celeriac.utils.outage import Outage
 
-#: How long early acks may wait to share a round trip with others.
+#: How long early acks may wait to share a round trip with others, unless the transport says.
 SOON_DELAY = 0.002
 
 
@@ -21,6 +27,7 @@ class AckBatcher:
     def __init__(self, transport: Transport, outage: Outage) -> None:
         self._transport = transport
         self._outage = outage
+        self._soon = getattr(transport, "early_ack_delay", SOON_DELAY)
         self._pending: list[tuple[Delivery, asyncio.Future[None] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -46,7 +53,7 @@ class AckBatcher:
             else:
                 # early acks only: nobody waits, so gather a few milliseconds' worth into one
                 # round trip (a crash in that window costs a redelivery, never a lost message)
-                await asyncio.sleep(SOON_DELAY)
+                await asyncio.sleep(self._soon)
             batch, self._pending = self._pending, []
             try:
                 await self._transport.ack([delivery for delivery, _ in batch])

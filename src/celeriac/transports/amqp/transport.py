@@ -103,6 +103,8 @@ class AMQPTransport(Transport):
     """The RabbitMQ broker (see the module docstring for semantics and options)."""
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp")
+    #: RabbitMQ pushes only while fewer than QoS deliveries are unacked: acks go at once.
+    early_ack_delay: ClassVar[float] = 0.0
 
     def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672//", **options: Any) -> None:
         super().__init__(url, **options)
