@@ -66,11 +66,17 @@ _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 #: Seconds between the reaper's reads of quiet threads' windows.
 REAP_INTERVAL = 0.05
 _live: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
+_live_lock = threading.Lock()  # a WeakSet copied while another thread adds to it may raise
+
+
+def _windows() -> list[WriteBehind]:
+    with _live_lock:
+        return list(_live)
 
 
 def _flush_all_at_exit() -> None:
     """The interpreter is exiting: every thread's window is read to its end now."""
-    for behind in list(_live):
+    for behind in _windows():
         behind.close()
 
 
@@ -102,7 +108,7 @@ class _Reaper:
             wake.wait()
             time.sleep(REAP_INTERVAL)
             wake.clear()  # before the scan: a send that sets it meanwhile is seen next time
-            for behind in list(_live):
+            for behind in _windows():
                 if behind.reap():
                     wake.set()
 
@@ -157,7 +163,8 @@ class WriteBehind:
         self._outstanding = 0
         self._reroute: list[tuple[Steps, _Entry, Any]] = []
         self._failed: list[tuple[Sequence[Outgoing], Sequence[bytes], BaseException]] = []
-        _live.add(self)
+        with _live_lock:
+            _live.add(self)
 
     @property
     def outstanding(self) -> int:
@@ -246,7 +253,8 @@ class WriteBehind:
 
     def close(self) -> None:
         """Flush; what cannot be published now is logged with its task ids (it is lost)."""
-        _live.discard(self)
+        with _live_lock:
+            _live.discard(self)
         if self.pid != os.getpid():
             return  # a forked child: the window is the parent's
         try:
