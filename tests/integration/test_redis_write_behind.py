@@ -232,3 +232,49 @@ def test_a_bad_confirm_window_fails_naming_it_and_kombus_layout_waits() -> None:
     assert RedisTransport(URL).sync_publish_window == 256
     assert RedisTransport(URL, confirm_window="0").sync_publish_window == 0
     assert RedisTransport(URL, layout="kombu").sync_publish_window == 0
+
+
+def test_a_link_that_keeps_breaking_is_given_up_not_resent_in_a_loop(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks, and breaks again once the window is sent anew (a Redis still
+    loading its data does so): the window goes again once, then the send raises (the retry
+    policy's turn), rather than resending the window on a new connection for ever."""
+    transport = RedisTransport(URL, key_prefix=prefix)
+    try:
+        asyncio.run(transport.declare_queue(Queue("celery")))
+        transport.publish_sync([outgoing(0)])
+        transport.flush_sync()
+        conn = transport._thread_conns.conn
+        writes: list[int] = []
+        write, read, handshake = conn.send_packed_command, conn.read_response, conn.on_connect
+        shaking = [False]
+
+        def counted(command: Any, *args: Any, **kwargs: Any) -> Any:
+            packed = command if isinstance(command, bytes) else b"".join(command)
+            writes.append(packed.count(b"EVALSHA"))
+            return write(command, *args, **kwargs)
+
+        def on_connect(*args: Any, **kwargs: Any) -> Any:
+            shaking[0] = True
+            try:
+                return handshake(*args, **kwargs)
+            finally:
+                shaking[0] = False
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            if shaking[0]:  # a new connection's handshake works: the link breaks after it
+                return read(*args, **kwargs)
+            raise redis.ConnectionError("the link broke again")
+
+        monkeypatch.setattr(conn, "send_packed_command", counted)
+        monkeypatch.setattr(conn, "read_response", broken)
+        monkeypatch.setattr(conn, "on_connect", on_connect)
+        monkeypatch.setattr(conn, "can_read", lambda timeout=0: True)
+        with pytest.raises(TransportError, match="the link broke again"):
+            transport.publish_sync([outgoing(1)])
+        assert sum(writes) == 2  # the send, and the window once more on a new connection
+        assert transport._thread_conns.behind.outstanding == 0
+    finally:
+        monkeypatch.undo()
+        asyncio.run(transport.close())

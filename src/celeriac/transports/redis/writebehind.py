@@ -65,6 +65,9 @@ Republish = Callable[[Sequence[Outgoing], Sequence[bytes]], object]
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 #: Seconds between the reaper's reads of quiet threads' windows.
 REAP_INTERVAL = 0.05
+#: Seconds without a reply after which the reaper takes a link for dead, when the connection
+#: has no ``socket_timeout`` of its own (a waited-for send would time out then too).
+STALE_AFTER = 30.0
 _live: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
 _live_lock = threading.Lock()  # a WeakSet copied while another thread adds to it may raise
 
@@ -90,30 +93,57 @@ class _Reaper:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pid: int | None = None
+        #: Windows with unread replies, held here so that a thread that ends does not take
+        #: its window (and what Redis may still refuse in it) away before it is read.
+        self._busy: set[WriteBehind] = set()
 
-    def watch(self) -> None:
-        """A window holds unread replies: make sure they are read soon."""
-        if self._pid != os.getpid():  # first use, or a forked child (threads do not follow)
-            with self._lock:
-                if self._pid != os.getpid():
-                    self._wake = threading.Event()
-                    name = "celeriac-redis-reaper"
-                    threading.Thread(target=self._run, name=name, daemon=True).start()
-                    self._pid = os.getpid()
-        self._wake.set()
+    def reset(self) -> None:
+        """In a forked child: no reaper thread, fresh locks, none of the parent's windows."""
+        self._wake, self._lock, self._pid, self._busy = (
+            threading.Event(),
+            threading.Lock(),
+            None,
+            set(),
+        )
 
-    def _run(self) -> None:
-        wake = self._wake
+    def watch(self, behind: WriteBehind) -> None:
+        """``behind`` holds unread replies: make sure they are read soon."""
+        with self._lock:
+            self._busy.add(behind)
+            if self._pid != os.getpid():  # first use (a forked child was reset)
+                self._wake = threading.Event()
+                name = "celeriac-redis-reaper"
+                threading.Thread(
+                    target=self._run, args=(self._wake,), name=name, daemon=True
+                ).start()
+                self._pid = os.getpid()
+            self._wake.set()
+
+    def _run(self, wake: threading.Event) -> None:
         while True:
             wake.wait()
             time.sleep(REAP_INTERVAL)
-            wake.clear()  # before the scan: a send that sets it meanwhile is seen next time
-            for behind in _windows():
+            with self._lock:
+                wake.clear()  # before the scan: a send that sets it meanwhile is seen next time
+                busy = list(self._busy)
+            for behind in busy:
                 if behind.reap():
                     wake.set()
+                else:
+                    with self._lock:
+                        self._busy.discard(behind)
 
 
 _reaper = _Reaper()
+
+
+def _after_fork_in_child() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()
+    _reaper.reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(eq=False, slots=True)
@@ -130,6 +160,8 @@ class _Entry:
     waiting: collections.deque[int]
     error: BaseException | None = None
     again: list[int] = field(default_factory=list)
+    #: When its commands were (last) written, on the monotonic clock.
+    sent_at: float = field(default_factory=time.monotonic)
 
 
 class WriteBehind:
@@ -160,6 +192,10 @@ class WriteBehind:
         self._finish = finish
         self._republish = republish
         self._pending: collections.deque[_Entry] = collections.deque()
+        #: Connection losses since a reply was last read: past one, the window is given up
+        #: (kept as failed) rather than sent again, so a Redis that keeps dropping the link
+        #: (loading its data, paused) is not sent the window in a loop.
+        self._breaks = 0
         self._outstanding = 0
         self._reroute: list[tuple[Steps, _Entry, Any]] = []
         self._failed: list[tuple[Sequence[Outgoing], Sequence[bytes], BaseException]] = []
@@ -204,7 +240,7 @@ class WriteBehind:
             if self._reroute:
                 self._drain()
             if self._pending:
-                _reaper.watch()
+                _reaper.watch(self)
             for index, (kept, _, error) in enumerate(self._failed):
                 if kept is items:  # it failed within this call (Redis is gone): not taken
                     del self._failed[index]
@@ -220,6 +256,10 @@ class WriteBehind:
                 return False
             while self._pending and self._readable():
                 self._read_oldest()
+            if self._pending:  # nothing to read: a link gone dark answers nothing, ever
+                limit = self.conn.socket_timeout or STALE_AFTER
+                if time.monotonic() - self._pending[0].sent_at > limit:
+                    self._recover(redis.TimeoutError(f"no reply from Redis in {limit:g} s"))
             if self._reroute:
                 self._drain()
             return bool(self._pending)
@@ -302,6 +342,7 @@ class WriteBehind:
                 except redis.ResponseError as exc:  # the others are read: the link stays in step
                     entry.error = entry.error or exc
                 entry.waiting.popleft()
+                self._breaks = 0
         except _CONNECTION_ERRORS as exc:
             self._recover(exc)
             return
@@ -333,6 +374,7 @@ class WriteBehind:
         """Send the commands Redis refused for want of the script, once it has it again."""
         again, entry.again = entry.again, []
         entry.waiting.extend(again)
+        entry.sent_at = time.monotonic()
         self._pending.append(entry)
         try:
             self._load_script()
@@ -348,8 +390,14 @@ class WriteBehind:
 
     def _recover(self, exc: BaseException) -> None:
         """The connection broke: every unanswered command goes again, once, on a new one;
-        if that fails too, the sends are kept for the next send or flush to publish."""
+        if that fails too, or the new one breaks before answering, the sends are kept for the
+        next send or flush to publish (the blocking way, under the retry policy)."""
         self.conn.disconnect()
+        self._breaks += 1
+        if self._breaks > 1:
+            self._breaks = 0
+            self._abandon(exc)
+            return
         try:
             unanswered = [e.commands[i] for e in self._pending for i in e.waiting if e.steps]
             self._pending = collections.deque(e for e in self._pending if e.steps is not None)
@@ -358,6 +406,9 @@ class WriteBehind:
                 self._pending.rotate(len(load))  # the loader goes first, as it is written
                 self.conn.send_packed_command([*load, *unanswered], check_health=False)
                 self._scripted = getattr(self.conn, "_sock", None)
+                now = time.monotonic()
+                for entry in self._pending:
+                    entry.sent_at = now
             return
         except _CONNECTION_ERRORS as again:
             exc = again
