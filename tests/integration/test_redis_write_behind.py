@@ -26,8 +26,9 @@ import pytest
 import redis
 from worker_harness import wait_until
 
-from celeriac import Celeriac
+from celeriac import Celeriac, states
 from celeriac.errors import ImproperlyConfigured, TransportError
+from celeriac.results.base import ResultMeta
 from celeriac.routing import Queue
 from celeriac.transports.base import Outgoing
 from celeriac.transports.redis import RedisTransport
@@ -278,3 +279,34 @@ def test_a_link_that_keeps_breaking_is_given_up_not_resent_in_a_loop(
     finally:
         monkeypatch.undo()
         asyncio.run(transport.close())
+
+
+def test_threads_that_come_and_go_never_reach_a_pool_cap(prefix: str) -> None:
+    """A thread per request: each thread's own connections (its sends, its result stores)
+    are made apart from the pools, whose caps count every connection they make; 150 threads
+    over a process's life against a result backend capped at 100 (its default) all work."""
+    app = Celeriac(
+        "wb", broker=URL, backend=URL,
+        broker_transport_options={"key_prefix": prefix},
+        result_backend_transport_options={"key_prefix": prefix},
+    )  # fmt: skip
+    errors: list[BaseException] = []
+
+    def request(n: int) -> None:
+        try:
+            app.send_task("t.n", args=(n,))
+            app.producer.flush()
+            app.backend.store(ResultMeta(f"{prefix}{n}", states.SUCCESS, n))
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        for n in range(150):
+            thread = threading.Thread(target=request, args=(n,))
+            thread.start()
+            thread.join(10)
+        assert errors == []
+        assert sorted(first_args(prefix)) == list(range(150))
+        assert app.backend.get_meta(f"{prefix}149").result == 149
+    finally:
+        app.close()

@@ -58,6 +58,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
@@ -343,7 +344,8 @@ class RedisBackend(Backend):
         self._pid = os.getpid()
         #: Each storing thread's own connection (see :meth:`_write_many`).
         self._thread_conns = threading.local()
-        self._own_conns: list[Any] = []
+        #: weak: a thread that ends takes its connection with it (closed when collected)
+        self._own_conns: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _key_prefix(self, given: str | None) -> str:
         """The key prefix in effect: the one given, verbatim, else ``celeriac:``."""
@@ -439,10 +441,13 @@ class RedisBackend(Backend):
         local = self._thread_conns
         conn = getattr(local, "conn", None)
         if conn is None or local.pid != os.getpid():
-            conn = self._client.connection_pool.make_connection()
+            # made apart from the pool: a pool counts (and the blocking one keeps) every
+            # connection it makes, so a process whose threads come and go would reach its cap
+            pool = self._client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
             local.conn, local.pid = conn, os.getpid()
             with self._loops_lock:
-                self._own_conns.append(conn)
+                self._own_conns.add(conn)
         return conn
 
     def _queue_write(self, pipe: Any, task_id: str, data: bytes, expires_at: float | None) -> None:
@@ -531,7 +536,7 @@ class RedisBackend(Backend):
         """Close the sync pools; async pools close with their event loops (or :meth:`aclose`)."""
         self._client.connection_pool.disconnect()
         with self._loops_lock:
-            own, self._own_conns = self._own_conns, []
+            own, self._own_conns = list(self._own_conns), weakref.WeakSet()
         for conn in own:
             with contextlib.suppress(Exception):
                 conn.disconnect()

@@ -71,6 +71,7 @@ import math
 import os
 import secrets
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -219,8 +220,10 @@ class RedisTransport(Transport):
         self._sync: tuple[Any, dict[str, Any]] | None = None
         #: Each producing thread's own connection for the sync publish path, and its window.
         self._thread_conns = threading.local()
-        self._all_thread_conns: list[Any] = []
-        self._behinds: list[WriteBehind] = []
+        #: weak: a thread that ends takes its connection and window with it (a window with
+        #: replies still unread is held by the write-behind's reader until they are read)
+        self._all_thread_conns: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._behinds: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
         self._topology: lua.StoredTopology | None = None
         self._epoch = ""  # the topology epoch of this instance's last declaration
         self._auto_delete: set[str] = set()
@@ -334,14 +337,14 @@ class RedisTransport(Transport):
         if self._returning:
             await asyncio.gather(*self._returning, return_exceptions=True)
         with self._lock:
-            behinds, self._behinds = self._behinds, []
+            behinds, self._behinds = list(self._behinds), weakref.WeakSet()
         for behind in behinds:  # every thread's sends read to their end (they block: off-loop)
             await asyncio.to_thread(behind.close)
         with self._lock:
             own = self._loops.get(asyncio.get_running_loop())
             sync, self._sync = self._sync, None
             self._topology = None
-            thread_conns, self._all_thread_conns = self._all_thread_conns, []
+            thread_conns, self._all_thread_conns = list(self._all_thread_conns), weakref.WeakSet()
         for conn in thread_conns:
             with contextlib.suppress(Exception):
                 conn.disconnect()
@@ -398,10 +401,13 @@ class RedisTransport(Transport):
         local = self._thread_conns
         conn = getattr(local, "conn", None)
         if conn is None or local.owner is not self._sync or local.pid != os.getpid():
-            conn = client.connection_pool.make_connection()
+            # made apart from the pool, which counts every connection it makes: a process
+            # whose threads come and go (a thread per request) would reach its cap
+            pool = client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
             local.conn, local.owner, local.pid, local.behind = conn, self._sync, os.getpid(), None
             with self._lock:
-                self._all_thread_conns.append(conn)
+                self._all_thread_conns.add(conn)
         return conn
 
     def _write_behind(self) -> WriteBehind:
@@ -425,7 +431,7 @@ class RedisTransport(Transport):
             )
             local.behind = behind
             with self._lock:
-                self._behinds.append(behind)
+                self._behinds.add(behind)
         return behind
 
     def _evalsha_sync(self, client: Any, script: Any, calls: Iterable[Sequence[Any]]) -> list[Any]:
