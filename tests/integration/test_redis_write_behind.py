@@ -291,12 +291,14 @@ def test_threads_that_come_and_go_never_reach_a_pool_cap(prefix: str) -> None:
         result_backend_transport_options={"key_prefix": prefix},
     )  # fmt: skip
     errors: list[BaseException] = []
+    backend = app.backend
+    assert backend is not None
 
     def request(n: int) -> None:
         try:
             app.send_task("t.n", args=(n,))
             app.producer.flush()
-            app.backend.store(ResultMeta(f"{prefix}{n}", states.SUCCESS, n))
+            backend.store(ResultMeta(f"{prefix}{n}", states.SUCCESS, n))
         except BaseException as exc:
             errors.append(exc)
 
@@ -307,6 +309,6 @@ def test_threads_that_come_and_go_never_reach_a_pool_cap(prefix: str) -> None:
             thread.join(10)
         assert errors == []
         assert sorted(first_args(prefix)) == list(range(150))
-        assert app.backend.get_meta(f"{prefix}149").result == 149
+        assert backend.get_meta(f"{prefix}149").result == 149
     finally:
         app.close()
