@@ -107,8 +107,11 @@ class _Reaper:
         )
 
     def watch(self, behind: WriteBehind) -> None:
-        """``behind`` holds unread replies: make sure they are read soon."""
+        """``behind`` holds unread replies: make sure they are read soon (its thread calls
+        this once per busy spell, not per send: ``behind.watched`` stays set until a scan
+        finds it with nothing unread)."""
         with self._lock:
+            behind.watched = True
             self._busy.add(behind)
             if self._pid != os.getpid():  # first use (a forked child was reset)
                 self._wake = threading.Event()
@@ -129,8 +132,9 @@ class _Reaper:
             for behind in busy:
                 if behind.reap():
                     wake.set()
-                else:
-                    with self._lock:
+                    continue
+                with self._lock:  # unless its thread sent again since (and watched it anew)
+                    if not behind.watched:
                         self._busy.discard(behind)
 
 
@@ -196,6 +200,9 @@ class WriteBehind:
         #: (kept as failed) rather than sent again, so a Redis that keeps dropping the link
         #: (loading its data, paused) is not sent the window in a loop.
         self._breaks = 0
+        #: Whether the reaper holds this window (set under the reaper's lock, cleared under
+        #: this window's by the scan that finds nothing unread).
+        self.watched = False
         self._outstanding = 0
         self._reroute: list[tuple[Steps, _Entry, Any]] = []
         self._failed: list[tuple[Sequence[Outgoing], Sequence[bytes], BaseException]] = []
@@ -239,7 +246,7 @@ class WriteBehind:
                 self._read_oldest()
             if self._reroute:
                 self._drain()
-            if self._pending:
+            if self._pending and not self.watched:
                 _reaper.watch(self)
             for index, (kept, _, error) in enumerate(self._failed):
                 if kept is items:  # it failed within this call (Redis is gone): not taken
@@ -253,6 +260,7 @@ class WriteBehind:
             return True
         try:
             if self.pid != os.getpid():
+                self.watched = False
                 return False
             while self._pending and self._readable():
                 self._read_oldest()
@@ -262,10 +270,12 @@ class WriteBehind:
                     self._recover(redis.TimeoutError(f"no reply from Redis in {limit:g} s"))
             if self._reroute:
                 self._drain()
-            return bool(self._pending)
+            self.watched = bool(self._pending)
+            return self.watched
         except Exception:  # never the reaper's end: the owner meets it at its next send
             logger.exception("reading the replies of sync sends failed")
-            return bool(self._pending)
+            self.watched = bool(self._pending)
+            return self.watched
         finally:
             self.lock.release()
 
