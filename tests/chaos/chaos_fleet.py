@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker_harness import READY_TIMEOUT, WorkerProcess
+from worker_harness import READY_TIMEOUT, WorkerProcess, pool_children
 
 CHAOS_DIR = Path(__file__).resolve().parent
 #: A line each worker prints when its fetch watchdog speaks (src/celeriac/worker/watchdog.py).
@@ -30,21 +30,8 @@ MAX_STARTS = 5
 
 
 def children(pid: int) -> list[int]:
-    """The prefork children of ``pid`` (spawned ``spawn_main`` processes, not the resource
-    tracker), read from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"spawn_main" in cmdline:
-            found.append(int(entry))
-    return sorted(found)
+    """The prefork children of ``pid``, read from /proc (see ``pool_children``)."""
+    return pool_children(pid)
 
 
 def alive(pid: int) -> bool:

@@ -3,7 +3,7 @@
 Most tests run the worker in this process (:func:`celeriac.testing.worker_thread`) with
 :class:`apps.prefork_tasks.RecordingPool`, the prefork pool remembered so a test can call
 ``terminate``/``resize`` on its loop and see its children; two tests run the CLI worker as a
-process. Children import ``apps.prefork_tasks`` by name: spawn children inherit ``sys.path``,
+process. Children import ``apps.prefork_tasks`` by name: children inherit ``sys.path``,
 where pytest put this directory. Every wait is on a result, a marker file or a process state,
 each with a deadline; no sleep stands in for synchronisation.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from apps.prefork_tasks import APP_SPEC, DB_ENV, POOL_SPEC, RecordingPool, make_app
+from apps.prefork_tasks import APP_SPEC, DB_ENV, MARK_ENV, POOL_SPEC, RecordingPool, make_app
 from worker_harness import child_env
 
 from celeriac import (
@@ -47,16 +47,20 @@ MB = 2**20
 
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The test's SQLite file, named in the environment that spawn children inherit."""
+    """The test's SQLite file, named in the environment that the children inherit."""
     path = tmp_path / "x.db"
     monkeypatch.setenv(DB_ENV, str(path))
     return path
 
 
 @contextmanager
-def prefork(**options: Any) -> Iterator[tuple[Celeriac, RecordingPool]]:
+def prefork(
+    start_method: str | None = None, **options: Any
+) -> Iterator[tuple[Celeriac, RecordingPool]]:
     """A prefork worker in a thread of this process; afterwards, every child it had is gone."""
     app = make_app()
+    if start_method is not None:
+        app.conf.update(worker_pool_start_method=start_method)
     options.setdefault("concurrency", 2)
     try:
         with worker_thread(app, timeout=30, pool=POOL_SPEC, app_spec=APP_SPEC, **options):
@@ -216,6 +220,37 @@ def test_max_tasks_per_child_replaces_children_without_losing_tasks(db: Path) ->
         pids = [r.get(timeout=30) for r in results]
     assert all(isinstance(p, int) for p in pids)
     assert len(set(pids)) >= 10, sorted(set(pids))
+
+
+# -- how children start ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is Linux's default")
+def test_children_fork_from_a_server_that_imported_the_app_and_get_the_current_environment(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with prefork(max_tasks_per_child=1, concurrency=1) as (app, _):
+        first = app.tasks["p.origin"].delay().get(timeout=15)
+        monkeypatch.setenv(MARK_ENV, "set after the pool started")
+        later = [app.tasks["p.origin"].delay().get(timeout=15) for _ in range(3)]
+    server = first["ppid"]
+    assert server != os.getpid()  # not the worker: its fork server
+    for run in [first, *later]:
+        assert run["ppid"] == server, [first, *later]
+        assert run["imported_in"] == server != run["pid"], [first, *later]  # came imported
+    assert len({run["pid"] for run in [first, *later]}) == 4  # one child per task
+    assert first["mark"] is None
+    # a child has the worker's environment as it was when the child started: the one after
+    # the first may have started before the change, the ones after it did not
+    assert [run["mark"] for run in later[1:]] == ["set after the pool started"] * 2
+    wait_until(lambda: not alive(server), "the fork server to stop with the pool")
+
+
+def test_spawned_children_import_the_app_themselves(db: Path) -> None:
+    with prefork("spawn") as (app, _):
+        run = app.tasks["p.origin"].delay().get(timeout=15)
+    assert run["ppid"] == os.getpid()
+    assert run["imported_in"] == run["pid"]
 
 
 def test_max_memory_per_child_replaces_a_leaking_child(db: Path) -> None:
@@ -388,6 +423,10 @@ def test_sigterm_to_the_whole_process_group_spares_busy_children(db: Path, tmp_p
         release.touch()
         assert result.get(timeout=15) == child
         assert worker.proc.wait(15) == 0
+        # nothing in the group died: not the child, not the fork server it was forked from
+        # (through which the worker learns of its children's exits)
+        assert "replacing child" not in worker.output()
+        assert "WorkerLostError" not in worker.output()
     finally:
         worker.stop()
         app.close()

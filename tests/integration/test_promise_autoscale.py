@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from apps.promise_tasks import BROKER_ENV, SETTINGS_ENV, build_app
-from worker_harness import WorkerProcess, child_env, wait_until
+from worker_harness import WorkerProcess, child_env, pool_children, wait_until
 
 from celeriac import Celeriac, states
 
@@ -38,20 +38,8 @@ def alive(pid: int) -> bool:
 
 
 def children(pid: int) -> set[int]:
-    """The live pool children of ``pid`` (Linux: ``/proc/<pid>/task/*/children``), not
-    multiprocessing's resource tracker."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text()
-        found |= {int(p) for p in text.split()}
-    return {p for p in found if alive(p) and b"resource_tracker" not in cmdline(p)}
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+    """The live pool children of ``pid`` (Linux /proc)."""
+    return {p for p in pool_children(pid) if alive(p)}
 
 
 @pytest.fixture

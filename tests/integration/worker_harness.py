@@ -365,3 +365,34 @@ def dead_letters(app: Celeriac, queue: str = "celery") -> list[DeadLetter]:
         return await transport.dead_letters(queue)
 
     return on_transport(app, letters)
+
+
+def _proc_children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(p) for p in (task / "children").read_text().split()]
+    except OSError:  # gone
+        pass
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def pool_children(pid: int) -> list[int]:
+    """The prefork children of the worker process ``pid`` (Linux /proc): those its fork server
+    forked (the default: the server is the worker's child, the children are its own) or those
+    the worker spawned; not the fork server itself, nor multiprocessing's resource tracker."""
+    found: list[int] = []
+    for child in _proc_children(pid):
+        line = _cmdline(child)
+        if b"multiprocessing.forkserver" in line:
+            found += _proc_children(child)
+        elif b"resource_tracker" not in line and line:
+            found.append(child)
+    return sorted(found)

@@ -504,11 +504,7 @@ TABLE: dict[str, Entry] = {
         "celeriac has no pool_restart command; run the worker with --reload in development",
         old="CELERYD_POOL_RESTARTS",
     ),
-    "worker_pool_start_method": ignored(
-        "fork",
-        "celeriac's prefork children always start with 'spawn' (a fresh interpreter)",
-        old="CELERYD_POOL_START_METHOD",
-    ),
+    "worker_pool_start_method": used(old="CELERYD_POOL_START_METHOD"),
     "worker_proc_alive_timeout": ignored(
         4.0,
         "a prefork child reports when it is ready, or why it could not start: no timeout",

@@ -140,6 +140,8 @@ class Settings(SettingsMapping):
     worker_concurrency: int | None = None
     worker_prefetch_multiplier: int = 4  # >= 1: Celery's 0 (no limit) is refused
     worker_pool: str = "prefork"
+    # None: 'forkserver' on Linux, 'spawn' elsewhere ('fork' is read as 'forkserver')
+    worker_pool_start_method: str | None = None
     worker_shutdown_timeout: float | None = None  # celeriac's own
     worker_max_tasks_per_child: int | None = None
     worker_max_memory_per_child: int | None = None  # KiB, as in Celery

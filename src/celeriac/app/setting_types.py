@@ -200,9 +200,22 @@ def _names_to_entries(name: str, value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+#: ``worker_pool_start_method``'s values and the method each means (``fork`` preloads the app
+#: as Celery's does, from a fork server: see ``celeriac.worker.pools.starter``).
+START_METHODS = {"forkserver": "forkserver", "fork": "forkserver", "spawn": "spawn"}
+
+
+def _start_method(name: str, value: str | None) -> str | None:
+    if value is not None and value not in START_METHODS:
+        choices = ", ".join(repr(m) for m in START_METHODS)
+        raise ImproperlyConfigured(f"setting {name!r}: {value!r} is not one of {choices}")
+    return value
+
+
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "worker_concurrency": _at_least_one,
     "worker_prefetch_multiplier": _at_least_one,
+    "worker_pool_start_method": _start_method,
     "worker_fetch_stall_timeout": _not_negative,
     "task_default_priority": _between(0, 9),
     "task_queue_max_priority": _between(0, 255),

@@ -38,6 +38,7 @@ from celeriac.worker.components import Component, in_dependency_order
 from celeriac.worker.consumer import FETCH_TIMEOUT, Consumer
 from celeriac.worker.pools import pool_class
 from celeriac.worker.pools.base import Pool, PoolOptions
+from celeriac.worker.pools.starter import start_method
 from celeriac.worker.state import WorkerState
 from celeriac.worker.steps import (
     Connection,
@@ -167,7 +168,10 @@ class Worker:
             max_memory_per_child=memory_kib * 1024 if memory_kib else None,
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
+            start_method=conf.worker_pool_start_method,
         )
+        if self.pool_name == "prefork":  # a method this platform lacks fails now, named
+            start_method(conf.worker_pool_start_method)
         self.pidfile = Pidfile(node_format(pidfile, self.hostname)) if pidfile else None
         statedb = statedb or conf.worker_state_db
         self.statedb = node_format(statedb, self.hostname) if statedb else None

@@ -2,7 +2,7 @@
 
 Children find the app as ``apps.prefork_tasks:make_app`` (a factory: a bare module-level app
 would have to be built at import, before the test has chosen its database). Both sides call it
-with ``PREFORK_TEST_DB`` set in the environment, which spawn children inherit, so they share the
+with ``PREFORK_TEST_DB`` set in the environment, which the children inherit, so they share the
 SQLite broker and results in the test's tmp dir. Every task that waits does so on a file
 appearing, polling every 10 ms and bounded, so no test can hang a child.
 """
@@ -21,6 +21,12 @@ DB_ENV = "PREFORK_TEST_DB"
 APP_SPEC = "apps.prefork_tasks:make_app"
 POOL_SPEC = "apps.prefork_tasks:RecordingPool"
 WAIT_LIMIT = 30.0
+
+#: The process that imported this module: a child forked from the fork server finds the
+#: server's pid here (it imported the app once, for every child), a spawned child its own.
+IMPORTED_IN = os.getpid()
+#: An environment variable a test sets after the pool started (``p.origin`` reads it).
+MARK_ENV = "PREFORK_TEST_MARK"
 
 #: Grows by ~50 MB per ``leak`` call, in the child that runs it.
 _leaked: list[bytes] = []
@@ -64,6 +70,16 @@ def make_app() -> Celeriac:
     @app.task(name="p.pid")
     def pid() -> int:
         return os.getpid()
+
+    @app.task(name="p.origin")
+    def origin() -> dict[str, object]:
+        """Where this child came from: its pid, its parent's, the importer of this module."""
+        return {
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "imported_in": IMPORTED_IN,
+            "mark": os.environ.get(MARK_ENV),
+        }
 
     @app.task(name="p.add")
     def add(x: int, y: int) -> int:

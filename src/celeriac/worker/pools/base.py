@@ -43,6 +43,9 @@ class PoolOptions:
     #: Worker-wide defaults (``--time-limit``/``--soft-time-limit``), in seconds.
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    #: ``worker_pool_start_method``: how prefork children start (None: the platform's best;
+    #: see :mod:`~celeriac.worker.pools.starter`).
+    start_method: str | None = None
 
 
 def effective_time_limits(

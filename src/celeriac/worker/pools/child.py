@@ -1,9 +1,10 @@
 """A prefork child process: load the app, then run one request at a time for the parent.
 
-The child is started by :class:`celeriac.worker.pools.prefork.PreforkPool` with the ``spawn``
-start method, so it begins from a fresh interpreter on every platform (no state forked from a
-parent that holds sockets, threads and an event loop) and finds the app by importing
-``module:attr`` (:class:`ChildConfig`).
+The child is started by :class:`celeriac.worker.pools.prefork.PreforkPool`, forked from the fork
+server that imported the app (Linux's default) or spawned as a fresh interpreter
+(:mod:`~celeriac.worker.pools.starter`): never forked from the worker, which holds sockets,
+threads and an event loop. Either way it finds the app by importing ``module:attr``
+(:class:`ChildConfig`), at once when the server had imported it already.
 
 The conversation on the pipe, one small picklable message each way per task::
 
@@ -85,6 +86,9 @@ class ChildConfig(NamedTuple):
     log_datefmt: str | None = None
     #: ``worker_redirect_stdouts``: the level a task's ``print()`` is logged at, or None.
     redirect_level: int | None = None
+    #: The worker's environment when this child started: a child forked from the fork server
+    #: (:mod:`.starter`) would otherwise have the server's, from when the pool started.
+    environ: dict[str, str] | None = None
 
 
 class Ready(NamedTuple):
@@ -292,6 +296,9 @@ def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> N
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _watch_parent(lifeline)
+    if config.environ is not None and dict(os.environ) != config.environ:
+        os.environ.clear()
+        os.environ.update(config.environ)
     try:
         app = _load_app(config)
         _setup_logging(config)  # after the app: its module connects setup_logging receivers

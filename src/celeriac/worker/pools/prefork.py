@@ -1,10 +1,11 @@
 """The ``prefork`` pool: each task runs in a child process that the worker can kill.
 
-Children are started with the ``spawn`` method (a fresh interpreter that imports the app from
-``PoolOptions.app_spec``; see :mod:`celeriac.worker.pools.child`), never forked from a worker that
-holds sockets, threads and an event loop, so the pool behaves the same on Linux and macOS. It
-needs POSIX signals: SIGUSR1 for soft time limits, SIGKILL to stop a child (children ignore
-SIGTERM and SIGINT: only the parent decides when they stop).
+Children are forked from a fork server that imported the app from ``PoolOptions.app_spec``
+(Linux's default) or spawned as fresh interpreters that import it (``worker_pool_start_method``;
+see :mod:`~celeriac.worker.pools.starter` and :mod:`~celeriac.worker.pools.child`), never forked
+from a worker that holds sockets, threads and an event loop. It needs POSIX signals: SIGUSR1 for
+soft time limits, SIGKILL to stop a child (children ignore SIGTERM and SIGINT: only the parent
+decides when they stop).
 
 **The parent's event loop never blocks on a child.** Each child's pipe and process sentinel are
 watched with ``loop.add_reader``: a message or an exit wakes the loop, which reads one small
@@ -33,14 +34,14 @@ children is :class:`~celeriac.worker.pools.supervisor.Supervisor`'s job; this mo
 contract on top of it: dispatch, time limits, terminate, resize, and the outcomes of lost tasks.
 
 A script that runs a prefork worker in code must guard its entry point with
-``if __name__ == "__main__":``: spawn children import the main module again.
+``if __name__ == "__main__":``: children import the main module again (as with ``spawn``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
+import os
 import pickle
 import signal
 from collections.abc import Collection
@@ -59,6 +60,7 @@ from celeriac.execution.executor import Outcome, Settle, finish
 from celeriac.results.base import exception_from_dict
 from celeriac.utils import logsetup
 from celeriac.utils.logs import LOG_FORMAT
+from celeriac.worker.pools import starter
 from celeriac.worker.pools.base import OnStart, Pool, PoolOptions, effective_time_limits
 from celeriac.worker.pools.child import ChildConfig, Done, Run
 from celeriac.worker.pools.supervisor import Child, Job, Killed, Supervisor
@@ -97,6 +99,8 @@ class PreforkPool(Pool):
         #: Each child's place in the pool (``%i``), by pid; see :meth:`_next_index`.
         self._index_of: dict[int, int] = {}
         self._pending_index: int | None = None
+        #: The start method acquired from :mod:`.starter` while the pool runs (released once).
+        self._start_method: str | None = None
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -109,8 +113,11 @@ class PreforkPool(Pool):
             raise ImproperlyConfigured(
                 "the prefork pool needs POSIX signals (Linux, macOS); use -P threads here"
             )
+        method = starter.start_method(self.options.start_method)
+        context = starter.acquire(method, self.options.app_spec)
+        self._start_method = method
         children = self._children = Supervisor(
-            multiprocessing.get_context("spawn"),
+            context,
             asyncio.get_running_loop(),
             self.concurrency,
             self._child_config,
@@ -152,6 +159,7 @@ class PreforkPool(Pool):
             process_index=self._next_index(),
             log_datefmt=setup.datefmt if setup is not None else None,
             redirect_level=setup.redirect_level if setup is not None else None,
+            environ=dict(os.environ),
         )
 
     def _next_index(self) -> int:
@@ -188,6 +196,9 @@ class PreforkPool(Pool):
                 children.end_job(child, Killed("shutdown", "the worker stopped (cold)"))
                 children.signal(child, signal.SIGKILL)
         await children.wait_exited()
+        method, self._start_method = self._start_method, None
+        if method is not None:  # every child is gone: the fork server may go too
+            await asyncio.to_thread(starter.release, method)
 
     async def resize(self, concurrency: int) -> None:
         """Grow by starting children; shrink by retiring starting and idle children first,

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnContext
+from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -114,7 +114,7 @@ class Supervisor:
 
     def __init__(
         self,
-        ctx: SpawnContext,
+        ctx: SpawnContext | ForkServerContext,
         loop: asyncio.AbstractEventLoop,
         size: int,
         make_config: Callable[[], ChildConfig],
