@@ -9,10 +9,10 @@ loop that a child must not share.
   child from that state. A child is ready in milliseconds instead of the ~150 ms an interpreter
   takes to start and import an app, which is what ``max_tasks_per_child``, a child killed at a
   hard time limit, ``terminate`` and autoscaling pay for every replacement; the children share
-  the server's pages until they write them, and (measured on the drain workload) spend about a
-  fifth less CPU per task than spawned ones. As with Celery's fork, code the app module runs
-  at import runs once, in the server: a connection or thread it opens then is not the child's
-  (reopen such things in ``worker_process_init``, as Celery users do).
+  the server's pages until they write them, and spent less CPU per task than spawned ones on
+  the benchmark's drain (the changelog has the figures). As with Celery's fork, code the app
+  module runs at import runs once, in the server: a connection or thread it opens then is not
+  the child's (reopen such things in ``worker_process_init``, as Celery users do).
 * ``spawn``: each child is a fresh interpreter that imports the app itself (the slow start, and
   the only method where ``fork`` does not exist). ``fork`` is read as ``forkserver``: the app
   preloaded, without forking the worker.
