@@ -29,11 +29,6 @@ ORPHAN_LIFETIME = 10.0
 MAX_STARTS = 5
 
 
-def children(pid: int) -> list[int]:
-    """The prefork children of ``pid``, read from /proc (see ``pool_children``)."""
-    return pool_children(pid)
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -125,7 +120,7 @@ class Fleet:
         """``kill -9`` the worker (its children die or are orphaned); start a new one, without
         waiting for it (the other worker carries the load meanwhile)."""
         worker = self.ready(slot)
-        kids = children(worker.pid)
+        kids = pool_children(worker.pid)
         now = time.time()
         # its children run on, orphaned, until they notice (a task already in a child's pipe
         # may even start): they count as hit for a while after the kill
@@ -139,7 +134,7 @@ class Fleet:
     def kill_child(self, slot: Slot) -> bool:
         """``kill -9`` one prefork child of the slot's worker; False if it has none."""
         worker = self.ready(slot)
-        kids = children(worker.pid)
+        kids = pool_children(worker.pid)
         if not kids:
             return False
         victim = kids[0]
@@ -151,7 +146,7 @@ class Fleet:
     def freeze(self, slot: Slot, seconds: float, wait: Callable[[float], None]) -> None:
         """SIGSTOP the worker (and its children) for ``seconds``, past its lease; SIGCONT."""
         worker = self.ready(slot)
-        pids = [worker.pid, *children(worker.pid)]
+        pids = [worker.pid, *pool_children(worker.pid)]
         began = time.time()
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
