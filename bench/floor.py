@@ -4,7 +4,11 @@ queue around it, to tell what a worker could reach at best.
 (a) two processes, each INCR the counter in a loop: the benchmark's task body alone;
 (b) two processes, each: claim 8 messages with celeriac's own claim script (what a worker with
     prefetch 8 holds), INCR once per message, ack the 8 with the settle script: the broker's
-    part of a drain plus the task body, with no decoding, no pool and no result bookkeeping.
+    part of a drain plus the task body, with no decoding, no pool and no result bookkeeping;
+(c) two processes, each a loop over celeriac's own code with no parent: the async transport's
+    ``get`` of k messages, decoding and ``build_request``, ``execute`` and ``finish``, then one
+    ``ack`` of the k; for k = 1, 2, 4. What a prefork child that fetched and settled for itself
+    would spend, and how much of it the size of its claims decides.
 
 Run with celeriac's bench venv (built by ``make bench``), against Redis db 10 (flushed):
 ``bench/.venvs/celeriac/bin/python bench/floor.py``.
@@ -55,6 +59,32 @@ def claim_incr_ack(prefix: str) -> None:
         settle(args=args)
 
 
+def fetch_run_settle(batch: int) -> None:
+    import asyncio
+
+    from bench_celeriac_app import app
+
+    from celeriac.execution.executor import execute, finish
+    from celeriac.protocol.codec import decode_body
+    from celeriac.worker.request import build_request
+
+    transport = app.create_transport()
+    accept = tuple(app.conf.accept_content)
+
+    async def drain() -> None:
+        while deliveries := await transport.get(["celery"], batch, timeout=0.5):
+            for delivery in deliveries:
+                message = delivery.decode()
+                args, kwargs, embed = decode_body(message, accept=accept, codecs=app.codecs)
+                request = build_request(message, delivery, args, kwargs, embed, "floor")
+                task = app.tasks[message.task]
+                finish(task, request, execute(task, request), "floor")
+            await transport.ack(deliveries)
+        await transport.close()
+
+    asyncio.run(drain())
+
+
 def timed(target: Callable[..., None], args: list[tuple[Any, ...]]) -> tuple[float, float]:
     """Wall seconds of the processes, and the CPU seconds they used (reaped children's)."""
     processes = [multiprocessing.Process(target=target, args=a) for a in args]
@@ -89,6 +119,17 @@ def main() -> None:
         f"(b) claim 8 + INCR each + ack 8, 2 processes: {N / seconds:,.0f}/s, "
         f"{used * 1e6 / N:.1f} us CPU per message"
     )
+    for batch in (1, 2, 4):
+        client.flushdb()
+        app.send_many([("bench.noop", (), {})] * N)
+        app.close()
+        seconds, used = timed(fetch_run_settle, [(batch,), (batch,)])
+        done = int(client.get("bench:counter") or 0)
+        assert done == N, f"{done} of {N} tasks run"
+        print(
+            f"(c) celeriac's get {batch} + run + ack {batch}, 2 processes: {N / seconds:,.0f}/s, "
+            f"{used * 1e6 / N:.1f} us CPU per task (one idle 0.5 s get included)"
+        )
     client.flushdb()
 
 
