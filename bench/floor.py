@@ -100,6 +100,24 @@ def timed(target: Callable[..., None], args: list[tuple[Any, ...]]) -> tuple[flo
     return seconds, used
 
 
+def drained(
+    client: redis.Redis,
+    app: Any,
+    target: Callable[..., None],
+    args: list[tuple[Any, ...]],
+    counter: str,
+) -> tuple[float, float]:
+    """N no-op tasks queued, then drained by ``target`` in two processes: the rate, and the
+    microseconds of CPU per task (checked by the ``counter`` the drain increments)."""
+    client.flushdb()
+    app.send_many([("bench.noop", (), {})] * N)
+    app.close()
+    seconds, used = timed(target, args)
+    done = int(client.get(counter) or 0)
+    assert done == N, f"{done} of {N} messages drained"
+    return N / seconds, used * 1e6 / N
+
+
 def main() -> None:
     sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench" / "systems")]
     os.environ["BENCH_REDIS_URL"] = URL
@@ -109,26 +127,15 @@ def main() -> None:
     print(f"(a) INCR only, 2 processes: {N / seconds:,.0f}/s, {used * 1e6 / N:.1f} us CPU each")
     from bench_celeriac_app import app
 
-    client.flushdb()
-    app.send_many([("bench.noop", (), {})] * N)
-    app.close()
-    seconds, used = timed(claim_incr_ack, [(PREFIX,), (PREFIX,)])
-    done = int(client.get("floor:counter") or 0)
-    assert done == N, f"{done} of {N} messages drained"
+    rate, cpu = drained(client, app, claim_incr_ack, [(PREFIX,), (PREFIX,)], "floor:counter")
     print(
-        f"(b) claim 8 + INCR each + ack 8, 2 processes: {N / seconds:,.0f}/s, "
-        f"{used * 1e6 / N:.1f} us CPU per message"
+        f"(b) claim 8 + INCR each + ack 8, 2 processes: {rate:,.0f}/s, {cpu:.1f} us CPU per message"
     )
     for batch in (1, 2, 4):
-        client.flushdb()
-        app.send_many([("bench.noop", (), {})] * N)
-        app.close()
-        seconds, used = timed(fetch_run_settle, [(batch,), (batch,)])
-        done = int(client.get("bench:counter") or 0)
-        assert done == N, f"{done} of {N} tasks run"
+        rate, cpu = drained(client, app, fetch_run_settle, [(batch,), (batch,)], "bench:counter")
         print(
-            f"(c) celeriac's get {batch} + run + ack {batch}, 2 processes: {N / seconds:,.0f}/s, "
-            f"{used * 1e6 / N:.1f} us CPU per task (one idle 0.5 s get included)"
+            f"(c) celeriac's get {batch} + run + ack {batch}, 2 processes: {rate:,.0f}/s, "
+            f"{cpu:.1f} us CPU per task (one idle 0.5 s get included)"
         )
     client.flushdb()
 
