@@ -112,8 +112,9 @@ def shown(fleet: Fleet, page: Page, path: str, needle: str) -> None:
     browser (a render per try)."""
     deadline = time.monotonic() + WAIT
     while needle not in get(fleet, path):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{needle!r} not on {path} within {WAIT}s")
+        if time.monotonic() > deadline:  # the processes' last lines say why (CI keeps no more)
+            said = "\n".join(process.output()[-2000:] for process in fleet.processes)
+            raise AssertionError(f"{needle!r} not on {path} within {WAIT}s; it said:\n{said}")
         time.sleep(0.1)
     page.goto(path)
 
