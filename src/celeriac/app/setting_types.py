@@ -205,7 +205,9 @@ def _names_to_entries(name: str, value: dict[str, Any]) -> dict[str, Any]:
 START_METHODS = {"forkserver": "forkserver", "fork": "forkserver", "spawn": "spawn"}
 
 
-def _start_method(name: str, value: str | None) -> str | None:
+def check_start_method(name: str, value: str | None) -> str | None:
+    """A ``worker_pool_start_method`` value as given; raises naming ``name`` if it is none of
+    :data:`START_METHODS` (the setting's rule, and the prefork pool's own check)."""
     if value is not None and value not in START_METHODS:
         choices = ", ".join(repr(m) for m in START_METHODS)
         raise ImproperlyConfigured(f"setting {name!r}: {value!r} is not one of {choices}")
@@ -215,7 +217,7 @@ def _start_method(name: str, value: str | None) -> str | None:
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "worker_concurrency": _at_least_one,
     "worker_prefetch_multiplier": _at_least_one,
-    "worker_pool_start_method": _start_method,
+    "worker_pool_start_method": check_start_method,
     "worker_fetch_stall_timeout": _not_negative,
     "task_default_priority": _between(0, 9),
     "task_queue_max_priority": _between(0, 255),

@@ -162,16 +162,17 @@ class Worker:
         #: ``-B``: a beat runs inside this worker (see :mod:`celeriac.worker.beat_step`).
         self.embed_beat = beat
         memory_kib = max_memory_per_child or conf.worker_max_memory_per_child
+        method = conf.worker_pool_start_method
+        if self.pool_name == "prefork":  # a method this platform lacks fails now, named
+            method = start_method(method)
         self.pool_options = PoolOptions(
             app_spec=app_spec or find_app_spec(app),
             max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
             max_memory_per_child=memory_kib * 1024 if memory_kib else None,
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
-            start_method=conf.worker_pool_start_method,
+            start_method=method,
         )
-        if self.pool_name == "prefork":  # a method this platform lacks fails now, named
-            start_method(conf.worker_pool_start_method)
         self.pidfile = Pidfile(node_format(pidfile, self.hostname)) if pidfile else None
         statedb = statedb or conf.worker_state_db
         self.statedb = node_format(statedb, self.hostname) if statedb else None

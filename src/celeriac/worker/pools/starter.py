@@ -41,7 +41,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from celeriac.app.setting_types import START_METHODS as METHODS
+from celeriac.app.setting_types import START_METHODS, check_start_method
 from celeriac.errors import ImproperlyConfigured
 
 if TYPE_CHECKING:
@@ -61,10 +61,8 @@ def start_method(setting: str | None) -> str:
     :class:`ImproperlyConfigured` naming the setting for a value that cannot work here."""
     if setting is None:
         return "forkserver" if sys.platform == "linux" else "spawn"
-    method = METHODS.get(setting)
-    if method is None:
-        choices = ", ".join(repr(m) for m in METHODS)
-        raise ImproperlyConfigured(f"setting {SETTING!r}: {setting!r} is not one of {choices}")
+    check_start_method(SETTING, setting)
+    method = START_METHODS[setting]
     if method not in multiprocessing.get_all_start_methods():
         raise ImproperlyConfigured(
             f"setting {SETTING!r}: {setting!r} is not available on {sys.platform}; use 'spawn'"
