@@ -205,6 +205,34 @@ def test_many_waiters_all_wake(
     assert waiter._sub_pool._in_use_connections == set()
 
 
+def test_a_store_is_one_write_on_the_socket(make_backend: Callable[..., RedisBackend]) -> None:
+    """MULTI, SET, PUBLISH and EXEC leave in one ``sendall``: redis-py writes each item of a
+    list of packed commands with one of its own (a syscall, and a segment Redis may read
+    alone), which a worker paid on every task's result."""
+    backend = make_backend()
+    backend.store(success(str(uuid.uuid4()), 1))  # opens this thread's own connection
+    conn = backend._own()
+    sock = conn._sock
+    writes: list[int] = []
+
+    class Counted:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(sock, name)
+
+        def sendall(self, data: bytes) -> None:
+            writes.append(len(data))
+            sock.sendall(data)
+
+    conn._sock = Counted()
+    try:
+        task_id = str(uuid.uuid4())
+        backend.store(success(task_id, 2))
+    finally:
+        conn._sock = sock
+    assert len(writes) == 1
+    assert backend.get_meta(task_id).result == 2
+
+
 def test_round_trips_per_operation(
     make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,6 +31,7 @@ from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import Delivery, Outgoing
 from celeriac.transports.redis import RedisTransport
+from celeriac.transports.redis import scripts as lua
 from celeriac.transports.redis.url import (
     is_sentinel_url,
     parse_redis_url,
@@ -409,6 +410,82 @@ def test_a_wake_after_redis_forgot_its_scripts_still_claims(prefix: str) -> None
         await transport.ack(got)
         probe.close()
         await transport.close()
+
+    run(go())
+
+
+class Handed:
+    """An ack batcher's side of carried acks: hands ``acks`` over once, notes failures."""
+
+    def __init__(self, acks: list[Delivery]) -> None:
+        self.acks = acks
+        self.failures: list[BaseException] = []
+
+    def take(self) -> list[Delivery]:
+        taken, self.acks = self.acks, []
+        return taken
+
+    def failed(self, exc: BaseException, deliveries: Any) -> None:
+        self.failures.append(exc)
+
+
+def held(probe: redis.Redis, prefix: str, queue: str = "q") -> int:
+    """Messages of ``queue`` still stored (leased and not settled)."""
+    return int(probe.hlen(f"{prefix}q:{queue}:data"))
+
+
+async def idle_wait_carrying(prefix: str, flush_scripts: bool) -> tuple[int, int, int, Handed]:
+    """One message got and handed over as an early ack, then a get that waits for the next:
+    how many messages are held while it waits and after, and the settle calls of its own."""
+    consumer = RedisTransport(URL, key_prefix=prefix)
+    await consumer.declare_queue(Queue("q"))
+    probe = redis.Redis.from_url(URL)
+    await asyncio.to_thread(consumer.publish_sync, [out("first")])
+    got = await consumer.get(["q"], 10, timeout=10)  # 1 of 10: the next get waits at once
+    handed = Handed(got)
+    consumer.carry_early_acks(handed)
+    settles: list[str] = []
+    settle = consumer._settle
+
+    async def counting(op: str, *args: Any) -> None:
+        settles.append(op)
+        await settle(op, *args)
+
+    consumer._settle = counting  # type: ignore[method-assign, assignment]
+    if flush_scripts:
+        probe.script_flush()  # the carried settle meets NOSCRIPT
+    else:  # as after any ack: a Redis that never ran the settle script has not got it yet
+        probe.script_load(lua.SETTLE)
+    waiting = asyncio.ensure_future(consumer.get(["q"], 10, timeout=10))
+    await until_blocked(probe, blocked_clients(probe) + 1)
+    while_waiting = held(probe, prefix)
+    await asyncio.to_thread(consumer.publish_sync, [out("second")])
+    second = await waiting
+    after = held(probe, prefix) - len(second)
+    await consumer.ack(second)
+    probe.close()
+    await consumer.close()
+    return while_waiting, after, settles.count("ack") - 1, handed
+
+
+def test_an_idle_wait_carries_the_early_acks_in_its_write(prefix: str) -> None:
+    """The early ack of a worker's last task goes in the write of its wait for the next one:
+    settled while the get still waits, with no settle call of its own."""
+
+    async def go() -> None:
+        while_waiting, after, own_settles, handed = await idle_wait_carrying(prefix, False)
+        assert (while_waiting, after, own_settles, handed.failures) == (0, 0, 0, [])
+
+    run(go())
+
+
+def test_a_carried_ack_refused_for_a_forgotten_script_is_sent_again(prefix: str) -> None:
+    """Redis restarted and forgot its scripts: the carried settle meets NOSCRIPT, and the
+    acks are sent again the usual way (which loads it) once the wait has ended."""
+
+    async def go() -> None:
+        _, after, own_settles, handed = await idle_wait_carrying(prefix, True)
+        assert (after, own_settles, handed.failures) == (0, 1, [])
 
     run(go())
 

@@ -37,7 +37,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from celeriac.errors import ImproperlyConfigured
 from celeriac.protocol.message import Message
@@ -176,6 +176,17 @@ class Listener(abc.ABC):
         await self.close()
 
 
+class EarlyAcks(Protocol):
+    """Where a transport finds the early acks it may carry (:meth:`Transport.carry_early_acks`):
+    the worker's ack batcher."""
+
+    def take(self) -> list[Delivery]:
+        """The early acks waiting now, handed over: the transport settles them from here on."""
+
+    def failed(self, exc: BaseException, deliveries: Sequence[Delivery]) -> None:
+        """A carried batch could not be settled (its messages come back when leases end)."""
+
+
 class Transport(abc.ABC):
     """The broker contract. Subclasses register a URL scheme in :mod:`celeriac.transports.registry`.
 
@@ -198,6 +209,15 @@ class Transport(abc.ABC):
     #: Worth it where the worker pulls (Redis, SQLite: one settle call for many); a broker
     #: that pushes within a QoS window (RabbitMQ) must have them at once, or it stops pushing.
     early_ack_delay: ClassVar[float] = 0.002
+
+    def carry_early_acks(self, source: EarlyAcks) -> None:
+        """Offer the worker's early acks a ride on this transport's own writes.
+
+        A transport that writes to the broker anyway when it starts to wait for messages
+        (Redis: its ``BLPOP`` with the claim behind it) may send the early acks waiting in
+        ``source`` in that same write, rather than in a round trip of their own a few
+        milliseconds later. The default takes none: the worker sends them itself.
+        """
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url

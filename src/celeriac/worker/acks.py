@@ -10,11 +10,17 @@ SQLite, where a worker fetches by itself and one settle call per batch saves CPU
 (measured: a prefork drain on Redis, parent 209-211 us of CPU per task with it, 259-296 without);
 none on RabbitMQ, which pushes only while fewer than QoS deliveries are unacked, so an ack held
 back is a delivery not pushed (measured: a prefork drain 1,400/s with 2 ms, 2,209/s without).
+
+A transport that writes anyway when it starts waiting for messages takes the early acks
+waiting then into that write (:meth:`Transport.carry_early_acks`; Redis does): on an idle
+worker no company ever comes, and each early ack used to cost a timer, a round trip and a
+wake-up of its own. The batcher's nap is then cut short, since nothing is left to send.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from celeriac.transports.base import Delivery, Transport
 from celeriac.utils.outage import Outage
@@ -30,6 +36,8 @@ class AckBatcher:
         self._soon = getattr(transport, "early_ack_delay", SOON_DELAY)
         self._pending: list[tuple[Delivery, asyncio.Future[None] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._napping = False
+        transport.carry_early_acks(self)
 
     async def ack(self, delivery: Delivery) -> None:
         """Ack and wait until the broker has it (raises the transport's error)."""
@@ -41,9 +49,25 @@ class AckBatcher:
         """Ack in the next batch without waiting; a failure is logged as a broker outage."""
         self._add(delivery, None)
 
+    def take(self) -> list[Delivery]:
+        """Hand the early acks waiting now to the transport, which settles them (the
+        :class:`~celeriac.transports.base.EarlyAcks` side of this batcher)."""
+        early = [delivery for delivery, future in self._pending if future is None]
+        if not early:
+            return []
+        self._pending = [entry for entry in self._pending if entry[1] is not None]
+        if not self._pending and self._napping and self._flusher is not None:
+            self._flusher.cancel()  # nothing left to send: no timer wake-up for nothing
+        return early
+
+    def failed(self, exc: BaseException, deliveries: Sequence[Delivery]) -> None:
+        """Early acks the transport took could not be settled: they come back later."""
+        self._outage.failed(exc, f"acking {len(deliveries)} messages (they will come back)")
+
     def _add(self, delivery: Delivery, future: asyncio.Future[None] | None) -> None:
         self._pending.append((delivery, future))
-        if self._flusher is None or self._flusher.done():
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.cancelling():  # (cut short by take)
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
@@ -53,8 +77,14 @@ class AckBatcher:
             else:
                 # early acks only: nobody waits, so gather a few milliseconds' worth into one
                 # round trip (a crash in that window costs a redelivery, never a lost message)
-                await asyncio.sleep(self._soon)
+                self._napping = True
+                try:
+                    await asyncio.sleep(self._soon)
+                finally:
+                    self._napping = False
             batch, self._pending = self._pending, []
+            if not batch:  # the transport carried them meanwhile
+                continue
             try:
                 await self._transport.ack([delivery for delivery, _ in batch])
             except Exception as exc:

@@ -33,7 +33,9 @@ def transaction(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
     packed = [pack_command(("MULTI",)), *(pack_command(c) for c in commands)]
     packed.append(pack_command(("EXEC",)))
     try:
-        conn.send_packed_command(packed, check_health=False)
+        # one buffer: redis-py writes each item of a list with a sendall of its own (a
+        # syscall, a poll on a socket with a timeout, and a TCP segment Redis may read alone)
+        conn.send_packed_command([b"".join(packed)], check_health=False)
         error: redis.ResponseError | None = None
         replies: Any = None
         for _ in range(len(packed)):

@@ -87,6 +87,7 @@ from celeriac.routing import Binding, Exchange, Queue
 from celeriac.transports.base import (
     DeadLetter,
     Delivery,
+    EarlyAcks,
     Listener,
     Outgoing,
     Transport,
@@ -197,6 +198,7 @@ class RedisTransport(Transport):
         connection.setdefault("socket_keepalive", True)
         self._connection = connection
         self._retries = max(retries, 0)
+        self._early_acks: EarlyAcks | None = None
         # parsing now makes a bad URL fail at start-up rather than at the first publish
         self._password = password_of(url, connection)
         db = database_of(url, connection)
@@ -827,32 +829,67 @@ class RedisTransport(Transport):
         else:
             notify, seconds = wake
             held = client_id or asyncio.get_running_loop().create_future()
-            with self._errors("waiting for messages"):
-                reply = await blpop_then_claim(
-                    clients.blocking.connection_pool,
-                    notify,
-                    seconds,
-                    script,
-                    [*args, *queues],
-                    held,
-                    _BLOCK_GRACE,
-                    self._retries,
-                )
+            riders = self._early_acks.take() if self._early_acks is not None else []
+            before = (clients.scripts["settle"], self._settle_args("ack", "", riders))
+            try:
+                with self._errors("waiting for messages"):
+                    reply, ahead = await blpop_then_claim(
+                        clients.blocking.connection_pool,
+                        notify,
+                        seconds,
+                        script,
+                        [*args, *queues],
+                        held,
+                        _BLOCK_GRACE,
+                        self._retries,
+                        before if riders else None,
+                    )
+            except Exception as exc:
+                if riders and self._early_acks is not None:
+                    self._early_acks.failed(exc, riders)
+                raise
+            if riders:
+                await self._carried(riders, ahead)
         deliveries, dead = lua.claimed(reply, queues)
         self._report_dead_letters(dead)  # here: a cancelled get's claim still reports them
         return deliveries, (float(reply[0]) if reply[0] else None), bytes(reply[1]).decode()
+
+    def carry_early_acks(self, source: EarlyAcks) -> None:
+        """Early acks ride the write of each wait for messages (:mod:`.wake`)."""
+        self._early_acks = source
+
+    async def _carried(self, riders: list[Delivery], reply: Any) -> None:
+        """The end of early acks that rode a wait: a refused settle (Redis restarted and
+        forgot the script) is sent again the usual way."""
+        if isinstance(reply, Exception):
+            try:
+                await self.ack(riders)
+            except TransportError as exc:
+                if self._early_acks is not None:
+                    self._early_acks.failed(exc, riders)
+            return
+        self._warn_stale("ack", reply, riders)
+
+    def _settle_args(self, op: str, argument: Any, deliveries: Sequence[Delivery]) -> list[Any]:
+        args: list[Any] = [self.prefix, op, argument]
+        for delivery in deliveries:
+            message_id, token = delivery.tag
+            args += (delivery.queue, message_id, token)
+        return args
 
     async def _settle(self, op: str, argument: Any, deliveries: Sequence[Delivery]) -> None:
         """One settle script call for the batch; deliveries no longer held are only warned of."""
         if not deliveries:
             return
-        args: list[Any] = [self.prefix, op, argument]
-        for delivery in deliveries:
-            message_id, token = delivery.tag
-            args += (delivery.queue, message_id, token)
+        args = self._settle_args(op, argument, deliveries)
         with self._errors(op):
             clients = await self._clients()
             stale = await clients.scripts["settle"](args=args)
+        self._warn_stale(op, stale, deliveries)
+
+    @staticmethod
+    def _warn_stale(op: str, stale: Any, deliveries: Sequence[Delivery]) -> None:
+        """Settling skips what is no longer held: warned of, never raised."""
         if stale:
             gone = {int(i) for i in stale}
             tags = [d.tag for d in deliveries if d.tag[0] in gone]

@@ -14,6 +14,11 @@ with ``CLIENT UNBLOCK`` from another connection: the ``BLPOP`` then returns as i
 claim still runs, and the caller gives back what it claimed. Nothing is ever claimed and not
 returned to someone. A connection whose replies were not all read (a dead link, an error midway)
 is disconnected rather than handed back to the pool.
+
+Early acks ride the same write (``before``: a settle script call put ahead of the ``BLPOP``).
+Redis runs it at once, and its reply comes back with ``CLIENT ID``'s, which the consumer waits
+for anyway: an idle worker's early ack costs no round trip, timer or wake-up of its own (it used
+to wait 2 ms for company and then go alone, since on an idle worker no company comes).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["blpop_then_claim"]
 
@@ -37,21 +42,25 @@ async def blpop_then_claim(
     client_id: asyncio.Future[int],
     grace: float,
     retries: int = 1,
-) -> Any:
+    before: tuple[Any, Sequence[Any]] | None = None,
+) -> tuple[Any, Any]:
     """``BLPOP notify seconds`` then ``script(args)`` on one connection of ``pool``; returns the
-    script's reply. ``client_id`` receives the connection's id (see the module docstring);
-    ``grace``: how long past ``seconds`` a silent server is taken for a dead link; ``retries``:
-    how many times the write is sent again when the connection breaks before the first reply."""
+    script's reply, and the reply (or the error) of ``before = (script, args)``, run ahead of
+    the ``BLPOP`` when given (else ``None``). ``client_id`` receives the connection's id (see
+    the module docstring); ``grace``: how long past ``seconds`` a silent server is taken for a
+    dead link; ``retries``: how many times the write is sent again when the connection breaks
+    before the first reply."""
     conn: Any = await pool.get_connection()
     clean = False
     reply: Any = None
+    ahead: Any = None
     try:
-        commands = [
-            ("CLIENT", "ID"),
-            ("BLPOP", *notify, seconds),
-            ("EVALSHA", script.sha, 0, *args),
-        ]
-        packed = conn.pack_commands(commands)
+        commands: list[tuple[Any, ...]] = [("CLIENT", "ID")]
+        if before is not None:
+            commands.append(("EVALSHA", before[0].sha, 0, *before[1]))
+        commands += [("BLPOP", *notify, seconds), ("EVALSHA", script.sha, 0, *args)]
+        # one buffer, one write (a list would be written item by item)
+        packed = [b"".join(conn.pack_commands(commands))]
         for attempt in range(retries + 1):
             try:
                 await conn.send_packed_command(packed, check_health=False)
@@ -65,6 +74,11 @@ async def blpop_then_claim(
                     raise
         if not client_id.done():
             client_id.set_result(int(ident))
+        if before is not None:
+            try:
+                ahead = await conn.read_response()
+            except ResponseError as exc:  # NOSCRIPT or a refusal: the caller settles anew
+                ahead = exc
         async with asyncio.timeout(seconds + grace):  # a silent link is a dead one
             await conn.read_response()  # the BLPOP: a token, or nil at the timeout
             try:
@@ -80,4 +94,4 @@ async def blpop_then_claim(
         await pool.release(conn)
     if reply is None:
         reply = await script(args=list(args))  # redis-py's Script loads it on NOSCRIPT
-    return reply
+    return reply, ahead

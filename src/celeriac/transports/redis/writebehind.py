@@ -233,7 +233,8 @@ class WriteBehind:
             self._pending.append(entry)
             self._outstanding += len(items)
             try:
-                self.conn.send_packed_command([*load, *commands], check_health=False)
+                # joined: redis-py writes each item of a list with a sendall (a syscall) of its own
+                self.conn.send_packed_command([b"".join([*load, *commands])], check_health=False)
                 self._scripted = getattr(self.conn, "_sock", None)
             except _CONNECTION_ERRORS as exc:
                 self._recover(exc)
@@ -394,7 +395,9 @@ class WriteBehind:
             self._fail(entry, exc)
             return
         try:
-            self.conn.send_packed_command([entry.commands[i] for i in again], check_health=False)
+            self.conn.send_packed_command(
+                [b"".join(entry.commands[i] for i in again)], check_health=False
+            )
         except _CONNECTION_ERRORS as exc:
             self._recover(exc)
 
@@ -414,7 +417,7 @@ class WriteBehind:
             if unanswered:
                 load = self._script_first()
                 self._pending.rotate(len(load))  # the loader goes first, as it is written
-                self.conn.send_packed_command([*load, *unanswered], check_health=False)
+                self.conn.send_packed_command([b"".join([*load, *unanswered])], check_health=False)
                 self._scripted = getattr(self.conn, "_sock", None)
                 now = time.monotonic()
                 for entry in self._pending:
