@@ -30,6 +30,8 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
+from celeriac.transports.redis.resp import pack_command
+
 __all__ = ["blpop_then_claim"]
 
 
@@ -59,8 +61,9 @@ async def blpop_then_claim(
         if before is not None:
             commands.append(("EVALSHA", before[0].sha, 0, *before[1]))
         commands += [("BLPOP", *notify, seconds), ("EVALSHA", script.sha, 0, *args)]
-        # one buffer, one write (a list would be written item by item)
-        packed = [b"".join(conn.pack_commands(commands))]
+        # packed by hand (redis-py's packer runs an encoder call per argument) into one
+        # buffer, one write (a list would be written item by item)
+        packed = [b"".join(pack_command(command) for command in commands)]
         for attempt in range(retries + 1):
             try:
                 await conn.send_packed_command(packed, check_health=False)
