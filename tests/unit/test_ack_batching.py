@@ -105,17 +105,19 @@ class Carrying(Pulled):
 
 
 def test_early_acks_handed_to_a_carrying_broker_are_not_sent_again() -> None:
-    """What the transport takes it settles itself: the batcher's nap ends at once (no timer
-    wake-up for nothing) and no settle call of the batcher's own follows."""
+    """What the transport takes it settles itself: the batcher's timer is dropped (no wake-up
+    for nothing) and no settle call of the batcher's own follows."""
 
     async def run() -> tuple[list[str], list[str], list[int], float]:
         transport = Carrying()
         acks = AckBatcher(transport, Outage("broker", logging.getLogger("test")))
         assert transport.source is acks
         early = await fetched(transport, 3)
+        tasks = len(asyncio.all_tasks())
         for delivery in early:
             acks.ack_soon(delivery)
-        await asyncio.sleep(0)  # the flusher naps
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) == tasks  # a timer waits for company, not a task
         taken = acks.take()
         started = time.monotonic()
         await acks.drain()
@@ -124,7 +126,7 @@ def test_early_acks_handed_to_a_carrying_broker_are_not_sent_again() -> None:
     taken, early, calls, drained_in = asyncio.run(run())
     assert taken == early
     assert calls == []
-    assert drained_in < Pulled.early_ack_delay  # the nap was cut short, not slept out
+    assert drained_in < Pulled.early_ack_delay  # nothing was left to wait for
 
 
 def test_a_late_ack_is_never_handed_over() -> None:
@@ -146,19 +148,43 @@ def test_a_late_ack_is_never_handed_over() -> None:
     assert calls == [1]  # the late ack, by the batcher
 
 
+class Gated(Carrying):
+    """A carrying broker whose ack calls wait for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await super().ack(deliveries)
+        await self.gate.wait()
+
+
 def test_an_early_ack_after_a_take_still_goes() -> None:
-    """An ack requested after the transport emptied the batch (the nap being cut short) is
-    sent by a new flush, not stranded."""
+    """A take that empties the batch while the flush naps cancels that flush; an ack
+    requested in the same turn still goes (a cancelled flush cannot send it), by the timer
+    of a new quiet spell."""
 
-    async def run() -> list[int]:
-        transport = Carrying()
+    async def run() -> tuple[list[int], list[str], list[str]]:
+        transport = Gated()
         acks = AckBatcher(transport, Outage("broker", logging.getLogger("test")))
-        first, second = await fetched(transport, 2)
+        first, second, third = await fetched(transport, 3)
         acks.ack_soon(first)
-        await asyncio.sleep(0)  # the flusher naps
-        assert len(acks.take()) == 1
-        acks.ack_soon(second)  # same turn as the cut: the cancelled flusher cannot take it
+        while not transport.calls:  # its timer fires: the flush sends it and waits
+            await asyncio.sleep(0.01)
+        acks.ack_soon(second)  # joins the flush under way
+        transport.gate.set()
+        for _ in range(3):
+            await asyncio.sleep(0)  # the first batch ends; the flush naps for the second
+        taken = acks.take()  # the nap is cut short
+        acks.ack_soon(third)  # same turn
+        deadline = time.monotonic() + 5
+        while len(transport.calls) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # by its timer, without a drain
+        calls = list(transport.calls)
         await acks.drain()
-        return transport.calls
+        return calls, ids(taken), ids([second])
 
-    assert asyncio.run(run()) == [1]
+    calls, taken, second = asyncio.run(run())
+    assert taken == second
+    assert calls == [1, 1]  # the first, then the third

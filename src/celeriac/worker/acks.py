@@ -14,7 +14,8 @@ back is a delivery not pushed (measured: a prefork drain 1,400/s with 2 ms, 2,20
 A transport that writes anyway when it starts waiting for messages takes the early acks
 waiting then into that write (:meth:`Transport.carry_early_acks`; Redis does): on an idle
 worker no company ever comes, and each early ack used to cost a timer, a round trip and a
-wake-up of its own. The batcher's nap is then cut short, since nothing is left to send.
+wake-up of its own. So the first early ack of a quiet spell starts a timer, not a task, and
+the transport's take drops it: nothing is left to send.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class AckBatcher:
         self._soon = getattr(transport, "early_ack_delay", SOON_DELAY)
         self._pending: list[tuple[Delivery, asyncio.Future[None] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        #: The first early ack of a quiet spell starts a timer, not a task: on an idle worker
+        #: the transport usually takes the ack before it fires, and the timer is dropped.
+        self._timer: asyncio.TimerHandle | None = None
         self._napping = False
         transport.carry_early_acks(self)
 
@@ -56,8 +60,12 @@ class AckBatcher:
         if not early:
             return []
         self._pending = [entry for entry in self._pending if entry[1] is not None]
-        if not self._pending and self._napping and self._flusher is not None:
-            self._flusher.cancel()  # nothing left to send: no timer wake-up for nothing
+        if not self._pending:  # nothing left to send: no wake-up for nothing
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._napping and self._flusher is not None:
+                self._flusher.cancel()
         return early
 
     def failed(self, exc: BaseException, deliveries: Sequence[Delivery]) -> None:
@@ -67,24 +75,32 @@ class AckBatcher:
     def _add(self, delivery: Delivery, future: asyncio.Future[None] | None) -> None:
         self._pending.append((delivery, future))
         flusher = self._flusher
-        if flusher is None or flusher.done() or flusher.cancelling():  # (cut short by take)
-            self._flusher = asyncio.create_task(self._flush())
+        if flusher is not None and not flusher.done() and not flusher.cancelling():
+            return  # the flush under way sends it (it runs until nothing is pending)
+        if future is None and self._soon > 0:
+            # early acks only: nobody waits, so gather a few milliseconds' worth into one
+            # round trip (a crash in that window costs a redelivery, never a lost message)
+            if self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self._soon, self._start, False)
+            return
+        self._start(True)
 
-    async def _flush(self) -> None:
+    def _start(self, wait_turn: bool) -> None:
+        """Start the flush: now (the timer fired), or after this turn (an ack is waited for,
+        or the broker wants early acks at once)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.cancelling():  # (cut short by take)
+            self._flusher = asyncio.create_task(self._flush(wait_turn))
+
+    async def _flush(self, wait_turn: bool) -> None:
+        if wait_turn:
+            await asyncio.sleep(0)  # only let this turn's acks join
         while self._pending:
-            if any(future is not None for _, future in self._pending):
-                await asyncio.sleep(0)  # someone waits: only let this turn's acks join
-            else:
-                # early acks only: nobody waits, so gather a few milliseconds' worth into one
-                # round trip (a crash in that window costs a redelivery, never a lost message)
-                self._napping = True
-                try:
-                    await asyncio.sleep(self._soon)
-                finally:
-                    self._napping = False
             batch, self._pending = self._pending, []
-            if not batch:  # the transport carried them meanwhile
-                continue
             try:
                 await self._transport.ack([delivery for delivery, _ in batch])
             except Exception as exc:
@@ -97,8 +113,21 @@ class AckBatcher:
                 for _, future in batch:
                     if future is not None and not future.done():
                         future.set_result(None)
+            if any(future is not None for _, future in self._pending):
+                await asyncio.sleep(0)
+            elif self._pending:
+                # early acks that came while that batch was on its way: the same few
+                # milliseconds for company, unless the transport takes them first
+                self._napping = True
+                try:
+                    await asyncio.sleep(self._soon)
+                finally:
+                    self._napping = False
 
     async def drain(self) -> None:
-        """Wait until every requested ack has been sent."""
+        """Wait until every requested ack has been sent (early acks waiting for company go
+        now)."""
+        if self._pending:
+            self._start(False)
         while self._flusher is not None and not self._flusher.done():
             await asyncio.gather(self._flusher, return_exceptions=True)
