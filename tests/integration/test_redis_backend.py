@@ -237,18 +237,22 @@ def test_round_trips_per_operation(
     make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store is one MULTI (SET and PUBLISH, written at once); a wait on a ready result is
-    one GET and no subscription."""
+    one GET and no subscription (the GETs on the thread's own connection, like the store)."""
     backend = make_backend()
     sent: list[str] = []
     transactions: list[list[str]] = []
     subscriptions: list[int] = []
     client: Any = backend._client  # redis-py leaves execute_command untyped
-    execute, transaction = client.execute_command, resp.transaction
+    execute, transaction, call = client.execute_command, resp.transaction, resp.call
     make_connection = backend._sub_pool.make_connection
 
     def counting_execute(*args: Any, **options: Any) -> Any:
         sent.append(str(args[0]))
         return execute(*args, **options)
+
+    def counting_call(conn: Any, command: Any) -> Any:
+        sent.append(str(command[0]))
+        return call(conn, command)
 
     def counting_transaction(conn: Any, commands: Any) -> Any:
         transactions.append([str(command[0]) for command in commands])
@@ -260,6 +264,7 @@ def test_round_trips_per_operation(
 
     monkeypatch.setattr(backend._client, "execute_command", counting_execute)
     monkeypatch.setattr(resp, "transaction", counting_transaction)
+    monkeypatch.setattr(resp, "call", counting_call)
     monkeypatch.setattr(backend._sub_pool, "make_connection", counting_make_connection)
 
     task_id = str(uuid.uuid4())
@@ -312,7 +317,8 @@ def wire_log(
     monkeypatch: pytest.MonkeyPatch,
     after_get: Callable[[list[str]], None] = lambda log: None,
 ) -> list[str]:
-    """What a sync wait does, in order: each command sent on the command client (``GET``),
+    """What a sync wait does, in order: each command sent (``GET``, on the thread's own
+    connection; any on the command client),
     each write on the thread's subscriber connection (``write UNSUBSCRIBE SUBSCRIBE``) and each
     reply read from it (``read subscribe``). Spies that pass every call through to the real
     server; the subscriber connections made from here on are watched. ``after_get`` runs after
@@ -348,7 +354,16 @@ def wire_log(
         conn.send_packed_command, conn.read_response = logged_send, logged_read
         return conn
 
+    call = resp.call
+
+    def logged_call(conn: Any, command: Any) -> Any:  # the GETs, on the thread's connection
+        log.append(str(command[0]))
+        reply = call(conn, command)
+        after_get(log)
+        return reply
+
     monkeypatch.setattr(backend._client, "execute_command", logged_execute)
+    monkeypatch.setattr(resp, "call", logged_call)
     monkeypatch.setattr(backend._sub_pool, "make_connection", watched_connection)
     return log
 

@@ -470,7 +470,13 @@ class RedisBackend(Backend):
 
     def _read(self, task_id: str) -> bytes | None:
         key = self.result_key(task_id)
-        return _as_bytes(self._call(f"read {task_id}", lambda: self._client.get(key)))
+        return self._call(f"read {task_id}", lambda: self._get(key))
+
+    def _get(self, key: str) -> bytes | None:
+        """GET on this thread's own connection, packed by hand: a ``delay().get()`` reads
+        twice, and a read through redis-py's pool and client (checkout, health and liveness
+        checks, metrics hooks) cost several times the command."""
+        return _as_bytes(resp.call(self._own(), ("GET", key)))
 
     def _delete(self, task_id: str) -> None:
         self._call(f"forget {task_id}", lambda: self._client.delete(self.result_key(task_id)))
@@ -560,7 +566,7 @@ class RedisBackend(Backend):
                 deadline,
                 # the first read retries and raises BackendError itself, like get_meta's
                 lambda: self._read(task_id),
-                lambda: _as_bytes(self._client.get(key)),
+                lambda: self._get(key),
                 self._is_ready,
             )
         except _FAULTS as exc:

@@ -1,6 +1,6 @@
 """Redis commands packed and run by hand on a connection of one's own, for the hot paths where
-redis-py's general machinery costs more than the command: a sync publish (the broker) and a
-result's ``SET`` + ``PUBLISH`` (the backend).
+redis-py's general machinery costs more than the command: a sync publish (the broker), a
+result's ``SET`` + ``PUBLISH`` and the ``GET`` of a result waited for (the backend).
 
 Why: redis-py packs each argument through its encoder and builds a pipeline object (with its
 own reset and connection checkout) per transaction; a result stored with a MULTI pipeline
@@ -55,4 +55,17 @@ def transaction(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
     return results
 
 
-__all__ = ["pack_command", "transaction"]
+def call(conn: Any, command: Sequence[Any]) -> Any:
+    """Run one command on ``conn`` and return its reply (an error reply is raised with the
+    connection still in step); a broken connection is disconnected and raised."""
+    try:
+        conn.send_packed_command([pack_command(command)], check_health=False)
+        return conn.read_response()
+    except redis.ResponseError:
+        raise
+    except BaseException:
+        conn.disconnect()
+        raise
+
+
+__all__ = ["call", "pack_command", "transaction"]
