@@ -32,11 +32,13 @@ from apps.sentinel_tasks import (
     URL_ENV,
     build_app,
 )
-from redis_server import free_port
+from redis_server import RedisServer, free_port
 from worker_harness import child_env, start_cli_worker, wait_until
 
-from celeriac import Celeriac
+from celeriac import Celeriac, states
 from celeriac.errors import BackendError, TransportError
+from celeriac.results.base import ResultMeta
+from celeriac.results.redis import RedisBackend
 from conftest import delete_redis_keys, require_service
 from suite_rules import require_tool
 
@@ -46,9 +48,9 @@ SECRET = "s3cret-pw"
 
 
 class SentinelServer:
-    """``redis-server --sentinel`` watching 127.0.0.1:6379 as ``master``."""
+    """``redis-server --sentinel`` watching 127.0.0.1:``master_port`` as ``master``."""
 
-    def __init__(self, directory: Path, master: str) -> None:
+    def __init__(self, directory: Path, master: str, master_port: int = 6379) -> None:
         binary = require_tool("redis-server", "it runs the Sentinel")
         self.port = free_port()
         self.master = master
@@ -57,7 +59,7 @@ class SentinelServer:
             f"port {self.port}\n"
             "bind 127.0.0.1\n"
             f"dir {directory}\n"
-            f"sentinel monitor {master} 127.0.0.1 6379 1\n"
+            f"sentinel monitor {master} 127.0.0.1 {master_port} 1\n"
             f"sentinel down-after-milliseconds {master} 60000\n"
         )
         self.proc = subprocess.Popen(
@@ -127,6 +129,44 @@ def test_a_task_and_its_typed_result_travel_through_the_sentinels(
     finally:
         worker.stop()
         app.close()
+
+
+def test_the_threads_own_connections_reach_the_master_the_sentinels_name(
+    tmp_path: Path, prefix: str
+) -> None:
+    """A sync send and a result's store and read go on connections of the calling thread's
+    own, made apart from the pool: they must ask the sentinels too. (They went to redis-py's
+    default host, localhost:6379, which the other tests' master hides: here the master is a
+    server of this test's own.)"""
+    require_service("Redis", 6379)
+    master = RedisServer(tmp_path / "master")
+    (tmp_path / "master").mkdir()
+    master.start()
+    server = SentinelServer(tmp_path, f"itest-{uuid.uuid4().hex[:8]}", master.port)
+    app = None
+    try:
+        wait_until(server.knows_master, 10, "the sentinel to know its master")
+        url = f"sentinel://127.0.0.1:{server.port}/0"
+        app = build_app(url, server.master, prefix, f"q-{uuid.uuid4().hex[:8]}")
+        app.tasks["sentinel.add"].delay(2, 3)
+        app.producer.flush()
+        task_id = str(uuid.uuid4())
+        backend = app.backend
+        assert isinstance(backend, RedisBackend)
+        backend.store(ResultMeta(task_id, states.SUCCESS, 5))
+        assert backend.get_meta(task_id).result == 5
+        on_master = redis.Redis(port=master.port)
+        elsewhere = redis.Redis(port=6379)
+        result_key = backend.result_key(task_id)
+        assert on_master.exists(result_key) and not elsewhere.exists(result_key)
+        assert on_master.keys(f"{prefix}*") and not elsewhere.keys(f"{prefix}*")
+        on_master.close()
+        elsewhere.close()
+    finally:
+        if app is not None:
+            app.close()
+        server.stop()
+        master.stop()
 
 
 def unreachable_app(master: str = "mymaster", *ports: int) -> tuple[Celeriac, str]:

@@ -26,6 +26,22 @@ def pack_command(args: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+def send(conn: Any, packed: bytes) -> None:
+    """Write ``packed`` on ``conn`` in one ``sendall``, connecting it first if it is not.
+
+    Why connect here: redis-py's ``send_packed_command`` opens a closed connection with the
+    base class's way, which skips a sentinel-managed connection's own ``connect`` (the one that
+    asks the sentinels for the master): a connection made apart from its pool, as the threads'
+    own ones are, went to the default host, ``localhost:6379``, and after a disconnect back to
+    the old master. A plain connection is still opened by ``send_packed_command``. Why one
+    buffer: redis-py writes each item of a list with a ``sendall`` (a syscall, a poll on a
+    socket with a timeout, a TCP segment Redis may read alone) of its own.
+    """
+    if type(conn).connect is not redis.Connection.connect and getattr(conn, "_sock", 1) is None:
+        conn.connect()
+    conn.send_packed_command([packed], check_health=False)
+
+
 def transaction(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
     """Run ``commands`` in one MULTI/EXEC on ``conn`` (one write, then every reply read);
     their replies. An error reply is raised once every reply is read, so the connection stays
@@ -33,9 +49,7 @@ def transaction(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
     packed = [pack_command(("MULTI",)), *(pack_command(c) for c in commands)]
     packed.append(pack_command(("EXEC",)))
     try:
-        # one buffer: redis-py writes each item of a list with a sendall of its own (a
-        # syscall, a poll on a socket with a timeout, and a TCP segment Redis may read alone)
-        conn.send_packed_command([b"".join(packed)], check_health=False)
+        send(conn, b"".join(packed))
         error: redis.ResponseError | None = None
         replies: Any = None
         for _ in range(len(packed)):
@@ -59,7 +73,7 @@ def call(conn: Any, command: Sequence[Any]) -> Any:
     """Run one command on ``conn`` and return its reply (an error reply is raised with the
     connection still in step); a broken connection is disconnected and raised."""
     try:
-        conn.send_packed_command([pack_command(command)], check_health=False)
+        send(conn, pack_command(command))
         return conn.read_response()
     except redis.ResponseError:
         raise
@@ -68,4 +82,4 @@ def call(conn: Any, command: Sequence[Any]) -> Any:
         raise
 
 
-__all__ = ["call", "pack_command", "transaction"]
+__all__ = ["call", "pack_command", "send", "transaction"]

@@ -93,7 +93,7 @@ from celeriac.transports.base import (
     Transport,
     confirm_window,
 )
-from celeriac.transports.redis import direct, fanout
+from celeriac.transports.redis import direct, fanout, resp
 from celeriac.transports.redis import scripts as lua
 from celeriac.transports.redis.kombu_layout import KOMBU_LAYOUT, NATIVE_LAYOUT, layout_of
 from celeriac.transports.redis.resp import pack_command
@@ -464,14 +464,14 @@ class RedisTransport(Transport):
             sent: list[int] = []
             try:
                 for index in resend:
-                    conn.send_packed_command([commands[index]], check_health=False)
+                    resp.send(conn, commands[index])
                     sent.append(index)
                 for args in fresh:
                     sent.append(len(commands))
                     commands.append(pack_command(("EVALSHA", script.sha, 0, *args)))
                     replies.append(None)
                     answered.append(False)
-                    conn.send_packed_command([commands[-1]], check_health=False)
+                    resp.send(conn, commands[-1])
                 for index in sent:
                     try:
                         replies[index] = conn.read_response()

@@ -51,6 +51,7 @@ import redis
 
 from celeriac.errors import TransportError
 from celeriac.transports.base import Outgoing
+from celeriac.transports.redis import resp
 from celeriac.transports.redis.resp import pack_command
 
 logger = logging.getLogger("celeriac.transports.redis")
@@ -233,8 +234,7 @@ class WriteBehind:
             self._pending.append(entry)
             self._outstanding += len(items)
             try:
-                # joined: redis-py writes each item of a list with a sendall (a syscall) of its own
-                self.conn.send_packed_command([b"".join([*load, *commands])], check_health=False)
+                resp.send(self.conn, b"".join([*load, *commands]))
                 self._scripted = getattr(self.conn, "_sock", None)
             except _CONNECTION_ERRORS as exc:
                 self._recover(exc)
@@ -395,9 +395,7 @@ class WriteBehind:
             self._fail(entry, exc)
             return
         try:
-            self.conn.send_packed_command(
-                [b"".join(entry.commands[i] for i in again)], check_health=False
-            )
+            resp.send(self.conn, b"".join(entry.commands[i] for i in again))
         except _CONNECTION_ERRORS as exc:
             self._recover(exc)
 
@@ -417,7 +415,7 @@ class WriteBehind:
             if unanswered:
                 load = self._script_first()
                 self._pending.rotate(len(load))  # the loader goes first, as it is written
-                self.conn.send_packed_command([b"".join([*load, *unanswered])], check_health=False)
+                resp.send(self.conn, b"".join([*load, *unanswered]))
                 self._scripted = getattr(self.conn, "_sock", None)
                 now = time.monotonic()
                 for entry in self._pending:
