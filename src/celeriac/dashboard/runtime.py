@@ -155,6 +155,10 @@ class Dashboard:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.stopping:
+                    # stop() gave up waiting for this pump and closed its loop: the error is
+                    # the close's (a coroutine finalized later has no loop to sleep on)
+                    return
                 self.listening, self.last_error = False, f"{type(exc).__name__}: {self._text(exc)}"
                 logger.warning("dashboard: events: %s; again in %.0f s", self._text(exc), backoff)
                 await asyncio.sleep(backoff)
