@@ -17,6 +17,7 @@ import datetime as dt
 import decimal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -160,6 +161,22 @@ def test_the_threads_own_connections_reach_the_master_the_sentinels_name(
         result_key = backend.result_key(task_id)
         assert on_master.exists(result_key) and not elsewhere.exists(result_key)
         assert on_master.keys(f"{prefix}*") and not elsewhere.keys(f"{prefix}*")
+        # a wait subscribes on the master too (on another server it would never hear the store)
+        later = str(uuid.uuid4())
+        channel = backend.ready_channel(later)
+
+        def store_once_subscribed() -> None:
+            deadline = time.monotonic() + 5
+            while not on_master.pubsub_numsub(channel)[0][1] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            backend.store(ResultMeta(later, states.SUCCESS, 7))
+
+        storer = threading.Thread(target=store_once_subscribed)
+        storer.start()
+        try:
+            assert backend.wait_for(later, timeout=8).result == 7
+        finally:
+            storer.join()
         on_master.close()
         elsewhere.close()
     finally:

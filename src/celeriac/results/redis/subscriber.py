@@ -56,6 +56,8 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from celeriac.transports.redis import resp
+
 __all__ = ["ThreadSubscribers", "published", "reply_kind"]
 
 #: What a connection the server closed meanwhile raises (redis-py wraps most socket errors).
@@ -220,7 +222,8 @@ class ThreadSubscribers:
         held.channel = name  # from the server's reading of this write on
         held.pending += 1
         try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            # through resp.send: a sentinel-managed connection must find the master first
+            resp.send(conn, b"".join(conn.pack_commands(commands)))
         except BaseException:
             self._drop(held)
             raise
