@@ -830,7 +830,11 @@ class RedisTransport(Transport):
             notify, seconds = wake
             held = client_id or asyncio.get_running_loop().create_future()
             riders = self._early_acks.take() if self._early_acks is not None else []
-            before = (clients.scripts["settle"], self._settle_args("ack", "", riders))
+            before = (
+                (clients.scripts["settle"], self._settle_args("ack", "", riders))
+                if riders
+                else None
+            )
             try:
                 with self._errors("waiting for messages"):
                     reply, ahead = await blpop_then_claim(
@@ -842,7 +846,7 @@ class RedisTransport(Transport):
                         held,
                         _BLOCK_GRACE,
                         self._retries,
-                        before if riders else None,
+                        before,
                     )
             except Exception as exc:
                 if riders and self._early_acks is not None:
