@@ -69,7 +69,8 @@ class AckBatcher:
         return early
 
     def failed(self, exc: BaseException, deliveries: Sequence[Delivery]) -> None:
-        """Early acks the transport took could not be settled: they come back later."""
+        """Early acks could not be settled (by the transport that took them, or by a flush):
+        logged as a broker outage; their messages come back when their leases end."""
         self._outage.failed(exc, f"acking {len(deliveries)} messages (they will come back)")
 
     def _add(self, delivery: Delivery, future: asyncio.Future[None] | None) -> None:
@@ -101,11 +102,12 @@ class AckBatcher:
             await asyncio.sleep(0)  # only let this turn's acks join
         while self._pending:
             batch, self._pending = self._pending, []
+            deliveries = [delivery for delivery, _ in batch]
             try:
-                await self._transport.ack([delivery for delivery, _ in batch])
+                await self._transport.ack(deliveries)
             except Exception as exc:
                 if any(future is None for _, future in batch):
-                    self._outage.failed(exc, f"acking {len(batch)} messages (they will come back)")
+                    self.failed(exc, deliveries)
                 for _, future in batch:
                     if future is not None and not future.done():
                         future.set_exception(exc)
