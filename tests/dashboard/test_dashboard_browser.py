@@ -113,10 +113,17 @@ def shown(fleet: Fleet, page: Page, path: str, needle: str) -> None:
     deadline = time.monotonic() + WAIT
     while needle not in get(fleet, path):
         if time.monotonic() > deadline:  # the processes' last lines say why (CI keeps no more)
-            said = "\n".join(process.output()[-2000:] for process in fleet.processes)
+            said = "\n".join(said_lately(process.output()) for process in fleet.processes)
             raise AssertionError(f"{needle!r} not on {path} within {WAIT}s; it said:\n{said}")
         time.sleep(0.1)
     page.goto(path)
+
+
+def said_lately(output: str) -> str:
+    """The last 3,000 characters of a process's output without the web server's access lines
+    (this wait's own GETs filled a dashboard's whole tail and hid its warnings)."""
+    lines = [line for line in output.splitlines() if not ('"GET /' in line and "HTTP/1.1" in line)]
+    return "\n".join(lines)[-3000:]
 
 
 def task_in_state(fleet: Fleet, page: Page, task_id: str, state: str) -> None:
