@@ -144,6 +144,7 @@ def test_the_threads_own_connections_reach_the_master_the_sentinels_name(
     (tmp_path / "master").mkdir()
     master.start()
     server = SentinelServer(tmp_path, f"itest-{uuid.uuid4().hex[:8]}", master.port)
+    on_master, elsewhere = redis.Redis(port=master.port), redis.Redis(port=6379)
     app = None
     try:
         wait_until(server.knows_master, 10, "the sentinel to know its master")
@@ -156,8 +157,6 @@ def test_the_threads_own_connections_reach_the_master_the_sentinels_name(
         assert isinstance(backend, RedisBackend)
         backend.store(ResultMeta(task_id, states.SUCCESS, 5))
         assert backend.get_meta(task_id).result == 5
-        on_master = redis.Redis(port=master.port)
-        elsewhere = redis.Redis(port=6379)
         result_key = backend.result_key(task_id)
         assert on_master.exists(result_key) and not elsewhere.exists(result_key)
         assert on_master.keys(f"{prefix}*") and not elsewhere.keys(f"{prefix}*")
@@ -177,9 +176,9 @@ def test_the_threads_own_connections_reach_the_master_the_sentinels_name(
             assert backend.wait_for(later, timeout=8).result == 7
         finally:
             storer.join()
+    finally:
         on_master.close()
         elsewhere.close()
-    finally:
         if app is not None:
             app.close()
         server.stop()

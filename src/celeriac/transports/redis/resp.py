@@ -37,7 +37,7 @@ def send(conn: Any, packed: bytes) -> None:
     buffer: redis-py writes each item of a list with a ``sendall`` (a syscall, a poll on a
     socket with a timeout, a TCP segment Redis may read alone) of its own.
     """
-    if type(conn).connect is not redis.Connection.connect and getattr(conn, "_sock", 1) is None:
+    if conn._sock is None and type(conn).connect is not redis.Connection.connect:
         conn.connect()
     conn.send_packed_command([packed], check_health=False)
 
