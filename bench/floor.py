@@ -8,7 +8,8 @@ queue around it, to tell what a worker could reach at best.
 (c) two processes, each a loop over celeriac's own code with no parent: the async transport's
     ``get`` of k messages, decoding and ``build_request``, ``execute`` and ``finish``, then one
     ``ack`` of the k; for k = 1, 2, 4. What a prefork child that fetched and settled for itself
-    would spend, and how much of it the size of its claims decides.
+    would spend, and how much of it the size of its claims decides;
+(d) as (c), with each batch's acks carried by the write of the next claim.
 
 Run with celeriac's bench venv (built by ``make bench``), against Redis db 10 (flushed):
 ``bench/.venvs/celeriac/bin/python bench/floor.py``.
@@ -59,17 +60,33 @@ def claim_incr_ack(prefix: str) -> None:
         settle(args=args)
 
 
-def fetch_run_settle(batch: int) -> None:
+def fetch_run_settle(batch: int, carry: bool = False) -> None:
+    """(c), or (d) with ``carry``: each batch's acks ride the write of the next claim (the
+    transport's ``carry_early_acks``, as a worker's early acks do): one round trip per claim."""
     import asyncio
 
     from bench_celeriac_app import app
 
     from celeriac.execution.executor import execute, finish
     from celeriac.protocol.codec import decode_body
+    from celeriac.transports.base import Delivery
     from celeriac.worker.request import build_request
 
     transport = app.create_transport()
     accept = tuple(app.conf.accept_content)
+    done: list[Delivery] = []
+
+    class Carried:
+        def take(self) -> list[Delivery]:
+            taken = done[:]
+            done.clear()
+            return taken
+
+        def failed(self, exc: BaseException, deliveries: Any) -> None:
+            raise AssertionError(f"carried acks failed: {exc!r}")
+
+    if carry:
+        transport.carry_early_acks(Carried())
 
     async def drain() -> None:
         while deliveries := await transport.get(["celery"], batch, timeout=0.5):
@@ -79,7 +96,11 @@ def fetch_run_settle(batch: int) -> None:
                 request = build_request(message, delivery, args, kwargs, embed, "floor")
                 task = app.tasks[message.task]
                 finish(task, request, execute(task, request), "floor")
-            await transport.ack(deliveries)
+            done.extend(deliveries)
+            if not carry:
+                await transport.ack(done)
+                done.clear()
+        await transport.ack(done)
         await transport.close()
 
     asyncio.run(drain())
@@ -136,6 +157,13 @@ def main() -> None:
         print(
             f"(c) celeriac's get {batch} + run + ack {batch}, 2 processes: {rate:,.0f}/s, "
             f"{cpu:.1f} us CPU per task (one idle 0.5 s get included)"
+        )
+    for batch in (1, 2, 4):
+        runs = [(batch, True), (batch, True)]
+        rate, cpu = drained(client, app, fetch_run_settle, runs, "bench:counter")
+        print(
+            f"(d) as (c), the acks carried by the next get, {batch} a get: {rate:,.0f}/s, "
+            f"{cpu:.1f} us CPU per task"
         )
     client.flushdb()
 

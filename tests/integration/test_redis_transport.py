@@ -434,12 +434,14 @@ def held(probe: redis.Redis, prefix: str, queue: str = "q") -> int:
     return int(probe.hlen(f"{prefix}q:{queue}:data"))
 
 
-async def idle_wait_carrying(prefix: str, flush_scripts: bool) -> tuple[int, int, int, Handed]:
+async def idle_wait_carrying(
+    prefix: str, flush_scripts: bool, url: str = URL
+) -> tuple[int, int, int, Handed]:
     """One message got and handed over as an early ack, then a get that waits for the next:
     how many messages are held while it waits and after, and the settle calls of its own."""
-    consumer = RedisTransport(URL, key_prefix=prefix)
+    consumer = RedisTransport(url, key_prefix=prefix)
     await consumer.declare_queue(Queue("q"))
-    probe = redis.Redis.from_url(URL)
+    probe = redis.Redis.from_url(url)
     await asyncio.to_thread(consumer.publish_sync, [out("first")])
     got = await consumer.get(["q"], 10, timeout=10)  # 1 of 10: the next get waits at once
     handed = Handed(got)
@@ -479,15 +481,24 @@ def test_an_idle_wait_carries_the_early_acks_in_its_write(prefix: str) -> None:
     run(go())
 
 
-def test_a_carried_ack_refused_for_a_forgotten_script_is_sent_again(prefix: str) -> None:
+def test_a_carried_ack_refused_for_a_forgotten_script_is_sent_again(
+    prefix: str, tmp_path: Path
+) -> None:
     """Redis restarted and forgot its scripts: the carried settle meets NOSCRIPT, and the
-    acks are sent again the usual way (which loads it) once the wait has ended."""
+    acks are sent again the usual way (which loads it) once the wait has ended. On a Redis of
+    the test's own: scripts are the whole server's, and another test acking on the shared one
+    loads the settle script again between the flush and the wait."""
+    server = RedisServer(tmp_path)
+    server.start()
 
     async def go() -> None:
-        _, after, own_settles, handed = await idle_wait_carrying(prefix, True)
+        _, after, own_settles, handed = await idle_wait_carrying(prefix, True, server.url)
         assert (after, own_settles, handed.failures) == (0, 1, [])
 
-    run(go())
+    try:
+        run(go())
+    finally:
+        server.stop()
 
 
 # -- topology shared between instances ---------------------------------------------------------

@@ -96,6 +96,7 @@ from celeriac.transports.base import (
 from celeriac.transports.redis import direct, fanout, resp
 from celeriac.transports.redis import scripts as lua
 from celeriac.transports.redis.kombu_layout import KOMBU_LAYOUT, NATIVE_LAYOUT, layout_of
+from celeriac.transports.redis.link import Link
 from celeriac.transports.redis.resp import pack_command
 from celeriac.transports.redis.url import async_client, database_of, password_of, sync_client
 from celeriac.transports.redis.wake import blpop_then_claim
@@ -138,6 +139,9 @@ class _LoopClients:
     #: What a subclass keeps per loop (kombu's layout: its wake-up tracker), each closed with
     #: the loop through its ``aclose()``.
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The pipelined connection of the hot script calls (:meth:`RedisTransport._scripts`).
+    link: Link | None = None
+    link_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +284,8 @@ class RedisTransport(Transport):
             for extra in list(held.extras.values()):
                 with contextlib.suppress(Exception):
                     await extra.aclose()
+            if held.link is not None:
+                held.link.close()
             for client in (held.client, held.blocking):
                 with contextlib.suppress(Exception):
                     await client.aclose()
@@ -824,8 +830,22 @@ class RedisTransport(Transport):
         args = [self.prefix, self.lease_seconds, self.max_deliveries, max_count, self._rotation]
         script = clients.scripts["claim"]
         if wake is None:
-            with self._errors("get"):
-                reply = await script(args=[*args, *queues])
+            # early acks waiting ride this claim's write too (a busy worker claims often)
+            riders = self._early_acks.take() if self._early_acks is not None else []
+            calls: list[tuple[str, Sequence[Any]]] = []
+            if riders:
+                calls.append(("settle", self._settle_args("ack", "", riders)))
+            calls.append(("claim", [*args, *queues]))
+            try:
+                with self._errors("get"):
+                    replies = await self._scripts(clients, calls)
+                    reply = _raised(replies[-1])
+            except Exception as exc:
+                if riders and self._early_acks is not None:
+                    self._early_acks.failed(exc, riders)
+                raise
+            if riders:
+                await self._carried(riders, replies[0])
         else:
             notify, seconds = wake
             held = client_id or asyncio.get_running_loop().create_future()
@@ -888,8 +908,57 @@ class RedisTransport(Transport):
         args = self._settle_args(op, argument, deliveries)
         with self._errors(op):
             clients = await self._clients()
-            stale = await clients.scripts["settle"](args=args)
+            stale = _raised((await self._scripts(clients, [("settle", args)]))[0])
         self._warn_stale(op, stale, deliveries)
+
+    async def _link(self, clients: _LoopClients) -> Link:
+        """This loop's pipelined connection, opened on first use and again once it broke."""
+        link = clients.link
+        if link is not None and not link.closed:
+            return link
+        async with clients.link_lock:  # one opening at a time; the others take its link
+            link = clients.link
+            if link is None or link.closed:
+                pool = clients.client.connection_pool
+                link = clients.link = await Link.open(pool, self._connection.get("socket_timeout"))
+        return link
+
+    async def _scripts(
+        self, clients: _LoopClients, calls: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[Any]:
+        """Each ``(script name, args)`` run with ``EVALSHA``, all in one write on this loop's
+        :class:`~.link.Link`; their replies in order, an error reply as the exception in its
+        place. A script Redis does not have (``NOSCRIPT``: it restarted) is run again through
+        redis-py, which loads it. A broken link (or a ``READONLY`` master that a failover made a
+        replica, as redis-py's Sentinel connection treats it) is opened again and the write
+        sent again, up to the transport's retries, as redis-py's retry does."""
+        packed = b"".join(
+            pack_command(("EVALSHA", clients.scripts[name].sha, 0, *args)) for name, args in calls
+        )
+        attempt = 0
+        while True:
+            link = await self._link(clients)
+            try:
+                replies = await link.call(packed, len(calls))
+                if any(_read_only(reply) for reply in replies):
+                    link.close()
+                    raise redis.ConnectionError(_READ_ONLY)
+                break
+            except (redis.ConnectionError, redis.TimeoutError):
+                attempt += 1
+                if attempt > self._retries:
+                    raise
+        for index, reply in enumerate(replies):
+            if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
+                name, args = calls[index]
+                try:
+                    replies[index] = await clients.scripts[name](args=list(args))
+                except redis.ResponseError as exc:
+                    if _read_only(exc):  # a replica forgets scripts when it syncs
+                        link.close()
+                        raise redis.ConnectionError(_READ_ONLY) from exc
+                    replies[index] = exc
+        return replies
 
     @staticmethod
     def _warn_stale(op: str, stale: Any, deliveries: Sequence[Delivery]) -> None:
@@ -992,3 +1061,21 @@ def _noting(chunks: Iterable[tuple[list[int], T]], noted: list[list[int]]) -> It
     for indexes, call in chunks:
         noted.append(indexes)
         yield call
+
+
+def _raised(reply: Any) -> Any:
+    """A script's reply, or its error reply raised."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+_READ_ONLY = "the master became a replica (READONLY)"
+
+
+def _read_only(reply: Any) -> bool:
+    """A master's refusal since a failover made it a replica (hiredis keeps the error's
+    prefix; redis-py's ``ReadOnlyError`` drops it)."""
+    return isinstance(reply, redis.ReadOnlyError) or (
+        isinstance(reply, redis.ResponseError) and str(reply).startswith("READONLY")
+    )

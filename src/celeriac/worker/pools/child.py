@@ -54,6 +54,7 @@ from celeriac.protocol.message import safe_repr
 from celeriac.results.base import exception_to_dict
 from celeriac.utils.logsetup import configure
 from celeriac.utils.loops import thread_loop
+from celeriac.worker.pools.frames import Frames, read_message
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -312,10 +313,12 @@ def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> N
     signal.signal(signal.SIGUSR1, slot.on_signal)
     conn.send(Ready(os.getpid()))
     done = 0
+    fd, frames = conn.fileno(), Frames()
+    queued: list[Any] = []
     try:
         while True:
             try:
-                message = conn.recv()
+                message = read_message(fd, frames, queued)
             except EOFError:
                 break  # the parent closed our pipe: it is gone or gave up on us
             if isinstance(message, Stop):

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from celeriac.context import Request
 from celeriac.worker.pools.child import ChildConfig, Done, Ready, StartFailed, Stop, child_main
+from celeriac.worker.pools.frames import READ_SIZE, Frames
 
 if TYPE_CHECKING:
     from celeriac.task import Task
@@ -98,6 +99,8 @@ class Child:
     retiring: str | None = None
     stop_sent: bool = False
     start_error: str | None = None
+    #: What its pipe brought that is not a whole message yet.
+    frames: Frames = field(default_factory=Frames)
 
 
 def describe_exit(code: int) -> str:
@@ -309,12 +312,16 @@ class Supervisor:
 
     # -- events from children ---------------------------------------------------------------------
     def _on_readable(self, child: Child) -> None:
+        fd = child.conn.fileno()
         try:
-            message = child.conn.recv()
-        except (EOFError, OSError):
-            self._loop.remove_reader(child.conn.fileno())  # it exited: the sentinel takes over
+            data = os.read(fd, READ_SIZE)  # readable: it cannot block (see .frames)
+        except OSError:
+            data = b""
+        if not data:
+            self._loop.remove_reader(fd)  # it exited: the sentinel takes over
             return
-        self._on_message(child, message)
+        for message in child.frames.feed(data):
+            self._on_message(child, message)
 
     def _on_message(self, child: Child, message: object) -> None:
         if isinstance(message, Done):
@@ -354,9 +361,13 @@ class Supervisor:
             return
         conn = child.conn
         child.state = "gone"  # first: what it said last must not hand it new work
-        with contextlib.suppress(EOFError, OSError):
-            while conn.poll():
-                self._on_message(child, conn.recv())
+        with contextlib.suppress(OSError):
+            while conn.poll():  # also true at end of file, which ends the loop
+                data = os.read(conn.fileno(), READ_SIZE)
+                if not data:
+                    break
+                for message in child.frames.feed(data):
+                    self._on_message(child, message)
         self._loop.remove_reader(conn.fileno())
         conn.close()
         self.children.discard(child)
