@@ -501,6 +501,38 @@ def test_a_carried_ack_refused_for_a_forgotten_script_is_sent_again(
         server.stop()
 
 
+def test_a_busy_claim_carries_the_early_acks_in_its_write(prefix: str) -> None:
+    """A worker with work waiting claims without a wait: the early acks waiting go in the
+    claim's write, settled with no settle call of their own; one refused (the script flushed)
+    is sent again the usual way."""
+
+    async def go() -> None:
+        consumer = RedisTransport(URL, key_prefix=prefix)
+        await consumer.declare_queue(Queue("q"))
+        probe = redis.Redis.from_url(URL)
+        await asyncio.to_thread(consumer.publish_sync, [out(f"m{i}") for i in range(4)])
+        first = await consumer.get(["q"], 2, timeout=1)  # as many as asked: no wait next
+        handed = Handed(first)
+        consumer.carry_early_acks(handed)
+        settles: list[str] = []
+        settle = consumer._settle
+
+        async def counting(op: str, *args: Any) -> None:
+            settles.append(op)
+            await settle(op, *args)
+
+        consumer._settle = counting  # type: ignore[method-assign, assignment]
+        second = await consumer.get(["q"], 1, timeout=1)
+        assert ids(second) == ["m2"]
+        assert (held(probe, prefix), settles, handed.failures, handed.acks) == (2, [], [], [])
+        await consumer.ack(second)
+        assert held(probe, prefix) == 1
+        probe.close()
+        await consumer.close()
+
+    run(go())
+
+
 # -- topology shared between instances ---------------------------------------------------------
 def test_a_binding_added_elsewhere_is_seen_by_the_next_publish(prefix: str) -> None:
     async def go() -> None:
