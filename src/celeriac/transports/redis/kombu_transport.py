@@ -258,7 +258,7 @@ class KombuRedisTransport(RedisTransport):
         args += (names.unacked_index, max_count, self._rotation, head, first)
         args += (len(self._suffixes), *self._suffixes, *queues)
         with self._errors("get"):
-            reply = await clients.scripts["claim"](args=args)
+            reply = await self._script(clients, "claim", args)
         next_due = float(reply[0]) if reply[0] else None
         expired = reply[2 : 2 + 2 * int(reply[1])]
         flat = reply[2 + len(expired) :]
@@ -312,7 +312,7 @@ class KombuRedisTransport(RedisTransport):
             args += record
         with self._errors(op):
             clients = await self._clients()
-            stale = await clients.scripts["settle"](args=args)
+            stale = await self._script(clients, "settle", args)
         if stale:
             tags = [bytes(tag).decode() for tag in stale]
             logger.warning(

@@ -908,7 +908,7 @@ class RedisTransport(Transport):
         args = self._settle_args(op, argument, deliveries)
         with self._errors(op):
             clients = await self._clients()
-            stale = _raised((await self._scripts(clients, [("settle", args)]))[0])
+            stale = await self._script(clients, "settle", args)
         self._warn_stale(op, stale, deliveries)
 
     async def _link(self, clients: _LoopClients) -> Link:
@@ -922,6 +922,10 @@ class RedisTransport(Transport):
                 pool = clients.client.connection_pool
                 link = clients.link = await Link.open(pool, self._connection.get("socket_timeout"))
         return link
+
+    async def _script(self, clients: _LoopClients, name: str, args: Sequence[Any]) -> Any:
+        """One script's reply through :meth:`_scripts`; an error reply raised."""
+        return _raised((await self._scripts(clients, [(name, args)]))[0])
 
     async def _scripts(
         self, clients: _LoopClients, calls: Sequence[tuple[str, Sequence[Any]]]
