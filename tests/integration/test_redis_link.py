@@ -102,7 +102,7 @@ def test_a_silent_server_fails_the_call_after_the_timeout_and_closes_the_link(
         clients = await transport._clients()
         link = await Link.open(clients.client.connection_pool, timeout=0.2)
         started = asyncio.get_running_loop().time()
-        with pytest.raises(redis.TimeoutError, match=r"no reply from Redis in 0\.2s"):
+        with pytest.raises(redis.TimeoutError, match="no reply from Redis in time"):
             await link.call(pack_command(("BLPOP", "nothing", 0)))
         assert 0.15 < asyncio.get_running_loop().time() - started < 5
         assert link.closed

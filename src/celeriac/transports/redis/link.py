@@ -27,23 +27,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 from typing import Any
 
 import hiredis
 import redis
 from redis.exceptions import ResponseError
 
-__all__ = ["Link"]
+__all__ = ["Link", "read_only"]
 
 
 class _Call:
-    __slots__ = ("future", "replies", "sent_at", "wanted")
+    __slots__ = ("deadline", "future", "replies", "wanted")
 
-    def __init__(self, future: asyncio.Future[list[Any]], wanted: int, sent_at: float) -> None:
+    def __init__(self, future: asyncio.Future[list[Any]], wanted: int, deadline: float) -> None:
         self.future = future
         self.replies: list[Any] = []
         self.wanted = wanted
-        self.sent_at = sent_at
+        self.deadline = deadline
 
 
 class Link(asyncio.Protocol):
@@ -58,13 +59,24 @@ class Link(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._streams: tuple[Any, Any] | None = None
         self.closed = False
+        #: The connection's ``CLIENT ID`` when opened with ``identify`` (for ``CLIENT UNBLOCK``).
+        self.client_id: int | None = None
 
     @classmethod
-    async def open(cls, pool: Any, timeout: float | None) -> Link:
+    async def open(cls, pool: Any, timeout: float | None, identify: bool = False) -> Link:
         """A link on a new connection made by ``pool`` (a ``redis.asyncio`` connection pool:
-        its connection class, with its options, connects and does the handshake)."""
+        its connection class, with its options, connects and does the handshake); with
+        ``identify``, its ``CLIENT ID`` is asked for first."""
         conn = pool.make_connection()
         await conn.connect()
+        client_id = None
+        if identify:
+            try:
+                await conn.send_command("CLIENT", "ID")
+                client_id = int(await conn.read_response())
+            except BaseException:
+                await conn.disconnect()
+                raise
         writer = conn._writer
         transport = writer.transport
         link = cls(transport, timeout)
@@ -73,20 +85,26 @@ class Link(asyncio.Protocol):
         # its stream objects stay with the link, since a StreamWriter collected while its
         # transport is open closes it
         link._streams = (conn._reader, writer)
+        link.client_id = client_id
         conn._reader = conn._writer = None
         return link
 
-    def call(self, packed: bytes, replies: int = 1) -> asyncio.Future[list[Any]]:
-        """Write ``packed`` (``replies`` commands) now; the future receives their replies."""
+    def call(
+        self, packed: bytes, replies: int = 1, timeout: float | None = None
+    ) -> asyncio.Future[list[Any]]:
+        """Write ``packed`` (``replies`` commands) now; the future receives their replies.
+        ``timeout``: this call's, instead of the link's (a blocking command's wait plus a
+        grace); only the oldest call's is watched, since no reply can overtake it."""
         future: asyncio.Future[list[Any]] = self._loop.create_future()
         if self.closed:
             future.set_exception(redis.ConnectionError("the link to Redis is closed"))
             return future
-        now = self._loop.time()
-        self._calls.append(_Call(future, replies, now))
+        limit = self._timeout if timeout is None else timeout
+        deadline = self._loop.time() + limit if limit is not None else math.inf
+        self._calls.append(_Call(future, replies, deadline))
         self._transport.write(packed)
-        if self._timeout is not None and self._watch is None:
-            self._watch = self._loop.call_at(now + self._timeout, self._check)
+        if self._watch is None and deadline != math.inf:
+            self._watch = self._loop.call_at(deadline, self._check)
         return future
 
     def close(self) -> None:
@@ -130,12 +148,24 @@ class Link(asyncio.Protocol):
     def _check(self) -> None:
         """The oldest call waits too long: the link is taken for dead and closed."""
         self._watch = None
-        if not self._calls or self.closed or self._timeout is None:
+        if not self._calls or self.closed:
             return
-        due = self._calls[0].sent_at + self._timeout
+        due = self._calls[0].deadline
+        if due == math.inf:
+            return
         if self._loop.time() >= due:
             self.closed = True
             self._transport.abort()
-            self._fail(redis.TimeoutError(f"no reply from Redis in {self._timeout:g}s"))
+            self._fail(
+                redis.TimeoutError("no reply from Redis in time: the link is taken for dead")
+            )
             return
         self._watch = self._loop.call_at(due, self._check)
+
+
+def read_only(reply: Any) -> bool:
+    """A master's refusal since a failover made it a replica (hiredis keeps the error's
+    prefix; redis-py's ``ReadOnlyError`` drops it)."""
+    return isinstance(reply, redis.ReadOnlyError) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("READONLY")
+    )

@@ -96,10 +96,10 @@ from celeriac.transports.base import (
 from celeriac.transports.redis import direct, fanout, resp
 from celeriac.transports.redis import scripts as lua
 from celeriac.transports.redis.kombu_layout import KOMBU_LAYOUT, NATIVE_LAYOUT, layout_of
-from celeriac.transports.redis.link import Link
+from celeriac.transports.redis.link import Link, read_only
 from celeriac.transports.redis.resp import pack_command
 from celeriac.transports.redis.url import async_client, database_of, password_of, sync_client
-from celeriac.transports.redis.wake import blpop_then_claim
+from celeriac.transports.redis.wake import wait_then_claim
 from celeriac.transports.redis.writebehind import WriteBehind
 from celeriac.transports.topology import Topology
 from celeriac.transports.transient import DEFAULT_BUFFER
@@ -130,10 +130,10 @@ _SCRIPTS = {
 
 @dataclass(slots=True)
 class _LoopClients:
-    """The asyncio clients of one event loop: commands, blocking waits, and their scripts."""
+    """The asyncio clients of one event loop: commands, their scripts, and the links of the
+    hot calls and of the waits for messages."""
 
     client: Any
-    blocking: Any
     scripts: dict[str, Any]
     keeper: AsyncGenerator[None, None] | None = None
     #: What a subclass keeps per loop (kombu's layout: its wake-up tracker), each closed with
@@ -141,6 +141,8 @@ class _LoopClients:
     extras: dict[str, Any] = field(default_factory=dict)
     #: The pipelined connection of the hot script calls (:meth:`RedisTransport._scripts`).
     link: Link | None = None
+    #: The link its waits for messages block on (:mod:`.wake`).
+    waiter: Link | None = None
     link_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -261,9 +263,8 @@ class RedisTransport(Transport):
             return held
         retry = AsyncRetry(NoBackoff(), self._retries)
         client = async_client(self.url, self._connection, retry=retry)
-        blocking = async_client(self.url, self._connection, socket_timeout=None)
         scripts = {name: client.register_script(src) for name, src in self.SCRIPTS.items()}
-        held = _LoopClients(client, blocking, scripts)
+        held = _LoopClients(client, scripts)
         with self._lock:
             for old in [other for other in self._loops if other.is_closed()]:
                 del self._loops[old]  # a loop closed without shutdown_asyncgens: left to the GC
@@ -284,11 +285,11 @@ class RedisTransport(Transport):
             for extra in list(held.extras.values()):
                 with contextlib.suppress(Exception):
                     await extra.aclose()
-            if held.link is not None:
-                held.link.close()
-            for client in (held.client, held.blocking):
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+            for link in (held.link, held.waiter):
+                if link is not None:
+                    link.close()
+            with contextlib.suppress(Exception):
+                await held.client.aclose()
 
     def _sync_clients(self) -> tuple[Any, dict[str, Any]]:
         with self._lock:
@@ -857,21 +858,34 @@ class RedisTransport(Transport):
             )
             try:
                 with self._errors("waiting for messages"):
-                    reply, ahead = await blpop_then_claim(
-                        clients.blocking.connection_pool,
-                        notify,
-                        seconds,
-                        script,
-                        [*args, *queues],
-                        held,
-                        _BLOCK_GRACE,
-                        self._retries,
-                        before,
-                    )
+                    attempt = 0
+                    while True:
+                        link = await self._link(clients, waiter=True)
+                        if not held.done():
+                            held.set_result(int(link.client_id or 0))
+                        try:
+                            reply, ahead = await wait_then_claim(
+                                link,
+                                notify,
+                                seconds,
+                                script,
+                                [*args, *queues],
+                                _BLOCK_GRACE,
+                                before,
+                            )
+                            break
+                        except redis.ConnectionError:
+                            # a link the server closed (a restart), seen when this write failed
+                            attempt += 1
+                            if attempt > self._retries:
+                                raise
             except Exception as exc:
                 if riders and self._early_acks is not None:
                     self._early_acks.failed(exc, riders)
                 raise
+            finally:
+                if not held.done():
+                    held.cancel()
             if riders:
                 await self._carried(riders, ahead)
         deliveries, dead = lua.claimed(reply, queues)
@@ -911,16 +925,22 @@ class RedisTransport(Transport):
             stale = await self._script(clients, "settle", args)
         self._warn_stale(op, stale, deliveries)
 
-    async def _link(self, clients: _LoopClients) -> Link:
-        """This loop's pipelined connection, opened on first use and again once it broke."""
-        link = clients.link
+    async def _link(self, clients: _LoopClients, waiter: bool = False) -> Link:
+        """This loop's pipelined connection (``waiter``: the one its waits for messages block
+        on, which knows its ``CLIENT ID``), opened on first use and again once it broke."""
+        link = clients.waiter if waiter else clients.link
         if link is not None and not link.closed:
             return link
         async with clients.link_lock:  # one opening at a time; the others take its link
-            link = clients.link
+            link = clients.waiter if waiter else clients.link
             if link is None or link.closed:
                 pool = clients.client.connection_pool
-                link = clients.link = await Link.open(pool, self._connection.get("socket_timeout"))
+                timeout = None if waiter else self._connection.get("socket_timeout")
+                link = await Link.open(pool, timeout, identify=waiter)
+                if waiter:
+                    clients.waiter = link
+                else:
+                    clients.link = link
         return link
 
     async def _script(self, clients: _LoopClients, name: str, args: Sequence[Any]) -> Any:
@@ -944,7 +964,7 @@ class RedisTransport(Transport):
             link = await self._link(clients)
             try:
                 replies = await link.call(packed, len(calls))
-                if any(_read_only(reply) for reply in replies):
+                if any(read_only(reply) for reply in replies):
                     link.close()
                     raise redis.ConnectionError(_READ_ONLY)
                 break
@@ -958,7 +978,7 @@ class RedisTransport(Transport):
                 try:
                     replies[index] = await clients.scripts[name](args=list(args))
                 except redis.ResponseError as exc:
-                    if _read_only(exc):  # a replica forgets scripts when it syncs
+                    if read_only(exc):  # a replica forgets scripts when it syncs
                         link.close()
                         raise redis.ConnectionError(_READ_ONLY) from exc
                     replies[index] = exc
@@ -1075,11 +1095,3 @@ def _raised(reply: Any) -> Any:
 
 
 _READ_ONLY = "the master became a replica (READONLY)"
-
-
-def _read_only(reply: Any) -> bool:
-    """A master's refusal since a failover made it a replica (hiredis keeps the error's
-    prefix; redis-py's ``ReadOnlyError`` drops it)."""
-    return isinstance(reply, redis.ReadOnlyError) or (
-        isinstance(reply, redis.ResponseError) and str(reply).startswith("READONLY")
-    )

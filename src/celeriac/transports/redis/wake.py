@@ -9,11 +9,13 @@ client's next command as soon as the blocking one returns, so a claim queued beh
 together. A claim that follows a timed-out ``BLPOP`` is the one the consumer would have sent
 next anyway: due delays and expired leases are swept just the same.
 
-The write starts with ``CLIENT ID``, answered at once, so that a cancelled wait can be ended
-with ``CLIENT UNBLOCK`` from another connection: the ``BLPOP`` then returns as if timed out, the
-claim still runs, and the caller gives back what it claimed. Nothing is ever claimed and not
-returned to someone. A connection whose replies were not all read (a dead link, an error midway)
-is disconnected rather than handed back to the pool.
+The wait goes on a :class:`~celeriac.transports.redis.link.Link` of its own (a blocked
+connection answers nothing else), whose ``CLIENT ID`` was asked once when it opened, so that a
+cancelled wait can be ended with ``CLIENT UNBLOCK`` from another connection: the ``BLPOP`` then
+returns as if timed out, the claim still runs, and the caller gives back what it claimed.
+Nothing is ever claimed and not returned to someone. All the replies come back to one future,
+resolved by the link's reader, where redis-py's connection read them one by one (an event-loop
+turn each). A wait that outlives its own timeout by the grace closes the link (a dead one).
 
 Early acks ride the same write (``before``: a settle script call put ahead of the ``BLPOP``).
 Redis runs it at once, and its reply comes back with ``CLIENT ID``'s, which the consumer waits
@@ -23,78 +25,45 @@ to wait 2 ms for company and then go alone, since on an idle worker no company c
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+import redis
+from redis.exceptions import ResponseError
 
+from celeriac.transports.redis.link import Link, read_only
 from celeriac.transports.redis.resp import pack_command
 
-__all__ = ["blpop_then_claim"]
+__all__ = ["wait_then_claim"]
 
 
-async def blpop_then_claim(
-    pool: Any,
+async def wait_then_claim(
+    link: Link,
     notify: Sequence[str],
     seconds: float,
     script: Any,
     args: Sequence[Any],
-    client_id: asyncio.Future[int],
     grace: float,
-    retries: int = 1,
     before: tuple[Any, Sequence[Any]] | None = None,
 ) -> tuple[Any, Any]:
-    """``BLPOP notify seconds`` then ``script(args)`` on one connection of ``pool``; returns the
-    script's reply, and the reply (or the error) of ``before = (script, args)``, run ahead of
-    the ``BLPOP`` when given (else ``None``). ``client_id`` receives the connection's id (see
-    the module docstring); ``grace``: how long past ``seconds`` a silent server is taken for a
-    dead link; ``retries``: how many times the write is sent again when the connection breaks
-    before the first reply."""
-    conn: Any = await pool.get_connection()
-    clean = False
-    reply: Any = None
-    ahead: Any = None
-    try:
-        commands: list[tuple[Any, ...]] = [("CLIENT", "ID")]
-        if before is not None:
-            commands.append(("EVALSHA", before[0].sha, 0, *before[1]))
-        commands += [("BLPOP", *notify, seconds), ("EVALSHA", script.sha, 0, *args)]
-        # packed by hand (redis-py's packer runs an encoder call per argument) into one
-        # buffer, one write (a list would be written item by item)
-        packed = [b"".join(pack_command(command) for command in commands)]
-        for attempt in range(retries + 1):
-            try:
-                await conn.send_packed_command(packed, check_health=False)
-                ident = await conn.read_response()
-                break
-            except (RedisConnectionError, OSError):
-                # a socket the server closed (a restart) fails here, before any reply: nothing
-                # ran, so the write is sent again on a new connection
-                await conn.disconnect()
-                if attempt == retries:
-                    raise
-        if not client_id.done():
-            client_id.set_result(int(ident))
-        if before is not None:
-            try:
-                ahead = await conn.read_response()
-            except ResponseError as exc:  # NOSCRIPT or a refusal: the caller settles anew
-                ahead = exc
-        async with asyncio.timeout(seconds + grace):  # a silent link is a dead one
-            await conn.read_response()  # the BLPOP: a token, or nil at the timeout
-            try:
-                reply = await conn.read_response()
-            except NoScriptError:  # Redis restarted and forgot it: loaded below
-                reply = None
-        clean = True
-    finally:
-        if not client_id.done():
-            client_id.cancel()
-        if not clean:
-            await conn.disconnect()
-        await pool.release(conn)
-    if reply is None:
-        reply = await script(args=list(args))  # redis-py's Script loads it on NOSCRIPT
+    """``BLPOP notify seconds`` then ``script(args)`` on ``link``; returns the script's reply,
+    and the reply (or the error) of ``before = (script, args)``, run ahead of the ``BLPOP``
+    when given (else ``None``). ``grace``: how long past ``seconds`` a silent server is taken
+    for a dead link. A master that a failover made a replica (``READONLY``) closes the link
+    and raises ``redis.ConnectionError``."""
+    commands: list[tuple[Any, ...]] = []
+    if before is not None:
+        commands.append(("EVALSHA", before[0].sha, 0, *before[1]))
+    commands += [("BLPOP", *notify, seconds), ("EVALSHA", script.sha, 0, *args)]
+    packed = b"".join(pack_command(command) for command in commands)
+    replies = await link.call(packed, len(commands), timeout=seconds + grace)
+    if any(read_only(reply) for reply in replies):
+        link.close()
+        raise redis.ConnectionError("the master became a replica (READONLY)")
+    ahead = replies[0] if before is not None else None
+    reply = replies[-1]
+    if isinstance(reply, ResponseError):
+        if not str(reply).startswith("NOSCRIPT"):
+            raise reply
+        reply = await script(args=list(args))  # Redis restarted: redis-py's Script loads it
     return reply, ahead
