@@ -250,12 +250,11 @@ class PreforkPool(Pool):
             if hard:
                 job.timers.append(loop.call_later(hard, self._hard_limit, child, job, hard))
 
-        job = await children.take(task, request, payload, sent)
-        if job is None:  # revoked while it waited for a child: it never ran
+        verdict = await children.take(task, request, payload, sent)
+        if verdict is None:  # revoked while it waited for a child: it never ran
             outcome = Outcome(states.REVOKED, exc=TaskRevokedError("revoked"), reason="revoked")
             await asyncio.to_thread(finish, task, request, outcome, self.hostname)
             return outcome
-        verdict = await job.future
         if isinstance(verdict, Done):
             return await self._from_done(task, request, verdict)
         return await self._from_killed(task, request, verdict)

@@ -64,7 +64,7 @@ class Killed(NamedTuple):
 class Job:
     task: Task[Any, Any]
     request: Request
-    future: asyncio.Future[Done | Killed]
+    future: asyncio.Future[Done | Killed | None]
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
@@ -75,14 +75,15 @@ OnSend = Callable[["Child", Job], None]
 
 @dataclass(eq=False, slots=True)
 class _Waiter:
-    """A request waiting for an idle child; its future gets the job, or ``None`` when the
-    request was found revoked at its turn."""
+    """A request waiting for an idle child. Its future becomes the job's once it is sent, so
+    it gets the verdict (one wake-up of the caller per task, not one when sent and one when
+    done), or ``None`` when the request was found revoked at its turn."""
 
     task: Task[Any, Any]
     request: Request
     payload: bytes
     on_send: OnSend
-    future: asyncio.Future[Job | None]
+    future: asyncio.Future[Done | Killed | None]
 
 
 @dataclass(eq=False, slots=True)
@@ -146,10 +147,11 @@ class Supervisor:
 
     async def take(
         self, task: Task[Any, Any], request: Request, payload: bytes, on_send: OnSend
-    ) -> Job | None:
+    ) -> Done | Killed | None:
         """Send ``payload`` (a pickled ``Run``) to the first idle child, now or as soon as one
-        is free, in request order; ``on_send`` runs at the moment it is sent. Returns the job,
-        or ``None`` when the request was revoked before its turn came (it was never sent)."""
+        is free, in request order; ``on_send`` runs at the moment it is sent. Returns how its
+        job ended (:meth:`end_job`), or ``None`` when the request was revoked before its turn
+        came (it was never sent)."""
         waiter = _Waiter(task, request, payload, on_send, self._loop.create_future())
         self._waiters.append(waiter)
         self._dispatch()
@@ -202,12 +204,11 @@ class Supervisor:
                 continue
             self._waiters.popleft()
             child.state = "busy"
-            job = child.job = Job(waiter.task, waiter.request, self._loop.create_future())
+            job = child.job = Job(waiter.task, waiter.request, waiter.future)
             try:
                 waiter.on_send(child, job)
             except Exception:  # never leave the hand-off half done
                 logger.exception("prefork: error while starting %s", waiter.request.id)
-            waiter.future.set_result(job)
 
     def _became_idle(self, child: Child) -> None:
         child.state = "idle"
