@@ -429,6 +429,22 @@ class Handed:
         self.failures.append(exc)
 
 
+def carrying(consumer: RedisTransport, acks: list[Delivery]) -> tuple[Handed, list[str]]:
+    """``acks`` handed to ``consumer`` as early acks to carry, and the list its own settle
+    calls are noted in from now on."""
+    handed = Handed(acks)
+    consumer.carry_early_acks(handed)
+    settles: list[str] = []
+    settle = consumer._settle
+
+    async def counting(op: str, *args: Any) -> None:
+        settles.append(op)
+        await settle(op, *args)
+
+    consumer._settle = counting  # type: ignore[method-assign, assignment]
+    return handed, settles
+
+
 def held(probe: redis.Redis, prefix: str, queue: str = "q") -> int:
     """Messages of ``queue`` still stored (leased and not settled)."""
     return int(probe.hlen(f"{prefix}q:{queue}:data"))
@@ -444,16 +460,7 @@ async def idle_wait_carrying(
     probe = redis.Redis.from_url(url)
     await asyncio.to_thread(consumer.publish_sync, [out("first")])
     got = await consumer.get(["q"], 10, timeout=10)  # 1 of 10: the next get waits at once
-    handed = Handed(got)
-    consumer.carry_early_acks(handed)
-    settles: list[str] = []
-    settle = consumer._settle
-
-    async def counting(op: str, *args: Any) -> None:
-        settles.append(op)
-        await settle(op, *args)
-
-    consumer._settle = counting  # type: ignore[method-assign, assignment]
+    handed, settles = carrying(consumer, got)
     if flush_scripts:
         probe.script_flush()  # the carried settle meets NOSCRIPT
     else:  # as after any ack: a Redis that never ran the settle script has not got it yet
@@ -503,8 +510,7 @@ def test_a_carried_ack_refused_for_a_forgotten_script_is_sent_again(
 
 def test_a_busy_claim_carries_the_early_acks_in_its_write(prefix: str) -> None:
     """A worker with work waiting claims without a wait: the early acks waiting go in the
-    claim's write, settled with no settle call of their own; one refused (the script flushed)
-    is sent again the usual way."""
+    claim's write, settled with no settle call of their own."""
 
     async def go() -> None:
         consumer = RedisTransport(URL, key_prefix=prefix)
@@ -512,16 +518,7 @@ def test_a_busy_claim_carries_the_early_acks_in_its_write(prefix: str) -> None:
         probe = redis.Redis.from_url(URL)
         await asyncio.to_thread(consumer.publish_sync, [out(f"m{i}") for i in range(4)])
         first = await consumer.get(["q"], 2, timeout=1)  # as many as asked: no wait next
-        handed = Handed(first)
-        consumer.carry_early_acks(handed)
-        settles: list[str] = []
-        settle = consumer._settle
-
-        async def counting(op: str, *args: Any) -> None:
-            settles.append(op)
-            await settle(op, *args)
-
-        consumer._settle = counting  # type: ignore[method-assign, assignment]
+        handed, settles = carrying(consumer, first)
         second = await consumer.get(["q"], 1, timeout=1)
         assert ids(second) == ["m2"]
         assert (held(probe, prefix), settles, handed.failures, handed.acks) == (2, [], [], [])
