@@ -18,9 +18,10 @@ resolved by the link's reader, where redis-py's connection read them one by one 
 turn each). A wait that outlives its own timeout by the grace closes the link (a dead one).
 
 Early acks ride the same write (``before``: a settle script call put ahead of the ``BLPOP``).
-Redis runs it at once, and its reply comes back with ``CLIENT ID``'s, which the consumer waits
-for anyway: an idle worker's early ack costs no round trip, timer or wake-up of its own (it used
-to wait 2 ms for company and then go alone, since on an idle worker no company comes).
+Redis runs it at once; its reply is read with the wait's when the wait ends (a refusal, such
+as ``NOSCRIPT``, is settled again then): an idle worker's early ack costs no round trip, timer
+or wake-up of its own (it used to wait 2 ms for company and then go alone, since on an idle
+worker no company comes).
 """
 
 from __future__ import annotations
