@@ -12,7 +12,7 @@ request's one ``.delay()``) costs no more than before and nothing else runs in b
 The guarantee at the end is the one a waited-for send gives: every message is stored, or
 published again, or its failure raised to the process. Replies that have arrived are read by
 a send once :data:`READ_AT` await theirs (no wait), or at once when the server closed the link
-(one peek); the oldest is waited for while the window is full, and all
+(one ``poll``); the oldest is waited for while the window is full, and all
 of them by :meth:`WriteBehind.flush`, which ``Producer.flush()``, ``app.close()``, the
 interpreter's exit and a worker (before it stores a task's result, as for RabbitMQ) call. A
 publish whose reply is an error is kept and published again (the blocking way) at the
@@ -71,8 +71,8 @@ REAP_INTERVAL = 0.05
 #: A send reads the replies that have arrived only once this many messages await theirs (or
 #: the server closed the link: a send to a Redis that went away still fails in its call).
 #: Reading after every send (a poll, then redis-py's checks and a read per reply) cost a
-#: ``.delay()`` loop a fifth of its CPU (measured on a 2-core box: 143-156 us per send against
-#: 119-129, 6,418-6,980/s against 7,742-8,406); sixteen replies come in one read. They wait
+#: ``.delay()`` loop a sixth of its CPU (measured on a 2-core box: 136-160 us per send against
+#: 120-130, 6,223-7,330/s against 7,685-8,321); sixteen replies come in one read. They wait
 #: in the socket's buffer meanwhile; a quiet thread's are read by the reaper, and the window's
 #: bound still holds.
 READ_AT = 16

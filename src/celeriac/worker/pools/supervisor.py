@@ -315,7 +315,7 @@ class Supervisor:
     def _on_readable(self, child: Child) -> None:
         fd = child.conn.fileno()
         try:
-            data = os.read(fd, READ_SIZE)  # readable: it cannot block (see .frames)
+            data = os.read(fd, READ_SIZE)  # the loop saw it readable: this does not block
         except OSError:
             data = b""
         if not data:
