@@ -69,9 +69,23 @@ def fleet(
         found = Fleet(broker, tmp)
         try:
             found.start()
+            events_heard(found)
             yield found
         finally:
             found.close()
+
+
+def events_heard(fleet: Fleet) -> None:
+    """Wait until the dashboard has heard the worker's events (its heartbeat shows in the
+    metrics): a task sent before the dashboard's subscription is live loses its events (a
+    Redis PUBLISH reaches only who listens), and with its task-received its name, which the
+    tests filter on (a CI run's first test of the module once waited for it in vain)."""
+    needle = f'celery_worker_up{{hostname="{fleet.worker_name}"}} 1.0'
+    deadline = time.monotonic() + WAIT
+    while needle not in get(fleet, "/metrics"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the dashboard heard no event of {fleet.worker_name} in {WAIT}s")
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
