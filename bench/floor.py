@@ -9,9 +9,13 @@ queue around it, to tell what a worker could reach at best.
     ``get`` of k messages, decoding and ``build_request``, ``execute`` and ``finish``, then one
     ``ack`` of the k; for k = 1, 2, 4. What a prefork child that fetched and settled for itself
     would spend, and how much of it the size of its claims decides;
-(d) as (c), with each batch's acks carried by the write of the next claim.
+(d) as (c), with each batch's acks carried by the write of the next claim;
+(e) as (d), through the transport's blocking consumer (``transports/redis/fetcher.py``: a plain
+    socket, no event loop), the CPU counted from the first claim: what a prefork child that
+    fetches for itself spends, against the prefork worker's whole process tree.
 
-Run with celeriac's bench venv (built by ``make bench``), against Redis db 10 (flushed):
+Run with celeriac's bench venv (built by ``make bench``), against Redis db 10 (flushed; or
+``FLOOR_REDIS_URL``):
 ``bench/.venvs/celeriac/bin/python bench/floor.py``.
 """
 
@@ -29,9 +33,10 @@ from typing import Any
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-URL = "redis://127.0.0.1:6379/10"
+URL = os.environ.get("FLOOR_REDIS_URL", "redis://127.0.0.1:6379/10")
 N = 20_000
 PREFIX = "celeriac:"
+COUNTER = "bench:counter"
 
 
 def incr_only(n: int) -> None:
@@ -106,6 +111,32 @@ def fetch_run_settle(batch: int, carry: bool = False) -> None:
     asyncio.run(drain())
 
 
+def fetch_blocking(batch: int, spent: Any) -> None:
+    """(e): the loop of (d) on the blocking consumer; puts its CPU seconds, from its first
+    claim (the app is imported already: the process is forked), on ``spent``."""
+    from bench_celeriac_app import app
+
+    from celeriac.execution.executor import execute, finish
+    from celeriac.protocol.codec import decode_body
+    from celeriac.worker.request import build_request
+
+    fetcher = app.create_transport().fetcher()
+    assert fetcher is not None, "a Redis broker in the native layout"
+    accept = tuple(app.conf.accept_content)
+    started = time.process_time()
+    held: list[Any] = []
+    while deliveries := fetcher.fetch(["celery"], batch, 0.0, acks=held):
+        for delivery in deliveries:
+            message = delivery.decode()
+            args, kwargs, embed = decode_body(message, accept=accept, codecs=app.codecs)
+            request = build_request(message, delivery, args, kwargs, embed, "floor")
+            task = app.tasks[message.task]
+            finish(task, request, execute(task, request), "floor")
+        held = deliveries
+    spent.put(time.process_time() - started)
+    fetcher.close()
+
+
 def timed(target: Callable[..., None], args: list[tuple[Any, ...]]) -> tuple[float, float]:
     """Wall seconds of the processes, and the CPU seconds they used (reaped children's)."""
     processes = [multiprocessing.Process(target=target, args=a) for a in args]
@@ -153,16 +184,24 @@ def main() -> None:
         f"(b) claim 8 + INCR each + ack 8, 2 processes: {rate:,.0f}/s, {cpu:.1f} us CPU per message"
     )
     for batch in (1, 2, 4):
-        rate, cpu = drained(client, app, fetch_run_settle, [(batch,), (batch,)], "bench:counter")
+        rate, cpu = drained(client, app, fetch_run_settle, [(batch,), (batch,)], COUNTER)
         print(
             f"(c) celeriac's get {batch} + run + ack {batch}, 2 processes: {rate:,.0f}/s, "
             f"{cpu:.1f} us CPU per task (one idle 0.5 s get included)"
         )
     for batch in (1, 2, 4):
         runs = [(batch, True), (batch, True)]
-        rate, cpu = drained(client, app, fetch_run_settle, runs, "bench:counter")
+        rate, cpu = drained(client, app, fetch_run_settle, runs, COUNTER)
         print(
             f"(d) as (c), the acks carried by the next get, {batch} a get: {rate:,.0f}/s, "
+            f"{cpu:.1f} us CPU per task"
+        )
+    for batch in (1, 2, 4):
+        spent: Any = multiprocessing.Queue()
+        rate, _ = drained(client, app, fetch_blocking, [(batch, spent), (batch, spent)], COUNTER)
+        cpu = (spent.get() + spent.get()) * 1e6 / N
+        print(
+            f"(e) as (d), on the blocking consumer, {batch} a claim: {rate:,.0f}/s, "
             f"{cpu:.1f} us CPU per task"
         )
     client.flushdb()

@@ -187,6 +187,34 @@ class EarlyAcks(Protocol):
         """A carried batch could not be settled (its messages come back when leases end)."""
 
 
+class Fetcher(Protocol):
+    """A blocking consumer for one process that fetches its own messages one batch at a time
+    and has nothing else to do while it waits (:meth:`Transport.fetcher`)."""
+
+    #: The connection's id on the broker, by which another connection may end a wait.
+    client_id: int | None
+
+    def fetch(
+        self, queues: Sequence[str], max_count: int, timeout: float, acks: Sequence[Delivery] = ()
+    ) -> list[Delivery]:
+        """Ack ``acks``, then lease up to ``max_count`` messages, waiting up to ``timeout``
+        (``interrupted`` is set when another connection ended the wait)."""
+
+    #: The last fetch's wait was ended from elsewhere (see ``client_id``).
+    interrupted: bool
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None: ...
+
+    def requeue(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None: ...
+
+    def reject(self, deliveries: Sequence[Delivery], reason: str) -> None: ...
+
+    def extend(self, deliveries: Sequence[Delivery], seconds: float | None = None) -> None: ...
+
+    def close(self) -> None:
+        """Disconnect."""
+
+
 class Transport(abc.ABC):
     """The broker contract. Subclasses register a URL scheme in :mod:`celeriac.transports.registry`.
 
@@ -218,6 +246,11 @@ class Transport(abc.ABC):
         ``source`` in that same write, rather than in a round trip of their own a few
         milliseconds later. The default takes none: the worker sends them itself.
         """
+
+    def fetcher(self) -> Fetcher | None:
+        """A blocking consumer of this process's own, or ``None`` (the default) where the
+        transport has none: a prefork child then takes its tasks from the worker."""
+        return None
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url

@@ -34,7 +34,10 @@ import hiredis
 import redis
 from redis.exceptions import ResponseError
 
-__all__ = ["Link", "read_only"]
+__all__ = ["READ_ONLY", "Link", "raised", "read_only"]
+
+#: Why a connection to a master that a failover made a replica is dropped.
+READ_ONLY = "the master became a replica (READONLY)"
 
 
 class _Call:
@@ -169,3 +172,10 @@ def read_only(reply: Any) -> bool:
     return isinstance(reply, redis.ReadOnlyError) or (
         isinstance(reply, ResponseError) and str(reply).startswith("READONLY")
     )
+
+
+def raised(reply: Any) -> Any:
+    """A reply, or its error reply raised."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply

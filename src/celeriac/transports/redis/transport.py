@@ -95,8 +95,9 @@ from celeriac.transports.base import (
 )
 from celeriac.transports.redis import direct, fanout, resp
 from celeriac.transports.redis import scripts as lua
+from celeriac.transports.redis.fetcher import Fetcher
 from celeriac.transports.redis.kombu_layout import KOMBU_LAYOUT, NATIVE_LAYOUT, layout_of
-from celeriac.transports.redis.link import Link, read_only
+from celeriac.transports.redis.link import READ_ONLY, Link, raised, read_only
 from celeriac.transports.redis.resp import pack_command
 from celeriac.transports.redis.url import async_client, database_of, password_of, sync_client
 from celeriac.transports.redis.wake import wait_then_claim
@@ -245,7 +246,7 @@ class RedisTransport(Transport):
         #: last claim came back short (they were empty): see ``get``.
         self._emptied: dict[tuple[str, ...], float] = {}
 
-    def _key(self, queue: str, suffix: str) -> str:
+    def queue_key(self, queue: str, suffix: str) -> str:
         return f"{self.prefix}q:{queue}:{suffix}"
 
     # -- connections --------------------------------------------------------------------------
@@ -306,12 +307,14 @@ class RedisTransport(Transport):
         try:
             yield
         except (redis.RedisError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if self._password:
-                reason = reason.replace(self._password, "***")
-            raise TransportError(
-                f"Redis broker {redact_url(self.url)}: {action} failed: {reason}"
-            ) from exc
+            raise self.failure(action, exc) from exc
+
+    def failure(self, action: str, exc: BaseException) -> TransportError:
+        """``exc`` (redis-py's, or an OSError) as the TransportError :meth:`errors` raises."""
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if self._password:
+            reason = reason.replace(self._password, "***")
+        return TransportError(f"Redis broker {redact_url(self.url)}: {action} failed: {reason}")
 
     def errors(self, action: str) -> contextlib.AbstractContextManager[None]:
         """redis-py's errors as TransportError (for the modules beside this one)."""
@@ -724,7 +727,7 @@ class RedisTransport(Transport):
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadline = now + max(timeout, 0.0)
-        notify = [self._key(queue, "notify") for queue in wanted]
+        notify = [self.queue_key(queue, "notify") for queue in wanted]
         wake: tuple[list[str], float] | None = None
         # The last claim on these queues came back short, so they were empty then: wait for a
         # publish at once (the claim rides behind the BLPOP) rather than claim first and find
@@ -835,12 +838,12 @@ class RedisTransport(Transport):
             riders = self._early_acks.take() if self._early_acks is not None else []
             calls: list[tuple[str, Sequence[Any]]] = []
             if riders:
-                calls.append(("settle", self._settle_args("ack", "", riders)))
+                calls.append(("settle", self.settle_args("ack", "", riders)))
             calls.append(("claim", [*args, *queues]))
             try:
                 with self._errors("get"):
                     replies = await self._scripts(clients, calls)
-                    reply = _raised(replies[-1])
+                    reply = raised(replies[-1])
             except Exception as exc:
                 if riders and self._early_acks is not None:
                     self._early_acks.failed(exc, riders)
@@ -852,9 +855,7 @@ class RedisTransport(Transport):
             held = client_id or asyncio.get_running_loop().create_future()
             riders = self._early_acks.take() if self._early_acks is not None else []
             before = (
-                (clients.scripts["settle"], self._settle_args("ack", "", riders))
-                if riders
-                else None
+                (clients.scripts["settle"], self.settle_args("ack", "", riders)) if riders else None
             )
             try:
                 with self._errors("waiting for messages"):
@@ -892,6 +893,21 @@ class RedisTransport(Transport):
         self._report_dead_letters(dead)  # here: a cancelled get's claim still reports them
         return deliveries, (float(reply[0]) if reply[0] else None), bytes(reply[1]).decode()
 
+    def fetcher(self) -> Fetcher | None:
+        """A blocking consumer for this process (:mod:`.fetcher`), on a connection of its own;
+        ``None`` in kombu's layout, whose claim is another script."""
+        if self.layout != NATIVE_LAYOUT:
+            return None
+        client, scripts = self._sync_clients()
+        pool = client.connection_pool
+        return Fetcher(
+            self,
+            lambda: pool.connection_class(**pool.connection_kwargs),
+            {"claim": scripts["claim"], "settle": scripts["settle"]},
+            retries=self._retries,
+            timeout=self._connection.get("socket_timeout"),
+        )
+
     def carry_early_acks(self, source: EarlyAcks) -> None:
         """Early acks ride the write of each wait for messages (:mod:`.wake`)."""
         self._early_acks = source
@@ -906,9 +922,9 @@ class RedisTransport(Transport):
                 if self._early_acks is not None:
                     self._early_acks.failed(exc, riders)
             return
-        self._warn_stale("ack", reply, riders)
+        self.warn_stale("ack", reply, riders)
 
-    def _settle_args(self, op: str, argument: Any, deliveries: Sequence[Delivery]) -> list[Any]:
+    def settle_args(self, op: str, argument: Any, deliveries: Sequence[Delivery]) -> list[Any]:
         args: list[Any] = [self.prefix, op, argument]
         for delivery in deliveries:
             message_id, token = delivery.tag
@@ -919,11 +935,11 @@ class RedisTransport(Transport):
         """One settle script call for the batch; deliveries no longer held are only warned of."""
         if not deliveries:
             return
-        args = self._settle_args(op, argument, deliveries)
+        args = self.settle_args(op, argument, deliveries)
         with self._errors(op):
             clients = await self._clients()
             stale = await self._script(clients, "settle", args)
-        self._warn_stale(op, stale, deliveries)
+        self.warn_stale(op, stale, deliveries)
 
     async def _link(self, clients: _LoopClients, waiter: bool = False) -> Link:
         """This loop's pipelined connection (``waiter``: the one its waits for messages block
@@ -945,7 +961,7 @@ class RedisTransport(Transport):
 
     async def _script(self, clients: _LoopClients, name: str, args: Sequence[Any]) -> Any:
         """One script's reply through :meth:`_scripts`; an error reply raised."""
-        return _raised((await self._scripts(clients, [(name, args)]))[0])
+        return raised((await self._scripts(clients, [(name, args)]))[0])
 
     async def _scripts(
         self, clients: _LoopClients, calls: Sequence[tuple[str, Sequence[Any]]]
@@ -966,7 +982,7 @@ class RedisTransport(Transport):
                 replies = await link.call(packed, len(calls))
                 if any(read_only(reply) for reply in replies):
                     link.close()
-                    raise redis.ConnectionError(_READ_ONLY)
+                    raise redis.ConnectionError(READ_ONLY)
                 break
             except (redis.ConnectionError, redis.TimeoutError):
                 attempt += 1
@@ -980,12 +996,12 @@ class RedisTransport(Transport):
                 except redis.ResponseError as exc:
                     if read_only(exc):  # a replica forgets scripts when it syncs
                         link.close()
-                        raise redis.ConnectionError(_READ_ONLY) from exc
+                        raise redis.ConnectionError(READ_ONLY) from exc
                     replies[index] = exc
         return replies
 
     @staticmethod
-    def _warn_stale(op: str, stale: Any, deliveries: Sequence[Delivery]) -> None:
+    def warn_stale(op: str, stale: Any, deliveries: Sequence[Delivery]) -> None:
         """Settling skips what is no longer held: warned of, never raised."""
         if stale:
             gone = {int(i) for i in stale}
@@ -1085,13 +1101,3 @@ def _noting(chunks: Iterable[tuple[list[int], T]], noted: list[list[int]]) -> It
     for indexes, call in chunks:
         noted.append(indexes)
         yield call
-
-
-def _raised(reply: Any) -> Any:
-    """A script's reply, or its error reply raised."""
-    if isinstance(reply, Exception):
-        raise reply
-    return reply
-
-
-_READ_ONLY = "the master became a replica (READONLY)"

@@ -32,7 +32,7 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 
-from celeriac.transports.redis.link import Link, read_only
+from celeriac.transports.redis.link import READ_ONLY, Link, read_only
 from celeriac.transports.redis.resp import pack_command
 
 __all__ = ["wait_then_claim"]
@@ -60,7 +60,7 @@ async def wait_then_claim(
     replies = await link.call(packed, len(commands), timeout=seconds + grace)
     if any(read_only(reply) for reply in replies):
         link.close()
-        raise redis.ConnectionError("the master became a replica (READONLY)")
+        raise redis.ConnectionError(READ_ONLY)
     ahead = replies[0] if before is not None else None
     reply = replies[-1]
     if isinstance(reply, ResponseError):
