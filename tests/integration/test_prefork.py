@@ -18,13 +18,23 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from apps.prefork_tasks import APP_SPEC, DB_ENV, MARK_ENV, POOL_SPEC, RecordingPool, make_app
+import redis
+from apps.prefork_tasks import (
+    APP_SPEC,
+    DB_ENV,
+    FETCH_ENV,
+    MARK_ENV,
+    POOL_SPEC,
+    RecordingPool,
+    make_app,
+)
 from worker_harness import child_env
 
 from celeriac import (
@@ -40,17 +50,36 @@ from celeriac import (
 from celeriac.testing import worker_thread
 from celeriac.worker.pools.base import PoolOptions
 from celeriac.worker.pools.prefork import PreforkPool
+from conftest import require_service
 
 T = TypeVar("T")
 MB = 2**20
 
 
-@pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The test's SQLite file, named in the environment that the children inherit."""
+@pytest.fixture(params=["pipe", "fetch"])
+def db(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """The test's SQLite file, named in the environment that the children inherit. Each test
+    runs twice: children handed their tasks by the worker (the broker is that SQLite file too),
+    and children that fetch their own from Redis (``worker_prefork_fetch``), under a key
+    prefix of the test's own, removed afterwards."""
     path = tmp_path / "x.db"
     monkeypatch.setenv(DB_ENV, str(path))
-    return path
+    if request.param == "pipe":
+        yield path
+        return
+    require_service("Redis", 6379)
+    prefix = f"prefork-fetch-{uuid.uuid4().hex[:12]}:"
+    monkeypatch.setenv(FETCH_ENV, prefix)
+    try:
+        yield path
+    finally:
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 @contextmanager
@@ -285,7 +314,9 @@ def test_a_request_waiting_for_a_busy_child_is_not_run_once_revoked(
     db: Path, tmp_path: Path
 ) -> None:
     """The pool holds the next request in the parent while its only child is busy (it never
-    sits in a child's pipe), so a revoke that arrives meanwhile still stops it."""
+    sits in a child's pipe), so a revoke that arrives meanwhile still stops it. A child that
+    fetches claims nothing while busy: the message waits on the broker, and the revoke reaches
+    the child before its next claim (which hands the revoked message to the worker)."""
     with prefork(concurrency=1) as (app, pool):
         release = tmp_path / "release"
         blocked = app.tasks["p.block"].delay(str(tmp_path / "m"), str(release))
@@ -293,10 +324,11 @@ def test_a_request_waiting_for_a_busy_child_is_not_run_once_revoked(
         waiting = app.tasks["p.add"].delay(1, 2)
         children = pool._children
         assert children is not None
-        wait_until(
-            lambda: any(w.request.id == waiting.id for w in list(children._waiters)),
-            "the second request to wait in the pool",
-        )
+        if not os.environ.get(FETCH_ENV):
+            wait_until(
+                lambda: any(w.request.id == waiting.id for w in list(children._waiters)),
+                "the second request to wait in the pool",
+            )
         app.control.revoke(waiting.id)
         wait_until(lambda: waiting.id in pool.revoked, "the revoke to reach the worker")
         release.touch()

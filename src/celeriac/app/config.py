@@ -142,6 +142,9 @@ class Settings(SettingsMapping):
     worker_pool: str = "prefork"
     # None: 'forkserver' on Linux, 'spawn' elsewhere ('fork' is read as 'forkserver')
     worker_pool_start_method: str | None = None
+    # celeriac's own: prefork children claim their own messages where the broker allows it
+    # (Redis): see celeriac.worker.pools.fetching
+    worker_prefork_fetch: bool = False
     worker_shutdown_timeout: float | None = None  # celeriac's own
     worker_max_tasks_per_child: int | None = None
     worker_max_memory_per_child: int | None = None  # KiB, as in Celery

@@ -247,6 +247,11 @@ class Transport(abc.ABC):
         milliseconds later. The default takes none: the worker sends them itself.
         """
 
+    async def unblock(self, client_id: int) -> None:
+        """End the wait for messages of the :class:`Fetcher` whose ``client_id`` this is (its
+        fetch returns with ``interrupted`` set). Only a transport with a fetcher has this."""
+        raise NotImplementedError(f"{type(self).__name__} has no fetcher to unblock")
+
     def fetcher(self) -> Fetcher | None:
         """A blocking consumer of this process's own, or ``None`` (the default) where the
         transport has none: a prefork child then takes its tasks from the worker."""

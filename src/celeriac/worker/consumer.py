@@ -46,6 +46,7 @@ from celeriac.worker.acks import AckBatcher
 from celeriac.worker.pools.base import Pool
 from celeriac.worker.ratelimit import RateLimiter
 from celeriac.worker.request import build_request
+from celeriac.worker.settling import settlement
 from celeriac.worker.slots import Slots as Slots  # re-exported: its home before
 from celeriac.worker.state import WorkerState
 
@@ -126,8 +127,17 @@ class Consumer:
         #: The worker's event dispatcher while its events component runs (``task-*`` events
         #: are sent through it when task events are on: :mod:`celeriac.worker.task_events`).
         self.events: EventDispatcher | None = None
+        #: Set once stopping, for a consumer whose pool fetches (it waits on this).
+        self._stopped = asyncio.Event()
         transport.watch_capacity(self.capacity)
         transport.watch_dead_letters(self._broker_dead_lettered)
+
+    def leave_to_worker(self) -> tuple[frozenset[str], bool]:
+        """For a pool that fetches: the task types whose messages its children hand to this
+        consumer (those with a rate limit: kept here), and whether all of them go (task events
+        are on: sent from here)."""
+        events = self.events
+        return self.rate_limiter.limited(), events is not None and events.sends(task_events.TASK)
 
     @property
     def window(self) -> int:
@@ -150,7 +160,12 @@ class Consumer:
 
     # -- fetching ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Fetch until :meth:`stop_fetching`; each delivery gets its own handler task."""
+        """Fetch until :meth:`stop_fetching`; each delivery gets its own handler task. With a
+        pool that fetches, start it fetching and take what it hands over instead."""
+        if self.pool.fetching:
+            self.pool.serve(self, self.transport, self.state, self.queue_names)
+            await self._stopped.wait()
+            return
         backoff = 0.1
         self._fetcher = asyncio.current_task()
         while not self._stopping:
@@ -186,12 +201,17 @@ class Consumer:
             self.outage.ok()
             backoff = 0.1
             for delivery in batch:
-                self.inflight[id(delivery)] = delivery
-                self.unacked[id(delivery)] = delivery
-                handler = asyncio.create_task(self._handle(delivery))
-                self.waiting[id(delivery)] = handler
-                self.handlers.add(handler)
-                handler.add_done_callback(self.handlers.discard)
+                self.handed_off(delivery)
+
+    def handed_off(self, delivery: Delivery) -> None:
+        """Take ``delivery`` in hand: a handler of its own runs it (fetched here, or handed
+        over by a pool child that fetched it)."""
+        self.inflight[id(delivery)] = delivery
+        self.unacked[id(delivery)] = delivery
+        handler = asyncio.create_task(self._handle(delivery))
+        self.waiting[id(delivery)] = handler
+        self.handlers.add(handler)
+        handler.add_done_callback(self.handlers.discard)
 
     def _made_room(self) -> None:
         """Wake the fetcher if it would fetch now (the test of :meth:`run`): woken at every
@@ -209,6 +229,10 @@ class Consumer:
         ``cancel_consumer`` changed them): a ``get`` waiting now is interrupted, which the
         transport contract makes safe (what it took goes back), and this returns once it has
         ended, so no fetch that names a queue dropped from the list is still running."""
+        if self.pool.fetching:
+            if not self._stopping:
+                self.pool.set_queues(self.queue_names)
+            return
         fetcher = self._fetcher
         if self._stopping or not self._in_get or fetcher is None or fetcher.done():
             return
@@ -226,6 +250,9 @@ class Consumer:
             return
         self._stopping = True
         self._room.set()
+        self._stopped.set()
+        if self.pool.fetching:
+            self.pool.set_queues(())
         if self._in_get and self._fetcher is not None and not self._fetcher.done():
             self._fetcher.cancel()
 
@@ -326,6 +353,22 @@ class Consumer:
                 earlier.set()
         if early and self.unacked.pop(key, None) is not None:
             self.acks.ack_soon(delivery)  # settled without starting (it could not be handed over)
+        self._count(task, request, outcome)
+        op, reason = settlement(task, request.id, outcome, early=early)
+        if early:
+            return
+        try:
+            if op == "requeue":
+                await self._requeue([delivery])
+            elif op == "reject":
+                await self.transport.reject([delivery], reason)
+            else:
+                await self.acks.ack(delivery)
+        except TransportError as exc:
+            self.outage.failed(exc, f"settling {delivery.tag} (its lease will expire)")
+
+    def _count(self, task: Task[Any, Any], request: Request, outcome: Outcome) -> None:
+        """A run's end in the worker's counts, signals and events."""
         self.state.processed += 1
         if outcome.state == states.SUCCESS:
             self.state.succeeded += 1
@@ -340,34 +383,6 @@ class Consumer:
         if self.events is not None:
             signum = getattr(self.pool, "terminate_signal", None)
             task_events.finished(self.events, request.id, outcome, signum)
-        if early:
-            if outcome.settle != "ack":
-                logger.warning(
-                    "Task %s[%s] asked to %s its message, but it was acked early "
-                    "(set acks_late=True for that)",
-                    task.name,
-                    request.id,
-                    outcome.settle,
-                )
-            return
-        await self._settle_late(delivery, task, outcome)
-
-    async def _settle_late(
-        self, delivery: Delivery, task: Task[Any, Any], outcome: Outcome
-    ) -> None:
-        try:
-            if outcome.settle == "requeue":
-                await self._requeue([delivery])
-            elif outcome.settle == "reject":
-                await self.transport.reject([delivery], outcome.reason or "rejected by task")
-            elif outcome.state == states.FAILURE and not task.option(
-                "acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout"
-            ):
-                await self.transport.reject([delivery], f"task failed: {outcome.exc!r}")
-            else:
-                await self.acks.ack(delivery)
-        except TransportError as exc:
-            self.outage.failed(exc, f"settling {delivery.tag} (its lease will expire)")
 
     async def _requeue(self, deliveries: list[Delivery]) -> None:
         await self.transport.requeue(deliveries)
@@ -556,6 +571,38 @@ class Consumer:
             with contextlib.suppress(Exception):  # the join below reads it; logged by flow
                 await backend.astore(meta)
         await asyncio.to_thread(flow.advance, self.app, request, state, None, exc, None)
+
+    # -- tasks a pool child fetched and ran itself ----------------------------------------------
+    async def board_lost(self, delivery: Delivery, killed: Any) -> None:
+        """A task a pool child fetched and ran ended without it (killed at its hard limit,
+        terminated, lost, a cold stop): its end recorded and its message settled as for a
+        task handed to the pool (the pool stores the outcome: ``killed_outcome``)."""
+        try:
+            request = self._request_of(delivery)
+            task = self.app.tasks.get(request.task) if request is not None else None
+            if request is None or task is None:  # it was read once: cannot happen
+                await self.transport.ack([delivery])
+                return
+            outcome = await self.pool.killed_outcome(task, request, killed)  # type: ignore[attr-defined]
+            self._count(task, request, outcome)
+            op, reason = settlement(task, request.id, outcome, early=not task.acks_late)
+            if op == "requeue":
+                await self.transport.requeue([delivery])
+            elif op == "reject":
+                await self.transport.reject([delivery], reason)
+            else:
+                await self.transport.ack([delivery])
+        except TransportError as exc:
+            self.outage.failed(exc, f"settling {delivery.tag} (its lease will expire)")
+        except Exception:
+            logger.exception("could not record the end of a task its child did not finish")
+
+    def dead_lettered(self, letters: Sequence[DeadLetter]) -> None:
+        """A pool child's claim dead-lettered these messages."""
+        self._broker_dead_lettered(letters)
+
+    def request_of(self, delivery: Delivery) -> Request | None:
+        return self._request_of(delivery)
 
     # -- messages the broker dead-lettered by itself ------------------------------------------
     def _broker_dead_lettered(self, letters: Sequence[DeadLetter]) -> None:

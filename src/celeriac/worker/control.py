@@ -161,6 +161,8 @@ class ControlStep(Component):
             logger.warning("unknown control command %r", request.method)
             result = nok(f"unknown command {request.method!r}")
         else:
+            if worker.pool is not None:
+                worker.pool.sync()  # what a pool's children run on their own, in the state
             try:
                 result = await handler(worker, dict(request.arguments), ctx)
             except Exception as exc:

@@ -102,6 +102,11 @@ class RateLimiter:
                 self._buckets[name] = TokenBucket(per_second, self._capacity, self._clock)
         return per_second
 
+    def limited(self) -> frozenset[str]:
+        """The names that have a rate."""
+        with self._lock:
+            return frozenset(self._buckets)
+
     def rate(self, name: str) -> float | None:
         """The limit of ``name`` in tokens per second, or None."""
         bucket = self._buckets.get(name)

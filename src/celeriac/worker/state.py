@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from celeriac.context import Request
@@ -44,6 +44,8 @@ class RevokedSet:
         self.expires = expires
         #: Bumped by every change, so a saver knows whether there is anything new to write.
         self.changes = 0
+        #: Told of every revoke added (a prefork pool whose children fetch passes them on).
+        self.watchers: list[Callable[[list[Key]], None]] = []
 
     def add(self, task_id: str, by: str = "id") -> None:
         """Revoke ``task_id`` now (a root or parent id with ``by``)."""
@@ -53,19 +55,20 @@ class RevokedSet:
         self._items[key] = time.monotonic()
         self.changes += 1
         self._purge()
+        self._tell([key])
 
     def load(self, revokes: Iterable[tuple[str, str, float]]) -> int:
         """Add revokes made elsewhere earlier: ``(id, by, seconds it has left to live)``; one
         that has more than ``expires`` left lives ``expires`` from now. Returns how many were
         new here."""
         now = time.monotonic()
-        new = 0
+        new: list[Key] = []
         for value, by, remaining in revokes:
             key = _key(value, by)
             added = now - max(0.0, self.expires - remaining)
             previous = self._items.get(key)
             if previous is None:
-                new += 1
+                new.append(key)
                 if not isinstance(key, str):
                     self._workflows += 1
             if previous is None or added > previous:
@@ -74,7 +77,13 @@ class RevokedSet:
             self.changes += 1
         self._items = self._sorted()
         self._purge()
-        return new
+        if new:
+            self._tell(new)
+        return len(new)
+
+    def _tell(self, keys: list[Key]) -> None:
+        for watcher in self.watchers:
+            watcher(keys)
 
     def discard(self, task_id: str, by: str = "id") -> None:
         key = _key(task_id, by)
@@ -106,6 +115,10 @@ class RevokedSet:
         if parent_id is not None and ("parent_id", parent_id) in self._items:
             return f"the tasks of {parent_id} were revoked"
         return None
+
+    def keys(self) -> list[Key]:
+        """Every revoke held: a task id, or ``(by, id)`` for a workflow's root or parent."""
+        return list(self._items)
 
     def ids(self) -> list[str]:
         """The revoked task ids, oldest first (what ``inspect revoked`` lists)."""

@@ -172,6 +172,7 @@ class Worker:
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
             start_method=method,
+            fetch=bool(conf.worker_prefork_fetch),
         )
         self.pidfile = Pidfile(node_format(pidfile, self.hostname)) if pidfile else None
         statedb = statedb or conf.worker_state_db

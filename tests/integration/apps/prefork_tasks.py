@@ -18,6 +18,9 @@ from celeriac import Celeriac, SoftTimeLimitExceeded
 from celeriac.worker.pools.prefork import PreforkPool
 
 DB_ENV = "PREFORK_TEST_DB"
+#: Set (to a Redis key prefix of the test's own): the broker is Redis and the children fetch
+#: their own messages (``worker_prefork_fetch``); else the broker is the SQLite file too.
+FETCH_ENV = "PREFORK_TEST_FETCH"
 APP_SPEC = "apps.prefork_tasks:make_app"
 POOL_SPEC = "apps.prefork_tasks:RecordingPool"
 WAIT_LIMIT = 30.0
@@ -60,12 +63,22 @@ def mark(path: str, text: str) -> None:
 
 def make_app() -> Celeriac:
     url = f"sqlite:///{Path(os.environ[DB_ENV]).resolve()}"
-    app = Celeriac(
-        "prefork_tasks",
-        broker=url,
-        backend=url,
-        broker_transport_options={"poll_interval": 0.01},
-    )
+    fetch = os.environ.get(FETCH_ENV)
+    if fetch:  # children fetch their own messages from Redis (keys under the test's prefix)
+        app = Celeriac(
+            "prefork_tasks",
+            broker=os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            backend=url,
+            broker_transport_options={"key_prefix": fetch, "lease_seconds": 3.0},
+            worker_prefork_fetch=True,
+        )
+    else:
+        app = Celeriac(
+            "prefork_tasks",
+            broker=url,
+            backend=url,
+            broker_transport_options={"poll_interval": 0.01},
+        )
 
     @app.task(name="p.pid")
     def pid() -> int:

@@ -908,6 +908,11 @@ class RedisTransport(Transport):
             timeout=self._connection.get("socket_timeout"),
         )
 
+    async def unblock(self, client_id: int) -> None:
+        with self._errors("unblock"):
+            clients = await self._clients()
+            await clients.client.execute_command("CLIENT", "UNBLOCK", client_id, "ERROR")
+
     def carry_early_acks(self, source: EarlyAcks) -> None:
         """Early acks ride the write of each wait for messages (:mod:`.wake`)."""
         self._early_acks = source

@@ -14,7 +14,7 @@ the OS or by a hard time limit), the pool stores the FAILURE itself before retur
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Container
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -46,6 +46,9 @@ class PoolOptions:
     #: ``worker_pool_start_method``: how prefork children start (None: the platform's best;
     #: see :mod:`~celeriac.worker.pools.starter`).
     start_method: str | None = None
+    #: ``worker_prefork_fetch``: prefork children fetch their own messages where the broker's
+    #: transport can (:mod:`~celeriac.worker.pools.fetching`).
+    fetch: bool = False
 
 
 def effective_time_limits(
@@ -127,6 +130,24 @@ class Pool(abc.ABC):
     async def resize(self, concurrency: int) -> None:
         """Grow or shrink to ``concurrency`` (>= 1); shrinking lets running tasks finish."""
         self.concurrency = concurrency
+
+    @property
+    def fetching(self) -> bool:
+        """Whether the pool's processes fetch their own messages once :meth:`serve` is called
+        (prefork with ``worker_prefork_fetch``): the consumer then fetches nothing itself."""
+        return False
+
+    def serve(
+        self, host: Any, transport: Any, state: Any, queues: Sequence[str]
+    ) -> None:  # pragma: no cover - only pools that fetch are served
+        """Start fetching from ``queues`` (see :class:`~.overseer.Host` for ``host``)."""
+        raise NotImplementedError(f"the {self.name} pool does not fetch")
+
+    def set_queues(self, queues: Sequence[str]) -> None:
+        """Fetch from ``queues`` from now on (a pool that fetches)."""
+
+    def sync(self) -> None:
+        """Bring the worker's state up to date with what the pool runs (a pool that fetches)."""
 
     async def stop(self, wait: bool = True) -> None:
         """Stop the pool; ``wait=False`` abandons running work (cold shutdown)."""

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -54,7 +55,8 @@ from celeriac.protocol.message import safe_repr
 from celeriac.results.base import exception_to_dict
 from celeriac.utils.logsetup import configure
 from celeriac.utils.loops import thread_loop
-from celeriac.worker.pools.frames import Frames, read_message
+from celeriac.worker.pools.fetching import IDLE_WAIT, Fetching, FetchPlan, Leaving
+from celeriac.worker.pools.frames import READ_SIZE, Frames, read_message
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -90,6 +92,8 @@ class ChildConfig(NamedTuple):
     #: The worker's environment when this child started: a child forked from the fork server
     #: (:mod:`.starter`) would otherwise have the server's, from when the pool started.
     environ: dict[str, str] | None = None
+    #: Set when this child fetches its own messages (:mod:`.fetching`).
+    fetch: FetchPlan | None = None
 
 
 class Ready(NamedTuple):
@@ -244,16 +248,12 @@ def _load_app(config: ChildConfig) -> Celeriac:
     return app
 
 
-def _run_one(app: Celeriac, slot: _Slot, message: Run, hostname: str) -> Done:
-    request = message.request
-    task: Task[Any, Any] | None = app.tasks.get(request.task)
-    if task is None:
-        missing = NotRegistered(request.task)
-        return Done(
-            request.id, states.FAILURE, "ack", str(missing), 0.0, exception_to_dict(missing),
-            stored=False, retire=None,
-        )  # fmt: skip
-    slot.arm(task.is_async, message.soft_limit)
+def execute_here(
+    task: Task[Any, Any], request: Request, slot: _Slot, soft_limit: float | None, hostname: str
+) -> Outcome:
+    """Run ``request`` here with the soft limit's handler armed, then store its outcome and
+    send its callbacks (the executor's ``run_request``, made interruptible)."""
+    slot.arm(task.is_async, soft_limit)
     try:
         outcome = execute(task, request)
         slot.disarm()
@@ -263,6 +263,19 @@ def _run_one(app: Celeriac, slot: _Slot, message: Run, hostname: str) -> Done:
             states.FAILURE, exc=exc, traceback="".join(traceback.format_exception(exc))
         )
     finish(task, request, outcome, hostname)
+    return outcome
+
+
+def _run_one(app: Celeriac, slot: _Slot, message: Run, hostname: str) -> Done:
+    request = message.request
+    task: Task[Any, Any] | None = app.tasks.get(request.task)
+    if task is None:
+        missing = NotRegistered(request.task)
+        return Done(
+            request.id, states.FAILURE, "ack", str(missing), 0.0, exception_to_dict(missing),
+            stored=False, retire=None,
+        )  # fmt: skip
+    outcome = execute_here(task, request, slot, message.soft_limit, hostname)
     return Done(
         request.id,
         outcome.state,
@@ -290,6 +303,93 @@ def _retire_reason(config: ChildConfig, done: int) -> str | None:
     return None
 
 
+def _pipe_loop(
+    app: Celeriac,
+    config: ChildConfig,
+    conn: Connection,
+    slot: _Slot,
+    frames: Frames,
+    queued: list[Any],
+) -> None:
+    """Run what the worker sends, one ``Run`` at a time, until told to stop or retiring."""
+    done = 0
+    fd = conn.fileno()
+    while True:
+        try:
+            message = read_message(fd, frames, queued)
+        except EOFError:
+            return  # the parent closed our pipe: it is gone or gave up on us
+        if isinstance(message, Stop):
+            return
+        report = _run_one(app, slot, message, config.hostname)
+        done += 1
+        retire = _retire_reason(config, done)
+        conn.send(report._replace(retire=retire))
+        if retire is not None:
+            return
+
+
+def _fetch_loop(
+    app: Celeriac,
+    config: ChildConfig,
+    conn: Connection,
+    slot: _Slot,
+    frames: Frames,
+    queued: list[Any],
+) -> None:
+    """Fetch and run messages (:mod:`.fetching`), and what the worker sends, until told to
+    stop or retiring."""
+    plan = config.fetch
+    assert plan is not None
+    fetcher = app.create_transport().fetcher()
+    if fetcher is None:  # the worker checked: only a transport that has one gets here
+        raise RuntimeError("this broker has no fetcher")
+    fetching = Fetching(app, plan, fetcher, config.hostname, conn.send)
+    signal.signal(signal.SIGALRM, slot.on_signal)  # the soft limit of a task it fetched
+    fd = conn.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    done = 0
+    fetching.publish()
+    while True:
+        if queued or poller.poll(0):  # the worker wrote: read it all first
+            try:
+                message = read_message(fd, frames, queued)
+            except EOFError:
+                break
+            if isinstance(message, Stop):
+                break
+            if fetching.heard(message):
+                continue
+            report = _run_one(app, slot, message, config.hostname)
+            done += 1
+            retire = _retire_reason(config, done)
+            conn.send(report._replace(retire=retire))
+            if retire is not None:
+                break
+            continue
+        deliveries = fetching.fetch(IDLE_WAIT)
+        if not deliveries:
+            continue
+        if poller.poll(0):  # woken to stop, maybe: what it claimed waits for the answer
+            data = os.read(fd, READ_SIZE)
+            if data:
+                queued.extend(frames.feed(data))
+            if not data or any(isinstance(m, Stop) for m in queued):
+                fetching.give_back(deliveries)
+                break
+        for delivery in deliveries:
+            fetching.run(delivery, slot)
+        done += 1
+        retire = _retire_reason(config, done)
+        if retire is not None:
+            fetching.flush()
+            conn.send(Leaving(retire))
+            break
+    fetching.flush()
+    fetcher.close()
+
+
 def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> None:
     """The child's main: load the app, say ready, then run requests until told to stop."""
     # The parent decides about shutdown: a SIGINT or SIGTERM sent to the whole process group
@@ -312,23 +412,12 @@ def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> N
     loop.set_task_factory(slot.task_factory)
     signal.signal(signal.SIGUSR1, slot.on_signal)
     conn.send(Ready(os.getpid()))
-    done = 0
-    fd, frames = conn.fileno(), Frames()
-    queued: list[Any] = []
+    frames, queued = Frames(), list[Any]()
     try:
-        while True:
-            try:
-                message = read_message(fd, frames, queued)
-            except EOFError:
-                break  # the parent closed our pipe: it is gone or gave up on us
-            if isinstance(message, Stop):
-                break
-            report = _run_one(app, slot, message, config.hostname)
-            done += 1
-            retire = _retire_reason(config, done)
-            conn.send(report._replace(retire=retire))
-            if retire is not None:
-                break
+        if config.fetch is not None:
+            _fetch_loop(app, config, conn, slot, frames, queued)
+        else:
+            _pipe_loop(app, config, conn, slot, frames, queued)
     finally:
         app.close()
         loop.close()

@@ -44,7 +44,7 @@ import logging
 import os
 import pickle
 import signal
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import signals, states
@@ -58,12 +58,25 @@ from celeriac.errors import (
 )
 from celeriac.execution.executor import Outcome, Settle, finish
 from celeriac.results.base import exception_from_dict
+from celeriac.transports.base import Delivery, Transport
 from celeriac.utils import logsetup
 from celeriac.utils.logs import LOG_FORMAT
 from celeriac.worker.pools import starter
 from celeriac.worker.pools.base import OnStart, Pool, PoolOptions, effective_time_limits
+from celeriac.worker.pools.board import Board
 from celeriac.worker.pools.child import ChildConfig, Done, Run
+from celeriac.worker.pools.fetching import (
+    DeadLettered,
+    FetchPlan,
+    Handoff,
+    HandOver,
+    Leaving,
+    Queues,
+    Revoke,
+)
+from celeriac.worker.pools.overseer import TICK, Host, Overseer
 from celeriac.worker.pools.supervisor import Child, Job, Killed, Supervisor
+from celeriac.worker.state import RevokedSet, WorkerState
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -75,6 +88,9 @@ logger = logging.getLogger("celeriac.worker")
 START_TIMEOUT = 60.0
 #: Seconds between SIGTERM and SIGKILL when terminating a task.
 TERMINATE_GRACE = 1.0
+#: Slots on the board at least (children beyond them, after the autoscaler grew the pool,
+#: take their tasks from the pool).
+BOARD_SLOTS = 64
 _SETTLES: dict[str, Settle] = {"ack": "ack", "requeue": "requeue", "reject": "reject"}
 
 
@@ -101,6 +117,13 @@ class PreforkPool(Pool):
         self._pending_index: int | None = None
         #: The start method acquired from :mod:`.starter` while the pool runs (released once).
         self._start_method: str | None = None
+        # children that fetch their own messages (see fetching.py and overseer.py)
+        self._board: Board | None = None
+        self._overseer: Overseer | None = None
+        self._queues: tuple[str, ...] = ()
+        self._handed_over: frozenset[str] = frozenset()
+        self._everything = False
+        self._tick: asyncio.TimerHandle | None = None
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -116,12 +139,15 @@ class PreforkPool(Pool):
         method = starter.start_method(self.options.start_method)
         context = starter.acquire(method, self.options.app_spec)
         self._start_method = method
+        if self.options.fetch and self.app.create_transport().fetcher() is not None:
+            self._board = Board(max(self.concurrency, BOARD_SLOTS))
         children = self._children = Supervisor(
             context,
             asyncio.get_running_loop(),
             self.concurrency,
             self._child_config,
             self.revoked,
+            fetching=self if self._board is not None else None,
         )
         children.fill()
         first = list(children.children)
@@ -144,6 +170,7 @@ class PreforkPool(Pool):
         each child, so this is also where Celery's ``worker_before_create_process`` is sent."""
         signals.worker_before_create_process.send(self)
         setup = logsetup.current()
+        index = self._next_index()
         return ChildConfig(
             app_spec=str(self.options.app_spec),
             settings={
@@ -156,10 +183,30 @@ class PreforkPool(Pool):
             max_tasks=self.options.max_tasks_per_child,
             max_memory=self.options.max_memory_per_child,
             logfile=setup.logfile if setup is not None else None,
-            process_index=self._next_index(),
+            process_index=index,
             log_datefmt=setup.datefmt if setup is not None else None,
             redirect_level=setup.redirect_level if setup is not None else None,
             environ=dict(os.environ),
+            fetch=self._plan(index - 1),
+        )
+
+    def _plan(self, slot: int) -> FetchPlan | None:
+        """What a child that fetches its own messages starts with; None: it takes its tasks
+        from the pool (no board, or no slot left on it after the autoscaler grew the pool)."""
+        board = self._board
+        if board is None or slot >= board.count:
+            return None
+        revoked = self.revoked
+        keys: list[Any] = revoked.keys() if isinstance(revoked, RevokedSet) else []
+        return FetchPlan(
+            board.shared(),
+            slot,
+            self._queues,
+            self._handed_over,
+            frozenset(keys),
+            self.options.time_limit,
+            self.options.soft_time_limit,
+            self._everything,
         )
 
     def _next_index(self) -> int:
@@ -193,9 +240,22 @@ class PreforkPool(Pool):
             if wait:
                 children.send_stop(child)  # a busy child reads it after its task
             else:
-                children.end_job(child, Killed("shutdown", "the worker stopped (cold)"))
+                cold = Killed("shutdown", "the worker stopped (cold)")
+                children.end_job(child, cold)
+                child.killed = child.killed or cold
                 children.signal(child, signal.SIGKILL)
         await children.wait_exited()
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if self._overseer is not None:
+            await self._overseer.settled()  # the ends of the board's tasks, recorded
+            watchers = self._overseer.state.revoked.watchers
+            if self._revoked_more in watchers:
+                watchers.remove(self._revoked_more)
+        if self._board is not None:
+            self._board.close()
+            self._board = None
         method, self._start_method = self._start_method, None
         if method is not None:  # every child is gone: the fork server may go too
             await asyncio.to_thread(starter.release, method)
@@ -342,4 +402,111 @@ class PreforkPool(Pool):
                     TERMINATE_GRACE, children.signal, child, signal.SIGKILL
                 )
                 return True
+        if self._overseer is not None:
+            for child, running in self._overseer.running(children.active()):
+                if running.task_id == task_id:
+                    self._kill(child, "terminated", "terminated", signal.SIGTERM)
+                    asyncio.get_running_loop().call_later(
+                        TERMINATE_GRACE, children.signal, child, signal.SIGKILL
+                    )
+                    return True
         return False
+
+    # -- children that fetch their own messages ---------------------------------------------------
+    @property
+    def fetching(self) -> bool:
+        """Whether this pool's children fetch their own messages (once :meth:`serve` is
+        called): the consumer then fetches nothing itself."""
+        return self._board is not None
+
+    def serve(
+        self, host: Host, transport: Transport, state: WorkerState, queues: Sequence[str]
+    ) -> None:
+        """Start the children fetching from ``queues``; ``host`` (the consumer) takes what they
+        hand over and records the end of what they ran when they die."""
+        assert self._board is not None and self._children is not None
+        self._overseer = Overseer(self._board, transport, host, state)
+        state.revoked.watchers.append(self._revoked_more)
+        self._hand_over(host)
+        self.set_queues(queues)
+        self._tick = asyncio.get_running_loop().call_later(TICK, self._on_tick)
+
+    def set_queues(self, queues: Sequence[str]) -> None:
+        """Fetch from ``queues`` from now on (none: stop fetching)."""
+        self._queues = tuple(queues)
+        self._tell(Queues(self._queues))
+
+    def _hand_over(self, host: Host) -> None:
+        """Tell the children which messages go to the worker now (rate limits, task events:
+        read again on every tick, so a ``rate_limit`` or ``enable_events`` command holds
+        within one)."""
+        names, everything = host.leave_to_worker()
+        if (names, everything) != (self._handed_over, self._everything):
+            self._handed_over, self._everything = names, everything
+            self._tell(HandOver(names, everything))
+
+    def sync(self) -> None:
+        """Bring the worker's state up to date with the board (a control command reads it)."""
+        if self._overseer is not None and self._children is not None:
+            self._overseer.sync(self._children.active())
+
+    def _revoked_more(self, keys: list[Any]) -> None:
+        self._tell(Revoke(frozenset(keys)))
+
+    def _tell(self, message: Queues | Revoke | HandOver) -> None:
+        if self._overseer is not None and self._children is not None:
+            self._overseer.tell(list(self._children.children), message)
+
+    def _on_tick(self) -> None:
+        overseer, children = self._overseer, self._children
+        if overseer is None or children is None:
+            return
+        try:
+            self._hand_over(overseer.host)
+            overseer.tick(children.active(), self._kill)
+        except Exception:  # never let one bad read stop the watch
+            logger.exception("prefork: reading the board failed")
+        self._tick = asyncio.get_running_loop().call_later(TICK, self._on_tick)
+
+    def _kill(self, child: Child, kind: str, detail: str, signum: int = signal.SIGKILL) -> None:
+        """Kill ``child`` for the task it runs from the board (its end: ``kind``)."""
+        children = self._children
+        if children is None:
+            return
+        child.killed = Killed(kind, detail)  # type: ignore[arg-type]
+        children.retire(child, f"it was killed: {detail}")
+        children.signal(child, signum)
+
+    # the supervisor's Fetching protocol
+    def nudge(self, child: Child) -> None:
+        if self._overseer is not None:
+            self._overseer.nudge(child)
+
+    def heard(self, child: Child, message: object) -> bool:
+        overseer = self._overseer
+        if isinstance(message, Handoff):
+            delivery = Delivery(message.tag, message.queue, message.payload, message.delivery_count)
+            if overseer is not None:
+                overseer.host.handed_off(delivery)
+            return True
+        if isinstance(message, DeadLettered):
+            if overseer is not None:
+                overseer.host.dead_lettered(message.letters)
+            return True
+        if isinstance(message, Leaving):
+            if self._children is not None:
+                self._children.retire(child, message.why)
+            return True
+        return False
+
+    def gone(self, child: Child, killed: Killed) -> None:
+        if self._overseer is not None:
+            self._overseer.gone(child, killed)
+        elif child.slot is not None and self._board is not None:
+            self._board.clear(child.slot)
+
+    async def killed_outcome(
+        self, task: Task[Any, Any], request: Request, killed: Killed
+    ) -> Outcome:
+        """The outcome (stored) of a task whose child was killed or lost while running it."""
+        return await self._from_killed(task, request, killed)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from celeriac.context import Request
 from celeriac.worker.pools.child import ChildConfig, Done, Ready, StartFailed, Stop, child_main
@@ -43,6 +43,20 @@ from celeriac.worker.pools.frames import READ_SIZE, Frames
 
 if TYPE_CHECKING:
     from celeriac.task import Task
+
+
+class Fetching(Protocol):
+    """The pool's side of children that fetch their own messages (:mod:`.prefork`)."""
+
+    def nudge(self, child: Child) -> None:
+        """End ``child``'s wait for messages: something was sent to it."""
+
+    def heard(self, child: Child, message: object) -> bool:
+        """Handle a message of the fetching kind from ``child``; False if it is not one."""
+
+    def gone(self, child: Child, killed: Killed) -> None:
+        """``child`` was reaped: account for the task it ran from the board, if any."""
+
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -102,6 +116,11 @@ class Child:
     start_error: str | None = None
     #: What its pipe brought that is not a whole message yet.
     frames: Frames = field(default_factory=Frames)
+    #: Its place on the board when it fetches its own messages (:mod:`.fetching`), else None.
+    slot: int | None = None
+    #: How the pool ended the task it ran from the board (a hard limit, a terminate, a cold
+    #: stop), when it killed it; else its death is a loss.
+    killed: Killed | None = None
 
 
 def describe_exit(code: int) -> str:
@@ -123,6 +142,7 @@ class Supervisor:
         size: int,
         make_config: Callable[[], ChildConfig],
         revoked: Container[str] = frozenset(),
+        fetching: Fetching | None = None,
     ) -> None:
         self.size = size
         self.children: set[Child] = set()
@@ -139,6 +159,8 @@ class Supervisor:
         self._failures = 0
         self._refill: asyncio.TimerHandle | None = None
         self._started = 0
+        #: The pool's side of children that fetch their own messages, if they do.
+        self.fetching = fetching
 
     # -- what the pool asks ---------------------------------------------------------------------
     def active(self) -> list[Child]:
@@ -202,6 +224,8 @@ class Supervisor:
             except OSError as exc:  # it died just now; its sentinel will reap it
                 self.retire(child, f"its pipe broke ({exc})")
                 continue
+            if self.fetching is not None:
+                self.fetching.nudge(child)  # it may be waiting for messages of its own
             self._waiters.popleft()
             child.state = "busy"
             job = child.job = Job(waiter.task, waiter.request, waiter.future)
@@ -250,6 +274,8 @@ class Supervisor:
         child.stop_sent = True
         with contextlib.suppress(OSError):  # already gone: its sentinel reaps it
             child.conn.send(Stop())
+            if self.fetching is not None:
+                self.fetching.nudge(child)
 
     def fill(self) -> None:
         """Start children until the active ones number ``size``."""
@@ -289,9 +315,10 @@ class Supervisor:
     def _spawn(self) -> bool:
         self._started += 1
         parent_end, child_end = self._ctx.Pipe(duplex=True)
+        config = self._make_config()
         process = self._ctx.Process(
             target=child_main,
-            args=(self._make_config(), child_end, self._lifeline[0]),
+            args=(config, child_end, self._lifeline[0]),
             name=f"celeriac-prefork-{self._started}",
         )
         try:
@@ -306,6 +333,7 @@ class Supervisor:
         assert process.pid is not None
         loop = self._loop
         child = Child(process, parent_end, process.pid, loop.create_future(), loop.create_future())
+        child.slot = config.fetch.slot if config.fetch is not None else None
         self.children.add(child)
         loop.add_reader(parent_end.fileno(), self._on_readable, child)
         loop.add_reader(process.sentinel, self._on_sentinel, child)
@@ -347,8 +375,15 @@ class Supervisor:
                 self.send_stop(child)
         elif isinstance(message, StartFailed):
             child.start_error = message.reason
+        elif self.fetching is not None and self.fetching.heard(child, message):
+            pass
         else:
             logger.error("prefork: child %d sent an unknown message %.100r", child.pid, message)
+
+    def _loss(self, child: Child, how: str) -> Killed:
+        if self.stopping and child.retiring == "the worker stopped (cold)":
+            return Killed("shutdown", "the worker stopped (cold)")
+        return Killed("lost", f"child {child.pid} {how} while running it")
 
     def _on_sentinel(self, child: Child) -> None:
         self._loop.remove_reader(child.process.sentinel)
@@ -377,6 +412,8 @@ class Supervisor:
         job = child.job
         if job is not None:
             self.end_job(child, Killed("lost", f"child {child.pid} {how} while running it"))
+        if child.slot is not None and self.fetching is not None:  # before its slot is reused
+            self.fetching.gone(child, child.killed or self._loss(child, how))
         never_ready = not child.ready.done()
         if never_ready:
             child.ready.set_result(child.start_error or f"it exited ({how}) before it was ready")

@@ -1,0 +1,80 @@
+"""The prefork board (``worker/pools/board.py``): a child's slot written in another process is
+read whole by the worker, under a writer that never stops; too large a task is refused."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pytest
+
+from celeriac.worker.pools.board import Board, Running, Shared, SlotWriter
+
+
+def running(n: int, size: int = 10) -> Running:
+    return Running(f"id-{n}", "tests.add", "celery", (b"%d" % n, n), 1, b"x" * size, 1.5, 2.0, True)
+
+
+def write_entries(shared: Shared, index: int, count: int, ready: Connection) -> None:
+    """A child: starts and ends ``count`` tasks in its slot as fast as it can."""
+    writer = SlotWriter(shared, index)  # type: ignore[arg-type]  # unpickled as its fd
+    pid = os.getpid()
+    ready.send(True)
+    for n in range(count):
+        assert writer.started(pid, (n, n, 0), 7, running(n, size=n % 3000), {"tests.add": n + 1})
+        writer.idle(pid, (n + 1, n + 1, 0), 7)
+    writer.close()
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_a_slot_written_in_a_child_is_read_whole_while_it_writes(method: str) -> None:
+    board = Board(3)
+    ctx: Any = multiprocessing.get_context(method)
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=write_entries, args=(board.shared(), 1, 3000, theirs))
+    child.start()
+    try:
+        assert ours.recv() is True
+        seen = 0
+        while child.is_alive() or seen == 0:
+            entry = board.read(1)
+            if entry is None:
+                continue
+            seen += 1
+            assert entry.client_id == 7
+            if entry.running is not None:  # every read is one whole entry, never a mix
+                n = entry.finished
+                assert entry.running == running(n, size=n % 3000)
+                assert entry.totals == {"tests.add": n + 1}
+            else:
+                assert entry.totals == ({"tests.add": entry.finished} if entry.finished else {})
+        child.join(30)
+        assert child.exitcode == 0
+        last = board.read(1)
+        assert last is not None
+        assert (last.pid, last.finished, last.running) == (child.pid, 3000, None)
+        assert last.totals == {"tests.add": 3000}
+        assert board.read(0) is None  # the slots beside it untouched
+        assert board.read(2) is None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        board.close()
+
+
+def test_a_task_too_large_for_a_slot_is_refused_and_a_cleared_slot_reads_empty() -> None:
+    board = Board(1, slot_size=4096)
+    writer = SlotWriter(os.dup(board.shared().fd), 0, slot_size=4096)
+    assert not writer.started(1, (0, 0, 0), None, running(1, size=5000), {})
+    assert board.read(0) is None  # nothing written
+    assert writer.started(1, (0, 0, 0), None, running(1, size=100), {"tests.add": 1})
+    read = board.read(0)
+    assert read is not None
+    assert (read.running, read.client_id) == (running(1, size=100), None)
+    board.clear(0)
+    assert board.read(0) is None
+    writer.close()
+    board.close()
