@@ -284,3 +284,39 @@ def test_a_message_past_its_deliveries_is_dead_lettered_and_reported(server: Red
 def test_only_the_native_layout_has_a_fetcher(server: RedisServer) -> None:
     assert RedisTransport(server.url, layout="kombu").fetcher() is None
     assert lua.CLAIM  # the native claim script is the fetcher's
+
+
+def test_an_ack_written_ahead_lands_before_its_reply_is_read(server: RedisServer) -> None:
+    transport = ready(server.url, "q", sent=("1", "2"))
+    fetcher = fetcher_of(transport)
+    first = fetcher.fetch(["q"], 1, 0)
+    fetcher.ack_ahead(first)
+    probe = redis.Redis.from_url(server.url)
+    deadline = time.monotonic() + 10
+    while stored(server.url) != 1:  # Redis ran it: nobody waited for its reply
+        assert time.monotonic() < deadline, "the ack written ahead never landed"
+        time.sleep(0.005)
+    second = fetcher.fetch(["q"], 1, 0)  # reads the ack's reply, then the claim's
+    assert ids(second) == ["2"]
+    fetcher.ack(second)
+    assert stored(server.url) == 0
+    probe.close()
+    fetcher.close()
+
+
+def test_acks_written_ahead_on_a_lost_connection_are_sent_again(server: RedisServer) -> None:
+    transport = ready(server.url, "q", sent=("1", "2"))
+    fetcher = fetcher_of(transport)
+    first = fetcher.fetch(["q"], 1, 0)
+    probe = redis.Redis.from_url(server.url)
+    probe.client_pause(1000, all=True)  # the write is buffered, never run on this connection
+    fetcher.ack_ahead(first)
+    probe.client_kill_filter(_id=str(fetcher.client_id))
+    probe.client_unpause()
+    second = fetcher.fetch(["q"], 1, 0)  # a new connection: the ack goes first
+    assert ids(second) == ["2"]
+    assert stored(server.url) == 1
+    fetcher.ack(second)
+    assert stored(server.url) == 0
+    probe.close()
+    fetcher.close()

@@ -205,6 +205,9 @@ class Fetcher(Protocol):
 
     def ack(self, deliveries: Sequence[Delivery]) -> None: ...
 
+    def ack_ahead(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack now; the reply is read with the next call's."""
+
     def requeue(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None: ...
 
     def reject(self, deliveries: Sequence[Delivery], reason: str) -> None: ...

@@ -31,6 +31,7 @@ closes the connection and counts as lost, as redis-py's Sentinel connection trea
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from celeriac.transports.redis.transport import RedisTransport
 
 __all__ = ["Fetcher"]
+
+logger = logging.getLogger(__name__)
 
 #: How long past a ``BLPOP``'s own timeout a silent server is taken for a dead connection.
 GRACE = 5.0
@@ -88,6 +91,8 @@ class Fetcher:
         self.client_id: int | None = None
         #: The last fetch's wait was ended by ``CLIENT UNBLOCK <client_id> ERROR``.
         self.interrupted = False
+        self._unread: list[list[Delivery]] = []  # acks written ahead, replies not read yet
+        self._resend: list[Delivery] = []  # acks to send again (their connection broke)
 
     # -- the calls ----------------------------------------------------------------------------
     def fetch(
@@ -149,7 +154,11 @@ class Fetcher:
         self._transport.warn_stale(op, raised(stale), deliveries)
 
     def close(self) -> None:
-        """Disconnect; the next call connects again."""
+        """Disconnect; the next call connects again (and sends again the acks written ahead
+        whose replies it had not read)."""
+        for batch in self._unread:
+            self._resend.extend(batch)
+        self._unread = []
         conn, self._conn, self._sock, self.client_id = self._conn, None, None, None
         self._reader = hiredis.Reader(replyError=ResponseError)
         if conn is not None and self._pid == os.getpid():
@@ -201,49 +210,86 @@ class Fetcher:
         calls: Sequence[tuple[str, Sequence[Any]]],
         blpop: tuple[list[str], float] | None,
     ) -> list[Any]:
-        """Each ``(script, args)`` run with ``EVALSHA`` in one write, after the first the
-        ``BLPOP`` of ``blpop = (keys, seconds)`` when given; the scripts' replies in order, an
-        error reply in its place. Reconnects and writes again on a lost connection, up to the
-        transport's retries; runs a forgotten script through redis-py (which loads it)."""
-        commands: list[tuple[Any, ...]] = []
-        for index, (name, args) in enumerate(calls):
-            if blpop is not None and index == len(calls) - 1:
-                commands.append(("BLPOP", *blpop[0], blpop[1]))
-            commands.append(("EVALSHA", self._scripts[name].sha, 0, *args))
-        packed = b"".join(pack_command(command) for command in commands)
+        """Each ``(script, args)`` run with ``EVALSHA`` in one write, the ``BLPOP`` of
+        ``blpop = (keys, seconds)`` before the last when given; the scripts' replies in order,
+        an error reply in its place. The replies of acks written ahead (:meth:`ack_ahead`) are
+        read first. Reconnects and writes again on a lost connection (with the acks written
+        ahead whose replies were lost), up to the transport's retries; runs a forgotten script
+        through redis-py (which loads it)."""
         timeout = self._timeout if blpop is None else blpop[1] + GRACE
         attempt = 0
         while True:
+            resend, self._resend = self._resend, []
+            front = [("settle", self._transport.settle_args("ack", "", resend))] if resend else []
+            sent = [*front, *calls]
+            commands: list[tuple[Any, ...]] = []
+            for index, (name, args) in enumerate(sent):
+                if blpop is not None and index == len(sent) - 1:
+                    commands.append(("BLPOP", *blpop[0], blpop[1]))
+                commands.append(("EVALSHA", self._scripts[name].sha, 0, *args))
+            packed = b"".join([pack_command(command) for command in commands])
+            ahead = self._unread
             try:
-                replies = self._call(packed, len(commands), timeout)
-                refused = [reply for reply in replies if isinstance(reply, ResponseError)]
-                if any(read_only(reply) for reply in refused):
+                replies = self._call(packed, len(ahead) + len(commands), timeout)
+                if any(read_only(reply) for reply in replies):
                     raise redis.ConnectionError(READ_ONLY)
                 break
             except (redis.ConnectionError, redis.TimeoutError, OSError):
-                self.close()
+                self._resend = resend + self._resend
+                self.close()  # the acks written ahead are sent again too
                 attempt += 1
                 if attempt > self._retries:
                     raise
+        self._unread = []
+        for batch, reply in zip(ahead, replies, strict=False):
+            self._acked(batch, reply)
+        del replies[: len(ahead)]
         if blpop is not None:  # the BLPOP's: only a wake-up, or CLIENT UNBLOCK's error
             woken = replies.pop(-2)
             self.interrupted = isinstance(woken, ResponseError) and str(woken).startswith(
                 "UNBLOCKED"
             )
-            refused = [reply for reply in replies if isinstance(reply, ResponseError)]
-        if not refused:
-            return replies
+        if front:
+            self._acked(resend, replies.pop(0))
         for index, reply in enumerate(replies):
             if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
-                name, args = calls[index]
-                try:
-                    replies[index] = self._scripts[name](args=list(args))
-                except ResponseError as exc:
-                    if read_only(exc):  # a replica forgets scripts when it syncs
-                        self.close()
-                        raise redis.ConnectionError(READ_ONLY) from exc
-                    replies[index] = exc
+                replies[index] = self._loaded(*calls[index])
         return replies
+
+    def _loaded(self, name: str, args: Sequence[Any]) -> Any:
+        """Run a script Redis forgot through redis-py (which loads it); its reply or error."""
+        try:
+            return self._scripts[name](args=list(args))
+        except ResponseError as exc:
+            if read_only(exc):  # a replica forgets scripts when it syncs
+                self.close()
+                raise redis.ConnectionError(READ_ONLY) from exc
+            return exc
+
+    def _acked(self, deliveries: list[Delivery], reply: Any) -> None:
+        """The reply of acks sent ahead of the call that read it."""
+        if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+            reply = self._loaded("settle", self._transport.settle_args("ack", "", deliveries))
+        if isinstance(reply, Exception):
+            logger.warning("acking %d messages failed: %s", len(deliveries), reply)
+            return
+        self._transport.warn_stale("ack", reply, deliveries)
+
+    def ack_ahead(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack ``deliveries`` now, without waiting for the reply (the next call reads it): a
+        task acked early is acked as it starts, for one write. Sent again with the next call if
+        the connection fails."""
+        if not deliveries:
+            return
+        args = self._transport.settle_args("ack", "", deliveries)
+        packed = pack_command(("EVALSHA", self._scripts["settle"].sha, 0, *args))
+        try:
+            self._socket().sendall(packed)
+        except (redis.RedisError, OSError):
+            self._resend.extend(deliveries)
+            self.close()
+            return
+        self._unread.append(list(deliveries))
 
     def _call(self, packed: bytes, wanted: int, timeout: float | None) -> list[Any]:
         """Write ``packed`` and read ``wanted`` replies, each read waiting no longer than
@@ -278,9 +324,9 @@ class Fetcher:
         return replies
 
     def _socket(self) -> socket.socket:
-        """The open socket, connected (and its ``CLIENT ID`` asked) on first use, again after a
-        loss and in a forked child. redis-py connects it, so every option of the URL holds
-        (TLS, a unix socket, AUTH, ``SELECT``, Sentinel's master lookup)."""
+        """The open socket, connected (its ``CLIENT ID`` asked, the scripts loaded) on first
+        use, again after a loss and in a forked child. redis-py connects it, so every option
+        of the URL holds (TLS, a unix socket, AUTH, ``SELECT``, Sentinel's master lookup)."""
         if self._sock is not None and self._pid == os.getpid():
             return self._sock
         self._conn = None  # a parent's connection is the parent's: never closed here
@@ -288,6 +334,9 @@ class Fetcher:
         conn.connect()
         conn.send_command("CLIENT", "ID")
         self.client_id = int(conn.read_response())
+        for script in self._scripts.values():  # so that an ack written ahead runs at once
+            conn.send_command("SCRIPT", "LOAD", script.script)
+            conn.read_response()
         sock: socket.socket = conn._sock
         sock.settimeout(None)  # see _call: the kernel keeps the read timeout
         self._conn, self._sock, self._pid, self._sock_timeout = conn, sock, os.getpid(), -1.0

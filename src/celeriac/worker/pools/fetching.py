@@ -1,6 +1,7 @@
 """A prefork child that fetches its own messages (``worker_prefork_fetch``): it claims one
-message at a time from the broker, runs it, and acks it on its next claim's write, while the
-worker supervises through the board (:mod:`.board`) instead of handing each task over a pipe.
+message at a time from the broker, runs it, and acks it (as it starts, written ahead of its
+reply, unless the task is ``acks_late``: then on its next claim's write), while the worker
+supervises through the board (:mod:`.board`) instead of handing each task over a pipe.
 
 Why: on the drain benchmark a ``-c 2`` prefork worker spent 347 us of CPU per no-op task (57
 of them the task's own ``INCR``), half of it in the main process: a claim and a settle through
@@ -52,8 +53,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
-#: How long one wait for messages lasts before the child looks at its pipe anyway.
-IDLE_WAIT = 5.0
+#: How long one wait for messages lasts before the child looks at its pipe anyway (the worker
+#: ends a wait when it writes to the child; this bounds the race where it wrote just before).
+IDLE_WAIT = 1.0
 #: Back-off while the broker cannot be reached, doubling up to the maximum.
 OUTAGE_DELAY = 0.1
 OUTAGE_DELAY_MAX = 5.0
@@ -228,6 +230,8 @@ class Fetching:
             self.totals[task.name] -= 1
             self._hand_over(delivery, "too large for the board")
             return
+        if not task.acks_late:  # acked as it starts, as the consumer acks it: at most once
+            self.fetcher.ack_ahead([delivery])
         signals.task_received.send(None, request=request)
         outcome = self._execute(task, request, slot, soft)
         self.finished += 1
@@ -300,7 +304,10 @@ class Fetching:
                 signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _settle(self, delivery: Delivery, task: Task[Any, Any], outcome: Outcome) -> None:
-        op, argument = settlement(task, delivery.decode().id, outcome, early=not task.acks_late)
+        early = not task.acks_late
+        op, argument = settlement(task, delivery.decode().id, outcome, early=early)
+        if early:
+            return  # acked as it started
         if op == "ack":
             self.acks.append(delivery)
             return

@@ -98,9 +98,9 @@ class Overseer:
     def nudge(self, child: Child) -> None:
         """End ``child``'s wait for messages, so that it reads its pipe now."""
         entry = self.entry(child)
-        if entry is None or entry.client_id is None or entry.running is not None:
-            return  # not waiting: it reads its pipe before its next claim
-        self._spawn(self._unblock(entry.client_id))
+        if entry is None or entry.client_id is None:
+            return  # not connected yet: it reads its pipe before its first claim
+        self._spawn(self._unblock(entry.client_id))  # a no-op unless it waits
 
     async def _unblock(self, client_id: int) -> None:
         try:
@@ -135,7 +135,11 @@ class Overseer:
         renew: list[Delivery] = []
         lease = self.transport.lease_seconds
         for child, task in running:
-            if task.hard_limit is not None and now - task.started > task.hard_limit:
+            if (
+                task.hard_limit is not None
+                and now - task.started > task.hard_limit
+                and self._still_running(child, task)
+            ):
                 detail = f"hard time limit ({task.hard_limit:g}s) exceeded"
                 logger.error(
                     "Task %s[%s]: %s; killing child %d",
@@ -153,6 +157,11 @@ class Overseer:
         if renew:
             self._spawn(self._extend(renew))
         self.sync(live, running)
+
+    def _still_running(self, child: Child, task: Running) -> bool:
+        """A second read agrees (a kill must not rest on one read of shared memory)."""
+        entry = self.entry(child)
+        return entry is not None and entry.running == task
 
     async def _extend(self, deliveries: list[Delivery]) -> None:
         try:
