@@ -276,6 +276,7 @@ def test_the_table_has_exactly_celerys_names_plus_celeriacs_own() -> None:
         "worker_shutdown_timeout",
         "worker_lease_renewal_interval",
         "worker_fetch_stall_timeout",
+        "worker_prefork_fetch",
         "worker_revoke_expires",
         "result_max_bytes",
     }

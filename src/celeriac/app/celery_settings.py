@@ -547,6 +547,7 @@ TABLE: dict[str, Entry] = {
     "worker_shutdown_timeout": used(own=True),
     "worker_lease_renewal_interval": used(own=True),
     "worker_fetch_stall_timeout": used(own=True),
+    "worker_prefork_fetch": used(own=True),
     "worker_revoke_expires": used(own=True),
 }
 

@@ -144,7 +144,7 @@ class Settings(SettingsMapping):
     worker_pool_start_method: str | None = None
     # celeriac's own: prefork children claim their own messages where the broker allows it
     # (Redis): see celeriac.worker.pools.fetching
-    worker_prefork_fetch: bool = False
+    worker_prefork_fetch: bool = True
     worker_shutdown_timeout: float | None = None  # celeriac's own
     worker_max_tasks_per_child: int | None = None
     worker_max_memory_per_child: int | None = None  # KiB, as in Celery

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 FETCH_TIMEOUT = 1.0
+#: How often a warm shutdown looks again whether the pool's fetching children are done.
+FETCHED_POLL = 0.05
 #: The task option rate limits declare: ``rate_limit="10/s"`` (per task type, per worker).
 TASK_OPTIONS: dict[str, Any] = {"rate_limit": None}
 #: Internal errors a message may meet in this worker before it is dead-lettered, the seconds
@@ -264,6 +266,8 @@ class Consumer:
             if prepared is None:
                 return
             task, request = prepared
+            if request.retries and self.pool.fetching:
+                self.pool.sync()  # a run of this id that a child fetched, in state.active
             if request.id in self.state.active:
                 await self._after_earlier_run(request.id)
             signals.task_received.send(self, request=request)
@@ -597,6 +601,13 @@ class Consumer:
         except Exception:
             logger.exception("could not record the end of a task its child did not finish")
 
+    def ran(self, task_id: str) -> None:
+        """A run of ``task_id`` that a pool child fetched has ended (its outcome is stored): a
+        later delivery of the same id waiting for it (a retry) may go."""
+        earlier = self._earlier_runs.pop(task_id, None)
+        if earlier is not None:
+            earlier.set()
+
     def dead_lettered(self, letters: Sequence[DeadLetter]) -> None:
         """A pool child's claim dead-lettered these messages."""
         self._broker_dead_lettered(letters)
@@ -704,12 +715,21 @@ class Consumer:
         return len(deliveries)
 
     async def wait_running(self, timeout: float | None) -> bool:
-        """Wait for running handlers; True if all finished within ``timeout``."""
+        """Wait for running handlers, and for the tasks a pool that fetches runs; True if all
+        finished within ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         pending = {h for h in self.handlers if not h.done()}
-        if not pending:
-            return True
-        _, still = await asyncio.wait(pending, timeout=timeout)
-        return not still
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            if still:
+                return False
+        while self.pool.running_fetched():  # read from shared memory: no one to wake us
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(FETCHED_POLL)
+        self.pool.sync()
+        return True
 
 
 def _message_key(delivery: Delivery) -> str:

@@ -149,5 +149,9 @@ class Pool(abc.ABC):
     def sync(self) -> None:
         """Bring the worker's state up to date with what the pool runs (a pool that fetches)."""
 
+    def running_fetched(self) -> int:
+        """How many tasks the pool's processes run that they fetched themselves."""
+        return 0
+
     async def stop(self, wait: bool = True) -> None:
         """Stop the pool; ``wait=False`` abandons running work (cold shutdown)."""

@@ -60,6 +60,9 @@ class Host(Protocol):
     def dead_lettered(self, letters: Sequence[DeadLetter]) -> None:
         """A child's claim dead-lettered these messages."""
 
+    def ran(self, task_id: str) -> None:
+        """A task a child ran from the board has ended (it is no longer running)."""
+
     def request_of(self, delivery: Delivery) -> Request | None:
         """The request of a message (``None`` if it cannot be read)."""
 
@@ -181,6 +184,7 @@ class Overseer:
         for task_id in self._active - now_running.keys():
             active.pop(task_id, None)
             self._renewed.pop(task_id, None)
+            self.host.ran(task_id)
         for task_id, task in now_running.items():
             if task_id in active:
                 continue
@@ -222,7 +226,13 @@ class Overseer:
         self.state.active.pop(task.task_id, None)
         self._active.discard(task.task_id)
         self._renewed.pop(task.task_id, None)
-        self._spawn(self.host.board_lost(delivery_of(task), killed))
+        self._spawn(self._lost(task, killed))
+
+    async def _lost(self, task: Running, killed: Killed) -> None:
+        try:
+            await self.host.board_lost(delivery_of(task), killed)
+        finally:
+            self.host.ran(task.task_id)
 
     # -- background calls -------------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:

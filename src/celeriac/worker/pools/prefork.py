@@ -450,6 +450,11 @@ class PreforkPool(Pool):
         if self._overseer is not None and self._children is not None:
             self._overseer.sync(self._children.active())
 
+    def running_fetched(self) -> int:
+        if self._overseer is None or self._children is None:
+            return 0
+        return len(self._overseer.running(list(self._children.children)))
+
     def _revoked_more(self, keys: list[Any]) -> None:
         self._tell(Revoke(frozenset(keys)))
 
