@@ -54,6 +54,7 @@ from conftest import require_service
 
 T = TypeVar("T")
 MB = 2**20
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(params=["pipe", "fetch"])
@@ -64,9 +65,19 @@ def db(
     runs twice: children handed their tasks by the worker (the broker is that SQLite file too),
     and children that fetch their own from Redis (``worker_prefork_fetch``), under a key
     prefix of the test's own, removed afterwards."""
+    yield from _database(request.param, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def fetch_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """As ``db``, children that fetch their own messages only."""
+    yield from _database("fetch", tmp_path, monkeypatch)
+
+
+def _database(mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "x.db"
     monkeypatch.setenv(DB_ENV, str(path))
-    if request.param == "pipe":
+    if mode == "pipe":
         yield path
         return
     require_service("Redis", 6379)
@@ -75,7 +86,7 @@ def db(
     try:
         yield path
     finally:
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
         if keys:
             client.delete(*keys)
@@ -495,3 +506,39 @@ def test_remote_revoke_with_terminate_kills_the_running_task(db: Path, tmp_path:
     finally:
         worker.stop()
         app.close()
+
+
+# -- children that fetch their own messages ------------------------------------------------------
+
+
+def test_a_fetched_task_that_outlives_its_lease_has_it_renewed(
+    fetch_db: Path, tmp_path: Path
+) -> None:
+    """The worker reads the board and renews the lease (3 s here) of an ``acks_late`` task a
+    child runs, so the message is not given to another child while it runs; ``inspect
+    active`` and ``stats`` see the task, read from the board."""
+    prefix = os.environ[FETCH_ENV]
+    client = redis.Redis.from_url(REDIS_URL)
+    with prefork() as (app, _pool):
+        release = tmp_path / "release"
+        blocked = app.tasks["p.late_block"].delay(str(tmp_path / "m"), str(release))
+        read_pid(tmp_path / "m")
+        leased = f"{prefix}q:celery:leased"
+        members: list[Any] = list(client.zrange(leased, 0, -1))
+        [member] = members
+        first = float(client.zscore(leased, member) or 0)
+        wait_until(
+            lambda: float(client.zscore(leased, member) or 0) > first,
+            "the lease to be renewed",
+            timeout=10,
+        )
+        active = app.control.inspect(timeout=5).active() or {}
+        [running] = [r for rs in active.values() for r in rs]
+        assert (running["id"], running["name"]) == (blocked.id, "p.late_block")
+        stats = app.control.inspect(timeout=5).stats() or {}
+        [totals] = [s["total"] for s in stats.values()]
+        assert totals.get("p.late_block") == 1
+        release.touch()
+        assert isinstance(blocked.get(timeout=10), int)
+        assert (tmp_path / "m").read_text(encoding="utf-8") == str(blocked.get())  # ran once
+    client.close()

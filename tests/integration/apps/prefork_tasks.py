@@ -110,6 +110,13 @@ def make_app() -> Celeriac:
         wait_for_file(release)
         return os.getpid()
 
+    @app.task(name="p.late_block", acks_late=True)
+    def late_block(marker: str, release: str) -> int:
+        """As ``p.block``, acked when it ends (its message stays leased while it runs)."""
+        mark(marker, str(os.getpid()))
+        wait_for_file(release)
+        return os.getpid()
+
     @app.task(name="p.spin", time_limit=1.0)
     def spin(marker: str) -> None:
         """Runs past its 1 s hard limit (and ignores signals it could catch)."""
