@@ -55,7 +55,7 @@ from celeriac.protocol.message import safe_repr
 from celeriac.results.base import exception_to_dict
 from celeriac.utils.logsetup import configure
 from celeriac.utils.loops import thread_loop
-from celeriac.worker.pools.fetching import IDLE_WAIT, Fetching, FetchPlan, Leaving
+from celeriac.worker.pools.fetching import IDLE_WAIT, Fetching, FetchPlan, Leaving, Queues
 from celeriac.worker.pools.frames import READ_SIZE, Frames, read_message
 
 if TYPE_CHECKING:
@@ -352,7 +352,10 @@ def _fetch_loop(
     done = 0
     fetching.publish()
     while True:
-        if queued or poller.poll(0):  # the worker wrote: read it all first
+        idle = not fetching.queues  # told to fetch from nothing (yet, or any more): wait
+        if idle:
+            fetching.flush()
+        if queued or idle or poller.poll(0):  # the worker wrote: read it all first
             try:
                 message = read_message(fd, frames, queued)
             except EOFError:
@@ -378,6 +381,12 @@ def _fetch_loop(
             if not data or any(isinstance(m, Stop) for m in queued):
                 fetching.give_back(deliveries)
                 break
+            wanted = [m.names for m in queued if isinstance(m, Queues)]
+            if wanted:  # a queue it no longer fetches from (a stop, cancel_consumer)
+                dropped = [d for d in deliveries if d.queue not in wanted[-1]]
+                if dropped:
+                    fetching.give_back(dropped)
+                    deliveries = [d for d in deliveries if d.queue in wanted[-1]]
         for delivery in deliveries:
             fetching.run(delivery, slot)
         done += 1

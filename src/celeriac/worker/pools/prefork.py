@@ -504,6 +504,12 @@ class PreforkPool(Pool):
             return True
         return False
 
+    def busy(self, child: Child) -> bool:
+        if self._overseer is None:
+            return False
+        entry = self._overseer.entry(child)
+        return entry is not None and entry.running is not None
+
     def gone(self, child: Child, killed: Killed) -> None:
         if self._overseer is not None:
             self._overseer.gone(child, killed)

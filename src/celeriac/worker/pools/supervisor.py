@@ -57,6 +57,9 @@ class Fetching(Protocol):
     def gone(self, child: Child, killed: Killed) -> None:
         """``child`` was reaped: account for the task it ran from the board, if any."""
 
+    def busy(self, child: Child) -> bool:
+        """Whether ``child`` runs a task it fetched itself now."""
+
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -202,6 +205,23 @@ class Supervisor:
         while self._idle:
             child = self._idle.popleft()
             if child.state == "idle" and child.retiring is None and child.job is None:
+                if self.fetching is not None and self.fetching.busy(child):
+                    # running what it fetched: another one that waits for messages, if any
+                    free = next(
+                        (
+                            c
+                            for c in self._idle
+                            if c.state == "idle"
+                            and c.retiring is None
+                            and c.job is None
+                            and not self.fetching.busy(c)
+                        ),
+                        None,
+                    )
+                    if free is not None:
+                        self._idle.remove(free)
+                        self._idle.appendleft(child)
+                        child = free
                 return child
         return None
 
