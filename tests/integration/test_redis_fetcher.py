@@ -320,3 +320,23 @@ def test_acks_written_ahead_on_a_lost_connection_are_sent_again(server: RedisSer
     assert stored(server.url) == 0
     probe.close()
     fetcher.close()
+
+
+def test_a_claim_that_takes_the_last_message_sends_the_next_fetch_to_wait_first(
+    server: RedisServer,
+) -> None:
+    """The claim says when it left its queues empty (even when it took all it asked for), so
+    the next fetch goes to its ``BLPOP`` at once: one claim after the wait, not an empty claim
+    before it."""
+    transport = ready(server.url, "q", sent=("1",))
+    fetcher = fetcher_of(transport)
+    assert ids(fetcher.fetch(["q"], 1, 0)) == ["1"]  # one asked, one taken: the last
+    probe = redis.Redis.from_url(server.url)
+    probe.config_resetstat()
+    assert fetcher.fetch(["q"], 1, 0.05) == []
+    stats = probe.info("commandstats")
+    waits = stats["cmdstat_blpop"]["calls"]
+    assert waits >= 1
+    assert stats["cmdstat_evalsha"]["calls"] == waits  # each claim behind a wait, no other
+    probe.close()
+    fetcher.close()

@@ -117,9 +117,9 @@ class Fetcher:
         riders = list(acks)
         self.interrupted = False
         while True:
-            deliveries, next_due = self._claim(wanted, max_count, wait, riders)
+            deliveries, empty, next_due = self._claim(wanted, max_count, wait, riders)
             riders = []
-            if len(deliveries) < max_count:
+            if empty:
                 due = time.monotonic() + next_due if next_due is not None else math.inf
                 self._emptied[key] = due
             if deliveries or max_count <= 0 or not wanted or self.interrupted:
@@ -171,7 +171,9 @@ class Fetcher:
         max_count: int,
         wait: float | None,
         riders: list[Delivery],
-    ) -> tuple[list[Delivery], float | None]:
+    ) -> tuple[list[Delivery], bool, float | None]:
+        """One write (see the module docstring): the deliveries, whether the queues are left
+        with no ready message, and the seconds until the next falls due, if known."""
         transport = self._transport
         calls: list[tuple[str, Sequence[Any]]] = []
         if riders:
@@ -188,7 +190,7 @@ class Fetcher:
             ]
             calls.append(("claim", args))
         if not calls:
-            return [], None
+            return [], False, None
         blpop = None
         if wait is not None and queues and max_count > 0:
             blpop = ([transport.queue_key(queue, "notify") for queue in queues], wait)
@@ -199,11 +201,11 @@ class Fetcher:
         if riders:
             transport.warn_stale("ack", raised(replies[0]), riders)
         if max_count <= 0 or not queues:
-            return [], None
+            return [], False, None
         reply = raised(replies[-1])
         deliveries, dead = lua.claimed(reply, queues)
         transport._report_dead_letters(dead)  # the worker's watcher, if any
-        return deliveries, (float(reply[0]) if reply[0] else None)
+        return (deliveries, *lua.drained(reply))
 
     def _run(
         self,

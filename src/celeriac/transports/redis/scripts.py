@@ -219,9 +219,9 @@ return n
 # Returns {next_due_in or "", topology epoch or "", then per delivery: queue index, id,
 # delivery count, stored value}; a message dead-lettered on the way (past max deliveries) is
 # listed the same way with its count negated and its dead-letter list entry as the value, so
-# that the transport can report it (Transport.watch_dead_letters). Fewer than max count
-# claimed means the queues are empty now; next_due_in is then the time until a delayed message
-# or a lease falls due, if any does.
+# that the transport can report it (Transport.watch_dead_letters). next_due_in is "" while a
+# queue still holds ready messages; once they are all taken, the time until a delayed message
+# or a lease falls due, or "-" if none does (see drained()).
 CLAIM = (
     PRELUDE
     + r"""
@@ -320,14 +320,19 @@ for _, qi in ipairs(full) do
   if wanted <= 0 then break end
   taken = taken + claim(qi, wanted)
 end
+local more = false
 if taken > 0 then
   for _, queue in ipairs(queues) do
-    if redis.call('ZCARD', k(queue, 'ready')) > 0 then notify(queue) end
+    if redis.call('ZCARD', k(queue, 'ready')) > 0 then
+      notify(queue)
+      more = true
+    end
   end
 end
-if taken < max_count then
-  -- every queue gave all it had: say when the next one falls due, so the consumer can wait in
-  -- BLPOP right away instead of claiming again first
+if taken < max_count or not more then
+  -- every queue gave all it had: say so, and when the next one falls due, so the consumer can
+  -- wait in BLPOP right away instead of claiming again first
+  out[1] = '-'
   local earliest = nil
   for _, queue in ipairs(queues) do
     for _, suffix in ipairs({'delayed', 'leased'}) do
@@ -650,6 +655,15 @@ def claimed(reply: list[Any], queues: Sequence[str]) -> tuple[list[Delivery], li
             )
         )
     return deliveries, dead
+
+
+def drained(reply: list[Any]) -> tuple[bool, float | None]:
+    """Whether a CLAIM left its queues with no ready message, and if so the seconds until the
+    next delayed message or lease falls due (None: none does)."""
+    head = bytes(reply[0]) if reply[0] else b""
+    if not head:
+        return False, None
+    return True, (None if head == b"-" else float(head))
 
 
 def split_value(stored: bytes) -> tuple[int, str, str, bytes]:

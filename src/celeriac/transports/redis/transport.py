@@ -739,10 +739,10 @@ class RedisTransport(Transport):
             wait = min(deadline, empty_until) - now
             wake = (notify, max(1, math.ceil(wait * 1000)) / 1000)
         while True:
-            deliveries, next_due, epoch = await self._claim_cancel_safe(
+            deliveries, empty, next_due, epoch = await self._claim_cancel_safe(
                 clients, wanted, max_count, wake
             )
-            if len(deliveries) < max_count:
+            if empty:
                 due = loop.time() + next_due if next_due is not None else math.inf
                 self._emptied[key] = due
             if deliveries:
@@ -762,7 +762,7 @@ class RedisTransport(Transport):
         queues: list[str],
         max_count: int,
         wake: tuple[list[str], float] | None = None,
-    ) -> tuple[list[Delivery], float | None, str]:
+    ) -> tuple[list[Delivery], bool, float | None, str]:
         """Run one claim to its end even if the caller is cancelled, then give back its haul.
 
         A claim waiting behind a ``BLPOP`` (``wake``) is released at once on cancellation, with
@@ -802,7 +802,7 @@ class RedisTransport(Transport):
         while self._abandoned or self._returning:
             await asyncio.gather(*self._abandoned, *self._returning, return_exceptions=True)
 
-    def _give_back(self, task: asyncio.Future[tuple[list[Delivery], float | None, Any]]) -> None:
+    def _give_back(self, task: asyncio.Future[tuple[list[Delivery], Any, Any, Any]]) -> None:
         """Requeue what a cancelled get() claimed, so it need not wait for its lease to end."""
         if task.cancelled() or task.exception() is not None:
             return
@@ -827,7 +827,7 @@ class RedisTransport(Transport):
         max_count: int,
         wake: tuple[list[str], float] | None = None,
         client_id: asyncio.Future[int] | None = None,
-    ) -> tuple[list[Delivery], float | None, str]:
+    ) -> tuple[list[Delivery], bool, float | None, str]:
         """One claim script call; after a ``BLPOP`` on ``wake = (notify lists, seconds)`` when
         given, in the same write (``client_id`` receives the blocked connection's id)."""
         self._rotation += 1
@@ -891,7 +891,8 @@ class RedisTransport(Transport):
                 await self._carried(riders, ahead)
         deliveries, dead = lua.claimed(reply, queues)
         self._report_dead_letters(dead)  # here: a cancelled get's claim still reports them
-        return deliveries, (float(reply[0]) if reply[0] else None), bytes(reply[1]).decode()
+        empty, next_due = lua.drained(reply)
+        return deliveries, empty, next_due, bytes(reply[1]).decode()
 
     def fetcher(self) -> Fetcher | None:
         """A blocking consumer for this process (:mod:`.fetcher`), on a connection of its own;
