@@ -147,6 +147,7 @@ class Fetching:
         self._backoff = OUTAGE_DELAY
         self._pid = os.getpid()
         self._written_id: int | None = None
+        self._limits = PoolOptions(time_limit=plan.time_limit, soft_time_limit=plan.soft_time_limit)
 
     # -- the worker's word ------------------------------------------------------------------------
     def heard(self, message: object) -> bool:
@@ -214,6 +215,7 @@ class Fetching:
             self._hand_over(delivery, prepared)
             return
         task, request, hard, soft = prepared
+        late = bool(task.acks_late)
         running = Running(
             request.id,
             task.name,
@@ -223,14 +225,14 @@ class Fetching:
             delivery.payload,
             time.time(),
             hard,
-            bool(task.acks_late),
+            late,
         )
         self.totals[task.name] = self.totals.get(task.name, 0) + 1
         if not self.publish(running):
             self.totals[task.name] -= 1
             self._hand_over(delivery, "too large for the board")
             return
-        if not task.acks_late:  # acked as it starts, as the consumer acks it: at most once
+        if not late:  # acked as it starts, as the consumer acks it: at most once
             self.fetcher.ack_ahead([delivery])
         signals.task_received.send(None, request=request)
         outcome = self._execute(task, request, slot, soft)
@@ -239,7 +241,7 @@ class Fetching:
             self.succeeded += 1
         elif outcome.state == states.FAILURE:
             self.failed += 1
-        self._settle(delivery, task, outcome)
+        self._settle(delivery, task, request.id, outcome, late)
         self.publish()
 
     def _prepare(
@@ -277,7 +279,9 @@ class Fetching:
         except DecodeError as exc:
             return f"unreadable body: {exc.reason}"
         request = build_request(message, delivery, args, kwargs, embed, self.hostname)
-        hard, soft = _limits(task, request, self.plan)
+        hard, soft = effective_time_limits(task, request, self._limits)
+        if soft is not None and hard is not None and soft >= hard:
+            soft = None  # it could never fire first
         return task, request, hard, soft
 
     def _revoked(self, task_id: str, headers: Mapping[str, Any]) -> bool:
@@ -303,10 +307,11 @@ class Fetching:
             if soft:
                 signal.setitimer(signal.ITIMER_REAL, 0)
 
-    def _settle(self, delivery: Delivery, task: Task[Any, Any], outcome: Outcome) -> None:
-        early = not task.acks_late
-        op, argument = settlement(task, delivery.decode().id, outcome, early=early)
-        if early:
+    def _settle(
+        self, delivery: Delivery, task: Task[Any, Any], task_id: str, outcome: Outcome, late: bool
+    ) -> None:
+        op, argument = settlement(task, task_id, outcome, early=not late)
+        if not late:
             return  # acked as it started
         if op == "ack":
             self.acks.append(delivery)
@@ -327,13 +332,3 @@ class Fetching:
     def dead_lettered(self, letters: Any) -> None:
         """The transport's dead-letter watcher: the worker records their failure."""
         self.send(DeadLettered(list(letters)))
-
-
-def _limits(
-    task: Task[Any, Any], request: Any, plan: FetchPlan
-) -> tuple[float | None, float | None]:
-    options = PoolOptions(time_limit=plan.time_limit, soft_time_limit=plan.soft_time_limit)
-    hard, soft = effective_time_limits(task, request, options)
-    if soft is not None and hard is not None and soft >= hard:
-        soft = None  # it could never fire first
-    return hard, soft
