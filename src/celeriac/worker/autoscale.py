@@ -95,6 +95,7 @@ class AutoscalerStep(Component):
         queued = 0
         for queue in worker.queues:
             queued += await worker.transport.size(queue.name)
+        pool.sync()  # what children run on their own, in the state now
         busy = len(worker.state.active)
         # waiting for a slot, or handed to the pool but not started by a thread or child yet
         waiting = len(consumer.waiting) + max(0, consumer.slots.in_use - busy)

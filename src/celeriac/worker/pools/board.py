@@ -160,6 +160,20 @@ class Board:
             )
         return None
 
+    def peek(self, index: int) -> tuple[int, int, bool] | None:
+        """``(pid, finished, running)`` of slot ``index`` from its header alone (nothing
+        unpickled: the worker's idle look), or ``None`` if none was written."""
+        base = index * self.slot_size
+        for _ in range(_READ_ATTEMPTS):
+            sequence, pid, finished, _, _, _, running, _ = _HEADER.unpack_from(self._map, base)
+            if sequence == 0:
+                return None
+            if sequence & 1 or _SEQUENCE.unpack_from(self._map, base)[0] != sequence:
+                time.sleep(0)
+                continue
+            return pid, finished, bool(running)
+        return None
+
     def close(self) -> None:
         with contextlib.suppress(BufferError):
             self._map.close()

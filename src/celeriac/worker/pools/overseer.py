@@ -1,8 +1,8 @@
 """The worker's side of prefork children that fetch their own messages (:mod:`.fetching`): it
 reads the board (:mod:`.board`) on a timer instead of hearing of each task.
 
-Every :data:`TICK` seconds, and before a control command reads the worker's state, the
-overseer reads each child's slot and:
+Every :data:`TICK` seconds (:data:`IDLE_TICK` while no child runs a task from the board), and
+before a control command reads the worker's state, the overseer reads each child's slot and:
 
 * enforces hard time limits (the child kills itself at none: a child stuck in C code cannot),
   by killing the child; its task's end is then recorded as for a handed-over task killed at
@@ -44,8 +44,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
-#: Seconds between two reads of the board.
+#: Seconds between two reads of the board while a child runs a task from it...
 TICK = 0.1
+#: ...and while none does (a task that starts then is looked at within this; a worker at rest
+#: costs its main process a wake-up a second, not ten).
+IDLE_TICK = 1.0
 
 
 class Host(Protocol):
@@ -129,11 +132,15 @@ class Overseer:
                 found.append((child, entry.running))
         return found
 
-    def tick(self, children: Iterable[Child], kill: Any) -> None:
+    def tick(self, children: Iterable[Child], kill: Any) -> bool:
         """One look at the board (see the module docstring); ``kill(child, kind, detail)``
-        kills a child whose task passed its hard limit."""
-        now, clock = time.time(), time.monotonic()
+        kills a child whose task passed its hard limit. False when every child was idle and
+        had finished nothing new (only the slots' headers were read): the pool looks less
+        often then."""
         live = list(children)
+        if not self._active and self._quiet(live):
+            return False
+        now, clock = time.time(), time.monotonic()
         running = self.running(live)
         renew: list[Delivery] = []
         lease = self.transport.lease_seconds
@@ -153,6 +160,8 @@ class Overseer:
                 )
                 kill(child, "time_limit", detail)
                 continue
+            if not task.acks_late:
+                continue  # acked as it started: no lease left to renew
             last = self._renewed.get(task.task_id)
             if now - task.started > lease / 3 and (last is None or clock - last > lease / 3):
                 self._renewed[task.task_id] = clock
@@ -160,6 +169,21 @@ class Overseer:
         if renew:
             self._spawn(self._extend(renew))
         self.sync(live, running)
+        return True
+
+    def _quiet(self, children: list[Child]) -> bool:
+        """Whether no child runs a task from the board and none finished one since the last
+        count (read from the slots' headers alone)."""
+        for child in children:
+            if child.slot is None:
+                continue
+            head = self.board.peek(child.slot)
+            if head is None or head[0] != child.pid:
+                continue
+            pid, finished, running = head
+            if running or finished != self._counted.get(pid, (0,))[0]:
+                return False
+        return True
 
     def _still_running(self, child: Child, task: Running) -> bool:
         """A second read agrees (a kill must not rest on one read of shared memory)."""

@@ -74,7 +74,7 @@ from celeriac.worker.pools.fetching import (
     Queues,
     Revoke,
 )
-from celeriac.worker.pools.overseer import TICK, Host, Overseer
+from celeriac.worker.pools.overseer import IDLE_TICK, TICK, Host, Overseer
 from celeriac.worker.pools.supervisor import Child, Job, Killed, Supervisor
 from celeriac.worker.state import RevokedSet, WorkerState
 
@@ -466,12 +466,14 @@ class PreforkPool(Pool):
         overseer, children = self._overseer, self._children
         if overseer is None or children is None:
             return
+        busy = True
         try:
             self._hand_over(overseer.host)
-            overseer.tick(children.active(), self._kill)
+            busy = overseer.tick(children.active(), self._kill)
         except Exception:  # never let one bad read stop the watch
             logger.exception("prefork: reading the board failed")
-        self._tick = asyncio.get_running_loop().call_later(TICK, self._on_tick)
+        delay = TICK if busy else IDLE_TICK
+        self._tick = asyncio.get_running_loop().call_later(delay, self._on_tick)
 
     def _kill(self, child: Child, kind: str, detail: str, signum: int = signal.SIGKILL) -> None:
         """Kill ``child`` for the task it runs from the board (its end: ``kind``)."""
