@@ -72,10 +72,7 @@ def fetch_run_settle(batch: int, carry: bool = False) -> None:
 
     from bench_celeriac_app import app
 
-    from celeriac.execution.executor import execute, finish
-    from celeriac.protocol.codec import decode_body
     from celeriac.transports.base import Delivery
-    from celeriac.worker.request import build_request
 
     transport = app.create_transport()
     accept = tuple(app.conf.accept_content)
@@ -96,11 +93,7 @@ def fetch_run_settle(batch: int, carry: bool = False) -> None:
     async def drain() -> None:
         while deliveries := await transport.get(["celery"], batch, timeout=0.5):
             for delivery in deliveries:
-                message = delivery.decode()
-                args, kwargs, embed = decode_body(message, accept=accept, codecs=app.codecs)
-                request = build_request(message, delivery, args, kwargs, embed, "floor")
-                task = app.tasks[message.task]
-                finish(task, request, execute(task, request), "floor")
+                run_here(app, accept, delivery)
             done.extend(deliveries)
             if not carry:
                 await transport.ack(done)
@@ -111,14 +104,23 @@ def fetch_run_settle(batch: int, carry: bool = False) -> None:
     asyncio.run(drain())
 
 
+def run_here(app: Any, accept: tuple[str, ...], delivery: Any) -> None:
+    """Decode, run and finish one delivery as a child does (no parent, no pool)."""
+    from celeriac.execution.executor import execute, finish
+    from celeriac.protocol.codec import decode_body
+    from celeriac.worker.request import build_request
+
+    message = delivery.decode()
+    args, kwargs, embed = decode_body(message, accept=accept, codecs=app.codecs)
+    request = build_request(message, delivery, args, kwargs, embed, "floor")
+    task = app.tasks[message.task]
+    finish(task, request, execute(task, request), "floor")
+
+
 def fetch_blocking(batch: int, spent: Any) -> None:
     """(e): the loop of (d) on the blocking consumer; puts its CPU seconds, from its first
     claim (the app is imported already: the process is forked), on ``spent``."""
     from bench_celeriac_app import app
-
-    from celeriac.execution.executor import execute, finish
-    from celeriac.protocol.codec import decode_body
-    from celeriac.worker.request import build_request
 
     fetcher = app.create_transport().fetcher()
     assert fetcher is not None, "a Redis broker in the native layout"
@@ -127,11 +129,7 @@ def fetch_blocking(batch: int, spent: Any) -> None:
     held: list[Any] = []
     while deliveries := fetcher.fetch(["celery"], batch, 0.0, acks=held):
         for delivery in deliveries:
-            message = delivery.decode()
-            args, kwargs, embed = decode_body(message, accept=accept, codecs=app.codecs)
-            request = build_request(message, delivery, args, kwargs, embed, "floor")
-            task = app.tasks[message.task]
-            finish(task, request, execute(task, request), "floor")
+            run_here(app, accept, delivery)
         held = deliveries
     spent.put(time.process_time() - started)
     fetcher.close()

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -78,3 +79,14 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+def own_server(directory: Path) -> Iterator[RedisServer]:
+    """A started server for a fixture to yield from (tests that flush scripts, kill clients or
+    turn a server into a replica must not do it to the shared one); stopped afterwards."""
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_server import RedisServer
+from redis_server import RedisServer, own_server
 
 from celeriac.errors import TransportError
 from celeriac.routing import Queue
@@ -31,10 +31,7 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of the test's own: these tests flush scripts, kill clients and turn a server
     into a replica."""
     require_service("Redis", 6379)  # the redis-server binary comes with it
-    own = RedisServer(tmp_path)
-    own.start()
-    yield own
-    own.stop()
+    yield from own_server(tmp_path)
 
 
 def out(ident: str, queue: str = "q") -> Outgoing:

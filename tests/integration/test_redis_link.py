@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis_server import RedisServer
+from redis_server import RedisServer, own_server
 
 from celeriac.errors import TransportError
 from celeriac.routing import Queue
@@ -34,10 +34,7 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of the test's own: these tests flush scripts, kill clients and turn a server
     into a replica."""
     require_service("Redis", 6379)  # the redis-server binary comes with it
-    own = RedisServer(tmp_path)
-    own.start()
-    yield own
-    own.stop()
+    yield from own_server(tmp_path)
 
 
 def out(ident: str) -> Outgoing:

@@ -123,16 +123,26 @@ class Consumer:
             rate = task.options.get("rate_limit") or app.conf.task_default_rate_limit
             if rate:
                 self.rate_limiter.set_rate(name, rate)
+        self.pool.rules_changed()
         #: One log line per broker outage, whichever operation hit it first.
         self.outage = Outage("broker", logger)
         self.acks = AckBatcher(transport, self.outage)
-        #: The worker's event dispatcher while its events component runs (``task-*`` events
-        #: are sent through it when task events are on: :mod:`celeriac.worker.task_events`).
-        self.events: EventDispatcher | None = None
+        self._events: EventDispatcher | None = None
         #: Set once stopping, for a consumer whose pool fetches (it waits on this).
         self._stopped = asyncio.Event()
         transport.watch_capacity(self.capacity)
         transport.watch_dead_letters(self._broker_dead_lettered)
+
+    @property
+    def events(self) -> EventDispatcher | None:
+        """The worker's event dispatcher while its events component runs (``task-*`` events
+        are sent through it when task events are on: :mod:`celeriac.worker.task_events`)."""
+        return self._events
+
+    @events.setter
+    def events(self, dispatcher: EventDispatcher | None) -> None:
+        self._events = dispatcher
+        self.pool.rules_changed()  # children that fetch hand everything over now, or stop
 
     def leave_to_worker(self) -> tuple[frozenset[str], bool]:
         """For a pool that fetches: the task types whose messages its children hand to this
@@ -475,6 +485,7 @@ class Consumer:
     def set_rate_limit(self, name: str, rate: str | None) -> None:
         """Change a task type's rate limit now (the ``rate_limit`` control command)."""
         self.rate_limiter.set_rate(name, rate)
+        self.pool.rules_changed()
 
     async def _wait_rate(self, delivery: Delivery, task: Task[Any, Any]) -> bool:
         """Delay only this task type to its rate; False if the message went back to the broker.

@@ -149,6 +149,10 @@ class Pool(abc.ABC):
     def sync(self) -> None:
         """Bring the worker's state up to date with what the pool runs (a pool that fetches)."""
 
+    def rules_changed(self) -> None:
+        """What the consumer keeps for itself changed (rate limits, task events): a pool that
+        fetches tells its processes now."""
+
     def running_fetched(self) -> int:
         """How many tasks the pool's processes run that they fetched themselves."""
         return 0

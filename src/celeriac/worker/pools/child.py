@@ -321,12 +321,20 @@ def _pipe_loop(
             return  # the parent closed our pipe: it is gone or gave up on us
         if isinstance(message, Stop):
             return
-        report = _run_one(app, slot, message, config.hostname)
         done += 1
-        retire = _retire_reason(config, done)
-        conn.send(report._replace(retire=retire))
-        if retire is not None:
+        if _answer(app, config, conn, slot, message, done):
             return
+
+
+def _answer(
+    app: Celeriac, config: ChildConfig, conn: Connection, slot: _Slot, message: Run, done: int
+) -> bool:
+    """Run a request the worker sent and report it; True when this child retires now (its
+    ``done``-th task was the last)."""
+    report = _run_one(app, slot, message, config.hostname)
+    retire = _retire_reason(config, done)
+    conn.send(report._replace(retire=retire))
+    return retire is not None
 
 
 def _fetch_loop(
@@ -364,11 +372,8 @@ def _fetch_loop(
                 break
             if fetching.heard(message):
                 continue
-            report = _run_one(app, slot, message, config.hostname)
             done += 1
-            retire = _retire_reason(config, done)
-            conn.send(report._replace(retire=retire))
-            if retire is not None:
+            if _answer(app, config, conn, slot, message, done):
                 break
             continue
         deliveries = fetching.fetch(IDLE_WAIT)

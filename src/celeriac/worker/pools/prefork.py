@@ -437,9 +437,9 @@ class PreforkPool(Pool):
         self._tell(Queues(self._queues))
 
     def _hand_over(self, host: Host) -> None:
-        """Tell the children which messages go to the worker now (rate limits, task events:
-        read again on every tick, so a ``rate_limit`` or ``enable_events`` command holds
-        within one)."""
+        """Tell the children which messages go to the worker now (rate limits, task events),
+        when they change: at once for the consumer's changes and after each control command
+        (``rate_limit``, ``enable_events``), and on every tick besides."""
         names, everything = host.leave_to_worker()
         if (names, everything) != (self._handed_over, self._everything):
             self._handed_over, self._everything = names, everything
@@ -449,6 +449,10 @@ class PreforkPool(Pool):
         """Bring the worker's state up to date with the board (a control command reads it)."""
         if self._overseer is not None and self._children is not None:
             self._overseer.sync(self._children.active())
+
+    def rules_changed(self) -> None:
+        if self._overseer is not None:
+            self._hand_over(self._overseer.host)
 
     def running_fetched(self) -> int:
         if self._overseer is None or self._children is None:
