@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -123,13 +123,14 @@ class Consumer:
             rate = task.options.get("rate_limit") or app.conf.task_default_rate_limit
             if rate:
                 self.rate_limiter.set_rate(name, rate)
-        self.pool.rules_changed()
         #: One log line per broker outage, whichever operation hit it first.
         self.outage = Outage("broker", logger)
         self.acks = AckBatcher(transport, self.outage)
         self._events: EventDispatcher | None = None
-        #: Set once stopping, for a consumer whose pool fetches (it waits on this).
-        self._stopped = asyncio.Event()
+        #: Set when who fetches may change (a pool that fetches: see :meth:`run`).
+        self._mode = asyncio.Event()
+        #: The pool's processes fetch now (not this consumer).
+        self._children_fetch = False
         transport.watch_capacity(self.capacity)
         transport.watch_dead_letters(self._broker_dead_lettered)
 
@@ -142,7 +143,7 @@ class Consumer:
     @events.setter
     def events(self, dispatcher: EventDispatcher | None) -> None:
         self._events = dispatcher
-        self.pool.rules_changed()  # children that fetch hand everything over now, or stop
+        self.rules_changed()
 
     def leave_to_worker(self) -> tuple[frozenset[str], bool]:
         """For a pool that fetches: the task types whose messages its children hand to this
@@ -172,15 +173,41 @@ class Consumer:
 
     # -- fetching ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Fetch until :meth:`stop_fetching`; each delivery gets its own handler task. With a
-        pool that fetches, start it fetching and take what it hands over instead."""
-        if self.pool.fetching:
-            self.pool.serve(self, self.transport, self.state, self.queue_names)
-            await self._stopped.wait()
+        """Fetch until :meth:`stop_fetching`; each delivery gets its own handler task.
+
+        With a pool whose processes fetch, they do, and this takes what they hand over; except
+        while task events are on: those are sent from here, so this fetches, as with any other
+        pool, and the processes fetch nothing (a switch within a fetch's timeout either way)."""
+        if not self.pool.fetching:
+            await self._fetch()
             return
+        self.pool.serve(self, self.transport, self.state, ())
+        while not self._stopping:
+            if self._task_events_on():
+                await self._fetch(until=lambda: not self._task_events_on())
+                continue
+            self._children_fetch = True
+            self.pool.set_queues(self.queue_names)
+            self._mode.clear()
+            await self._mode.wait()  # rules_changed() or stop_fetching()
+            self._children_fetch = False
+            self.pool.set_queues(())
+
+    def _task_events_on(self) -> bool:
+        events = self.events
+        return events is not None and events.sends(task_events.TASK)
+
+    def rules_changed(self) -> None:
+        """Task events went on or off, or a rate limit changed: the pool's processes that
+        fetch are told, and :meth:`run` looks again at who fetches."""
+        self._mode.set()
+        self.pool.rules_changed()
+
+    async def _fetch(self, until: Callable[[], bool] | None = None) -> None:
+        """This consumer's own fetch, until it stops (or ``until()`` says so)."""
         backoff = 0.1
         self._fetcher = asyncio.current_task()
-        while not self._stopping:
+        while not self._stopping and not (until is not None and until()):
             room = self.window - len(self.inflight)
             # Refill in batches: while work is in hand, wait until half the window is free, so
             # that one round trip to the broker brings many messages, not one each time.
@@ -241,7 +268,7 @@ class Consumer:
         ``cancel_consumer`` changed them): a ``get`` waiting now is interrupted, which the
         transport contract makes safe (what it took goes back), and this returns once it has
         ended, so no fetch that names a queue dropped from the list is still running."""
-        if self.pool.fetching:
+        if self._children_fetch:
             if not self._stopping:
                 self.pool.set_queues(self.queue_names)
             return
@@ -262,7 +289,7 @@ class Consumer:
             return
         self._stopping = True
         self._room.set()
-        self._stopped.set()
+        self._mode.set()
         if self.pool.fetching:
             self.pool.set_queues(())
         if self._in_get and self._fetcher is not None and not self._fetcher.done():
@@ -485,7 +512,7 @@ class Consumer:
     def set_rate_limit(self, name: str, rate: str | None) -> None:
         """Change a task type's rate limit now (the ``rate_limit`` control command)."""
         self.rate_limiter.set_rate(name, rate)
-        self.pool.rules_changed()
+        self.rules_changed()
 
     async def _wait_rate(self, delivery: Delivery, task: Task[Any, Any]) -> bool:
         """Delay only this task type to its rate; False if the message went back to the broker.

@@ -168,8 +168,8 @@ class ControlStep(Component):
             except Exception as exc:
                 logger.exception("control command %r failed", request.method)
                 result = nok(repr(exc))
-            if worker.pool is not None:
-                worker.pool.rules_changed()  # enable_events, rate_limit: children hear it now
+            if worker.consumer is not None:
+                worker.consumer.rules_changed()  # enable_events, rate_limit: children hear it
         if request.wants_reply and result is not NO_REPLY:
             await self._reply(worker, request, result)
         for action in ctx.after_reply:
