@@ -542,3 +542,40 @@ def test_a_fetched_task_that_outlives_its_lease_has_it_renewed(
         assert isinstance(blocked.get(timeout=10), int)
         assert (tmp_path / "m").read_text(encoding="utf-8") == str(blocked.get())  # ran once
     client.close()
+
+
+def children_fetch_from(pool: RecordingPool) -> tuple[str, ...]:
+    """The queues the pool's children were last told to fetch from."""
+    return pool._queues
+
+
+def test_task_events_switched_on_at_run_time_come_from_the_worker(
+    fetch_db: Path, tmp_path: Path
+) -> None:
+    """``enable_events`` on a worker whose children fetch: the worker fetches and sends the
+    task events (the children fetch nothing meanwhile); ``disable_events``: the children fetch
+    again, and nothing is lost across either switch."""
+    from event_collector import Collector
+
+    with prefork() as (app, pool):
+        collector = Collector(app.create_transport())
+        try:
+            assert app.tasks["p.add"].delay(1, 1).get(timeout=10) == 2  # a child fetched it
+            assert children_fetch_from(pool) == ("celery",)
+            app.control.enable_events()  # a broadcast: heard by the worker a moment later
+            wait_until(lambda: children_fetch_from(pool) == (), "the worker to fetch")
+            sent = app.tasks["p.add"].delay(2, 2)
+            assert sent.get(timeout=10) == 4
+            collector.wait_for(
+                "its task events",
+                lambda es: (
+                    {"task-received", "task-succeeded"}
+                    <= {e["type"] for e in es if e.get("uuid") == sent.id}
+                ),
+            )
+            app.control.disable_events()
+            wait_until(lambda: children_fetch_from(pool) == ("celery",), "the children to fetch")
+            later = [app.tasks["p.add"].delay(i, 1) for i in range(5)]
+            assert [r.get(timeout=10) for r in later] == [i + 1 for i in range(5)]
+        finally:
+            collector.close()
