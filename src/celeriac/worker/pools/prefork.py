@@ -490,7 +490,7 @@ class PreforkPool(Pool):
 
     # the supervisor's Fetching protocol
     def nudge(self, child: Child) -> None:
-        if self._overseer is not None:
+        if self._overseer is not None and self._queues:  # else it waits on its pipe, not Redis
             self._overseer.nudge(child)
 
     def heard(self, child: Child, message: object) -> bool:
