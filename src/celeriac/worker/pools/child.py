@@ -349,10 +349,13 @@ def _fetch_loop(
     stop or retiring."""
     plan = config.fetch
     assert plan is not None
-    fetcher = app.create_transport().fetcher()
+    transport = app.create_transport()
+    fetcher = transport.fetcher()
     if fetcher is None:  # the worker checked: only a transport that has one gets here
         raise RuntimeError("this broker has no fetcher")
     fetching = Fetching(app, plan, fetcher, config.hostname, conn.send)
+    # what a claim dead-letters (past max_deliveries) goes to the worker, which records its end
+    transport.watch_dead_letters(fetching.dead_lettered)
     signal.signal(signal.SIGALRM, slot.on_signal)  # the soft limit of a task it fetched
     fd = conn.fileno()
     poller = select.poll()
