@@ -4,6 +4,7 @@ a broker that cannot be opened at start-up, and user mistakes (usage or one line
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from worker_harness import APP_SPEC, Harness
+from worker_harness import APP_SPEC, Harness, fork_servers, pool_children
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -67,6 +68,30 @@ def test_a_worker_whose_broker_cannot_be_opened_exits_with_one_line(harness: Har
     others = [line for line in lines if line not in errors]
     assert all("retry" in line for line in others), done.stderr
     assert not list(harness.dir.glob("**/db.sqlite"))
+
+
+needs_proc = pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+    reason="needs /proc/<pid>/task/<tid>/children (Linux)",
+)
+
+
+@needs_proc
+def test_a_prefork_worker_forks_its_children_from_one_server(harness: Harness) -> None:
+    """The command starts the fork server before it imports the app; the pool takes that one."""
+    worker = harness.start_worker(pool=None, concurrency=2)
+    servers = fork_servers(worker.pid)
+    assert len(servers) == 1
+    assert len(pool_children(worker.pid)) == 2  # forked by that server
+
+
+@needs_proc
+def test_a_worker_of_another_pool_keeps_no_fork_server(harness: Harness) -> None:
+    """No -P: the command starts a fork server ahead for prefork, the default; the app's
+    settings choose threads, and the server is stopped."""
+    worker = harness.start_worker(pool=None, env={"CELERIAC_WORKER_POOL": "threads"})
+    assert " pool=threads" in worker.output()
+    assert fork_servers(worker.pid) == []
 
 
 @pytest.mark.parametrize(

@@ -239,7 +239,7 @@ class Harness:
         self,
         *extra: str,
         concurrency: int = 2,
-        pool: str = "threads",
+        pool: str | None = "threads",
         name: str | None = None,
         loglevel: str = "info",
         ready: bool = True,
@@ -247,7 +247,9 @@ class Harness:
         env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         """Start a worker on this harness's broker; by default wait until it is consuming."""
-        args = ["-A", APP_SPEC, "worker", "-c", str(concurrency), "-P", pool, "-l", loglevel]
+        args = ["-A", APP_SPEC, "worker", "-c", str(concurrency), "-l", loglevel]
+        if pool is not None:  # None: the app's worker_pool
+            args += ["-P", pool]
         if name is not None:
             args += ["-n", name]
         worker = WorkerProcess(
@@ -365,6 +367,11 @@ def dead_letters(app: Celeriac, queue: str = "celery") -> list[DeadLetter]:
         return await transport.dead_letters(queue)
 
     return on_transport(app, letters)
+
+
+def fork_servers(pid: int) -> list[int]:
+    """The fork servers among the children of the worker process ``pid`` (Linux /proc)."""
+    return [c for c in _proc_children(pid) if b"multiprocessing.forkserver" in _cmdline(c)]
 
 
 def _proc_children(pid: int) -> list[int]:

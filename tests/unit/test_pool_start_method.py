@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
 from celeriac import Celeriac, ImproperlyConfigured
+from celeriac.worker.pools import starter
 from celeriac.worker.pools.starter import start_method
 
 
@@ -35,3 +38,92 @@ def test_an_unknown_method_fails_naming_the_setting() -> None:
         Celeriac("t", broker="memory://", worker_pool_start_method="threads")
     with pytest.raises(ImproperlyConfigured, match=message):
         start_method("threads")
+
+
+# -- the fork server started ahead (starter.warm), real processes --------------------------------
+
+SPEC = "apps.sqlite_tasks"
+needs_forkserver = pytest.mark.skipif(
+    start_method(None) != "forkserver", reason="the fork server is the default on Linux only"
+)
+
+
+def _server() -> int | None:
+    """The pid of this process's fork server (the standard library keeps one per process)."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    return pid if isinstance(pid, int) and _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@needs_forkserver
+def test_a_fork_server_started_ahead_is_the_one_the_pool_takes() -> None:
+    assert _server() is None
+    starter.warm(SPEC)
+    warmed = _server()
+    assert warmed is not None
+    try:
+        starter.acquire("forkserver", SPEC)
+        try:
+            assert _server() == warmed
+            starter.cool()  # the pool holds it: nothing to stop
+            assert _server() == warmed
+        finally:
+            starter.release("forkserver")
+    finally:
+        starter.cool()
+    assert _server() is None and not _alive(warmed)  # the last release stopped it
+
+
+@needs_forkserver
+def test_a_fork_server_started_ahead_for_another_app_is_replaced() -> None:
+    starter.warm("apps.other")
+    warmed = _server()
+    assert warmed is not None
+    try:
+        starter.acquire("forkserver", SPEC)
+        try:
+            assert not _alive(warmed)
+            assert _server() not in (None, warmed)
+        finally:
+            starter.release("forkserver")
+    finally:
+        starter.cool()
+    assert _server() is None
+
+
+@needs_forkserver
+@pytest.mark.parametrize("then", ["cool", "spawn"])
+def test_a_fork_server_no_pool_takes_is_stopped(then: str) -> None:
+    """The worker runs another pool (cool), or its app asks for spawned children."""
+    starter.warm(SPEC)
+    warmed = _server()
+    assert warmed is not None
+    if then == "cool":
+        starter.cool()
+    else:
+        context = starter.acquire("spawn", SPEC)
+        assert context.get_start_method() == "spawn"
+        starter.release("spawn")
+    assert _server() is None and not _alive(warmed)
+
+
+@needs_forkserver
+def test_warm_leaves_a_server_a_pool_holds_alone() -> None:
+    starter.acquire("forkserver", SPEC)
+    try:
+        held = _server()
+        starter.warm("apps.other")
+        assert _server() == held
+    finally:
+        starter.release("forkserver")
+    starter.cool()
+    assert _server() is None

@@ -32,6 +32,7 @@ from celeriac.utils.daemon import (
 )
 from celeriac.utils.nodenames import default_nodename, host_format, node_format
 from celeriac.worker.autoscale import parse_autoscale
+from celeriac.worker.pools import starter
 from celeriac.worker.worker import Worker
 
 if TYPE_CHECKING:
@@ -228,6 +229,22 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
         )
     if umask is not None:
         os.umask(umask)
+    if ctx.spec and o["pool"] in (None, "prefork"):
+        starter.warm(ctx.spec)  # the fork server imports the app while this process does
+    try:
+        return _serve(ctx, o, daemon, notifier, nodename, limits)
+    finally:
+        starter.cool()  # a server the pool did not take (another pool; a failed start)
+
+
+def _serve(
+    ctx: AppContext,
+    o: dict[str, Any],
+    daemon: bool,
+    notifier: Notifier | None,
+    nodename: str,
+    limits: tuple[int, int] | None,
+) -> int:
     app = _configure(ctx.app, o)  # before logging: the app connects setup_logging receivers
     worker = Worker(
         app,
@@ -251,6 +268,8 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
         without_heartbeat=o["without_heartbeat"],
         send_task_events=o["task_events"],
     )
+    if worker.pool_name != "prefork" or worker.pool_options.start_method != "forkserver":
+        starter.cool()
     # after the worker exists, as in Celery: celeryd_init receivers run before logging is set up
     setup_logging(o["loglevel"], o["logfile"], nodename, app.conf)
     if notifier is not None:
