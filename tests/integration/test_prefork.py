@@ -29,7 +29,9 @@ import redis
 from apps.prefork_tasks import (
     APP_SPEC,
     DB_ENV,
+    DELIVERIES_ENV,
     FETCH_ENV,
+    LEASE_ENV,
     MARK_ENV,
     POOL_SPEC,
     RecordingPool,
@@ -542,6 +544,47 @@ def test_a_fetched_task_that_outlives_its_lease_has_it_renewed(
         assert isinstance(blocked.get(timeout=10), int)
         assert (tmp_path / "m").read_text(encoding="utf-8") == str(blocked.get())  # ran once
     client.close()
+
+
+def test_a_message_a_childs_claim_dead_letters_fails_its_task(
+    fetch_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message whose lease ran out ``max_deliveries`` times is dead-lettered inside the claim
+    that finds it; when that claim is a child's, the child tells the worker, which fails the
+    task with ``WorkerLostError`` (nobody ran it: before, it stayed PENDING for ever)."""
+    monkeypatch.setenv(LEASE_ENV, "0.3")
+    monkeypatch.setenv(DELIVERIES_ENV, "1")
+    app = make_app()
+    try:
+        doomed = app.tasks["p.add"].delay(2, 2)
+
+        async def hold_and_die() -> None:  # a consumer that claims it and never settles it
+            transport = app.create_transport()
+            await transport.connect()
+            try:
+                assert len(await transport.get(["celery"], 1, 10.0)) == 1
+            finally:
+                await transport.close()
+
+        asyncio.run(hold_and_die())
+        with prefork() as (worker_app, pool):
+            assert pool._board is not None  # the children fetch: the worker claims nothing
+            with pytest.raises(WorkerLostError, match="dead-lettered by the broker"):
+                doomed.get(timeout=15)
+            assert worker_app.tasks["p.add"].delay(1, 2).get(timeout=15) == 3
+
+        async def letters() -> list[Any]:
+            transport = app.create_transport()
+            await transport.connect()
+            try:
+                return await transport.dead_letters("celery")
+            finally:
+                await transport.close()
+
+        [letter] = asyncio.run(letters())
+        assert "max_deliveries=1" in letter.reason
+    finally:
+        app.close()
 
 
 def children_fetch_from(pool: RecordingPool) -> tuple[str, ...]:

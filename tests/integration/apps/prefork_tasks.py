@@ -21,6 +21,9 @@ DB_ENV = "PREFORK_TEST_DB"
 #: Set (to a Redis key prefix of the test's own): the broker is Redis and the children fetch
 #: their own messages (``worker_prefork_fetch``); else the broker is the SQLite file too.
 FETCH_ENV = "PREFORK_TEST_FETCH"
+#: With FETCH_ENV: the lease's seconds and max_deliveries, when a test wants its own.
+LEASE_ENV = "PREFORK_TEST_LEASE"
+DELIVERIES_ENV = "PREFORK_TEST_MAX_DELIVERIES"
 APP_SPEC = "apps.prefork_tasks:make_app"
 POOL_SPEC = "apps.prefork_tasks:RecordingPool"
 WAIT_LIMIT = 30.0
@@ -69,7 +72,11 @@ def make_app() -> Celeriac:
             "prefork_tasks",
             broker=os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
             backend=url,
-            broker_transport_options={"key_prefix": fetch, "lease_seconds": 3.0},
+            broker_transport_options={
+                "key_prefix": fetch,
+                "lease_seconds": float(os.environ.get(LEASE_ENV) or 3.0),
+                "max_deliveries": int(os.environ.get(DELIVERIES_ENV) or 10),
+            },
             worker_prefork_fetch=True,
         )
     else:
