@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from celeriac import signals
 from celeriac.cli.main import AppContext, setup_logging
 from celeriac.cli.worker_options import KiBSize, PoolName
 from celeriac.errors import CeleriacError, ImproperlyConfigured
@@ -31,9 +30,7 @@ from celeriac.utils.daemon import (
     process_alive,
 )
 from celeriac.utils.nodenames import default_nodename, host_format, node_format
-from celeriac.worker.autoscale import parse_autoscale
 from celeriac.worker.pools import starter
-from celeriac.worker.worker import Worker
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -209,15 +206,12 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
         umask = parse_umask(o["umask"]) if o["umask"] else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--umask") from None
-    try:
-        limits = parse_autoscale(o["autoscale"]) if o["autoscale"] else None
-    except ImproperlyConfigured as exc:
-        raise click.BadParameter(str(exc), param_hint="--autoscale") from None
     logfile = _expand(o["logfile"], nodename, "-f/--logfile")
     pidfile = _expand(o["pidfile"], nodename, "--pidfile")
     _expand(o["statedb"], nodename, "-S/--statedb")
     drop_privileges(o["uid"], o["gid"])  # first: what follows must work as that user
     if o["detach"] and not daemon:
+        _limits(o)
         _configure(ctx.app, o)  # a bad -A or setting fails here, on the terminal, not detached
         _check_files(logfile, pidfile)
         return detach(
@@ -230,11 +224,23 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
     if umask is not None:
         os.umask(umask)
     if ctx.spec and o["pool"] in (None, "prefork"):
-        starter.warm(ctx.spec)  # the fork server imports the app while this process does
+        # first: the fork server imports the app while this process imports the worker's
+        # modules (none of them imported yet: this module imports them where they are used)
+        starter.warm(ctx.spec)
     try:
-        return _serve(ctx, o, daemon, notifier, nodename, limits)
+        return _serve(ctx, o, daemon, notifier, nodename, _limits(o))
     finally:
         starter.cool()  # a server the pool did not take (another pool; a failed start)
+
+
+def _limits(o: dict[str, Any]) -> tuple[int, int] | None:
+    """``--autoscale MAX,MIN``, checked."""
+    from celeriac.worker.autoscale import parse_autoscale
+
+    try:
+        return parse_autoscale(o["autoscale"]) if o["autoscale"] else None
+    except ImproperlyConfigured as exc:
+        raise click.BadParameter(str(exc), param_hint="--autoscale") from None
 
 
 def _serve(
@@ -245,6 +251,9 @@ def _serve(
     nodename: str,
     limits: tuple[int, int] | None,
 ) -> int:
+    from celeriac import signals
+    from celeriac.worker.worker import Worker
+
     app = _configure(ctx.app, o)  # before logging: the app connects setup_logging receivers
     worker = Worker(
         app,

@@ -5,9 +5,13 @@ Pools are imported when chosen, so a worker on threads never imports multiproces
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from celeriac.errors import ImproperlyConfigured
 from celeriac.utils.plugins import load_class
-from celeriac.worker.pools.base import Pool
+
+if TYPE_CHECKING:
+    from celeriac.worker.pools.base import Pool
 
 POOLS: dict[str, str] = {
     "prefork": "celeriac.worker.pools.prefork:PreforkPool",
@@ -25,6 +29,8 @@ def pool_class(name: str) -> type[Pool]:
             f"unknown pool {name!r}; choose one of: {', '.join(sorted(POOLS))} "
             "(or give module:Class of a custom pool)"
         )
+    from celeriac.worker.pools.base import Pool  # here: the CLI reads POOLS without it
+
     cls = load_class(path, f"pool {name!r}")
     if not issubclass(cls, Pool):
         raise ImproperlyConfigured(f"{path!r} is not a celeriac Pool")

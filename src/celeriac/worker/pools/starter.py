@@ -47,7 +47,6 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from celeriac.app.setting_types import START_METHODS, check_start_method
 from celeriac.errors import ImproperlyConfigured
 
 if TYPE_CHECKING:
@@ -69,6 +68,9 @@ def start_method(setting: str | None) -> str:
     :class:`ImproperlyConfigured` naming the setting for a value that cannot work here."""
     if setting is None:
         return "forkserver" if sys.platform == "linux" else "spawn"
+    # here: the worker command starts the server (warm) before it imports the app's machinery
+    from celeriac.app.setting_types import START_METHODS, check_start_method
+
     check_start_method(SETTING, setting)
     method = START_METHODS[setting]
     if method not in multiprocessing.get_all_start_methods():
