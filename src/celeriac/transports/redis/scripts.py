@@ -356,7 +356,9 @@ SETTLE = (
     PRELUDE
     + r"""
 local op = ARGV[2]
-local t = now()
+-- an ack needs no clock: no TIME call for the commonest settle (measured: ~2.7 us of Redis CPU)
+local t = 0
+if op ~= 'ack' then t = now() end
 local stale = {}
 local touched = {}
 for i = 4, #ARGV, 3 do
