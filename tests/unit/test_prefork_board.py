@@ -78,3 +78,34 @@ def test_a_task_too_large_for_a_slot_is_refused_and_a_cleared_slot_reads_empty()
     assert board.read(0) is None
     writer.close()
     board.close()
+
+
+class _Tag:
+    """A broker tag of a third party's transport: no plain value (marshal refuses it)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Tag) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return self.value
+
+
+def test_an_entry_of_plain_values_and_one_with_another_tag_both_read_back() -> None:
+    """Plain values are marshalled (the common case, Redis' tags); any other tag is pickled."""
+    board = Board(1)
+    writer = SlotWriter(os.dup(board.shared().fd), 0)
+    plain = running(3)
+    other = plain._replace(tag=_Tag(3))
+    for task in (plain, other, plain):
+        assert writer.started(5, (1, 1, 0), 9, task, {"tests.add": 2})
+        read = board.read(0)
+        assert read is not None
+        assert (read.running, read.totals, read.client_id) == (task, {"tests.add": 2}, 9)
+        writer.idle(5, (2, 2, 0), 9)
+        idle = board.read(0)
+        assert idle is not None and idle.running is None and idle.finished == 2
+    writer.close()
+    board.close()
