@@ -112,32 +112,50 @@ class Runner:
             log_dir=self.log_dir,
         )
 
-    def run_system(self, system: System) -> dict[str, Any]:
+    def prepare(self, system: System) -> tuple[dict[str, Any], workloads.Context | None]:
+        """The system's entry and its context, or the entry alone when it cannot run (its
+        venv, its probe, or a system it needs failed)."""
         entry: dict[str, Any] = {"status": "ok", "notes": system.notes, "db": system.db}
         if system.requires is not None:
             needed = self.entries.get(system.requires)
             if needed is None or needed["status"] != "ok":
                 why = needed.get("reason", "") if needed else "not selected"
-                return {**entry, "status": "skipped", "reason": f"needs {system.requires} ({why})"}
+                return {
+                    **entry,
+                    "status": "skipped",
+                    "reason": f"needs {system.requires} ({why})",
+                }, None
         try:
             python = self.python_for(system)
         except venvs.SetupError as exc:
-            return {**entry, "status": "failed", "reason": f"install: {exc}"}
+            return {**entry, "status": "failed", "reason": f"install: {exc}"}, None
         ctx = self.context(system, python)
         entry["db"] = ctx.db
         try:
             entry["version"] = ctx.adapter("probe", timeout=120)["version"]
         except procs.AdapterError as exc:
             status = "skipped" if system.broker == "amqp" else "failed"
-            return {**entry, "status": status, "reason": str(exc)}
-        runs = []
-        for index in range(1, self.sizes.repeats + 1):
+            return {**entry, "status": status, "reason": str(exc)}, None
+        entry["runs"] = []
+        return entry, ctx
+
+    def run_round(self, index: int, prepared: dict[str, workloads.Context]) -> None:
+        """Run ``index`` of every system still in the running, one after the other."""
+        for name, ctx in list(prepared.items()):
+            entry = self.entries[name]
             ctx.run_index = index
             began = time.monotonic()
-            runs.append(workloads.run_once(ctx))
-            print(f"  run {index}: {brief(runs[-1])} ({time.monotonic() - began:.0f}s)", flush=True)
-        redis.Redis.from_url(ctx.redis_url).flushdb()
-        return {**entry, "runs": runs, "summary": stats.summarize(runs)}
+            try:
+                entry["runs"].append(workloads.run_once(ctx))
+            except Exception as exc:  # a harness fault for this system: a row, not a crash
+                entry.update(status="failed", reason=f"harness: {type(exc).__name__}: {exc}")
+                del prepared[name]
+                print(f"{name}: failed: {entry['reason']}", flush=True)
+                continue
+            finally:
+                procs.stop_all()
+            took = time.monotonic() - began
+            print(f"{name}: run {index}: {brief(entry['runs'][-1])} ({took:.0f}s)", flush=True)
 
     def install(self) -> None:
         """Build the needed venvs first, four at a time: pip mostly waits on the network."""
@@ -153,23 +171,25 @@ class Runner:
                 print(f"  {name}: install failed: {error}", flush=True)
 
     def run(self) -> dict[str, Any]:
+        """Every system's runs, interleaved: run 1 of each, then run 2 of each, and so on, so
+        that a machine whose speed drifts over minutes (a noisy neighbour, a thermal limit)
+        spreads its drift over every system instead of handing it to whichever ran last."""
         started = dt.datetime.now().astimezone()
         self.install()
+        prepared: dict[str, workloads.Context] = {}
         for system in self.chosen:
-            print(f"{system.name}:", flush=True)
-            try:
-                self.entries[system.name] = self.run_system(system)
-            except Exception as exc:  # a harness fault for this system: a row, not a crash
-                self.entries[system.name] = {
-                    "status": "failed",
-                    "reason": f"harness: {type(exc).__name__}: {exc}",
-                    "notes": system.notes,
-                }
-            finally:
-                procs.stop_all()
-            if self.entries[system.name]["status"] != "ok":
-                entry = self.entries[system.name]
-                print(f"  {entry['status']}: {entry['reason']}", flush=True)
+            entry, ctx = self.prepare(system)
+            self.entries[system.name] = entry
+            if ctx is None:
+                print(f"{system.name}: {entry['status']}: {entry['reason']}", flush=True)
+            else:
+                prepared[system.name] = ctx
+        for index in range(1, self.sizes.repeats + 1):
+            self.run_round(index, prepared)
+        for name, ctx in prepared.items():
+            entry = self.entries[name]
+            entry["summary"] = stats.summarize(entry["runs"])
+            redis.Redis.from_url(ctx.redis_url).flushdb()
         return {
             "started_at": started.isoformat(timespec="seconds"),
             "finished_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
