@@ -8,8 +8,9 @@ and then: on its timer (hard time limits, lease renewal), for a control command 
 active``, a revoke that terminates), when a child dies (its task's outcome, its message's
 fate) and at shutdown. So a child writes an :class:`Entry` into its slot as each task starts
 and ends (a :mod:`marshal` dump and a copy: a few microseconds) and the worker reads the slots
-then. :mod:`marshal`, not :mod:`pickle`: 1.3 against 4.5 us for a benchmark task's entry; a
-task whose broker tag is not made of plain values (a transport of a third party) is pickled.
+then. :mod:`marshal`, not :mod:`pickle`: 0.95 against 4.5 us to encode an entry with a 900-byte
+message, a task's start written in 3.8 against 6.6 us; an entry whose broker tag is not made of
+plain values (a transport of a third party) is pickled.
 
 A slot holds the running task's message as delivered (``Running.payload``): if the child dies,
 the worker settles the message and records the task's end from it, as it does for a task it
