@@ -120,5 +120,26 @@ def test_the_monitor_says_why_its_stream_ended() -> None:
     assert "ConnectionError: broker went away" in asyncio.run(main())
 
 
+def test_a_refresh_after_the_screen_is_gone_does_nothing() -> None:
+    """The refresh timer can tick while the app closes, after its screen was removed: that
+    tick draws nothing and raises nothing (it raised ``NoMatches`` from the timer, which made
+    a test fail now and then as ``run_test`` exited)."""
+
+    async def main() -> tuple[int, int]:
+        monitor = EventsMonitor(_stream(), refresh=60)
+        async with monitor.run_test() as pilot:
+            await until(pilot, "the first draw", lambda: monitor.redraws > 0)
+        before = monitor.redraws
+        monitor.redraw()
+        return before, monitor.redraws
+
+    before, after = asyncio.run(main())
+    assert after == before
+
+
+async def _stream() -> AsyncIterator[Event]:
+    yield {"type": "worker-online", "hostname": "w@h", "local_received": time.time()}
+
+
 def _summary(monitor: EventsMonitor) -> str:
     return str(monitor.query_one("#summary").render())

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Header, Static
 
 from celeriac.events.event import Event
@@ -97,23 +98,31 @@ class EventsMonitor(App[None]):
 
     # -- drawing ----------------------------------------------------------------------------
     def redraw(self) -> None:
-        """Rebuild the tables from the state (cheap: a screenful of rows)."""
+        """Rebuild the tables from the state (cheap: a screenful of rows). Does nothing once
+        the screen is gone: as the app closes, its screen is removed before its refresh timer
+        stops, and a tick in between would otherwise raise from the timer."""
+        try:
+            summary = self.query_one("#summary", Static)
+            workers, tasks, failures = (
+                self.query_one(f"#{name}", DataTable) for name in ("workers", "tasks", "failures")
+            )
+        except NoMatches:
+            return
         now = time.time()
-        self._draw_workers(now)
-        self._draw_tasks(now)
-        self._draw_failures()
+        self._draw_workers(workers, now)
+        self._draw_tasks(tasks, now)
+        self._draw_failures(failures)
         state = self.state
-        summary = (
+        line = (
             f"{len(state.alive_workers(now))} alive, {len(state.lost_workers(now))} lost; "
             f"{state.task_count} tasks received; {state.event_count} events"
         )
         if self.stream_error:
-            summary += f"  [{self.stream_error}]"
-        self.query_one("#summary", Static).update(summary)
+            line += f"  [{self.stream_error}]"
+        summary.update(line)
         self.redraws += 1
 
-    def _draw_workers(self, now: float) -> None:
-        table = self.query_one("#workers", DataTable)
+    def _draw_workers(self, table: DataTable[str], now: float) -> None:
         table.clear()
         for worker in sorted(self.state.workers.values(), key=lambda w: w.hostname):
             alive = worker.alive_at(now)
@@ -128,8 +137,7 @@ class EventsMonitor(App[None]):
                 key=worker.hostname,
             )
 
-    def _draw_tasks(self, now: float) -> None:
-        table = self.query_one("#tasks", DataTable)
+    def _draw_tasks(self, table: DataTable[str], now: float) -> None:
         table.clear()
         rates = self.state.rates
         for name in sorted(self.state.counts):
@@ -141,8 +149,7 @@ class EventsMonitor(App[None]):
                 key=name,
             )
 
-    def _draw_failures(self) -> None:
-        table = self.query_one("#failures", DataTable)
+    def _draw_failures(self, table: DataTable[str]) -> None:
         table.clear()
         recent = list(self.state.recent_failures)[-FAILURES_SHOWN:]
         for task in reversed(recent):

@@ -67,13 +67,17 @@ def mark(path: str, text: str) -> None:
 def make_app() -> Celeriac:
     url = f"sqlite:///{Path(os.environ[DB_ENV]).resolve()}"
     fetch = os.environ.get(FETCH_ENV)
-    if fetch:  # children fetch their own messages from Redis (keys under the test's prefix)
+    if fetch:
+        # children fetch their own messages from Redis, keys under the test's prefix; the
+        # control and event channels too (``global_keyprefix``), or a worker of a test running
+        # beside this one, named alike, answers this test's ``inspect`` in its worker's place
         app = Celeriac(
             "prefork_tasks",
             broker=os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
             backend=url,
             broker_transport_options={
                 "key_prefix": fetch,
+                "global_keyprefix": fetch,
                 "lease_seconds": float(os.environ.get(LEASE_ENV) or 3.0),
                 "max_deliveries": int(os.environ.get(DELIVERIES_ENV) or 10),
             },
