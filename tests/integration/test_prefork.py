@@ -31,6 +31,7 @@ from apps.prefork_tasks import (
     DB_ENV,
     DELIVERIES_ENV,
     FETCH_ENV,
+    HOLD_ENV,
     LEASE_ENV,
     MARK_ENV,
     POOL_SPEC,
@@ -543,6 +544,80 @@ def test_a_fetched_task_that_outlives_its_lease_has_it_renewed(
         release.touch()
         assert isinstance(blocked.get(timeout=10), int)
         assert (tmp_path / "m").read_text(encoding="utf-8") == str(blocked.get())  # ran once
+    client.close()
+
+
+def _hold_behind_a_task_that_lasts(app: Celeriac, tmp_path: Path) -> int:
+    """Make a child claim two messages and run the first, which lasts: one child blocks on
+    ``p.block`` (``b0``), then one batch of ``p.nothing``, ``p.block`` (``b1``) and ``p.block``
+    (``b2``, released already) reaches the other child, which claims ``p.nothing`` alone (its
+    last claim found nothing), then the two blocks at once (the queue was deep, the task short),
+    running ``b1`` and holding ``b2``. Returns the pid of the first child, blocked on ``b0``."""
+    app.tasks["p.block"].delay(str(tmp_path / "m0"), str(tmp_path / "b0"))
+    first = read_pid(tmp_path / "m0")
+    (tmp_path / "b2").touch()
+    app.send_many(
+        [
+            ("p.nothing", (), {}),
+            ("p.block", (str(tmp_path / "m1"), str(tmp_path / "b1")), {}),
+            ("p.block", (str(tmp_path / "m2"), str(tmp_path / "b2")), {}),
+        ]
+    )
+    assert read_pid(tmp_path / "m1") != first
+    return first
+
+
+def test_a_message_held_behind_a_task_that_lasts_goes_to_the_first_child_free(
+    fetch_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child whose queue is deep claims two messages and holds the second while the first
+    runs; when that run lasts, the held one goes back to the head of its queue, where the first
+    child free claims it, rather than waiting behind the run (fair dispatch, as ``-O fair``)."""
+    monkeypatch.setenv(LEASE_ENV, "60")  # not back in its queue by its lease's end
+    prefix = os.environ[FETCH_ENV]
+    client = redis.Redis.from_url(REDIS_URL)
+    with prefork() as (app, _pool):
+        first = _hold_behind_a_task_that_lasts(app, tmp_path)
+        ready = f"{prefix}q:celery:ready"
+        wait_until(lambda: client.zcard(ready) == 1, "b2 to be given back")
+        members: list[Any] = list(client.zrange(ready, 0, -1))
+        [member] = members
+        assert client.hget(f"{prefix}q:celery:cnt", member) == b"1"  # claimed once, not run
+        (tmp_path / "b0").touch()  # the first child comes free and claims b2; b1 still blocks
+        assert read_pid(tmp_path / "m2") == first
+        (tmp_path / "b1").touch()
+    client.close()
+
+
+def test_a_child_told_to_fetch_elsewhere_while_it_holds_a_message_gives_it_back(
+    fetch_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that holds the second message of a claim (its hold limit set long here) and is
+    told to fetch from another queue instead (``add_consumer``, ``cancel_consumer``; a stop or
+    a retirement goes the same way) puts that message back in its queue: it runs later."""
+    monkeypatch.setenv(HOLD_ENV, "60")
+    monkeypatch.setenv(LEASE_ENV, "60")  # held past its lease, it would come back by itself
+    prefix = os.environ[FETCH_ENV]
+    client = redis.Redis.from_url(REDIS_URL)
+    with prefork() as (app, _pool):
+        _hold_behind_a_task_that_lasts(app, tmp_path)
+        # held with b1 (one claim at a time would have left it in the queue), and kept: the
+        # hold limit is 60 s here
+        assert client.zcard(f"{prefix}q:celery:ready") == 0
+        for command, queue in (("add_consumer", "elsewhere"), ("cancel_consumer", "celery")):
+            replies = getattr(app.control, command)(queue, reply=True, timeout=5, limit=1)
+            assert "ok" in next(iter(replies[0].values())), replies
+        (tmp_path / "b0").touch()
+        (tmp_path / "b1").touch()  # the child ends b1, reads that it fetches elsewhere now
+        wait_until(
+            lambda: client.zcard(f"{prefix}q:celery:ready") == 1, "b2 to be back in its queue"
+        )
+        assert client.zcard(f"{prefix}q:celery:leased") == 0
+        assert not (tmp_path / "m2").exists()
+        replies = app.control.add_consumer("celery", reply=True, timeout=5, limit=1) or []
+        assert "ok" in next(iter(replies[0].values())), replies
+        read_pid(tmp_path / "m2")
+        wait_until(lambda: client.zcard(f"{prefix}q:celery:leased") == 0, "b2 to be acked")
     client.close()
 
 

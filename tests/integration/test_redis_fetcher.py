@@ -155,6 +155,26 @@ def test_requeue_reject_and_extend_settle_what_is_held(server: RedisServer) -> N
     fetcher.close()
 
 
+def test_a_message_given_back_returns_to_its_own_place_in_the_queue(
+    server: RedisServer,
+) -> None:
+    """``give_back`` (a claimed message that never ran) puts it back ahead of those published
+    after it, where a requeue puts it behind them; its delivery count goes on (the next lease's
+    token is new), and a give-back under a lease that is not held any more is skipped."""
+    transport = ready(server.url, "q", sent=("1", "2", "3", "4"))
+    fetcher = fetcher_of(transport)
+    one, two = fetcher.fetch(["q"], 2, 0)
+    fetcher.give_back([two])
+    again, three = fetcher.fetch(["q"], 2, 0, acks=[one])
+    assert ids([again, three]) == ["2", "3"]
+    assert (again.delivery_count, three.delivery_count) == (2, 1)
+    fetcher.requeue([again])
+    assert ids(fetcher.fetch(["q"], 2, 0, acks=[three])) == ["4", "2"]  # a requeue: behind
+    fetcher.give_back([two])  # the first lease's token: stale, nothing moves
+    assert fetcher.fetch(["q"], 1, 0) == []
+    fetcher.close()
+
+
 def test_a_killed_connection_is_opened_again_and_the_claim_sent_again(
     server: RedisServer,
 ) -> None:

@@ -202,6 +202,8 @@ class Fetcher(Protocol):
 
     #: The last fetch's wait was ended from elsewhere (see ``client_id``).
     interrupted: bool
+    #: The last fetch left ready messages behind (its caller may take two next time).
+    ready_left: bool
 
     def ack(self, deliveries: Sequence[Delivery]) -> None: ...
 
@@ -209,6 +211,9 @@ class Fetcher(Protocol):
         """Ack now; the reply is read with the next call's."""
 
     def requeue(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None: ...
+
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Return messages claimed but not run to their places in their queues."""
 
     def reject(self, deliveries: Sequence[Delivery], reason: str) -> None: ...
 

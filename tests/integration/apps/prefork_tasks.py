@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from celeriac import Celeriac, SoftTimeLimitExceeded
+from celeriac.worker.pools import holding
 from celeriac.worker.pools.prefork import PreforkPool
 
 DB_ENV = "PREFORK_TEST_DB"
@@ -24,6 +25,8 @@ FETCH_ENV = "PREFORK_TEST_FETCH"
 #: With FETCH_ENV: the lease's seconds and max_deliveries, when a test wants its own.
 LEASE_ENV = "PREFORK_TEST_LEASE"
 DELIVERIES_ENV = "PREFORK_TEST_MAX_DELIVERIES"
+#: With FETCH_ENV: seconds a child holds the second message of a claim (``holding.HOLD_LIMIT``).
+HOLD_ENV = "PREFORK_TEST_HOLD_LIMIT"
 APP_SPEC = "apps.prefork_tasks:make_app"
 POOL_SPEC = "apps.prefork_tasks:RecordingPool"
 WAIT_LIMIT = 30.0
@@ -83,6 +86,8 @@ def make_app() -> Celeriac:
             },
             worker_prefork_fetch=True,
         )
+        if os.environ.get(HOLD_ENV):  # read by each child's Holder as it starts
+            holding.HOLD_LIMIT = float(os.environ[HOLD_ENV])
     else:
         app = Celeriac(
             "prefork_tasks",
@@ -104,6 +109,10 @@ def make_app() -> Celeriac:
             "imported_in": IMPORTED_IN,
             "mark": os.environ.get(MARK_ENV),
         }
+
+    @app.task(name="p.nothing", ignore_result=True)
+    def nothing() -> None:
+        """Over in well under a millisecond (no result stored)."""
 
     @app.task(name="p.add")
     def add(x: int, y: int) -> int:

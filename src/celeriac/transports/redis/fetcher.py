@@ -91,6 +91,8 @@ class Fetcher:
         self.client_id: int | None = None
         #: The last fetch's wait was ended by ``CLIENT UNBLOCK <client_id> ERROR``.
         self.interrupted = False
+        #: The last claim left ready messages in its queues (a caller may claim more at once).
+        self.ready_left = False
         self._unread: list[list[Delivery]] = []  # acks written ahead, replies not read yet
         self._resend: list[Delivery] = []  # acks to send again (their connection broke)
 
@@ -119,6 +121,7 @@ class Fetcher:
         while True:
             deliveries, empty, next_due = self._claim(wanted, max_count, wait, riders)
             riders = []
+            self.ready_left = bool(deliveries) and not empty
             if empty:
                 due = time.monotonic() + next_due if next_due is not None else math.inf
                 self._emptied[key] = due
@@ -134,6 +137,11 @@ class Fetcher:
 
     def requeue(self, deliveries: Sequence[Delivery], delay: float = 0.0) -> None:
         self._settle("requeue", max(float(delay), 0.0), deliveries)
+
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Put messages claimed but never run back in their places in their queues (ahead of
+        those published after them, unlike :meth:`requeue`)."""
+        self._settle("return", "", deliveries)
 
     def reject(self, deliveries: Sequence[Delivery], reason: str) -> None:
         self._settle("reject", reason, deliveries)

@@ -349,16 +349,19 @@ return out
 """
 )
 
-# ARGV: prefix, op (ack|requeue|reject|extend), argument (delay, reason or seconds), then
-# triplets (queue, id, token). Acts only where the message is leased under that token; returns
-# the ids that were not.
+# ARGV: prefix, op (ack|requeue|return|reject|extend), argument (delay, reason or seconds),
+# then triplets (queue, id, token). Acts only where the message is leased under that token;
+# returns the ids that were not. ``return`` gives back a message claimed but never run: it goes
+# back to its own place in the queue (its id is its first sequence number), not behind the
+# messages that came after it as a requeue does; its delivery count is kept (the tokens of a
+# message's leases only ever grow, so a stale settle cannot hit a later lease).
 SETTLE = (
     PRELUDE
     + r"""
 local op = ARGV[2]
 -- an ack needs no clock: no TIME call for the commonest settle (measured: ~2.7 us of Redis CPU)
 local t = 0
-if op ~= 'ack' then t = now() end
+if op ~= 'ack' and op ~= 'return' then t = now() end
 local stale = {}
 local touched = {}
 for i = 4, #ARGV, 3 do
@@ -374,6 +377,9 @@ for i = 4, #ARGV, 3 do
     redis.call('ZREM', leased, id)
     if op == 'ack' then
       forget(queue, id)
+    elseif op == 'return' then
+      redis.call('ZADD', k(queue, 'ready'), (9 - priority_of(queue, id)) * SPAN + tonumber(id), id)
+      touched[queue] = true
     elseif op == 'reject' then
       dead_letter(queue, id, ARGV[3], tonumber(token), t)
     else

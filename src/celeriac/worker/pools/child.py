@@ -40,7 +40,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
 from multiprocessing.connection import Connection
 from types import FrameType
@@ -322,19 +322,36 @@ def _pipe_loop(
         if isinstance(message, Stop):
             return
         done += 1
-        if _answer(app, config, conn, slot, message, done):
+        if _answer(app, config, conn.send, slot, message, done):
             return
 
 
 def _answer(
-    app: Celeriac, config: ChildConfig, conn: Connection, slot: _Slot, message: Run, done: int
+    app: Celeriac,
+    config: ChildConfig,
+    send: Callable[[Any], None],
+    slot: _Slot,
+    message: Run,
+    done: int,
 ) -> bool:
     """Run a request the worker sent and report it; True when this child retires now (its
     ``done``-th task was the last)."""
     report = _run_one(app, slot, message, config.hostname)
     retire = _retire_reason(config, done)
-    conn.send(report._replace(retire=retire))
+    send(report._replace(retire=retire))
     return retire is not None
+
+
+def _locked(conn: Connection) -> Callable[[Any], None]:
+    """``conn.send`` for two threads (the main one and the holder's): a message is written in
+    more than one piece, and two interleaved would garble both."""
+    lock = threading.Lock()
+
+    def send(message: Any) -> None:
+        with lock:
+            conn.send(message)
+
+    return send
 
 
 def _fetch_loop(
@@ -353,58 +370,75 @@ def _fetch_loop(
     fetcher = transport.fetcher()
     if fetcher is None:  # the worker checked: only a transport that has one gets here
         raise RuntimeError("this broker has no fetcher")
-    fetching = Fetching(app, plan, fetcher, config.hostname, conn.send)
+    send = _locked(conn)
+    fetching = Fetching(app, plan, fetcher, config.hostname, send, transport.fetcher)
     # what a claim dead-letters (past max_deliveries) goes to the worker, which records its end
     transport.watch_dead_letters(fetching.dead_lettered)
     signal.signal(signal.SIGALRM, slot.on_signal)  # the soft limit of a task it fetched
     fd = conn.fileno()
     poller = select.poll()
     poller.register(fd, select.POLLIN)
+    holder = fetching.holder
     done = 0
     fetching.publish()
-    while True:
-        idle = not fetching.queues  # told to fetch from nothing (yet, or any more): wait
-        if idle:
-            fetching.flush()
-        if queued or idle or poller.poll(0):  # the worker wrote: read it all first
-            try:
-                message = read_message(fd, frames, queued)
-            except EOFError:
-                break
-            if isinstance(message, Stop):
-                break
-            if fetching.heard(message):
+    try:
+        while True:
+            idle = not fetching.queues  # told to fetch from nothing (yet, or any more): wait
+            if idle:
+                fetching.give_back([d for d in [holder.take()] if d is not None])
+                fetching.flush()
+            if queued or idle or poller.poll(0):  # the worker wrote: read it all first
+                try:
+                    message = read_message(fd, frames, queued)
+                except EOFError:
+                    break
+                if isinstance(message, Stop):
+                    break
+                if fetching.heard(message):
+                    continue
+                done += 1
+                if _answer(app, config, send, slot, message, done):
+                    break
                 continue
-            done += 1
-            if _answer(app, config, conn, slot, message, done):
-                break
-            continue
-        deliveries = fetching.fetch(IDLE_WAIT)
-        if not deliveries:
-            continue
-        if poller.poll(0):  # woken to stop, maybe: what it claimed waits for the answer
-            data = os.read(fd, READ_SIZE)
-            if data:
-                queued.extend(frames.feed(data))
-            if not data or any(isinstance(m, Stop) for m in queued):
-                fetching.give_back(deliveries)
-                break
-            wanted = [m.names for m in queued if isinstance(m, Queues)]
-            if wanted:  # a queue it no longer fetches from (a stop, cancel_consumer)
-                dropped = [d for d in deliveries if d.queue not in wanted[-1]]
-                if dropped:
-                    fetching.give_back(dropped)
-                    deliveries = [d for d in deliveries if d.queue in wanted[-1]]
-        for delivery in deliveries:
+            held = holder.take()  # the second of the last claim, unless handed over
+            if held is not None:
+                if held.queue not in fetching.queues:  # cancel_consumer while it was held
+                    fetching.give_back([held])
+                    continue
+                delivery = held
+            else:
+                deliveries = fetching.fetch(IDLE_WAIT)
+                if not deliveries:
+                    continue
+                if poller.poll(0):  # woken to stop, maybe: what it claimed waits for the answer
+                    data = os.read(fd, READ_SIZE)
+                    if data:
+                        queued.extend(frames.feed(data))
+                    if not data or any(isinstance(m, Stop) for m in queued):
+                        fetching.give_back(deliveries)
+                        break
+                    wanted = [m.names for m in queued if isinstance(m, Queues)]
+                    if wanted:  # a queue it no longer fetches from (a stop, cancel_consumer)
+                        dropped = [d for d in deliveries if d.queue not in wanted[-1]]
+                        fetching.give_back(dropped)
+                        deliveries = [d for d in deliveries if d.queue in wanted[-1]]
+                        if not deliveries:
+                            continue
+                delivery, *rest = deliveries
+                for extra in rest[1:]:  # never asked for: more than two is not held
+                    fetching.give_back([extra])
+                if rest:
+                    holder.hold(rest[0])
             fetching.run(delivery, slot)
-        done += 1
-        retire = _retire_reason(config, done)
-        if retire is not None:
-            fetching.flush()
-            conn.send(Leaving(retire))
-            break
-    fetching.flush()
-    fetcher.close()
+            done += 1
+            retire = _retire_reason(config, done)
+            if retire is not None:
+                fetching.give_back([d for d in [holder.take()] if d is not None])
+                fetching.flush()
+                send(Leaving(retire))
+                break
+    finally:
+        fetching.close()  # what is still held goes back (a stop, a retirement, a broken pipe)
 
 
 def child_main(config: ChildConfig, conn: Connection, lifeline: Connection) -> None:

@@ -1,14 +1,17 @@
-"""A prefork child that fetches its own messages (``worker_prefork_fetch``): it claims one
-message at a time from the broker, runs it, and acks it (as it starts, written ahead of its
-reply, unless the task is ``acks_late``: then on its next claim's write), while the worker
-supervises through the board (:mod:`.board`) instead of handing each task over a pipe.
+"""A prefork child that fetches its own messages (``worker_prefork_fetch``): it claims a
+message from the broker (two when the queue is deep and its tasks short), runs it, and acks
+it (as it starts, written ahead of its reply, unless the task is ``acks_late``: then on its
+next claim's write), while the worker supervises through the board (:mod:`.board`) instead
+of handing each task over a pipe.
 
 Why: on the drain benchmark a ``-c 2`` prefork worker spent 347 us of CPU per no-op task (57
 of them the task's own ``INCR``), half of it in the main process: a claim and a settle through
 its event loop, a pickled request down a pipe, a result up another, a wake-up at each end.
 Two processes that claimed for themselves on a blocking socket spent 180 (``bench/floor.py``,
-workload (e)). One message a claim keeps dispatch fair: a child claims only when it has nothing
-to run, so no message waits behind a busy child while another idles.
+workload (e)). Dispatch stays fair: a child claims only when it has nothing to run, and the
+second message of a pair, held while the first runs, goes back to the head of its queue if
+that run lasts (:mod:`.holding`), so no message waits long behind a busy child while another
+idles.
 
 **What a child runs itself, and what it hands over.** The worker keeps what needs the whole
 worker's view: a message that cannot be read or verified, an unknown task, a revoked or
@@ -33,7 +36,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -43,6 +46,7 @@ from celeriac.protocol.codec import decode_body
 from celeriac.transports.base import DeadLetter, Delivery, Fetcher
 from celeriac.worker.pools.base import PoolOptions, effective_time_limits
 from celeriac.worker.pools.board import Running, SlotWriter
+from celeriac.worker.pools.holding import Holder
 from celeriac.worker.request import build_request
 from celeriac.worker.settling import settlement
 
@@ -56,6 +60,10 @@ logger = logging.getLogger("celeriac.worker")
 #: How long one wait for messages lasts before the child looks at its pipe anyway (the worker
 #: ends a wait when it writes to the child; this bounds the race where it wrote just before).
 IDLE_WAIT = 1.0
+#: A child claims two messages at once only when its last claim left more ready and its last
+#: task ran for less than this (seconds): a task that lasts gains nothing from the pair, and
+#: its partner would only be held and handed over (:mod:`.holding`).
+PAIR_UNDER = 0.01
 #: Back-off while the broker cannot be reached, doubling up to the maximum.
 OUTAGE_DELAY = 0.1
 OUTAGE_DELAY_MAX = 5.0
@@ -126,11 +134,20 @@ class Fetching:
     """The child's side (see the module docstring); :meth:`step` is one turn of its loop."""
 
     def __init__(
-        self, app: Celeriac, plan: FetchPlan, fetcher: Fetcher, hostname: str, send: Any
+        self,
+        app: Celeriac,
+        plan: FetchPlan,
+        fetcher: Fetcher,
+        hostname: str,
+        send: Any,
+        spare: Callable[[], Fetcher | None] | None = None,
     ) -> None:
         self.app = app
         self.plan = plan
         self.fetcher = fetcher
+        #: Makes the holder's own connection (the fetcher is the main thread's alone).
+        self._spare = spare
+        self._returner: Fetcher | None = None
         self.hostname = hostname
         self.send = send  # the pipe's send: Handoff, DeadLettered, Leaving, Done
         self.queues = list(plan.queues)
@@ -148,6 +165,10 @@ class Fetching:
         self._pid = os.getpid()
         self._written_id: int | None = None
         self._limits = PoolOptions(time_limit=plan.time_limit, soft_time_limit=plan.soft_time_limit)
+        #: Seconds the last task run here took (a short one lets the next claim take two).
+        self.last_run = 0.0
+        #: The second message of a claim, held while the first runs (:mod:`.holding`).
+        self.holder = Holder(self._release)
 
     # -- the worker's word ------------------------------------------------------------------------
     def heard(self, message: object) -> bool:
@@ -174,10 +195,12 @@ class Fetching:
 
     # -- fetching ---------------------------------------------------------------------------------
     def fetch(self, wait: float) -> list[Delivery]:
-        """Claim one message (sending the acks waiting), waiting up to ``wait``; ``[]`` when
-        the wait was ended from outside or the broker cannot be reached (after a back-off)."""
+        """Claim one message, or two when the queues are deep and tasks short (see
+        :data:`PAIR_UNDER`), sending the acks waiting; waiting up to ``wait``; ``[]`` when the
+        wait was ended from outside or the broker cannot be reached (after a back-off)."""
+        count = 2 if self.fetcher.ready_left and self.last_run < PAIR_UNDER else 1
         try:
-            deliveries = self.fetcher.fetch(self.queues, 1, wait, self.acks)
+            deliveries = self.fetcher.fetch(self.queues, count, wait, self.acks)
         except TransportError as exc:
             logger.warning("fetching: %s; trying again in %.1fs", exc, self._backoff)
             time.sleep(self._backoff)  # the acks stay: sent again with the next claim
@@ -190,13 +213,27 @@ class Fetching:
         return deliveries
 
     def give_back(self, deliveries: list[Delivery]) -> None:
-        """Requeue what was claimed and will not run here (the child stops)."""
+        """Put what was claimed and will not run here back in its place in its queue (the
+        child stops, or fetches elsewhere now)."""
+        if not deliveries:
+            return
         try:
-            self.fetcher.requeue(deliveries)
+            self.fetcher.give_back(deliveries)
             self.fetcher.ack(self.acks)
             self.acks = []
         except TransportError as exc:  # their leases run out and they come back: not lost
             logger.warning("could not give back %d messages: %s", len(deliveries), exc)
+
+    def close(self) -> None:
+        """Give back what is still held, send the acks waiting, disconnect (the child
+        leaves)."""
+        held = self.holder.close()
+        if held is not None:
+            self.give_back([held])
+        self.flush()
+        self.fetcher.close()
+        if self._returner is not None:
+            self._returner.close()
 
     def flush(self) -> None:
         """Send the acks waiting (the child leaves)."""
@@ -228,6 +265,7 @@ class Fetching:
             late,
         )
         self.totals[task.name] = self.totals.get(task.name, 0) + 1
+        began = time.monotonic()
         if not self.publish(running):
             self.totals[task.name] -= 1
             self._hand_over(delivery, "too large for the board")
@@ -243,6 +281,7 @@ class Fetching:
             self.failed += 1
         self._settle(delivery, task, request.id, outcome, late)
         self.publish()
+        self.last_run = time.monotonic() - began
 
     def _prepare(
         self, delivery: Delivery
@@ -323,6 +362,21 @@ class Fetching:
                 self.fetcher.reject([delivery], str(argument))
         except TransportError as exc:
             logger.warning("settling %s: %s (its lease will expire)", delivery.tag, exc)
+
+    def _release(self, delivery: Delivery) -> None:
+        """The holder's (on its thread): a held message waited too long behind the task
+        running here, so it goes back to the head of its queue, where the first child free
+        claims it, on a connection of the holder's own."""
+        returner = self._returner
+        if returner is None:
+            returner = self._returner = self._spare() if self._spare is not None else None
+        if returner is None:  # no second connection to be had: the worker takes it
+            self._hand_over(delivery, "held behind a task that lasts")
+            return
+        try:
+            returner.give_back([delivery])
+        except TransportError as exc:  # its lease runs out and it comes back: not lost
+            logger.warning("could not give back a held message: %s", exc)
 
     def _hand_over(self, delivery: Delivery, why: str) -> None:
         self.send(
