@@ -35,6 +35,7 @@ class Fleet:
     def __init__(self, tmp_path: Path, broker: str, options: dict[str, Any]) -> None:
         self.runs = tmp_path / "runs.txt"
         self.queue = f"beat-{uuid.uuid4().hex[:8]}"
+        self.broker = broker
         self.env = child_env(
             {
                 BROKER_ENV: broker,
@@ -180,7 +181,7 @@ def test_beats_fail_over_and_change_at_run_time_firing_each_slot_once(fleet: Fle
 
     # the leader dies without a word: the other takes over within the lease
     leader.send(signal.SIGKILL)
-    killed_at = time.monotonic()
+    killed_at, killed_wall = time.monotonic(), time.time()
     other.wait_for_line(LEADS, timeout=LEASE + 5)
     failover = time.monotonic() - killed_at
     assert failover <= LEASE + 2, failover
@@ -214,6 +215,14 @@ def test_beats_fail_over_and_change_at_run_time_firing_each_slot_once(fleet: Fle
     slots = [s for t, s in fleet.lines() if t == "tick"]
     counts = Counter(slots)
     doubled = {s: n for s, n in counts.items() if n > 1}
+    if fleet.broker.startswith("amqp") and len(doubled) == 1:
+        # RabbitMQ's documented limit (docs/guide/beat.md): it cannot check a slot as it takes
+        # the publish, so a leader killed between a slot's publish and its record leaves that
+        # slot to the next leader. Only that: one slot, twice, fired just before the SIGKILL.
+        [(slot, times)] = doubled.items()
+        fired = datetime.fromisoformat(slot).timestamp()
+        assert times == 2 and killed_wall - 3 <= fired <= killed_wall, (doubled, killed_wall)
+        doubled = {}
     assert not doubled, doubled
     instants = sorted(datetime.fromisoformat(s).timestamp() for s in counts)
     gaps = [b - a for a, b in itertools.pairwise(instants)]
