@@ -168,6 +168,10 @@ class Task(Generic[P, R]):
     #: up when registered): no app of its own, no hooks.
     _app: Celeriac | None = None
     hooks: frozenset[str] = frozenset()
+    #: Celery's ``shadow_name(args, kwargs, options)`` hook, when a subclass defines it: a
+    #: display name for a send. None here so that a plain send finds it at once (looked up
+    #: missing, it went through ``__getattr__`` and built an error each ``.delay()``).
+    shadow_name: Callable[..., str | None] | None = None
 
     def __init__(
         self,
@@ -522,7 +526,7 @@ class Task(Generic[P, R]):
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> None:
         """Celery's ``shadow_name(args, kwargs, options)`` hook: a display name for this send."""
-        namer = getattr(self, "shadow_name", None)
+        namer = self.shadow_name
         if namer is not None:
             shadow = namer(args, kwargs, options)
             if shadow:

@@ -237,3 +237,26 @@ def test_always_eager_runs_in_process() -> None:
     started = time.monotonic()
     assert add.delay(2, 3).get() == 5
     assert time.monotonic() - started < 5
+
+
+def test_a_task_class_shadow_name_names_each_send(app: Celeriac) -> None:
+    """Celery's ``shadow_name`` hook on a task class gives a send its display name; a task
+    without one sends none, and ``shadow=`` given to the send wins over the hook."""
+
+    class Named(Task[..., None]):
+        def shadow_name(self, args: tuple[object, ...], kwargs: object, options: object) -> str:
+            return f"report-{args[0]}"
+
+    @app.task(base=Named)
+    def report(n: int) -> None:
+        pass
+
+    @app.task
+    def plain() -> None:
+        pass
+
+    report.delay(7)
+    report.apply_async((8,), shadow="given")
+    plain.delay()
+    shadows = [d.decode().headers.get("shadow") for d in received(app)]
+    assert shadows == ["report-7", "given", None]
