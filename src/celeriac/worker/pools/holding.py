@@ -2,9 +2,10 @@
 to the head of its queue if that run lasts.
 
 Why: a prefork child that claims two messages when its queue is deep makes half the claims, one
-Redis script call and one round trip for two tasks: on the drain benchmark (a 2-core machine,
-interleaved runs) 3,700-3,900 no-op tasks/s against 2,800-3,300 claiming one at a time, with
-15% less worker CPU and 25% less of Redis' per task. But a message held behind a task that runs
+Redis script call and one round trip for two tasks: a drain of 20,000 no-op tasks (prefork
+``-c 2``, a 2-core machine, three interleaved pairs) ran at 3,806-3,955 tasks/s against
+3,342-3,651 claiming one at a time, with 268-284 us of worker CPU per task against 283-308 and
+105 of Redis' against 124-140. But a message held behind a task that runs
 long would wait for it while another child idles, which is the unfair dispatch that Celery's
 prefetch is known for (and its ``-O fair`` avoids). So a thread watches the held message and,
 once it has been held for :data:`HOLD_LIMIT`, gives it back to its own place in its queue (the
