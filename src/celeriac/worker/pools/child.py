@@ -385,7 +385,7 @@ def _fetch_loop(
         while True:
             idle = not fetching.queues  # told to fetch from nothing (yet, or any more): wait
             if idle:
-                fetching.give_back([d for d in [holder.take()] if d is not None])
+                fetching.give_back_held()
                 fetching.flush()
             if queued or idle or poller.poll(0):  # the worker wrote: read it all first
                 try:
@@ -400,7 +400,7 @@ def _fetch_loop(
                 if _answer(app, config, send, slot, message, done):
                     break
                 continue
-            held = holder.take()  # the second of the last claim, unless handed over
+            held = holder.take()  # the second of the last claim, unless given back
             if held is not None:
                 if held.queue not in fetching.queues:  # cancel_consumer while it was held
                     fetching.give_back([held])
@@ -424,16 +424,14 @@ def _fetch_loop(
                         deliveries = [d for d in deliveries if d.queue in wanted[-1]]
                         if not deliveries:
                             continue
-                delivery, *rest = deliveries
-                for extra in rest[1:]:  # never asked for: more than two is not held
-                    fetching.give_back([extra])
-                if rest:
-                    holder.hold(rest[0])
+                delivery = deliveries[0]
+                if len(deliveries) > 1:  # a pair (never more: fetch asks for two at most)
+                    holder.hold(deliveries[1])
             fetching.run(delivery, slot)
             done += 1
             retire = _retire_reason(config, done)
             if retire is not None:
-                fetching.give_back([d for d in [holder.take()] if d is not None])
+                fetching.give_back_held()
                 fetching.flush()
                 send(Leaving(retire))
                 break

@@ -62,7 +62,7 @@ logger = logging.getLogger("celeriac.worker")
 IDLE_WAIT = 1.0
 #: A child claims two messages at once only when its last claim left more ready and its last
 #: task ran for less than this (seconds): a task that lasts gains nothing from the pair, and
-#: its partner would only be held and handed over (:mod:`.holding`).
+#: its partner would only be held and given back (:mod:`.holding`).
 PAIR_UNDER = 0.01
 #: Back-off while the broker cannot be reached, doubling up to the maximum.
 OUTAGE_DELAY = 0.1
@@ -223,6 +223,12 @@ class Fetching:
             self.acks = []
         except TransportError as exc:  # their leases run out and they come back: not lost
             logger.warning("could not give back %d messages: %s", len(deliveries), exc)
+
+    def give_back_held(self) -> None:
+        """Give back the message held, if any (the child retires or fetches from nothing)."""
+        held = self.holder.take()
+        if held is not None:
+            self.give_back([held])
 
     def close(self) -> None:
         """Give back what is still held, send the acks waiting, disconnect (the child
