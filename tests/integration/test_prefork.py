@@ -34,6 +34,7 @@ from apps.prefork_tasks import (
     HOLD_ENV,
     LEASE_ENV,
     MARK_ENV,
+    PAIR_ENV,
     POOL_SPEC,
     RecordingPool,
     make_app,
@@ -552,7 +553,9 @@ def _hold_behind_a_task_that_lasts(app: Celeriac, tmp_path: Path) -> int:
     ``p.block`` (``b0``), then one batch of ``p.nothing``, ``p.block`` (``b1``) and ``p.block``
     (``b2``, released already) reaches the other child, which claims ``p.nothing`` alone (its
     last claim found nothing), then the two blocks at once (the queue was deep, the task short),
-    running ``b1`` and holding ``b2``. Returns the pid of the first child, blocked on ``b0``."""
+    running ``b1`` and holding ``b2``. Returns the pid of the first child, blocked on ``b0``.
+    The test sets ``PAIR_ENV``: on a loaded machine ``p.nothing`` may take more than the 10 ms
+    under which a child claims two."""
     app.tasks["p.block"].delay(str(tmp_path / "m0"), str(tmp_path / "b0"))
     first = read_pid(tmp_path / "m0")
     (tmp_path / "b2").touch()
@@ -574,6 +577,7 @@ def test_a_message_held_behind_a_task_that_lasts_goes_to_the_first_child_free(
     runs; when that run lasts, the held one goes back to the head of its queue, where the first
     child free claims it, rather than waiting behind the run (fair dispatch, as ``-O fair``)."""
     monkeypatch.setenv(LEASE_ENV, "60")  # not back in its queue by its lease's end
+    monkeypatch.setenv(PAIR_ENV, "5")
     prefix = os.environ[FETCH_ENV]
     client = redis.Redis.from_url(REDIS_URL)
     with prefork() as (app, _pool):
@@ -597,6 +601,7 @@ def test_a_child_told_to_fetch_elsewhere_while_it_holds_a_message_gives_it_back(
     a retirement goes the same way) puts that message back in its queue: it runs later."""
     monkeypatch.setenv(HOLD_ENV, "60")
     monkeypatch.setenv(LEASE_ENV, "60")  # held past its lease, it would come back by itself
+    monkeypatch.setenv(PAIR_ENV, "5")
     prefix = os.environ[FETCH_ENV]
     client = redis.Redis.from_url(REDIS_URL)
     with prefork() as (app, _pool):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from celeriac import Celeriac, SoftTimeLimitExceeded
-from celeriac.worker.pools import holding
+from celeriac.worker.pools import fetching, holding
 from celeriac.worker.pools.prefork import PreforkPool
 
 DB_ENV = "PREFORK_TEST_DB"
@@ -27,6 +27,8 @@ LEASE_ENV = "PREFORK_TEST_LEASE"
 DELIVERIES_ENV = "PREFORK_TEST_MAX_DELIVERIES"
 #: With FETCH_ENV: seconds a child holds the second message of a claim (``holding.HOLD_LIMIT``).
 HOLD_ENV = "PREFORK_TEST_HOLD_LIMIT"
+#: With FETCH_ENV: a child claims two when its last task took less (``fetching.PAIR_UNDER``).
+PAIR_ENV = "PREFORK_TEST_PAIR_UNDER"
 APP_SPEC = "apps.prefork_tasks:make_app"
 POOL_SPEC = "apps.prefork_tasks:RecordingPool"
 WAIT_LIMIT = 30.0
@@ -88,6 +90,8 @@ def make_app() -> Celeriac:
         )
         if os.environ.get(HOLD_ENV):  # read by each child's Holder as it starts
             holding.HOLD_LIMIT = float(os.environ[HOLD_ENV])
+        if os.environ.get(PAIR_ENV):  # read at each claim
+            fetching.PAIR_UNDER = float(os.environ[PAIR_ENV])
     else:
         app = Celeriac(
             "prefork_tasks",
