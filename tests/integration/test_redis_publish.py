@@ -167,6 +167,65 @@ def test_a_bad_name_refuses_the_whole_batch_and_the_connection_stays_usable(
     assert drained(transport, "q") == ["after"]
 
 
+def test_a_single_send_is_stored_as_a_batch_of_one(prefix: str) -> None:
+    """A ``.delay()`` on a loaded topology builds its PUBLISH call on a path of its own
+    (``_publish_one_sync``): what it stores is byte for byte what the batch path stores, a
+    priority and a due time included, to every queue its exchange routes to."""
+    fast = declared(
+        prefix,
+        Queue("a", exchange=Exchange("ex"), routing_key="k", max_priority=9),
+        Queue("b", exchange=Exchange("ex"), routing_key="k"),
+        window=256,
+    )
+    general = declared(prefix, window=0)  # waited for: the batch path, even for one
+    publish(fast, [out("warm-up", "k", "ex")])  # the topology is loaded now
+    client = redis.Redis.from_url(URL)
+    values: list[dict[str, list[bytes]]] = []
+    for transport, label in ((fast, "fast"), (general, "general")):
+        message = json_task_message(label, "tests.publish", unique=False, priority=7)
+        item = Outgoing(message, "ex", "k", due_at=time.time() + 600, wire=message.to_wire())
+        before = {q: set(client.hkeys(f"{prefix}q:{q}:data")) for q in ("a", "b")}
+        publish(transport, [item])
+        values.append(
+            {
+                q: [
+                    client.hget(f"{prefix}q:{q}:data", key) or b""
+                    for key in set(client.hkeys(f"{prefix}q:{q}:data")) - before[q]
+                ]
+                for q in ("a", "b")
+            }
+        )
+        assert client.zcard(f"{prefix}q:a:delayed") == client.zcard(f"{prefix}q:b:delayed")
+    fast_values, general_values = values
+    for queue in ("a", "b"):
+        [mine], [theirs] = fast_values[queue], general_values[queue]
+        assert mine.replace(b"fast", b"general") == theirs
+    assert client.zcard(f"{prefix}q:a:delayed") == 2  # both due in ten minutes
+    client.close()
+
+
+def test_a_single_send_routed_on_a_stale_topology_is_routed_again(prefix: str) -> None:
+    transport = declared(
+        prefix, Queue("a", exchange=Exchange("ex"), routing_key="k"), window=256
+    )
+    publish(transport, [out("warm-up", "k", "ex")])  # caches the topology
+    declared(prefix, Queue("b"))
+    admin = RedisTransport(URL, key_prefix=prefix)
+    asyncio.run(admin.bind(Binding("ex", "b", "k")))
+    assert publish(transport, [out("one", "k", "ex")]) == [1]
+    assert drained(transport, "b") == ["one"]
+    assert drained(admin, "a") == ["warm-up", "one"]
+
+
+def test_a_single_send_with_a_bad_name_is_refused_before_anything_is_sent(prefix: str) -> None:
+    transport = declared(prefix, Queue("q"), window=256)
+    publish(transport, [out("warm-up")])
+    with pytest.raises(TransportError, match="NUL"):
+        transport.publish_sync([out("bad", "bad\0name")])
+    assert publish(transport, [out("after")]) == [1]
+    assert drained(transport, "q") == ["warm-up", "after"]
+
+
 def _client_id(transport: RedisTransport) -> int:
     """The server-side id of the calling thread's publish connection."""
     conn = transport._thread_conns.conn

@@ -638,6 +638,21 @@ def _chunks(
     yield indexes, call()
 
 
+def publish_one(
+    prefix: str, version: str, item: Outgoing, payload: bytes, plan: list[Destination]
+) -> tuple[Any, ...]:
+    """The PUBLISH arguments of one plain message (no dedup key): what :func:`publish_chunks`
+    builds for a batch of one, without its chunking. Raises before anything is sent if the
+    exchange or routing key holds a NUL."""
+    due = "" if item.due_at is None else repr(float(item.due_at))
+    copies: list[Any] = []
+    for dest in plan:
+        copies += (dest.queue, due, stored_value(dest.priority, item, payload))
+    if not plan:
+        stored_value(0, item, b"")  # the name check alone
+    return (prefix, version, "", len(plan), *copies)
+
+
 def claimed(reply: list[Any], queues: Sequence[str]) -> tuple[list[Delivery], list[DeadLetter]]:
     """The deliveries in a CLAIM reply (the tag is ``(message id, delivery count)``) and the
     messages it dead-lettered on the way."""

@@ -639,6 +639,13 @@ class RedisTransport(Transport):
         (or when an item carries a ``dedup_key``) one round trip."""
         if not items:
             return []
+        if (
+            len(items) == 1
+            and self._topology is not None
+            and self.sync_publish_window > 0
+            and items[0].dedup_key is None
+        ):
+            return self._publish_one_sync(items[0], self._topology)
         payloads = [item.envelope() for item in items]
         steps = self._publish_steps(items, payloads)
         if self.sync_publish_window <= 0 or any(item.dedup_key for item in items):
@@ -651,6 +658,42 @@ class RedisTransport(Transport):
                 step = steps.send(self._run_sync(step))
             behind.send(steps, step, items, payloads)
         return [1] * len(items)
+
+    def _publish_one_sync(self, item: Outgoing, stored: lua.StoredTopology) -> list[int]:
+        """A plain ``.delay()`` (one message, no dedup key, the topology loaded): its PUBLISH
+        call built at once and checked by :meth:`_one_steps`, not through the batch's chunking
+        (its generators, item indexes and per-chunk bookkeeping). Anything else, or a route
+        that fails on this topology, takes the batch path, which reloads it."""
+        version, topology, _ = stored
+        payload = item.envelope()
+        try:
+            [plan] = topology.plan([item])
+        except TransportError:  # maybe declared elsewhere since: the batch path looks again
+            plan = None
+        if plan is None:
+            steps = self._publish_steps([item], [payload])
+        else:
+            steps = self._one_steps(
+                item, payload, lua.publish_one(self.prefix, version, item, payload, plan)
+            )
+        behind = self._write_behind()
+        with self._errors("publish"):
+            step = next(steps)
+            while step.script != "publish" or step.calls is None:  # the topology, first
+                behind.drain_for_blocking_use()
+                step = steps.send(self._run_sync(step))
+            behind.send(steps, step, [item], [payload])
+        return [1]
+
+    def _one_steps(self, item: Outgoing, payload: bytes, args: tuple[Any, ...]) -> Steps[list[int]]:
+        """:meth:`_publish_one_sync`'s publish: done when Redis stored it; routed again on a
+        reloaded topology (the batch path's steps) when it was routed under an old one."""
+        replies = yield _Step("publish", calls=(args,))
+        stored, _ = lua.dropped_items(replies[0])
+        if stored >= 0:
+            return [stored]
+        self._topology = None
+        return (yield from self._publish_steps([item], [payload]))
 
     def flush_sync(self) -> None:
         """Read this thread's window of sync sends to its end (:mod:`.writebehind`)."""
