@@ -14,6 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -180,7 +181,7 @@ def test_a_single_send_is_stored_as_a_batch_of_one(prefix: str) -> None:
     general = declared(prefix, window=0)  # waited for: the batch path, even for one
     publish(fast, [out("warm-up", "k", "ex")])  # the topology is loaded now
     client = redis.Redis.from_url(URL)
-    values: list[dict[str, list[bytes]]] = []
+    values: list[dict[str, list[Any]]] = []
     for transport, label in ((fast, "fast"), (general, "general")):
         message = json_task_message(label, "tests.publish", unique=False, priority=7)
         item = Outgoing(message, "ex", "k", due_at=time.time() + 600, wire=message.to_wire())
@@ -205,9 +206,7 @@ def test_a_single_send_is_stored_as_a_batch_of_one(prefix: str) -> None:
 
 
 def test_a_single_send_routed_on_a_stale_topology_is_routed_again(prefix: str) -> None:
-    transport = declared(
-        prefix, Queue("a", exchange=Exchange("ex"), routing_key="k"), window=256
-    )
+    transport = declared(prefix, Queue("a", exchange=Exchange("ex"), routing_key="k"), window=256)
     publish(transport, [out("warm-up", "k", "ex")])  # caches the topology
     declared(prefix, Queue("b"))
     admin = RedisTransport(URL, key_prefix=prefix)

@@ -662,8 +662,10 @@ class RedisTransport(Transport):
     def _publish_one_sync(self, item: Outgoing, stored: lua.StoredTopology) -> list[int]:
         """A plain ``.delay()`` (one message, no dedup key, the topology loaded): its PUBLISH
         call built at once and checked by :meth:`_one_steps`, not through the batch's chunking
-        (its generators, item indexes and per-chunk bookkeeping). Anything else, or a route
-        that fails on this topology, takes the batch path, which reloads it."""
+        (its generators, item indexes and per-chunk bookkeeping): 96-109 against 111-123 us of
+        CPU per ``.delay()`` (five interleaved pairs of 20,000 sends, a 2-core machine).
+        Anything else, or a route that fails on this topology, takes the batch path, which
+        reloads it."""
         version, topology, _ = stored
         payload = item.envelope()
         try:
