@@ -650,6 +650,14 @@ class RedisTransport(Transport):
         steps = self._publish_steps(items, payloads)
         if self.sync_publish_window <= 0 or any(item.dedup_key for item in items):
             return self._drive_sync(steps, "publish")  # a keyed send's count says if it was kept
+        self._send_behind(steps, items, payloads)
+        return [1] * len(items)
+
+    def _send_behind(
+        self, steps: Steps[list[int]], items: Sequence[Outgoing], payloads: Sequence[bytes]
+    ) -> None:
+        """Run ``steps`` up to their publish (the topology loaded first if need be) and write
+        that ahead of its reply (:mod:`.writebehind`)."""
         behind = self._write_behind()
         with self._errors("publish"):
             step = next(steps)
@@ -657,7 +665,6 @@ class RedisTransport(Transport):
                 behind.drain_for_blocking_use()
                 step = steps.send(self._run_sync(step))
             behind.send(steps, step, items, payloads)
-        return [1] * len(items)
 
     def _publish_one_sync(self, item: Outgoing, stored: lua.StoredTopology) -> list[int]:
         """A plain ``.delay()`` (one message, no dedup key, the topology loaded): its PUBLISH
@@ -678,13 +685,7 @@ class RedisTransport(Transport):
             steps = self._one_steps(
                 item, payload, lua.publish_one(self.prefix, version, item, payload, plan)
             )
-        behind = self._write_behind()
-        with self._errors("publish"):
-            step = next(steps)
-            while step.script != "publish" or step.calls is None:  # the topology, first
-                behind.drain_for_blocking_use()
-                step = steps.send(self._run_sync(step))
-            behind.send(steps, step, [item], [payload])
+        self._send_behind(steps, [item], [payload])
         return [1]
 
     def _one_steps(self, item: Outgoing, payload: bytes, args: tuple[Any, ...]) -> Steps[list[int]]:
