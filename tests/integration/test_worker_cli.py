@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from worker_harness import APP_SPEC, Harness, fork_servers, pool_children
+from worker_harness import APP_SPEC, Harness, cmdline, fork_servers, pool_children
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -78,11 +78,28 @@ needs_proc = pytest.mark.skipif(
 
 @needs_proc
 def test_a_prefork_worker_forks_its_children_from_one_server(harness: Harness) -> None:
-    """The command starts the fork server before it imports the app; the pool takes that one."""
+    """The command forks the fork server from itself once it has imported the app (the
+    server's command line is the worker's: no interpreter of its own); the pool takes it."""
     worker = harness.start_worker(pool=None, concurrency=2)
     servers = fork_servers(worker.pid)
     assert len(servers) == 1
+    assert cmdline(servers[0]) == cmdline(worker.pid)
     assert len(pool_children(worker.pid)) == 2  # forked by that server
+    assert harness.app.tasks["t.add"].delay(2, 3).get(timeout=10) == 5
+
+
+@needs_proc
+def test_a_worker_whose_app_starts_a_thread_at_import_spawns_its_fork_server(
+    harness: Harness,
+) -> None:
+    """A process that runs a thread is not forked (a lock the thread held would stay held in
+    every child): the command spawns the server, which imports the app itself."""
+    worker = harness.start_worker(pool=None, concurrency=2, app_spec="apps.thread_at_import")
+    servers = fork_servers(worker.pid)
+    assert len(servers) == 1
+    assert b"multiprocessing.forkserver" in cmdline(servers[0])
+    assert len(pool_children(worker.pid)) == 2
+    assert harness.app.tasks["t.add"].delay(2, 3).get(timeout=10) == 5
 
 
 @needs_proc

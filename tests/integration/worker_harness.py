@@ -245,9 +245,10 @@ class Harness:
         ready: bool = True,
         db: Path | str | None = None,
         env: dict[str, str] | None = None,
+        app_spec: str = APP_SPEC,
     ) -> WorkerProcess:
         """Start a worker on this harness's broker; by default wait until it is consuming."""
-        args = ["-A", APP_SPEC, "worker", "-c", str(concurrency), "-l", loglevel]
+        args = ["-A", app_spec, "worker", "-c", str(concurrency), "-l", loglevel]
         if pool is not None:  # None: the app's worker_pool
             args += ["-P", pool]
         if name is not None:
@@ -370,8 +371,15 @@ def dead_letters(app: Celeriac, queue: str = "celery") -> list[DeadLetter]:
 
 
 def fork_servers(pid: int) -> list[int]:
-    """The fork servers among the children of the worker process ``pid`` (Linux /proc)."""
-    return [c for c in _proc_children(pid) if b"multiprocessing.forkserver" in _cmdline(c)]
+    """The fork servers among the children of the worker process ``pid`` (Linux /proc): a
+    spawned one runs ``multiprocessing.forkserver``; the one the worker command forks from
+    itself has the worker's own command line."""
+    return [c for c in _proc_children(pid) if _is_fork_server(c, pid)]
+
+
+def _is_fork_server(child: int, worker: int) -> bool:
+    line = cmdline(child)
+    return b"multiprocessing.forkserver" in line or (bool(line) and line == cmdline(worker))
 
 
 def _proc_children(pid: int) -> list[int]:
@@ -384,7 +392,8 @@ def _proc_children(pid: int) -> list[int]:
     return found
 
 
-def _cmdline(pid: int) -> bytes:
+def cmdline(pid: int) -> bytes:
+    """The command line of process ``pid`` (NUL-separated), empty once it is gone."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -397,8 +406,8 @@ def pool_children(pid: int) -> list[int]:
     the worker spawned; not the fork server itself, nor multiprocessing's resource tracker."""
     found: list[int] = []
     for child in _proc_children(pid):
-        line = _cmdline(child)
-        if b"multiprocessing.forkserver" in line:
+        line = cmdline(child)
+        if _is_fork_server(child, pid):
             found += _proc_children(child)
         elif b"resource_tracker" not in line and line:
             found.append(child)

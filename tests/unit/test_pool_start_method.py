@@ -127,3 +127,82 @@ def test_warm_leaves_a_server_a_pool_holds_alone() -> None:
         starter.release("forkserver")
     starter.cool()
     assert _server() is None
+
+
+# -- the fork server forked from the worker (starter.fork_ahead), in a process of its own -------
+
+FORK_AHEAD = """
+import json, os, select, sys, threading, time
+from multiprocessing import forkserver
+from celeriac.worker.pools import starter
+
+if sys.argv[1] == "thread":  # as an app that starts a thread when it is imported
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+held_r, held_w = os.pipe()  # what the server must not hold (a detaching command's pipe)
+starter.fork_ahead("apps.sqlite_tasks", keep_out=[held_w])
+os.close(held_w)
+server = forkserver._forkserver._forkserver_pid
+deadline = time.monotonic() + 10
+line = b""
+while not line and time.monotonic() < deadline:  # empty for a moment while a spawn execs
+    with open(f"/proc/{server}/cmdline", "rb") as fh:
+        line = fh.read()
+    time.sleep(0.005)
+with open("/proc/self/cmdline", "rb") as fh:
+    forked = line == fh.read()
+spawned = not forked and b"forkserver import main" in line  # the standard library's server
+released = bool(select.select([held_r], [], [], 10)[0]) and os.read(held_r, 1) == b""
+context = starter.acquire("forkserver", "apps.sqlite_tasks")
+child = context.Process(target=os._exit, args=(7,))
+child.start()
+child.join(10)
+starter.release("forkserver")
+gone = not os.path.exists(f"/proc/{server}")
+print(json.dumps({"forked": forked, "spawned": spawned,
+                  "released": released, "exitcode": child.exitcode, "gone": gone}))
+"""
+
+
+def _fork_ahead(mode: str) -> dict[str, object]:
+    import json
+    import subprocess
+
+    path = os.pathsep.join(entry for entry in sys.path if entry)
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_AHEAD, mode],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@needs_forkserver
+def test_a_fork_server_forked_ahead_serves_children_holds_nothing_kept_out_and_stops() -> None:
+    """One thread: the server is a fork of this process (its command line is ours: no
+    interpreter, no imports of its own), it does not hold the descriptor it was told to keep
+    out (the reader sees EOF once this process closes it), its child runs, and it leaves with
+    the last pool."""
+    assert _fork_ahead("alone") == {
+        "forked": True,
+        "spawned": False,
+        "released": True,
+        "exitcode": 7,
+        "gone": True,
+    }
+
+
+@needs_forkserver
+def test_a_process_running_a_thread_spawns_its_fork_server_instead() -> None:
+    """Forking a process that runs a thread is not safe (a lock the thread held stays held in
+    the fork): the server is spawned, as :func:`starter.warm` does, and serves the same."""
+    assert _fork_ahead("thread") == {
+        "forked": False,
+        "spawned": True,
+        "released": True,
+        "exitcode": 7,
+        "gone": True,
+    }

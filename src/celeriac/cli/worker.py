@@ -10,6 +10,7 @@ does differently say so in ``--help``; those that would silently do nothing here
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -223,10 +224,6 @@ def _run(ctx: AppContext, o: dict[str, Any], daemon: bool, notifier: Notifier | 
         )
     if umask is not None:
         os.umask(umask)
-    if ctx.spec and o["pool"] in (None, "prefork"):
-        # first: the fork server imports the app while this process imports the worker's
-        # modules (none of them imported yet: this module imports them where they are used)
-        starter.warm(ctx.spec)
     try:
         return _serve(ctx, o, daemon, notifier, nodename, _limits(o))
     finally:
@@ -277,8 +274,15 @@ def _serve(
         without_heartbeat=o["without_heartbeat"],
         send_task_events=o["task_events"],
     )
-    if worker.pool_name != "prefork" or worker.pool_options.start_method != "forkserver":
-        starter.cool()
+    if (
+        ctx.spec
+        and worker.pool_name == "prefork"
+        and worker.pool_options.start_method == "forkserver"
+    ):
+        _import_for_children(app)
+        # before logging, connections, threads and the loop: what the server forks is clean
+        held = notifier.fd if notifier is not None else None
+        starter.fork_ahead(ctx.spec, keep_out=[] if held is None else [held])
     # after the worker exists, as in Celery: celeryd_init receivers run before logging is set up
     setup_logging(o["loglevel"], o["logfile"], nodename, app.conf)
     if notifier is not None:
@@ -293,6 +297,21 @@ def _serve(
             os.environ[DETACHED_ENV] = "1"  # the same command line: it must not detach again
         os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - re-exec our own command line
     return status
+
+
+def _import_for_children(app: Celeriac) -> None:
+    """Import what every prefork child imports on its way to its first task (the pool's and
+    the child's modules, the broker's transport and its fetcher's), here, before the fork
+    server is forked from this process, so that no child imports them again. Nothing is
+    connected. A failure is left to the place that reports it properly (the pool's start)."""
+    # the codec a socket's first host name lookup loads, and what unpickles a child's Process
+    import encodings.idna  # noqa: F401
+    import multiprocessing.popen_forkserver  # noqa: F401
+
+    import celeriac.worker.pools.prefork  # noqa: F401  (imports the child's modules too)
+
+    with contextlib.suppress(Exception):
+        app.create_transport().fetcher()
 
 
 def _configure(app: Celeriac, o: dict[str, Any]) -> Celeriac:

@@ -24,11 +24,16 @@ in code) gets a server with its own app and environment, not a stale one. Each c
 the worker's environment as it is when the child starts (:class:`~.child.ChildConfig`), as a
 spawned child would.
 
-The ``celeriac worker`` command starts the server before it imports the app itself
-(:func:`warm`): the server's import of the app, on the worker's start-up path, then runs beside
-the worker's own instead of after it (measured: the first task done ~60 ms sooner of ~470 on
-the benchmark's worker, two cores). The pool adopts that server when it starts with the same
-app; one it does not adopt (another pool, ``spawn``, a failed start) is stopped (:func:`cool`).
+The ``celeriac worker`` command starts the server as a fork of itself (:func:`fork_ahead`),
+once it has imported the app and the child's modules and before it opens a connection, a thread
+or its event loop: the server then needs no interpreter and no imports of its own, the ~150 ms
+of CPU that a spawned server spent importing again what the worker had just imported, beside it,
+on the worker's start-up path (measured on the benchmark's worker, two cores: the first task
+done ~90 ms sooner). Where forking is not safe (a thread is already running, which an app may
+start at import; a Python whose fork server this module does not know), it spawns the server
+instead (:func:`warm`). The pool adopts that server when it starts with the same app; one it
+does not adopt (another pool, ``spawn``, a failed start) is stopped (:func:`cool`). Forked or
+spawned, the server is the standard library's: the pool asks it for children the same way.
 
 The worker learns of its children's exits through the server. A server killed with SIGKILL (it
 ignores SIGTERM: see :mod:`.preload`) therefore makes every child look lost at once: the worker
@@ -40,12 +45,16 @@ once (their pipe closes) and the worker goes on with new ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import threading
-from typing import TYPE_CHECKING
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celeriac.errors import ImproperlyConfigured
 
@@ -91,6 +100,25 @@ def warm(app_spec: str) -> None:
     with _lock:
         if _users == 0 and _warm is None:
             _start(app_spec)
+            _warm = app_spec
+
+
+def fork_ahead(app_spec: str, keep_out: Sequence[int] = ()) -> None:
+    """Start the fork server now as a fork of this process, which has imported ``app_spec``
+    and what a child runs, for a pool to :func:`acquire`; spawn it (:func:`warm`) where forking
+    is not safe. ``keep_out`` are descriptors the server must not hold (the pipe a detaching
+    command waits on: a server holding it would keep that command waiting). Does nothing where
+    the default method is not ``forkserver``, or when a server is already in use. Paired with
+    :func:`cool`, which stops it if no pool took it."""
+    global _warm
+    if start_method(None) != "forkserver":
+        return
+    if not _can_fork():
+        warm(app_spec)
+        return
+    with _lock:
+        if _users == 0 and _warm is None:
+            _fork(keep_out)
             _warm = app_spec
 
 
@@ -152,6 +180,76 @@ def _start(app_spec: str) -> None:
             del os.environ[PRELOAD_ENV]
         else:
             os.environ[PRELOAD_ENV] = before
+
+
+def _can_fork() -> bool:
+    """Whether this process can be the fork server's parent by fork: one thread (a fork copies
+    only the caller, and a lock another thread held would stay held in every child), and a
+    standard library whose fork server takes the arguments :func:`_fork` gives (3.14 added an
+    authentication key to the server's protocol)."""
+    from multiprocessing import forkserver
+
+    return (
+        threading.active_count() == 1
+        and sys.version_info < (3, 14)
+        and isinstance(getattr(forkserver, "_forkserver", None), forkserver.ForkServer)
+    )
+
+
+def _fork(keep_out: Sequence[int]) -> None:
+    """Fork the fork server from this process (under _lock): the same listening socket and
+    "alive" pipe as the standard library's ``ensure_running`` makes, the same server loop
+    (``forkserver.main``), but run by a fork instead of a fresh interpreter, then recorded
+    where ``ensure_running`` looks for it, so that the pool's context uses it (and starts a
+    spawned one again if it dies)."""
+    import socket
+    from multiprocessing import connection, forkserver, resource_tracker, util
+
+    # the standard library's private parts that its own ensure_running uses (typeshed has none)
+    connections: Any = connection
+    server: Any = forkserver._forkserver
+    resource_tracker.ensure_running()  # its descriptor goes to every child, as the stdlib does
+    with socket.socket(socket.AF_UNIX) as listener:
+        address = connections.arbitrary_address("AF_UNIX")
+        listener.bind(address)
+        if not util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()  # every client holds the write end; EOF ends the server
+        for stream in (sys.stdout, sys.stderr):  # not written twice, by each child
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            _serve(listener.fileno(), alive_r, [alive_w, *keep_out])
+        os.close(alive_r)
+    with server._lock:
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
+
+
+def _serve(listener: int, alive_r: int, close: Sequence[int]) -> NoReturn:
+    """The forked server's whole life: the standard library's loop, then leave without running
+    what the worker registered to run at exit (its pid file, its log handlers' flush)."""
+    global _lock
+    code = 1
+    try:
+        _lock = threading.Lock()  # the worker held it at the fork
+        for fd in close:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        # see .preload: a signal sent to the worker's group must not end the server
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        from multiprocessing import forkserver
+
+        forkserver.main(listener, alive_r, [])
+    except SystemExit:  # how the standard library's loop ends once every client is gone
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def _stop() -> None:
