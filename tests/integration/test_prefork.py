@@ -548,22 +548,24 @@ def test_a_fetched_task_that_outlives_its_lease_has_it_renewed(
     client.close()
 
 
-def _hold_behind_a_task_that_lasts(app: Celeriac, tmp_path: Path) -> int:
-    """Make a child claim two messages and run the first, which lasts: one child blocks on
-    ``p.block`` (``b0``), then one batch of ``p.nothing``, ``p.block`` (``b1``) and ``p.block``
-    (``b2``, released already) reaches the other child, which claims ``p.nothing`` alone (its
-    last claim found nothing), then the two blocks at once (the queue was deep, the task short),
-    running ``b1`` and holding ``b2``. Returns the pid of the first child, blocked on ``b0``.
-    The test sets ``PAIR_ENV``: on a loaded machine ``p.nothing`` may take more than the 10 ms
-    under which a child claims two."""
+def _hold_behind_a_task_that_lasts(app: Celeriac, tmp_path: Path, held: int = 1) -> int:
+    """Make a child claim several messages and run the first, which lasts: one child blocks on
+    ``p.block`` (``b0``), then one batch of ``p.nothing``, ``p.block`` (``b1``) and ``held``
+    more ``p.block`` (``b2``..., released already) reaches the other child, which claims
+    ``p.nothing`` alone (its last claim found nothing), then the blocks at once (the queue was
+    deep, the task short), running ``b1`` and holding the rest. Returns the pid of the first
+    child, blocked on ``b0``. The test sets ``PAIR_ENV``: on a loaded machine ``p.nothing`` may
+    take more than the 10 ms under which a child claims several."""
     app.tasks["p.block"].delay(str(tmp_path / "m0"), str(tmp_path / "b0"))
     first = read_pid(tmp_path / "m0")
-    (tmp_path / "b2").touch()
+    rest = [f"{n}" for n in range(2, 2 + held)]
+    for n in rest:
+        (tmp_path / f"b{n}").touch()
     app.send_many(
         [
             ("p.nothing", (), {}),
             ("p.block", (str(tmp_path / "m1"), str(tmp_path / "b1")), {}),
-            ("p.block", (str(tmp_path / "m2"), str(tmp_path / "b2")), {}),
+            *[("p.block", (str(tmp_path / f"m{n}"), str(tmp_path / f"b{n}")), {}) for n in rest],
         ]
     )
     assert read_pid(tmp_path / "m1") != first
@@ -589,6 +591,33 @@ def test_a_message_held_behind_a_task_that_lasts_goes_to_the_first_child_free(
         assert client.hget(f"{prefix}q:celery:cnt", member) == b"1"  # claimed once, not run
         (tmp_path / "b0").touch()  # the first child comes free and claims b2; b1 still blocks
         assert read_pid(tmp_path / "m2") == first
+        (tmp_path / "b1").touch()
+    client.close()
+
+
+def test_the_rest_of_a_batch_held_behind_a_task_that_lasts_goes_back_together(
+    fetch_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child claims up to four messages at once when its tasks are short: held behind a
+    task that lasts, the three it did not run go back to their queue together, in their order,
+    each claimed once, and the first child free runs them. The hold limit is 0.5 s here, which
+    keeps the claim at four however long ``p.nothing`` takes on a loaded machine (a claim's
+    size keeps the last held waiting about half the limit)."""
+    monkeypatch.setenv(HOLD_ENV, "0.5")
+    monkeypatch.setenv(LEASE_ENV, "60")
+    monkeypatch.setenv(PAIR_ENV, "5")
+    prefix = os.environ[FETCH_ENV]
+    client = redis.Redis.from_url(REDIS_URL)
+    with prefork() as (app, _pool):
+        first = _hold_behind_a_task_that_lasts(app, tmp_path, held=3)
+        ready = f"{prefix}q:celery:ready"
+        wait_until(lambda: client.zcard(ready) == 3, "b2, b3 and b4 to be given back")
+        members: list[Any] = list(client.zrange(ready, 0, -1))
+        counts = [client.hget(f"{prefix}q:celery:cnt", member) for member in members]
+        assert counts == [b"1", b"1", b"1"]  # claimed once, not run
+        assert not any((tmp_path / f"m{n}").exists() for n in (2, 3, 4))
+        (tmp_path / "b0").touch()  # the first child comes free and runs them; b1 still blocks
+        assert [read_pid(tmp_path / f"m{n}") for n in (2, 3, 4)] == [first] * 3
         (tmp_path / "b1").touch()
     client.close()
 

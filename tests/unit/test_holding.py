@@ -1,5 +1,6 @@
-"""The holder of a fetching child's second message (``celeriac.worker.pools.holding``): taken
-by the main thread, or given back by its own thread once held too long, never both."""
+"""The holder of the rest of a fetching child's claim (``celeriac.worker.pools.holding``): each
+message taken by the main thread in order, or all given back by its own thread once held too
+long, never both."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from celeriac.transports.base import Delivery
-from celeriac.worker.pools import holding
+from celeriac.worker.pools import fetching, holding
 from celeriac.worker.pools.holding import Holder
 
 
@@ -22,44 +23,62 @@ class Released:
 
     def __init__(self) -> None:
         self.items: list[Delivery] = []
+        self.calls = 0
         self.event = threading.Event()
 
-    def __call__(self, item: Delivery) -> None:
-        self.items.append(item)
+    def __call__(self, items: list[Delivery]) -> None:
+        self.items.extend(items)
+        self.calls += 1
         self.event.set()
 
 
-def test_a_message_taken_in_time_is_the_takers_and_never_given_back() -> None:
+def test_messages_taken_in_time_are_the_takers_in_order_and_never_given_back() -> None:
     released = Released()
     holder = Holder(released, limit=60)
-    first = delivery(1)
-    holder.hold(first)
+    first, second = delivery(1), delivery(2)
+    holder.hold([first, second])
     assert holder.take() is first
+    assert holder.take() is second
     assert holder.take() is None
-    holder.hold(delivery(2))
-    assert holder.close() == delivery(2)  # still held at close: the caller gives it back
+    holder.hold([delivery(3), delivery(4)])
+    assert holder.take() == delivery(3)
+    # still held at close: the caller gives them back
+    assert holder.close() == [delivery(4)]
     assert released.items == []
 
 
-def test_a_message_held_past_the_limit_is_given_back_once() -> None:
+def test_take_all_hands_over_what_is_held() -> None:
+    holder = Holder(Released(), limit=60)
+    holder.hold([delivery(1), delivery(2), delivery(3)])
+    assert holder.take() == delivery(1)
+    assert holder.take_all() == [delivery(2), delivery(3)]
+    assert holder.take() is None and holder.take_all() == []
+    holder.hold([delivery(4)])  # nothing held any more: a new claim may be held
+    assert holder.close() == [delivery(4)]
+
+
+def test_messages_held_past_the_limit_are_given_back_together_once() -> None:
     released = Released()
     holder = Holder(released, limit=0.02, tick=0.005)
     started = time.monotonic()
-    holder.hold(delivery(1))
+    holder.hold([delivery(1), delivery(2), delivery(3)])
+    assert holder.take() == delivery(1)
     assert released.event.wait(5)
     waited = time.monotonic() - started
-    assert released.items == [delivery(1)]
+    assert released.items == [delivery(2), delivery(3)]
+    assert released.calls == 1  # one give-back for the lot
     assert waited >= 0.02
-    assert holder.take() is None  # back in its queue: the main thread must not run it
-    assert holder.released == 1
-    assert holder.close() is None
+    assert holder.take() is None  # back in their queue: the main thread must not run them
+    assert holder.released == 2
+    assert holder.close() == []
 
 
-def test_only_one_message_is_held_at_a_time() -> None:
+def test_one_claim_is_held_at_a_time() -> None:
     holder = Holder(Released(), limit=60)
-    holder.hold(delivery(1))
+    holder.hold([delivery(1), delivery(2)])
+    assert holder.take() == delivery(1)
     with pytest.raises(RuntimeError):
-        holder.hold(delivery(2))
+        holder.hold([delivery(3)])
     holder.close()
 
 
@@ -68,13 +87,13 @@ def test_a_parked_watcher_wakes_for_the_next_hold(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(holding, "PARK_AFTER", 0.01)
     released = Released()
     holder = Holder(released, limit=0.02, tick=0.005)
-    holder.hold(delivery(1))
+    holder.hold([delivery(1)])
     assert holder.take() == delivery(1)
     deadline = time.monotonic() + 5
     while not holder._parked:
         assert time.monotonic() < deadline, "the watcher did not park"
         time.sleep(0.005)
-    holder.hold(delivery(2))
+    holder.hold([delivery(2)])
     assert released.event.wait(5)
     assert released.items == [delivery(2)]
     holder.close()
@@ -82,7 +101,7 @@ def test_a_parked_watcher_wakes_for_the_next_hold(monkeypatch: pytest.MonkeyPatc
 
 def test_close_stops_the_thread() -> None:
     holder = Holder(Released(), limit=60)
-    holder.hold(delivery(1))
+    holder.hold([delivery(1)])
     thread = holder._thread
     assert thread is not None and thread.is_alive()
     holder.close()
@@ -92,23 +111,43 @@ def test_close_stops_the_thread() -> None:
 def test_a_failing_release_is_logged_and_the_watcher_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    calls: list[Delivery] = []
+    calls: list[list[Delivery]] = []
     second = threading.Event()
 
-    def release(item: Delivery) -> None:
-        calls.append(item)
+    def release(items: list[Delivery]) -> None:
+        calls.append(items)
         if len(calls) == 1:
             raise ConnectionError("Redis went away")
         second.set()
 
     holder = Holder(release, limit=0.01, tick=0.005)
-    holder.hold(delivery(1))
+    holder.hold([delivery(1)])
     deadline = time.monotonic() + 5
     while holder.released < 1:
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    holder.hold(delivery(2))
+    holder.hold([delivery(2)])
     assert second.wait(5)
-    assert calls == [delivery(1), delivery(2)]
-    assert "giving back a held message failed" in caplog.text
+    assert calls == [[delivery(1)], [delivery(2)]]
+    assert "giving back held messages failed" in caplog.text
     holder.close()
+
+
+@pytest.mark.parametrize(
+    ("ready_left", "last_run", "size"),
+    [
+        (False, 0.0001, 1),  # the last claim emptied the queue: one at a time
+        (True, 0.0, fetching.CLAIM_MOST),  # nothing run yet
+        (True, 0.0001, fetching.CLAIM_MOST),  # no-op tasks
+        (True, 0.003, 4),  # the last held waits 9 ms of a 20 ms limit
+        (True, 0.004, 3),
+        (True, 0.009, 2),
+        (True, fetching.PAIR_UNDER, 1),  # tasks that last gain nothing from a batch
+        (True, 0.5, 1),
+    ],
+)
+def test_a_claims_size_keeps_the_last_held_waiting_about_half_the_hold_limit(
+    ready_left: bool, last_run: float, size: int
+) -> None:
+    assert holding.HOLD_LIMIT == 0.02 and fetching.CLAIM_MOST == 4  # the figures above
+    assert fetching.claim_size(ready_left, last_run) == size

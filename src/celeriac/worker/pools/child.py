@@ -400,7 +400,7 @@ def _fetch_loop(
                 if _answer(app, config, send, slot, message, done):
                     break
                 continue
-            held = holder.take()  # the second of the last claim, unless given back
+            held = holder.take()  # the next of the last claim, unless given back
             if held is not None:
                 if held.queue not in fetching.queues:  # cancel_consumer while it was held
                     fetching.give_back([held])
@@ -425,8 +425,8 @@ def _fetch_loop(
                         if not deliveries:
                             continue
                 delivery = deliveries[0]
-                if len(deliveries) > 1:  # a pair (never more: fetch asks for two at most)
-                    holder.hold(deliveries[1])
+                if len(deliveries) > 1:  # the rest of a batch: run next, unless given back
+                    holder.hold(deliveries[1:])
             fetching.run(delivery, slot)
             done += 1
             retire = _retire_reason(config, done)

@@ -44,6 +44,7 @@ from celeriac import signals, states
 from celeriac.errors import DecodeError, TransportError
 from celeriac.protocol.codec import decode_body
 from celeriac.transports.base import DeadLetter, Delivery, Fetcher
+from celeriac.worker.pools import holding
 from celeriac.worker.pools.base import PoolOptions, effective_time_limits
 from celeriac.worker.pools.board import Running, SlotWriter
 from celeriac.worker.pools.holding import Holder
@@ -60,10 +61,27 @@ logger = logging.getLogger("celeriac.worker")
 #: How long one wait for messages lasts before the child looks at its pipe anyway (the worker
 #: ends a wait when it writes to the child; this bounds the race where it wrote just before).
 IDLE_WAIT = 1.0
-#: A child claims two messages at once only when its last claim left more ready and its last
-#: task ran for less than this (seconds): a task that lasts gains nothing from the pair, and
-#: its partner would only be held and given back (:mod:`.holding`).
+#: A child claims several messages at once only when its last claim left more ready and its
+#: last task ran for less than this (seconds): a task that lasts gains nothing from a batch,
+#: and the rest of it would only be held and given back (:mod:`.holding`).
 PAIR_UNDER = 0.01
+#: The most messages one claim takes (the first runs, the rest are held).
+CLAIM_MOST = 4
+
+
+def claim_size(ready_left: bool, last_run: float) -> int:
+    """How many messages the next claim takes: one, unless the last claim left more ready and
+    the last task ran under :data:`PAIR_UNDER`; then as many as keep the wait of the last one
+    held behind tasks like the last to about half the hold limit (:data:`.holding.HOLD_LIMIT`,
+    read at each claim; two for a task of 10 ms,
+    :data:`CLAIM_MOST` for one of 2.5 ms or less), so that a batch is seldom given back."""
+    if not ready_left or last_run >= PAIR_UNDER:
+        return 1
+    if last_run <= 0:
+        return CLAIM_MOST
+    return min(CLAIM_MOST, 1 + int(holding.HOLD_LIMIT / (2 * last_run)))
+
+
 #: Back-off while the broker cannot be reached, doubling up to the maximum.
 OUTAGE_DELAY = 0.1
 OUTAGE_DELAY_MAX = 5.0
@@ -195,10 +213,11 @@ class Fetching:
 
     # -- fetching ---------------------------------------------------------------------------------
     def fetch(self, wait: float) -> list[Delivery]:
-        """Claim one message, or two when the queues are deep and tasks short (see
-        :data:`PAIR_UNDER`), sending the acks waiting; waiting up to ``wait``; ``[]`` when the
-        wait was ended from outside or the broker cannot be reached (after a back-off)."""
-        count = 2 if self.fetcher.ready_left and self.last_run < PAIR_UNDER else 1
+        """Claim one message, or up to :data:`CLAIM_MOST` when the queues are deep and tasks
+        short (see :data:`PAIR_UNDER`), sending the acks waiting; waiting up to ``wait``; ``[]``
+        when the wait was ended from outside or the broker cannot be reached (after a
+        back-off)."""
+        count = claim_size(self.fetcher.ready_left, self.last_run)
         try:
             deliveries = self.fetcher.fetch(self.queues, count, wait, self.acks)
         except TransportError as exc:
@@ -225,17 +244,13 @@ class Fetching:
             logger.warning("could not give back %d messages: %s", len(deliveries), exc)
 
     def give_back_held(self) -> None:
-        """Give back the message held, if any (the child retires or fetches from nothing)."""
-        held = self.holder.take()
-        if held is not None:
-            self.give_back([held])
+        """Give back the messages held, if any (the child retires or fetches from nothing)."""
+        self.give_back(self.holder.take_all())
 
     def close(self) -> None:
         """Give back what is still held, send the acks waiting, disconnect (the child
         leaves)."""
-        held = self.holder.close()
-        if held is not None:
-            self.give_back([held])
+        self.give_back(self.holder.close())
         self.flush()
         self.fetcher.close()
         if self._returner is not None:
@@ -369,20 +384,21 @@ class Fetching:
         except TransportError as exc:
             logger.warning("settling %s: %s (its lease will expire)", delivery.tag, exc)
 
-    def _release(self, delivery: Delivery) -> None:
-        """The holder's (on its thread): a held message waited too long behind the task
-        running here, so it goes back to the head of its queue, where the first child free
-        claims it, on a connection of the holder's own."""
+    def _release(self, deliveries: list[Delivery]) -> None:
+        """The holder's (on its thread): held messages waited too long behind the task
+        running here, so they go back to their places in their queues (the head, as a rule),
+        where the first child free claims them, on a connection of the holder's own."""
         returner = self._returner
         if returner is None:
             returner = self._returner = self._spare() if self._spare is not None else None
-        if returner is None:  # no second connection to be had: the worker takes it
-            self._hand_over(delivery, "held behind a task that lasts")
+        if returner is None:  # no second connection to be had: the worker takes them
+            for delivery in deliveries:
+                self._hand_over(delivery, "held behind a task that lasts")
             return
         try:
-            returner.give_back([delivery])
-        except TransportError as exc:  # its lease runs out and it comes back: not lost
-            logger.warning("could not give back a held message: %s", exc)
+            returner.give_back(deliveries)
+        except TransportError as exc:  # their leases run out and they come back: not lost
+            logger.warning("could not give back %d held messages: %s", len(deliveries), exc)
 
     def _hand_over(self, delivery: Delivery, why: str) -> None:
         self.send(
