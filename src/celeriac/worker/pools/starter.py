@@ -190,10 +190,19 @@ def _can_fork() -> bool:
     from multiprocessing import forkserver
 
     return (
-        threading.active_count() == 1
+        _threads() == 1
         and sys.version_info < (3, 14)
         and isinstance(getattr(forkserver, "_forkserver", None), forkserver.ForkServer)
     )
+
+
+def _threads() -> int:
+    """This process's threads, native ones included where the kernel lists them (a library's
+    thread pool started at import, such as a BLAS's, is not in :mod:`threading`'s count)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
 
 
 def _fork(keep_out: Sequence[int]) -> None:
