@@ -598,11 +598,11 @@ def test_a_message_held_behind_a_task_that_lasts_goes_to_the_first_child_free(
 def test_the_rest_of_a_batch_held_behind_a_task_that_lasts_goes_back_together(
     fetch_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A child claims up to four messages at once when its tasks are short: held behind a
+    """A child claims several messages at once when its tasks are short: held behind a
     task that lasts, the three it did not run go back to their queue together, in their order,
     each claimed once, and the first child free runs them. The hold limit is 0.5 s here, which
-    keeps the claim at four however long ``p.nothing`` takes on a loaded machine (a claim's
-    size keeps the last held waiting about half the limit)."""
+    keeps the claim at all four queued however long ``p.nothing`` takes on a loaded machine (a
+    claim's size keeps the last held waiting about half the limit)."""
     monkeypatch.setenv(HOLD_ENV, "0.5")
     monkeypatch.setenv(LEASE_ENV, "60")
     monkeypatch.setenv(PAIR_ENV, "5")

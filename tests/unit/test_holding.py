@@ -149,5 +149,5 @@ def test_a_failing_release_is_logged_and_the_watcher_goes_on(
 def test_a_claims_size_keeps_the_last_held_waiting_about_half_the_hold_limit(
     ready_left: bool, last_run: float, size: int
 ) -> None:
-    assert holding.HOLD_LIMIT == 0.02 and fetching.CLAIM_MOST == 4  # the figures above
+    assert holding.HOLD_LIMIT == 0.02 and fetching.CLAIM_MOST == 16  # the figures above
     assert fetching.claim_size(ready_left, last_run) == size

@@ -1,12 +1,15 @@
 """The rest of a fetching child's claim, held in order while the first message runs, and given
 back to the head of its queue if that run lasts.
 
-Why: a prefork child that claims several messages when its queue is deep (up to four, see
+Why: a prefork child that claims several messages when its queue is deep (up to 16, see
 :func:`.fetching.claim_size`) makes fewer claims, one Redis script call and one round trip for
-several tasks: a drain of 20,000 no-op tasks (prefork ``-c 2``, a 2-core machine, six
-interleaved pairs) ran at 5,716 tasks/s (median) claiming up to four against 5,040 claiming up
-to two, with 175 us of worker CPU per task against 196 and 77 of Redis' against 92 (claiming two
-against one, earlier: 3,806-3,955 tasks/s against 3,342-3,651). But a message held behind a
+several tasks. Drains of 20,000 no-op tasks (prefork ``-c 2``, a 2-core machine, a Redis of
+their own, interleaved runs, medians): claiming up to four, 5,716 tasks/s against 5,040 for
+pairs (six runs each), 175 us of worker CPU per task against 196, Redis 77 against 92; in
+another sitting (four runs each) up to 4, 8 and 16: 5,157, 5,868 and 6,542 tasks/s, worker CPU
+201, 176 and 153 us, Redis 86, 74 and 62; in a third, up to 8, 16 and 32: 6,123, 6,271 and
+6,108 tasks/s (161-164 us, 66-69 us): flat past 8 to 16. (Pairs against one at a time, earlier:
+3,806-3,955 tasks/s against 3,342-3,651.) But a message held behind a
 task that runs long would wait for it while another child idles, which is the unfair dispatch
 that Celery's prefetch is known for (and its ``-O fair`` avoids). So a thread watches what is
 held and, once it has been held for :data:`HOLD_LIMIT`, gives all of it back to its places in
