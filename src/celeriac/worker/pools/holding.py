@@ -91,19 +91,22 @@ class Holder:
     def take_all(self) -> list[Delivery]:
         """Every message still held, now the caller's (to give back)."""
         with self._cond:
-            held = list(self._held)
-            self._held.clear()
-            return held
+            return self._drain()
 
     def close(self) -> list[Delivery]:
         """Stop watching; the messages still held, for the caller to give back."""
         with self._cond:
             self._closed = True
-            held = list(self._held)
-            self._held.clear()
+            held = self._drain()
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(5.0)
+        return held
+
+    def _drain(self) -> list[Delivery]:
+        """Empty the hold, returning what it held (under the lock)."""
+        held = list(self._held)
+        self._held.clear()
         return held
 
     def _watch(self) -> None:
@@ -116,8 +119,7 @@ class Holder:
                     last_held = now
                     if now - self._since >= self._limit:
                         # under the lock: the main thread cannot take one of them now
-                        held = list(self._held)
-                        self._held.clear()
+                        held = self._drain()
                         self.released += len(held)
                         try:
                             self._release(held)
