@@ -626,16 +626,30 @@ def _chunks(
         if item.dedup_key is not None and plan and item.dedup_ttl > 0:
             ttl_ms = max(1, math.ceil(item.dedup_ttl * 1000))
             dedup += (len(indexes) - 1, count, len(plan), item.dedup_key, ttl_ms)
-        due = "" if item.due_at is None else repr(float(item.due_at))
-        for dest in plan:
-            key = (dest.priority, item.exchange, item.routing_key)
-            header = headers.get(key)
-            if header is None:
-                header = headers[key] = stored_value(dest.priority, item, b"")
-            copies += (dest.queue, due, header + payload)
-            size += len(payload)
+        copies += _copies(item, payload, plan, headers)
+        size += len(payload) * len(plan)
         count += len(plan)
     yield indexes, call()
+
+
+def _copies(
+    item: Outgoing,
+    payload: bytes,
+    plan: list[Destination],
+    headers: dict[tuple[int, str, str], bytes],
+) -> list[Any]:
+    """An item's PUBLISH copies, ``(queue, due, stored value)`` for each destination;
+    ``headers`` keeps each (priority, exchange, routing key)'s value header for the next item
+    of a batch."""
+    due = "" if item.due_at is None else repr(float(item.due_at))
+    copies: list[Any] = []
+    for dest in plan:
+        key = (dest.priority, item.exchange, item.routing_key)
+        header = headers.get(key)
+        if header is None:
+            header = headers[key] = stored_value(dest.priority, item, b"")
+        copies += (dest.queue, due, header + payload)
+    return copies
 
 
 def publish_one(
@@ -644,10 +658,7 @@ def publish_one(
     """The PUBLISH arguments of one plain message (no dedup key): what :func:`publish_chunks`
     builds for a batch of one, without its chunking. Raises before anything is sent if the
     exchange or routing key holds a NUL."""
-    due = "" if item.due_at is None else repr(float(item.due_at))
-    copies: list[Any] = []
-    for dest in plan:
-        copies += (dest.queue, due, stored_value(dest.priority, item, payload))
+    copies = _copies(item, payload, plan, {})
     if not plan:
         stored_value(0, item, b"")  # the name check alone
     return (prefix, version, "", len(plan), *copies)
