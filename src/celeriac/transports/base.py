@@ -35,7 +35,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -308,6 +308,15 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def publish_batch(self, items: Sequence[Outgoing]) -> list[int]:
         """Publish many messages in as few round trips as the broker allows; counts per item."""
+
+    def publish_now(self, items: Sequence[Outgoing]) -> Awaitable[list[int]] | None:
+        """Start publishing ``items`` from a callback on the running loop, awaiting nothing:
+        what it returns gives their counts, as :meth:`publish_batch` would; ``None`` when it
+        cannot start them now (the caller awaits :meth:`publish_batch` instead, as it does for
+        a transport without this). Why: the sync producer's window (:mod:`celeriac.app.pipeline`)
+        hands a ``.delay()`` to its loop in a callback; written there, the message leaves a loop
+        turn or two sooner than from a task, which a round trip waits for."""
+        return None
 
     def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
         """Publish from synchronous code. Transports with a blocking client override this.

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractConnection
@@ -231,12 +231,20 @@ class Link:
                         for exchange, key, body, p in frames
                     )
                 )
-        counts: list[int] = []
-        for result in results:
-            if isinstance(result, Basic.Nack):
-                raise TransportError("RabbitMQ refused a message (basic.nack)")
-            counts.append(1 if isinstance(result, Basic.Ack) else 0)
-        return counts
+        return _counts(results)
+
+    def send_now(self, frames: Sequence[Frame], timeout: float) -> Awaitable[list[int]] | None:
+        """:meth:`send` from a loop callback: the frames are queued for the writer before this
+        returns (:func:`~celeriac.transports.amqp.wire.publish_now`), and the awaitable gives
+        their counts once confirmed; ``None`` when that cannot be done now (no open publish
+        channel with confirms, or what ``publish_now`` refuses): :meth:`send` instead."""
+        channel = self._channels.get("publish")
+        if not self.confirms or channel is None or channel.is_closed:
+            return None
+        sent = wire.publish_now(channel, frames)
+        if sent is None:
+            return None
+        return _confirmed(sent, timeout)
 
     def take(self, queues: list[str], max_count: int) -> list[tuple[str, DeliveredMessage]]:
         """Up to ``max_count`` buffered deliveries, taken round-robin across ``queues``."""
@@ -302,6 +310,21 @@ class Link:
             await asyncio.wait_for(self.connection.close(), timeout)
         except (TimeoutError, Exception) as exc:  # closing a dead link
             logger.debug("closing the AMQP connection: %s", exc)
+
+
+async def _confirmed(sent: list[asyncio.Future[Any]], timeout: float) -> list[int]:
+    async with asyncio.timeout(timeout):
+        return _counts(await asyncio.gather(*sent))
+
+
+def _counts(results: Sequence[Any]) -> list[int]:
+    """1 per message confirmed, 0 per returned (unroutable); a ``basic.nack`` is an error."""
+    counts: list[int] = []
+    for result in results:
+        if isinstance(result, Basic.Nack):
+            raise TransportError("RabbitMQ refused a message (basic.nack)")
+        counts.append(1 if isinstance(result, Basic.Ack) else 0)
+    return counts
 
 
 def on_close(link: Link) -> Callable[..., Any]:

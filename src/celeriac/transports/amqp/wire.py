@@ -8,7 +8,10 @@ limit: a channel may carry any number of ``basic.publish`` frame sets back to ba
 confirmed by its sequence number. So a batch is marshalled here into one ``ChannelFrame`` and
 queued once, with a confirmation future registered per message exactly as ``basic_publish``
 does (same sequence numbers, same ``message_id`` map that tells a ``basic.return`` which publish
-it answers), so aiormq's reader settles them unchanged.
+it answers), so aiormq's reader settles them unchanged. :func:`publish_now` does the same from
+a loop callback: it queues the frames for aiormq's writer without awaiting, when the channel's
+lock is free (nothing else is between taking confirm numbers and queueing its frames), which
+spares the sync producer a task and a loop turn per send (:mod:`celeriac.app.pipeline`).
 
 ``basic.qos`` is a synchronous method: aiormq's ``basic_qos`` writes it under the channel's rpc
 lock and waits there for ``qos-ok``. The consumer changes QoS with every fetch and every early
@@ -47,6 +50,7 @@ _NEEDED = (
     "max_content_size",
     "rpc_frames",
     "closing",
+    "_Channel__lock",  # the lock under ``lock``: publish_now must see whether it is held
 )
 #: Messages per write: big enough to amortise, small enough that confirms start flowing early.
 CHUNK = 256
@@ -117,6 +121,36 @@ async def publish(
                 ChannelFrame.marshall(channel_number=raw.number, frames=out, drain_future=drained)
             )
             await drained
+    return futures
+
+
+def publish_now(
+    channel: AbstractChannel, frames: Sequence[tuple[str, str, bytes, Basic.Properties]]
+) -> list[asyncio.Future[Any]] | None:
+    """Queue ``mandatory`` publishes for the connection's writer without awaiting anything (a
+    loop callback's way: no task, no lock wait, no drain); each message's confirmation future,
+    or ``None``, with nothing done, when that cannot be done safely now: the channel is not
+    a batching one, is closed, or its lock is held (a publish or rpc in progress: messages
+    queued now would take confirm numbers ahead of its frames), the writer's queue is full, a
+    routing key is too long (the awaited path raises that), or the batch is over a chunk."""
+    raw: Any = channel
+    if (
+        not batching(channel)
+        or channel.is_closed
+        or raw._Channel__lock.locked()
+        or raw.write_queue.full()
+        or len(frames) > CHUNK
+        or any(len(key.encode()) > 255 for _, key, _, _ in frames)
+    ):
+        return None
+    futures: list[asyncio.Future[Any]] = []
+    out: list[Any] = []
+    for exchange, key, body, props in frames:
+        futures.append(_expect_confirm(raw, props))
+        out.append(Basic.Publish(exchange=exchange, routing_key=key, mandatory=True))
+        out.append(ContentHeader(properties=props, body_size=len(body)))
+        out.extend(_body_frames(raw, body))
+    raw.write_queue.put_nowait(ChannelFrame.marshall(channel_number=raw.number, frames=out))
     return futures
 
 
