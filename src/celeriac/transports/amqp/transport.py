@@ -79,7 +79,7 @@ from pamqp.commands import Basic
 from celeriac.errors import ImproperlyConfigured, TransportError
 from celeriac.protocol.message import Message
 from celeriac.routing import Binding, Exchange, Queue
-from celeriac.transports.amqp import codec, delay, topology, transient
+from celeriac.transports.amqp import codec, delay, topology, transient, wire
 from celeriac.transports.amqp.link import Frame, Link, on_close
 from celeriac.transports.amqp.settle import Settler
 from celeriac.transports.amqp.url import connect_first, parse_amqp_urls
@@ -379,8 +379,8 @@ class AMQPTransport(Transport):
         writer at once (:meth:`Link.send_now`), a loop turn or two sooner than a task that
         awaits :meth:`publish_batch` would write them."""
         link = self._links.get(asyncio.get_running_loop())
-        if link is None or link.broken:
-            return None
+        if link is None or link.broken or len(items) > wire.CHUNK:
+            return None  # a batch of many chunks: publish_batch's writes and awaited drains
         now = time.time()
         frames: list[Frame] = []
         for item in items:
