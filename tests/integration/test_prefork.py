@@ -622,6 +622,32 @@ def test_the_rest_of_a_batch_held_behind_a_task_that_lasts_goes_back_together(
     client.close()
 
 
+def test_what_a_killed_child_held_is_given_back_as_it_dies_not_at_its_lease_end(
+    fetch_db: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A child killed (a segfault, the OOM killer: SIGKILL here) while it holds the rest of a
+    claim: the worker reads what it held from the board as it reaps it and gives that back to
+    the queue at once, where the next child runs it, long before the 60 s lease would have
+    brought it back (the hold limit is 60 s too: only the child's death ends the hold)."""
+    monkeypatch.setenv(HOLD_ENV, "60")
+    monkeypatch.setenv(LEASE_ENV, "60")
+    monkeypatch.setenv(PAIR_ENV, "5")
+    caplog.set_level("INFO", logger="celeriac.worker")
+    with prefork() as (app, _pool):
+        _hold_behind_a_task_that_lasts(app, tmp_path, held=3)
+        holder = read_pid(tmp_path / "m1")
+        (tmp_path / "m1").unlink()
+        (tmp_path / "b1").touch()  # b1 runs again (its child was lost): it must not block
+        os.kill(holder, signal.SIGKILL)
+        runners = [read_pid(tmp_path / f"m{n}") for n in (2, 3, 4)]
+        assert holder not in runners
+        assert f"child {holder} died holding 3 messages: given back" in caplog.text
+        (tmp_path / "b0").touch()
+
+
 def test_a_child_told_to_fetch_elsewhere_while_it_holds_a_message_gives_it_back(
     fetch_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -57,6 +57,53 @@ def test_take_all_hands_over_what_is_held() -> None:
     assert holder.close() == [delivery(4)]
 
 
+class Listed:
+    """A board slot's list of what is held: what ``hold`` listed, how many ``took`` took."""
+
+    def __init__(self) -> None:
+        self.listed: list[tuple[str, object]] = []
+        self.taken = 0
+
+    def hold(self, held: list[tuple[str, object]]) -> bool:
+        self.listed, self.taken = held, 0
+        return True
+
+    def took(self, count: int) -> None:
+        self.taken = count
+
+    def left(self) -> list[tuple[str, object]]:
+        return self.listed[self.taken :]
+
+
+def test_the_board_lists_what_is_held_and_not_taken() -> None:
+    """The worker gives back what a dead child's slot lists: a message taken (to run or to
+    give back) leaves the list before the taker has it."""
+    board = Listed()
+    released = Released()
+    holder = Holder(released, limit=60, board=board)
+    holder.hold([delivery(1), delivery(2), delivery(3)])
+    assert board.left() == [("q", (1, 1)), ("q", (2, 1)), ("q", (3, 1))]
+    assert holder.take() == delivery(1)
+    assert board.left() == [("q", (2, 1)), ("q", (3, 1))]
+    assert holder.take_all() == [delivery(2), delivery(3)]
+    assert board.left() == []
+    holder.hold([delivery(4), delivery(5)])
+    assert board.left() == [("q", (4, 1)), ("q", (5, 1))]
+    assert holder.close() == [delivery(4), delivery(5)]
+    assert board.left() == []
+
+
+def test_what_is_given_back_for_lasting_too_long_leaves_the_board_list() -> None:
+    board = Listed()
+    released = Released()
+    holder = Holder(released, limit=0.02, tick=0.005, board=board)
+    holder.hold([delivery(1), delivery(2)])
+    assert released.event.wait(5)
+    assert released.items == [delivery(1), delivery(2)]
+    assert board.left() == []
+    holder.close()
+
+
 def test_messages_held_past_the_limit_are_given_back_together_once() -> None:
     released = Released()
     holder = Holder(released, limit=0.02, tick=0.005)

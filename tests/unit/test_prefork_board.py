@@ -109,3 +109,36 @@ def test_an_entry_of_plain_values_and_one_with_another_tag_both_read_back() -> N
         assert idle is not None and idle.running is None and idle.finished == 2
     writer.close()
     board.close()
+
+
+def test_what_a_child_holds_is_listed_until_taken_and_a_cleared_slot_lists_nothing() -> None:
+    board = Board(2)
+    writer = SlotWriter(os.dup(board.shared().fd), 1)
+    assert board.held(1) == []
+    held = [("q", ("1-0", 7)), ("q", ("2-0", 7)), ("other", ("3-0", 2))]
+    assert writer.hold(held)
+    assert board.held(1) == held
+    assert board.held(0) == []  # another child's slot
+    writer.took(1)
+    assert board.held(1) == held[1:]
+    writer.took(3)
+    assert board.held(1) == []
+    assert writer.hold([("q", _Tag(4))])  # a tag marshal refuses is pickled
+    assert board.held(1) == [("q", _Tag(4))]
+    # the list has a region of its own: a task's start does not touch it
+    assert writer.started(5, (0, 0, 0), None, running(1), {})
+    assert board.held(1) == [("q", _Tag(4))]
+    board.clear(1)
+    assert board.held(1) == [] and board.read(1) is None
+    writer.close()
+    board.close()
+
+
+def test_a_list_too_long_for_its_region_is_refused_and_lists_nothing() -> None:
+    board = Board(1)
+    writer = SlotWriter(os.dup(board.shared().fd), 0)
+    assert writer.hold([("q", ("1-0", 1))])
+    assert not writer.hold([(f"q{n}" * 500, (f"{n}-0" * 500, n)) for n in range(40)])
+    assert board.held(0) == []  # not the list before it either
+    writer.close()
+    board.close()

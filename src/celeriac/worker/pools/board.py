@@ -22,6 +22,13 @@ writes the entry, makes it even again; a reader copies the entry between two rea
 counter and tries again while they differ or are odd (a torn copy also fails to decode, and
 is tried again too). There is one writer per slot, and readers never write.
 
+A slot also lists what its child holds (:mod:`.holding`: the rest of a claim, waiting behind
+the task it runs), in a region of its own at the slot's end: each held message's queue and
+broker tag, written once per claim, and how many of them the child has taken since, a number
+it raises before it runs each (so a message is either listed or on its way to ``running``, never
+both). When a child dies, the worker gives back what it still held (:meth:`Board.held`) at
+once, instead of leaving it leased until its lease ends.
+
 The memory is an unlinked file (``memfd_create`` where there is one), so nothing is left behind
 whatever happens to the worker; each child gets its descriptor through the pipe that starts it
 (:class:`Shared`, pickled as :mod:`multiprocessing` pickles a ``Connection``), for the fork
@@ -52,6 +59,12 @@ _SEQUENCE = struct.Struct("=Q")
 _FIELDS = struct.Struct("=qqqqqBI")
 _HEADER = struct.Struct("=QqqqqqBI")  # both, as a reader reads them
 _READ_ATTEMPTS = 1000
+#: Bytes at each slot's end for what its child holds (a quarter of a smaller slot): its own
+#: sequence counter, then how many of the listed messages were taken, and the length of the
+#: list that follows. 16 held Redis tags with their queue names take under 2 KiB.
+HELD_ROOM = 32 * 1024
+_HELD_FIELDS = struct.Struct("=II")
+_HELD_HEADER = struct.Struct("=QII")
 
 
 class Running(NamedTuple):
@@ -133,6 +146,33 @@ class Board:
         """Empty slot ``index`` (before a new child takes it over)."""
         base = index * self.slot_size
         self._map[base : base + _HEADER.size] = bytes(_HEADER.size)
+        held = base + self.slot_size - _held_room(self.slot_size)
+        self._map[held : held + _HELD_HEADER.size] = bytes(_HELD_HEADER.size)
+
+    def held(self, index: int) -> list[tuple[str, Any]]:
+        """What the child of slot ``index`` holds and has not taken: ``(queue, tag)`` of each,
+        in order (read once the child is gone, or a consistent copy of a live one's)."""
+        room = _held_room(self.slot_size)
+        base = index * self.slot_size + self.slot_size - room
+        view = self._map
+        for _ in range(_READ_ATTEMPTS):
+            sequence, taken, length = _HELD_HEADER.unpack_from(view, base)
+            if sequence == 0 or length == 0:
+                return []
+            if sequence & 1 or length > room - _HELD_HEADER.size:
+                time.sleep(0)
+                continue
+            start = base + _HELD_HEADER.size
+            data = view[start : start + length]
+            if _SEQUENCE.unpack_from(view, base)[0] != sequence:
+                continue
+            try:
+                listed = _loads(data)
+            except Exception:  # a torn copy the counter did not catch: read again
+                listed = None
+            if listed is not None:
+                return [(str(queue), tag) for queue, tag in listed[taken:]]
+        return []
 
     def read(self, index: int) -> Entry | None:
         """Slot ``index``'s entry as last written whole, or ``None`` if none was written."""
@@ -197,12 +237,26 @@ def _encoded(task: Running, totals: dict[str, int]) -> bytes:
 def _decoded(data: bytes) -> tuple[Running | None, dict[str, int] | None]:
     try:
         if data[:1] == b"M":
-            fields, totals = marshal.loads(data[1:])  # noqa: S302 - our child wrote it
+            fields, totals = _loads(data)
             return Running(*fields), totals
-        task, totals = pickle.loads(data[1:])
+        task, totals = _loads(data)
     except Exception:  # a torn copy: the caller reads again
         return None, None
     return task, totals
+
+
+def _dumps(value: Any) -> bytes:
+    """``M`` and a :mod:`marshal` dump, or ``P`` and a pickle for what marshal cannot take."""
+    try:
+        return b"M" + marshal.dumps(value)
+    except ValueError:
+        return b"P" + pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def _loads(data: bytes) -> Any:
+    if data[:1] == b"M":
+        return marshal.loads(data[1:])  # noqa: S302 - our child wrote it
+    return pickle.loads(data[1:])
 
 
 class SlotWriter:
@@ -215,7 +269,11 @@ class SlotWriter:
         os.close(fd)  # the mapping keeps the memory
         self._sequence = _HEADER.unpack_from(self._map, 0)[0] & ~1
         self._length = 0
-        self.room = slot_size - _HEADER.size
+        self.room = slot_size - _HEADER.size - _held_room(slot_size)
+        self._held_room = _held_room(slot_size)
+        self._held_at = slot_size - self._held_room
+        self._held_sequence = _HELD_HEADER.unpack_from(self._map, self._held_at)[0] & ~1
+        self._held_length = 0
 
     def started(
         self, pid: int, counts: tuple[int, int, int], client_id: int | None, task: Running,
@@ -231,6 +289,33 @@ class SlotWriter:
     def idle(self, pid: int, counts: tuple[int, int, int], client_id: int | None) -> None:
         """Publish that nothing runs (the last task's totals stay)."""
         self._write(pid, counts, client_id, 0, None)
+
+    def hold(self, held: list[tuple[str, Any]]) -> bool:
+        """List ``(queue, tag)`` of each message now held, none taken yet; False (the list
+        stays empty) if it does not fit."""
+        data = _dumps(held)
+        if len(data) > self._held_room - _HELD_HEADER.size:
+            self._write_held(0, b"")
+            return False
+        self._write_held(0, data)
+        return True
+
+    def took(self, count: int) -> None:
+        """``count`` of the listed messages are taken now (to run, or to give back)."""
+        self._write_held(count, None)
+
+    def _write_held(self, taken: int, data: bytes | None) -> None:
+        """The held region's seqlock write (as :meth:`_write`)."""
+        view, at = self._map, self._held_at
+        self._held_sequence += 1
+        _SEQUENCE.pack_into(view, at, self._held_sequence)
+        if data is not None:
+            start = at + _HELD_HEADER.size
+            view[start : start + len(data)] = data
+            self._held_length = len(data)
+        _HELD_FIELDS.pack_into(view, at + _SEQUENCE.size, taken, self._held_length)
+        self._held_sequence += 1
+        _SEQUENCE.pack_into(view, at, self._held_sequence)
 
     def _write(
         self,
@@ -258,6 +343,10 @@ class SlotWriter:
     def close(self) -> None:
         with contextlib.suppress(BufferError):
             self._map.close()
+
+
+def _held_room(slot_size: int) -> int:
+    return min(HELD_ROOM, slot_size // 4)
 
 
 def _client(client_id: int | None) -> int:

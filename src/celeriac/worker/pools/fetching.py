@@ -186,7 +186,7 @@ class Fetching:
         #: Seconds the last task run here took (a short one lets the next claim take two).
         self.last_run = 0.0
         #: The second message of a claim, held while the first runs (:mod:`.holding`).
-        self.holder = Holder(self._release)
+        self.holder = Holder(self._release, board=self.writer)
 
     # -- the worker's word ------------------------------------------------------------------------
     def heard(self, message: object) -> bool:

@@ -20,8 +20,10 @@ The thread polls every :data:`TICK` rather than being woken at each hold: a wake
 would add a futex call and a thread switch to every batch. It parks after :data:`PARK_AFTER`
 with nothing held, and a hold wakes it. The lock it holds while it gives messages back is the
 one the child's main thread takes to start the next one, so a held message is run or given
-back, never both. A child killed while it holds messages (a crash within the hold limit) leaves
-them leased: they come back when the lease ends, as the message it ran does.
+back, never both. What is held is also listed on the child's slot of the board (``board``:
+:meth:`.board.SlotWriter.hold`, and :meth:`~.board.SlotWriter.took` before each one taken), so
+that when the child is killed while it holds messages (a crash within the hold limit), the
+worker gives them back at once rather than leaving them leased until their lease ends.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from celeriac.transports.base import Delivery
 
@@ -44,18 +47,30 @@ TICK = 0.01
 PARK_AFTER = 1.0
 
 
+class Listing(Protocol):
+    """Where what is held is listed for the worker to see (a child's slot of the board)."""
+
+    def hold(self, held: list[tuple[str, Any]]) -> bool: ...
+
+    def took(self, count: int) -> None: ...
+
+
 class Holder:
     """The rest of a claim, held in order (see the module docstring); ``release`` gives them
-    back, called from the watching thread; ``limit`` and ``tick`` are the module's
-    :data:`HOLD_LIMIT` and :data:`TICK` unless given."""
+    back, called from the watching thread; ``board`` lists them for the worker; ``limit`` and
+    ``tick`` are the module's :data:`HOLD_LIMIT` and :data:`TICK` unless given."""
 
     def __init__(
         self,
         release: Callable[[list[Delivery]], None],
         limit: float | None = None,
         tick: float | None = None,
+        board: Listing | None = None,
     ) -> None:
         self._release = release
+        self._board = board
+        self._listed = 0  # how many of the held messages the board lists (taken or not)
+        self._taken = 0
         self._limit = HOLD_LIMIT if limit is None else limit
         self._tick = TICK if tick is None else tick
         self._cond = threading.Condition(threading.Lock())
@@ -74,6 +89,9 @@ class Holder:
                 raise RuntimeError("messages are held already")
             self._held.extend(deliveries)
             self._since = time.monotonic()
+            if self._board is not None:
+                listed = self._board.hold([(d.queue, d.tag) for d in deliveries])
+                self._listed, self._taken = (len(deliveries) if listed else 0), 0
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._watch, name="celeriac-holder", daemon=True
@@ -86,7 +104,10 @@ class Holder:
         """The next held message, now the caller's to run; None if there is none (given
         back, or all taken)."""
         with self._cond:
-            return self._held.popleft() if self._held else None
+            if not self._held:
+                return None
+            self._took(1)
+            return self._held.popleft()
 
     def take_all(self) -> list[Delivery]:
         """Every message still held, now the caller's (to give back)."""
@@ -107,7 +128,16 @@ class Holder:
         """Empty the hold, returning what it held (under the lock)."""
         held = list(self._held)
         self._held.clear()
+        self._took(len(held))
         return held
+
+    def _took(self, count: int) -> None:
+        """``count`` more held messages are the caller's: off the board's list first (a
+        message listed there is given back if the child dies; one taken is not)."""
+        if count and self._listed:
+            self._taken += count
+            assert self._board is not None
+            self._board.took(self._taken)
 
     def _watch(self) -> None:
         cond = self._cond

@@ -238,10 +238,13 @@ class Overseer:
         """``child`` was reaped: count its last tasks, free its slot, and have the host end the
         task it ran from the board, if any (its slot is read now, before a new child takes it)."""
         entry = self.entry(child)
+        held = self.board.held(child.slot) if child.slot is not None and entry else []
         if child.slot is not None:
             self.board.clear(child.slot)
         if entry is None:
             return
+        if held:
+            self._spawn(self._give_back(child.pid, held))
         self.count(entry)
         self._counted.pop(entry.pid, None)
         task = entry.running
@@ -257,6 +260,18 @@ class Overseer:
             await self.host.board_lost(delivery_of(task), killed)
         finally:
             self.host.ran(task.task_id)
+
+    async def _give_back(self, pid: int, held: list[tuple[str, Any]]) -> None:
+        """What a dead child held (claimed, never run) goes back to its queues now, not when
+        its lease ends; a message no longer leased to it (its lease ended meanwhile) is only
+        warned of by the transport."""
+        deliveries = [Delivery(tag, queue, b"") for queue, tag in held]
+        try:
+            await self.transport.requeue(deliveries)
+        except TransportError as exc:  # their leases run out and they come back: not lost
+            logger.warning("could not give back %d messages child %d held: %s", len(held), pid, exc)
+            return
+        logger.info("child %d died holding %d messages: given back", pid, len(held))
 
     # -- background calls -------------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:
