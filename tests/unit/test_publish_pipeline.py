@@ -39,6 +39,7 @@ class HeldConfirms(MemoryTransport):
         self.awaited: list[list[int]] = []  # batches published through publish_batch
         self.pending: list[asyncio.Future[list[int]]] = []
         self.refuse = False
+        self.block = False
         self.changed = threading.Condition()
 
     def publish_now(self, items: Any) -> Any:
@@ -55,6 +56,8 @@ class HeldConfirms(MemoryTransport):
         with self.changed:
             self.awaited.append([first(item) for item in items])
             self.changed.notify_all()
+        while self.block:  # held until the test lets go (or the task is cancelled)
+            await asyncio.sleep(0.001)
         return await super().publish_batch(items)
 
     def until(self, check: Any, timeout: float = 5.0) -> None:
@@ -170,14 +173,18 @@ def test_a_written_batch_that_fails_for_good_is_raised_then_kept_for_the_next_tr
     assert "publishing 1 message(s) failed" in caplog.text
 
 
-def test_a_sender_cancelled_by_a_closing_loop_leaves_its_batch_to_be_sent_again(
+def test_a_sequence_cancelled_by_a_closing_loop_fails_its_batches_instead_of_hanging_a_flush(
     portal: Portal, request: pytest.FixtureRequest
 ) -> None:
-    """The loop's tasks are cancelled (as when it closes) while a written batch awaits its
-    confirm: the batch leaves the window as failed, so ``flush`` does not wait for a confirm
-    nobody will read, and publishes it again."""
+    """Batches that go from a task (``publish_now`` declined them) while the loop's tasks are
+    cancelled (as when it closes): the one being published and those queued behind it leave
+    the window as failed, so ``flush`` does not wait for them, and publishes them again."""
     window, broker = window_of(portal, request)
+    broker.refuse = True
+    broker.block = True
     window.send([outgoing(1)])
+    broker.until(lambda: broker.awaited == [[1]])
+    window.send([outgoing(2)])  # queued behind the sequence's batch
 
     async def cancel_all() -> None:
         for task in asyncio.all_tasks():
@@ -185,10 +192,22 @@ def test_a_sender_cancelled_by_a_closing_loop_leaves_its_batch_to_be_sent_again(
                 task.cancel()
 
     portal.call(cancel_all())
-    broker.refuse = True
+    broker.block = False
     window.flush(timeout=5)
-    assert broker.awaited == [[1]]
+    assert broker.awaited == [[1], [1, 2]]
     assert window.outstanding == 0
+
+
+def test_a_written_batch_whose_confirm_fails_otherwise_is_raised_and_kept(
+    portal: Portal, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    window, broker = window_of(portal, request, policy=ONE_RETRY)
+    window.send([outgoing(1)])
+    broker.settle(portal, 0, RuntimeError("a client's bug"))  # no broker error: no retry
+    broker.refuse = True
+    window.flush(timeout=5)  # raised nothing: the kept batch was published again by flush
+    assert broker.awaited == [[1]]
+    assert "publishing 1 message(s) failed: RuntimeError" in caplog.text
 
 
 def test_a_transport_without_publish_now_publishes_every_batch_from_a_task(

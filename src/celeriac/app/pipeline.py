@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 
 from celeriac.app import retrying
 from celeriac.errors import TransportError
@@ -164,7 +165,7 @@ class PublishPipeline:
     # -- on the portal loop ---------------------------------------------------------------------
     def _write(self) -> None:
         """Write what has gathered, from this callback when the transport can
-        (:meth:`Transport.publish_now`), and leave its confirms to a task of their own; or,
+        (:meth:`Transport.publish_now`), its confirms settled by a callback of theirs; or,
         when it cannot, start the sequence that publishes from a task, batch after batch.
 
         The caller that handed over the first send of an idle window waits until this has
@@ -174,7 +175,7 @@ class PublishPipeline:
         with self._cond:
             self._scheduled = False
             batch, self._buffer = ([], self._buffer) if self._sequential else (self._buffer, [])
-        started: Awaitable[list[int]] | None = None
+        started: asyncio.Future[list[int]] | None = None
         try:
             started = self.transport.publish_now(batch) if batch else None
         except Exception:  # a transport's bug: publish_batch, from a task, is the way then
@@ -186,9 +187,22 @@ class PublishPipeline:
             self._handovers += 1
             self._cond.notify_all()
         if started is not None:
-            self._settle(batch, started)
+            started.add_done_callback(functools.partial(self._written, batch))
         elif batch:
             self._next_in_sequence()
+
+    def _written(self, batch: list[Outgoing], started: asyncio.Future[list[int]]) -> None:
+        """The confirms of a batch written by :meth:`_write` are in: it leaves the window,
+        or, failed, is retried by the policy from a task (as if its first attempt had been
+        that task's)."""
+        error = asyncio.CancelledError() if started.cancelled() else started.exception()
+        if isinstance(error, TransportError):
+            self._settle(batch, failed=error)
+            return
+        if error is not None:
+            logger.error("publishing %d message(s) failed: %r", len(batch), error)
+        with self._cond:
+            self._fail(batch, error)
 
     def _next_in_sequence(self) -> None:
         """Publish what has gathered from a task, one batch at a time, each once the one
@@ -206,28 +220,19 @@ class PublishPipeline:
     def _settle(
         self,
         batch: list[Outgoing],
-        started: Awaitable[list[int]] | None = None,
+        failed: TransportError | None = None,
         sequence: bool = False,
     ) -> None:
-        """A task that publishes ``batch`` (or awaits ``started``, its publish already
-        written), retried by the publish retry policy as a waited-for send would be; its end
-        (also a cancel before it ran) settles the batch in the window and, in a ``sequence``,
-        starts the next batch or ends the sequence."""
-        first = [started] if started is not None else []
-
-        async def attempt() -> list[int]:
-            if first:
-                return await first.pop()
-            return await self.transport.publish_batch(batch)
+        """A task that publishes ``batch``, retried by the publish retry policy as a
+        waited-for send would be (``failed``: its first attempt, made elsewhere, failed so);
+        its end (also a cancel before it ran) settles the batch in the window and, in a
+        ``sequence``, starts the next batch or ends the sequence."""
 
         async def publish() -> None:
-            await retrying.acall(self.policy(), attempt)
+            await retrying.acall(self.policy(), lambda: self.transport.publish_batch(batch), failed)
 
         def settled(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
-            for never in first:  # cancelled before it ran
-                if isinstance(never, Coroutine):
-                    never.close()
             error = asyncio.CancelledError() if task.cancelled() else task.exception()
             if error is not None and not isinstance(error, asyncio.CancelledError):
                 logger.error("publishing %d message(s) failed: %r", len(batch), error)

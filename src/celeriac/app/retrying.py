@@ -53,9 +53,16 @@ def call(policy: Policy, action: Callable[[], T]) -> T:
             attempt += 1
 
 
-async def acall(policy: Policy, action: Callable[[], Awaitable[T]]) -> T:
-    """``await action()``, retried on :class:`TransportError` by ``policy``."""
+async def acall(
+    policy: Policy, action: Callable[[], Awaitable[T]], failed: TransportError | None = None
+) -> T:
+    """``await action()``, retried on :class:`TransportError` by ``policy``; ``failed``: the
+    first attempt's error, when that attempt was made elsewhere (a send written from a loop
+    callback, :mod:`celeriac.app.pipeline`): the retries go on from there."""
     attempt = 0
+    if failed is not None:
+        await asyncio.sleep(_next_delay(policy, 0, failed))
+        attempt = 1
     while True:
         try:
             return await action()

@@ -35,7 +35,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -309,9 +309,10 @@ class Transport(abc.ABC):
     async def publish_batch(self, items: Sequence[Outgoing]) -> list[int]:
         """Publish many messages in as few round trips as the broker allows; counts per item."""
 
-    def publish_now(self, items: Sequence[Outgoing]) -> Awaitable[list[int]] | None:
+    def publish_now(self, items: Sequence[Outgoing]) -> asyncio.Future[list[int]] | None:
         """Start publishing ``items`` from a callback on the running loop, awaiting nothing:
-        what it returns gives their counts, as :meth:`publish_batch` would; ``None`` when it
+        the future gives their counts, as :meth:`publish_batch` would (or its error, a
+        :class:`~celeriac.errors.TransportError` for a broker's); ``None`` when it
         cannot start them now (the caller awaits :meth:`publish_batch` instead, as it does for
         a transport without this). Why: the sync producer's window (:mod:`celeriac.app.pipeline`)
         hands a ``.delay()`` to its loop in a callback; written there, the message leaves a loop

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractConnection
@@ -233,18 +233,26 @@ class Link:
                 )
         return _counts(results)
 
-    def send_now(self, frames: Sequence[Frame], timeout: float) -> Awaitable[list[int]] | None:
+    def send_now(
+        self,
+        frames: Sequence[Frame],
+        timeout: float,
+        failure: Callable[[BaseException], BaseException],
+    ) -> asyncio.Future[list[int]] | None:
         """:meth:`send` from a loop callback: the frames are queued for the writer before this
-        returns (:func:`~celeriac.transports.amqp.wire.publish_now`), and the awaitable gives
-        their counts once confirmed; ``None`` when that cannot be done now (no open publish
-        channel with confirms, or what ``publish_now`` refuses): :meth:`send` instead."""
+        returns (:func:`~celeriac.transports.amqp.wire.publish_now`), and the future gives
+        their counts once all are confirmed, or ``failure(error)`` (a confirm that did not
+        come within ``timeout`` is a :class:`TimeoutError`); ``None`` when that cannot be done
+        now (no open publish channel with confirms, or what ``publish_now`` refuses):
+        :meth:`send` instead. Callbacks, not a task: the confirm of a lone ``.delay()`` is
+        settled in the reader's own turn."""
         channel = self._channels.get("publish")
         if not self.confirms or channel is None or channel.is_closed:
             return None
         sent = wire.publish_now(channel, frames)
         if sent is None:
             return None
-        return _confirmed(sent, timeout)
+        return _confirmation(sent, timeout, failure)
 
     def take(self, queues: list[str], max_count: int) -> list[tuple[str, DeliveredMessage]]:
         """Up to ``max_count`` buffered deliveries, taken round-robin across ``queues``."""
@@ -312,9 +320,37 @@ class Link:
             logger.debug("closing the AMQP connection: %s", exc)
 
 
-async def _confirmed(sent: list[asyncio.Future[Any]], timeout: float) -> list[int]:
-    async with asyncio.timeout(timeout):
-        return _counts(await asyncio.gather(*sent))
+def _confirmation(
+    sent: list[asyncio.Future[Any]],
+    timeout: float,
+    failure: Callable[[BaseException], BaseException],
+) -> asyncio.Future[list[int]]:
+    """One future for the confirms of ``sent`` (see :meth:`Link.send_now`)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[list[int]] = loop.create_future()
+    left = [len(sent)]
+
+    def expire() -> None:
+        if not done.done():
+            done.set_exception(failure(TimeoutError(f"no confirm within {timeout:g} s")))
+
+    timer = loop.call_later(timeout, expire)
+
+    def confirmed(_: asyncio.Future[Any]) -> None:
+        left[0] -= 1
+        if left[0] or done.done():
+            return
+        timer.cancel()
+        try:
+            counts = _counts([future.result() for future in sent])
+        except BaseException as exc:  # a closed channel, a nack
+            done.set_exception(failure(exc))
+        else:
+            done.set_result(counts)
+
+    for future in sent:
+        future.add_done_callback(confirmed)
+    return done
 
 
 def _counts(results: Sequence[Any]) -> list[int]:

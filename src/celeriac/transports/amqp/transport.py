@@ -372,7 +372,7 @@ class AMQPTransport(Transport):
                     counts[i] = count
         return counts
 
-    def publish_now(self, items: Sequence[Outgoing]) -> Awaitable[list[int]] | None:
+    def publish_now(self, items: Sequence[Outgoing]) -> asyncio.Future[list[int]] | None:
         """Write ``items`` from a callback on the loop, awaiting nothing (see
         :meth:`Transport.publish_now`): when this loop's link is up, each message goes to an
         exchange it has checked and none is delayed, they are queued for the connection's
@@ -388,22 +388,18 @@ class AMQPTransport(Transport):
                 return None
             if item.due_at is not None and (item.due_at - now) * 1000 > delay.IMMEDIATE_MS:
                 return None
-            frames.append(
-                (
-                    item.exchange,
-                    item.routing_key,
-                    item.message.body,
-                    codec.properties_for(item.message),
-                )
-            )
-        sent = link.send_now(frames, self.confirm_timeout)
-        if sent is None:
-            return None
-        return self._published(sent)
+            props = codec.properties_for(item.message)
+            frames.append((item.exchange, item.routing_key, item.message.body, props))
+        return link.send_now(frames, self.confirm_timeout, self._publish_failure)
 
-    async def _published(self, sent: Awaitable[list[int]]) -> list[int]:
-        with self.errors("publishing"):
-            return await sent
+    def _publish_failure(self, exc: BaseException) -> BaseException:
+        """What :meth:`errors` makes of ``exc`` while publishing (a TransportError without the
+        password, for a client error)."""
+        try:
+            with self.errors("publishing"):
+                raise exc
+        except BaseException as converted:
+            return converted
 
     def publish_sync(self, items: Sequence[Outgoing]) -> list[int]:
         """Publish from sync code on this instance's private portal loop (thread-safe).

@@ -29,7 +29,9 @@ message and an awaited ``basic_qos``, slower and equally correct.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -60,8 +62,36 @@ _replies: set[asyncio.Task[None]] = set()
 
 
 def batching(channel: AbstractChannel) -> bool:
-    """Whether this aiormq channel has what batched writes need."""
-    return all(hasattr(channel, name) for name in _NEEDED)
+    """Whether this aiormq channel has what batched writes need (asked once per channel type:
+    aiormq sets them all in a channel's ``__init__``; every publish and ack asks)."""
+    kind = type(channel)
+    known = _batching.get(kind)
+    if known is None:
+        known = _batching[kind] = all(hasattr(channel, name) for name in _NEEDED)
+    return known
+
+
+_batching: dict[type, bool] = {}
+
+
+class _MessageIds:
+    """Message ids for publishes that carry none (aiormq maps a ``basic.return`` to its
+    publish by it): a random prefix per process and a counter, where ``uuid4`` cost a
+    ``getrandom`` call per message on a sync send's path. A forked child draws a new prefix."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+_message_ids = _MessageIds()
 
 
 def _forget(channel: Any, message_id: str, tag: int) -> Any:
@@ -75,7 +105,7 @@ def _forget(channel: Any, message_id: str, tag: int) -> Any:
 def _expect_confirm(raw: Any, props: Basic.Properties) -> asyncio.Future[Any]:
     """Register the next publish's confirmation, as ``basic_publish`` does (call under lock)."""
     if not props.message_id:
-        props.message_id = uuid.uuid4().hex
+        props.message_id = _message_ids.next()
     raw.delivery_tag += 1
     tag = raw.delivery_tag
     future: asyncio.Future[Any] = raw.create_future()
