@@ -36,6 +36,7 @@ from apps.prefork_tasks import (
     MARK_ENV,
     PAIR_ENV,
     POOL_SPEC,
+    TEST_PROCESS_ENV,
     RecordingPool,
     make_app,
 )
@@ -81,6 +82,7 @@ def fetch_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def _database(mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "x.db"
     monkeypatch.setenv(DB_ENV, str(path))
+    monkeypatch.setenv(TEST_PROCESS_ENV, str(os.getpid()))
     if mode == "pipe":
         yield path
         return

@@ -29,6 +29,10 @@ DELIVERIES_ENV = "PREFORK_TEST_MAX_DELIVERIES"
 HOLD_ENV = "PREFORK_TEST_HOLD_LIMIT"
 #: With FETCH_ENV: a child claims two when its last task took less (``fetching.PAIR_UNDER``).
 PAIR_ENV = "PREFORK_TEST_PAIR_UNDER"
+#: The pid of the test's own process, which builds the app too (to send tasks): the two limits
+#: above are set in the processes that run tasks, never in it, where they would stay for the
+#: next test of its xdist worker (a test that read the defaults there failed in CI).
+TEST_PROCESS_ENV = "PREFORK_TEST_PROCESS"
 APP_SPEC = "apps.prefork_tasks:make_app"
 POOL_SPEC = "apps.prefork_tasks:RecordingPool"
 WAIT_LIMIT = 30.0
@@ -88,9 +92,10 @@ def make_app() -> Celeriac:
             },
             worker_prefork_fetch=True,
         )
-        if os.environ.get(HOLD_ENV):  # read by each child's Holder as it starts
+        runs_tasks = os.environ.get(TEST_PROCESS_ENV) != str(os.getpid())
+        if runs_tasks and os.environ.get(HOLD_ENV):  # read by each child's Holder as it starts
             holding.HOLD_LIMIT = float(os.environ[HOLD_ENV])
-        if os.environ.get(PAIR_ENV):  # read at each claim
+        if runs_tasks and os.environ.get(PAIR_ENV):  # read at each claim
             fetching.PAIR_UNDER = float(os.environ[PAIR_ENV])
     else:
         app = Celeriac(
