@@ -646,7 +646,7 @@ def test_what_a_killed_child_held_is_given_back_as_it_dies_not_at_its_lease_end(
         os.kill(holder, signal.SIGKILL)
         runners = [read_pid(tmp_path / f"m{n}") for n in (2, 3, 4)]
         assert holder not in runners
-        assert f"child {holder} died holding 3 messages: given back" in caplog.text
+        assert f"child {holder} died holding 3 messages: giving them back" in caplog.text
         (tmp_path / "b0").touch()
 
 

@@ -266,12 +266,11 @@ class Overseer:
         its lease ends; a message no longer leased to it (its lease ended meanwhile) is only
         warned of by the transport."""
         deliveries = [Delivery(tag, queue, b"") for queue, tag in held]
+        logger.info("child %d died holding %d messages: giving them back", pid, len(held))
         try:
             await self.transport.requeue(deliveries)
         except TransportError as exc:  # their leases run out and they come back: not lost
             logger.warning("could not give back %d messages child %d held: %s", len(held), pid, exc)
-            return
-        logger.info("child %d died holding %d messages: given back", pid, len(held))
 
     # -- background calls -------------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:
