@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from celeriac.app import pipeline
 from celeriac.app.pipeline import PublishPipeline
 from celeriac.errors import TransportError
 from celeriac.protocol.message import task_message
@@ -91,6 +92,14 @@ def outgoing(n: int) -> Outgoing:
         args_repr=f"({n},)",
     )
     return Outgoing(message=message, exchange="", routing_key="q")
+
+
+@pytest.fixture(autouse=True)
+def patient_handover(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first send of an idle window waits for the loop to take it, 5 ms at most: tests
+    that look at what was written as soon as ``send`` returns wait as long as it takes (a
+    loaded machine can take longer than 5 ms to wake the loop)."""
+    monkeypatch.setattr(pipeline, "HANDOVER_WAIT", 30.0)
 
 
 @pytest.fixture
