@@ -57,8 +57,8 @@ class HeldConfirms(MemoryTransport):
         with self.changed:
             self.awaited.append([first(item) for item in items])
             self.changed.notify_all()
-        while self.block:  # held until the test lets go (or the task is cancelled)
-            await asyncio.sleep(0.001)
+        if self.block:  # held until the task is cancelled
+            await asyncio.Event().wait()
         return await super().publish_batch(items)
 
     def until(self, check: Any, timeout: float = 5.0) -> None:

@@ -11,7 +11,7 @@ confirmed, or retried, or its failure raised. RabbitMQ's own guidance for publis
 How: a send hands what it adds to the loop in a callback, which writes everything gathered
 since the last one at once, without awaiting anything, where the transport can
 (:meth:`~celeriac.transports.base.Transport.publish_now`: RabbitMQ's channel, when no other
-publish holds it), and leaves that batch's confirms to a task of its own. So a send never
+publish holds it), and settles that batch's confirms by callbacks of theirs. So a send never
 waits behind the confirms of the one before: with confirms arriving once the consumer acks
 (RabbitMQ confirms a persistent message when it is written down or acked, whichever is first),
 a sparse sender (``delay().get()``) used to hand each message over while the previous one's
@@ -88,7 +88,7 @@ class PublishPipeline:
         self._cond = threading.Condition()
         self._buffer: list[Outgoing] = []
         self._scheduled = False  # a _write is on its way to the loop
-        self._sequential = False  # batches go from a task, one after another (see _sequence)
+        self._sequential = False  # batches go from tasks, one after another (_next_in_sequence)
         self._handovers = 0  # _write calls run: what a caller that scheduled one waits for
         self._outstanding = 0  # handed over and not yet confirmed or failed
         self._failed: list[tuple[list[Outgoing], BaseException]] = []
@@ -174,6 +174,8 @@ class PublishPipeline:
         leave."""
         with self._cond:
             self._scheduled = False
+            # a send may have scheduled this while the _write before it was turning to the
+            # sequence: then the sequence takes what gathered, in order
             batch, self._buffer = ([], self._buffer) if self._sequential else (self._buffer, [])
         started: asyncio.Future[list[int]] | None = None
         try:
